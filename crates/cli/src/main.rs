@@ -1,0 +1,49 @@
+//! The `sluice` binary: argument parsing, wiring and printing. The work is done in the
+//! library crates; this file only connects them to the command line.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Sluice moves data from HTTP APIs, databases and files into databases, through a durable
+/// buffer, classifying every failure and losing nothing.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the error classes and what Sluice does with each by default.
+    Classes,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Classes => {
+            for class in sluice_core::ErrorClass::ALL {
+                println!("{:<18} {}", class.as_str(), class.default_disposition());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! # sluice-core
+//!
+//! The vocabulary every other Sluice crate speaks:
+//!
+//! - [`Batch`]: the unit of work, buffering, failure and replay. Its [`BatchId`] is
+//!   deterministic from `(pipeline, node, source position, content hash)`, so a page
+//!   re-read after a crash is recognised as the same batch, while a page whose records
+//!   changed is a new one.
+//! - [`ErrorClass`] and [`Disposition`]: the failure taxonomy. Every error Sluice meets is
+//!   mapped to one class; the class picks the default disposition (retry, split,
+//!   quarantine, fail, ...), which a pipeline may override per node.
+//! - [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts and time.
+//! - [`Secret`]: a string that prints as `***`.
+//!
+//! ```
+//! use sluice_core::{Batch, ErrorClass, Disposition, SourcePosition};
+//! use arrow::array::{Int64Array, RecordBatch};
+//! use std::sync::Arc;
+//!
+//! let records = RecordBatch::try_from_iter([(
+//!     "id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _,
+//! )]).unwrap();
+//! let batch = Batch::new("orders", "api", SourcePosition::page(1), records);
+//! let again = Batch::new("orders", "api", SourcePosition::page(1), batch.records.clone());
+//! assert_eq!(batch.id, again.id);
+//! assert_eq!(ErrorClass::RateLimited.default_disposition(), Disposition::Retry);
+//! ```
+
+mod batch;
+mod error;
+mod retry;
+mod secret;
+
+pub use batch::{Batch, BatchId, SourcePosition};
+pub use error::{Disposition, ErrorClass};
+pub use retry::RetryPolicy;
+pub use secret::Secret;

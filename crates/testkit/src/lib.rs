@@ -1,0 +1,25 @@
+//! # sluice-testkit
+//!
+//! Finds the real services the tests run against and hands each test its own corner of
+//! them, cleaned up when the handle drops:
+//!
+//! - [`kafka_topic`]: a fresh topic on the broker at `SLUICE_TEST_KAFKA`;
+//! - [`postgres_schema`]: a fresh schema in the database at `SLUICE_TEST_POSTGRES`;
+//! - [`mysql_database`]: a fresh database on the server at `SLUICE_TEST_MYSQL`.
+//!
+//! A missing variable is a test failure with a message saying how to start the services,
+//! never a skip: a test must not pass because its service was absent.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let pg = sluice_testkit::postgres_schema("smoke").await;
+//! let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+//! # }
+//! ```
+
+mod services;
+
+pub use services::{
+    KafkaTopic, MysqlDatabase, PostgresSchema, kafka_bootstrap, kafka_topic, mysql_database,
+    mysql_url, postgres_schema, postgres_url, unique_name,
+};
