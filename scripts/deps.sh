@@ -38,12 +38,21 @@ apt_install() {
   export DEBIAN_FRONTEND=noninteractive
   local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  # apt's chatter goes to a file, shown only when something fails.
+  local out
+  out="$(mktemp)"
   # One update per run; package lists on a fresh machine are usually empty or stale.
   if [[ -z "${SLUICE_APT_UPDATED:-}" ]]; then
-    "${sudo[@]}" apt-get -q update >&2
+    "${sudo[@]}" apt-get -q update >"$out" 2>&1 || { cat "$out" >&2; rm -f "$out"; exit 1; }
     export SLUICE_APT_UPDATED=1
   fi
-  "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2
+  if ! "${apt[@]}" install --no-install-recommends "${missing[@]}" >"$out" 2>&1; then
+    cat "$out" >&2
+    rm -f "$out"
+    echo "deps: apt-get install ${missing[*]} failed" >&2
+    exit 1
+  fi
+  rm -f "$out"
 }
 
 services_deps() {

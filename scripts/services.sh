@@ -48,7 +48,8 @@ start_failed() {
   log "$name failed to start; read $(rel "$logfile")"
   if [[ -f "$logfile" ]]; then
     log "---- last lines of $(rel "$logfile") ----"
-    tail -n 40 "$logfile" >&2 || true
+    # Java stack frames say little here; keep the messages and "Caused by" lines.
+    grep -vE $'^\t+at |^\t*\\.\\.\\. [0-9]+ more' "$logfile" | tail -n 30 >&2 || true
     log "----"
   fi
   exit 1
@@ -57,7 +58,8 @@ start_failed() {
 # Run as the postgres OS user when we are root (initdb and postgres refuse root).
 as_pg() {
   # cd /: the postgres user may not be allowed into the current directory.
-  if ((EUID == 0)); then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+  # 9>&-: the server pg_ctl starts must not inherit (and so hold) our lock.
+  if ((EUID == 0)); then (cd / && runuser -u postgres -- "$@" 9>&-); else "$@" 9>&-; fi
 }
 
 # Stop a Debian-started server that holds one of our ports (apt may auto-start it).
@@ -193,7 +195,7 @@ kafka_up() {
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
         -cp "$(kafka_libs)/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
-        >>"$KAFKA_LOG" 2>&1 </dev/null
+        >>"$KAFKA_LOG" 2>&1 </dev/null 9>&-
     ) &
     echo "$!" >"$KAFKA_PID"
   fi
@@ -418,7 +420,7 @@ my_up() {
         --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --skip-innodb-doublewrite \
         --server-id=1 --log-bin=binlog --binlog-format=ROW --binlog-row-image=FULL \
         --binlog-expire-logs-seconds=86400 \
-        >>"$MY_DIR/mariadbd.out" 2>&1 </dev/null
+        >>"$MY_DIR/mariadbd.out" 2>&1 </dev/null 9>&-
     ) &
     # mariadbd writes the pid file itself once running; remember the pid until then.
     echo "$!" >"$MY_PID"
@@ -504,10 +506,11 @@ export SLUICE_TEST_MYSQL=mysql://sluice:sluice@$HOST:$MY_PORT/sluice
 EOF
 }
 
+# Serializes up/down. fd 9 holds the lock; servers started under it get `9>&-`.
 with_lock() {
   mkdir -p "$SVC"
   exec 9>"$SVC/.lock"
-  flock -w 600 9 || die "another services.sh holds $(rel "$SVC")/.lock"
+  flock -w 300 9 || die "another services.sh holds $(rel "$SVC")/.lock"
 }
 
 cmd_up() {
