@@ -7,6 +7,7 @@
 #
 #   scripts/services.sh up       install what is missing, start what is not running, wait until ready
 #   scripts/services.sh down     stop what `up` started
+#   scripts/services.sh up|down kafka|postgres|mariadb ...   only the services named
 #   scripts/services.sh status   one line per service; exit 0 only if all are up
 #   scripts/services.sh env      `export SLUICE_TEST_...=` lines: eval "$(scripts/services.sh env)"
 #   scripts/services.sh kafka-tool CLASS ARGS...   run a Kafka CLI class, e.g.
@@ -513,36 +514,62 @@ with_lock() {
   flock -w 300 9 || die "another services.sh holds $(rel "$SVC")/.lock"
 }
 
+# The services named on the command line (default: all), checked.
+selected() {
+  local s
+  (($#)) || set -- postgres mariadb kafka
+  for s in "$@"; do
+    case "$s" in
+      kafka | postgres | mariadb) printf '%s\n' "$s" ;;
+      *) die "unknown service '$s' (expected kafka, postgres or mariadb)" ;;
+    esac
+  done
+}
+
 cmd_up() {
+  local services
+  services="$(selected "$@")"
   with_lock
   if use_docker; then
-    compose up -d --wait
+    # shellcheck disable=SC2086 # word splitting of the service list is intended
+    compose up -d --wait $services
     cmd_status
     return
   fi
   "$ROOT/scripts/deps.sh" services
-  local t
+  local t s
   t=$SECONDS
-  pg_up
-  my_up
-  kafka_up
+  for s in $services; do
+    case "$s" in
+      postgres) pg_up ;;
+      mariadb) my_up ;;
+      kafka) kafka_up ;;
+    esac
+  done
   log "services: ready in $((SECONDS - t))s"
 }
 
 cmd_down() {
+  local services s
+  services="$(selected "$@")"
   with_lock
   if use_docker; then
-    compose down
+    # shellcheck disable=SC2086 # word splitting of the service list is intended
+    compose stop $services
     return
   fi
-  kafka_down
-  my_down
-  pg_down
+  for s in $services; do
+    case "$s" in
+      kafka) kafka_down ;;
+      mariadb) my_down ;;
+      postgres) pg_down ;;
+    esac
+  done
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) shift; cmd_up "$@" ;;
+  down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   env) cmd_env ;;
   kafka-tool)
@@ -552,7 +579,7 @@ case "${1:-}" in
     kafka_tool "$@"
     ;;
   *)
-    echo "usage: $0 up|down|status|env|kafka-tool CLASS [ARGS...]" >&2
+    echo "usage: $0 up [SERVICE...] | down [SERVICE...] | status | env | kafka-tool CLASS [ARGS...]   (SERVICE: kafka, postgres, mariadb)" >&2
     exit 2
     ;;
 esac

@@ -31,7 +31,7 @@ mod error;
 mod retry;
 mod secret;
 
-pub use batch::{Batch, BatchId, SourcePosition};
+pub use batch::{Batch, BatchId, BatchPart, SourcePosition, schema_fingerprint};
 pub use error::{Disposition, ErrorClass};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

@@ -1,0 +1,291 @@
+//! The embedded durable log (`buffer: embedded`, the default).
+//!
+//! Layout under the log's root folder:
+//!
+//! ```text
+//! <root>/<topic>/00000000000000000000.log    segment files, named by their first offset
+//! <root>/<topic>/groups/<group>.offset       the group's committed offset, in decimal
+//! ```
+//!
+//! An entry is `u32 length | u32 CRC-32 of the body | body` (little-endian), the body a
+//! [`wire::Message`](crate::wire::Message) frame. Offsets count entries from 0. On open,
+//! the last segment is scanned and a torn tail (a short or corrupt last entry, left by a
+//! crash mid-write) is truncated; acknowledged entries were fsynced before the ack
+//! (with [`FsyncPolicy::EveryBatch`]) and so are never lost. A segment is deleted once
+//! every known group has committed past its last entry.
+
+mod segment;
+
+use async_trait::async_trait;
+use sluice_core::Batch;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+use crate::error::check_name;
+use crate::wire::{self, Message, Reassembler, WireFormat};
+use crate::{AckToken, Buffer, BufferError, Delivery, PoisonMessage, Subscription};
+use segment::{ReadOutcome, SegmentReader, TopicLog};
+
+/// When appended entries are flushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync before acknowledging every publish: no acknowledged batch is lost even on
+    /// power failure. The default.
+    EveryBatch,
+    /// fsync at most once per interval: faster; a power failure (not a process crash) may
+    /// lose up to the interval's acknowledged batches.
+    Interval(Duration),
+}
+
+/// Settings of the embedded log.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// A new segment file starts once the current one exceeds this many bytes.
+    pub segment_bytes: u64,
+    /// Flush policy.
+    pub fsync: FsyncPolicy,
+    /// Largest message; larger batches are split into parts.
+    pub max_message_bytes: usize,
+    /// Encoding of batches.
+    pub format: WireFormat,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            segment_bytes: 64 * 1024 * 1024,
+            fsync: FsyncPolicy::EveryBatch,
+            max_message_bytes: 16 * 1024 * 1024,
+            format: WireFormat::default(),
+        }
+    }
+}
+
+/// The embedded durable log. Cheap to clone; clones share the open topics.
+#[derive(Debug, Clone)]
+pub struct EmbeddedLog {
+    root: PathBuf,
+    options: EmbeddedOptions,
+    topics: Arc<Mutex<HashMap<String, Arc<OpenTopic>>>>,
+}
+
+#[derive(Debug)]
+struct OpenTopic {
+    log: Mutex<TopicLog>,
+    /// The next offset to be written: readers wait on it.
+    high_watermark: watch::Sender<i64>,
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) a log rooted at `root`.
+    pub fn open(root: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, BufferError> {
+        let root = root.as_ref().to_path_buf();
+        std::fs::create_dir_all(&root).map_err(|e| BufferError::io(&root, e))?;
+        let log = EmbeddedLog {
+            root,
+            options,
+            topics: Arc::default(),
+        };
+        // Open every existing topic now, so that a torn tail left by a crash is recovered
+        // before anything reads or writes.
+        let entries = std::fs::read_dir(&log.root).map_err(|e| BufferError::io(&log.root, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| BufferError::io(&log.root, e))?;
+            if let Some(name) = entry.file_name().to_str()
+                && entry.path().is_dir()
+                && check_name("topic", name).is_ok()
+            {
+                log.topic(name)?;
+            }
+        }
+        Ok(log)
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<OpenTopic>, BufferError> {
+        check_name("topic", name)?;
+        let mut topics = self.topics.lock().expect("topic map lock");
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        let log = TopicLog::open(&self.root.join(name), &self.options)?;
+        let (high_watermark, _) = watch::channel(log.next_offset());
+        let topic = Arc::new(OpenTopic {
+            log: Mutex::new(log),
+            high_watermark,
+        });
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Appends a batch and returns the offset of its first message.
+    pub async fn append(&self, topic: &str, batch: &Batch) -> Result<i64, BufferError> {
+        let open = self.topic(topic)?;
+        let messages = wire::encode(batch, self.options.format, self.options.max_message_bytes)?;
+        let frames: Vec<Vec<u8>> = messages.iter().map(Message::to_frame).collect();
+        let writer = open.clone();
+        let first = run_blocking(move || {
+            let mut log = writer.log.lock().expect("topic log lock");
+            let first = log.append(&frames)?;
+            let next = log.next_offset();
+            writer.high_watermark.send_replace(next);
+            Ok(first)
+        })
+        .await?;
+        Ok(first)
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
+) -> Result<T, BufferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+#[async_trait]
+impl Buffer for EmbeddedLog {
+    async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), BufferError> {
+        self.append(topic, batch).await.map(|_| ())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BufferError> {
+        check_name("group", group)?;
+        let open = self.topic(topic)?;
+        let (start, dir) = {
+            let mut log = open.log.lock().expect("topic log lock");
+            (log.register_group(group)?, log.dir().to_path_buf())
+        };
+        Ok(Box::new(EmbeddedSubscription {
+            topic_name: topic.to_owned(),
+            group: group.to_owned(),
+            high_watermark: open.high_watermark.subscribe(),
+            topic: open,
+            reader: Some(SegmentReader::new(dir, start)),
+            reassembler: Reassembler::default(),
+        }))
+    }
+
+    async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError> {
+        check_name("group", group)?;
+        let open = self.topic(topic)?;
+        let log = open.log.lock().expect("topic log lock");
+        let committed = log.committed(group)?.unwrap_or(log.start_offset());
+        Ok((log.next_offset() - committed).max(0) as u64)
+    }
+}
+
+struct EmbeddedSubscription {
+    topic_name: String,
+    group: String,
+    topic: Arc<OpenTopic>,
+    high_watermark: watch::Receiver<i64>,
+    reader: Option<SegmentReader>,
+    reassembler: Reassembler,
+}
+
+#[async_trait]
+impl Subscription for EmbeddedSubscription {
+    async fn next_within(&mut self, wait: Duration) -> Result<Option<Delivery>, BufferError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let high = *self.high_watermark.borrow_and_update();
+            let reader = self.reader.as_ref().expect("reader present between reads");
+            if reader.offset() >= high {
+                match tokio::time::timeout_at(deadline, self.high_watermark.changed()).await {
+                    Ok(Ok(())) => continue,
+                    // Timed out, or the log was dropped: nothing more for now.
+                    Ok(Err(_)) | Err(_) => return Ok(None),
+                }
+            }
+            let mut reader = self.reader.take().expect("reader present");
+            let (reader, outcome) = run_blocking(move || {
+                let outcome = reader.read_next();
+                Ok((reader, outcome))
+            })
+            .await?;
+            self.reader = Some(reader);
+            let (offset, frame) = match outcome? {
+                ReadOutcome::Entry { offset, body } => (offset, body),
+                ReadOutcome::Corrupt {
+                    offset,
+                    body,
+                    error,
+                } => {
+                    return Ok(Some(self.poison(offset, body, error)));
+                }
+            };
+            let decoded = Message::from_frame(&frame).and_then(|m| wire::decode(&m));
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(error) => return Ok(Some(self.poison(offset, frame, error))),
+            };
+            match self.reassembler.add(0, offset, decoded) {
+                Ok(Some(batch)) => {
+                    let next = self
+                        .reassembler
+                        .low_watermark(0)
+                        .unwrap_or(offset + 1)
+                        .min(offset + 1);
+                    return Ok(Some(Delivery::Batch {
+                        batch,
+                        ack: self.ack(next),
+                    }));
+                }
+                Ok(None) => continue,
+                Err(error) => return Ok(Some(self.poison(offset, frame, error))),
+            }
+        }
+    }
+
+    async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError> {
+        let topic = self.topic.clone();
+        let group = self.group.clone();
+        let next = ack.next_offset;
+        run_blocking(move || {
+            let mut log = topic.log.lock().expect("topic log lock");
+            log.commit(&group, next)?;
+            log.apply_retention()
+        })
+        .await
+    }
+}
+
+impl EmbeddedSubscription {
+    fn ack(&self, next_offset: i64) -> AckToken {
+        AckToken {
+            topic: self.topic_name.clone(),
+            partition: 0,
+            next_offset,
+        }
+    }
+
+    fn poison(&self, offset: i64, payload: Vec<u8>, error: String) -> Delivery {
+        tracing::warn!(topic = %self.topic_name, offset, %error, "undecodable message in the embedded buffer; handing it out for quarantine");
+        Delivery::Poison {
+            poison: PoisonMessage {
+                topic: self.topic_name.clone(),
+                partition: 0,
+                offset,
+                payload,
+                error,
+            },
+            ack: self.ack(offset + 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+use super::*;
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use sluice_core::SourcePosition;
+use std::io::Write as _;
+
+fn batch(page: u64, rows: i64) -> Batch {
+    let ids: Vec<i64> = (0..rows).map(|i| page as i64 * 1000 + i).collect();
+    let names: Vec<String> = ids
+        .iter()
+        .map(|i| format!("record {i} {}", "y".repeat(30)))
+        .collect();
+    let records = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids)) as _),
+        ("name", Arc::new(StringArray::from(names)) as _),
+    ])
+    .unwrap();
+    Batch::new("p", "src", SourcePosition::page(page), records)
+}
+
+async fn drain(sub: &mut Box<dyn Subscription>) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    while let Some(d) = sub.next_within(Duration::from_millis(50)).await.unwrap() {
+        out.push(d);
+    }
+    out
+}
+
+fn ids(deliveries: &[Delivery]) -> Vec<u64> {
+    deliveries
+        .iter()
+        .map(|d| match d {
+            Delivery::Batch { batch, .. } => match batch.position {
+                SourcePosition::Page(p) => p,
+                _ => unreachable!(),
+            },
+            Delivery::Poison { poison, .. } => panic!("unexpected poison: {}", poison.error),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn round_trip_and_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let sent: Vec<Batch> = (0..5).map(|p| batch(p, 10)).collect();
+    for b in &sent {
+        log.publish("t", b).await.unwrap();
+    }
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    assert_eq!(log.lag("t", "g").await.unwrap(), 5);
+    let got = drain(&mut sub).await;
+    assert_eq!(ids(&got), [0, 1, 2, 3, 4]);
+    for (d, b) in got.iter().zip(&sent) {
+        let Delivery::Batch { batch, .. } = d else {
+            unreachable!()
+        };
+        assert_eq!(batch.id, b.id);
+        assert_eq!(batch.records, b.records);
+    }
+    sub.commit(got[2].ack()).await.unwrap();
+    assert_eq!(log.lag("t", "g").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_waiting_subscriber_wakes_on_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    let publisher = log.clone();
+    let handle = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        publisher.publish("t", &batch(7, 3)).await.unwrap();
+    });
+    let d = sub.next_within(Duration::from_secs(10)).await.unwrap();
+    handle.await.unwrap();
+    assert_eq!(ids(&[d.unwrap()]), [7]);
+}
+
+#[tokio::test]
+async fn committed_offsets_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        for p in 0..4 {
+            log.publish("t", &batch(p, 5)).await.unwrap();
+        }
+        let mut sub = log.subscribe("t", "g").await.unwrap();
+        let first = sub.next().await.unwrap().unwrap();
+        let second = sub.next().await.unwrap().unwrap();
+        sub.commit(first.ack()).await.unwrap();
+        // `second` is processed but not committed: it must come again.
+        drop(second);
+    }
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    assert_eq!(ids(&drain(&mut sub).await), [1, 2, 3]);
+    // Another group starts from the beginning.
+    let mut other = log.subscribe("t", "other").await.unwrap();
+    assert_eq!(ids(&drain(&mut other).await), [0, 1, 2, 3]);
+}
+
+fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("t"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files.pop().unwrap()
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_truncated_and_acked_batches_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        for p in 0..3 {
+            log.publish("t", &batch(p, 5)).await.unwrap();
+        }
+    }
+    let seg = last_segment(dir.path());
+    let full = std::fs::metadata(&seg).unwrap().len();
+    // A write interrupted halfway: a partial entry header and body.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&500u32.to_le_bytes()).unwrap();
+    f.write_all(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
+    drop(f);
+
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        full,
+        "torn tail cut off"
+    );
+    log.publish("t", &batch(3, 5)).await.unwrap();
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    assert_eq!(ids(&drain(&mut sub).await), [0, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_corrupted_last_entry_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        for p in 0..3 {
+            log.publish("t", &batch(p, 5)).await.unwrap();
+        }
+    }
+    let seg = last_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff; // flip bits in the last entry's body
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    assert_eq!(ids(&drain(&mut sub).await), [0, 1]);
+}
+
+#[tokio::test]
+async fn a_corrupt_entry_in_the_middle_is_poison_and_reading_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    log.publish("t", &batch(0, 5)).await.unwrap();
+    // A frame that is not a sluice message at all, appended with a valid CRC.
+    log.topic("t")
+        .unwrap()
+        .log
+        .lock()
+        .unwrap()
+        .append(&[b"\x02\x00\x00\x00{}garbage".to_vec()])
+        .unwrap();
+    log.publish("t", &batch(2, 5)).await.unwrap();
+    let open = log.topic("t").unwrap();
+    open.high_watermark
+        .send_replace(open.log.lock().unwrap().next_offset());
+
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    let got = drain(&mut sub).await;
+    assert_eq!(got.len(), 3);
+    let Delivery::Poison { poison, ack } = &got[1] else {
+        panic!("expected poison, got {:?}", got[1]);
+    };
+    assert_eq!((poison.partition, poison.offset), (0, 1));
+    assert_eq!(ack.next_offset, 2);
+    assert_eq!(ids(&got[2..]), [2]);
+}
+
+#[tokio::test]
+async fn an_oversized_batch_travels_in_parts_and_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        max_message_bytes: 4096,
+        format: WireFormat::Arrow,
+        ..EmbeddedOptions::default()
+    };
+    let log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let big = batch(1, 500);
+    let first = log.append("t", &big).await.unwrap();
+    let next = log.append("t", &batch(2, 1)).await.unwrap();
+    assert!(next - first > 2, "split into {} parts", next - first);
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    let got = drain(&mut sub).await;
+    assert_eq!(ids(&got), [1, 2]);
+    let Delivery::Batch { batch, ack } = &got[0] else {
+        unreachable!()
+    };
+    assert_eq!(batch.records, big.records);
+    assert_eq!(batch.id, big.id);
+    assert_eq!(ack.next_offset, next);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_segments_every_group_consumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        segment_bytes: 1, // one entry per segment
+        ..EmbeddedOptions::default()
+    };
+    let log = EmbeddedLog::open(dir.path(), options.clone()).unwrap();
+    let mut fast = log.subscribe("t", "fast").await.unwrap();
+    let mut slow = log.subscribe("t", "slow").await.unwrap();
+    for p in 0..4 {
+        log.publish("t", &batch(p, 2)).await.unwrap();
+    }
+    let count = || {
+        std::fs::read_dir(dir.path().join("t"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    assert_eq!(count(), 5); // 4 full segments and the empty active one
+    let got = drain(&mut fast).await;
+    fast.commit(got[3].ack()).await.unwrap();
+    assert_eq!(count(), 5, "slow has consumed nothing: nothing may go");
+    let got = drain(&mut slow).await;
+    slow.commit(got[1].ack()).await.unwrap();
+    assert_eq!(count(), 3, "segments 0 and 1 are consumed by both groups");
+    slow.commit(got[3].ack()).await.unwrap();
+    assert_eq!(count(), 1, "only the active segment stays");
+
+    // After a restart, both groups resume where they were, and new data flows.
+    drop((fast, slow, log));
+    let log = EmbeddedLog::open(dir.path(), options).unwrap();
+    log.publish("t", &batch(9, 2)).await.unwrap();
+    let mut slow = log.subscribe("t", "slow").await.unwrap();
+    assert_eq!(ids(&drain(&mut slow).await), [9]);
+}
+
+#[tokio::test]
+async fn bad_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let err = log.publish("../escape", &batch(0, 1)).await.unwrap_err();
+    assert_eq!(err.class(), sluice_core::ErrorClass::InvalidRequest);
+    assert!(log.subscribe("t", "a/b").await.is_err());
+}

@@ -1,0 +1,110 @@
+//! Buffer errors, each with its error class.
+
+use sluice_core::ErrorClass;
+use std::path::PathBuf;
+
+/// What went wrong in a buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// Reading or writing the embedded log's files failed.
+    #[error("embedded buffer I/O on {path}: {source} (is the disk full or the folder read-only?)")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Kafka refused or did not answer.
+    #[error("Kafka {operation} failed: {source}{hint}", hint = kafka_hint(*.class))]
+    Kafka {
+        /// What we were doing (produce to topic x, commit, ...).
+        operation: String,
+        /// The error class derived from the Kafka error code.
+        class: ErrorClass,
+        /// rdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// One record alone is larger than the buffer's message limit.
+    #[error(
+        "a single record of {bytes} bytes exceeds the buffer's message limit of {limit} bytes (raise `message_max_bytes`, or quarantine the record)"
+    )]
+    RecordTooLarge {
+        /// Encoded size of the record.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Encoding a batch failed (a bug, or a type the wire format cannot carry).
+    #[error("cannot encode batch {batch_id}: {message}")]
+    Encode {
+        /// The batch.
+        batch_id: String,
+        /// What failed.
+        message: String,
+    },
+    /// A topic or group name that cannot be used.
+    #[error("invalid {what} name `{name}`: use letters, digits, `.`, `_` and `-` only")]
+    InvalidName {
+        /// `topic` or `group`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+}
+
+fn kafka_hint(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Dependency | ErrorClass::Network => {
+            " (is the broker running and reachable? `scripts/services.sh status`)"
+        }
+        ErrorClass::PayloadTooLarge => {
+            " (the message exceeds the broker's `message.max.bytes`; lower the buffer's `message_max_bytes` so batches are split)"
+        }
+        ErrorClass::Auth | ErrorClass::Permission => {
+            " (check the SASL/SSL properties and the ACLs of the principal)"
+        }
+        _ => "",
+    }
+}
+
+impl BufferError {
+    /// The error class, which decides retry, split or fail.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            BufferError::Io { .. } => ErrorClass::Dependency,
+            BufferError::Kafka { class, .. } => *class,
+            BufferError::RecordTooLarge { .. } => ErrorClass::PayloadTooLarge,
+            BufferError::Encode { .. } => ErrorClass::Internal,
+            BufferError::InvalidName { .. } => ErrorClass::InvalidRequest,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BufferError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Checks a topic or group name: it becomes a folder or file name in the embedded log
+/// and a topic name in Kafka.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), BufferError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BufferError::InvalidName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,490 @@
+//! Kafka as the buffer (`buffer: kafka`).
+//!
+//! - Producer: `enable.idempotence=true`, `acks=all`; a publish returns once every part of
+//!   the batch was acknowledged by the broker. The message key is the batch id, so all
+//!   parts of a split batch land in one partition, in order.
+//! - Topics are created on first use with the configured partitions, replication and
+//!   retention.
+//! - Consumers: one consumer group per downstream node, `enable.auto.commit=false`; the
+//!   engine commits a delivery's offset only after the node handled it.
+//! - A broker that is down makes publishes fail after `message.timeout.ms` with class
+//!   `dependency`; when it is back, flow resumes by itself (librdkafka reconnects).
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use sluice_core::{Batch, ErrorClass};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::check_name;
+use crate::wire::{self, Message, Reassembler, WireFormat};
+use crate::{AckToken, Buffer, BufferError, Delivery, PoisonMessage, Subscription};
+
+/// Settings of the Kafka buffer.
+#[derive(Clone)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Partitions of topics Sluice creates.
+    pub partitions: i32,
+    /// Replication factor of topics Sluice creates.
+    pub replication: i32,
+    /// `retention.ms` of topics Sluice creates (`None`: the broker's default).
+    pub retention: Option<Duration>,
+    /// Largest message Sluice sends; larger batches are split into parts. Keep it at or
+    /// below the broker's `message.max.bytes`.
+    pub message_max_bytes: usize,
+    /// How long the producer retries a message before the publish fails.
+    pub delivery_timeout: Duration,
+    /// Encoding of batches.
+    pub format: WireFormat,
+    /// Extra librdkafka properties (SASL, SSL, ...), passed through to every client.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        KafkaOptions {
+            brokers: "127.0.0.1:9092".into(),
+            partitions: 3,
+            replication: 1,
+            retention: None,
+            message_max_bytes: 1_000_000,
+            delivery_timeout: Duration::from_secs(30),
+            format: WireFormat::default(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Whether a librdkafka property holds a secret and must not be printed.
+fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key", "token", "credential", "jaas"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+impl fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaOptions")
+            .field("brokers", &self.brokers)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("retention", &self.retention)
+            .field("message_max_bytes", &self.message_max_bytes)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("format", &self.format)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+impl KafkaOptions {
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// Maps a Kafka error to its class.
+fn classify(error: &KafkaError) -> ErrorClass {
+    use RDKafkaErrorCode as C;
+    let Some(code) = error.rdkafka_error_code() else {
+        return match error {
+            KafkaError::ClientCreation(_) | KafkaError::Subscription(_) => {
+                ErrorClass::InvalidRequest
+            }
+            _ => ErrorClass::Dependency,
+        };
+    };
+    match code {
+        C::MessageSizeTooLarge | C::InvalidMessageSize => ErrorClass::PayloadTooLarge,
+        C::SaslAuthenticationFailed | C::Authentication => ErrorClass::Auth,
+        C::TopicAuthorizationFailed
+        | C::GroupAuthorizationFailed
+        | C::ClusterAuthorizationFailed => ErrorClass::Permission,
+        C::InvalidConfig
+        | C::InvalidArgument
+        | C::InvalidTopic
+        | C::InvalidReplicationFactor
+        | C::InvalidPartitions => ErrorClass::InvalidRequest,
+        _ => ErrorClass::Dependency,
+    }
+}
+
+fn kafka_error(operation: impl Into<String>, source: KafkaError) -> BufferError {
+    BufferError::Kafka {
+        operation: operation.into(),
+        class: classify(&source),
+        source,
+    }
+}
+
+/// Kafka as a [`Buffer`].
+pub struct KafkaBuffer {
+    options: KafkaOptions,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    created: Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for KafkaBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaBuffer")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl KafkaBuffer {
+    /// Creates the producer and admin clients. No connection is made until first use.
+    pub fn new(options: KafkaOptions) -> Result<Self, BufferError> {
+        let producer: FutureProducer = options
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "none")
+            .set(
+                "message.max.bytes",
+                (options.message_max_bytes + 64 * 1024).to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                options.delivery_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| kafka_error("creating the producer", e))?;
+        let admin = options
+            .client_config()
+            .create()
+            .map_err(|e| kafka_error("creating the admin client", e))?;
+        Ok(KafkaBuffer {
+            options,
+            producer,
+            admin,
+            created: Mutex::default(),
+        })
+    }
+
+    /// Creates the topic unless this process already did (or it exists).
+    pub async fn ensure_topic(&self, topic: &str) -> Result<(), BufferError> {
+        check_name("topic", topic)?;
+        if self.created.lock().expect("topic set lock").contains(topic) {
+            return Ok(());
+        }
+        let retention = self.options.retention.map(|r| r.as_millis().to_string());
+        let mut new = NewTopic::new(
+            topic,
+            self.options.partitions,
+            TopicReplication::Fixed(self.options.replication),
+        );
+        if let Some(ms) = &retention {
+            new = new.set("retention.ms", ms);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .admin
+            .create_topics(&[new], &opts)
+            .await
+            .map_err(|e| kafka_error(format!("creating topic {topic}"), e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(kafka_error(
+                        format!("creating topic {topic}"),
+                        KafkaError::AdminOp(code),
+                    ));
+                }
+            }
+        }
+        self.created
+            .lock()
+            .expect("topic set lock")
+            .insert(topic.to_owned());
+        Ok(())
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.options.client_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set(
+                "fetch.message.max.bytes",
+                (self.options.message_max_bytes + 64 * 1024).to_string(),
+            );
+        config
+    }
+
+    /// Publishes one raw message (tests use this to plant garbage on a topic).
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), BufferError> {
+        self.ensure_topic(topic).await?;
+        self.producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                self.options.delivery_timeout,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| kafka_error(format!("producing to {topic}"), e))
+    }
+}
+
+#[async_trait]
+impl Buffer for KafkaBuffer {
+    async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), BufferError> {
+        self.ensure_topic(topic).await?;
+        let messages = wire::encode(batch, self.options.format, self.options.message_max_bytes)?;
+        let key = batch.id.to_string();
+        // Enqueue every part, then wait for all acks: the idempotent producer keeps them
+        // in order within the partition.
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+            for (k, v) in &message.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let record = FutureRecord::to(topic)
+                .key(&key)
+                .payload(&message.payload)
+                .headers(headers);
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| kafka_error(format!("producing to {topic}"), e))?;
+            pending.push(delivery);
+        }
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(kafka_error(format!("producing to {topic}"), e)),
+                Err(_canceled) => {
+                    return Err(kafka_error(
+                        format!("producing to {topic}"),
+                        KafkaError::Canceled,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BufferError> {
+        check_name("group", group)?;
+        self.ensure_topic(topic).await?;
+        let consumer: StreamConsumer = self
+            .consumer_config(group)
+            .create()
+            .map_err(|e| kafka_error("creating a consumer", e))?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| kafka_error(format!("subscribing to {topic}"), e))?;
+        Ok(Box::new(KafkaSubscription {
+            topic: topic.to_owned(),
+            consumer: Arc::new(consumer),
+            reassembler: Reassembler::default(),
+        }))
+    }
+
+    async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError> {
+        check_name("group", group)?;
+        let config = self.consumer_config(group);
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<u64, BufferError> {
+            let consumer: BaseConsumer = config
+                .create()
+                .map_err(|e| kafka_error("creating a consumer", e))?;
+            let timeout = Duration::from_secs(10);
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| kafka_error(format!("reading metadata of {topic}"), e))?;
+            let mut tpl = TopicPartitionList::new();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition(&topic, p.id());
+                }
+            }
+            let committed = consumer
+                .committed_offsets(tpl, timeout)
+                .map_err(|e| kafka_error(format!("reading committed offsets of {topic}"), e))?;
+            let mut lag = 0u64;
+            for elem in committed.elements() {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, elem.partition(), timeout)
+                    .map_err(|e| kafka_error(format!("reading watermarks of {topic}"), e))?;
+                let from = match elem.offset() {
+                    Offset::Offset(o) => o,
+                    _ => low,
+                };
+                lag += (high - from).max(0) as u64;
+            }
+            Ok(lag)
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+}
+
+struct KafkaSubscription {
+    topic: String,
+    consumer: Arc<StreamConsumer>,
+    reassembler: Reassembler,
+}
+
+fn sluice_headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(headers) = msg.headers() {
+        for h in headers.iter() {
+            if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                out.insert(h.key.to_owned(), v.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next_within(&mut self, wait: Duration) -> Result<Option<Delivery>, BufferError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let received = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(r) => r,
+            };
+            let msg =
+                received.map_err(|e| kafka_error(format!("consuming from {}", self.topic), e))?;
+            let (partition, offset) = (msg.partition(), msg.offset());
+            let message = Message {
+                headers: sluice_headers(&msg),
+                payload: msg.payload().unwrap_or_default().to_vec(),
+            };
+            drop(msg);
+            let outcome = wire::decode(&message)
+                .and_then(|decoded| self.reassembler.add(partition, offset, decoded));
+            let ack = |next_offset| AckToken {
+                topic: self.topic.clone(),
+                partition,
+                next_offset,
+            };
+            match outcome {
+                Ok(Some(batch)) => {
+                    let next = self
+                        .reassembler
+                        .low_watermark(partition)
+                        .map_or(offset + 1, |low| low.min(offset + 1));
+                    return Ok(Some(Delivery::Batch {
+                        batch,
+                        ack: ack(next),
+                    }));
+                }
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, partition, offset, %error, "undecodable Kafka message; handing it out for quarantine");
+                    let next = self
+                        .reassembler
+                        .low_watermark(partition)
+                        .map_or(offset + 1, |low| low.min(offset + 1));
+                    return Ok(Some(Delivery::Poison {
+                        poison: PoisonMessage {
+                            topic: self.topic.clone(),
+                            partition,
+                            offset,
+                            payload: message.payload,
+                            error,
+                        },
+                        ack: ack(next),
+                    }));
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&ack.topic, ack.partition, Offset::Offset(ack.next_offset))
+            .map_err(|e| kafka_error("building a commit", e))?;
+        let consumer = self.consumer.clone();
+        let topic = ack.topic.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+            .map_err(|e| kafka_error(format!("committing offsets of {topic}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_properties_are_redacted_in_debug() {
+        let mut options = KafkaOptions::default();
+        options
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        options
+            .properties
+            .insert("ssl.key.pem".into(), "PRIVATE".into());
+        options
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let shown = format!("{options:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+        assert!(shown.contains("SASL_SSL"), "{shown}");
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(classify(&too_large), ErrorClass::PayloadTooLarge);
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(classify(&timeout), ErrorClass::Dependency);
+        let denied = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(classify(&denied), ErrorClass::Permission);
+    }
+}

@@ -1,0 +1,136 @@
+//! # sluice-buffer
+//!
+//! The durable buffer between sources and sinks, so that an outage on one side neither
+//! stops nor loses the other. One trait, [`Buffer`], two implementations:
+//!
+//! - [`EmbeddedLog`] (`buffer: embedded`, the default): append-only segment files with a
+//!   length and CRC per entry, committed offsets per consumer group, retention of fully
+//!   consumed segments, torn-tail recovery. Needs no setup.
+//! - [`KafkaBuffer`] (`buffer: kafka`): an idempotent rdkafka producer with `acks=all`,
+//!   topics created on first use, consumer groups with manual commits.
+//!
+//! Both carry batches in the same [wire format](wire): Arrow IPC (zstd by default) or
+//! JSON lines, with headers for the batch id, pipeline, node, source position, schema
+//! fingerprint and creation time. A batch larger than the buffer's message limit is split
+//! into ordered parts sharing the batch id; a subscriber reassembles them, so a sink never
+//! sees half a batch as whole. A message that does not decode is handed out as
+//! [`Delivery::Poison`] (to be quarantined), never as an error that stops the stream.
+//!
+//! ```no_run
+//! # async fn demo(batch: sluice_core::Batch) -> Result<(), sluice_buffer::BufferError> {
+//! use sluice_buffer::{Buffer, Delivery, EmbeddedLog, EmbeddedOptions};
+//! let log = EmbeddedLog::open("/tmp/sluice-buffer", EmbeddedOptions::default())?;
+//! log.publish("orders.api.db", &batch).await?;            // returns once durable
+//! let mut sub = log.subscribe("orders.api.db", "db-sink").await?;
+//! if let Some(Delivery::Batch { batch, ack }) = sub.next().await? {
+//!     // ... write the batch ...
+//!     sub.commit(&ack).await?;                              // only after success
+//! }
+//! # Ok(()) }
+//! ```
+
+mod embedded;
+mod error;
+mod kafka;
+pub mod wire;
+
+pub use embedded::{EmbeddedLog, EmbeddedOptions, FsyncPolicy};
+pub use error::BufferError;
+pub use kafka::{KafkaBuffer, KafkaOptions};
+pub use wire::WireFormat;
+
+use async_trait::async_trait;
+use sluice_core::Batch;
+
+/// Where a delivered message sits in its log: what a commit acknowledges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckToken {
+    /// The log (topic) it came from.
+    pub topic: String,
+    /// Partition (always 0 in the embedded log).
+    pub partition: i32,
+    /// The offset to commit: one past the last message of the delivery.
+    pub next_offset: i64,
+}
+
+/// A message that could not be decoded: written by another producer, truncated, or of an
+/// unknown format version. It is to be quarantined; consumption goes on after it.
+#[derive(Debug, Clone)]
+pub struct PoisonMessage {
+    /// Topic of the message.
+    pub topic: String,
+    /// Partition of the message.
+    pub partition: i32,
+    /// Offset of the message.
+    pub offset: i64,
+    /// Its raw payload, kept for inspection.
+    pub payload: Vec<u8>,
+    /// Why it did not decode.
+    pub error: String,
+}
+
+/// What a subscription hands out.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A whole batch (reassembled if it travelled in parts).
+    Batch {
+        /// The batch.
+        batch: Batch,
+        /// Commit it once the batch was handled downstream.
+        ack: AckToken,
+    },
+    /// A message that did not decode: quarantine it, then commit it.
+    Poison {
+        /// The message.
+        poison: PoisonMessage,
+        /// Commit it once it was quarantined.
+        ack: AckToken,
+    },
+}
+
+impl Delivery {
+    /// The token to commit once this delivery was handled.
+    pub fn ack(&self) -> &AckToken {
+        match self {
+            Delivery::Batch { ack, .. } | Delivery::Poison { ack, .. } => ack,
+        }
+    }
+}
+
+/// A durable buffer of batches, organised in topics (one per DAG edge).
+#[async_trait]
+pub trait Buffer: Send + Sync {
+    /// Appends a batch to a topic and returns once it is durable (acked). A batch larger
+    /// than the message limit travels as several parts.
+    async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), BufferError>;
+
+    /// Subscribes to a topic as a member of the named consumer group, from the group's
+    /// committed offset (or the beginning).
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BufferError>;
+
+    /// How many messages of the topic the group has not committed yet.
+    async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError>;
+}
+
+/// A consumer-group member's view of a topic.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next delivery; `Ok(None)` when the topic holds nothing more right now and
+    /// `wait` elapsed without a new message.
+    async fn next_within(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<Option<Delivery>, BufferError>;
+
+    /// The next delivery, waiting up to a second for one to arrive.
+    async fn next(&mut self) -> Result<Option<Delivery>, BufferError> {
+        self.next_within(std::time::Duration::from_secs(1)).await
+    }
+
+    /// Commits everything up to and including the delivery the token belongs to.
+    async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError>;
+}
