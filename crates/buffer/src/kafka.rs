@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::error::check_name;
 use crate::wire::{self, Message, Reassembler, WireFormat};
-use crate::{AckToken, Buffer, BufferError, Delivery, PoisonMessage, Subscription};
+use crate::{AckToken, Buffer, BufferError, Delivery, PoisonMessage, Subscription, run_blocking};
 
 /// Settings of the Kafka buffer.
 #[derive(Clone)]
@@ -331,7 +331,7 @@ impl Buffer for KafkaBuffer {
         check_name("group", group)?;
         let config = self.consumer_config(group);
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || -> Result<u64, BufferError> {
+        run_blocking(move || -> Result<u64, BufferError> {
             let consumer: BaseConsumer = config
                 .create()
                 .map_err(|e| kafka_error("creating a consumer", e))?;
@@ -362,7 +362,6 @@ impl Buffer for KafkaBuffer {
             Ok(lag)
         })
         .await
-        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
 }
 
@@ -447,10 +446,12 @@ impl Subscription for KafkaSubscription {
             .map_err(|e| kafka_error("building a commit", e))?;
         let consumer = self.consumer.clone();
         let topic = ack.topic.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-            .map_err(|e| kafka_error(format!("committing offsets of {topic}"), e))
+        run_blocking(move || {
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| kafka_error(format!("committing offsets of {topic}"), e))
+        })
+        .await
     }
 }
 

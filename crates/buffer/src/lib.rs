@@ -42,6 +42,15 @@ pub use wire::WireFormat;
 use async_trait::async_trait;
 use sluice_core::Batch;
 
+/// Runs blocking file or librdkafka work off the async runtime, re-raising its panics.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
+) -> Result<T, BufferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
 /// Where a delivered message sits in its log: what a commit acknowledges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckToken {

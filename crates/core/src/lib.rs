@@ -10,6 +10,8 @@
 //!   mapped to one class; the class picks the default disposition (retry, split,
 //!   quarantine, fail, ...), which a pipeline may override per node.
 //! - [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts and time.
+//! - [`Source`] and [`Sink`]: what the engine asks of connectors; they fail with a
+//!   [`ConnectorError`] that carries its class and redacted evidence.
 //! - [`Secret`]: a string that prints as `***`.
 //!
 //! ```
@@ -27,11 +29,15 @@
 //! ```
 
 mod batch;
+mod connector;
 mod error;
 mod retry;
 mod secret;
 
 pub use batch::{Batch, BatchId, BatchPart, SourcePosition, schema_fingerprint};
+pub use connector::{
+    ConnectorError, ConnectorEvent, RejectedRows, Sink, Source, SourceBatch, WriteReport,
+};
 pub use error::{Disposition, ErrorClass};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::error::check_name;
 use crate::wire::{self, Message, Reassembler, WireFormat};
-use crate::{AckToken, Buffer, BufferError, Delivery, PoisonMessage, Subscription};
+use crate::{AckToken, Buffer, BufferError, Delivery, PoisonMessage, Subscription, run_blocking};
 use segment::{ReadOutcome, SegmentReader, TopicLog};
 
 /// When appended entries are flushed to disk.
@@ -141,14 +141,6 @@ impl EmbeddedLog {
         .await?;
         Ok(first)
     }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
-) -> Result<T, BufferError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
 #[async_trait]

@@ -1,0 +1,1 @@
+//! SQL sinks and sources. (In progress.)
