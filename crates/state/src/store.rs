@@ -1,0 +1,898 @@
+//! The state store on sqlx's `Any` driver: one set of queries for SQLite and PostgreSQL.
+
+use serde::Serialize;
+use sluice_core::ErrorClass;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What went wrong in the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The URL is not one the store understands.
+    #[error(
+        "state store URL `{url}` is not supported: use `sqlite:///path/to/state.db` or `postgres://user:password@host:port/db`"
+    )]
+    UnsupportedUrl {
+        /// The URL, with any password removed.
+        url: String,
+    },
+    /// The database failed.
+    #[error(
+        "state store at {url}: {source} (is the database reachable and writable? `sluice` keeps runs, checkpoints and failed batches there)"
+    )]
+    Database {
+        /// The URL, with any password removed.
+        url: String,
+        /// sqlx's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A row that should exist does not.
+    #[error("{what} `{id}` not found in the state store")]
+    NotFound {
+        /// `run`, `failed batch`, ...
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+}
+
+impl StateError {
+    /// The class: an unreachable state store is a `dependency`.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StateError::UnsupportedUrl { .. } | StateError::NotFound { .. } => {
+                ErrorClass::InvalidRequest
+            }
+            StateError::Database { .. } => ErrorClass::Dependency,
+        }
+    }
+}
+
+/// The status of a run (and of a node within it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going.
+    Running,
+    /// Every batch was delivered.
+    Succeeded,
+    /// Done, but something was quarantined for replay.
+    PartiallySucceeded,
+    /// A node failed.
+    Failed,
+    /// Stopped by a signal or a user.
+    Cancelled,
+    /// Not run because an upstream node failed (nodes only).
+    Skipped,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::PartiallySucceeded => "partially_succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "partially_succeeded" => RunStatus::PartiallySucceeded,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "skipped" => RunStatus::Skipped,
+            other => return Err(format!("unknown run status `{other}`")),
+        })
+    }
+}
+
+/// A run, as listed by `sluice runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// `manual`, `cron`, `realtime`, `replay`.
+    pub trigger: String,
+    /// Status.
+    pub status: String,
+    /// Start, milliseconds since the epoch.
+    pub started_at: i64,
+    /// End, if over.
+    pub finished_at: Option<i64>,
+    /// Why it failed, redacted.
+    pub error: Option<String>,
+}
+
+/// A node within a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeRunRow {
+    /// Node id.
+    pub node: String,
+    /// Status.
+    pub status: String,
+    /// Records received (sinks, transforms) or read (sources).
+    pub records_in: i64,
+    /// Records emitted or written.
+    pub records_out: i64,
+    /// Batches handled.
+    pub batches: i64,
+    /// Retries made.
+    pub retries: i64,
+    /// Records quarantined.
+    pub quarantined: i64,
+    /// Duplicate batches skipped through the ledger.
+    pub duplicates: i64,
+    /// The class of the error that failed the node.
+    pub error_class: Option<String>,
+    /// The error, redacted.
+    pub error: Option<String>,
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    /// Node id.
+    pub node: String,
+    /// Error class.
+    pub class: String,
+    /// What happened and what was done, redacted.
+    pub detail: String,
+    /// When, milliseconds since the epoch.
+    pub at: i64,
+}
+
+/// A batch to keep in the failed-batch store.
+#[derive(Debug, Clone)]
+pub struct NewFailedBatch<'a> {
+    /// The batch's ledger key (stable across retries and replays).
+    pub id: &'a str,
+    /// Pipeline.
+    pub pipeline: &'a str,
+    /// The node where it failed: replay starts there.
+    pub node: &'a str,
+    /// The run it failed in.
+    pub run_id: &'a str,
+    /// Error class.
+    pub class: ErrorClass,
+    /// The error, redacted.
+    pub error: &'a str,
+    /// Redacted request/response evidence, if any.
+    pub evidence: Option<&'a str>,
+    /// Attempts made in this run.
+    pub attempts: i64,
+    /// Records in the batch.
+    pub rows: i64,
+    /// The encoded batch (a buffer wire-format frame).
+    pub payload: &'a [u8],
+}
+
+/// A row of the failed-batch store.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedBatchRow {
+    /// The batch's ledger key.
+    pub id: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Node where it failed.
+    pub node: String,
+    /// Run where it last failed.
+    pub run_id: String,
+    /// Error class.
+    pub class: String,
+    /// The error, redacted.
+    pub error: String,
+    /// Redacted evidence.
+    pub evidence: Option<String>,
+    /// Attempts over all runs.
+    pub attempts: i64,
+    /// Records in the batch.
+    pub rows: i64,
+    /// First failure, ms since the epoch.
+    pub first_failed_at: i64,
+    /// Last failure, ms since the epoch.
+    pub last_failed_at: i64,
+    /// When a replay delivered it.
+    pub resolved_at: Option<i64>,
+    /// The encoded batch (empty in listings).
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+}
+
+/// Which failed batches to list or replay.
+#[derive(Debug, Clone, Default)]
+pub struct FailedBatchFilter {
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// Only batches last failed in this run.
+    pub run_id: Option<String>,
+    /// Only this node.
+    pub node: Option<String>,
+    /// Only batches that last failed at or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// Only this batch.
+    pub id: Option<String>,
+    /// Include resolved ones too.
+    pub include_resolved: bool,
+}
+
+/// An alert.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRow {
+    /// Pipeline.
+    pub pipeline: String,
+    /// Node, if the alert is about one.
+    pub node: Option<String>,
+    /// Error class.
+    pub class: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    /// What happened, redacted.
+    pub message: String,
+    /// When, ms since the epoch.
+    pub at: i64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Removes the password from a database URL, for messages.
+fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+/// The schema, as migrations applied in order. `{blob}` becomes the backend's byte type.
+const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, trigger_kind TEXT NOT NULL,
+        status TEXT NOT NULL, started_at BIGINT NOT NULL, finished_at BIGINT, error TEXT);
+     CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, started_at);
+     CREATE TABLE IF NOT EXISTS node_runs (
+        run_id TEXT NOT NULL, node TEXT NOT NULL, status TEXT NOT NULL,
+        records_in BIGINT NOT NULL, records_out BIGINT NOT NULL, batches BIGINT NOT NULL,
+        retries BIGINT NOT NULL, quarantined BIGINT NOT NULL, duplicates BIGINT NOT NULL,
+        error_class TEXT, error TEXT, PRIMARY KEY (run_id, node));
+     CREATE TABLE IF NOT EXISTS attempts (
+        id TEXT PRIMARY KEY, run_id TEXT NOT NULL, node TEXT NOT NULL, class TEXT NOT NULL,
+        detail TEXT NOT NULL, at BIGINT NOT NULL);
+     CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id, at);
+     CREATE TABLE IF NOT EXISTS checkpoints (
+        pipeline TEXT NOT NULL, node TEXT NOT NULL, value TEXT NOT NULL,
+        updated_at BIGINT NOT NULL, PRIMARY KEY (pipeline, node));
+     CREATE TABLE IF NOT EXISTS failed_batches (
+        id TEXT NOT NULL, pipeline TEXT NOT NULL, node TEXT NOT NULL, run_id TEXT NOT NULL,
+        class TEXT NOT NULL, error TEXT NOT NULL, evidence TEXT, attempts BIGINT NOT NULL,
+        rows_count BIGINT NOT NULL, first_failed_at BIGINT NOT NULL,
+        last_failed_at BIGINT NOT NULL, resolved_at BIGINT, payload {blob} NOT NULL,
+        PRIMARY KEY (pipeline, node, id));
+     CREATE TABLE IF NOT EXISTS schema_fingerprints (
+        pipeline TEXT NOT NULL, node TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        schema_text TEXT NOT NULL, first_seen_at BIGINT NOT NULL,
+        PRIMARY KEY (pipeline, node, fingerprint));
+     CREATE TABLE IF NOT EXISTS alerts (
+        id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, node TEXT, class TEXT NOT NULL,
+        severity TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL);"];
+
+/// The state store.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
+}
+
+impl StateStore {
+    /// Opens the store, creating the SQLite file and applying migrations as needed.
+    pub async fn open(url: &str) -> Result<Self, StateError> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let (backend, connect_url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(parent) =
+                std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (Backend::Sqlite, format!("{url}{sep}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(StateError::UnsupportedUrl { url: shown });
+        };
+        let db_err = |source| StateError::Database {
+            url: shown.clone(),
+            source,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 5 })
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&connect_url)
+            .await
+            .map_err(db_err)?;
+        let store = StateStore {
+            pool,
+            backend,
+            url: shown.clone(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn err(&self, source: sqlx::Error) -> StateError {
+        StateError::Database {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StateError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        sqlx::query("CREATE TABLE IF NOT EXISTS sluice_state_version (version BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM sluice_state_version")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>(0))
+            .map_err(|e| self.err(e))?;
+        let blob = match self.backend {
+            Backend::Sqlite => "BLOB",
+            Backend::Postgres => "BYTEA",
+        };
+        for (i, migration) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            if current.is_some_and(|c| c >= version) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            for statement in migration.replace("{blob}", blob).split(';') {
+                if statement.trim().is_empty() {
+                    continue;
+                }
+                sqlx::query(AssertSqlSafe(statement.to_owned()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            sqlx::query("INSERT INTO sluice_state_version (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            tx.commit().await.map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a run and returns its id.
+    pub async fn start_run(&self, pipeline: &str, trigger: &str) -> Result<String, StateError> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        sqlx::query(
+            "INSERT INTO runs (id, pipeline, trigger_kind, status, started_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(pipeline)
+        .bind(trigger)
+        .bind(RunStatus::Running.as_str())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    /// Ends a run.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        sqlx::query("UPDATE runs SET status = $1, finished_at = $2, error = $3 WHERE id = $4")
+            .bind(status.as_str())
+            .bind(now_ms())
+            .bind(error)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Writes (or overwrites) a node's row of a run.
+    pub async fn record_node(&self, run_id: &str, node: &NodeRunRow) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO node_runs (run_id, node, status, records_in, records_out, batches, retries,
+                quarantined, duplicates, error_class, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (run_id, node) DO UPDATE SET status = excluded.status,
+                records_in = excluded.records_in, records_out = excluded.records_out,
+                batches = excluded.batches, retries = excluded.retries,
+                quarantined = excluded.quarantined, duplicates = excluded.duplicates,
+                error_class = excluded.error_class, error = excluded.error",
+        )
+        .bind(run_id)
+        .bind(&node.node)
+        .bind(&node.status)
+        .bind(node.records_in)
+        .bind(node.records_out)
+        .bind(node.batches)
+        .bind(node.retries)
+        .bind(node.quarantined)
+        .bind(node.duplicates)
+        .bind(node.error_class.as_deref())
+        .bind(node.error.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt (detail must be redacted by the caller).
+    pub async fn record_attempt(
+        &self,
+        run_id: &str,
+        node: &str,
+        class: ErrorClass,
+        detail: &str,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO attempts (id, run_id, node, class, detail, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(run_id)
+        .bind(node)
+        .bind(class.as_str())
+        .bind(detail)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The node's last checkpoint.
+    pub async fn checkpoint(
+        &self,
+        pipeline: &str,
+        node: &str,
+    ) -> Result<Option<serde_json::Value>, StateError> {
+        let row = sqlx::query("SELECT value FROM checkpoints WHERE pipeline = $1 AND node = $2")
+            .bind(pipeline)
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row
+            .and_then(|r| r.try_get::<String, _>(0).ok())
+            .and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Stores the node's checkpoint (call only after the batch it follows was acked).
+    pub async fn save_checkpoint(
+        &self,
+        pipeline: &str,
+        node: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (pipeline, node, value, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (pipeline, node) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(pipeline)
+        .bind(node)
+        .bind(value.to_string())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets a node's checkpoint (a full resync).
+    pub async fn clear_checkpoint(&self, pipeline: &str, node: &str) -> Result<(), StateError> {
+        sqlx::query("DELETE FROM checkpoints WHERE pipeline = $1 AND node = $2")
+            .bind(pipeline)
+            .bind(node)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Keeps a failed batch; a batch already kept (same pipeline, node and id) gets its
+    /// attempts added, its last failure updated and is unresolved again.
+    pub async fn quarantine(&self, batch: &NewFailedBatch<'_>) -> Result<(), StateError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO failed_batches (id, pipeline, node, run_id, class, error, evidence, attempts,
+                rows_count, first_failed_at, last_failed_at, resolved_at, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, NULL, $11)
+             ON CONFLICT (pipeline, node, id) DO UPDATE SET run_id = excluded.run_id,
+                class = excluded.class, error = excluded.error, evidence = excluded.evidence,
+                attempts = failed_batches.attempts + excluded.attempts,
+                last_failed_at = excluded.last_failed_at, resolved_at = NULL,
+                payload = excluded.payload",
+        )
+        .bind(batch.id)
+        .bind(batch.pipeline)
+        .bind(batch.node)
+        .bind(batch.run_id)
+        .bind(batch.class.as_str())
+        .bind(batch.error)
+        .bind(batch.evidence)
+        .bind(batch.attempts)
+        .bind(batch.rows)
+        .bind(now)
+        .bind(batch.payload.to_vec())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn failed_row(row: &AnyRow, with_payload: bool) -> Result<FailedBatchRow, sqlx::Error> {
+        Ok(FailedBatchRow {
+            id: row.try_get("id")?,
+            pipeline: row.try_get("pipeline")?,
+            node: row.try_get("node")?,
+            run_id: row.try_get("run_id")?,
+            class: row.try_get("class")?,
+            error: row.try_get("error")?,
+            evidence: row.try_get("evidence")?,
+            attempts: row.try_get("attempts")?,
+            rows: row.try_get("rows_count")?,
+            first_failed_at: row.try_get("first_failed_at")?,
+            last_failed_at: row.try_get("last_failed_at")?,
+            resolved_at: row.try_get("resolved_at")?,
+            payload: if with_payload {
+                row.try_get("payload")?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Failed batches matching the filter, oldest first. Payloads are loaded only when
+    /// `with_payload` (replay needs them; listings do not).
+    pub async fn failed_batches(
+        &self,
+        filter: &FailedBatchFilter,
+        with_payload: bool,
+    ) -> Result<Vec<FailedBatchRow>, StateError> {
+        let columns = "id, pipeline, node, run_id, class, error, evidence, attempts, rows_count,
+            first_failed_at, last_failed_at, resolved_at";
+        let payload = if with_payload { ", payload" } else { "" };
+        let mut sql = format!("SELECT {columns}{payload} FROM failed_batches WHERE 1 = 1");
+        let mut n = 0;
+        let mut param = |sql: &mut String, clause: &str| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        if filter.pipeline.is_some() {
+            param(&mut sql, " AND pipeline = ?");
+        }
+        if filter.run_id.is_some() {
+            param(&mut sql, " AND run_id = ?");
+        }
+        if filter.node.is_some() {
+            param(&mut sql, " AND node = ?");
+        }
+        if filter.since.is_some() {
+            param(&mut sql, " AND last_failed_at >= ?");
+        }
+        if filter.id.is_some() {
+            param(&mut sql, " AND id = ?");
+        }
+        if !filter.include_resolved {
+            sql.push_str(" AND resolved_at IS NULL");
+        }
+        sql.push_str(" ORDER BY first_failed_at, id");
+        // Only fixed fragments and placeholders are interpolated; values are bound.
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for value in [&filter.pipeline, &filter.run_id, &filter.node]
+            .into_iter()
+            .flatten()
+        {
+            query = query.bind(value.clone());
+        }
+        if let Some(since) = filter.since {
+            query = query.bind(since);
+        }
+        if let Some(id) = &filter.id {
+            query = query.bind(id.clone());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| Self::failed_row(r, with_payload))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks a failed batch delivered.
+    pub async fn resolve_failed(
+        &self,
+        pipeline: &str,
+        node: &str,
+        id: &str,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE failed_batches SET resolved_at = $1 WHERE pipeline = $2 AND node = $3 AND id = $4",
+        )
+        .bind(now_ms())
+        .bind(pipeline)
+        .bind(node)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Deletes failed batches with this id (all nodes). Returns how many went.
+    pub async fn drop_failed(&self, id: &str) -> Result<u64, StateError> {
+        let done = sqlx::query("DELETE FROM failed_batches WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if done.rows_affected() == 0 {
+            return Err(StateError::NotFound {
+                what: "failed batch",
+                id: id.to_owned(),
+            });
+        }
+        Ok(done.rows_affected())
+    }
+
+    fn run_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
+        Ok(RunRow {
+            id: row.try_get("id")?,
+            pipeline: row.try_get("pipeline")?,
+            trigger: row.try_get("trigger_kind")?,
+            status: row.try_get("status")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            error: row.try_get("error")?,
+        })
+    }
+
+    /// The latest runs, newest first.
+    pub async fn runs(
+        &self,
+        pipeline: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, StateError> {
+        let rows = match pipeline {
+            Some(p) => {
+                sqlx::query(
+                    "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error FROM runs
+                     WHERE pipeline = $1 ORDER BY started_at DESC, id LIMIT $2",
+                )
+                .bind(p)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error FROM runs
+                     ORDER BY started_at DESC, id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(Self::run_row)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// One run with its nodes and attempts.
+    pub async fn run(
+        &self,
+        id: &str,
+    ) -> Result<(RunRow, Vec<NodeRunRow>, Vec<AttemptRow>), StateError> {
+        let row = sqlx::query(
+            "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error FROM runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?
+        .ok_or_else(|| StateError::NotFound {
+            what: "run",
+            id: id.to_owned(),
+        })?;
+        let run = Self::run_row(&row).map_err(|e| self.err(e))?;
+        let nodes = sqlx::query(
+            "SELECT node, status, records_in, records_out, batches, retries, quarantined, duplicates,
+                error_class, error FROM node_runs WHERE run_id = $1 ORDER BY node",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?
+        .iter()
+        .map(|r| {
+            Ok(NodeRunRow {
+                node: r.try_get("node")?,
+                status: r.try_get("status")?,
+                records_in: r.try_get("records_in")?,
+                records_out: r.try_get("records_out")?,
+                batches: r.try_get("batches")?,
+                retries: r.try_get("retries")?,
+                quarantined: r.try_get("quarantined")?,
+                duplicates: r.try_get("duplicates")?,
+                error_class: r.try_get("error_class")?,
+                error: r.try_get("error")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(|e| self.err(e))?;
+        let attempts = sqlx::query(
+            "SELECT node, class, detail, at FROM attempts WHERE run_id = $1 ORDER BY at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?
+        .iter()
+        .map(|r| {
+            Ok(AttemptRow {
+                node: r.try_get("node")?,
+                class: r.try_get("class")?,
+                detail: r.try_get("detail")?,
+                at: r.try_get("at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(|e| self.err(e))?;
+        Ok((run, nodes, attempts))
+    }
+
+    /// Records a schema a node produced; returns `true` when it was not seen before.
+    pub async fn record_schema(
+        &self,
+        pipeline: &str,
+        node: &str,
+        fingerprint: &str,
+        schema_text: &str,
+    ) -> Result<bool, StateError> {
+        let done = sqlx::query(
+            "INSERT INTO schema_fingerprints (pipeline, node, fingerprint, schema_text, first_seen_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(pipeline)
+        .bind(node)
+        .bind(fingerprint)
+        .bind(schema_text)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records an alert.
+    pub async fn record_alert(&self, alert: &AlertRow) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO alerts (id, pipeline, node, class, severity, message, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(&alert.pipeline)
+        .bind(alert.node.as_deref())
+        .bind(&alert.class)
+        .bind(&alert.severity)
+        .bind(&alert.message)
+        .bind(alert.at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The latest alerts, newest first.
+    pub async fn alerts(&self, limit: i64) -> Result<Vec<AlertRow>, StateError> {
+        let rows = sqlx::query(
+            "SELECT pipeline, node, class, severity, message, at FROM alerts ORDER BY at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRow {
+                    pipeline: r.try_get("pipeline")?,
+                    node: r.try_get("node")?,
+                    class: r.try_get("class")?,
+                    severity: r.try_get("severity")?,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::PartiallySucceeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+            RunStatus::Skipped,
+        ] {
+            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
+        }
+    }
+}

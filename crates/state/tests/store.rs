@@ -1,0 +1,170 @@
+//! The state store against SQLite and the real PostgreSQL.
+
+use sluice_core::ErrorClass;
+use sluice_state::{FailedBatchFilter, NewFailedBatch, NodeRunRow, RunStatus, StateStore};
+
+async fn exercise(store: &StateStore) {
+    // Runs and nodes.
+    let run = store.start_run("orders", "manual").await.unwrap();
+    let node = NodeRunRow {
+        node: "api".into(),
+        status: "succeeded".into(),
+        records_out: 10,
+        batches: 2,
+        retries: 1,
+        ..NodeRunRow::default()
+    };
+    store.record_node(&run, &node).await.unwrap();
+    store
+        .record_node(
+            &run,
+            &NodeRunRow {
+                records_out: 20,
+                ..node.clone()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .record_attempt(
+            &run,
+            "api",
+            ErrorClass::RateLimited,
+            "429 from GET /items, waited 1s",
+        )
+        .await
+        .unwrap();
+    store
+        .finish_run(&run, RunStatus::PartiallySucceeded, None)
+        .await
+        .unwrap();
+    let (row, nodes, attempts) = store.run(&run).await.unwrap();
+    assert_eq!(row.status, "partially_succeeded");
+    assert!(row.finished_at.is_some());
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].records_out, 20);
+    assert_eq!(attempts[0].class, "rate_limited");
+    let runs = store.runs(Some("orders"), 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(store.runs(Some("other"), 10).await.unwrap().is_empty());
+    assert!(store.run("nope").await.is_err());
+
+    // Checkpoints.
+    assert_eq!(store.checkpoint("orders", "api").await.unwrap(), None);
+    let cp = serde_json::json!({"cursor": "abc", "watermark": "2026-01-01T00:00:00Z"});
+    store.save_checkpoint("orders", "api", &cp).await.unwrap();
+    store.save_checkpoint("orders", "api", &cp).await.unwrap();
+    assert_eq!(store.checkpoint("orders", "api").await.unwrap(), Some(cp));
+
+    // The failed-batch store.
+    let failed = NewFailedBatch {
+        id: "b1",
+        pipeline: "orders",
+        node: "db",
+        run_id: &run,
+        class: ErrorClass::Dependency,
+        error: "PostgreSQL refused the connection",
+        evidence: None,
+        attempts: 3,
+        rows: 100,
+        payload: &[1, 2, 3],
+    };
+    store.quarantine(&failed).await.unwrap();
+    store
+        .quarantine(&NewFailedBatch {
+            attempts: 2,
+            ..failed.clone()
+        })
+        .await
+        .unwrap();
+    store
+        .quarantine(&NewFailedBatch {
+            id: "b2",
+            node: "api",
+            class: ErrorClass::InvalidRequest,
+            ..failed.clone()
+        })
+        .await
+        .unwrap();
+    let all = store
+        .failed_batches(&FailedBatchFilter::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let b1 = all.iter().find(|b| b.id == "b1").unwrap();
+    assert_eq!(
+        (b1.attempts, b1.rows, b1.payload.as_slice()),
+        (5, 100, &[1u8, 2, 3][..])
+    );
+    let only_db = FailedBatchFilter {
+        node: Some("db".into()),
+        pipeline: Some("orders".into()),
+        ..Default::default()
+    };
+    let listed = store.failed_batches(&only_db, false).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].payload.is_empty());
+    store.resolve_failed("orders", "db", "b1").await.unwrap();
+    assert_eq!(
+        store.failed_batches(&only_db, false).await.unwrap().len(),
+        0
+    );
+    let with_resolved = FailedBatchFilter {
+        include_resolved: true,
+        ..only_db
+    };
+    assert!(
+        store.failed_batches(&with_resolved, false).await.unwrap()[0]
+            .resolved_at
+            .is_some()
+    );
+    assert_eq!(store.drop_failed("b2").await.unwrap(), 1);
+    assert!(store.drop_failed("b2").await.is_err());
+
+    // Schema fingerprints.
+    assert!(
+        store
+            .record_schema("orders", "api", "f1", "id: Int64")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_schema("orders", "api", "f1", "id: Int64")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/state.db", dir.path().display());
+    let store = StateStore::open(&url).await.unwrap();
+    exercise(&store).await;
+    drop(store);
+    // Reopening applies no migration twice and keeps the data.
+    let store = StateStore::open(&url).await.unwrap();
+    assert_eq!(store.runs(None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let pg = sluice_testkit::postgres_schema("state").await;
+    let store = StateStore::open(&pg.url).await.unwrap();
+    exercise(&store).await;
+    let again = StateStore::open(&pg.url).await.unwrap();
+    assert_eq!(again.runs(None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_urls_say_what_to_use_and_hide_passwords() {
+    let err = StateStore::open("mysql://u:pw@h/db").await.unwrap_err();
+    assert!(err.to_string().contains("sqlite:///"), "{err}");
+    assert!(!err.to_string().contains("pw"), "{err}");
+    let err = StateStore::open("postgres://u:hunter2@127.0.0.1:1/db")
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert_eq!(err.class(), ErrorClass::Dependency);
+}
