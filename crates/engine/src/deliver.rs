@@ -1,0 +1,279 @@
+//! Handling one batch at a consuming node, by the class of each failure: retry, split,
+//! quarantine, skip or fail. Shared by runs and replays.
+
+use async_trait::async_trait;
+use sluice_buffer::wire::{self, WireFormat};
+use sluice_core::{Batch, ConnectorError, Disposition, ErrorClass, RetryPolicy, WriteReport};
+use sluice_state::{NewFailedBatch, NodeRunRow, StateStore};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Dispositions;
+use crate::{Event, EventKind};
+
+/// The longest wait a `Retry-After` may impose before we give up on the attempt budget.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Where a consuming node sends a batch: a sink's write, or a transform and a publish.
+#[async_trait]
+pub(crate) trait Target: Send {
+    async fn handle(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError>;
+    fn drain_events(&mut self) -> Vec<sluice_core::ConnectorEvent> {
+        Vec::new()
+    }
+}
+
+/// Counters of a node in a run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stats {
+    pub records_in: i64,
+    pub records_out: i64,
+    pub batches: i64,
+    pub retries: i64,
+    pub quarantined: i64,
+    pub duplicates: i64,
+    pub skipped: i64,
+}
+
+impl Stats {
+    pub(crate) fn row(
+        &self,
+        node: &str,
+        status: &str,
+        error: Option<&ConnectorError>,
+    ) -> NodeRunRow {
+        NodeRunRow {
+            node: node.to_owned(),
+            status: status.to_owned(),
+            records_in: self.records_in,
+            records_out: self.records_out,
+            batches: self.batches,
+            retries: self.retries,
+            quarantined: self.quarantined,
+            duplicates: self.duplicates,
+            error_class: error.map(|e| e.class.as_str().to_owned()),
+            error: error.map(|e| e.message.clone()),
+        }
+    }
+}
+
+/// Everything a node needs to handle failures.
+pub(crate) struct NodeCtx {
+    pub pipeline: String,
+    pub node: String,
+    pub run_id: String,
+    pub retry: RetryPolicy,
+    pub dispositions: Dispositions,
+    pub store: StateStore,
+    pub events: Option<UnboundedSender<Event>>,
+    pub cancel: CancellationToken,
+    pub stats: Stats,
+    /// Set after the retries of a transient failure ran out: further batches get one
+    /// attempt each until one succeeds (a circuit breaker on the node's link), so an
+    /// outage fills the failed-batch store quickly instead of waiting out every budget.
+    pub link_down: bool,
+    /// Ledger keys kept in the failed-batch store by this node, in order.
+    pub quarantined_ids: Vec<String>,
+}
+
+impl NodeCtx {
+    pub(crate) fn emit(&self, kind: EventKind) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event {
+                node: self.node.clone(),
+                kind,
+            });
+        }
+    }
+
+    /// Records a failed attempt in the run record and logs it.
+    pub(crate) async fn record_attempt(&self, error: &ConnectorError) {
+        let detail = match &error.evidence {
+            Some(evidence) => format!("{}\n{evidence}", error.message),
+            None => error.message.clone(),
+        };
+        tracing::warn!(pipeline = %self.pipeline, node = %self.node, class = %error.class, error = %error.message, "attempt failed");
+        if let Err(e) = self
+            .store
+            .record_attempt(&self.run_id, &self.node, error.class, &detail)
+            .await
+        {
+            tracing::error!(error = %e, "could not record an attempt in the state store");
+        }
+    }
+
+    /// Keeps a batch in the failed-batch store. If even that fails, the node must fail:
+    /// the batch is then neither delivered nor kept, so its offset must not be committed.
+    pub(crate) async fn quarantine(
+        &mut self,
+        batch: &Batch,
+        error: &ConnectorError,
+        attempts: i64,
+    ) -> Result<(), ConnectorError> {
+        let frame = wire::encode(batch, WireFormat::ArrowZstd, usize::MAX)
+            .map_err(|e| {
+                ConnectorError::new(
+                    ErrorClass::Internal,
+                    format!(
+                        "cannot encode batch {} for the failed-batch store: {e}",
+                        batch.id
+                    ),
+                )
+            })?
+            .remove(0)
+            .to_frame();
+        let id = batch.ledger_key();
+        self.store
+            .quarantine(&NewFailedBatch {
+                id: id.as_str(),
+                pipeline: &self.pipeline,
+                node: &self.node,
+                run_id: &self.run_id,
+                class: error.class,
+                error: &error.message,
+                evidence: error.evidence.as_deref(),
+                attempts,
+                rows: batch.num_rows() as i64,
+                payload: &frame,
+            })
+            .await
+            .map_err(|e| {
+                ConnectorError::new(
+                    e.class(),
+                    format!("cannot keep batch {id} in the failed-batch store: {e}"),
+                )
+            })?;
+        self.stats.quarantined += batch.num_rows() as i64;
+        self.quarantined_ids.push(id.to_string());
+        self.emit(EventKind::Quarantined {
+            class: error.class,
+            rows: batch.num_rows(),
+            message: error.message.clone(),
+        });
+        Ok(())
+    }
+
+    fn forward_events(&self, target: &mut dyn Target) {
+        for e in target.drain_events() {
+            self.emit(EventKind::Connector {
+                class: e.class,
+                message: e.message,
+            });
+        }
+    }
+}
+
+/// Handles one batch: on success or after every failure was dealt with by its
+/// disposition, returns `Ok`; returns `Err` when the node must fail (the batch was kept
+/// in the failed-batch store first whenever possible).
+pub(crate) async fn deliver(
+    ctx: &mut NodeCtx,
+    target: &mut dyn Target,
+    batch: Batch,
+) -> Result<(), ConnectorError> {
+    ctx.stats.records_in += batch.num_rows() as i64;
+    ctx.stats.batches += 1;
+    // Work stack: halves of split batches are pushed right first, so order is kept.
+    let mut stack = vec![batch];
+    while let Some(batch) = stack.pop() {
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let result = target.handle(&batch).await;
+            ctx.forward_events(target);
+            let error = match result {
+                Ok(report) => {
+                    ctx.link_down = false;
+                    if report.duplicate {
+                        ctx.stats.duplicates += 1;
+                        ctx.emit(EventKind::DuplicateSkipped {
+                            rows: batch.num_rows(),
+                        });
+                    } else {
+                        ctx.stats.records_out += report.written as i64;
+                        ctx.emit(EventKind::BatchWritten {
+                            rows: report.written,
+                        });
+                    }
+                    for rejected in report.rejected {
+                        ctx.record_attempt(&rejected.error).await;
+                        ctx.quarantine(&rejected.rows, &rejected.error, 1).await?;
+                    }
+                    break;
+                }
+                Err(e) => e,
+            };
+            ctx.record_attempt(&error).await;
+            match ctx.dispositions.get(error.class) {
+                Disposition::Retry => {
+                    let budget_left =
+                        !ctx.link_down && ctx.retry.allows(attempt, started.elapsed());
+                    if budget_left && !ctx.cancel.is_cancelled() {
+                        let wait = retry_wait(&ctx.retry, attempt, &error);
+                        ctx.stats.retries += 1;
+                        ctx.emit(EventKind::Retried {
+                            class: error.class,
+                            wait,
+                            message: error.message.clone(),
+                        });
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => continue,
+                            _ = ctx.cancel.cancelled() => {}
+                        }
+                    }
+                    // Out of retries (or shutting down): keep the batch for replay.
+                    if error.class.is_transient() {
+                        ctx.link_down = true;
+                    }
+                    ctx.quarantine(&batch, &error, attempt as i64).await?;
+                    if !error.class.is_transient() {
+                        return Err(error);
+                    }
+                    break;
+                }
+                Disposition::Split => {
+                    if let Some((left, right)) = batch.split() {
+                        ctx.emit(EventKind::Split {
+                            class: error.class,
+                            rows: batch.num_rows(),
+                        });
+                        stack.push(right);
+                        stack.push(left);
+                    } else {
+                        // A single record that still fails is quarantined, not lost.
+                        ctx.quarantine(&batch, &error, attempt as i64).await?;
+                    }
+                    break;
+                }
+                Disposition::Quarantine => {
+                    ctx.quarantine(&batch, &error, attempt as i64).await?;
+                    break;
+                }
+                Disposition::Skip => {
+                    ctx.stats.skipped += batch.num_rows() as i64;
+                    ctx.emit(EventKind::Skipped {
+                        class: error.class,
+                        rows: batch.num_rows(),
+                    });
+                    break;
+                }
+                Disposition::Fail => {
+                    ctx.quarantine(&batch, &error, attempt as i64).await?;
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The wait before the next attempt: the server's `Retry-After` when it gave one
+/// (capped), else a full-jitter backoff.
+pub(crate) fn retry_wait(policy: &RetryPolicy, attempt: u32, error: &ConnectorError) -> Duration {
+    match error.retry_after {
+        Some(wait) => wait.min(MAX_RETRY_AFTER),
+        None => policy.backoff(attempt, &mut rand::rng()),
+    }
+}

@@ -1,0 +1,48 @@
+//! # sluice-engine
+//!
+//! Turns a pipeline into a run that either delivers every batch or keeps each failed one,
+//! visibly, for replay.
+//!
+//! - A [`Pipeline`] is a list of [`NodeDef`]s in execution order: sources, transforms,
+//!   sinks and tasks, each with its retry policy and its disposition per error class.
+//!   Building one from a validated YAML plan is the binary's job (it owns the connector
+//!   registry); the engine runs whatever implements [`Source`](sluice_core::Source),
+//!   [`Sink`](sluice_core::Sink), [`Transform`] and [`Task`].
+//! - [`Executor::run`] runs every node as a tokio task. Data flows through the durable
+//!   buffer: each producing node publishes to its own topic, each consuming node reads
+//!   its inputs' topics as its own consumer group and commits only after it handled a
+//!   batch. A source's checkpoint is saved only after the buffer acknowledged the batch.
+//! - Every failure is handled by its class: retried with full-jitter backoff (honouring
+//!   `Retry-After`), split in halves, quarantined in the failed-batch store, skipped, or
+//!   failing the node. A failed node fails the run: the others stop, nodes not started are
+//!   skipped, and the `compensate` tasks of completed nodes run in reverse order.
+//! - [`replay`] re-delivers failed batches from the node where they failed; the sinks'
+//!   ledgers make it idempotent.
+
+mod deliver;
+mod events;
+mod pipeline;
+mod replay;
+mod run;
+
+pub use events::{Event, EventKind};
+pub use pipeline::{
+    Dispositions, NodeDef, NodeRunner, Pipeline, SourceFactory, Task, Transform, group_name,
+    topic_name,
+};
+pub use replay::{ReplayReport, replay};
+pub use run::{Executor, NodeSummary, RunSummary};
+
+/// Errors of the engine itself (not of a node: those are recorded in the run).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] sluice_state::StateError),
+    /// The buffer failed outside of a node.
+    #[error(transparent)]
+    Buffer(#[from] sluice_buffer::BufferError),
+    /// The pipeline cannot run as given.
+    #[error("{0}")]
+    Pipeline(String),
+}

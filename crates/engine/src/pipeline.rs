@@ -1,0 +1,127 @@
+//! What the executor runs: nodes with their runners and policies.
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use sluice_core::{ConnectorError, Disposition, ErrorClass, RetryPolicy, Sink, Source};
+use std::collections::HashMap;
+
+/// Opens a source, given the node's last checkpoint.
+pub type SourceFactory = Box<
+    dyn FnOnce(
+            Option<serde_json::Value>,
+        ) -> BoxFuture<'static, Result<Box<dyn Source>, ConnectorError>>
+        + Send,
+>;
+
+/// Reshapes records. Transforms are pure and synchronous.
+pub trait Transform: Send {
+    /// Applies the transform to one batch's records.
+    fn apply(
+        &mut self,
+        records: arrow::array::RecordBatch,
+    ) -> Result<arrow::array::RecordBatch, ConnectorError>;
+}
+
+/// A step that runs once: a SQL statement, a command. Used as task nodes and as
+/// `compensate` actions.
+#[async_trait]
+pub trait Task: Send + Sync {
+    /// Runs it.
+    async fn run(&self) -> Result<(), ConnectorError>;
+    /// One line saying what it does (no secrets).
+    fn describe(&self) -> String;
+}
+
+/// How a node does its work.
+pub enum NodeRunner {
+    /// Reads batches and publishes them.
+    Source(SourceFactory),
+    /// Reads its inputs, reshapes, publishes.
+    Transform(Box<dyn Transform>),
+    /// Reads its inputs and writes them.
+    Sink(Box<dyn Sink>),
+    /// Runs once when its `after` nodes succeeded.
+    Task(Box<dyn Task>),
+}
+
+impl NodeRunner {
+    /// `source`, `transform`, `sink` or `task`.
+    pub fn role(&self) -> &'static str {
+        match self {
+            NodeRunner::Source(_) => "source",
+            NodeRunner::Transform(_) => "transform",
+            NodeRunner::Sink(_) => "sink",
+            NodeRunner::Task(_) => "task",
+        }
+    }
+
+    /// Whether the node publishes batches for others to read.
+    pub fn produces(&self) -> bool {
+        matches!(self, NodeRunner::Source(_) | NodeRunner::Transform(_))
+    }
+}
+
+/// The disposition per error class: the class's default unless the node overrides it.
+#[derive(Debug, Clone, Default)]
+pub struct Dispositions {
+    overrides: HashMap<ErrorClass, Disposition>,
+}
+
+impl Dispositions {
+    /// Sets the disposition of a class.
+    pub fn set(&mut self, class: ErrorClass, disposition: Disposition) -> &mut Self {
+        self.overrides.insert(class, disposition);
+        self
+    }
+
+    /// What to do with a failure of this class.
+    pub fn get(&self, class: ErrorClass) -> Disposition {
+        self.overrides
+            .get(&class)
+            .copied()
+            .unwrap_or_else(|| class.default_disposition())
+    }
+}
+
+/// One node of a pipeline.
+pub struct NodeDef {
+    /// Node id.
+    pub id: String,
+    /// Nodes whose batches it reads.
+    pub inputs: Vec<String>,
+    /// Nodes that must succeed before it starts.
+    pub after: Vec<String>,
+    /// Retry policy for `retry` dispositions.
+    pub retry: RetryPolicy,
+    /// Disposition per error class.
+    pub dispositions: Dispositions,
+    /// What it does.
+    pub runner: NodeRunner,
+    /// Run in reverse order if a later node fails the run.
+    pub compensate: Option<Box<dyn Task>>,
+}
+
+/// A runnable pipeline: its name and its nodes in execution (topological) order.
+pub struct Pipeline {
+    /// Pipeline name.
+    pub name: String,
+    /// Nodes, upstream before downstream.
+    pub nodes: Vec<NodeDef>,
+}
+
+impl Pipeline {
+    /// The buffer topic a producing node publishes to.
+    pub fn topic(&self, node: &str) -> String {
+        topic_name(&self.name, node)
+    }
+}
+
+/// The buffer topic a producing node publishes to: `<pipeline>.<node>`.
+pub fn topic_name(pipeline: &str, node: &str) -> String {
+    format!("{pipeline}.{node}")
+}
+
+/// The consumer group of a consuming node: `<pipeline>.<node>`.
+pub fn group_name(pipeline: &str, node: &str) -> String {
+    format!("{pipeline}.{node}")
+}

@@ -1,0 +1,702 @@
+//! The executor: one tokio task per node, data through the buffer, statuses through
+//! watch channels, compensation in reverse order when the run fails.
+
+use futures::future::join_all;
+use serde::Serialize;
+use sluice_buffer::{Buffer, Delivery, PoisonMessage, Subscription};
+use sluice_core::{Batch, ConnectorError, Disposition, ErrorClass, WriteReport};
+use sluice_state::{AlertRow, RunStatus, StateStore, now_ms};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver::{NodeCtx, Stats, Target, deliver, retry_wait};
+use crate::pipeline::{NodeDef, NodeRunner, Pipeline, Task, Transform, group_name, topic_name};
+use crate::{EngineError, Event, EventKind};
+
+/// How a node ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeState {
+    Pending,
+    Done(RunStatus),
+}
+
+/// A node's part of a run summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSummary {
+    /// Node id.
+    pub id: String,
+    /// `source`, `transform`, `sink` or `task`.
+    pub role: &'static str,
+    /// Final status.
+    pub status: RunStatus,
+    /// Records read or received.
+    pub records_in: i64,
+    /// Records written or passed on.
+    pub records_out: i64,
+    /// Batches handled.
+    pub batches: i64,
+    /// Retries made.
+    pub retries: i64,
+    /// Records kept in the failed-batch store.
+    pub quarantined: i64,
+    /// Redelivered batches skipped through the ledger.
+    pub duplicates: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Run id (see `sluice runs show`).
+    pub run_id: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// Per node, in pipeline order.
+    pub nodes: Vec<NodeSummary>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs pipelines.
+#[derive(Clone)]
+pub struct Executor {
+    store: StateStore,
+    buffer: Arc<dyn Buffer>,
+    events: Option<UnboundedSender<Event>>,
+    shutdown: CancellationToken,
+    idle_poll: Duration,
+}
+
+struct NodeOutcome {
+    summary: NodeSummary,
+    compensate: Option<Box<dyn Task>>,
+}
+
+impl Executor {
+    /// An executor over a state store and a buffer.
+    pub fn new(store: StateStore, buffer: Arc<dyn Buffer>) -> Self {
+        Executor {
+            store,
+            buffer,
+            events: None,
+            shutdown: CancellationToken::new(),
+            idle_poll: Duration::from_millis(200),
+        }
+    }
+
+    /// Sends progress events to `tx`.
+    pub fn with_events(mut self, tx: UnboundedSender<Event>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+
+    /// Cancel this token to stop gracefully: sources stop pulling, batches in flight are
+    /// finished and committed, the run ends as `cancelled`.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// The buffer.
+    pub fn buffer(&self) -> &Arc<dyn Buffer> {
+        &self.buffer
+    }
+
+    /// Runs the pipeline once, to the end of its sources.
+    pub async fn run(&self, pipeline: Pipeline, trigger: &str) -> Result<RunSummary, EngineError> {
+        check(&pipeline)?;
+        let started = Instant::now();
+        let run_id = self.store.start_run(&pipeline.name, trigger).await?;
+        tracing::info!(pipeline = %pipeline.name, run = %run_id, trigger, "run started");
+        let run_cancel = self.shutdown.child_token();
+        let mut senders = HashMap::new();
+        let mut receivers = HashMap::new();
+        for node in &pipeline.nodes {
+            let (tx, rx) = watch::channel(NodeState::Pending);
+            senders.insert(node.id.clone(), tx);
+            receivers.insert(node.id.clone(), rx);
+        }
+        let order: Vec<String> = pipeline.nodes.iter().map(|n| n.id.clone()).collect();
+        let name = pipeline.name.clone();
+        let mut tasks = Vec::new();
+        for node in pipeline.nodes {
+            let ctx = NodeCtx {
+                pipeline: name.clone(),
+                node: node.id.clone(),
+                run_id: run_id.clone(),
+                retry: node.retry.clone(),
+                dispositions: node.dispositions.clone(),
+                store: self.store.clone(),
+                events: self.events.clone(),
+                cancel: run_cancel.clone(),
+                stats: Stats::default(),
+                link_down: false,
+                quarantined_ids: Vec::new(),
+            };
+            let status_tx = senders.remove(&node.id).expect("sender per node");
+            let watched: HashMap<String, watch::Receiver<NodeState>> = node
+                .inputs
+                .iter()
+                .chain(&node.after)
+                .map(|id| (id.clone(), receivers[id].clone()))
+                .collect();
+            let exec = self.clone();
+            let fail_run = run_cancel.clone();
+            tasks.push(tokio::spawn(async move {
+                let outcome = exec.run_node(ctx, node, watched).await;
+                let _ = status_tx.send(NodeState::Done(outcome.summary.status));
+                if outcome.summary.status == RunStatus::Failed {
+                    fail_run.cancel();
+                }
+                outcome
+            }));
+        }
+        let mut outcomes: Vec<NodeOutcome> = Vec::new();
+        for (task, id) in join_all(tasks).await.into_iter().zip(&order) {
+            match task {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(join) => {
+                    // A panic in a node (a bug in a transform, say): the node fails.
+                    let message = format!("node `{id}` panicked: {join}");
+                    tracing::error!(%message);
+                    outcomes.push(NodeOutcome {
+                        summary: NodeSummary {
+                            id: id.clone(),
+                            role: "unknown",
+                            status: RunStatus::Failed,
+                            records_in: 0,
+                            records_out: 0,
+                            batches: 0,
+                            retries: 0,
+                            quarantined: 0,
+                            duplicates: 0,
+                            error: Some(format!("[internal] {message}")),
+                        },
+                        compensate: None,
+                    });
+                }
+            }
+        }
+
+        let failed = outcomes
+            .iter()
+            .any(|o| o.summary.status == RunStatus::Failed);
+        if failed {
+            self.compensate(&name, &run_id, &mut outcomes).await;
+        }
+        let status = if failed {
+            RunStatus::Failed
+        } else if self.shutdown.is_cancelled() {
+            RunStatus::Cancelled
+        } else if outcomes.iter().any(|o| o.summary.quarantined > 0) {
+            RunStatus::PartiallySucceeded
+        } else {
+            RunStatus::Succeeded
+        };
+        let error = outcomes
+            .iter()
+            .find(|o| o.summary.status == RunStatus::Failed)
+            .and_then(|o| {
+                o.summary
+                    .error
+                    .as_ref()
+                    .map(|e| format!("node `{}`: {e}", o.summary.id))
+            });
+        if let Some(message) = &error {
+            let _ = self
+                .store
+                .record_alert(&AlertRow {
+                    pipeline: name.clone(),
+                    node: None,
+                    class: "run_failed".into(),
+                    severity: "critical".into(),
+                    message: message.clone(),
+                    at: now_ms(),
+                })
+                .await;
+        }
+        self.store
+            .finish_run(&run_id, status, error.as_deref())
+            .await?;
+        tracing::info!(pipeline = %name, run = %run_id, %status, "run finished");
+        Ok(RunSummary {
+            run_id,
+            pipeline: name,
+            status,
+            nodes: outcomes.into_iter().map(|o| o.summary).collect(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Runs the `compensate` tasks of the nodes that succeeded, in reverse order.
+    async fn compensate(&self, pipeline: &str, run_id: &str, outcomes: &mut [NodeOutcome]) {
+        for outcome in outcomes.iter_mut().rev() {
+            if outcome.summary.status != RunStatus::Succeeded {
+                continue;
+            }
+            let Some(task) = outcome.compensate.take() else {
+                continue;
+            };
+            let node = &outcome.summary.id;
+            let result = task.run().await;
+            let (ok, message) = match &result {
+                Ok(()) => (true, format!("compensated: {}", task.describe())),
+                Err(e) => (
+                    false,
+                    format!("compensation failed: {}: {e}", task.describe()),
+                ),
+            };
+            tracing::info!(pipeline, node = %node, ok, %message, "compensation");
+            let class = result
+                .as_ref()
+                .err()
+                .map_or(ErrorClass::Internal, |e| e.class);
+            let _ = self
+                .store
+                .record_attempt(run_id, node, class, &message)
+                .await;
+            if let Some(tx) = &self.events {
+                let _ = tx.send(Event {
+                    node: node.clone(),
+                    kind: EventKind::Compensated { ok, message },
+                });
+            }
+        }
+    }
+
+    async fn run_node(
+        &self,
+        mut ctx: NodeCtx,
+        node: NodeDef,
+        mut watched: HashMap<String, watch::Receiver<NodeState>>,
+    ) -> NodeOutcome {
+        let role = node.runner.role();
+        // Ordering-only edges: wait for those nodes to end; run only if they succeeded.
+        let mut blocked = None;
+        for id in &node.after {
+            let rx = watched.get_mut(id).expect("watched after node");
+            let state = wait_done(rx).await;
+            if !matches!(state, RunStatus::Succeeded | RunStatus::PartiallySucceeded) {
+                blocked = Some(format!("skipped: `{id}` ended {state}"));
+                break;
+            }
+        }
+        if blocked.is_none() && ctx.cancel.is_cancelled() {
+            blocked = Some("skipped: the run was stopped before this node started".into());
+        }
+        if let Some(reason) = blocked {
+            ctx.emit(EventKind::NodeFinished {
+                status: RunStatus::Skipped.to_string(),
+                error: Some(reason.clone()),
+            });
+            let summary = summary(&ctx, role, RunStatus::Skipped, None);
+            self.record(&ctx, RunStatus::Skipped, None).await;
+            return NodeOutcome {
+                summary,
+                compensate: node.compensate,
+            };
+        }
+        ctx.emit(EventKind::NodeStarted);
+        let inputs = node.inputs.clone();
+        let result = match node.runner {
+            NodeRunner::Source(factory) => self.run_source(&mut ctx, factory).await,
+            NodeRunner::Transform(transform) => {
+                let mut target = TransformTarget {
+                    transform,
+                    buffer: self.buffer.clone(),
+                    topic: topic_name(&ctx.pipeline, &ctx.node),
+                    pipeline: ctx.pipeline.clone(),
+                    node: ctx.node.clone(),
+                };
+                self.run_consumer(&mut ctx, &inputs, &watched, &mut target)
+                    .await
+            }
+            NodeRunner::Sink(sink) => {
+                let mut target = SinkTarget { sink };
+                self.run_consumer(&mut ctx, &inputs, &watched, &mut target)
+                    .await
+            }
+            NodeRunner::Task(task) => run_task(&mut ctx, task.as_ref()).await,
+        };
+        let (status, error) = match result {
+            Ok(status) => (status, None),
+            Err(e) => (RunStatus::Failed, Some(e)),
+        };
+        self.record(&ctx, status, error.as_ref()).await;
+        ctx.emit(EventKind::NodeFinished {
+            status: status.to_string(),
+            error: error.as_ref().map(ToString::to_string),
+        });
+        NodeOutcome {
+            summary: summary(&ctx, role, status, error.as_ref()),
+            compensate: node.compensate,
+        }
+    }
+
+    async fn record(&self, ctx: &NodeCtx, status: RunStatus, error: Option<&ConnectorError>) {
+        let row = ctx.stats.row(&ctx.node, status.as_str(), error);
+        if let Err(e) = self.store.record_node(&ctx.run_id, &row).await {
+            tracing::error!(error = %e, node = %ctx.node, "could not record the node in the state store");
+        }
+    }
+
+    async fn run_source(
+        &self,
+        ctx: &mut NodeCtx,
+        factory: crate::pipeline::SourceFactory,
+    ) -> Result<RunStatus, ConnectorError> {
+        let checkpoint = self
+            .store
+            .checkpoint(&ctx.pipeline, &ctx.node)
+            .await
+            .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
+        let mut source = factory(checkpoint).await?;
+        let topic = topic_name(&ctx.pipeline, &ctx.node);
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Ok(RunStatus::Cancelled);
+            }
+            let next = source.next_batch().await;
+            for e in source.drain_events() {
+                ctx.emit(EventKind::Connector {
+                    class: e.class,
+                    message: e.message,
+                });
+            }
+            match next {
+                Ok(Some(read)) => {
+                    attempt = 0;
+                    let rows = read.batch.num_rows();
+                    self.publish_with_retry(ctx, &topic, &read.batch).await?;
+                    // The buffer acknowledged the batch: only now may the source move on.
+                    if let Some(checkpoint) = &read.checkpoint {
+                        self.store
+                            .save_checkpoint(&ctx.pipeline, &ctx.node, checkpoint)
+                            .await
+                            .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
+                    }
+                    ctx.stats.records_in += rows as i64;
+                    ctx.stats.records_out += rows as i64;
+                    ctx.stats.batches += 1;
+                    ctx.emit(EventKind::BatchRead { rows });
+                }
+                Ok(None) => return Ok(RunStatus::Succeeded),
+                Err(error) => {
+                    attempt += 1;
+                    ctx.record_attempt(&error).await;
+                    // A source has no batch to split, keep or skip: only retry or fail.
+                    let retry = ctx.dispositions.get(error.class) == Disposition::Retry;
+                    if retry && ctx.retry.allows(attempt, started.elapsed()) {
+                        let wait = retry_wait(&ctx.retry, attempt, &error);
+                        ctx.stats.retries += 1;
+                        ctx.emit(EventKind::Retried {
+                            class: error.class,
+                            wait,
+                            message: error.message.clone(),
+                        });
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => continue,
+                            _ = ctx.cancel.cancelled() => return Ok(RunStatus::Cancelled),
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn publish_with_retry(
+        &self,
+        ctx: &mut NodeCtx,
+        topic: &str,
+        batch: &Batch,
+    ) -> Result<(), ConnectorError> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.buffer.publish(topic, batch).await {
+                Ok(()) => return Ok(()),
+                Err(e) => ConnectorError::new(e.class(), format!("buffer: {e}")),
+            };
+            ctx.record_attempt(&error).await;
+            if !error.class.is_transient() || !ctx.retry.allows(attempt, started.elapsed()) {
+                return Err(error);
+            }
+            let wait = retry_wait(&ctx.retry, attempt, &error);
+            ctx.stats.retries += 1;
+            ctx.emit(EventKind::Retried {
+                class: error.class,
+                wait,
+                message: error.message.clone(),
+            });
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn run_consumer(
+        &self,
+        ctx: &mut NodeCtx,
+        inputs: &[String],
+        watched: &HashMap<String, watch::Receiver<NodeState>>,
+        target: &mut dyn Target,
+    ) -> Result<RunStatus, ConnectorError> {
+        let group = group_name(&ctx.pipeline, &ctx.node);
+        let mut subs: Vec<(String, Box<dyn Subscription>)> = Vec::new();
+        for input in inputs {
+            let topic = topic_name(&ctx.pipeline, input);
+            let sub = self
+                .buffer
+                .subscribe(&topic, &group)
+                .await
+                .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+            subs.push((topic, sub));
+        }
+        let mut finished: HashSet<usize> = HashSet::new();
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Ok(RunStatus::Cancelled);
+            }
+            // Inputs that ended before this round: once caught up with them, we are done.
+            let ended: Vec<bool> = inputs
+                .iter()
+                .map(|id| matches!(*watched[id].borrow(), NodeState::Done(_)))
+                .collect();
+            let mut idle = true;
+            for (i, (topic, sub)) in subs.iter_mut().enumerate() {
+                if finished.contains(&i) {
+                    continue;
+                }
+                let delivery = sub
+                    .next_within(self.idle_poll)
+                    .await
+                    .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+                match delivery {
+                    Some(Delivery::Batch { batch, ack }) => {
+                        idle = false;
+                        deliver(ctx, target, batch).await?;
+                        sub.commit(&ack)
+                            .await
+                            .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+                    }
+                    Some(Delivery::Poison { poison, ack }) => {
+                        idle = false;
+                        keep_poison(ctx, &poison).await?;
+                        sub.commit(&ack)
+                            .await
+                            .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+                    }
+                    None if ended[i] => {
+                        let lag =
+                            self.buffer.lag(topic, &group).await.map_err(|e| {
+                                ConnectorError::new(e.class(), format!("buffer: {e}"))
+                            })?;
+                        if lag == 0 {
+                            finished.insert(i);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            if finished.len() == subs.len() {
+                break;
+            }
+            if idle {
+                tokio::task::yield_now().await;
+            }
+        }
+        if ctx.link_down {
+            return Err(ConnectorError::new(
+                ErrorClass::Dependency,
+                format!(
+                    "the target stayed unreachable after every retry; {} records are in the failed-batch store (`sluice failed list --node {}`), replay them with `sluice replay --node {}` once it is back",
+                    ctx.stats.quarantined, ctx.node, ctx.node
+                ),
+            ));
+        }
+        Ok(RunStatus::Succeeded)
+    }
+}
+
+fn check(pipeline: &Pipeline) -> Result<(), EngineError> {
+    let mut seen: HashMap<&str, bool> = HashMap::new();
+    for node in &pipeline.nodes {
+        for id in node.inputs.iter().chain(&node.after) {
+            match seen.get(id.as_str()) {
+                None => {
+                    return Err(EngineError::Pipeline(format!(
+                        "node `{}` refers to `{id}`, which is not an earlier node of the pipeline",
+                        node.id
+                    )));
+                }
+                Some(false) if node.inputs.contains(id) => {
+                    return Err(EngineError::Pipeline(format!(
+                        "node `{}` reads from `{id}`, which produces no batches",
+                        node.id
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if seen.insert(&node.id, node.runner.produces()).is_some() {
+            return Err(EngineError::Pipeline(format!(
+                "node id `{}` is used twice",
+                node.id
+            )));
+        }
+        if matches!(node.runner, NodeRunner::Transform(_) | NodeRunner::Sink(_))
+            && node.inputs.is_empty()
+        {
+            return Err(EngineError::Pipeline(format!(
+                "node `{}` has no inputs",
+                node.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn wait_done(rx: &mut watch::Receiver<NodeState>) -> RunStatus {
+    loop {
+        if let NodeState::Done(status) = *rx.borrow_and_update() {
+            return status;
+        }
+        if rx.changed().await.is_err() {
+            return RunStatus::Failed;
+        }
+    }
+}
+
+fn summary(
+    ctx: &NodeCtx,
+    role: &'static str,
+    status: RunStatus,
+    error: Option<&ConnectorError>,
+) -> NodeSummary {
+    NodeSummary {
+        id: ctx.node.clone(),
+        role,
+        status,
+        records_in: ctx.stats.records_in,
+        records_out: ctx.stats.records_out,
+        batches: ctx.stats.batches,
+        retries: ctx.stats.retries,
+        quarantined: ctx.stats.quarantined,
+        duplicates: ctx.stats.duplicates,
+        error: error.map(ToString::to_string),
+    }
+}
+
+/// Keeps an undecodable buffer message in the failed-batch store (with its topic,
+/// partition and offset), so that consumption goes on.
+async fn keep_poison(ctx: &mut NodeCtx, poison: &PoisonMessage) -> Result<(), ConnectorError> {
+    let id = format!(
+        "poison:{}:{}:{}",
+        poison.topic, poison.partition, poison.offset
+    );
+    let error = format!(
+        "undecodable message at {} partition {} offset {}: {}",
+        poison.topic, poison.partition, poison.offset, poison.error
+    );
+    ctx.store
+        .quarantine(&sluice_state::NewFailedBatch {
+            id: &id,
+            pipeline: &ctx.pipeline,
+            node: &ctx.node,
+            run_id: &ctx.run_id,
+            class: ErrorClass::InvalidRequest,
+            error: &error,
+            evidence: None,
+            attempts: 1,
+            rows: 0,
+            payload: &poison.payload,
+        })
+        .await
+        .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
+    ctx.emit(EventKind::Quarantined {
+        class: ErrorClass::InvalidRequest,
+        rows: 0,
+        message: error,
+    });
+    Ok(())
+}
+
+async fn run_task(ctx: &mut NodeCtx, task: &dyn Task) -> Result<RunStatus, ConnectorError> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match task.run().await {
+            Ok(()) => return Ok(RunStatus::Succeeded),
+            Err(e) => e,
+        };
+        ctx.record_attempt(&error).await;
+        let retry = ctx.dispositions.get(error.class) == Disposition::Retry;
+        if !retry || !ctx.retry.allows(attempt, started.elapsed()) || ctx.cancel.is_cancelled() {
+            return Err(error);
+        }
+        let wait = retry_wait(&ctx.retry, attempt, &error);
+        ctx.stats.retries += 1;
+        ctx.emit(EventKind::Retried {
+            class: error.class,
+            wait,
+            message: error.message.clone(),
+        });
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A sink as a delivery target.
+pub(crate) struct SinkTarget {
+    pub sink: Box<dyn sluice_core::Sink>,
+}
+
+#[async_trait::async_trait]
+impl Target for SinkTarget {
+    async fn handle(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
+        self.sink.write(batch).await
+    }
+
+    fn drain_events(&mut self) -> Vec<sluice_core::ConnectorEvent> {
+        self.sink.drain_events()
+    }
+}
+
+/// A transform followed by a publish to the node's own topic.
+pub(crate) struct TransformTarget {
+    pub transform: Box<dyn Transform>,
+    pub buffer: Arc<dyn Buffer>,
+    pub topic: String,
+    pub pipeline: String,
+    pub node: String,
+}
+
+#[async_trait::async_trait]
+impl Target for TransformTarget {
+    async fn handle(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
+        let records = self.transform.apply(batch.records.clone())?;
+        let rows = records.num_rows();
+        let out = Batch::new(&self.pipeline, &self.node, batch.position.clone(), records);
+        self.buffer
+            .publish(&self.topic, &out)
+            .await
+            .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+        Ok(WriteReport {
+            written: rows,
+            ..WriteReport::default()
+        })
+    }
+}

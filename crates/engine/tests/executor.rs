@@ -1,0 +1,425 @@
+//! The executor end to end over the embedded buffer and a SQLite state store, with
+//! in-memory sources and sinks that fail on cue.
+
+use arrow::array::{Array, Int64Array, RecordBatch};
+use async_trait::async_trait;
+use futures::FutureExt;
+use sluice_buffer::{EmbeddedLog, EmbeddedOptions};
+use sluice_core::{
+    Batch, ConnectorError, Disposition, ErrorClass, RejectedRows, RetryPolicy, Sink, Source,
+    SourceBatch, SourcePosition, WriteReport,
+};
+use sluice_engine::{
+    Dispositions, Executor, NodeDef, NodeRunner, Pipeline, Task, Transform, replay,
+};
+use sluice_state::{FailedBatchFilter, RunStatus, StateStore};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Pages of consecutive ids; the checkpoint is the next page.
+struct Pages {
+    next: u64,
+    pages: u64,
+    rows: i64,
+}
+
+#[async_trait]
+impl Source for Pages {
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError> {
+        if self.next >= self.pages {
+            return Ok(None);
+        }
+        let start = self.next as i64 * self.rows;
+        let ids: Vec<i64> = (start..start + self.rows).collect();
+        let records =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(ids)) as _)]).unwrap();
+        let batch = Batch::new("p", "src", SourcePosition::page(self.next), records);
+        self.next += 1;
+        Ok(Some(SourceBatch {
+            batch,
+            checkpoint: Some(serde_json::json!({ "next": self.next })),
+        }))
+    }
+}
+
+fn pages(name: &'static str, pages: u64, rows: i64) -> NodeDef {
+    let _ = name;
+    node(
+        name,
+        &[],
+        NodeRunner::Source(Box::new(move |checkpoint: Option<serde_json::Value>| {
+            let next = checkpoint.and_then(|c| c["next"].as_u64()).unwrap_or(0);
+            async move { Ok(Box::new(Pages { next, pages, rows }) as Box<dyn Source>) }.boxed()
+        })),
+    )
+}
+
+fn node(id: &str, inputs: &[&str], runner: NodeRunner) -> NodeDef {
+    NodeDef {
+        id: id.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        after: Vec::new(),
+        retry: RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        },
+        dispositions: Dispositions::default(),
+        runner,
+        compensate: None,
+    }
+}
+
+/// What the fake target database holds and how it misbehaves.
+#[derive(Default)]
+struct Db {
+    ledger: HashSet<String>,
+    rows: Vec<i64>,
+    /// Fail this many writes with `dependency` first.
+    outages: u32,
+    /// Refuse batches of more rows than this with `payload_too_large`.
+    max_rows: Option<usize>,
+    /// Ids refused as bad data (until healed).
+    bad: HashSet<i64>,
+}
+
+struct MemSink(Arc<Mutex<Db>>);
+
+#[async_trait]
+impl Sink for MemSink {
+    async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
+        let mut db = self.0.lock().unwrap();
+        if db.outages > 0 {
+            db.outages -= 1;
+            return Err(ConnectorError::new(
+                ErrorClass::Dependency,
+                "database refused the connection",
+            ));
+        }
+        if db.max_rows.is_some_and(|max| batch.num_rows() > max) {
+            return Err(ConnectorError::new(
+                ErrorClass::PayloadTooLarge,
+                "too many bind parameters",
+            ));
+        }
+        if !db.ledger.insert(batch.ledger_key().to_string()) {
+            return Ok(WriteReport {
+                duplicate: true,
+                ..WriteReport::default()
+            });
+        }
+        let ids = batch
+            .records
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let mut report = WriteReport::default();
+        for i in 0..ids.len() {
+            let id = ids.value(i);
+            if db.bad.contains(&id) {
+                report.rejected.push(RejectedRows {
+                    rows: batch.slice(i, 1),
+                    error: ConnectorError::new(
+                        ErrorClass::InvalidRequest,
+                        format!("row {id} violates a check constraint"),
+                    ),
+                });
+            } else {
+                db.rows.push(id);
+                report.written += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        Ok(Duration::ZERO)
+    }
+}
+
+struct Double;
+
+impl Transform for Double {
+    fn apply(&mut self, records: RecordBatch) -> Result<RecordBatch, ConnectorError> {
+        let ids = records
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let doubled: Int64Array = ids.iter().map(|v| v.map(|v| v * 2 + 1000)).collect();
+        Ok(RecordBatch::try_from_iter([("id", Arc::new(doubled) as _)]).unwrap())
+    }
+}
+
+struct Note(Arc<Mutex<Vec<String>>>, &'static str, bool);
+
+#[async_trait]
+impl Task for Note {
+    async fn run(&self) -> Result<(), ConnectorError> {
+        self.0.lock().unwrap().push(self.1.to_owned());
+        if self.2 {
+            Err(ConnectorError::new(
+                ErrorClass::Permission,
+                format!("{} is not allowed", self.1),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+    fn describe(&self) -> String {
+        self.1.to_owned()
+    }
+}
+
+async fn executor(dir: &tempfile::TempDir) -> Executor {
+    let store = StateStore::open(&format!("sqlite://{}/state.db", dir.path().display()))
+        .await
+        .unwrap();
+    let log = EmbeddedLog::open(dir.path().join("buffer"), EmbeddedOptions::default()).unwrap();
+    Executor::new(store, Arc::new(log))
+}
+
+fn ids(db: &Arc<Mutex<Db>>) -> BTreeSet<i64> {
+    let db = db.lock().unwrap();
+    let set: BTreeSet<i64> = db.rows.iter().copied().collect();
+    assert_eq!(set.len(), db.rows.len(), "duplicate rows written");
+    set
+}
+
+#[tokio::test]
+async fn fan_out_and_join_deliver_every_record_once_and_resume_from_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir).await;
+    let direct = Arc::new(Mutex::new(Db::default()));
+    let joined = Arc::new(Mutex::new(Db::default()));
+    let build = |extra_pages: u64| Pipeline {
+        name: "p".into(),
+        nodes: vec![
+            pages("a", 5 + extra_pages, 10),
+            pages("b", 3, 10),
+            node("double", &["a"], NodeRunner::Transform(Box::new(Double))),
+            node(
+                "direct",
+                &["a"],
+                NodeRunner::Sink(Box::new(MemSink(direct.clone()))),
+            ),
+            node(
+                "join",
+                &["double", "b"],
+                NodeRunner::Sink(Box::new(MemSink(joined.clone()))),
+            ),
+        ],
+    };
+    let summary = exec.run(build(0), "manual").await.unwrap();
+    assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
+    assert_eq!(ids(&direct), (0..50).collect());
+    let expected: BTreeSet<i64> = (0..50).map(|i| i * 2 + 1000).chain(0..30).collect();
+    assert_eq!(ids(&joined), expected);
+
+    // The next run resumes from the checkpoints: only the new pages flow.
+    let summary = exec.run(build(2), "manual").await.unwrap();
+    assert_eq!(summary.status, RunStatus::Succeeded);
+    let a = summary.nodes.iter().find(|n| n.id == "a").unwrap();
+    assert_eq!(a.records_out, 20);
+    assert_eq!(ids(&direct), (0..70).collect());
+}
+
+#[tokio::test]
+async fn outages_are_retried_oversized_batches_split_and_bad_rows_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir).await;
+    let db = Arc::new(Mutex::new(Db {
+        outages: 2,
+        max_rows: Some(3),
+        bad: [7, 23].into(),
+        ..Db::default()
+    }));
+    let build = || Pipeline {
+        name: "p".into(),
+        nodes: vec![
+            pages("src", 4, 10),
+            node(
+                "db",
+                &["src"],
+                NodeRunner::Sink(Box::new(MemSink(db.clone()))),
+            ),
+        ],
+    };
+    let summary = exec.run(build(), "manual").await.unwrap();
+    assert_eq!(
+        summary.status,
+        RunStatus::PartiallySucceeded,
+        "{summary:#?}"
+    );
+    let sink = &summary.nodes[1];
+    assert_eq!((sink.retries, sink.quarantined), (2, 2));
+    let expected: BTreeSet<i64> = (0..40).filter(|i| ![7, 23].contains(i)).collect();
+    assert_eq!(ids(&db), expected);
+    let failed = exec
+        .store()
+        .failed_batches(&FailedBatchFilter::default(), false)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2);
+    assert!(
+        failed
+            .iter()
+            .all(|f| f.class == "invalid_request" && f.rows == 1)
+    );
+
+    // Heal the target, replay: the two rows arrive; replaying again writes nothing.
+    db.lock().unwrap().bad.clear();
+    let report = replay(&exec, build(), FailedBatchFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(report.delivered.len(), 2, "{report:#?}");
+    assert_eq!(ids(&db), (0..40).collect());
+    let again = replay(&exec, build(), FailedBatchFilter::default())
+        .await
+        .unwrap();
+    assert!(again.delivered.is_empty() && again.failed_again.is_empty());
+    assert_eq!(ids(&db), (0..40).collect());
+}
+
+#[tokio::test]
+async fn a_long_outage_fills_the_failed_store_and_replay_delivers_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir).await;
+    let db = Arc::new(Mutex::new(Db {
+        outages: 1000,
+        ..Db::default()
+    }));
+    let build = || Pipeline {
+        name: "p".into(),
+        nodes: vec![
+            pages("src", 6, 5),
+            node(
+                "db",
+                &["src"],
+                NodeRunner::Sink(Box::new(MemSink(db.clone()))),
+            ),
+        ],
+    };
+    let summary = exec.run(build(), "manual").await.unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(summary.nodes[1].quarantined, 30);
+    assert!(
+        summary.nodes[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("sluice replay"),
+        "{summary:#?}"
+    );
+    assert!(ids(&db).is_empty());
+
+    db.lock().unwrap().outages = 0;
+    let report = replay(&exec, build(), FailedBatchFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(report.delivered.len(), 6);
+    assert_eq!(ids(&db), (0..30).collect());
+}
+
+#[tokio::test]
+async fn a_failed_node_compensates_completed_nodes_in_reverse_order_and_skips_downstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let task = |id: &str, after: &[&str], fails: bool, comp: Option<&'static str>| {
+        let mut n = node(
+            id,
+            &[],
+            NodeRunner::Task(Box::new(Note(
+                log.clone(),
+                Box::leak(id.to_owned().into_boxed_str()),
+                fails,
+            ))),
+        );
+        n.after = after.iter().map(|s| s.to_string()).collect();
+        n.compensate = comp.map(|c| Box::new(Note(log.clone(), c, false)) as Box<dyn Task>);
+        n
+    };
+    let pipeline = Pipeline {
+        name: "p".into(),
+        nodes: vec![
+            task("prepare", &[], false, Some("undo prepare")),
+            task("load", &["prepare"], false, Some("undo load")),
+            task("publish", &["load"], true, Some("undo publish")),
+            task("notify", &["publish"], false, None),
+        ],
+    };
+    let summary = exec.run(pipeline, "manual").await.unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    let status: Vec<_> = summary
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.status))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("prepare", RunStatus::Succeeded),
+            ("load", RunStatus::Succeeded),
+            ("publish", RunStatus::Failed),
+            ("notify", RunStatus::Skipped)
+        ]
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["prepare", "load", "publish", "undo load", "undo prepare"]
+    );
+    let (run, _, attempts) = exec.store().run(&summary.run_id).await.unwrap();
+    assert!(run.error.unwrap().contains("publish is not allowed"));
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.detail.contains("compensated: undo load"))
+    );
+}
+
+#[tokio::test]
+async fn dispositions_can_be_overridden_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir).await;
+    let db = Arc::new(Mutex::new(Db {
+        max_rows: Some(3),
+        ..Db::default()
+    }));
+    let mut sink = node(
+        "db",
+        &["src"],
+        NodeRunner::Sink(Box::new(MemSink(db.clone()))),
+    );
+    sink.dispositions
+        .set(ErrorClass::PayloadTooLarge, Disposition::Fail);
+    let summary = exec
+        .run(
+            Pipeline {
+                name: "p".into(),
+                nodes: vec![pages("src", 2, 10), sink],
+            },
+            "manual",
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert!(
+        summary.nodes[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("payload_too_large")
+    );
+    // The failing batch is kept for replay, not lost.
+    let failed = exec
+        .store()
+        .failed_batches(&FailedBatchFilter::default(), false)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].rows, 10);
+}
