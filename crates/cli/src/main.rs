@@ -1,6 +1,8 @@
 //! The `sluice` binary: argument parsing, wiring and printing. The work is done in the
 //! library crates; this file only connects them to the command line.
 
+mod commands;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -17,6 +19,14 @@ struct Cli {
 enum Command {
     /// List the error classes and what Sluice does with each by default.
     Classes,
+    /// Check pipeline files: exit 0 when valid, 1 when not (every problem is printed at
+    /// its line and column).
+    Validate(commands::validate::ValidateArgs),
+    /// Show a pipeline's execution plan: nodes in order, edges and their buffer topics,
+    /// each node's effective retry and error policy.
+    Plan(commands::plan::PlanArgs),
+    /// Print the JSON Schema of pipeline files (for editors), or the field reference.
+    Schema(commands::schema::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,5 +55,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Validate(args) => commands::validate::run(args),
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Schema(args) => commands::schema::run(args),
     }
 }

@@ -1,0 +1,43 @@
+//! The subcommands that work on pipeline files.
+
+pub(crate) mod plan;
+pub(crate) mod schema;
+pub(crate) mod validate;
+
+use anyhow::Context;
+use sluice_config::Env;
+use std::path::Path;
+
+/// A pipeline file read from disk, with the environment its `${...}` refer to.
+pub(crate) struct PipelineFile {
+    /// The path as given on the command line (diagnostics print it as is).
+    pub(crate) name: String,
+    pub(crate) text: String,
+    pub(crate) env: Env,
+}
+
+impl PipelineFile {
+    /// Reads the file, then the resolve step: the process environment and every file it
+    /// references with `${file:...}` (relative to the pipeline file's folder).
+    pub(crate) fn read(path: &Path) -> anyhow::Result<PipelineFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let env = Env::capture(&text, dir);
+        Ok(PipelineFile {
+            name: path.display().to_string(),
+            text,
+            env,
+        })
+    }
+}
+
+/// `3 errors, 1 warning`.
+pub(crate) fn counts(errors: usize, warnings: usize) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    match (errors, warnings) {
+        (e, 0) => plural(e, "error"),
+        (0, w) => plural(w, "warning"),
+        (e, w) => format!("{}, {}", plural(e, "error"), plural(w, "warning")),
+    }
+}

@@ -1,0 +1,509 @@
+//! The typed pipeline spec: what a pipeline file says, as written, with positions.
+//!
+//! Every struct denies unknown fields and documents every field; the doc comments become
+//! the JSON Schema (`sluice schema`) and `docs/pipeline-reference.md`.
+
+pub mod nodes;
+pub mod policy;
+
+use crate::de::Spanned;
+use crate::values::{
+    ByteSize, CronExpr, DatabaseUrl, Duration, HttpUrl, Name, RedactedMap, SpannedMap, Timezone,
+};
+use nodes::Nodes;
+use policy::ErrorClassName;
+pub use policy::{BatchingSpec, DefaultsSpec, OnErrorSpec, RetrySpec, TimeoutsSpec};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use sluice_core::ErrorClass;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A pipeline: where data comes from, how it is reshaped, where it goes, and what to do
+/// when something fails.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Sluice pipeline", example = &serde_json::json!({
+    "pipeline": "orders",
+    "nodes": {
+        "api": {"type": "http", "url": "https://api.example.com/v1/orders"},
+        "db": {"type": "sqlite", "inputs": ["api"], "url": "sqlite://orders.db", "table": "orders"}
+    }
+}))]
+pub struct PipelineSpec {
+    /// The pipeline's name: lowercase letters, digits, `_` and `-`. It names the pipeline's
+    /// runs, checkpoints and buffer topics, so renaming a pipeline starts it afresh.
+    #[schemars(example = &"orders_sync")]
+    pub pipeline: Spanned<Name>,
+    /// What the pipeline is for.
+    #[schemars(example = &"Orders from the shop API into the warehouse")]
+    pub description: Option<String>,
+    /// When the pipeline runs: `manual` (the default: only `sluice run`), a `cron`
+    /// expression, or `realtime`.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Where batches wait between nodes: `embedded` (the default, an on-disk log needing
+    /// no setup) or `kafka`.
+    #[serde(default)]
+    pub buffer: BufferSpec,
+    /// The state store (runs, checkpoints, failed batches): a SQLite file or a PostgreSQL
+    /// database (needed to run many workers). May hold a password: it is a secret.
+    #[serde(default = "default_state")]
+    #[schemars(example = &"postgres://sluice:${SLUICE_STATE_PASSWORD}@127.0.0.1:5432/sluice")]
+    pub state: Spanned<DatabaseUrl>,
+    /// Settings every node inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: DefaultsSpec,
+    /// Where alerts go.
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+    /// The nodes, by id. An id is lowercase letters, digits, `_` and `-`.
+    #[serde(default, deserialize_with = "nodes::read_later")]
+    pub nodes: Nodes,
+}
+
+fn default_state() -> Spanned<DatabaseUrl> {
+    Spanned::new(DatabaseUrl::default_state(), crate::diag::Pos::START)
+}
+
+// ---------------------------------------------------------------------------------------
+// Schedule
+
+/// When the pipeline runs.
+///
+/// ```yaml
+/// schedule: manual
+/// schedule: { cron: "*/15 * * * *", timezone: Europe/Paris }
+/// schedule: { realtime: { poll_interval: 10s } }
+/// ```
+// Built once per load; boxing the cron variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Schedule {
+    /// Only when started by hand (`sluice run`).
+    #[default]
+    Manual,
+    /// On a cron schedule.
+    Cron {
+        /// The expression.
+        cron: Spanned<CronExpr>,
+        /// The time zone it is read in (UTC when unset).
+        timezone: Option<Spanned<Timezone>>,
+    },
+    /// Continuously: sources poll, sinks consume as batches arrive.
+    Realtime(RealtimeSpec),
+}
+
+/// Options of a realtime pipeline.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSpec {
+    /// How often sources ask for new records when the last poll found none.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: Spanned<Duration>,
+}
+
+impl Default for RealtimeSpec {
+    fn default() -> Self {
+        RealtimeSpec {
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+fn default_poll_interval() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(5), crate::diag::Pos::START)
+}
+
+/// The mapping form of `schedule`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFields {
+    /// A cron expression: five fields (`minute hour day-of-month month day-of-week`,
+    /// standard Unix cron), or six/seven with seconds first (and a year last).
+    #[schemars(example = &"*/15 * * * *")]
+    cron: Option<Spanned<CronExpr>>,
+    /// The IANA time zone the cron expression is read in (only with `cron`).
+    #[schemars(extend("default" = "UTC"), example = &"Europe/Paris")]
+    timezone: Option<Spanned<Timezone>>,
+    /// Run continuously (instead of `cron`).
+    realtime: Option<RealtimeSpec>,
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Schedule;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`manual`, `realtime`, or a mapping with `cron` or `realtime`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Schedule, E> {
+                match v {
+                    "manual" => Ok(Schedule::Manual),
+                    "realtime" => Ok(Schedule::Realtime(RealtimeSpec::default())),
+                    other if other.split_whitespace().count() >= 5 || other.starts_with('@') => {
+                        Err(crate::de::error_with_help(
+                            format!("`schedule: {other}` looks like a cron expression"),
+                            format!("write `schedule: {{ cron: \"{other}\" }}`"),
+                        ))
+                    }
+                    other => Err(crate::de::error_with_help(
+                        format!("unknown schedule `{other}`"),
+                        "write `manual`, `realtime`, `{ cron: \"*/15 * * * *\" }` or `{ realtime: { poll_interval: 10s } }`",
+                    )),
+                }
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Schedule, E> {
+                Ok(Schedule::Manual)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Schedule, A::Error> {
+                let fields =
+                    ScheduleFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match (fields.cron, fields.realtime, fields.timezone) {
+                    (Some(_), Some(_), _) => Err(crate::de::error_with_help(
+                        "a schedule is either `cron` or `realtime`, not both",
+                        "keep one of them",
+                    )),
+                    (Some(cron), None, timezone) => Ok(Schedule::Cron { cron, timezone }),
+                    (None, _, Some(_)) => Err(crate::de::error_with_help(
+                        "`timezone` applies to a `cron` schedule, and there is none",
+                        "add `cron: \"...\"` or remove `timezone`",
+                    )),
+                    (None, Some(realtime), None) => Ok(Schedule::Realtime(realtime)),
+                    (None, None, None) => Ok(Schedule::Manual),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Schedule::Manual => s.serialize_str("manual"),
+            Schedule::Cron { cron, timezone } => {
+                let mut map = s.serialize_map(None)?;
+                map.serialize_entry("cron", cron)?;
+                if let Some(tz) = timezone {
+                    map.serialize_entry("timezone", tz)?;
+                }
+                map.end()
+            }
+            Schedule::Realtime(r) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("realtime", r)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl JsonSchema for Schedule {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("Schedule")
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let fields = generator.subschema_for::<ScheduleFields>();
+        json_schema!({
+            "description": "When the pipeline runs: `manual`, `realtime`, `{ cron: \"...\", timezone: ... }` or `{ realtime: { poll_interval: ... } }`.",
+            "default": "manual",
+            "oneOf": [
+                {"type": "string", "enum": ["manual", "realtime"]},
+                fields,
+            ],
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Buffer
+
+/// Where batches wait between nodes.
+///
+/// ```yaml
+/// buffer: embedded
+/// buffer: { kafka: { brokers: ["127.0.0.1:9092"] } }
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BufferSpec {
+    /// An append-only log on local disk: needs no setup; one machine.
+    Embedded(EmbeddedBuffer),
+    /// Apache Kafka: survives the machine, shares work between many workers.
+    Kafka(KafkaBuffer),
+}
+
+impl Default for BufferSpec {
+    fn default() -> Self {
+        BufferSpec::Embedded(EmbeddedBuffer::default())
+    }
+}
+
+/// The embedded on-disk log.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBuffer {
+    /// The folder of the log's segment files (relative to the working directory).
+    #[serde(default = "default_buffer_path")]
+    pub path: String,
+    /// Size at which a segment file is closed and a new one started. Segments are deleted
+    /// once every consumer has committed past them.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: Spanned<ByteSize>,
+    /// When appended batches are flushed to disk: `every_batch` (no acknowledged batch is
+    /// ever lost) or `{ interval: 1s }` (faster; a power cut may lose the last interval).
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// The largest entry written to the log: larger batches are split into parts.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Spanned<ByteSize>,
+}
+
+impl Default for EmbeddedBuffer {
+    fn default() -> Self {
+        EmbeddedBuffer {
+            path: default_buffer_path(),
+            segment_size: default_segment_size(),
+            fsync: FsyncPolicy::default(),
+            max_message_size: default_max_message_size(),
+        }
+    }
+}
+
+fn default_buffer_path() -> String {
+    ".sluice/buffer".to_owned()
+}
+
+fn default_segment_size() -> Spanned<ByteSize> {
+    Spanned::new(ByteSize::mib(64), crate::diag::Pos::START)
+}
+
+fn default_max_message_size() -> Spanned<ByteSize> {
+    Spanned::new(ByteSize::mib(16), crate::diag::Pos::START)
+}
+
+/// When the embedded log flushes to disk.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FsyncPolicy {
+    /// After every batch, before it is acknowledged.
+    #[default]
+    EveryBatch,
+    /// At most this long after a batch was appended.
+    Interval(Spanned<Duration>),
+}
+
+/// Apache Kafka as the buffer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaBuffer {
+    /// Bootstrap brokers, `host:port`.
+    #[schemars(example = &serde_json::json!(["127.0.0.1:9092"]))]
+    pub brokers: Spanned<Vec<Spanned<String>>>,
+    /// First part of every topic and consumer group name (see "Topics" in the
+    /// reference). Letters, digits, `.`, `_` and `-`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: Spanned<String>,
+    /// Partitions of each topic Sluice creates. At least 1.
+    #[serde(default = "default_partitions")]
+    pub partitions: Spanned<u32>,
+    /// Replication factor of each topic Sluice creates. At least 1; 3 on a real cluster.
+    #[serde(default = "default_replication")]
+    pub replication: Spanned<u16>,
+    /// How long Kafka keeps a batch (`retention.ms` of the topics Sluice creates). Longer
+    /// than the longest outage a sink may have: a batch older than this is gone.
+    #[serde(default = "default_retention")]
+    pub retention: Spanned<Duration>,
+    /// How a batch is encoded in a message: `arrow` (Arrow IPC, compact and typed) or
+    /// `json` (JSON lines, for other consumers of the topics).
+    #[serde(default)]
+    pub format: WireFormat,
+    /// Compression of messages (librdkafka `compression.type`).
+    #[serde(default)]
+    pub compression: Compression,
+    /// The largest message Sluice produces; larger batches are split into parts. Must not
+    /// exceed the broker's `message.max.bytes`.
+    #[serde(default = "default_message_max_bytes")]
+    pub message_max_bytes: Spanned<ByteSize>,
+    /// Extra librdkafka properties (e.g. SASL/SSL for a real cluster). Values of
+    /// secret-looking keys (`sasl.password`, ...) never print.
+    #[serde(default)]
+    #[schemars(example = &serde_json::json!({"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.username": "sluice", "sasl.password": "${KAFKA_PASSWORD}"}))]
+    pub properties: RedactedMap,
+}
+
+fn default_topic_prefix() -> Spanned<String> {
+    Spanned::new("sluice".to_owned(), crate::diag::Pos::START)
+}
+fn default_partitions() -> Spanned<u32> {
+    Spanned::new(3, crate::diag::Pos::START)
+}
+fn default_replication() -> Spanned<u16> {
+    Spanned::new(1, crate::diag::Pos::START)
+}
+fn default_retention() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(7 * 86_400), crate::diag::Pos::START)
+}
+fn default_message_max_bytes() -> Spanned<ByteSize> {
+    Spanned::new(ByteSize::mib(1), crate::diag::Pos::START)
+}
+
+/// How a batch is encoded on the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    /// Arrow IPC stream: typed and compact.
+    #[default]
+    Arrow,
+    /// JSON lines: one record per line, readable by any consumer.
+    Json,
+}
+
+/// Message compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    #[default]
+    Zstd,
+}
+
+// ---------------------------------------------------------------------------------------
+// Alerts
+
+/// Where alerts go. Without channels, alerts go to the log.
+///
+/// ```yaml
+/// alerts:
+///   channels:
+///     ops: { webhook: { url: "https://hooks.example.com/sluice" } }
+///     log: log
+///   routes:
+///     - { channel: ops, classes: [auth, permission], severities: [critical] }
+///     - { channel: log }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSpec {
+    /// Alert channels, by name.
+    #[serde(default)]
+    pub channels: SpannedMap<ChannelSpec>,
+    /// Which alerts go to which channel. An alert goes to every route it matches; with no
+    /// routes, every alert goes to every channel.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// An alert channel.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelSpec {
+    /// A line in Sluice's log.
+    Log(LogChannel),
+    /// An HTTP POST of the alert as JSON.
+    Webhook(WebhookChannel),
+    /// A program run with the alert as JSON on its standard input.
+    Command(CommandChannel),
+}
+
+/// Alerts as log lines.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogChannel {
+    /// The log level of alert lines.
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+/// A log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// `info`.
+    Info,
+    /// `warn`.
+    #[default]
+    Warn,
+    /// `error`.
+    Error,
+}
+
+/// Alerts as HTTP POSTs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookChannel {
+    /// Where to POST.
+    #[schemars(example = &"https://hooks.example.com/sluice")]
+    pub url: Spanned<HttpUrl>,
+    /// Extra headers (secret-looking values never print).
+    #[serde(default)]
+    pub headers: RedactedMap,
+    /// Time for the whole request.
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+fn default_channel_timeout() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(10), crate::diag::Pos::START)
+}
+
+/// Alerts handed to a program.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandChannel {
+    /// The program (a path, or a name looked up in `PATH`).
+    #[schemars(example = &"./scripts/page-oncall.sh")]
+    pub program: Spanned<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Time after which the program is killed.
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+/// Which alerts go to a channel. Empty filters match everything.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The channel's name (a key of `channels`).
+    #[schemars(example = &"ops")]
+    pub channel: Spanned<String>,
+    /// Only alerts about these error classes.
+    #[serde(default)]
+    #[schemars(with = "Vec<ErrorClassName>", example = &serde_json::json!(["auth", "permission"]))]
+    pub classes: Vec<Spanned<ErrorClass>>,
+    /// Only alerts of these severities.
+    #[serde(default)]
+    #[schemars(example = &serde_json::json!(["critical"]))]
+    pub severities: Vec<AlertSeverity>,
+    /// Only alerts about these nodes.
+    #[serde(default)]
+    #[schemars(example = &serde_json::json!(["orders_api"]))]
+    pub nodes: Vec<Spanned<String>>,
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    /// For the record: a recovered link, a finished replay.
+    Info,
+    /// Handled, but someone should look: quarantined records, schema drift.
+    Warning,
+    /// A run failed or a link is down: act now.
+    Critical,
+}

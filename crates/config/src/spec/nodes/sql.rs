@@ -1,0 +1,102 @@
+//! `type: postgres | mysql | sqlite`: a query read as a source, or a table written as a
+//! sink. The field `query` makes a source, `table` a sink.
+
+use crate::de::Spanned;
+use crate::spec::nodes::http::SchemaPolicy;
+use crate::spec::policy::TimeoutsSpec;
+use crate::values::{DatabaseUrl, Dialect};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A database read with a query, in chunks, optionally incrementally.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSource {
+    /// The engine, from the node's `type`.
+    #[serde(skip)]
+    pub dialect: Dialect,
+    /// The connection URL (a secret: it may hold a password). Its scheme must match the
+    /// node's type.
+    #[schemars(example = &"postgres://reader:${PGPASSWORD}@127.0.0.1:5432/shop")]
+    pub url: Spanned<DatabaseUrl>,
+    /// The query. With `watermark`, it uses `:watermark` where the last run's maximum goes
+    /// (bound as a parameter, never spliced into the text).
+    #[schemars(example = &"SELECT * FROM orders WHERE updated_at > :watermark ORDER BY updated_at")]
+    pub query: Spanned<String>,
+    /// Incremental reading by a column.
+    pub watermark: Option<WatermarkSpec>,
+    /// Rows fetched per round trip from the server cursor. At least 1. (Batches are cut
+    /// by `batching`.)
+    #[serde(default = "default_fetch_size")]
+    pub fetch_size: Spanned<u32>,
+    /// Timeouts (else `defaults.timeouts`).
+    pub timeouts: Option<TimeoutsSpec>,
+}
+
+fn default_fetch_size() -> Spanned<u32> {
+    Spanned::new(1000, crate::diag::Pos::START)
+}
+
+/// The watermark of an incremental SQL source.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkSpec {
+    /// The column whose maximum is kept as the checkpoint.
+    #[schemars(example = &"updated_at")]
+    pub column: Spanned<String>,
+    /// The value of `:watermark` on the first run.
+    #[schemars(example = &"1970-01-01T00:00:00Z")]
+    pub initial: Option<String>,
+}
+
+/// A table written with append, upsert or replace. Every batch is written with a ledger
+/// row in one transaction, so a redelivered batch is never written twice.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSink {
+    /// The engine, from the node's `type`.
+    #[serde(skip)]
+    pub dialect: Dialect,
+    /// The connection URL (a secret: it may hold a password). Its scheme must match the
+    /// node's type.
+    #[schemars(example = &"postgres://writer:${PGPASSWORD}@127.0.0.1:5432/warehouse")]
+    pub url: Spanned<DatabaseUrl>,
+    /// The table, optionally `schema.table`. Quoted as an identifier, never spliced.
+    #[schemars(example = &"analytics.orders")]
+    pub table: Spanned<String>,
+    /// `append`, `upsert` (by `key`) or `replace` (truncate and load, in one transaction).
+    #[serde(default)]
+    pub mode: Spanned<WriteMode>,
+    /// The key columns of `upsert`.
+    #[serde(default)]
+    #[schemars(example = &serde_json::json!(["id"]))]
+    pub key: Vec<Spanned<String>>,
+    /// Create the table from the batches' schema when it is missing.
+    #[serde(default = "crate::spec::nodes::http::default_true")]
+    pub create_table: bool,
+    /// What to do when batches bring columns the table lacks: `evolve` adds them.
+    #[serde(default)]
+    pub schema_policy: Spanned<SchemaPolicy>,
+    /// Connections in the pool. At least 1.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<u32>,
+    /// Timeouts (else `defaults.timeouts`).
+    pub timeouts: Option<TimeoutsSpec>,
+}
+
+fn default_max_connections() -> Spanned<u32> {
+    Spanned::new(4, crate::diag::Pos::START)
+}
+
+/// How a sink writes a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Insert every row.
+    #[default]
+    Append,
+    /// Insert, or update the row with the same `key`.
+    Upsert,
+    /// Replace the table's contents (truncate and load in one transaction).
+    Replace,
+}
