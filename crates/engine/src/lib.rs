@@ -24,6 +24,7 @@ mod events;
 mod pipeline;
 mod replay;
 mod run;
+mod tasks;
 
 pub use events::{Event, EventKind};
 pub use pipeline::{
@@ -32,6 +33,7 @@ pub use pipeline::{
 };
 pub use replay::{ReplayReport, replay};
 pub use run::{Executor, NodeSummary, RunSummary};
+pub use tasks::{CommandTask, SqlTask};
 
 /// Errors of the engine itself (not of a node: those are recorded in the run).
 #[derive(Debug, thiserror::Error)]
