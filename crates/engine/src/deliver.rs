@@ -61,6 +61,8 @@ impl Stats {
 /// Everything a node needs to handle failures.
 pub(crate) struct NodeCtx {
     pub pipeline: String,
+    /// Start of topic and group names (see `Pipeline::namespace`).
+    pub namespace: String,
     pub node: String,
     pub run_id: String,
     pub retry: RetryPolicy,

@@ -105,23 +105,38 @@ pub struct NodeDef {
 pub struct Pipeline {
     /// Pipeline name.
     pub name: String,
+    /// Put before the pipeline name in topic and consumer-group names (Kafka's
+    /// `topic_prefix`), so that several deployments can share a cluster.
+    pub topic_prefix: Option<String>,
     /// Nodes, upstream before downstream.
     pub nodes: Vec<NodeDef>,
 }
 
 impl Pipeline {
-    /// The buffer topic a producing node publishes to.
-    pub fn topic(&self, node: &str) -> String {
-        topic_name(&self.name, node)
+    /// A pipeline without a topic prefix.
+    pub fn new(name: impl Into<String>, nodes: Vec<NodeDef>) -> Self {
+        Pipeline {
+            name: name.into(),
+            topic_prefix: None,
+            nodes,
+        }
+    }
+
+    /// `<prefix>.<pipeline>`, or the pipeline name: what topic and group names start with.
+    pub fn namespace(&self) -> String {
+        match &self.topic_prefix {
+            Some(prefix) => format!("{prefix}.{}", self.name),
+            None => self.name.clone(),
+        }
     }
 }
 
-/// The buffer topic a producing node publishes to: `<pipeline>.<node>`.
-pub fn topic_name(pipeline: &str, node: &str) -> String {
-    format!("{pipeline}.{node}")
+/// The buffer topic a producing node publishes to: `<namespace>.<node>`.
+pub fn topic_name(namespace: &str, node: &str) -> String {
+    format!("{namespace}.{node}")
 }
 
-/// The consumer group of a consuming node: `<pipeline>.<node>`.
-pub fn group_name(pipeline: &str, node: &str) -> String {
-    format!("{pipeline}.{node}")
+/// The consumer group of a consuming node: `<namespace>.<node>`.
+pub fn group_name(namespace: &str, node: &str) -> String {
+    format!("{namespace}.{node}")
 }

@@ -35,6 +35,7 @@ pub async fn replay(
     let store = executor.store().clone();
     let failed = store.failed_batches(&filter, true).await?;
     let run_id = store.start_run(&pipeline.name, "replay").await?;
+    let namespace = pipeline.namespace();
     let mut report = ReplayReport {
         run_id: run_id.clone(),
         ..ReplayReport::default()
@@ -60,6 +61,7 @@ pub async fn replay(
         };
         let mut ctx = NodeCtx {
             pipeline: pipeline.name.clone(),
+            namespace: namespace.clone(),
             node: node.id.clone(),
             run_id: run_id.clone(),
             retry: node.retry.clone(),
@@ -71,7 +73,7 @@ pub async fn replay(
             link_down: false,
             quarantined_ids: Vec::new(),
         };
-        let topic = topic_name(&pipeline.name, &node.id);
+        let topic = topic_name(&namespace, &node.id);
         let result = match &mut node.runner {
             NodeRunner::Sink(sink) => {
                 let mut target = BorrowedSink {

@@ -129,10 +129,12 @@ impl Executor {
         }
         let order: Vec<String> = pipeline.nodes.iter().map(|n| n.id.clone()).collect();
         let name = pipeline.name.clone();
+        let namespace = pipeline.namespace();
         let mut tasks = Vec::new();
         for node in pipeline.nodes {
             let ctx = NodeCtx {
                 pipeline: name.clone(),
+                namespace: namespace.clone(),
                 node: node.id.clone(),
                 run_id: run_id.clone(),
                 retry: node.retry.clone(),
@@ -315,7 +317,7 @@ impl Executor {
                 let mut target = TransformTarget {
                     transform,
                     buffer: self.buffer.clone(),
-                    topic: topic_name(&ctx.pipeline, &ctx.node),
+                    topic: topic_name(&ctx.namespace, &ctx.node),
                     pipeline: ctx.pipeline.clone(),
                     node: ctx.node.clone(),
                 };
@@ -362,7 +364,7 @@ impl Executor {
             .await
             .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
         let mut source = factory(checkpoint).await?;
-        let topic = topic_name(&ctx.pipeline, &ctx.node);
+        let topic = topic_name(&ctx.namespace, &ctx.node);
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -454,10 +456,10 @@ impl Executor {
         watched: &HashMap<String, watch::Receiver<NodeState>>,
         target: &mut dyn Target,
     ) -> Result<RunStatus, ConnectorError> {
-        let group = group_name(&ctx.pipeline, &ctx.node);
+        let group = group_name(&ctx.namespace, &ctx.node);
         let mut subs: Vec<(String, Box<dyn Subscription>)> = Vec::new();
         for input in inputs {
-            let topic = topic_name(&ctx.pipeline, input);
+            let topic = topic_name(&ctx.namespace, input);
             let sub = self
                 .buffer
                 .subscribe(&topic, &group)

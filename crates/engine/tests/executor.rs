@@ -195,23 +195,25 @@ async fn fan_out_and_join_deliver_every_record_once_and_resume_from_checkpoints(
     let exec = executor(&dir).await;
     let direct = Arc::new(Mutex::new(Db::default()));
     let joined = Arc::new(Mutex::new(Db::default()));
-    let build = |extra_pages: u64| Pipeline {
-        name: "p".into(),
-        nodes: vec![
-            pages("a", 5 + extra_pages, 10),
-            pages("b", 3, 10),
-            node("double", &["a"], NodeRunner::Transform(Box::new(Double))),
-            node(
-                "direct",
-                &["a"],
-                NodeRunner::Sink(Box::new(MemSink(direct.clone()))),
-            ),
-            node(
-                "join",
-                &["double", "b"],
-                NodeRunner::Sink(Box::new(MemSink(joined.clone()))),
-            ),
-        ],
+    let build = |extra_pages: u64| {
+        Pipeline::new(
+            "p",
+            vec![
+                pages("a", 5 + extra_pages, 10),
+                pages("b", 3, 10),
+                node("double", &["a"], NodeRunner::Transform(Box::new(Double))),
+                node(
+                    "direct",
+                    &["a"],
+                    NodeRunner::Sink(Box::new(MemSink(direct.clone()))),
+                ),
+                node(
+                    "join",
+                    &["double", "b"],
+                    NodeRunner::Sink(Box::new(MemSink(joined.clone()))),
+                ),
+            ],
+        )
     };
     let summary = exec.run(build(0), "manual").await.unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
@@ -237,16 +239,18 @@ async fn outages_are_retried_oversized_batches_split_and_bad_rows_replayed() {
         bad: [7, 23].into(),
         ..Db::default()
     }));
-    let build = || Pipeline {
-        name: "p".into(),
-        nodes: vec![
-            pages("src", 4, 10),
-            node(
-                "db",
-                &["src"],
-                NodeRunner::Sink(Box::new(MemSink(db.clone()))),
-            ),
-        ],
+    let build = || {
+        Pipeline::new(
+            "p",
+            vec![
+                pages("src", 4, 10),
+                node(
+                    "db",
+                    &["src"],
+                    NodeRunner::Sink(Box::new(MemSink(db.clone()))),
+                ),
+            ],
+        )
     };
     let summary = exec.run(build(), "manual").await.unwrap();
     assert_eq!(
@@ -292,16 +296,18 @@ async fn a_long_outage_fills_the_failed_store_and_replay_delivers_all() {
         outages: 1000,
         ..Db::default()
     }));
-    let build = || Pipeline {
-        name: "p".into(),
-        nodes: vec![
-            pages("src", 6, 5),
-            node(
-                "db",
-                &["src"],
-                NodeRunner::Sink(Box::new(MemSink(db.clone()))),
-            ),
-        ],
+    let build = || {
+        Pipeline::new(
+            "p",
+            vec![
+                pages("src", 6, 5),
+                node(
+                    "db",
+                    &["src"],
+                    NodeRunner::Sink(Box::new(MemSink(db.clone()))),
+                ),
+            ],
+        )
     };
     let summary = exec.run(build(), "manual").await.unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
@@ -343,15 +349,15 @@ async fn a_failed_node_compensates_completed_nodes_in_reverse_order_and_skips_do
         n.compensate = comp.map(|c| Box::new(Note(log.clone(), c, false)) as Box<dyn Task>);
         n
     };
-    let pipeline = Pipeline {
-        name: "p".into(),
-        nodes: vec![
+    let pipeline = Pipeline::new(
+        "p",
+        vec![
             task("prepare", &[], false, Some("undo prepare")),
             task("load", &["prepare"], false, Some("undo load")),
             task("publish", &["load"], true, Some("undo publish")),
             task("notify", &["publish"], false, None),
         ],
-    };
+    );
     let summary = exec.run(pipeline, "manual").await.unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
     let status: Vec<_> = summary
@@ -398,10 +404,7 @@ async fn dispositions_can_be_overridden_per_node() {
         .set(ErrorClass::PayloadTooLarge, Disposition::Fail);
     let summary = exec
         .run(
-            Pipeline {
-                name: "p".into(),
-                nodes: vec![pages("src", 2, 10), sink],
-            },
+            Pipeline::new("p", vec![pages("src", 2, 10), sink]),
             "manual",
         )
         .await
