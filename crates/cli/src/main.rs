@@ -27,6 +27,16 @@ enum Command {
     Plan(commands::plan::PlanArgs),
     /// Print the JSON Schema of pipeline files (for editors), or the field reference.
     Schema(commands::schema::SchemaArgs),
+    /// Run a pipeline now (then on its schedule, unless --once). Exit code: 0 succeeded,
+    /// 1 failed, 3 partially succeeded (records kept for replay), 130 cancelled.
+    Run(commands::run::RunArgs),
+    /// List runs, or show one with its nodes and failed attempts.
+    Runs(commands::state::RunsArgs),
+    /// The failed-batch store: list, show or drop the batches kept for replay.
+    Failed(commands::state::FailedArgs),
+    /// Re-deliver failed batches from the node where they failed, once the cause is fixed.
+    /// Idempotent: running it twice writes nothing twice.
+    Replay(commands::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,5 +68,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => commands::validate::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Schema(args) => commands::schema::run(args),
+        Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
+        Command::Runs(args) => runtime()?.block_on(commands::state::runs(args)),
+        Command::Failed(args) => runtime()?.block_on(commands::state::failed(args)),
+        Command::Replay(args) => runtime()?.block_on(commands::replay::run(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -95,7 +95,7 @@ impl NodeCtx {
             Some(evidence) => format!("{}\n{evidence}", error.message),
             None => error.message.clone(),
         };
-        tracing::warn!(pipeline = %self.pipeline, node = %self.node, class = %error.class, error = %error.message, "attempt failed");
+        tracing::debug!(pipeline = %self.pipeline, node = %self.node, class = %error.class, error = %error.message, "attempt failed");
         if let Err(e) = self
             .store
             .record_attempt(&self.run_id, &self.node, error.class, &detail)

@@ -47,6 +47,8 @@ pub struct NodeSummary {
     pub duplicates: i64,
     /// Why it failed.
     pub error: Option<String>,
+    /// The class of that failure.
+    pub error_class: Option<ErrorClass>,
 }
 
 /// What a run did.
@@ -184,6 +186,7 @@ impl Executor {
                             quarantined: 0,
                             duplicates: 0,
                             error: Some(format!("[internal] {message}")),
+                            error_class: Some(ErrorClass::Internal),
                         },
                         compensate: None,
                     });
@@ -243,6 +246,11 @@ impl Executor {
 
     /// Runs the `compensate` tasks of the nodes that succeeded, in reverse order.
     async fn compensate(&self, pipeline: &str, run_id: &str, outcomes: &mut [NodeOutcome]) {
+        // Compensations are recorded under the class of the failure that caused them.
+        let cause = outcomes
+            .iter()
+            .find_map(|o| o.summary.error_class)
+            .unwrap_or(ErrorClass::Internal);
         for outcome in outcomes.iter_mut().rev() {
             if outcome.summary.status != RunStatus::Succeeded {
                 continue;
@@ -260,10 +268,7 @@ impl Executor {
                 ),
             };
             tracing::info!(pipeline, node = %node, ok, %message, "compensation");
-            let class = result
-                .as_ref()
-                .err()
-                .map_or(ErrorClass::Internal, |e| e.class);
+            let class = result.as_ref().err().map_or(cause, |e| e.class);
             let _ = self
                 .store
                 .record_attempt(run_id, node, class, &message)
@@ -599,6 +604,7 @@ fn summary(
         quarantined: ctx.stats.quarantined,
         duplicates: ctx.stats.duplicates,
         error: error.map(ToString::to_string),
+        error_class: error.map(|e| e.class),
     }
 }
 

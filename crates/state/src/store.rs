@@ -280,7 +280,8 @@ fn redact_url(url: &str) -> String {
 }
 
 /// The schema, as migrations applied in order. `{blob}` becomes the backend's byte type.
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS runs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS runs (
         id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, trigger_kind TEXT NOT NULL,
         status TEXT NOT NULL, started_at BIGINT NOT NULL, finished_at BIGINT, error TEXT);
      CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, started_at);
@@ -308,7 +309,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS runs (
         PRIMARY KEY (pipeline, node, fingerprint));
      CREATE TABLE IF NOT EXISTS alerts (
         id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, node TEXT, class TEXT NOT NULL,
-        severity TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL);"];
+        severity TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL);",
+    "CREATE TABLE IF NOT EXISTS pipelines (
+        name TEXT PRIMARY KEY, file TEXT NOT NULL, updated_at BIGINT NOT NULL);",
+];
 
 /// The state store.
 #[derive(Debug, Clone)]
@@ -823,6 +827,34 @@ impl StateStore {
         .await
         .map_err(|e| self.err(e))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Remembers which file defines a pipeline, so that `sluice replay --pipeline P` can
+    /// rebuild its nodes.
+    pub async fn register_pipeline(&self, name: &str, file: &str) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO pipelines (name, file, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET file = excluded.file, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(file)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The file that defined the pipeline when it last ran, and every known pipeline.
+    pub async fn pipeline_files(&self) -> Result<Vec<(String, String)>, StateError> {
+        let rows = sqlx::query("SELECT name, file FROM pipelines ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("file")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Records an alert.

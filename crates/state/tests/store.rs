@@ -121,6 +121,20 @@ async fn exercise(store: &StateStore) {
     assert_eq!(store.drop_failed("b2").await.unwrap(), 1);
     assert!(store.drop_failed("b2").await.is_err());
 
+    // Pipelines and their files.
+    store
+        .register_pipeline("orders", "/a/orders.yaml")
+        .await
+        .unwrap();
+    store
+        .register_pipeline("orders", "/b/orders.yaml")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pipeline_files().await.unwrap(),
+        [("orders".to_owned(), "/b/orders.yaml".to_owned())]
+    );
+
     // Schema fingerprints.
     assert!(
         store

@@ -1,12 +1,15 @@
 //! The subcommands that work on pipeline files.
 
 pub(crate) mod plan;
+pub(crate) mod replay;
+pub(crate) mod run;
 pub(crate) mod schema;
+pub(crate) mod state;
 pub(crate) mod validate;
 
 use anyhow::Context;
-use sluice_config::Env;
-use std::path::Path;
+use sluice_config::{Env, Plan, diag};
+use std::path::{Path, PathBuf};
 
 /// A pipeline file read from disk, with the environment its `${...}` refer to.
 pub(crate) struct PipelineFile {
@@ -14,6 +17,8 @@ pub(crate) struct PipelineFile {
     pub(crate) name: String,
     pub(crate) text: String,
     pub(crate) env: Env,
+    /// The folder the file is in.
+    pub(crate) dir: PathBuf,
 }
 
 impl PipelineFile {
@@ -28,7 +33,27 @@ impl PipelineFile {
             name: path.display().to_string(),
             text,
             env,
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// Validates the file: the plan (its warnings printed to stderr), or every
+    /// diagnostic printed and an error.
+    pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
+        match sluice_config::validate(&self.text, &self.env) {
+            Ok(plan) => {
+                eprint!("{}", diag::render(&self.name, &self.text, &plan.warnings));
+                Ok(plan)
+            }
+            Err(invalid) => {
+                eprint!(
+                    "{}",
+                    diag::render(&self.name, &self.text, invalid.diagnostics())
+                );
+                let (errors, warnings) = diag::count(invalid.diagnostics());
+                anyhow::bail!("`{}` is invalid: {}", self.name, counts(errors, warnings))
+            }
+        }
     }
 }
 

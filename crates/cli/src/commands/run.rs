@@ -1,0 +1,303 @@
+//! `sluice run FILE`: runs a pipeline now (and on its schedule unless `--once`), with a
+//! live progress display and a summary table.
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_config::Plan;
+use sluice_config::spec::Schedule;
+use sluice_engine::build::{self, BuildContext};
+use sluice_engine::{Event, EventKind, Executor, RunSummary};
+use sluice_state::RunStatus;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::PipelineFile;
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The pipeline file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Run once and exit, even if the pipeline has a cron or realtime schedule.
+    #[arg(long)]
+    once: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Plain log lines instead of the live display, even on a terminal.
+    #[arg(long)]
+    plain: bool,
+}
+
+/// The exit code of a run: 0 succeeded, 1 failed, 3 partially succeeded (something was
+/// quarantined), 130 cancelled.
+pub(crate) fn exit_code(status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::PartiallySucceeded => ExitCode::from(3),
+        RunStatus::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// First SIGINT/SIGTERM: stop gracefully; second: abort.
+fn handle_signals(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        eprintln!(
+            "sluice: stopping: no new batches are read; batches in flight are finished and committed (press Ctrl-C again to abort)"
+        );
+        shutdown.cancel();
+        // A second signal aborts at once; the next run resumes from checkpoints and the
+        // ledgers prevent duplicates.
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("sluice: aborted");
+        std::process::exit(130);
+    });
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let file = PipelineFile::read(&args.file)?;
+    let plan = file.plan()?;
+    let ctx = BuildContext::default();
+    let store = build::open_state(&plan, &ctx).await?;
+    let path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+    store
+        .register_pipeline(&plan.pipeline, &path.display().to_string())
+        .await?;
+    let buffer = build::open_buffer(&plan.buffer, &ctx)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let exec = Executor::new(store, buffer).with_events(tx);
+    handle_signals(exec.shutdown_token());
+    let live = !args.plain && !args.json && std::io::stderr().is_terminal();
+    let printer = tokio::spawn(show_progress(rx, live));
+
+    let shutdown = exec.shutdown_token();
+    let last = loop {
+        let summary = run_once(&exec, &plan, &ctx).await?;
+        let status = summary.status;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            print_summary(&summary, &plan);
+        }
+        if args.once || shutdown.is_cancelled() {
+            break status;
+        }
+        let wait = match &plan.schedule {
+            Schedule::Manual => break status,
+            Schedule::Cron { cron, timezone } => {
+                let tz = timezone.as_ref().map_or(chrono_tz::UTC, |t| t.value.0);
+                let next = cron
+                    .value
+                    .schedule()
+                    .upcoming(tz)
+                    .next()
+                    .context("the cron schedule has no next time")?;
+                let wait = (next.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or_default();
+                eprintln!(
+                    "sluice: next run at {next} (in {}s); Ctrl-C to stop",
+                    wait.as_secs()
+                );
+                wait
+            }
+            Schedule::Realtime(r) => r.poll_interval.value.get(),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => break status,
+        }
+    };
+    drop(exec);
+    let _ = printer.await;
+    Ok(exit_code(last))
+}
+
+async fn run_once(exec: &Executor, plan: &Plan, ctx: &BuildContext) -> anyhow::Result<RunSummary> {
+    let trigger = match plan.schedule {
+        Schedule::Manual => "manual",
+        Schedule::Cron { .. } => "cron",
+        Schedule::Realtime(_) => "realtime",
+    };
+    let pipeline = build::build_pipeline(plan, ctx)?;
+    Ok(exec.run(pipeline, trigger).await?)
+}
+
+fn print_summary(summary: &RunSummary, plan: &Plan) {
+    eprintln!();
+    eprintln!(
+        "{:<16} {:<9} {:<20} {:>10} {:>10} {:>8} {:>8} {:>11} {:>10}",
+        "NODE", "ROLE", "STATUS", "IN", "OUT", "BATCHES", "RETRIES", "QUARANTINED", "DUPLICATES"
+    );
+    for n in &summary.nodes {
+        eprintln!(
+            "{:<16} {:<9} {:<20} {:>10} {:>10} {:>8} {:>8} {:>11} {:>10}",
+            n.id,
+            n.role,
+            n.status.as_str(),
+            n.records_in,
+            n.records_out,
+            n.batches,
+            n.retries,
+            n.quarantined,
+            n.duplicates
+        );
+        if let Some(e) = &n.error {
+            eprintln!("  error: {e}");
+        }
+    }
+    eprintln!(
+        "\nrun {} of `{}`: {} in {:.1}s",
+        summary.run_id,
+        plan.pipeline,
+        summary.status,
+        summary.elapsed.as_secs_f64()
+    );
+    eprintln!("  details:  sluice runs show {}", summary.run_id);
+    if summary.nodes.iter().any(|n| n.quarantined > 0) {
+        eprintln!(
+            "  kept for replay:  sluice failed list --pipeline {}",
+            plan.pipeline
+        );
+        eprintln!(
+            "  once the cause is fixed:  sluice replay --pipeline {}",
+            plan.pipeline
+        );
+    }
+}
+
+#[derive(Default)]
+struct Live {
+    records: usize,
+    batches: usize,
+    retries: usize,
+    quarantined: usize,
+    started: Option<Instant>,
+    last: String,
+}
+
+impl Live {
+    fn line(&self, node: &str) -> String {
+        let rate = self
+            .started
+            .map(|s| self.records as f64 / s.elapsed().as_secs_f64().max(0.001))
+            .unwrap_or(0.0);
+        format!(
+            "{node:<16} {:>10} rec {:>6} batches {:>9.0} rec/s  retries {:<4} quarantined {:<6} {}",
+            self.records, self.batches, rate, self.retries, self.quarantined, self.last
+        )
+    }
+}
+
+fn describe(kind: &EventKind) -> Option<String> {
+    Some(match kind {
+        EventKind::Retried {
+            class,
+            wait,
+            message,
+        } => {
+            format!("[{class}] retry in {:.1}s: {message}", wait.as_secs_f64())
+        }
+        EventKind::Split { class, rows } => {
+            format!("[{class}] split a batch of {rows} records in halves")
+        }
+        EventKind::Quarantined {
+            class,
+            rows,
+            message,
+        } => {
+            format!("[{class}] quarantined {rows} record(s): {message}")
+        }
+        EventKind::Skipped { class, rows } => format!("[{class}] skipped {rows} record(s)"),
+        EventKind::Connector {
+            class: Some(class),
+            message,
+        } => format!("[{class}] {message}"),
+        EventKind::Connector {
+            class: None,
+            message,
+        } => message.clone(),
+        EventKind::Compensated { message, .. } => message.clone(),
+        EventKind::NodeFinished { status, error } => match error {
+            Some(e) => format!("{status}: {e}"),
+            None => status.clone(),
+        },
+        _ => return None,
+    })
+}
+
+/// Shows events: a live line per node on a terminal, plain log lines otherwise.
+async fn show_progress(mut rx: mpsc::UnboundedReceiver<Event>, live: bool) {
+    let multi = MultiProgress::with_draw_target(if live {
+        ProgressDrawTarget::stderr_with_hz(8)
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template("{spinner} {msg}").expect("a valid template");
+    let mut bars: HashMap<String, (ProgressBar, Live)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => match e { Some(e) => e, None => break },
+            _ = tick.tick() => {
+                for (node, (bar, state)) in &bars {
+                    bar.set_message(state.line(node));
+                }
+                continue;
+            }
+        };
+        let (bar, state) = bars.entry(event.node.clone()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            (bar, Live::default())
+        });
+        state.started.get_or_insert_with(Instant::now);
+        match &event.kind {
+            EventKind::BatchRead { rows } | EventKind::BatchWritten { rows } => {
+                state.records += rows;
+                state.batches += 1;
+            }
+            EventKind::Retried { .. } => state.retries += 1,
+            EventKind::Quarantined { rows, .. } => state.quarantined += rows,
+            _ => {}
+        }
+        if let Some(text) = describe(&event.kind) {
+            if live {
+                state.last = text.chars().take(90).collect();
+                if let EventKind::NodeFinished { .. } = event.kind {
+                    bar.finish_with_message(state.line(&event.node));
+                    continue;
+                }
+            } else {
+                eprintln!(
+                    "{} {:<16} {text}",
+                    chrono::Local::now().format("%H:%M:%S"),
+                    event.node
+                );
+            }
+        }
+        bar.set_message(state.line(&event.node));
+    }
+    for (bar, _) in bars.values() {
+        bar.finish();
+    }
+}
