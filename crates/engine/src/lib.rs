@@ -26,6 +26,7 @@ mod pipeline;
 mod replay;
 mod run;
 mod tasks;
+mod transform;
 
 pub use events::{Event, EventKind};
 pub use pipeline::{
@@ -35,6 +36,7 @@ pub use pipeline::{
 pub use replay::{ReplayReport, replay};
 pub use run::{Executor, NodeSummary, RunSummary};
 pub use tasks::{CommandTask, SqlTask};
+pub use transform::CompiledTransform;
 
 /// Errors of the engine itself (not of a node: those are recorded in the run).
 #[derive(Debug, thiserror::Error)]
