@@ -5,7 +5,9 @@
 //!
 //! - [`kafka_topic`]: a fresh topic on the broker at `SLUICE_TEST_KAFKA`;
 //! - [`postgres_schema`]: a fresh schema in the database at `SLUICE_TEST_POSTGRES`;
-//! - [`mysql_database`]: a fresh database on the server at `SLUICE_TEST_MYSQL`.
+//! - [`mysql_database`]: a fresh database on the server at `SLUICE_TEST_MYSQL`;
+//! - [`mock_api`]: the flaky mock HTTP API ([`MockApi::start`]), which injects each failure
+//!   class on demand.
 //!
 //! A missing variable is a test failure with a message saying how to start the services,
 //! never a skip: a test must not pass because its service was absent.
@@ -17,9 +19,12 @@
 //! # }
 //! ```
 
+pub mod mock_api;
 mod services;
 
 pub use services::{
     KafkaTopic, MysqlDatabase, PostgresSchema, kafka_bootstrap, kafka_topic, mysql_database,
     mysql_url, postgres_schema, postgres_url, unique_name,
 };
+
+pub use mock_api::{MockApi, MockConfig, MockHandle};

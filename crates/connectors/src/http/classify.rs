@@ -1,0 +1,431 @@
+//! From a failed request to a classified [`ConnectorError`]: the class of each status and
+//! transport error, the message saying what to check, and the redacted evidence.
+
+use reqwest::header::HeaderMap;
+use sluice_core::{ConnectorError, ErrorClass, Secret};
+use std::time::{Duration, SystemTime};
+use url::Url;
+
+/// How many bytes of a response body the evidence keeps.
+const BODY_SNIPPET: usize = 200;
+
+/// Removes secrets from what the user will see: query parameters that look like
+/// credentials, URL passwords, and every configured secret wherever it appears.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Redactor {
+    secrets: Vec<Secret>,
+    params: Vec<String>,
+}
+
+impl Redactor {
+    pub(crate) fn new(secrets: Vec<Secret>, params: Vec<String>) -> Self {
+        let secrets = secrets
+            .into_iter()
+            .filter(|s| !s.expose().is_empty())
+            .collect();
+        let params = params.into_iter().map(|p| p.to_ascii_lowercase()).collect();
+        Redactor { secrets, params }
+    }
+
+    /// Adds a secret learned at run time (an OAuth2 access token).
+    pub(crate) fn add_secret(&mut self, secret: Secret) {
+        if !secret.expose().is_empty() && !self.secrets.contains(&secret) {
+            self.secrets.push(secret);
+        }
+    }
+
+    fn secret_param(&self, name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        self.params.contains(&n)
+            || [
+                "key",
+                "token",
+                "secret",
+                "password",
+                "passwd",
+                "signature",
+                "auth",
+            ]
+            .iter()
+            .any(|w| n.contains(w))
+            || n == "sig"
+            || n == "code"
+    }
+
+    /// The URL with credentials in the query and the user info replaced by `***`.
+    pub(crate) fn url(&self, url: &Url) -> String {
+        let mut u = url.clone();
+        if u.password().is_some() {
+            let _ = u.set_password(Some("***"));
+        }
+        if u.query().is_some() {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if self.secret_param(&k) {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        self.text(u.as_str())
+    }
+
+    /// The text with every known secret replaced by `***`.
+    pub(crate) fn text(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            out = s.redact(&out);
+        }
+        out
+    }
+}
+
+/// Response headers worth showing: they explain rate limits, auth failures, bodies.
+fn interesting(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "content-length"
+            | "content-encoding"
+            | "retry-after"
+            | "www-authenticate"
+            | "x-request-id"
+            | "request-id"
+            | "date"
+    ) || name.starts_with("x-ratelimit")
+        || name.starts_with("ratelimit")
+}
+
+/// The evidence snippet: method, redacted URL, status, headers of interest, and the
+/// first bytes of the body, all redacted.
+pub(crate) fn evidence(
+    redactor: &Redactor,
+    method: &str,
+    url: &Url,
+    status: Option<u16>,
+    headers: Option<&HeaderMap>,
+    body: &[u8],
+) -> String {
+    let mut out = format!("{method} {}", redactor.url(url));
+    if let Some(status) = status {
+        let reason = reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        out.push_str(&format!("\n→ {status} {reason}"));
+    }
+    if let Some(headers) = headers {
+        for (name, value) in headers {
+            if interesting(name.as_str()) {
+                let v = String::from_utf8_lossy(value.as_bytes());
+                out.push_str(&format!("\n{}: {}", name.as_str(), redactor.text(&v)));
+            }
+        }
+    }
+    if !body.is_empty() {
+        let cut = body.len().min(BODY_SNIPPET);
+        let text = String::from_utf8_lossy(&body[..cut]);
+        let more = if body.len() > cut { " …" } else { "" };
+        out.push_str(&format!(
+            "\nbody ({} bytes): {}{more}",
+            body.len(),
+            redactor.text(&text)
+        ));
+    }
+    out
+}
+
+/// The class of an HTTP status that is not a success.
+pub(crate) fn class_of_status(status: u16) -> ErrorClass {
+    match status {
+        401 => ErrorClass::Auth,
+        403 => ErrorClass::Permission,
+        408 => ErrorClass::Network,
+        413 | 414 | 431 => ErrorClass::PayloadTooLarge,
+        429 => ErrorClass::RateLimited,
+        500..=599 => ErrorClass::Dependency,
+        _ => ErrorClass::InvalidRequest,
+    }
+}
+
+/// What a status means for the user, and what to check.
+pub(crate) fn status_message(status: u16, host: &str) -> String {
+    match status {
+        401 => format!(
+            "{host} refused the credentials (401): check the key, token or client secret, and the clock for signed requests"
+        ),
+        403 => format!(
+            "{host} forbids this request (403): the credentials are valid but lack the permission or scope; ask the API's owner to grant it"
+        ),
+        404 => format!("{host} has no such resource (404): check the URL and the path"),
+        408 => format!("{host} timed out waiting for the request (408)"),
+        413 => format!("{host} found the request too large (413): lower the page size or the body"),
+        414 => format!("{host} found the URL too long (414): move parameters to the body"),
+        429 => format!(
+            "{host} is rate limiting us (429): lower rate_limit.requests_per_second or wait for the quota to reset"
+        ),
+        502..=504 => format!(
+            "{host} or a gateway in front of it is unavailable ({status}): the run is retried; if it persists, check the API's status page"
+        ),
+        500..=599 => {
+            format!("{host} failed ({status}): a fault on the API's side; the run is retried")
+        }
+        400 | 422 => format!(
+            "{host} rejected the request ({status}): check the query parameters, the body and the template variables"
+        ),
+        _ => format!("{host} answered {status}: check the URL, method and parameters"),
+    }
+}
+
+/// A classified error for a failed response.
+pub(crate) fn status_error(
+    redactor: &Redactor,
+    method: &str,
+    url: &Url,
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ConnectorError {
+    let host = host_of(url);
+    let mut e =
+        ConnectorError::new(class_of_status(status), status_message(status, &host)).with_evidence(
+            evidence(redactor, method, url, Some(status), Some(headers), body),
+        );
+    if let Some(wait) = retry_after(headers, SystemTime::now()) {
+        e = e.with_retry_after(wait);
+    } else if status == 429
+        && let Some(wait) = ratelimit_reset(headers, SystemTime::now())
+    {
+        e = e.with_retry_after(wait);
+    }
+    e
+}
+
+/// A classified error for a request that got no response.
+pub(crate) fn transport_error(
+    redactor: &Redactor,
+    method: &str,
+    url: &Url,
+    err: &reqwest::Error,
+    timeout: Duration,
+) -> ConnectorError {
+    let host = host_of(url);
+    let chain = chain(err);
+    let (class, message) = if err.is_timeout() {
+        (
+            ErrorClass::Network,
+            format!(
+                "{host} did not answer within {} ({chain}): the API is slow or unreachable; raise timeouts.request if its pages are large",
+                humanize(timeout)
+            ),
+        )
+    } else if err.is_connect() {
+        (
+            ErrorClass::Network,
+            format!(
+                "could not connect to {host} ({chain}): check the host name, the port, DNS, the network path and TLS"
+            ),
+        )
+    } else if err.is_builder() {
+        (
+            ErrorClass::InvalidRequest,
+            format!(
+                "the request to {host} could not be built ({chain}): check the URL and header values"
+            ),
+        )
+    } else {
+        (
+            ErrorClass::Network,
+            format!(
+                "the connection to {host} failed mid-request ({chain}): reset or closed by the other side; the request is retried"
+            ),
+        )
+    };
+    ConnectorError::new(class, redactor.text(&message))
+        .with_evidence(evidence(redactor, method, url, None, None, b""))
+}
+
+/// The error and its sources, without the URL (which could hold a secret).
+fn chain(err: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    let head = match err.url() {
+        Some(_) => {
+            let text = err.to_string();
+            text.split(" for url (").next().unwrap_or(&text).to_owned()
+        }
+        None => err.to_string(),
+    };
+    parts.push(head);
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p == &t) {
+            parts.push(t);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+pub(crate) fn host_of(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => "the API".to_owned(),
+    }
+}
+
+pub(crate) fn humanize(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date (a date in the past means now).
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Some(Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The wait until a rate-limit window resets, from `X-RateLimit-Reset`, `RateLimit-Reset`
+/// or the structured `RateLimit: ..., reset=N` header. Large numbers are Unix times,
+/// small ones seconds from now.
+pub(crate) fn ratelimit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let raw = ["x-ratelimit-reset", "ratelimit-reset"]
+        .iter()
+        .find_map(|n| headers.get(*n)?.to_str().ok().map(str::to_owned))
+        .or_else(|| {
+            let combined = headers.get("ratelimit")?.to_str().ok()?;
+            combined
+                .split([',', ';'])
+                .find_map(|p| p.trim().strip_prefix("reset=").map(str::to_owned))
+        })?;
+    let n: f64 = raw.trim().parse().ok()?;
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    if n > 1_000_000_000.0 {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(n);
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    } else {
+        Some(Duration::from_secs_f64(n))
+    }
+}
+
+/// Whether the response says the quota is used up (`remaining: 0`).
+pub(crate) fn quota_exhausted(headers: &HeaderMap) -> bool {
+    let direct = ["x-ratelimit-remaining", "ratelimit-remaining"]
+        .iter()
+        .find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse::<f64>().ok());
+    let combined = || {
+        let c = headers.get("ratelimit")?.to_str().ok()?;
+        c.split([',', ';'])
+            .find_map(|p| p.trim().strip_prefix("remaining=")?.parse::<f64>().ok())
+    };
+    direct.or_else(combined).is_some_and(|r| r <= 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn secrets_never_reach_the_evidence() {
+        let r = Redactor::new(vec![Secret::new("s3cr3t")], vec!["apitoken2".into()]);
+        let url =
+            Url::parse("https://u:pw@api.example.com/x?api_key=abc&page=2&apitoken2=zz&q=s3cr3t")
+                .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        h.insert("set-cookie", HeaderValue::from_static("session=xyz"));
+        let ev = evidence(
+            &r,
+            "GET",
+            &url,
+            Some(429),
+            Some(&h),
+            b"{\"echo\":\"s3cr3t\"}",
+        );
+        assert!(
+            !ev.contains("abc")
+                && !ev.contains("zz")
+                && !ev.contains("s3cr3t")
+                && !ev.contains("pw@"),
+            "{ev}"
+        );
+        assert!(
+            ev.contains("page=2")
+                && ev.contains("retry-after: 3")
+                && ev.contains("429 Too Many Requests"),
+            "{ev}"
+        );
+        assert!(!ev.contains("session"), "{ev}");
+        let long = vec![b'x'; 1000];
+        assert!(evidence(&r, "GET", &url, Some(500), None, &long).len() < 500);
+    }
+
+    #[test]
+    fn retry_after_reads_both_forms_and_reset_headers() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(4));
+        h.insert("retry-after", HeaderValue::from_str(&date).unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(4)));
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
+
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1700000010"));
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        assert_eq!(ratelimit_reset(&h, now), Some(Duration::from_secs(10)));
+        assert!(quota_exhausted(&h));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "ratelimit",
+            HeaderValue::from_static("limit=10, remaining=0, reset=5"),
+        );
+        assert_eq!(ratelimit_reset(&h, now), Some(Duration::from_secs(5)));
+        assert!(quota_exhausted(&h));
+    }
+
+    #[test]
+    fn statuses_map_to_the_taxonomy() {
+        use ErrorClass::*;
+        for (s, c) in [
+            (401, Auth),
+            (403, Permission),
+            (404, InvalidRequest),
+            (422, InvalidRequest),
+            (413, PayloadTooLarge),
+            (429, RateLimited),
+            (500, Dependency),
+            (503, Dependency),
+            (504, Dependency),
+            (408, Network),
+        ] {
+            assert_eq!(class_of_status(s), c, "{s}");
+        }
+    }
+}

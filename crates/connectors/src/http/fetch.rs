@@ -1,0 +1,298 @@
+//! One page request, retried by error class: the rate-limit gate, the host's circuit
+//! breaker, auth (with one token refresh on a 401), `Retry-After` over our own backoff.
+
+use super::auth::Auth;
+use super::breaker::CircuitBreaker;
+use super::classify::{
+    Redactor, host_of, humanize, quota_exhausted, ratelimit_reset, status_error, transport_error,
+};
+use super::ratelimit::Limiter;
+use reqwest::header::HeaderMap;
+use sluice_core::{ConnectorError, ConnectorEvent, ErrorClass, RetryPolicy};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use url::Url;
+
+/// What the source shares with its in-flight requests.
+pub(crate) struct Fetcher {
+    pub(crate) client: reqwest::Client,
+    pub(crate) method: reqwest::Method,
+    pub(crate) auth: Auth,
+    pub(crate) limiter: Limiter,
+    pub(crate) breaker: Option<Arc<CircuitBreaker>>,
+    pub(crate) redactor: Mutex<Redactor>,
+    pub(crate) events: Mutex<Vec<ConnectorEvent>>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) request_timeout: Duration,
+}
+
+/// A request to send.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestSpec {
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Vec<u8>>,
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+/// A failed attempt: the error, and the status when there was an answer.
+struct Failure {
+    error: ConnectorError,
+    status: Option<u16>,
+}
+
+impl Fetcher {
+    pub(crate) fn event(&self, class: Option<ErrorClass>, message: impl Into<String>) {
+        let message = message.into();
+        tracing::info!(class = class.map(|c| c.as_str()), "{message}");
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ConnectorEvent { class, message });
+    }
+
+    pub(crate) fn drain_events(&self) -> Vec<ConnectorEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn redactor(&self) -> Redactor {
+        self.redactor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sends the request until it succeeds, fails for good, or the retry policy gives
+    /// up. With `shrinkable`, a 413 or 504 comes back at once as `payload_too_large` so
+    /// that the caller can ask for a smaller page.
+    pub(crate) async fn fetch(
+        &self,
+        spec: &RequestSpec,
+        shrinkable: bool,
+    ) -> Result<Fetched, ConnectorError> {
+        let started = Instant::now();
+        let host = host_of(&spec.url);
+        let mut failed_attempts = 0u32;
+        let mut refreshed = false;
+        loop {
+            if let Some(b) = &self.breaker {
+                match b.admit(Instant::now()) {
+                    Ok(Some(msg)) => self.event(Some(ErrorClass::Dependency), msg),
+                    Ok(None) => {}
+                    Err(wait) => {
+                        let err = ConnectorError::new(
+                            ErrorClass::Dependency,
+                            format!("the circuit breaker for {host} is open after repeated failures; requests resume in {}: check the API's health", humanize(wait)),
+                        )
+                        .with_retry_after(wait);
+                        if self.budget_left(started).is_some_and(|left| wait < left) {
+                            if wait >= Duration::from_millis(100) {
+                                self.event(
+                                    Some(ErrorClass::Dependency),
+                                    format!(
+                                        "waited {} for the circuit breaker of {host}",
+                                        humanize(wait)
+                                    ),
+                                );
+                            }
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        return Err(err);
+                    }
+                }
+            }
+
+            let (permit, _waited) = self.limiter.acquire().await;
+            let attempt = self.send_once(spec).await;
+            drop(permit);
+
+            let failure = match attempt {
+                Ok(f) => {
+                    self.record(false);
+                    self.limiter.on_success();
+                    if quota_exhausted(&f.headers)
+                        && let Some(reset) = ratelimit_reset(&f.headers, SystemTime::now())
+                    {
+                        let wait = reset.min(self.max_retry_after);
+                        self.limiter.pause_until(Instant::now() + wait);
+                        self.event(
+                            Some(ErrorClass::RateLimited),
+                            format!(
+                                "{host} says the quota is used up; pausing {} until it resets",
+                                humanize(wait)
+                            ),
+                        );
+                    }
+                    return Ok(f);
+                }
+                Err(f) => f,
+            };
+            let Failure { error, status } = failure;
+            let class = error.class;
+            self.record(matches!(
+                class,
+                ErrorClass::Network | ErrorClass::Dependency
+            ));
+
+            if class == ErrorClass::Auth && self.auth.refreshable() && !refreshed {
+                refreshed = true;
+                self.auth.invalidate().await;
+                self.event(
+                    Some(ErrorClass::Auth),
+                    format!(
+                        "{host} refused the access token (401); fetching a new one and retrying"
+                    ),
+                );
+                continue;
+            }
+            if shrinkable && matches!(status, Some(413) | Some(504)) {
+                let mut e = error;
+                e.class = ErrorClass::PayloadTooLarge;
+                return Err(e);
+            }
+            if !class.is_transient() {
+                return Err(error);
+            }
+            failed_attempts += 1;
+            let elapsed = started.elapsed();
+            if !self.retry.allows(failed_attempts, elapsed) {
+                return Err(gave_up(error, failed_attempts, elapsed));
+            }
+            let asked = error.retry_after.map(|w| w.min(self.max_retry_after));
+            let wait = match asked {
+                Some(w) => w,
+                None => self.retry.backoff(failed_attempts, &mut rand::rng()),
+            };
+            if self.budget_left(started).is_some_and(|left| wait >= left) {
+                return Err(gave_up(error, failed_attempts, elapsed));
+            }
+            let what = match status {
+                Some(s) => format!("{s}"),
+                None => "a network error".to_owned(),
+            };
+            let source = if asked.is_some() {
+                "as Retry-After asked"
+            } else {
+                "backoff"
+            };
+            if class == ErrorClass::RateLimited {
+                self.limiter.pause_until(Instant::now() + wait);
+                let rate = self.limiter.slow_down();
+                self.event(
+                    Some(class),
+                    format!(
+                        "retried after {what} from {host} (attempt {} of {}): waited {} {source}; slowed to {rate:.2} requests/s",
+                        failed_attempts + 1,
+                        self.retry.max_attempts,
+                        humanize(wait)
+                    ),
+                );
+                // The pause holds this request and every other one until `wait` passed.
+            } else {
+                self.event(
+                    Some(class),
+                    format!(
+                        "retried after {what} from {host} (attempt {} of {}): waited {} {source}",
+                        failed_attempts + 1,
+                        self.retry.max_attempts,
+                        humanize(wait)
+                    ),
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    fn budget_left(&self, started: Instant) -> Option<Duration> {
+        match self.retry.max_elapsed {
+            Some(max) => Some(max.saturating_sub(started.elapsed())),
+            None => Some(Duration::MAX),
+        }
+    }
+
+    fn record(&self, failed: bool) {
+        if let Some(b) = &self.breaker
+            && let Some(msg) = b.record(failed, Instant::now())
+        {
+            self.event(Some(ErrorClass::Dependency), msg);
+        }
+    }
+
+    async fn send_once(&self, spec: &RequestSpec) -> Result<Fetched, Failure> {
+        let mut url = spec.url.clone();
+        let mut headers = spec.headers.clone();
+        let body = spec.body.clone().unwrap_or_default();
+        let method = self.method.as_str();
+        let redactor = self.redactor();
+        let applied = self
+            .auth
+            .apply(
+                &self.client,
+                &redactor,
+                method,
+                &mut url,
+                &mut headers,
+                &body,
+            )
+            .await
+            .map_err(|error| Failure {
+                error,
+                status: None,
+            })?;
+        if let Some(secret) = applied.new_secret {
+            self.redactor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add_secret(secret);
+        }
+        if let Some(msg) = applied.fetched_token {
+            self.event(None, msg);
+        }
+        let redactor = self.redactor();
+        let mut req = self
+            .client
+            .request(self.method.clone(), url.clone())
+            .headers(headers);
+        if spec.body.is_some() {
+            req = req.body(body);
+        }
+        let net = |e: reqwest::Error| Failure {
+            error: transport_error(&redactor, method, &url, &e, self.request_timeout),
+            status: None,
+        };
+        let resp = req.send().await.map_err(net)?;
+        let status = resp.status().as_u16();
+        let final_url = resp.url().clone();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(net)?;
+        if !(200..300).contains(&status) {
+            return Err(Failure {
+                error: status_error(&redactor, method, &final_url, status, &headers, &bytes),
+                status: Some(status),
+            });
+        }
+        Ok(Fetched {
+            url: final_url,
+            headers,
+            body: bytes.to_vec(),
+        })
+    }
+}
+
+fn gave_up(mut e: ConnectorError, attempts: u32, elapsed: Duration) -> ConnectorError {
+    e.message = format!(
+        "{} (gave up after {attempts} attempt(s) over {})",
+        e.message,
+        humanize(elapsed)
+    );
+    e
+}

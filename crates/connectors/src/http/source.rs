@@ -1,0 +1,661 @@
+//! The `type: http` source: pages in, batches out, with checkpoints.
+
+use super::auth::Auth;
+use super::breaker::BreakerRegistry;
+use super::classify::{Redactor, evidence, host_of};
+use super::config::{BadRecordPolicy, HttpMethod, HttpSourceConfig, RecordsConfig, SchemaPolicy};
+use super::fetch::{Fetched, Fetcher, RequestSpec};
+use super::pagination::{PageMeta, Pager, Position};
+use super::ratelimit::Limiter;
+use super::records::{BadRecord, Converter, ExtractError, RecordsAt, extract, field};
+use super::template::{render_json, render_str};
+use async_trait::async_trait;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+use sluice_core::{
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, Source, SourceBatch, schema_fingerprint,
+};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use url::Url;
+
+/// Where a source runs and where it left off: what the engine hands the constructor.
+#[derive(Debug, Clone, Default)]
+pub struct HttpSourceContext {
+    /// The pipeline's name (part of every batch id).
+    pub pipeline: String,
+    /// The node's name (part of every batch id).
+    pub node: String,
+    /// The last checkpoint the engine stored for this node (after the buffer acked its
+    /// batch), or `None` on the first run.
+    pub checkpoint: Option<Value>,
+    /// Circuit breakers shared with other sources (by host). `None`: this source keeps
+    /// its own, configured by `breaker`.
+    pub breakers: Option<Arc<BreakerRegistry>>,
+}
+
+/// Reads pages from an HTTP API as batches. Build it with [`HttpSource::new`]; use it
+/// through [`Source`].
+pub struct HttpSource {
+    pipeline: String,
+    node: String,
+    cfg: HttpSourceConfig,
+    fetcher: Arc<Fetcher>,
+    records_at: RecordsAt,
+    pager: Pager,
+    converter: Converter,
+    /// Text of every template, spaces removed: which variables the user placed.
+    templates: String,
+    /// The watermark the run started from (the last complete run's).
+    start_watermark: Option<Value>,
+    /// The greatest watermark seen in this run.
+    max_seen: Option<Value>,
+    pages_read: u64,
+    ready: VecDeque<SourceBatch>,
+    /// The last batch of the latest page, held until the next page tells whether it
+    /// ends the run (its checkpoint then marks the run complete).
+    held: Option<SourceBatch>,
+    finished: bool,
+    /// `max_pages` ended the run with pages left.
+    guard_stopped: bool,
+    /// The position of the page being read.
+    current_page: Option<Position>,
+    /// An error to return once the batches read before it are handed over.
+    pending: Option<ConnectorError>,
+    stopped: Option<ConnectorError>,
+}
+
+fn invalid(message: impl Into<String>) -> ConnectorError {
+    ConnectorError::new(ErrorClass::InvalidRequest, message)
+}
+
+impl HttpSource {
+    /// Validates the config and builds the source (no request is sent yet).
+    pub fn new(config: HttpSourceConfig, ctx: HttpSourceContext) -> Result<Self, ConnectorError> {
+        config.validate().map_err(|e| invalid(e.to_string()))?;
+        let auth = Auth::new(config.auth.as_ref())?;
+        let mut secrets = auth.secrets();
+        secrets.extend(config.headers.values().cloned());
+        let redactor = Redactor::new(secrets, auth.secret_params());
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.timeouts.connect)
+            .timeout(config.timeouts.request)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(config.rate_limit.concurrency.max(1) as usize)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                ConnectorError::new(
+                    ErrorClass::Internal,
+                    format!(
+                        "the HTTP client could not start ({e}): TLS roots or resolver unavailable"
+                    ),
+                )
+            })?;
+        let probe = render_str(&config.url, &super::template::Vars::probe());
+        let host = Url::parse(&probe).map(|u| host_of(&u)).unwrap_or_default();
+        let breaker = config.breaker.enabled.then(|| {
+            ctx.breakers
+                .clone()
+                .unwrap_or_else(|| Arc::new(BreakerRegistry::new(config.breaker.clone())))
+                .for_host(&host)
+        });
+        let fetcher = Fetcher {
+            client,
+            method: match config.method {
+                HttpMethod::GET => reqwest::Method::GET,
+                HttpMethod::POST => reqwest::Method::POST,
+            },
+            auth,
+            limiter: Limiter::new(
+                config.rate_limit.requests_per_second,
+                config.rate_limit.burst,
+                config.rate_limit.concurrency,
+            ),
+            breaker,
+            redactor: Mutex::new(redactor),
+            events: Mutex::new(Vec::new()),
+            retry: config.retry.clone(),
+            max_retry_after: config.rate_limit.max_retry_after,
+            request_timeout: config.timeouts.request,
+        };
+        let records_at = RecordsAt::new(&config.records).map_err(invalid)?;
+        let mut pager = Pager::new(&config.pagination, &config.stop).map_err(invalid)?;
+        let converter = Converter::new(&config.schema, config.nested);
+        let mut templates = config.url.clone();
+        for v in config.query.values() {
+            templates.push_str(v);
+        }
+        for v in config.headers.values() {
+            templates.push_str(v.expose());
+        }
+        if let Some(b) = &config.body {
+            templates.push_str(&b.to_string());
+        }
+        templates.retain(|c| !c.is_whitespace());
+
+        let initial = config
+            .incremental
+            .as_ref()
+            .and_then(|i| i.initial.clone())
+            .map(Value::String);
+        let mut start_watermark = initial.clone();
+        let mut max_seen = None;
+        let mut notes = Vec::new();
+        if let Some(cp) = &ctx.checkpoint {
+            let wm = cp.get("watermark").filter(|v| !v.is_null()).cloned();
+            if cp.get("complete") == Some(&Value::Bool(false)) {
+                match cp
+                    .get("next")
+                    .cloned()
+                    .map(serde_json::from_value::<Position>)
+                {
+                    Some(Ok(pos)) => {
+                        notes.push(format!("resumed an unfinished run at {pos:?}"));
+                        pager.pos = pos;
+                        start_watermark = wm.or(initial);
+                        max_seen = cp.get("max_seen").filter(|v| !v.is_null()).cloned();
+                    }
+                    _ => notes.push(
+                        "the checkpoint's position is unreadable: starting from the first page"
+                            .to_owned(),
+                    ),
+                }
+            } else {
+                start_watermark = wm.or(initial);
+            }
+        }
+        let source = HttpSource {
+            pipeline: ctx.pipeline,
+            node: ctx.node,
+            cfg: config,
+            fetcher: Arc::new(fetcher),
+            records_at,
+            pager,
+            converter,
+            templates,
+            start_watermark,
+            max_seen,
+            pages_read: 0,
+            ready: VecDeque::new(),
+            held: None,
+            finished: false,
+            guard_stopped: false,
+            current_page: None,
+            pending: None,
+            stopped: None,
+        };
+        for n in notes {
+            source.fetcher.event(None, n);
+        }
+        Ok(source)
+    }
+
+    fn uses(&self, var: &str) -> bool {
+        self.templates.contains(&format!("{{{{{var}}}}}"))
+    }
+
+    /// The watermark sent with requests: the run's start, minus the lookback.
+    fn sent_watermark(&self) -> Option<String> {
+        let inc = self.cfg.incremental.as_ref()?;
+        let wm = self.start_watermark.as_ref()?;
+        let lookback = inc.lookback.unwrap_or_default();
+        Some(match wm {
+            Value::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+                Ok(t) if !lookback.is_zero() => {
+                    let back = chrono::Duration::from_std(lookback).unwrap_or_default();
+                    (t.with_timezone(&chrono::Utc) - back)
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                }
+                _ => s.clone(),
+            },
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => (i - lookback.as_secs() as i64).to_string(),
+                (None, Some(f)) => (f - lookback.as_secs_f64()).to_string(),
+                _ => n.to_string(),
+            },
+            other => other.to_string(),
+        })
+    }
+
+    fn build_request(&self) -> Result<RequestSpec, ConnectorError> {
+        let mut vars = self.pager.vars();
+        vars.watermark = self.sent_watermark();
+        let redactor = self.fetcher.redactor();
+        let url = match self.pager.given_url() {
+            Some(u) => Url::parse(u).map_err(|e| {
+                invalid(format!(
+                    "the API gave a next-page URL that does not parse ({e})"
+                ))
+            })?,
+            None => {
+                let rendered = render_str(&self.cfg.url, &vars);
+                let mut url = Url::parse(&rendered).map_err(|e| {
+                    invalid(format!(
+                        "url renders to `{}`, which is not a URL ({e}): check its template variables",
+                        redactor.text(&rendered)
+                    ))
+                })?;
+                {
+                    let mut q = url.query_pairs_mut();
+                    for (k, v) in &self.cfg.query {
+                        let r = render_str(v, &vars);
+                        if r.is_empty() && v.contains("{{") {
+                            continue; // a variable without a value yet: leave it out
+                        }
+                        q.append_pair(k, &r);
+                    }
+                    for (name, var, value) in self.pager.params() {
+                        if !self.uses(var) {
+                            q.append_pair(&name, &value);
+                        }
+                    }
+                    if let Some(inc) = &self.cfg.incremental
+                        && let (Some(p), Some(wm)) = (&inc.param, &vars.watermark)
+                        && !self.uses("watermark")
+                    {
+                        q.append_pair(p, wm);
+                    }
+                }
+                if url.query() == Some("") {
+                    url.set_query(None);
+                }
+                url
+            }
+        };
+        let mut headers = HeaderMap::new();
+        let accept = match self.cfg.records {
+            RecordsConfig::Ndjson => "application/x-ndjson, application/json;q=0.9",
+            _ => "application/json",
+        };
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        for (k, v) in &self.cfg.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| invalid(format!("headers: `{k}` is not a valid header name")))?;
+            let mut value =
+                HeaderValue::from_str(&render_str(v.expose(), &vars)).map_err(|_| {
+                    invalid(format!(
+                        "headers: the value of `{k}` holds characters not allowed in a header"
+                    ))
+                })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let body = match (self.cfg.method, &self.cfg.body) {
+            (HttpMethod::POST, Some(b)) => {
+                if !headers.contains_key(CONTENT_TYPE) {
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                Some(serde_json::to_vec(&render_json(b, &vars)).unwrap_or_default())
+            }
+            (HttpMethod::POST, None) => Some(Vec::new()),
+            _ => None,
+        };
+        Ok(RequestSpec { url, headers, body })
+    }
+
+    fn checkpoint(&self, next: Option<&Position>) -> Value {
+        match next {
+            Some(pos) => json!({
+                "complete": false,
+                "next": pos,
+                "watermark": self.start_watermark,
+                "max_seen": self.max_seen,
+            }),
+            None => json!({
+                "complete": true,
+                "watermark": newer(self.start_watermark.clone(), self.max_seen.clone()),
+            }),
+        }
+    }
+
+    fn page_label(&self) -> String {
+        let redactor = self.fetcher.redactor();
+        self.pager
+            .source_position(|u| Url::parse(u).map(|u| redactor.url(&u)).unwrap_or_default())
+            .to_string()
+    }
+
+    /// Reads one page (asking for smaller pages on 413/504) and turns it into batches.
+    async fn read_page(&mut self) -> Result<Option<Vec<SourceBatch>>, ConnectorError> {
+        let fetched = loop {
+            let spec = self.build_request()?;
+            let shrinkable = self.pager.shrinkable();
+            match self.fetcher.fetch(&spec, shrinkable).await {
+                Ok(f) => break f,
+                Err(e) if e.class == ErrorClass::PayloadTooLarge && shrinkable => {
+                    match self.pager.shrink() {
+                        Some(size) => self.fetcher.event(
+                            Some(ErrorClass::PayloadTooLarge),
+                            format!("the API could not serve a page that large; asking for {size} records per page"),
+                        ),
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.pages_read += 1;
+        self.page(fetched)
+    }
+
+    fn page_evidence(&self, f: &Fetched, extra: &str) -> String {
+        let redactor = self.fetcher.redactor();
+        let mut ev = evidence(
+            &redactor,
+            self.fetcher.method.as_str(),
+            &f.url,
+            Some(200),
+            Some(&f.headers),
+            &f.body,
+        );
+        if !extra.is_empty() {
+            ev.push('\n');
+            ev.push_str(&redactor.text(extra));
+        }
+        ev
+    }
+
+    fn page(&mut self, f: Fetched) -> Result<Option<Vec<SourceBatch>>, ConnectorError> {
+        let label = self.page_label();
+        let extracted = match extract(&f.body, &self.records_at) {
+            Ok(x) => x,
+            Err(ExtractError::Malformed(m)) => {
+                return Err(invalid(format!(
+                    "{label} is not valid JSON ({m}): the API sent a broken or truncated body; the run can be retried, and if it persists, report it to the API's owner"
+                ))
+                .with_evidence(self.page_evidence(&f, "")));
+            }
+            Err(ExtractError::Shape(m)) => {
+                return Err(ConnectorError::new(
+                    ErrorClass::ContractChanged,
+                    format!("{label}: {m}"),
+                )
+                .with_evidence(self.page_evidence(&f, "")));
+            }
+        };
+        let total = extracted.records.len() + extracted.bad.len();
+        let next = self.pager.next(&PageMeta {
+            records: total,
+            doc: extracted.doc.as_ref(),
+            headers: &f.headers,
+            url: &f.url,
+        });
+        let position = {
+            let redactor = self.fetcher.redactor();
+            self.pager
+                .source_position(|u| Url::parse(u).map(|u| redactor.url(&u)).unwrap_or_default())
+        };
+        let mut records = extracted.records;
+
+        // A content failure skips this page: the next call goes on with the next one.
+        let advance = |me: &mut Self| {
+            me.pager.records += total as u64;
+            match &next {
+                Some(p) => me.pager.pos = p.clone(),
+                None => me.finished = true,
+            }
+        };
+        if let Err(e) = self.bad_records(&extracted.bad, &label, &f) {
+            advance(self);
+            return Err(e);
+        }
+        if let Some(drift) = self.converter.check(&records) {
+            let summary = drift.summary();
+            match self.cfg.schema_policy {
+                SchemaPolicy::Evolve | SchemaPolicy::Warn => {
+                    self.converter.evolve(&records);
+                    let class = (self.cfg.schema_policy == SchemaPolicy::Warn)
+                        .then_some(ErrorClass::ContractChanged);
+                    self.fetcher
+                        .event(class, format!("schema evolved at {label}: {summary}"));
+                }
+                SchemaPolicy::Quarantine => {
+                    let first = records
+                        .first()
+                        .map(|r| super::records::cut(&r.to_string(), 200))
+                        .unwrap_or_default();
+                    advance(self);
+                    return Err(ConnectorError::new(
+                        ErrorClass::ContractChanged,
+                        format!("{label} differs from the schema ({summary}): the page is quarantined and the source goes on; set schema_policy: evolve to accept such changes"),
+                    )
+                    .with_evidence(self.page_evidence(&f, &format!("first record: {first}"))));
+                }
+                SchemaPolicy::Fail => {
+                    let first = records
+                        .first()
+                        .map(|r| super::records::cut(&r.to_string(), 200))
+                        .unwrap_or_default();
+                    let e = ConnectorError::new(
+                        ErrorClass::ContractChanged,
+                        format!("{label} differs from the schema ({summary}): the API changed its records; update the declared schema, or set schema_policy to evolve, warn or quarantine"),
+                    )
+                    .with_evidence(self.page_evidence(&f, &format!("first record: {first}")));
+                    self.stopped = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+
+        // The watermark: the greatest value of the field on this page.
+        if let Some(inc) = &self.cfg.incremental {
+            for r in &records {
+                if let Some(v) = field(r, &inc.field) {
+                    self.max_seen = newer(self.max_seen.take(), Some(v.clone()));
+                }
+            }
+        }
+
+        let batch = if records.is_empty() {
+            None
+        } else {
+            let converted = self
+                .converter
+                .convert(std::mem::take(&mut records))
+                .map_err(|m| {
+                    ConnectorError::new(
+                        ErrorClass::Internal,
+                        format!("{label} could not become an Arrow batch: {m}"),
+                    )
+                })?;
+            if let Err(e) = self.bad_records(&converted.bad, &label, &f) {
+                advance(self);
+                return Err(e);
+            }
+            Some(converted.batch)
+        };
+        advance(self);
+
+        let mut out = Vec::new();
+        if let Some(records) = batch.filter(|b| b.num_rows() > 0) {
+            let fingerprint = schema_fingerprint(&records.schema());
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&f.body);
+            hasher.update(fingerprint.as_bytes());
+            let whole = Batch::with_content_hash(
+                self.pipeline.clone(),
+                self.node.clone(),
+                position,
+                hasher.finalize().as_bytes(),
+                records,
+            );
+            let rows = whole.num_rows();
+            let per_record = (f.body.len() / total.max(1)).max(1);
+            let by_bytes = (self.cfg.batching.max_bytes / per_record).max(1);
+            let chunk = self.cfg.batching.max_rows.min(by_bytes).max(1);
+            let parts = if rows <= chunk {
+                vec![whole]
+            } else {
+                (0..rows)
+                    .step_by(chunk)
+                    .map(|start| whole.slice(start, chunk.min(rows - start)))
+                    .collect()
+            };
+            let n = parts.len();
+            let here = self.checkpoint(Some(&self.page_start()));
+            let after = self.checkpoint(next.as_ref());
+            for (i, batch) in parts.into_iter().enumerate() {
+                let checkpoint = if i + 1 == n {
+                    after.clone()
+                } else {
+                    here.clone()
+                };
+                out.push(SourceBatch {
+                    batch,
+                    checkpoint: Some(checkpoint),
+                });
+            }
+        }
+        if next.is_some() && self.pages_read >= self.cfg.max_pages {
+            self.finished = true;
+            self.guard_stopped = true;
+            self.fetcher.event(
+                None,
+                format!(
+                    "stopped after max_pages ({}) with pages left; the next run goes on from there",
+                    self.cfg.max_pages
+                ),
+            );
+        }
+        Ok(Some(out))
+    }
+
+    /// The position of the page just read (to re-read it after a crash mid-page).
+    fn page_start(&self) -> Position {
+        self.current_page.clone().unwrap_or(Position::First)
+    }
+
+    fn bad_records(
+        &self,
+        bad: &[BadRecord],
+        label: &str,
+        f: &Fetched,
+    ) -> Result<(), ConnectorError> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        match self.cfg.bad_records {
+            BadRecordPolicy::Fail => {
+                let b = &bad[0];
+                Err(invalid(format!(
+                    "{} malformed record(s) at {label}, the first at index {} ({}): the page is skipped; set bad_records: skip to keep its good records",
+                    bad.len(),
+                    b.index,
+                    b.reason
+                ))
+                .with_evidence(self.page_evidence(f, &format!("record {}: {}", b.index, b.snippet))))
+            }
+            BadRecordPolicy::Skip => {
+                let redactor = self.fetcher.redactor();
+                for b in bad.iter().take(10) {
+                    self.fetcher.event(
+                        Some(ErrorClass::InvalidRequest),
+                        format!(
+                            "left out malformed record {} at {label} ({}): {}",
+                            b.index,
+                            b.reason,
+                            redactor.text(&b.snippet)
+                        ),
+                    );
+                }
+                if bad.len() > 10 {
+                    self.fetcher.event(
+                        Some(ErrorClass::InvalidRequest),
+                        format!(
+                            "left out {} more malformed records at {label}",
+                            bad.len() - 10
+                        ),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The later of two watermarks: RFC 3339 times by instant, numbers by value, other text
+/// by its order.
+pub(crate) fn newer(a: Option<Value>, b: Option<Value>) -> Option<Value> {
+    match (a, b) {
+        (None, x) | (x, None) => x.filter(|v| !v.is_null()),
+        (Some(a), Some(b)) => {
+            if b.is_null() {
+                return Some(a);
+            }
+            let later = match (&a, &b) {
+                (Value::Number(x), Value::Number(y)) => {
+                    y.as_f64().unwrap_or(f64::MIN) > x.as_f64().unwrap_or(f64::MIN)
+                }
+                (Value::String(x), Value::String(y)) => {
+                    match (
+                        chrono::DateTime::parse_from_rfc3339(x),
+                        chrono::DateTime::parse_from_rfc3339(y),
+                    ) {
+                        (Ok(x), Ok(y)) => y > x,
+                        _ => y > x,
+                    }
+                }
+                _ => false,
+            };
+            Some(if later { b } else { a })
+        }
+    }
+}
+
+#[async_trait]
+impl Source for HttpSource {
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            if let Some(e) = self.pending.take() {
+                return Err(e);
+            }
+            if let Some(e) = &self.stopped {
+                return Err(e.clone());
+            }
+            if self.finished {
+                // The held batch ends the run: its checkpoint marks the run complete
+                // unless a guard (max_pages) stopped it with pages left.
+                return Ok(self.held.take());
+            }
+            self.current_page = Some(self.pager.pos.clone());
+            let read = self.read_page().await;
+            match read {
+                Ok(Some(mut batches)) => {
+                    if let Some(h) = self.held.take() {
+                        if batches.is_empty() && self.finished && !self.guard_stopped {
+                            // An empty last page: the held batch is the run's last.
+                            let mut h = h;
+                            h.checkpoint = Some(self.checkpoint(None));
+                            self.ready.push_back(h);
+                        } else {
+                            self.ready.push_back(h);
+                        }
+                    }
+                    self.held = batches.pop();
+                    self.ready.extend(batches);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Whatever was read before the failure is still good: hand it over
+                    // first, then the error.
+                    if let Some(h) = self.held.take() {
+                        self.ready.push_back(h);
+                    }
+                    if !self.ready.is_empty() && self.stopped.is_none() {
+                        self.pending = Some(e);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn drain_events(&mut self) -> Vec<ConnectorEvent> {
+        self.fetcher.drain_events()
+    }
+}

@@ -1,0 +1,267 @@
+//! What the mock API serves and which failures it injects.
+
+use serde::{Deserialize, Serialize};
+
+/// The mock API's configuration. Every field has a default, so `{}` is a valid config:
+/// 1000 records, pages of 100, no auth, no faults.
+///
+/// ```
+/// let cfg: sluice_testkit::mock_api::MockConfig = serde_json::from_str(
+///     r#"{"records": 250, "auth": {"type": "api_key", "name": "X-Api-Key", "value": "k"},
+///         "faults": [{"from_request": 2, "kind": {"type": "rate_limited", "retry_after": {"seconds": 1}}}]}"#,
+/// ).unwrap();
+/// assert_eq!(cfg.records, 250);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockConfig {
+    /// Records in the data set (ids `1..=records`).
+    #[serde(default = "default_records")]
+    pub records: u64,
+    /// Records per page when a request does not ask for a size.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Seed of the data set: the same seed always gives the same records.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The port on 127.0.0.1 (`0`: any free port).
+    #[serde(default)]
+    pub port: u16,
+    /// How requests must authenticate.
+    #[serde(default)]
+    pub auth: MockAuth,
+    /// A page size asked above this gets `504 Gateway Timeout`, the way a backend that
+    /// times out on a large query answers.
+    #[serde(default)]
+    pub max_page_size: Option<u32>,
+    /// A request body larger than this gets `413 Payload Too Large`.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Injected failures, checked in order; the first that applies to a request wins.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Schema drift: records from this one on have another shape.
+    #[serde(default)]
+    pub drift: Option<Drift>,
+    /// Ids of records served malformed (a wrong type for `id`, or not an object).
+    #[serde(default)]
+    pub malformed_records: Vec<u64>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            records: default_records(),
+            page_size: default_page_size(),
+            seed: default_seed(),
+            port: 0,
+            auth: MockAuth::default(),
+            max_page_size: None,
+            max_body_bytes: None,
+            faults: Vec::new(),
+            drift: None,
+            malformed_records: Vec::new(),
+        }
+    }
+}
+
+fn default_records() -> u64 {
+    1000
+}
+fn default_page_size() -> u32 {
+    100
+}
+fn default_seed() -> u64 {
+    42
+}
+
+/// How the mock checks requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MockAuth {
+    /// Anyone may read.
+    #[default]
+    None,
+    /// `Authorization: Basic base64(username:password)`.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: String,
+    },
+    /// A key in a header or a query parameter.
+    ApiKey {
+        /// The header or parameter name.
+        name: String,
+        /// The key.
+        value: String,
+        /// `header` or `query`.
+        #[serde(default, rename = "in")]
+        location: KeyIn,
+    },
+    /// OAuth2 client credentials: `POST /oauth/token` issues bearer tokens that expire.
+    Oauth2 {
+        /// The client id.
+        client_id: String,
+        /// The client secret.
+        client_secret: String,
+        /// Token lifetime in seconds, as told in `expires_in`.
+        #[serde(default = "default_token_ttl")]
+        token_ttl_secs: u64,
+    },
+    /// HMAC-signed requests: the signature of `method\npath\nquery\ntimestamp\nbody`
+    /// (query parameters sorted) in `X-Signature`, hex, with the Unix time in
+    /// `X-Timestamp`; SHA-256.
+    Hmac {
+        /// The shared key.
+        key: String,
+        /// The signature header.
+        #[serde(default = "default_signature_header")]
+        signature_header: String,
+        /// The timestamp header.
+        #[serde(default = "default_timestamp_header")]
+        timestamp_header: String,
+        /// How far the timestamp may be from the mock's clock, in seconds.
+        #[serde(default = "default_skew")]
+        max_skew_secs: u64,
+    },
+}
+
+fn default_token_ttl() -> u64 {
+    3600
+}
+fn default_signature_header() -> String {
+    "X-Signature".to_owned()
+}
+fn default_timestamp_header() -> String {
+    "X-Timestamp".to_owned()
+}
+fn default_skew() -> u64 {
+    300
+}
+
+/// Where an API key goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyIn {
+    /// A request header.
+    #[default]
+    Header,
+    /// A query parameter.
+    Query,
+}
+
+/// A failure injected into data requests (not into `/oauth/token` or `/admin/*`).
+///
+/// Data requests are numbered from 1 in the order they arrive. The fault applies to
+/// requests `from_request .. from_request + times` (`times: 0`: to every one from there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// The first data request that gets the fault (1-based).
+    #[serde(default = "default_from")]
+    pub from_request: u64,
+    /// How many requests in a row get it; `0` means every one from `from_request` on.
+    #[serde(default = "default_times")]
+    pub times: u64,
+    /// What happens.
+    pub kind: FaultKind,
+}
+
+fn default_from() -> u64 {
+    1
+}
+fn default_times() -> u64 {
+    1
+}
+
+impl Fault {
+    /// A fault on `times` requests from the `from_request`th on.
+    pub fn new(from_request: u64, times: u64, kind: FaultKind) -> Self {
+        Fault {
+            from_request,
+            times,
+            kind,
+        }
+    }
+
+    pub(crate) fn applies_to(&self, request_no: u64) -> bool {
+        request_no >= self.from_request
+            && (self.times == 0 || request_no < self.from_request.saturating_add(self.times))
+    }
+}
+
+/// A kind of injected failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// `429 Too Many Requests` with `Retry-After` and `X-RateLimit-*` headers.
+    RateLimited {
+        /// The `Retry-After` form.
+        retry_after: RetryAfter,
+    },
+    /// A 5xx answer.
+    ServerError {
+        /// The status (500, 502, 503, 504).
+        #[serde(default = "default_server_status")]
+        status: u16,
+    },
+    /// The answer comes after this delay (beyond the client's timeout, say).
+    Slow {
+        /// Milliseconds to wait before answering.
+        delay_ms: u64,
+    },
+    /// The connection is reset (TCP RST) without an answer.
+    Reset,
+    /// `401 Unauthorized`, whatever the credentials.
+    Unauthorized,
+    /// `403 Forbidden`.
+    Forbidden,
+    /// Every token issued so far expires now (OAuth2), so this request's token is refused.
+    ExpireTokens,
+    /// A `200 OK` whose body is cut in the middle: not valid JSON.
+    MalformedJson,
+}
+
+fn default_server_status() -> u16 {
+    503
+}
+
+/// The two forms of `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RetryAfter {
+    /// `Retry-After: <seconds>`.
+    Seconds(u64),
+    /// `Retry-After: <HTTP-date>`, this many seconds from now (rounded up to a whole
+    /// second, as HTTP dates have no fractions).
+    HttpDate(u64),
+}
+
+/// Schema drift of the data set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drift {
+    /// The first record id with the new shape. With pages of 100 sorted by id,
+    /// `from_id: 201` makes the drift start on page 3.
+    pub from_id: u64,
+    /// What changed.
+    pub change: DriftChange,
+}
+
+/// What schema drift does to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftChange {
+    /// `status` is renamed `state`.
+    Rename,
+    /// A new field `priority` (an integer) appears.
+    Add,
+    /// `amount` becomes a string (`"12.50"`).
+    Retype,
+}
