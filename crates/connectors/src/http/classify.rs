@@ -300,7 +300,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
         && secs.is_finite()
         && secs >= 0.0
     {
-        return Some(Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -324,10 +324,10 @@ pub(crate) fn ratelimit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Du
         return None;
     }
     if n > 1_000_000_000.0 {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(n);
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(n).ok()?)?;
         Some(at.duration_since(now).unwrap_or(Duration::ZERO))
     } else {
-        Some(Duration::from_secs_f64(n))
+        Duration::try_from_secs_f64(n).ok()
     }
 }
 

@@ -449,8 +449,8 @@ pub struct RateLimitConfig {
     /// Requests allowed at once above the sustained rate.
     #[serde(default = "default_one")]
     pub burst: u32,
-    /// Requests in flight at once. Above 1, page-number and offset/limit pagination
-    /// fetch that many pages ahead.
+    /// Requests in flight at once (token fetches aside). The source itself reads one
+    /// page at a time, so today this matters once several readers share the gate.
     #[serde(default = "default_one")]
     pub concurrency: u32,
     /// The longest `Retry-After` (or rate-limit reset) honoured; a longer one is cut to
@@ -868,7 +868,8 @@ pub(crate) mod duration {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+            Raw::Secs(s) if s.is_finite() && s >= 0.0 => Duration::try_from_secs_f64(s)
+                .map_err(|_| D::Error::custom(format!("{s} seconds is too long a duration"))),
             Raw::Secs(s) => Err(D::Error::custom(format!(
                 "{s} is not a duration; write e.g. `30s`"
             ))),
@@ -910,7 +911,10 @@ pub(crate) mod duration {
                 "d" => n * 86400.0,
                 _ => return Err(help()),
             };
-            total += Duration::from_secs_f64(secs);
+            total = Duration::try_from_secs_f64(secs)
+                .ok()
+                .and_then(|d| total.checked_add(d))
+                .ok_or_else(help)?;
         }
         Ok(total)
     }
@@ -934,5 +938,34 @@ pub(crate) mod opt_duration {
         #[derive(Deserialize)]
         struct Wrap(#[serde(with = "super::duration")] Duration);
         Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_never_panic() {
+        assert_eq!(duration::parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            duration::parse("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(duration::parse("2").unwrap(), Duration::from_secs(2));
+        for bad in ["", "ms", "5y", "99999999999999999999999999999d", "1..2s"] {
+            assert!(duration::parse(bad).is_err(), "{bad}");
+        }
+        let cfg: HttpSourceConfig = serde_json::from_value(serde_json::json!({
+            "url": "http://x", "timeouts": {"connect": 1.5, "request": "2m"}
+        }))
+        .unwrap();
+        assert_eq!(cfg.timeouts.connect, Duration::from_millis(1500));
+        assert!(
+            serde_json::from_value::<HttpSourceConfig>(serde_json::json!({
+                "url": "http://x", "timeouts": {"connect": 1e300}
+            }))
+            .is_err()
+        );
     }
 }

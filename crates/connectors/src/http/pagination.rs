@@ -225,7 +225,7 @@ impl Pager {
                 if s < 2 {
                     return None;
                 }
-                let first = (*page - *start) * s;
+                let first = page.saturating_sub(*start).saturating_mul(s);
                 let new = s / 2;
                 *page = *start + first / new;
                 *size = Some(new);

@@ -139,7 +139,10 @@ impl Bucket {
             self.tokens = (self.tokens + elapsed * rate).min(self.burst);
             self.refilled = now;
             if self.tokens < 1.0 {
-                return Some(Duration::from_secs_f64((1.0 - self.tokens) / rate));
+                return Some(
+                    Duration::try_from_secs_f64((1.0 - self.tokens) / rate)
+                        .unwrap_or(Duration::from_secs(3600)),
+                );
             }
             self.tokens -= 1.0;
         }

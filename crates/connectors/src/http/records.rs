@@ -448,14 +448,14 @@ impl Converter {
     /// How the page differs from the schema (nothing on the first page of an inferred
     /// schema, which becomes the schema).
     pub(crate) fn check(&mut self, records: &[Value]) -> Option<Drift> {
+        if records.is_empty() {
+            return None;
+        }
         let page = self.flatten_nested(page_shape(records));
         let Some(current) = &self.fields else {
             self.set_fields(page);
             return None;
         };
-        if records.is_empty() {
-            return None;
-        }
         let mut changes = Vec::new();
         diff_fields(
             "",

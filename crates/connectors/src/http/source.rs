@@ -204,13 +204,17 @@ impl HttpSource {
             Value::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
                 Ok(t) if !lookback.is_zero() => {
                     let back = chrono::Duration::from_std(lookback).unwrap_or_default();
-                    (t.with_timezone(&chrono::Utc) - back)
+                    t.with_timezone(&chrono::Utc)
+                        .checked_sub_signed(back)
+                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
                         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
                 }
                 _ => s.clone(),
             },
             Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => (i - lookback.as_secs() as i64).to_string(),
+                (Some(i), _) => i
+                    .saturating_sub(i64::try_from(lookback.as_secs()).unwrap_or(i64::MAX))
+                    .to_string(),
                 (None, Some(f)) => (f - lookback.as_secs_f64()).to_string(),
                 _ => n.to_string(),
             },
