@@ -1,12 +1,14 @@
 //! From a validated plan to a runnable [`Pipeline`], its buffer and its state store:
 //! the connector registry lives here, as one `match` on the node's kind.
 
+use futures::FutureExt;
 use sluice_buffer::{
     Buffer, EmbeddedLog, EmbeddedOptions, FsyncPolicy, KafkaBuffer, KafkaOptions, WireFormat,
 };
 use sluice_config::plan::{Plan, PlannedNode};
 use sluice_config::spec::nodes::{NodeKind, TaskSpec};
 use sluice_config::spec::{self, BufferSpec};
+use sluice_connectors::http;
 use sluice_core::Secret;
 use sluice_state::StateStore;
 use std::collections::BTreeMap;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use crate::pipeline::{Dispositions, NodeDef, NodeRunner, Pipeline, Task};
 use crate::tasks::{CommandTask, SqlTask};
+use crate::transform::CompiledTransform;
 
 /// A node or the pipeline cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +43,15 @@ pub enum BuildError {
 pub struct BuildContext {
     /// The folder relative paths start from (the working directory by default).
     pub base_dir: PathBuf,
+    /// Circuit breakers shared by every HTTP source, per host, across runs.
+    pub breakers: Arc<http::BreakerRegistry>,
 }
 
 impl Default for BuildContext {
     fn default() -> Self {
         BuildContext {
             base_dir: PathBuf::from("."),
+            breakers: Arc::new(http::BreakerRegistry::default()),
         }
     }
 }
@@ -165,13 +171,189 @@ fn node_error(node: &PlannedNode, message: impl Into<String>) -> BuildError {
     }
 }
 
+/// The HTTP source's config from the node's spec (retry and batching come from the plan's
+/// effective values, so `defaults` apply too).
+fn http_source_config(
+    spec: &sluice_config::spec::nodes::http::HttpSource,
+    node: &PlannedNode,
+) -> http::HttpSourceConfig {
+    use sluice_config::spec::nodes::http as s;
+    let mut c = http::HttpSourceConfig::new(spec.url.value.as_str());
+    c.method = match spec.method {
+        s::HttpMethod::GET => http::HttpMethod::GET,
+        s::HttpMethod::POST => http::HttpMethod::POST,
+    };
+    c.headers = spec
+        .headers
+        .iter_exposed()
+        .map(|(k, v)| (k.to_owned(), Secret::new(v)))
+        .collect();
+    c.query = spec
+        .query
+        .iter()
+        .map(|(k, v)| (k.value.clone(), v.value.clone()))
+        .collect();
+    c.body = spec.body.as_ref().map(|b| b.value.clone());
+    c.auth = spec.auth.as_ref().map(|a| match &a.value {
+        s::AuthSpec::Basic(b) => http::AuthConfig::Basic {
+            username: b.username.clone(),
+            password: b.password.value.clone(),
+        },
+        s::AuthSpec::Bearer(b) => http::AuthConfig::Bearer {
+            token: b.token.value.clone(),
+        },
+        s::AuthSpec::ApiKey(k) => http::AuthConfig::ApiKey {
+            name: k.name.clone(),
+            value: k.value.value.clone(),
+            location: match k.location {
+                s::KeyLocation::Header => http::KeyLocation::Header,
+                s::KeyLocation::Query => http::KeyLocation::Query,
+            },
+        },
+        s::AuthSpec::Oauth2ClientCredentials(o) => {
+            http::AuthConfig::Oauth2ClientCredentials(http::OAuth2Config {
+                token_url: o.token_url.value.as_str().to_owned(),
+                client_id: o.client_id.clone(),
+                client_secret: o.client_secret.value.clone(),
+                scopes: o.scopes.clone(),
+                audience: o.audience.clone(),
+                refresh_before: o.refresh_before.value.get(),
+                credentials_in: match o.credentials_in {
+                    s::CredentialsIn::BasicHeader => http::CredentialsIn::BasicHeader,
+                    s::CredentialsIn::Body => http::CredentialsIn::Body,
+                },
+            })
+        }
+        s::AuthSpec::Hmac(h) => http::AuthConfig::Hmac(http::HmacConfig {
+            algorithm: match h.algorithm {
+                s::HmacAlgorithm::Sha256 => http::HmacAlgorithm::Sha256,
+                s::HmacAlgorithm::Sha512 => http::HmacAlgorithm::Sha512,
+            },
+            key: h.key.value.clone(),
+            key_id: h.key_id.clone(),
+            signed_parts: h
+                .signed_parts
+                .iter()
+                .map(|p| match p.value {
+                    s::SignedPart::Method => http::SignedPart::Method,
+                    s::SignedPart::Host => http::SignedPart::Host,
+                    s::SignedPart::Path => http::SignedPart::Path,
+                    s::SignedPart::Query => http::SignedPart::Query,
+                    s::SignedPart::Timestamp => http::SignedPart::Timestamp,
+                    s::SignedPart::Body => http::SignedPart::Body,
+                })
+                .collect(),
+            signature_header: h.signature_header.clone(),
+            timestamp_header: h.timestamp_header.clone(),
+            key_id_header: h.key_id_header.clone(),
+            encoding: match h.encoding {
+                s::SignatureEncoding::Hex => http::SignatureEncoding::Hex,
+                s::SignatureEncoding::Base64 => http::SignatureEncoding::Base64,
+            },
+        }),
+    });
+    c.pagination = match &spec.pagination {
+        s::PaginationSpec::None => http::PaginationConfig::None,
+        s::PaginationSpec::PageNumber(p) => {
+            http::PaginationConfig::PageNumber(http::PageNumberConfig {
+                param: p.param.clone(),
+                start: p.start,
+                size_param: p.size_param.clone(),
+                size: p.size.as_ref().map(|s| s.value),
+            })
+        }
+        s::PaginationSpec::OffsetLimit(p) => {
+            http::PaginationConfig::OffsetLimit(http::OffsetLimitConfig {
+                offset_param: p.offset_param.clone(),
+                limit_param: p.limit_param.clone(),
+                limit: p.limit.value,
+            })
+        }
+        s::PaginationSpec::Cursor(p) => http::PaginationConfig::Cursor(http::CursorConfig {
+            path: p.path.value.to_string(),
+            param: p.param.clone(),
+        }),
+        s::PaginationSpec::NextUrl(p) => http::PaginationConfig::NextUrl(http::NextUrlConfig {
+            path: p.path.value.to_string(),
+        }),
+        s::PaginationSpec::LinkHeader => http::PaginationConfig::LinkHeader,
+    };
+    if let Some(stop) = &spec.stop {
+        c.stop = http::StopConfig {
+            empty_page: stop.value.empty_page,
+            has_more: stop.value.has_more.as_ref().map(|p| p.value.to_string()),
+            total: stop.value.total.as_ref().map(|p| p.value.to_string()),
+        };
+    }
+    if let Some(max) = &spec.max_pages {
+        c.max_pages = max.value;
+    }
+    c.records = match &spec.records {
+        s::RecordsSpec::Root => http::RecordsConfig::Root,
+        s::RecordsSpec::Ndjson => http::RecordsConfig::Ndjson,
+        s::RecordsSpec::Path(p) => http::RecordsConfig::Path(p.value.to_string()),
+    };
+    c.incremental = spec.incremental.as_ref().map(|i| http::IncrementalConfig {
+        field: i.value.field.value.clone(),
+        param: i.value.param.clone(),
+        lookback: i.value.lookback.as_ref().map(|l| l.value.get()),
+        initial: i.value.initial.clone(),
+    });
+    if let Some(r) = &spec.rate_limit {
+        c.rate_limit.requests_per_second = Some(r.requests_per_second.value);
+        c.rate_limit.burst = r.burst.value;
+        c.rate_limit.concurrency = r.concurrency.value;
+        c.rate_limit.max_retry_after = r.max_retry_after.value.get();
+    }
+    if let Some(t) = &node.timeouts {
+        c.timeouts.connect = t.connect.get();
+        c.timeouts.request = t.request.get();
+    }
+    c.retry = node.retry.policy();
+    if let Some(b) = &node.batching {
+        c.batching.max_rows = b.max_rows as usize;
+        c.batching.max_bytes = b.max_bytes.bytes() as usize;
+    }
+    c.schema = match &spec.schema {
+        s::SchemaSpec::Infer => http::SchemaConfig::Infer,
+        s::SchemaSpec::Columns(cols) => http::SchemaConfig::Columns(
+            cols.value
+                .iter()
+                .map(|col| http::ColumnConfig {
+                    name: col.name.value.clone(),
+                    data_type: match col.data_type {
+                        s::ColumnType::Boolean => http::ColumnType::Boolean,
+                        s::ColumnType::Int64 => http::ColumnType::Int64,
+                        s::ColumnType::Float64 => http::ColumnType::Float64,
+                        s::ColumnType::String => http::ColumnType::String,
+                        s::ColumnType::Timestamp => http::ColumnType::Timestamp,
+                        s::ColumnType::Date => http::ColumnType::Date,
+                        s::ColumnType::Json => http::ColumnType::Json,
+                    },
+                    nullable: col.nullable,
+                })
+                .collect(),
+        ),
+    };
+    c.nested = match spec.nested {
+        s::NestedMode::Struct => http::NestedMode::Struct,
+        s::NestedMode::JsonText => http::NestedMode::JsonText,
+    };
+    c.schema_policy = match spec.schema_policy.value {
+        s::SchemaPolicy::Evolve => http::SchemaPolicy::Evolve,
+        s::SchemaPolicy::Warn => http::SchemaPolicy::Warn,
+        s::SchemaPolicy::Quarantine => http::SchemaPolicy::Quarantine,
+        s::SchemaPolicy::Fail => http::SchemaPolicy::Fail,
+    };
+    c
+}
+
 /// The registry: what runs a node of each kind.
 fn build_runner(
     node: &PlannedNode,
     plan: &Plan,
     ctx: &BuildContext,
 ) -> Result<NodeRunner, BuildError> {
-    let _ = plan;
     match &node.config {
         NodeKind::SqlTask(t) => Ok(NodeRunner::Task(build_task(
             &TaskSpec::SqlTask(t.clone()),
@@ -181,6 +363,34 @@ fn build_runner(
             &TaskSpec::Command(c.clone()),
             ctx,
         ))),
+        NodeKind::Http(spec) => {
+            let config = http_source_config(spec, node);
+            config
+                .validate()
+                .map_err(|e| node_error(node, e.to_string()))?;
+            let (pipeline, id) = (plan.pipeline.clone(), node.id.clone());
+            let breakers = ctx.breakers.clone();
+            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
+                async move {
+                    let source = http::HttpSource::new(
+                        config,
+                        http::HttpSourceContext {
+                            pipeline,
+                            node: id,
+                            checkpoint,
+                            breakers: Some(breakers),
+                        },
+                    )?;
+                    Ok(Box::new(source) as Box<dyn sluice_core::Source>)
+                }
+                .boxed()
+            })))
+        }
+        NodeKind::Transform(spec) => {
+            let transform = CompiledTransform::compile(spec, std::time::SystemTime::now())
+                .map_err(|e| node_error(node, e))?;
+            Ok(NodeRunner::Transform(Box::new(transform)))
+        }
         other => Err(node_error(
             node,
             format!(
