@@ -1021,6 +1021,26 @@ impl Checker<'_> {
     }
 }
 
+/// `an HTTP source`, `a postgres sink`, `a transform`, `a command task`, for messages.
+fn a_kind(node: &NodeSpec) -> String {
+    use crate::spec::nodes::NodeType;
+    let role = node.kind.role();
+    let what = match node.node_type {
+        NodeType::Http | NodeType::HttpSink => format!("HTTP {role}"),
+        NodeType::File | NodeType::FileSink => format!("file {role}"),
+        NodeType::Transform => "transform".to_owned(),
+        NodeType::SqlTask => "SQL task".to_owned(),
+        other => format!("{other} {role}"),
+    };
+    // "an HTTP source", "an SQL task", "a postgres sink".
+    let article = if what.starts_with(['a', 'e', 'i', 'o', 'u', 'H', 'S']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {what}")
+}
+
 fn as_task(kind: &NodeKind) -> Option<TaskSpec> {
     match kind {
         NodeKind::SqlTask(t) => Some(TaskSpec::SqlTask(t.clone())),
@@ -1121,10 +1141,9 @@ impl Checker<'_> {
                             self.error_at(
                                 r,
                                 format!(
-                                    "`{}` is a {} {}: it produces no data to read",
+                                    "`{}` is {}: it produces no data to read",
                                     r.value,
-                                    o.node_type,
-                                    o.kind.role()
+                                    a_kind(o)
                                 ),
                                 format!(
                                     "to run after it without reading data, use `after: [{}]`",
@@ -1150,20 +1169,14 @@ impl Checker<'_> {
                     };
                     self.error_at(
                         first,
-                        format!(
-                            "`{}` is a {} {}: it takes no `inputs`",
-                            n.id.value, n.node_type, role
-                        ),
+                        format!("`{}` is {}: it takes no `inputs`", n.id.value, a_kind(n)),
                         help,
                     );
                 }
             } else if role.consumes_data() && clean {
                 self.error_at(
                     &n.id,
-                    format!(
-                        "`{}` is a {} {} but has no `inputs`",
-                        n.id.value, n.node_type, role
-                    ),
+                    format!("`{}` is {} but has no `inputs`", n.id.value, a_kind(n)),
                     "add `inputs: [...]` with the nodes whose data it reads",
                 );
             }
@@ -1322,16 +1335,11 @@ fn effective_on_error(spec: &PipelineSpec, node: &NodeSpec) -> Vec<EffectiveDisp
                 d.disposition = v.value;
                 d.from = PolicySource::Defaults;
             }
-            if class == ErrorClass::ContractChanged {
-                if let Some(SchemaPolicy::Quarantine | SchemaPolicy::Fail) =
-                    schema_policy(&node.kind)
-                {
-                    let p = schema_policy(&node.kind);
-                    if p == Some(SchemaPolicy::Quarantine) {
-                        d.disposition = Disposition::Quarantine;
-                        d.from = PolicySource::SchemaPolicy;
-                    }
-                }
+            if class == ErrorClass::ContractChanged
+                && schema_policy(&node.kind) == Some(SchemaPolicy::Quarantine)
+            {
+                d.disposition = Disposition::Quarantine;
+                d.from = PolicySource::SchemaPolicy;
             }
             if let Some(v) = node.common.on_error.get(class) {
                 d.disposition = v.value;
@@ -1392,7 +1400,9 @@ pub(crate) fn check(loaded: Loaded, text: &str, diags: &mut Vec<Diagnostic>) -> 
     };
     let spec = spec?;
     c.header(&spec, &all_ids);
-    for node in spec.nodes.iter() {
+    // A node that already had errors is partly read: checking the rest would mostly
+    // repeat them (a removed op leaves `ops` empty, say).
+    for node in spec.nodes.iter().filter(|n| clean.contains(&n.id.value)) {
         c.node(node);
     }
     let loaded = Loaded {

@@ -135,22 +135,27 @@ impl DeError {
                     format!("the fields here are: {}", known.join(", "))
                 })
             }
-            ErrorKind::UnknownVariant { variant, expected } => {
-                match suggest(variant, expected.iter().copied()) {
-                    Some(near) => Diagnostic::error(
-                        pos,
-                        format!("unknown value `{variant}`, did you mean `{near}`?"),
-                    ),
-                    None => Diagnostic::error(pos, format!("unknown value `{variant}`")),
-                }
-                .with_help(format!("expected {}", one_of(expected)))
+            ErrorKind::UnknownVariant { variant, expected } => match synonym(variant, expected)
+                .or_else(|| suggest(variant, expected.iter().copied()))
+            {
+                Some(near) => Diagnostic::error(
+                    pos,
+                    format!("unknown value `{variant}`, did you mean `{near}`?"),
+                ),
+                None => Diagnostic::error(pos, format!("unknown value `{variant}`")),
             }
+            .with_help(format!("expected {}", one_of(expected))),
             ErrorKind::MissingField { field, .. } => {
                 Diagnostic::error(pos, format!("missing field `{field}`"))
                     .with_help(format!("add `{field}:` to this mapping"))
             }
             ErrorKind::InvalidType { found, expected } => {
-                Diagnostic::error(pos, format!("expected {expected}, found {found}"))
+                let d = Diagnostic::error(pos, format!("expected {expected}, found {found}"));
+                match expected.as_str() {
+                    "a list" => d.with_help("write a list as `[a, b]`, or one `- item` per line below the key"),
+                    "a mapping" => d.with_help("write `field: value` pairs, indented below the key or as `{ field: value }`"),
+                    _ => d,
+                }
             }
             ErrorKind::Consequence => Diagnostic::error(pos, "this value is incomplete"),
         };
@@ -165,6 +170,24 @@ impl fmt::Display for DeError {
 }
 
 impl std::error::Error for DeError {}
+
+/// Words people write for a value that has another name here.
+fn synonym(word: &str, expected: &[&'static str]) -> Option<&'static str> {
+    let meant = match word.to_ascii_lowercase().as_str() {
+        "timeout" | "timeouts" | "connection" | "dns" | "tls" => "network",
+        "throttled" | "throttle" | "too_many_requests" | "429" => "rate_limited",
+        "unauthorized" | "401" => "auth",
+        "forbidden" | "403" => "permission",
+        "drop" | "ignore" | "discard" => "skip",
+        "abort" | "stop" | "error" => "fail",
+        "dead_letter" | "dlq" | "park" => "quarantine",
+        "schema_drift" | "drift" => "contract_changed",
+        "server_error" | "unavailable" | "5xx" => "dependency",
+        "too_large" | "413" => "payload_too_large",
+        _ => return None,
+    };
+    expected.iter().copied().find(|e| *e == meant)
+}
 
 /// Friendlier names for what serde expected.
 fn expected_text(expected: &str) -> String {
@@ -1012,6 +1035,8 @@ pub(crate) fn recover<T: DeserializeOwned>(
             Err(err) => {
                 let err = NodeDe::new(node, &ctx, filter).place(err);
                 let at = err.at.map(|a| a.node).unwrap_or(node.id);
+                let top_level = node.entries().iter().any(|e| e.key.id == at);
+                let extra = if top_level { extra_fields } else { &[] };
                 let consequence = matches!(
                     err.kind,
                     ErrorKind::MissingField {
@@ -1020,7 +1045,7 @@ pub(crate) fn recover<T: DeserializeOwned>(
                     } | ErrorKind::Consequence
                 );
                 if !consequence {
-                    diags.push(err.to_diagnostic(extra_fields));
+                    diags.push(err.to_diagnostic(extra));
                 }
                 if at == node.id || !removed.insert(at) {
                     return None;

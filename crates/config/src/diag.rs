@@ -136,6 +136,8 @@ pub(crate) fn normalize(diags: &mut Vec<Diagnostic>, text: &str) {
             let last = lines.len();
             d.pos = Pos::new(last, lines[last - 1].chars().count() + 1);
         }
+        let len = lines[d.pos.line - 1].chars().count();
+        d.pos.column = d.pos.column.min(len + 1);
     }
     diags.sort_by(|a, b| (a.pos, a.severity, &a.message).cmp(&(b.pos, b.severity, &b.message)));
     diags.dedup_by(|a, b| a.pos == b.pos && a.severity == b.severity && a.message == b.message);

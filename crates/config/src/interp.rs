@@ -159,6 +159,10 @@ fn interpolate_scalar(
     let mut out = String::new();
     let mut replaced = false;
     let pieces = pieces(&scalar.text);
+    // Meant to come from outside the file, even when that fails below.
+    scalar.interpolated |= pieces
+        .iter()
+        .any(|p| matches!(p, Piece::Reference { .. } | Piece::Unterminated { .. }));
     for piece in &pieces {
         match piece {
             Piece::Text(t) => out.push_str(t),

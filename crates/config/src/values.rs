@@ -687,8 +687,19 @@ impl FromStr for CronExpr {
                 }
             }
         };
-        let schedule = cron::Schedule::from_str(&normalized)
-            .map_err(|e| ValueError::new(format!("invalid cron expression `{text}`: {e}"), help))?;
+        let schedule = cron::Schedule::from_str(&normalized).map_err(|e| {
+            // The crate's message repeats the expression with a caret line; keep its
+            // last line, which says what is wrong.
+            let detail = e.to_string();
+            let reason = detail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            ValueError::new(format!("invalid cron expression `{text}`: {reason}"), help)
+        })?;
         Ok(CronExpr {
             written: text.to_owned(),
             normalized,
@@ -787,7 +798,7 @@ impl FromStr for Name {
     type Err = ValueError;
 
     fn from_str(text: &str) -> Result<Self, ValueError> {
-        check_name(text, "name").map(|()| Name(text.to_owned()))
+        check_name(text, "pipeline name").map(|()| Name(text.to_owned()))
     }
 }
 

@@ -73,10 +73,8 @@ pub struct HttpSource {
 pub enum HttpMethod {
     /// `GET`.
     #[default]
-    #[serde(alias = "get")]
     GET,
     /// `POST` (with `body`).
-    #[serde(alias = "post")]
     POST,
 }
 
@@ -605,13 +603,10 @@ pub struct HttpSink {
 pub enum SinkMethod {
     /// `POST`.
     #[default]
-    #[serde(alias = "post")]
     POST,
     /// `PUT`.
-    #[serde(alias = "put")]
     PUT,
     /// `PATCH`.
-    #[serde(alias = "patch")]
     PATCH,
 }
 

@@ -1,0 +1,181 @@
+//! `sluice validate` through the built binary: every invalid fixture prints its golden
+//! diagnostics and exits 1; every example pipeline exits 0.
+//!
+//! Regenerate the goldens after an intended change of messages with
+//! `SLUICE_BLESS=1 cargo test -p sluice --test validate`, then review the diff.
+
+mod common;
+
+use common::{bless, root, sluice, text, yaml_files};
+
+#[test]
+fn every_invalid_fixture_prints_its_golden_diagnostics() {
+    let fixtures = yaml_files("tests/fixtures/invalid");
+    assert!(
+        fixtures.len() >= 40,
+        "expected at least 40 fixtures, found {}",
+        fixtures.len()
+    );
+    let mut failures = Vec::new();
+    for path in &fixtures {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let rel = format!("tests/fixtures/invalid/{name}.yaml");
+        let out = sluice(&["validate", &rel], &[]);
+        let stderr = text(&out.stderr);
+        if out.status.code() != Some(1) {
+            failures.push(format!(
+                "{name}: exit {:?}, expected 1\n{stderr}{}",
+                out.status.code(),
+                text(&out.stdout)
+            ));
+            continue;
+        }
+        if !stderr.contains(": error: ") {
+            failures.push(format!("{name}: no error printed\n{stderr}"));
+        }
+        let golden = path.with_extension("expected");
+        if bless() {
+            std::fs::write(&golden, &stderr).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&golden) {
+            Ok(expected) if expected == stderr => {}
+            Ok(expected) => failures.push(format!(
+                "{name}: output differs from {}\n--- expected\n{expected}--- got\n{stderr}",
+                golden.display()
+            )),
+            Err(_) => failures.push(format!(
+                "{name}: no golden {} (run with SLUICE_BLESS=1)",
+                golden.display()
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n\n{}",
+        failures.len(),
+        fixtures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_golden_has_its_fixture() {
+    for entry in std::fs::read_dir(root().join("tests/fixtures/invalid")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "expected") {
+            assert!(
+                path.with_extension("yaml").exists(),
+                "{} has no fixture",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_example_pipeline_is_valid() {
+    let pipelines = yaml_files("pipelines");
+    assert!(
+        pipelines.len() >= 5,
+        "expected at least 5 example pipelines, found {}",
+        pipelines.len()
+    );
+    for path in pipelines {
+        let rel = format!("pipelines/{}", path.file_name().unwrap().to_string_lossy());
+        let out = sluice(&["validate", &rel], &[]);
+        assert_eq!(out.status.code(), Some(0), "{rel}:\n{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(": ok: pipeline"),
+            "{rel}: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stderr).is_empty(),
+            "{rel} has warnings:\n{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn several_files_exit_1_when_any_is_invalid() {
+    let out = sluice(
+        &[
+            "validate",
+            "pipelines/quickstart.yaml",
+            "tests/fixtures/invalid/cycle.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("pipelines/quickstart.yaml: ok"));
+    assert!(text(&out.stderr).contains("tests/fixtures/invalid/cycle.yaml:"));
+}
+
+#[test]
+fn json_format_lists_every_diagnostic() {
+    let out = sluice(
+        &[
+            "validate",
+            "--format",
+            "json",
+            "tests/fixtures/invalid/many_errors_at_once.yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let items = v.as_array().unwrap();
+    assert!(items.len() >= 5, "{v:#}");
+    for d in items {
+        assert_eq!(d["file"], "tests/fixtures/invalid/many_errors_at_once.yaml");
+        assert!(d["line"].as_u64().unwrap() >= 1);
+        assert!(d["column"].as_u64().unwrap() >= 1);
+        assert!(d["severity"] == "error" || d["severity"] == "warning");
+        assert!(!d["message"].as_str().unwrap().is_empty());
+        assert!(d.get("help").is_some());
+    }
+    let ok = sluice(
+        &["validate", "--format", "json", "pipelines/quickstart.yaml"],
+        &[],
+    );
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&ok.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn environment_variables_are_interpolated() {
+    let fixture = "tests/fixtures/invalid/missing_env_var.yaml";
+    let out = sluice(
+        &["validate", fixture],
+        &[("SLUICE_FIXTURE_UNSET_TOKEN", "t0k3n")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(sluice(&["validate"], &[]).status.code(), Some(2));
+    assert_eq!(
+        sluice(&["validate", "--format", "xml", "x.yaml"], &[])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(sluice(&["plan"], &[]).status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_file_is_reported() {
+    let out = sluice(&["validate", "no/such/pipeline.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no/such/pipeline.yaml: error: cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
+}
