@@ -45,6 +45,11 @@ async fn broker_restart_mid_stream_loses_no_acked_batch() {
     }
 
     services(&["down", "kafka"]);
+    let addr = topic.bootstrap.split(',').next().unwrap().to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "Kafka at {addr} still answers after `scripts/services.sh down kafka`: it was started by another checkout; stop it there (or run the suite from that checkout)"
+    );
     let err = kafka.publish(&topic.name, &batch(100)).await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Dependency, "{err}");
     assert!(
