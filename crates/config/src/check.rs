@@ -844,7 +844,7 @@ impl Checker<'_> {
             }
         };
         let mut used = self.templates(h.url.value.as_str(), h.url.pos, &allowed, &why);
-        for (_, v) in h.query.iter() {
+        for (_, v) in h.query.entries() {
             used.extend(self.templates(&v.value, v.pos, &allowed, &why));
         }
         for (_, v) in h.headers.entries() {
@@ -878,6 +878,7 @@ impl Checker<'_> {
             }
         }
         self.redacted_map(&h.headers, "header");
+        self.redacted_map(&h.query, "query parameter");
         match &h.pagination {
             PaginationSpec::None => {
                 if let Some(stop) = &h.stop {

@@ -1022,7 +1022,9 @@ pub(crate) fn recover<T: DeserializeOwned>(
     extra_fields: &[&str],
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
+    // Values whose `${...}` failed were reported already: read as if not written.
     let mut removed = HashSet::new();
+    crate::yaml::broken_ids(node, &mut removed);
     // Each round removes one more node, so this bounds the rounds by the tree's size;
     // the cap keeps a pathological file from taking long.
     for _ in 0..500 {

@@ -173,6 +173,7 @@ fn interpolate_scalar(
                         .with_width(2)
                         .with_help("write `${NAME}`, or `$${` for a literal `${`"),
                 );
+                scalar.broken = true;
                 return;
             }
             Piece::Reference { inner, offset } => {
@@ -190,6 +191,7 @@ fn interpolate_scalar(
                                 .with_width(width)
                                 .with_help(help),
                         );
+                        scalar.broken = true;
                         return;
                     }
                 }

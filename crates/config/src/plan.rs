@@ -78,12 +78,14 @@ pub struct PlannedNode {
 }
 
 impl PlannedNode {
-    /// `http source`, `postgres sink`, `transform`.
+    /// `http source`, `postgres sink`, `file_sink`, `transform`, `sql_task`, `command task`.
     pub fn kind_label(&self) -> String {
-        if self.node_type.as_str() == self.role.as_str() {
-            self.role.to_string()
+        let ty = self.node_type.as_str();
+        let role = self.role.as_str();
+        if ty == role || ty.ends_with(&format!("_{role}")) || (ty == "sql_task" && role == "task") {
+            ty.to_owned()
         } else {
-            format!("{} {}", self.node_type, self.role)
+            format!("{ty} {role}")
         }
     }
 }
@@ -224,6 +226,14 @@ pub struct PlannedEdge {
     pub consumer_group: Option<String>,
 }
 
+/// The YAML name of a unit enum value.
+fn name_of<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// The topic `node`'s batches are written to.
 pub fn topic_name(buffer: &BufferSpec, pipeline: &str, node: &str) -> String {
     match buffer {
@@ -271,16 +281,20 @@ impl Plan {
                 e.max_message_size.value
             ),
             BufferSpec::Kafka(k) => format!(
-                "kafka at {} ({} partitions, replication {}, retention {}, {:?} {:?}, messages up to {})",
-                k.brokers.value.iter().map(|b| b.value.as_str()).collect::<Vec<_>>().join(","),
+                "kafka at {} ({} partitions, replication {}, retention {}, {} messages compressed with {}, up to {})",
+                k.brokers
+                    .value
+                    .iter()
+                    .map(|b| b.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 k.partitions.value,
                 k.replication.value,
                 k.retention.value,
-                k.format,
-                k.compression,
+                name_of(&k.format),
+                name_of(&k.compression),
                 k.message_max_bytes.value
-            )
-            .to_lowercase(),
+            ),
         };
         let _ = writeln!(out, "  buffer:   {buffer}");
         let _ = writeln!(out, "  state:    {}", self.state);
@@ -334,7 +348,10 @@ impl Plan {
                         format!("{}={} (schema_policy)", d.class, d.disposition)
                     }
                     PolicySource::Role => {
-                        format!("{}={} (no batch to split here)", d.class, d.disposition)
+                        format!(
+                            "{}={} (inherited one needs a batch; there is none here)",
+                            d.class, d.disposition
+                        )
                     }
                 })
                 .collect();

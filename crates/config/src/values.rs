@@ -1060,8 +1060,13 @@ impl RedactedMap {
             .map(|(k, v)| (k.value.as_str(), v.value.as_str()))
     }
 
-    /// The entries with their positions.
+    /// The entries with their positions (and clear values: only where they are sent).
     pub fn entries(&self) -> impl Iterator<Item = (&Spanned<String>, &Spanned<String>)> {
+        self.0.iter()
+    }
+
+    /// The same as [`RedactedMap::entries`], in the shape of [`SpannedMap::iter`].
+    pub fn iter(&self) -> impl Iterator<Item = (&Spanned<String>, &Spanned<String>)> {
         self.0.iter()
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct Scalar {
     pub(crate) style: Style,
     /// Whether `${...}` interpolation replaced part of the text.
     pub(crate) interpolated: bool,
+    /// Whether interpolation failed (reported): the value is left out, not checked again.
+    pub(crate) broken: bool,
 }
 
 impl Scalar {
@@ -130,6 +132,18 @@ impl Node {
                 .iter_mut()
                 .for_each(|e| e.value.for_each_scalar_mut(f)),
         }
+    }
+}
+
+/// The ids of the scalars below `node` whose interpolation failed.
+pub(crate) fn broken_ids(node: &Node, out: &mut std::collections::HashSet<NodeId>) {
+    match &node.kind {
+        Kind::Scalar(s) if s.broken => {
+            out.insert(node.id);
+        }
+        Kind::Scalar(_) => {}
+        Kind::Seq(items) => items.iter().for_each(|n| broken_ids(n, out)),
+        Kind::Map(entries) => entries.iter().for_each(|e| broken_ids(&e.value, out)),
     }
 }
 
@@ -275,6 +289,7 @@ impl Builder<'_> {
                         text: text.into_owned(),
                         style,
                         interpolated: false,
+                        broken: false,
                     }),
                 };
                 self.finish(node, anchor)
@@ -420,6 +435,7 @@ impl Builder<'_> {
                                     text: "\u{0}invalid key".to_owned(),
                                     style: Style::Quoted,
                                     interpolated: false,
+                                    broken: false,
                                 });
                                 *pending_key = Some(key);
                             }

@@ -3,9 +3,7 @@
 
 use crate::de::Spanned;
 use crate::spec::policy::TimeoutsSpec;
-use crate::values::{
-    Duration, HttpUrl, JsonPath, RedactedMap, SecretValue, SpannedMap, secret_schema,
-};
+use crate::values::{Duration, HttpUrl, JsonPath, RedactedMap, SecretValue, secret_schema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +26,11 @@ pub struct HttpSource {
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"Accept": "application/json"}))]
     pub headers: RedactedMap,
-    /// Query parameters of every request; values may use template variables.
+    /// Query parameters of every request; values may use template variables. Values of
+    /// secret-looking parameters (`api_key`, `token`, ...) never print.
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"status": "open", "updated_since": "{{watermark}}"}))]
-    pub query: SpannedMap<Spanned<String>>,
+    pub query: RedactedMap,
     /// A JSON body (for `POST`), written as YAML; strings may use template variables.
     #[schemars(example = &serde_json::json!({"page": "{{page}}", "filter": {"status": "open"}}))]
     pub body: Option<Spanned<serde_json::Value>>,
