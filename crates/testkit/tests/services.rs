@@ -1,87 +1,10 @@
-//! Smoke tests of the real services every other integration test relies on: a Kafka
-//! produce/consume round trip with a consumer group and a manual offset commit, and a sqlx
-//! round trip against PostgreSQL and MariaDB. They fail, never skip, when a service is absent.
+//! Smoke tests of the real databases every other integration test relies on: a sqlx round
+//! trip against PostgreSQL and MariaDB. They fail, never skip, when a service is absent.
+//! Kafka's round trip through the real broker (produce with acks=all, a consumer group,
+//! manual offset commits, two members sharing partitions, a broker restart) is tested in
+//! `crates/buffer/tests/kafka.rs` and `kafka_outage.rs`.
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::{Connection, Row};
-use std::time::Duration;
-
-fn consumer(bootstrap: &str, group: &str) -> StreamConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer")
-}
-
-#[tokio::test]
-async fn kafka_round_trip_with_group_and_manual_commit() {
-    let topic = sluice_testkit::kafka_topic("smoke", 1).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &topic.bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    for i in 0..3 {
-        let payload = format!("record-{i}");
-        let key = format!("k{i}");
-        producer
-            .send(
-                FutureRecord::to(&topic.name)
-                    .payload(&payload)
-                    .key(&key)
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: "batch_id",
-                        value: Some(key.as_str()),
-                    })),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivery acked");
-    }
-
-    let group = sluice_testkit::unique_name("smoke_group");
-    let first = consumer(&topic.bootstrap, &group);
-    first.subscribe(&[&topic.name]).unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let msg = tokio::time::timeout(Duration::from_secs(30), first.recv())
-            .await
-            .expect("a message within 30 s")
-            .expect("no consumer error");
-        let header = msg.headers().unwrap().get(0);
-        assert_eq!(header.key, "batch_id");
-        seen.push(String::from_utf8(msg.payload().unwrap().to_vec()).unwrap());
-        // Commit only what was processed: the first two records.
-        first.commit_message(&msg, CommitMode::Sync).unwrap();
-    }
-    assert_eq!(seen, ["record-0", "record-1"]);
-    let committed = first
-        .committed(Duration::from_secs(10))
-        .expect("committed offsets");
-    let elem = committed.find_partition(&topic.name, 0).unwrap();
-    assert_eq!(elem.offset(), Offset::Offset(2));
-    drop(first);
-
-    // A new member of the same group resumes after the committed offset.
-    let second = consumer(&topic.bootstrap, &group);
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&topic.name, 0);
-    second.assign(&tpl).unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(30), second.recv())
-        .await
-        .expect("the third message within 30 s")
-        .expect("no consumer error");
-    assert_eq!(msg.payload().unwrap(), b"record-2");
-    assert_eq!(msg.offset(), 2);
-}
 
 #[tokio::test]
 async fn postgres_round_trip() {
