@@ -1,0 +1,340 @@
+//! The typed configuration of the SQL sink and source, and its validation (no I/O).
+
+use serde::{Deserialize, Serialize};
+use sluice_core::{ConnectorError, ErrorClass, Secret};
+
+/// The database engine, from the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `mysql://` or `mariadb://`.
+    Mysql,
+    /// `sqlite:`.
+    Sqlite,
+}
+
+impl Dialect {
+    /// The engine named by the URL's scheme.
+    pub(crate) fn from_url(url: &str) -> Result<Dialect, String> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(Dialect::Postgres),
+            Some("mysql" | "mariadb") => Ok(Dialect::Mysql),
+            Some("sqlite") => Ok(Dialect::Sqlite),
+            _ => Err(
+                "the url must start with `postgres://`, `mysql://` (MariaDB too) or `sqlite:` \
+                 (e.g. `postgres://user:pass@127.0.0.1:5432/db`, `sqlite://data/out.db`)"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The engine's name in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "PostgreSQL",
+            Dialect::Mysql => "MySQL/MariaDB",
+            Dialect::Sqlite => "SQLite",
+        }
+    }
+}
+
+/// How a sink writes a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Insert every row.
+    #[default]
+    Append,
+    /// Insert, or update the row with the same `key` (the last row of a batch wins).
+    Upsert,
+    /// Empty the table, in the transaction of the first batch this sink writes, then
+    /// insert like `append`.
+    Replace,
+}
+
+/// What a sink does when a batch brings columns its table lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaPolicy {
+    /// Add the columns (`ALTER TABLE ... ADD COLUMN`, nullable) and write.
+    Evolve,
+    /// Like `evolve`, and report a `contract_changed` event for the run record.
+    Warn,
+    /// Write nothing and fail the batch with `contract_changed`.
+    #[default]
+    Fail,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_connections() -> u32 {
+    4
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_write_timeout_ms() -> u64 {
+    300_000
+}
+
+fn default_ledger_table() -> String {
+    "_sluice_ledger".to_owned()
+}
+
+fn default_lock_retries() -> u32 {
+    3
+}
+
+fn default_max_isolation_statements() -> u32 {
+    256
+}
+
+fn default_batch_rows() -> usize {
+    1000
+}
+
+/// A table written by `type: postgres | mysql | sqlite` with `table`.
+///
+/// Every batch is written together with a row of the ledger table in one transaction, so
+/// a batch delivered again is recognised and written only once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSinkConfig {
+    /// The connection URL; its scheme picks the engine: `postgres://user:pass@host:5432/db`,
+    /// `mysql://user:pass@host:3306/db` (MariaDB too), `sqlite://path/to/file.db`. A secret:
+    /// it never appears in errors or logs.
+    pub url: Secret,
+    /// The schema (PostgreSQL), database (MySQL) or attached database (SQLite) of the
+    /// table. Unset: the table is looked up as `schema.table` when it holds a dot, else in
+    /// the connection's default (`search_path`, the URL's database, `main`).
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// The table. Quoted as an identifier, never spliced into SQL.
+    pub table: String,
+    /// `append`, `upsert` (by `key`) or `replace`.
+    #[serde(default)]
+    pub mode: WriteMode,
+    /// The key columns: required by `upsert`; when the sink creates the table they become
+    /// its primary key (in every mode).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Create the table from the first batch's Arrow schema when it is missing.
+    #[serde(default = "default_true")]
+    pub create_table: bool,
+    /// Batches with columns the table lacks: `evolve` adds them, `warn` adds them and
+    /// reports it, `fail` fails the batch with `contract_changed`.
+    #[serde(default)]
+    pub schema_policy: SchemaPolicy,
+    /// Connections in the pool. At least 1.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Rows per statement (one multi-row `INSERT`, or one `COPY` on PostgreSQL). Unset:
+    /// 1,000 for MySQL and SQLite, no limit for PostgreSQL's `COPY`. The engines' own
+    /// limits (65,535 placeholders on MySQL, 32,766 variables on SQLite) always apply.
+    #[serde(default)]
+    pub max_rows_per_statement: Option<usize>,
+    /// Bytes per statement. Unset: MySQL reads the server's `max_allowed_packet`, the
+    /// others have no limit. A single row larger than this is rejected with
+    /// `payload_too_large`.
+    #[serde(default)]
+    pub max_statement_bytes: Option<usize>,
+    /// Time to open a connection (and to wait for a free one in the pool), in
+    /// milliseconds. More than zero.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time for one transaction (ledger row and data), in milliseconds, before the write
+    /// fails with `dependency`. More than zero.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// The ledger table, created next to the target table when missing.
+    #[serde(default = "default_ledger_table")]
+    pub ledger_table: String,
+    /// Retries of a transaction that hit a deadlock, a serialization failure or a busy
+    /// database, before the write fails with `dependency`.
+    #[serde(default = "default_lock_retries")]
+    pub lock_retries: u32,
+    /// How many failed statements one batch may spend isolating rows the database
+    /// refuses (by bisection). When spent, the rest of the failing part is rejected whole
+    /// (kept for replay, not lost).
+    #[serde(default = "default_max_isolation_statements")]
+    pub max_isolation_statements: u32,
+}
+
+impl SqlSinkConfig {
+    /// A config with the defaults for everything but the URL and the table.
+    pub fn new(url: impl Into<String>, table: impl Into<String>) -> Self {
+        SqlSinkConfig {
+            url: Secret::new(url),
+            schema: None,
+            table: table.into(),
+            mode: WriteMode::default(),
+            key: Vec::new(),
+            create_table: true,
+            schema_policy: SchemaPolicy::default(),
+            max_connections: default_max_connections(),
+            max_rows_per_statement: None,
+            max_statement_bytes: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            write_timeout_ms: default_write_timeout_ms(),
+            ledger_table: default_ledger_table(),
+            lock_retries: default_lock_retries(),
+            max_isolation_statements: default_max_isolation_statements(),
+        }
+    }
+
+    /// Checks the config without any I/O; every problem is listed, each saying what to
+    /// change. The error's class is `invalid_request`.
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        let mut problems = Vec::new();
+        if let Err(e) = Dialect::from_url(self.url.expose()) {
+            problems.push(e);
+        }
+        if self.table.trim().is_empty() {
+            problems.push("`table` is empty: name the table to write".to_owned());
+        }
+        check_identifier("table", &self.table, &mut problems);
+        if let Some(schema) = &self.schema {
+            check_identifier("schema", schema, &mut problems);
+        }
+        check_identifier("ledger_table", &self.ledger_table, &mut problems);
+        if self.mode == WriteMode::Upsert && self.key.is_empty() {
+            problems.push("`mode: upsert` needs `key`: the columns that identify a row".to_owned());
+        }
+        for k in &self.key {
+            check_identifier("key", k, &mut problems);
+        }
+        if self.max_connections == 0 {
+            problems.push("`max_connections` must be at least 1".to_owned());
+        }
+        if self.max_rows_per_statement == Some(0) {
+            problems.push("`max_rows_per_statement` must be at least 1".to_owned());
+        }
+        if self.max_statement_bytes == Some(0) {
+            problems.push("`max_statement_bytes` must be at least 1".to_owned());
+        }
+        if self.connect_timeout_ms == 0 || self.write_timeout_ms == 0 {
+            problems
+                .push("`connect_timeout_ms` and `write_timeout_ms` must be more than 0".to_owned());
+        }
+        fail_with(problems, "SQL sink")
+    }
+}
+
+/// The incremental watermark of a SQL source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// The result column whose value, on the last row of each batch, becomes the
+    /// checkpoint. The query must `ORDER BY` it.
+    pub column: String,
+    /// The value bound to `:watermark` on the first run (no checkpoint yet): a string
+    /// (`"1970-01-01T00:00:00Z"`) or a number (`0`).
+    pub initial: serde_json::Value,
+}
+
+/// A database read by `type: postgres | mysql | sqlite` with `query`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSourceConfig {
+    /// The connection URL, as for the sink. A secret.
+    pub url: Secret,
+    /// The query. With `watermark`, it says `:watermark` where the last checkpoint goes
+    /// (bound as a parameter, never spliced into the text), e.g.
+    /// `SELECT * FROM orders WHERE updated_at > :watermark ORDER BY updated_at`.
+    pub query: String,
+    /// Incremental reading by a column.
+    #[serde(default)]
+    pub watermark: Option<WatermarkConfig>,
+    /// Rows per batch. At least 1. The result is streamed: at most about two batches are
+    /// in memory at a time.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Time to open the connection, in milliseconds. More than zero.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+impl SqlSourceConfig {
+    /// A config with the defaults for everything but the URL and the query.
+    pub fn new(url: impl Into<String>, query: impl Into<String>) -> Self {
+        SqlSourceConfig {
+            url: Secret::new(url),
+            query: query.into(),
+            watermark: None,
+            batch_rows: default_batch_rows(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+        }
+    }
+
+    /// Checks the config without any I/O; every problem is listed. The error's class is
+    /// `invalid_request`.
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        let mut problems = Vec::new();
+        if let Err(e) = Dialect::from_url(self.url.expose()) {
+            problems.push(e);
+        }
+        if self.query.trim().is_empty() {
+            problems.push("`query` is empty".to_owned());
+        }
+        let uses = crate::sql::source::count_watermark_uses(&self.query);
+        match &self.watermark {
+            Some(w) => {
+                if w.column.trim().is_empty() {
+                    problems.push("`watermark.column` is empty".to_owned());
+                }
+                if uses == 0 {
+                    problems.push(
+                        "`watermark` is set but the query never says `:watermark`: add e.g. \
+                         `WHERE updated_at > :watermark ORDER BY updated_at`"
+                            .to_owned(),
+                    );
+                }
+                if !(w.initial.is_string() || w.initial.is_number()) {
+                    problems.push(
+                        "`watermark.initial` must be a string or a number, e.g. \
+                         \"1970-01-01T00:00:00Z\" or 0"
+                            .to_owned(),
+                    );
+                }
+            }
+            None if uses > 0 => problems.push(
+                "the query says `:watermark` but `watermark` is not set: add \
+                 `watermark: {column: ..., initial: ...}`"
+                    .to_owned(),
+            ),
+            None => {}
+        }
+        if self.batch_rows == 0 {
+            problems.push("`batch_rows` must be at least 1".to_owned());
+        }
+        if self.connect_timeout_ms == 0 {
+            problems.push("`connect_timeout_ms` must be more than 0".to_owned());
+        }
+        fail_with(problems, "SQL source")
+    }
+}
+
+fn check_identifier(field: &str, name: &str, problems: &mut Vec<String>) {
+    if name.contains('\0') {
+        problems.push(format!(
+            "`{field}` holds a NUL character, which no database accepts in a name"
+        ));
+    }
+}
+
+fn fail_with(problems: Vec<String>, what: &str) -> Result<(), ConnectorError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConnectorError::new(
+            ErrorClass::InvalidRequest,
+            format!("invalid {what} config: {}", problems.join("; ")),
+        ))
+    }
+}

@@ -1,0 +1,111 @@
+//! What the three backends do alike, generic over the sqlx database: plain statements,
+//! the ledger's reads and writes, the start of a write transaction, health checks.
+
+use super::error::{Endpoint, Failure, ledger_failure};
+use super::ledger::Entry;
+use super::sink::Settings;
+use sluice_core::ConnectorError;
+use sqlx::{AssertSqlSafe, Connection, Database, Encode, Executor, IntoArguments, Pool, Type};
+use std::time::{Duration, Instant};
+
+/// Runs one statement without parameters (DDL).
+pub(crate) async fn execute<DB>(
+    pool: &Pool<DB>,
+    ep: &Endpoint,
+    sql: String,
+    doing: &str,
+) -> Result<(), ConnectorError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    pool.execute(AssertSqlSafe(sql))
+        .await
+        .map(|_| ())
+        .map_err(|e| ep.fatal(e, doing))
+}
+
+/// The `(first_row, rows)` ranges the ledger holds for the batch `parent`.
+pub(crate) async fn covered<DB>(
+    pool: &Pool<DB>,
+    ep: &Endpoint,
+    settings: &Settings,
+    parent: &str,
+) -> Result<Vec<(i64, i64)>, Failure>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    sqlx::query_as(AssertSqlSafe(settings.ledger.covered.clone()))
+        .bind(settings.target())
+        .bind(parent.to_owned())
+        .fetch_all(pool)
+        .await
+        .map_err(|e| ep.classify(e, "reading the ledger"))
+}
+
+/// The start of every write transaction: for the first batch of `replace`, empty the
+/// table and this target's ledger rows; then insert the ledger row (first, so that a
+/// concurrent writer of the same batch waits on it and then finds it).
+pub(crate) async fn begin_write<DB>(
+    conn: &mut DB::Connection,
+    ep: &Endpoint,
+    settings: &Settings,
+    entry: &Entry,
+    truncate: Option<&str>,
+) -> Result<(), Failure>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    if let Some(truncate) = truncate {
+        sqlx::query(AssertSqlSafe(settings.ledger.clear.clone()))
+            .bind(settings.target())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| ep.classify(e, "clearing the ledger for replace"))?;
+        conn.execute(AssertSqlSafe(truncate.to_owned()))
+            .await
+            .map_err(|e| ep.classify(e, "emptying the table for replace"))?;
+    }
+    sqlx::query(AssertSqlSafe(settings.ledger.insert.clone()))
+        .bind(settings.target())
+        .bind(entry.key.clone())
+        .bind(entry.parent.clone())
+        .bind(entry.first_row)
+        .bind(entry.rows)
+        .bind(entry.pipeline.clone())
+        .bind(entry.node.clone())
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| ledger_failure(ep, e))
+}
+
+/// Opens a new connection, runs `SELECT 1`, closes it; the time it took.
+pub(crate) async fn health<C>(
+    options: &C::Options,
+    ep: &Endpoint,
+) -> Result<Duration, ConnectorError>
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+{
+    let started = Instant::now();
+    let mut conn = match tokio::time::timeout(ep.connect_timeout, C::connect_with(options)).await {
+        Ok(c) => c.map_err(|e| ep.fatal(e, "checking health"))?,
+        Err(_) => return Err(ep.fatal(sqlx::Error::PoolTimedOut, "checking health")),
+    };
+    conn.execute("SELECT 1")
+        .await
+        .map_err(|e| ep.fatal(e, "checking health"))?;
+    let took = started.elapsed();
+    let _ = conn.close().await;
+    Ok(took)
+}

@@ -1,0 +1,242 @@
+//! MySQL and MariaDB: multi-row `INSERT … [ON DUPLICATE KEY UPDATE]` statements, cut
+//! under the server's `max_allowed_packet` and the 65,535-placeholder limit, in one
+//! transaction with the ledger row. Sessions run in strict SQL mode, so a bad value is an
+//! error rather than a silent truncation.
+
+use super::config::{Dialect, SqlSinkConfig, WriteMode};
+use super::db;
+use super::error::{Endpoint, Failure};
+use super::ident::{quote, quote_list};
+use super::multirow::{self, InsertSql, Limits, Plan};
+use super::sink::{Backend, Job, Settings, TableColumn};
+use super::types::{Column, Kind, Value};
+use async_trait::async_trait;
+use sluice_core::{ConnectorError, ErrorClass};
+use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{Arguments, Executor, MySqlConnection};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The most placeholders one prepared statement may hold.
+const MAX_PLACEHOLDERS: usize = 65_535;
+/// Rows per statement unless configured.
+const DEFAULT_ROWS: usize = 1_000;
+/// Statement text and protocol headers around the values, kept free in each packet.
+const PACKET_MARGIN: usize = 4_096;
+
+const STRICT: &str =
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')";
+
+pub(crate) struct MysqlBackend {
+    pool: MySqlPool,
+    options: MySqlConnectOptions,
+    endpoint: Endpoint,
+    settings: Settings,
+}
+
+/// Connection options and the endpoint of a MySQL URL (`mariadb://` is accepted too).
+pub(crate) fn options(
+    url: &sluice_core::Secret,
+    connect_timeout: Duration,
+) -> Result<(MySqlConnectOptions, Endpoint), ConnectorError> {
+    let provisional = Endpoint::new(Dialect::Mysql, "?".into(), url, connect_timeout);
+    let text = url.expose();
+    let text = match text.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => text.to_owned(),
+    };
+    let options = MySqlConnectOptions::from_str(&text)
+        .map_err(|e| provisional.fatal(e, "reading the url"))?;
+    let address = format!("{}:{}", options.get_host(), options.get_port());
+    Ok((
+        options,
+        Endpoint::new(Dialect::Mysql, address, url, connect_timeout),
+    ))
+}
+
+impl MysqlBackend {
+    pub(crate) fn new(config: &SqlSinkConfig) -> Result<MysqlBackend, ConnectorError> {
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        let (options, endpoint) = options(&config.url, timeout)?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(STRICT).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options.clone());
+        Ok(MysqlBackend {
+            pool,
+            options,
+            endpoint,
+            settings: Settings::from_config(config, Dialect::Mysql),
+        })
+    }
+
+    fn t(&self) -> String {
+        self.settings.table.sql(Dialect::Mysql)
+    }
+
+    fn schema(&self) -> Option<String> {
+        self.settings.table.schema.clone()
+    }
+}
+
+#[async_trait]
+impl Backend for MysqlBackend {
+    type Plan = Plan;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
+        db::execute(&self.pool, &self.endpoint, sql, doing).await
+    }
+
+    async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+        )
+        .bind(self.schema())
+        .bind(&self.settings.table.table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.endpoint.fatal(e, "reading the table's columns"))?;
+        Ok((!rows.is_empty()).then(|| {
+            rows.into_iter()
+                .map(|(name, sql_type)| TableColumn { name, sql_type })
+                .collect()
+        }))
+    }
+
+    async fn check_upsert_key(&self) -> Result<(), ConnectorError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0",
+        )
+        .bind(self.schema())
+        .bind(&self.settings.table.table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.endpoint.fatal(e, "reading the table's unique keys"))?;
+        let mut indexes: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (index, column) in &rows {
+            indexes
+                .entry(index)
+                .or_default()
+                .push(column.to_lowercase());
+        }
+        let mut want: Vec<String> = self.settings.key.iter().map(|k| k.to_lowercase()).collect();
+        want.sort();
+        let found = indexes.values_mut().any(|cols| {
+            cols.sort();
+            *cols == want
+        });
+        if found {
+            return Ok(());
+        }
+        Err(self.endpoint.error(
+            ErrorClass::ContractChanged,
+            format!(
+                "table {} has no primary key or unique index on exactly ({}), so upserts would add duplicates: \
+                 add one (`ALTER TABLE … ADD UNIQUE (…)`) or fix `key`",
+                self.settings.target(),
+                self.settings.key.join(", ")
+            ),
+        ))
+    }
+
+    async fn plan(
+        &self,
+        columns: &[Column],
+        _table: &[TableColumn],
+    ) -> Result<Plan, ConnectorError> {
+        let d = Dialect::Mysql;
+        let packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.endpoint.fatal(e, "reading max_allowed_packet"))?;
+        let server_budget = usize::try_from(packet)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(PACKET_MARGIN)
+            .max(1024);
+        let names = quote_list(d, columns.iter().map(|c| c.name.as_str()));
+        let suffix = if self.settings.mode == WriteMode::Upsert {
+            let updates: Vec<String> = columns
+                .iter()
+                .filter(|c| !self.settings.is_key(&c.name))
+                .map(|c| format!("{0} = VALUES({0})", quote(d, &c.name)))
+                .collect();
+            if updates.is_empty() {
+                let k = quote(d, &self.settings.key[0]);
+                format!(" ON DUPLICATE KEY UPDATE {k} = {k}")
+            } else {
+                format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
+            }
+        } else {
+            String::new()
+        };
+        Ok(Plan {
+            kinds: columns.iter().map(|c| c.kind).collect(),
+            insert: InsertSql::new(
+                format!("INSERT INTO {} ({names}) VALUES ", self.t()),
+                columns.len(),
+                suffix,
+            ),
+            limits: Limits {
+                max_rows: self.settings.max_rows.unwrap_or(DEFAULT_ROWS),
+                max_params: MAX_PLACEHOLDERS,
+                max_bytes: self
+                    .settings
+                    .max_bytes
+                    .unwrap_or(usize::MAX)
+                    .min(server_budget),
+            },
+            truncate: format!("DELETE FROM {}", self.t()),
+        })
+    }
+
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+        db::covered(&self.pool, &self.endpoint, &self.settings, parent).await
+    }
+
+    async fn write(&self, plan: &Plan, job: &Job<'_>) -> Result<usize, Failure> {
+        let tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| self.endpoint.classify(e, "starting a transaction"))?;
+        multirow::write::<sqlx::MySql>(tx, &self.endpoint, &self.settings, plan, job, bind).await
+    }
+
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        db::health::<MySqlConnection>(&self.options, &self.endpoint).await
+    }
+}
+
+fn bind(args: &mut MySqlArguments, value: Value<'_>, _kind: Kind) -> Result<(), String> {
+    let r = match value {
+        Value::Null => args.add(None::<i64>),
+        Value::Bool(v) => args.add(v),
+        Value::Int(v) => args.add(v),
+        Value::UInt(v) => args.add(v),
+        Value::F32(v) => args.add(v),
+        Value::F64(v) => args.add(v),
+        Value::Str(v) => args.add(v),
+        Value::String(v) => args.add(v),
+        Value::Bytes(v) => args.add(v),
+        Value::Date(v) => args.add(v),
+        Value::DateTime(v) => args.add(v),
+        Value::Time(v) => args.add(v),
+    };
+    r.map_err(|e| e.to_string())
+}

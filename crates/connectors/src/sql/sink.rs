@@ -1,0 +1,593 @@
+//! The write algorithm every SQL sink shares; the engines differ only in their
+//! [`Backend`]: how a table is inspected, created and extended, and how one transaction
+//! (ledger row + rows) is written.
+//!
+//! `write(batch)`:
+//! 1. bring the columns to their kinds; make sure the table fits them (create it, add
+//!    columns per the schema policy) — once per column layout;
+//! 2. read the ledger entries of the batch's original batch; write only the rows no entry
+//!    covers (a redelivered batch writes nothing and reports `duplicate`);
+//! 3. write each uncovered range in one transaction with its own ledger row. A deadlock is
+//!    retried; a range too large is halved (down to one row); a range whose rows the
+//!    database refuses is bisected until the bad rows are isolated: the good parts are
+//!    written, each with the ledger key of its slice, and the bad rows are returned in
+//!    [`WriteReport::rejected`].
+
+use super::config::{Dialect, SchemaPolicy, SqlSinkConfig, WriteMode};
+use super::error::{Endpoint, Failure};
+use super::ident::{TableName, quote, quote_list};
+use super::ledger::{self, Entry, LedgerSql};
+use super::types::{self, Column, Kind};
+use arrow::array::{Array, ArrayRef, UInt32Array};
+use arrow::row::{RowConverter, SortField};
+use async_trait::async_trait;
+use sluice_core::{
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, RejectedRows, Sink, WriteReport,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every backend needs to know about the sink's target.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) dialect: Dialect,
+    pub(crate) table: TableName,
+    pub(crate) ledger: LedgerSql,
+    pub(crate) mode: WriteMode,
+    pub(crate) key: Vec<String>,
+    pub(crate) max_rows: Option<usize>,
+    pub(crate) max_bytes: Option<usize>,
+}
+
+impl Settings {
+    pub(crate) fn from_config(config: &SqlSinkConfig, dialect: Dialect) -> Settings {
+        let table = TableName::parse(config.schema.as_deref(), &config.table);
+        let ledger = LedgerSql::new(dialect, &table.sibling(&config.ledger_table));
+        Settings {
+            dialect,
+            table,
+            ledger,
+            mode: config.mode,
+            key: config.key.clone(),
+            max_rows: config.max_rows_per_statement,
+            max_bytes: config.max_statement_bytes,
+        }
+    }
+
+    /// The ledger's `target` value.
+    pub(crate) fn target(&self) -> String {
+        self.table.display()
+    }
+
+    /// Whether two column names denote the same column in this engine.
+    pub(crate) fn same_name(&self, a: &str, b: &str) -> bool {
+        match self.dialect {
+            Dialect::Postgres => a == b,
+            Dialect::Mysql | Dialect::Sqlite => a.to_lowercase() == b.to_lowercase(),
+        }
+    }
+
+    /// The quoted, qualified target table.
+    pub(crate) fn table_sql(&self) -> String {
+        self.table.sql(self.dialect)
+    }
+
+    /// A column's definition: quoted name and type.
+    fn column_ddl(&self, c: &Column) -> String {
+        format!(
+            "{} {}",
+            quote(self.dialect, &c.name),
+            types::sql_type(self.dialect, c.kind, self.is_key(&c.name))
+        )
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` for the columns, with the key as primary key.
+    pub(crate) fn create_table_sql(&self, columns: &[Column]) -> String {
+        let mut defs: Vec<String> = columns.iter().map(|c| self.column_ddl(c)).collect();
+        if !self.key.is_empty() {
+            defs.push(format!(
+                "PRIMARY KEY ({})",
+                quote_list(self.dialect, self.key.iter().map(String::as_str))
+            ));
+        }
+        let tail = match self.dialect {
+            Dialect::Mysql => " DEFAULT CHARSET=utf8mb4",
+            Dialect::Postgres | Dialect::Sqlite => "",
+        };
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}){tail}",
+            self.table_sql(),
+            defs.join(", ")
+        )
+    }
+
+    /// `ALTER TABLE … ADD COLUMN` for a new, nullable column.
+    pub(crate) fn add_column_sql(&self, c: &Column) -> String {
+        let if_missing = match self.dialect {
+            Dialect::Postgres => "IF NOT EXISTS ",
+            Dialect::Mysql | Dialect::Sqlite => "",
+        };
+        format!(
+            "ALTER TABLE {} ADD COLUMN {if_missing}{}",
+            self.table_sql(),
+            self.column_ddl(c)
+        )
+    }
+
+    /// Whether `name` is one of the key columns.
+    pub(crate) fn is_key(&self, name: &str) -> bool {
+        self.key.iter().any(|k| self.same_name(k, name))
+    }
+}
+
+/// A table column as the database describes it: its name and its type's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableColumn {
+    pub(crate) name: String,
+    pub(crate) sql_type: String,
+}
+
+/// One transaction's worth of work.
+pub(crate) struct Job<'a> {
+    pub(crate) entry: &'a Entry,
+    pub(crate) columns: &'a [Column],
+    /// Empty the table (and its ledger entries) first: the first write of `replace`.
+    pub(crate) truncate: bool,
+}
+
+/// How one engine inspects and writes tables.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// What a backend prepares once per column layout (statements, encoders).
+    type Plan: Send + Sync + 'static;
+
+    fn endpoint(&self) -> &Endpoint;
+    fn settings(&self) -> &Settings;
+    /// Runs one statement without parameters (DDL).
+    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError>;
+    /// The target's columns, or `None` when the table does not exist.
+    async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError>;
+    /// Checks that an existing table can take upserts on the key (a unique index).
+    async fn check_upsert_key(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    async fn plan(
+        &self,
+        columns: &[Column],
+        table: &[TableColumn],
+    ) -> Result<Self::Plan, ConnectorError>;
+    /// The `(first_row, rows)` ledger ranges already written of the batch `parent`.
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure>;
+    /// Writes the job in one transaction: ledger row first, then the rows. Returns the
+    /// rows written.
+    async fn write(&self, plan: &Self::Plan, job: &Job<'_>) -> Result<usize, Failure>;
+    /// Connects, runs `SELECT 1`, returns the time it took.
+    async fn health(&self) -> Result<Duration, ConnectorError>;
+}
+
+/// The longest name each engine keeps whole: PostgreSQL cuts longer ones silently.
+fn max_name_bytes(dialect: Dialect) -> Option<usize> {
+    match dialect {
+        Dialect::Postgres => Some(63),
+        Dialect::Mysql => Some(64 * 4),
+        Dialect::Sqlite => None,
+    }
+}
+
+/// A SQL sink: the shared algorithm around one backend.
+pub(crate) struct SqlSink<B: Backend> {
+    backend: B,
+    policy: SchemaPolicy,
+    create_table: bool,
+    lock_retries: u32,
+    isolation_budget: u32,
+    write_timeout: Duration,
+    plans: HashMap<String, Arc<B::Plan>>,
+    ledger_ready: bool,
+    /// `replace`: the table was emptied by this sink already.
+    replaced: bool,
+    events: Vec<ConnectorEvent>,
+}
+
+impl<B: Backend> SqlSink<B> {
+    pub(crate) fn new(backend: B, config: &SqlSinkConfig) -> Self {
+        SqlSink {
+            backend,
+            policy: config.schema_policy,
+            create_table: config.create_table,
+            lock_retries: config.lock_retries,
+            isolation_budget: config.max_isolation_statements,
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
+            plans: HashMap::new(),
+            ledger_ready: false,
+            replaced: false,
+            events: Vec::new(),
+        }
+    }
+
+    fn settings(&self) -> &Settings {
+        self.backend.settings()
+    }
+
+    fn contract(&self, message: String) -> ConnectorError {
+        self.backend
+            .endpoint()
+            .error(ErrorClass::ContractChanged, message)
+    }
+
+    fn event(&mut self, class: Option<ErrorClass>, message: String) {
+        tracing::info!(target: "sluice::sql", table = %self.settings().target(), "{message}");
+        self.events.push(ConnectorEvent { class, message });
+    }
+
+    /// Checks the batch's column names against the engine's rules and the key.
+    fn check_names(&self, columns: &[Column]) -> Result<(), ConnectorError> {
+        let s = self.settings();
+        let mut seen: HashSet<String> = HashSet::new();
+        for c in columns {
+            if c.name.is_empty() || c.name.contains('\0') {
+                return Err(self.contract(format!(
+                    "a column of the batch has an empty name or one with a NUL character, which {} cannot store: rename it in a transform",
+                    s.dialect.name()
+                )));
+            }
+            if let Some(max) = max_name_bytes(s.dialect) {
+                if c.name.len() > max {
+                    return Err(self.contract(format!(
+                        "column name `{}` is longer than {} accepts ({max} bytes): rename it in a transform",
+                        c.name,
+                        s.dialect.name()
+                    )));
+                }
+            }
+            let folded = match s.dialect {
+                Dialect::Postgres => c.name.clone(),
+                _ => c.name.to_lowercase(),
+            };
+            if !seen.insert(folded) {
+                return Err(self.contract(format!(
+                    "the batch has two columns named `{}` (as {} compares names): rename one",
+                    c.name,
+                    s.dialect.name()
+                )));
+            }
+        }
+        if s.mode == WriteMode::Upsert {
+            for k in &s.key {
+                if !columns.iter().any(|c| s.same_name(&c.name, k)) {
+                    let have: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                    return Err(self.contract(format!(
+                        "key column `{k}` is not in the batch (it has: {}); fix `key` or the source",
+                        have.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the table fits the columns; returns the backend's plan for them.
+    async fn prepare(&mut self, columns: &[Column]) -> Result<Arc<B::Plan>, ConnectorError> {
+        let layout = layout_key(columns);
+        if let Some(plan) = self.plans.get(&layout) {
+            return Ok(plan.clone());
+        }
+        self.check_names(columns)?;
+        if !self.ledger_ready {
+            for sql in self.settings().ledger.create.clone() {
+                self.backend
+                    .execute(sql, "creating the ledger table")
+                    .await?;
+            }
+            self.ledger_ready = true;
+        }
+        let target = self.settings().target();
+        let mut existing = self.backend.table_columns().await?;
+        if existing.is_none() {
+            if !self.create_table {
+                return Err(self.contract(format!(
+                    "table {target} does not exist in {}: create it, or set `create_table: true`",
+                    self.backend.endpoint().describe()
+                )));
+            }
+            let sql = self.settings().create_table_sql(columns);
+            self.backend.execute(sql, "creating the table").await?;
+            self.event(
+                None,
+                format!("created table {target} with {} columns", columns.len()),
+            );
+            existing = self.backend.table_columns().await?;
+        }
+        let Some(mut existing) = existing else {
+            return Err(self.contract(format!(
+                "table {target} was created but cannot be found: check the schema in the url"
+            )));
+        };
+        let missing: Vec<&Column> = columns
+            .iter()
+            .filter(|c| {
+                !existing
+                    .iter()
+                    .any(|t| self.settings().same_name(&t.name, &c.name))
+            })
+            .collect();
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|c| c.name.as_str()).collect();
+            if self.policy == SchemaPolicy::Fail {
+                return Err(self.contract(format!(
+                    "the batch has columns that table {target} lacks: {}; set `schema_policy: evolve` or add them to the table",
+                    names.join(", ")
+                )));
+            }
+            for c in &missing {
+                let sql = self.settings().add_column_sql(c);
+                match self.backend.execute(sql, "adding a column").await {
+                    // Another writer added it first (MySQL 1060, SQLite).
+                    Err(e)
+                        if e.message.contains("(error 1060)")
+                            || e.message.contains("duplicate column name") => {}
+                    other => other?,
+                }
+            }
+            let class = (self.policy == SchemaPolicy::Warn).then_some(ErrorClass::ContractChanged);
+            self.event(
+                class,
+                format!("added columns to {target}: {}", names.join(", ")),
+            );
+            existing = self.backend.table_columns().await?.unwrap_or_default();
+        }
+        if self.settings().mode == WriteMode::Upsert {
+            self.backend.check_upsert_key().await?;
+        }
+        let plan = Arc::new(self.backend.plan(columns, &existing).await?);
+        self.plans.insert(layout, plan.clone());
+        Ok(plan)
+    }
+
+    /// One transaction, retried on deadlocks and busy databases, bounded in time.
+    async fn write_once(&mut self, plan: &B::Plan, job: &Job<'_>) -> Result<usize, Failure> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = match tokio::time::timeout(self.write_timeout, self.backend.write(plan, job)).await {
+                Ok(r) => r,
+                Err(_) => Err(Failure::Fatal(self.backend.endpoint().error(
+                    ErrorClass::Dependency,
+                    format!(
+                        "writing {} rows to {} took longer than {:?} (`write_timeout_ms`); the write can be retried: the ledger keeps it from being applied twice",
+                        job.entry.rows,
+                        self.backend.endpoint().describe(),
+                        self.write_timeout
+                    ),
+                ))),
+            };
+            match result {
+                Err(Failure::Conflict(e)) if attempt <= self.lock_retries => {
+                    let wait = conflict_backoff(attempt);
+                    self.event(
+                        Some(ErrorClass::Dependency),
+                        format!("retried a transaction after {wait:?}: {}", e.message),
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Err(Failure::Conflict(mut e)) => {
+                    e.message = format!("{} (still failing after {attempt} attempts)", e.message);
+                    return Err(Failure::Fatal(e));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_batch(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
+        let columns = types::normalize(&batch.records).map_err(|e| self.contract(e))?;
+        let plan = self.prepare(&columns).await?;
+        let mut report = WriteReport::default();
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(report);
+        }
+        let (parent, base) = ledger::parent_and_base(batch);
+        let truncate_first = self.settings().mode == WriteMode::Replace && !self.replaced;
+        let gaps = if truncate_first {
+            vec![(0, rows)]
+        } else {
+            let covered = match self.backend.covered(&parent).await {
+                Ok(c) => c,
+                Err(f) => return Err(f.into_error()),
+            };
+            ledger::uncovered(base, rows, &covered)
+        };
+        if gaps.is_empty() {
+            report.duplicate = true;
+            return Ok(report);
+        }
+        let mut budget = self.isolation_budget;
+        let mut already = 0usize;
+        // Parts to write, last first; each with its offset in `batch`.
+        let mut stack: Vec<(Batch, usize)> = gaps
+            .iter()
+            .rev()
+            .map(|&(off, len)| {
+                let part = if off == 0 && len == rows {
+                    batch.clone()
+                } else {
+                    batch.slice(off, len)
+                };
+                (part, off)
+            })
+            .collect();
+        while let Some((part, off)) = stack.pop() {
+            let part_columns: Vec<Column> = columns
+                .iter()
+                .map(|c| c.slice(off, part.num_rows()))
+                .collect();
+            let part_columns = match self.dedupe(part_columns) {
+                Ok(c) => c,
+                Err(e) => return Err(e),
+            };
+            let entry = Entry::of(&part);
+            let truncate = self.settings().mode == WriteMode::Replace && !self.replaced;
+            let job = Job {
+                entry: &entry,
+                columns: &part_columns,
+                truncate,
+            };
+            match self.write_once(&plan, &job).await {
+                Ok(n) => {
+                    report.written += n;
+                    if truncate {
+                        self.replaced = true;
+                    }
+                }
+                Err(Failure::AlreadyWritten) => already += part.num_rows(),
+                Err(Failure::TooLarge(e)) => match part.split() {
+                    Some((left, right)) => {
+                        self.event(
+                            Some(ErrorClass::PayloadTooLarge),
+                            format!("split {} rows in halves: {}", part.num_rows(), e.message),
+                        );
+                        let mid = left.num_rows();
+                        stack.push((right, off + mid));
+                        stack.push((left, off));
+                    }
+                    None => {
+                        self.event(
+                            Some(e.class),
+                            format!("rejected a row too large to write: {}", e.message),
+                        );
+                        report.rejected.push(RejectedRows {
+                            rows: part,
+                            error: e,
+                        });
+                    }
+                },
+                Err(Failure::Rows(e)) => match part.split() {
+                    Some((left, right)) if budget > 0 => {
+                        budget -= 1;
+                        let mid = left.num_rows();
+                        stack.push((right, off + mid));
+                        stack.push((left, off));
+                    }
+                    _ => {
+                        self.event(
+                            Some(e.class),
+                            format!(
+                                "rejected {} row(s) the database refused: {}",
+                                part.num_rows(),
+                                e.message
+                            ),
+                        );
+                        report.rejected.push(RejectedRows {
+                            rows: part,
+                            error: e,
+                        });
+                    }
+                },
+                Err(Failure::Conflict(e)) | Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+        if already > 0 && report.written == 0 && report.rejected.is_empty() {
+            report.duplicate = true;
+        }
+        Ok(report)
+    }
+
+    /// `upsert`: keeps the last row of each key, so that one statement never touches a row
+    /// twice (PostgreSQL refuses that). Other modes: unchanged.
+    fn dedupe(&self, columns: Vec<Column>) -> Result<Vec<Column>, ConnectorError> {
+        let s = self.settings();
+        if s.mode != WriteMode::Upsert || columns.first().is_none_or(|c| c.array.len() < 2) {
+            return Ok(columns);
+        }
+        let keys: Vec<&Column> = columns.iter().filter(|c| s.is_key(&c.name)).collect();
+        let internal = |e: arrow::error::ArrowError| {
+            ConnectorError::new(
+                ErrorClass::Internal,
+                format!("cannot compare the key columns: {e}"),
+            )
+        };
+        let fields = keys
+            .iter()
+            .map(|c| SortField::new(c.array.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields).map_err(internal)?;
+        let arrays: Vec<ArrayRef> = keys.iter().map(|c| c.array.clone()).collect();
+        let rows = converter.convert_columns(&arrays).map_err(internal)?;
+        let mut last: HashMap<arrow::row::Row<'_>, u32> = HashMap::with_capacity(rows.num_rows());
+        for (i, row) in rows.iter().enumerate() {
+            last.insert(row, i as u32);
+        }
+        if last.len() == rows.num_rows() {
+            return Ok(columns);
+        }
+        let mut keep: Vec<u32> = last.into_values().collect();
+        keep.sort_unstable();
+        let indices = UInt32Array::from(keep);
+        columns
+            .into_iter()
+            .map(|c| {
+                let array =
+                    arrow::compute::take(c.array.as_ref(), &indices, None).map_err(internal)?;
+                Ok(Column { array, ..c })
+            })
+            .collect()
+    }
+}
+
+/// A key for a column layout: names and kinds.
+fn layout_key(columns: &[Column]) -> String {
+    let mut key = String::new();
+    for c in columns {
+        key.push_str(&c.name);
+        key.push('\u{1f}');
+        key.push_str(&format!("{:?}", kind_family(c.kind)));
+        key.push('\u{1e}');
+    }
+    key
+}
+
+/// The part of a kind that matters for a plan (timestamps of any unit share one).
+fn kind_family(kind: Kind) -> Kind {
+    match kind {
+        Kind::Timestamp { tz, .. } => Kind::Timestamp {
+            unit: arrow::datatypes::TimeUnit::Microsecond,
+            tz,
+        },
+        k => k,
+    }
+}
+
+/// The wait before retrying a transaction that met a deadlock: 50 ms doubling, with jitter.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let cap = 50u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(cap / 2 + nanos % (cap / 2 + 1))
+}
+
+#[async_trait]
+impl<B: Backend> Sink for SqlSink<B> {
+    async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
+        match self.write_batch(batch).await {
+            Err(e) if e.class == ErrorClass::ContractChanged && !self.plans.is_empty() => {
+                // The table may have changed under us (dropped, altered): look again once.
+                self.plans.clear();
+                self.ledger_ready = false;
+                self.write_batch(batch).await
+            }
+            other => other,
+        }
+    }
+
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        self.backend.health().await
+    }
+
+    fn drain_events(&mut self) -> Vec<ConnectorEvent> {
+        std::mem::take(&mut self.events)
+    }
+}

@@ -1,0 +1,216 @@
+//! SQLite: multi-row `INSERT … [ON CONFLICT (key) DO UPDATE]` statements under SQLite's
+//! 32,766-variable limit, in one `BEGIN IMMEDIATE` transaction with the ledger row.
+
+use super::config::{Dialect, SqlSinkConfig, WriteMode};
+use super::db;
+use super::error::{Endpoint, Failure};
+use super::ident::{quote, quote_list};
+use super::multirow::{self, InsertSql, Limits, Plan};
+use super::sink::{Backend, Job, Settings, TableColumn};
+use super::types::{self, Column, Kind, Value};
+use async_trait::async_trait;
+use sluice_core::ConnectorError;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
+use sqlx::{Arguments, SqliteConnection};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32.
+const MAX_VARIABLES: usize = 32_766;
+/// Rows per statement unless configured.
+const DEFAULT_ROWS: usize = 1_000;
+
+pub(crate) struct SqliteBackend {
+    pool: SqlitePool,
+    options: SqliteConnectOptions,
+    endpoint: Endpoint,
+    settings: Settings,
+}
+
+/// Connection options and the endpoint of a SQLite URL; whether it is in memory.
+pub(crate) fn options(
+    url: &sluice_core::Secret,
+    timeout: Duration,
+) -> Result<(SqliteConnectOptions, Endpoint, bool), ConnectorError> {
+    let provisional = Endpoint::new(Dialect::Sqlite, "?".into(), url, timeout);
+    let memory = url.expose().contains(":memory:") || url.expose().contains("mode=memory");
+    let mut options = SqliteConnectOptions::from_str(url.expose())
+        .map_err(|e| provisional.fatal(e, "reading the url"))?
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(5));
+    if !memory {
+        options = options.journal_mode(SqliteJournalMode::Wal);
+    }
+    let address = options.get_filename().display().to_string();
+    Ok((
+        options,
+        Endpoint::new(Dialect::Sqlite, address, url, timeout),
+        memory,
+    ))
+}
+
+impl SqliteBackend {
+    pub(crate) fn new(config: &SqlSinkConfig) -> Result<SqliteBackend, ConnectorError> {
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        let (options, endpoint, memory) = options(&config.url, timeout)?;
+        // An in-memory database lives as long as its one connection.
+        let pool = if memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(config.max_connections)
+        }
+        .acquire_timeout(timeout)
+        .connect_lazy_with(options.clone());
+        Ok(SqliteBackend {
+            pool,
+            options,
+            endpoint,
+            settings: Settings::from_config(config, Dialect::Sqlite),
+        })
+    }
+
+    fn t(&self) -> String {
+        self.settings.table.sql(Dialect::Sqlite)
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    type Plan = Plan;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
+        db::execute(&self.pool, &self.endpoint, sql, doing).await
+    }
+
+    async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError> {
+        let table = &self.settings.table;
+        let query = match &table.schema {
+            Some(schema) => sqlx::query_as("SELECT name, type FROM pragma_table_info(?, ?)")
+                .bind(&table.table)
+                .bind(schema),
+            None => {
+                sqlx::query_as("SELECT name, type FROM pragma_table_info(?)").bind(&table.table)
+            }
+        };
+        let rows: Vec<(String, String)> = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.endpoint.fatal(e, "reading the table's columns"))?;
+        Ok((!rows.is_empty()).then(|| {
+            rows.into_iter()
+                .map(|(name, sql_type)| TableColumn { name, sql_type })
+                .collect()
+        }))
+    }
+
+    async fn plan(
+        &self,
+        columns: &[Column],
+        _table: &[TableColumn],
+    ) -> Result<Plan, ConnectorError> {
+        let d = Dialect::Sqlite;
+        let names = quote_list(d, columns.iter().map(|c| c.name.as_str()));
+        let suffix = if self.settings.mode == WriteMode::Upsert {
+            let keys = quote_list(d, self.settings.key.iter().map(String::as_str));
+            let updates: Vec<String> = columns
+                .iter()
+                .filter(|c| !self.settings.is_key(&c.name))
+                .map(|c| format!("{0} = excluded.{0}", quote(d, &c.name)))
+                .collect();
+            if updates.is_empty() {
+                format!(" ON CONFLICT ({keys}) DO NOTHING")
+            } else {
+                format!(" ON CONFLICT ({keys}) DO UPDATE SET {}", updates.join(", "))
+            }
+        } else {
+            String::new()
+        };
+        Ok(Plan {
+            insert: InsertSql::new(
+                format!("INSERT INTO {} ({names}) VALUES ", self.t()),
+                columns.len(),
+                suffix,
+            ),
+            kinds: columns.iter().map(|c| c.kind).collect(),
+            limits: Limits {
+                max_rows: self.settings.max_rows.unwrap_or(DEFAULT_ROWS),
+                max_params: MAX_VARIABLES,
+                max_bytes: self.settings.max_bytes.unwrap_or(usize::MAX),
+            },
+            truncate: format!("DELETE FROM {}", self.t()),
+        })
+    }
+
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+        db::covered(&self.pool, &self.endpoint, &self.settings, parent).await
+    }
+
+    async fn write(&self, plan: &Plan, job: &Job<'_>) -> Result<usize, Failure> {
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.endpoint.classify(e, "starting a transaction"))?;
+        multirow::write::<sqlx::Sqlite>(tx, &self.endpoint, &self.settings, plan, job, bind).await
+    }
+
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        // An in-memory database exists only in the pool's one connection.
+        if self
+            .options
+            .get_filename()
+            .to_string_lossy()
+            .contains(":memory:")
+        {
+            let started = Instant::now();
+            db::execute(
+                &self.pool,
+                &self.endpoint,
+                "SELECT 1".into(),
+                "checking health",
+            )
+            .await?;
+            return Ok(started.elapsed());
+        }
+        db::health::<SqliteConnection>(&self.options, &self.endpoint).await
+    }
+}
+
+fn bind(args: &mut SqliteArguments, value: Value<'_>, kind: Kind) -> Result<(), String> {
+    let r = match value {
+        Value::Null => args.add(None::<i64>),
+        Value::Bool(v) => args.add(v),
+        Value::Int(v) => args.add(v),
+        Value::UInt(v) => {
+            let v = i64::try_from(v)
+                .map_err(|_| format!("{v} does not fit SQLite's 64-bit INTEGER"))?;
+            args.add(v)
+        }
+        Value::F32(v) => args.add(f64::from(v)),
+        Value::F64(v) => args.add(v),
+        Value::Str(v) => args.add(v.to_owned()),
+        Value::String(v) => args.add(v),
+        Value::Bytes(v) => args.add(v.to_vec()),
+        Value::Date(v) => args.add(types::sqlite_date(v)),
+        Value::DateTime(v) => {
+            let tz = matches!(kind, Kind::Timestamp { tz: true, .. });
+            args.add(types::sqlite_datetime(v, tz))
+        }
+        Value::Time(v) => args.add(types::sqlite_time(v)),
+    };
+    r.map_err(|e| e.to_string())
+}

@@ -1,0 +1,396 @@
+//! The shared write algorithm against a fake backend: ledger coverage, splitting,
+//! bisection, retries, schema policy, upsert de-duplication. The real engines are
+//! exercised by `tests/sql_*.rs`.
+
+use super::config::{Dialect, SchemaPolicy, SqlSinkConfig, WriteMode};
+use super::error::{Endpoint, Failure};
+use super::ledger::Entry;
+use super::sink::{Backend, Job, Settings, SqlSink, TableColumn};
+use super::types::{Column, Typed};
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use async_trait::async_trait;
+use sluice_core::{Batch, ConnectorError, ErrorClass, Secret, Sink, SourcePosition};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct State {
+    table: Option<Vec<String>>,
+    rows: Vec<(i64, String)>,
+    ledger: Vec<Entry>,
+    transactions: usize,
+    conflicts_left: usize,
+    added: Vec<String>,
+}
+
+struct Fake {
+    state: Arc<Mutex<State>>,
+    settings: Settings,
+    endpoint: Endpoint,
+    bad_ids: HashSet<i64>,
+    max_rows: usize,
+}
+
+fn fake(config: &SqlSinkConfig, bad_ids: &[i64], max_rows: usize) -> (Fake, Arc<Mutex<State>>) {
+    let state = Arc::new(Mutex::new(State::default()));
+    let fake = Fake {
+        state: state.clone(),
+        settings: Settings::from_config(config, Dialect::Sqlite),
+        endpoint: Endpoint::new(
+            Dialect::Sqlite,
+            "fake.db".into(),
+            &config.url,
+            Duration::from_secs(1),
+        ),
+        bad_ids: bad_ids.iter().copied().collect(),
+        max_rows,
+    };
+    (fake, state)
+}
+
+fn err(class: ErrorClass, m: &str) -> ConnectorError {
+    ConnectorError::new(class, m)
+}
+
+#[async_trait]
+impl Backend for Fake {
+    type Plan = ();
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    /// Understands the DDL the sink sends for table `t` (plain names only).
+    async fn execute(&self, sql: String, _doing: &str) -> Result<(), ConnectorError> {
+        let mut s = self.state.lock().unwrap();
+        let names = |text: &str| -> Vec<String> {
+            text.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(rest) = sql.strip_prefix("CREATE TABLE IF NOT EXISTS \"t\" (") {
+            let defs = rest.split("PRIMARY KEY").next().unwrap_or_default();
+            s.table = Some(names(defs));
+        } else if let Some(rest) = sql.strip_prefix("ALTER TABLE \"t\" ADD COLUMN ") {
+            let name = names(rest).remove(0);
+            s.added.push(name.clone());
+            s.table.get_or_insert_with(Vec::new).push(name);
+        }
+        Ok(())
+    }
+    async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError> {
+        Ok(self.state.lock().unwrap().table.as_ref().map(|cols| {
+            cols.iter()
+                .map(|n| TableColumn {
+                    name: n.clone(),
+                    sql_type: "TEXT".into(),
+                })
+                .collect()
+        }))
+    }
+    async fn plan(&self, _: &[Column], _: &[TableColumn]) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+        let s = self.state.lock().unwrap();
+        Ok(s.ledger
+            .iter()
+            .filter(|e| e.parent == parent)
+            .map(|e| (e.first_row, e.rows))
+            .collect())
+    }
+    async fn write(&self, _: &(), job: &Job<'_>) -> Result<usize, Failure> {
+        let mut s = self.state.lock().unwrap();
+        s.transactions += 1;
+        if s.conflicts_left > 0 {
+            s.conflicts_left -= 1;
+            return Err(Failure::Conflict(err(ErrorClass::Dependency, "deadlock")));
+        }
+        if job.truncate {
+            s.rows.clear();
+            s.ledger.clear();
+        }
+        if s.ledger.iter().any(|e| e.key == job.entry.key) {
+            return Err(Failure::AlreadyWritten);
+        }
+        let Typed::Int64(ids) = job.columns[0].typed() else {
+            panic!("id is not int64")
+        };
+        let Typed::Text(names) = job.columns[1].typed() else {
+            panic!("name is not text")
+        };
+        if ids.len() > self.max_rows {
+            return Err(Failure::TooLarge(err(
+                ErrorClass::PayloadTooLarge,
+                "too many rows",
+            )));
+        }
+        if ids.iter().flatten().any(|id| self.bad_ids.contains(&id)) {
+            return Err(Failure::Rows(err(ErrorClass::InvalidRequest, "bad value")));
+        }
+        let upsert = self.settings.mode == WriteMode::Upsert;
+        for i in 0..ids.len() {
+            let row = (ids.value(i), names.value(i).to_owned());
+            match s.rows.iter_mut().find(|r| upsert && r.0 == row.0) {
+                Some(existing) => *existing = row,
+                None => s.rows.push(row),
+            }
+        }
+        s.ledger.push(job.entry.clone());
+        Ok(ids.len())
+    }
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        Ok(Duration::ZERO)
+    }
+}
+
+fn config() -> SqlSinkConfig {
+    let mut c = SqlSinkConfig::new("sqlite://fake.db", "t");
+    c.lock_retries = 2;
+    c
+}
+
+fn batch(ids: &[i64]) -> Batch {
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    let records = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids.to_vec())) as _),
+        ("name", Arc::new(StringArray::from(names)) as _),
+    ])
+    .unwrap();
+    Batch::new("p", "src", SourcePosition::page(1), records)
+}
+
+fn sink(
+    config: &SqlSinkConfig,
+    bad: &[i64],
+    max_rows: usize,
+) -> (SqlSink<Fake>, Arc<Mutex<State>>) {
+    let (f, state) = fake(config, bad, max_rows);
+    (SqlSink::new(f, config), state)
+}
+
+#[tokio::test]
+async fn every_row_is_written_once_with_one_ledger_entry() {
+    let (mut s, state) = sink(&config(), &[], usize::MAX);
+    let b = batch(&[1, 2, 3]);
+    let r = s.write(&b).await.unwrap();
+    assert_eq!((r.written, r.duplicate, r.rejected.len()), (3, false, 0));
+    let again = s.write(&b).await.unwrap();
+    assert_eq!((again.written, again.duplicate), (0, true));
+    let st = state.lock().unwrap();
+    assert_eq!(st.rows.len(), 3);
+    assert_eq!(st.ledger.len(), 1);
+    assert_eq!(st.ledger[0].key, b.id.as_str());
+    assert!(
+        s.drain_events()
+            .iter()
+            .any(|e| e.message.contains("created table"))
+    );
+}
+
+#[tokio::test]
+async fn a_part_of_a_batch_written_whole_is_a_duplicate() {
+    let (mut s, state) = sink(&config(), &[], usize::MAX);
+    let b = batch(&[1, 2, 3, 4]);
+    s.write(&b).await.unwrap();
+    let (_, right) = b.split().unwrap();
+    let r = s.write(&right).await.unwrap();
+    assert!(r.duplicate);
+    assert_eq!(state.lock().unwrap().rows.len(), 4);
+}
+
+#[tokio::test]
+async fn a_bad_row_is_isolated_and_the_rest_written() {
+    let ids: Vec<i64> = (0..100).collect();
+    let (mut s, state) = sink(&config(), &[37], usize::MAX);
+    let b = batch(&ids);
+    let r = s.write(&b).await.unwrap();
+    assert_eq!(r.written, 99);
+    assert_eq!(r.rejected.len(), 1);
+    let rejected = &r.rejected[0];
+    assert_eq!(rejected.rows.num_rows(), 1);
+    assert_eq!(rejected.rows.part.as_ref().unwrap().first_row, 37);
+    assert_eq!(rejected.error.class, ErrorClass::InvalidRequest);
+    {
+        let st = state.lock().unwrap();
+        assert_eq!(st.rows.len(), 99);
+        assert!(!st.rows.iter().any(|r| r.0 == 37));
+        let keys: HashSet<&str> = st.ledger.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys.len(),
+            st.ledger.len(),
+            "every part has its own ledger key"
+        );
+    }
+    // Redelivered: the good rows are not written again; the bad one is refused again.
+    let again = s.write(&b).await.unwrap();
+    assert_eq!(again.written, 0);
+    assert_eq!(again.rejected.len(), 1);
+    assert_eq!(state.lock().unwrap().rows.len(), 99);
+}
+
+#[tokio::test]
+async fn the_isolation_budget_bounds_the_statements() {
+    let ids: Vec<i64> = (0..64).collect();
+    let mut c = config();
+    c.max_isolation_statements = 3;
+    let (mut s, state) = sink(&c, &ids, usize::MAX);
+    let r = s.write(&batch(&ids)).await.unwrap();
+    assert_eq!(r.written, 0);
+    assert_eq!(
+        r.rejected.iter().map(|x| x.rows.num_rows()).sum::<usize>(),
+        64
+    );
+    assert!(state.lock().unwrap().transactions <= 1 + 2 * 3);
+}
+
+#[tokio::test]
+async fn too_large_parts_are_halved_down_to_the_limit() {
+    let ids: Vec<i64> = (0..50).collect();
+    let (mut s, state) = sink(&config(), &[], 8);
+    let r = s.write(&batch(&ids)).await.unwrap();
+    assert_eq!((r.written, r.rejected.len()), (50, 0));
+    let st = state.lock().unwrap();
+    assert!(st.ledger.iter().all(|e| e.rows <= 8));
+    let mut got: Vec<i64> = st.rows.iter().map(|r| r.0).collect();
+    got.sort();
+    assert_eq!(got, ids);
+}
+
+#[tokio::test]
+async fn a_single_row_too_large_is_rejected_as_payload_too_large() {
+    let (mut s, _) = sink(&config(), &[], 0);
+    let r = s.write(&batch(&[1, 2])).await.unwrap();
+    assert_eq!(r.rejected.len(), 2);
+    assert!(
+        r.rejected
+            .iter()
+            .all(|x| x.error.class == ErrorClass::PayloadTooLarge)
+    );
+}
+
+#[tokio::test]
+async fn deadlocks_are_retried_then_reported_as_dependency() {
+    let (mut s, state) = sink(&config(), &[], usize::MAX);
+    state.lock().unwrap().conflicts_left = 2;
+    let r = s.write(&batch(&[1])).await.unwrap();
+    assert_eq!(r.written, 1);
+    assert_eq!(
+        s.drain_events()
+            .iter()
+            .filter(|e| e.message.contains("retried"))
+            .count(),
+        2
+    );
+    state.lock().unwrap().conflicts_left = 10;
+    let e = s.write(&batch(&[2])).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Dependency);
+    assert!(e.message.contains("after 3 attempts"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn upsert_keeps_the_last_row_of_each_key() {
+    let mut c = config();
+    c.mode = WriteMode::Upsert;
+    c.key = vec!["id".into()];
+    let (mut s, state) = sink(&c, &[], usize::MAX);
+    let records = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(vec![1, 2, 1])) as _),
+        (
+            "name",
+            Arc::new(StringArray::from(vec!["a", "b", "c"])) as _,
+        ),
+    ])
+    .unwrap();
+    let r = s
+        .write(&Batch::new("p", "n", SourcePosition::Whole, records))
+        .await
+        .unwrap();
+    assert_eq!(r.written, 2);
+    let mut rows = state.lock().unwrap().rows.clone();
+    rows.sort();
+    assert_eq!(rows, vec![(1, "c".to_owned()), (2, "b".to_owned())]);
+}
+
+#[tokio::test]
+async fn new_columns_fail_or_evolve_by_policy() {
+    let (mut s, state) = sink(&config(), &[], usize::MAX);
+    state.lock().unwrap().table = Some(vec!["id".into()]);
+    let e = s.write(&batch(&[1])).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::ContractChanged);
+    assert!(
+        e.message.contains("name") && e.message.contains("schema_policy"),
+        "{}",
+        e.message
+    );
+
+    let mut c = config();
+    c.schema_policy = SchemaPolicy::Evolve;
+    let (mut s, state) = sink(&c, &[], usize::MAX);
+    state.lock().unwrap().table = Some(vec!["id".into()]);
+    s.write(&batch(&[1])).await.unwrap();
+    assert_eq!(state.lock().unwrap().added, vec!["name".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_missing_table_without_create_table_is_a_contract_error() {
+    let mut c = config();
+    c.create_table = false;
+    let (mut s, _) = sink(&c, &[], usize::MAX);
+    let e = s.write(&batch(&[1])).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::ContractChanged);
+    assert!(e.message.contains("create_table"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn replace_empties_the_table_once_per_sink() {
+    let mut c = config();
+    c.mode = WriteMode::Replace;
+    let (f, state) = fake(&c, &[], usize::MAX);
+    let mut s = SqlSink::new(f, &c);
+    let b = batch(&[1, 2]);
+    assert_eq!(s.write(&b).await.unwrap().written, 2);
+    assert_eq!(s.write(&batch(&[3])).await.unwrap().written, 1);
+    assert!(s.write(&b).await.unwrap().duplicate);
+    assert_eq!(state.lock().unwrap().rows.len(), 3);
+    // The next run (a new sink) starts over, even with the same first batch.
+    let next = Fake {
+        state: state.clone(),
+        ..fake(&c, &[], usize::MAX).0
+    };
+    let mut s = SqlSink::new(next, &c);
+    assert_eq!(s.write(&b).await.unwrap().written, 2);
+    assert_eq!(state.lock().unwrap().rows.len(), 2);
+}
+
+#[test]
+fn validation_lists_every_problem() {
+    let mut c = SqlSinkConfig::new("ftp://x", "");
+    c.mode = WriteMode::Upsert;
+    c.max_connections = 0;
+    let e = c.validate().unwrap_err();
+    assert_eq!(e.class, ErrorClass::InvalidRequest);
+    for needle in [
+        "postgres://",
+        "`table` is empty",
+        "needs `key`",
+        "max_connections",
+    ] {
+        assert!(e.message.contains(needle), "{needle}: {}", e.message);
+    }
+    assert!(config().validate().is_ok());
+    let parsed: Result<SqlSinkConfig, _> =
+        serde_json::from_str(r#"{"url":"sqlite://x","table":"t","nope":1}"#);
+    assert!(parsed.is_err(), "unknown fields are refused");
+    let parsed: SqlSinkConfig =
+        serde_json::from_str(r#"{"url":"sqlite://x","table":"t","mode":"upsert","key":["id"]}"#)
+            .unwrap();
+    assert_eq!(parsed.mode, WriteMode::Upsert);
+    assert_eq!(format!("{:?}", parsed.url), "***");
+    let _ = Secret::new("x");
+}
