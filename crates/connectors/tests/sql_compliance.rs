@@ -129,7 +129,7 @@ async fn a_redelivered_batch_writes_nothing_twice(t: &Target) {
 async fn an_oversized_batch_is_split_and_fully_delivered(t: &Target) {
     // Small statements (INSERTs everywhere), then larger ones cut by bytes (COPY commands
     // on PostgreSQL, INSERTs elsewhere).
-    for (rows, max_rows, max_bytes) in [(500, 7, 2_000), (5_000, 1_000, 40_000)] {
+    for (rows, max_rows, max_bytes) in [(500, 7, 2_000), (5_000, 1_000, 100_000)] {
         for mode in [WriteMode::Append, WriteMode::Upsert] {
             let table = format!("oversized_{mode:?}_{max_rows}").to_lowercase();
             let mut config = t.config(&table);
@@ -163,16 +163,18 @@ async fn an_oversized_batch_is_split_and_fully_delivered(t: &Target) {
 
 async fn one_bad_row_is_rejected_and_the_others_delivered(t: &Target) {
     t.exec(&format!(
-        "CREATE TABLE {} ({} BIGINT NOT NULL, {} VARCHAR(40) NOT NULL)",
+        "CREATE TABLE {} ({} BIGINT NOT NULL, {} VARCHAR(200) NOT NULL)",
         t.q("strict"),
         t.q("id"),
         t.q("name")
     ))
     .await;
     let mut sink = build_sink(t.config("strict")).await.unwrap();
-    // Large enough for PostgreSQL's COPY path; the bisected parts use INSERTs.
+    // Large enough for PostgreSQL's COPY path (through staging: the column is a varchar);
+    // the smaller bisected parts use INSERTs.
     let ids: Vec<i64> = (0..1_200).collect();
-    let mut values: Vec<Option<&str>> = vec![Some("ok"); 1_200];
+    let long = "ok ".repeat(40);
+    let mut values: Vec<Option<&str>> = vec![Some(&long); 1_200];
     values[137] = None;
     let b = batch(1, names(&ids, &values));
     let r = sink.write(&b).await.unwrap();

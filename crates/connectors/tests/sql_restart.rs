@@ -3,7 +3,15 @@
 //!
 //! This binary stops and starts the shared PostgreSQL and MariaDB servers
 //! (`scripts/services.sh down|up`), so it holds one test that does both in turn; run it
-//! alone, nothing else beside it.
+//! alone, nothing else beside it. It can only stop servers this checkout started; to run it
+//! beside servers another checkout owns, give it private ones:
+//!
+//! ```text
+//! export SLUICE_SERVICES_DIR=/tmp/sql-restart SLUICE_PG_PORT=55432 SLUICE_MYSQL_PORT=33306
+//! scripts/services.sh up postgres mariadb && eval "$(scripts/services.sh env)"
+//! cargo test -p sluice-connectors --test sql_restart
+//! scripts/services.sh down postgres mariadb
+//! ```
 
 mod sql_common;
 
@@ -53,7 +61,19 @@ async fn write_until_it_succeeds(
     }
 }
 
-async fn restart_mid_load(t: Target, service: &str, port: &str) {
+/// `host:port` of a `scheme://user:pass@host:port/db` URL.
+fn address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, a)| a)
+        .to_owned()
+}
+
+async fn restart_mid_load(t: Target, service: &str) {
+    let address = address(&t.url);
+    let port = address.as_str();
     for mode in [WriteMode::Append, WriteMode::Upsert] {
         let table = format!("restart_{mode:?}").to_lowercase();
         let mut config = t.config(&table);
@@ -135,6 +155,6 @@ async fn restart_mid_load(t: Target, service: &str, port: &str) {
 
 #[tokio::test]
 async fn a_database_restarted_mid_load_loses_and_duplicates_nothing() {
-    restart_mid_load(sql_common::postgres().await, "postgres", "127.0.0.1:5432").await;
-    restart_mid_load(sql_common::mariadb().await, "mariadb", "127.0.0.1:3306").await;
+    restart_mid_load(sql_common::postgres().await, "postgres").await;
+    restart_mid_load(sql_common::mariadb().await, "mariadb").await;
 }

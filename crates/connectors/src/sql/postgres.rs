@@ -20,7 +20,13 @@ use std::time::Duration;
 
 /// Jobs with fewer rows are written with multi-row `INSERT … VALUES` instead of `COPY`:
 /// sqlx does not set `TCP_NODELAY`, so the small `CopyDone` message after the data waits
-/// for the server's delayed ACK (up to 40 ms) — more than a small job's whole write.
+/// for the server's delayed ACK (up to 40 ms) — more than a small job's whole write. On
+/// loopback the wait shows while the data fits one segment (64 KiB): a `COPY` of 500 rows
+/// took 42 ms, of 1,000 rows (69 KB) 6 ms (`bench/sql_sink.sh`, `SLUICE_BENCH_BATCH`).
+/// Jobs estimated under this many bytes, or with statements capped below it (or below
+/// [`COPY_MIN_ROWS`] rows), are written with multi-row `INSERT … VALUES` instead.
+const COPY_MIN_BYTES: usize = 64 * 1024;
+/// See [`COPY_MIN_BYTES`].
 const COPY_MIN_ROWS: usize = 1_000;
 /// Rows per `INSERT … VALUES` statement unless configured.
 const VALUES_ROWS: usize = 1_000;
@@ -74,11 +80,30 @@ impl PgBackend {
     fn t(&self) -> String {
         self.settings.table.sql(Dialect::Postgres)
     }
+
+    /// Whether the job is large enough for `COPY` (see [`COPY_MIN_BYTES`]).
+    fn worth_a_copy(&self, columns: &[Column]) -> bool {
+        let capped = self.settings.max_rows.is_some_and(|m| m < COPY_MIN_ROWS)
+            || self.settings.max_bytes.is_some_and(|b| b < COPY_MIN_BYTES);
+        if capped {
+            return false;
+        }
+        let typed: Vec<Typed<'_>> = columns.iter().map(Column::typed).collect();
+        let rows = columns.first().map_or(0, |c| c.array.len());
+        let mut bytes = 0;
+        for row in 0..rows {
+            bytes += 2 + typed.iter().map(|t| copy_size(t, row)).sum::<usize>();
+            if bytes >= COPY_MIN_BYTES {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// How one layout of columns is written.
 pub(crate) struct PgPlan {
-    /// Small jobs: multi-row `INSERT … VALUES` (one round trip, see [`COPY_MIN_ROWS`]).
+    /// Small jobs: multi-row `INSERT … VALUES` (see [`COPY_MIN_BYTES`]).
     values: multirow::Plan,
     kinds: Vec<Kind>,
     /// `COPY … FROM STDIN (FORMAT binary)`, into the table or the staging table.
@@ -251,9 +276,7 @@ impl Backend for PgBackend {
             .begin()
             .await
             .map_err(|e| ep.classify(e, "starting a transaction"))?;
-        let rows = job.columns.first().map_or(0, |c| c.array.len());
-        // Small jobs, and statements capped below the threshold, go as INSERTs.
-        if rows < COPY_MIN_ROWS || self.settings.max_rows.is_some_and(|m| m < COPY_MIN_ROWS) {
+        if !self.worth_a_copy(job.columns) {
             return multirow::write::<sqlx::Postgres>(
                 tx,
                 ep,
@@ -352,6 +375,22 @@ async fn copy_rows(
             .map_err(|e| ep.classify(e, "finishing COPY"))?;
     }
     Ok(rows)
+}
+
+/// The bytes a value takes in the binary `COPY` format (numerics: about).
+fn copy_size(t: &Typed<'_>, row: usize) -> usize {
+    if t.is_null(row) {
+        return 4;
+    }
+    4 + match t {
+        Typed::Bool(_) => 1,
+        Typed::Int16(_) => 2,
+        Typed::Int32(_) | Typed::Date(_) | Typed::Float32(_) => 4,
+        Typed::Int64(_) | Typed::Float64(_) | Typed::Timestamp(..) | Typed::Time(_) => 8,
+        Typed::UInt64(_) | Typed::Decimal(..) => 16,
+        Typed::Text(a) => a.value(row).len() + 1,
+        Typed::Binary(a) => a.value(row).len(),
+    }
 }
 
 /// The type PostgreSQL is told a bound value has (see [`bind`]); where the table's column

@@ -515,14 +515,26 @@ impl<B: Backend> SqlSink<B> {
         let converter = RowConverter::new(fields).map_err(internal)?;
         let arrays: Vec<ArrayRef> = keys.iter().map(|c| c.array.clone()).collect();
         let rows = converter.convert_columns(&arrays).map_err(internal)?;
-        let mut last: HashMap<arrow::row::Row<'_>, u32> = HashMap::with_capacity(rows.num_rows());
-        for (i, row) in rows.iter().enumerate() {
-            last.insert(row, i as u32);
+        // Sort the row numbers by key (byte comparisons of the row format), then keep the
+        // last row of each run of equal keys.
+        let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            rows.row(a as usize)
+                .cmp(&rows.row(b as usize))
+                .then(a.cmp(&b))
+        });
+        let mut keep: Vec<u32> = Vec::with_capacity(order.len());
+        for (i, &at) in order.iter().enumerate() {
+            let next_is_same = order
+                .get(i + 1)
+                .is_some_and(|&n| rows.row(n as usize) == rows.row(at as usize));
+            if !next_is_same {
+                keep.push(at);
+            }
         }
-        if last.len() == rows.num_rows() {
+        if keep.len() == order.len() {
             return Ok(columns);
         }
-        let mut keep: Vec<u32> = last.into_values().collect();
         keep.sort_unstable();
         let indices = UInt32Array::from(keep);
         columns
