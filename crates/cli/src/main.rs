@@ -37,6 +37,11 @@ enum Command {
     /// Re-deliver failed batches from the node where they failed, once the cause is fixed.
     /// Idempotent: running it twice writes nothing twice.
     Replay(commands::replay::ReplayArgs),
+    /// Run the quickstart against the flaky mock API with every failure class injected:
+    /// no service needed. Shows what Sluice does with each failure.
+    Demo(commands::demo::DemoArgs),
+    /// Serve the flaky mock API (the stand-in for third-party APIs) on 127.0.0.1.
+    MockApi(commands::mock_api::MockApiArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runtime()?.block_on(commands::state::runs(args)),
         Command::Failed(args) => runtime()?.block_on(commands::state::failed(args)),
         Command::Replay(args) => runtime()?.block_on(commands::replay::run(args)),
+        Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
+        Command::MockApi(args) => runtime()?.block_on(commands::mock_api::run(args)),
     }
 }
 

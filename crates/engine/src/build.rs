@@ -8,8 +8,8 @@ use sluice_buffer::{
 use sluice_config::plan::{Plan, PlannedNode};
 use sluice_config::spec::nodes::{NodeKind, TaskSpec};
 use sluice_config::spec::{self, BufferSpec};
-use sluice_connectors::http;
-use sluice_core::Secret;
+use sluice_connectors::{http, sql};
+use sluice_core::{Disposition, ErrorClass, Secret};
 use sluice_state::StateStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -348,8 +348,74 @@ fn http_source_config(
     c
 }
 
+/// The SQL sink's config from the node's spec; a relative SQLite path starts at the
+/// pipeline's folder.
+fn sql_sink_config(
+    spec: &sluice_config::spec::nodes::sql::SqlSink,
+    node: &PlannedNode,
+    ctx: &BuildContext,
+) -> sql::SqlSinkConfig {
+    use sluice_config::spec::nodes::http::SchemaPolicy as P;
+    use sluice_config::spec::nodes::sql::WriteMode as M;
+    let url = resolve_sqlite(spec.url.value.expose(), &ctx.base_dir);
+    let mut c = sql::SqlSinkConfig::new(url, spec.table.value.clone());
+    c.mode = match spec.mode.value {
+        M::Append => sql::WriteMode::Append,
+        M::Upsert => sql::WriteMode::Upsert,
+        M::Replace => sql::WriteMode::Replace,
+    };
+    c.key = spec.key.iter().map(|k| k.value.clone()).collect();
+    c.create_table = spec.create_table;
+    // `quarantine` is the engine's business (the batch goes to the failed-batch store):
+    // the sink fails the batch with `contract_changed` and the disposition does the rest.
+    c.schema_policy = match spec.schema_policy.value {
+        P::Evolve => sql::SchemaPolicy::Evolve,
+        P::Warn => sql::SchemaPolicy::Warn,
+        P::Quarantine | P::Fail => sql::SchemaPolicy::Fail,
+    };
+    c.max_connections = spec.max_connections.value;
+    if let Some(t) = &node.timeouts {
+        c.connect_timeout_ms = millis(t.connect.get());
+        c.write_timeout_ms = millis(t.request.get());
+    }
+    c
+}
+
+/// The SQL source's config from the node's spec.
+fn sql_source_config(
+    spec: &sluice_config::spec::nodes::sql::SqlSource,
+    node: &PlannedNode,
+    ctx: &BuildContext,
+) -> sql::SqlSourceConfig {
+    let url = resolve_sqlite(spec.url.value.expose(), &ctx.base_dir);
+    let mut c = sql::SqlSourceConfig::new(url, spec.query.value.clone());
+    c.watermark = spec.watermark.as_ref().map(|w| sql::WatermarkConfig {
+        column: w.column.value.clone(),
+        initial: match &w.initial {
+            // A number stays a number, so `WHERE id > :watermark` compares as numbers.
+            Some(text) => text
+                .parse::<i64>()
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::from(text.clone())),
+            None => serde_json::Value::from(0),
+        },
+    });
+    c.batch_rows = spec.fetch_size.value as usize;
+    if let Some(b) = &node.batching {
+        c.batch_rows = c.batch_rows.min(b.max_rows as usize).max(1);
+    }
+    if let Some(t) = &node.timeouts {
+        c.connect_timeout_ms = millis(t.connect.get());
+    }
+    c
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// The registry: what runs a node of each kind.
-fn build_runner(
+async fn build_runner(
     node: &PlannedNode,
     plan: &Plan,
     ctx: &BuildContext,
@@ -386,6 +452,20 @@ fn build_runner(
                 .boxed()
             })))
         }
+        NodeKind::SqlSink(spec) => {
+            let sink = sql::build_sink(sql_sink_config(spec, node, ctx))
+                .await
+                .map_err(|e| node_error(node, e.message))?;
+            Ok(NodeRunner::Sink(sink))
+        }
+        NodeKind::SqlSource(spec) => {
+            let config = sql_source_config(spec, node, ctx);
+            config.validate().map_err(|e| node_error(node, e.message))?;
+            let (pipeline, id) = (plan.pipeline.clone(), node.id.clone());
+            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
+                async move { sql::build_source(config, &pipeline, &id, checkpoint).await }.boxed()
+            })))
+        }
         NodeKind::Transform(spec) => {
             let transform = CompiledTransform::compile(spec, std::time::SystemTime::now())
                 .map_err(|e| node_error(node, e))?;
@@ -415,14 +495,34 @@ fn node_type_name(kind: &NodeKind) -> &'static str {
     }
 }
 
+/// Whether the node's schema policy is `quarantine` (a batch whose shape changed goes to
+/// the failed-batch store instead of failing the run).
+fn quarantines_drift(kind: &NodeKind) -> bool {
+    use sluice_config::spec::nodes::http::SchemaPolicy;
+    let policy = match kind {
+        NodeKind::SqlSink(s) => Some(s.schema_policy.value),
+        NodeKind::Http(h) => Some(h.schema_policy.value),
+        _ => None,
+    };
+    policy == Some(SchemaPolicy::Quarantine)
+}
+
 /// Builds the runnable pipeline: every node with its runner, retry policy, dispositions
 /// and compensation, in the plan's execution order.
-pub fn build_pipeline(plan: &Plan, ctx: &BuildContext) -> Result<Pipeline, BuildError> {
+pub async fn build_pipeline(plan: &Plan, ctx: &BuildContext) -> Result<Pipeline, BuildError> {
     let mut nodes = Vec::with_capacity(plan.nodes.len());
     for node in &plan.nodes {
         let mut dispositions = Dispositions::default();
         for d in &node.on_error {
             dispositions.set(d.class, d.disposition);
+        }
+        if quarantines_drift(&node.config)
+            && !node
+                .on_error
+                .iter()
+                .any(|d| d.class == ErrorClass::ContractChanged)
+        {
+            dispositions.set(ErrorClass::ContractChanged, Disposition::Quarantine);
         }
         nodes.push(NodeDef {
             id: node.id.clone(),
@@ -430,7 +530,7 @@ pub fn build_pipeline(plan: &Plan, ctx: &BuildContext) -> Result<Pipeline, Build
             after: node.after.clone(),
             retry: node.retry.policy(),
             dispositions,
-            runner: build_runner(node, plan, ctx)?,
+            runner: build_runner(node, plan, ctx).await?,
             compensate: node.compensate.as_ref().map(|t| build_task(t, ctx)),
         });
     }

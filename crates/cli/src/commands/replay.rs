@@ -83,7 +83,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let buffer = build::open_buffer(&plan.buffer, &ctx)?;
     let exec = Executor::new(store, buffer);
-    let pipeline = build::build_pipeline(&plan, &ctx)?;
+    let pipeline = build::build_pipeline(&plan, &ctx).await?;
     let filter = FailedBatchFilter {
         run_id: args.run,
         node: args.node,

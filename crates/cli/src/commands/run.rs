@@ -138,7 +138,7 @@ async fn run_once(exec: &Executor, plan: &Plan, ctx: &BuildContext) -> anyhow::R
         Schedule::Cron { .. } => "cron",
         Schedule::Realtime(_) => "realtime",
     };
-    let pipeline = build::build_pipeline(plan, ctx)?;
+    let pipeline = build::build_pipeline(plan, ctx).await?;
     Ok(exec.run(pipeline, trigger).await?)
 }
 

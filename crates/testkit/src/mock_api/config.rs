@@ -65,6 +65,46 @@ impl Default for MockConfig {
     }
 }
 
+impl MockConfig {
+    /// The fault mix of `sluice demo` over `records` records: OAuth2 tokens that expire
+    /// mid-run, a 429 storm with `Retry-After` in both forms, a 5xx burst, pages capped at
+    /// 100 records (a larger page gets `504`), three malformed records and `amount`
+    /// retyped from the middle of the data set on. Pointed at by `pipelines/quickstart.yaml`.
+    pub fn demo(records: u64) -> MockConfig {
+        let rate_limited = |retry_after| FaultKind::RateLimited { retry_after };
+        MockConfig {
+            records,
+            page_size: 100,
+            auth: MockAuth::Oauth2 {
+                client_id: DEMO_CLIENT_ID.to_owned(),
+                client_secret: DEMO_CLIENT_SECRET.to_owned(),
+                token_ttl_secs: 300,
+            },
+            max_page_size: Some(100),
+            faults: vec![
+                Fault::new(3, 2, rate_limited(RetryAfter::Seconds(1))),
+                Fault::new(5, 1, rate_limited(RetryAfter::HttpDate(1))),
+                Fault::new(8, 3, FaultKind::ServerError { status: 503 }),
+                Fault::new(13, 1, FaultKind::ExpireTokens),
+            ],
+            drift: Some(Drift {
+                from_id: records / 2 + 1,
+                change: DriftChange::Retype,
+            }),
+            malformed_records: [records / 6, records / 2 + 7, records - records / 8]
+                .into_iter()
+                .filter(|&id| id >= 1)
+                .collect(),
+            ..MockConfig::default()
+        }
+    }
+}
+
+/// The OAuth2 client id of [`MockConfig::demo`].
+pub const DEMO_CLIENT_ID: &str = "sluice-demo";
+/// The OAuth2 client secret of [`MockConfig::demo`] (a demo value, not a secret).
+pub const DEMO_CLIENT_SECRET: &str = "demo-secret";
+
 fn default_records() -> u64 {
     1000
 }

@@ -66,6 +66,17 @@ impl DataSet {
         serde_json::from_str(self.json.get(index)?).ok()
     }
 
+    /// Serves the malformed records well from now on (same `updated_at`, so an
+    /// incremental read does not see them as changed).
+    pub(crate) fn repair(&mut self) {
+        for id in std::mem::take(&mut self.malformed) {
+            let index = (id as usize).wrapping_sub(1);
+            if index < self.json.len() {
+                self.json[index] = self.render(id, self.updated[index]);
+            }
+        }
+    }
+
     /// Gives the records a new `updated_at`, later than any before.
     pub(crate) fn touch(&mut self, ids: &[u64]) {
         self.touch_clock += 60;

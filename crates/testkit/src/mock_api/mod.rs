@@ -16,8 +16,9 @@
 //!
 //! Every data route takes `updated_since` (RFC 3339) and returns only records changed
 //! after it. `POST /oauth/token` issues OAuth2 client-credentials tokens;
-//! `POST /admin/heal` turns faults off; `POST /admin/touch {"ids": [..]}` gives records a
-//! new `updated_at`; `GET /admin/requests` returns the request log.
+//! `POST /admin/heal` turns faults off; `POST /admin/repair` serves malformed records
+//! well; `POST /admin/touch {"ids": [..]}` gives records a new `updated_at`;
+//! `GET /admin/requests` returns the request log.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -41,7 +42,10 @@ mod data;
 mod log;
 mod server;
 
-pub use config::{Drift, DriftChange, Fault, FaultKind, KeyIn, MockAuth, MockConfig, RetryAfter};
+pub use config::{
+    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Drift, DriftChange, Fault, FaultKind, KeyIn, MockAuth,
+    MockConfig, RetryAfter,
+};
 pub use log::LoggedRequest;
 
 use server::{ConnKill, MockState};
@@ -160,6 +164,15 @@ impl MockHandle {
     /// Turns every fault off (schema drift and malformed records stay: they are data).
     pub fn heal(&self) {
         self.state.healed.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves the malformed records well from now on: the upstream fixed its data.
+    pub fn repair(&self) {
+        self.state
+            .data
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .repair();
     }
 
     /// Replaces the faults, turns them back on and restarts request counting at 1.

@@ -570,6 +570,14 @@ fn admin(state: &MockState, what: &str, body: &[u8]) -> Response {
             state.healed.store(true, Ordering::SeqCst);
             axum::Json(json!({"healed": true})).into_response()
         }
+        "repair" => {
+            state
+                .data
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .repair();
+            axum::Json(json!({"repaired": true})).into_response()
+        }
         "touch" => {
             let ids: Vec<u64> = serde_json::from_slice::<Value>(body)
                 .ok()
@@ -591,7 +599,7 @@ fn admin(state: &MockState, what: &str, body: &[u8]) -> Response {
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "admin endpoints: heal, touch, requests",
+            "admin endpoints: heal, repair, touch, requests",
         ),
     }
 }
