@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""The markdown report of scripts/bench.sh, and its place in docs/benchmarks.md.
+
+    report.py --results FILE.jsonl --root REPO --bin SLUICE --pg URL --records N --runs K \
+              --scenarios LIST --faults LIST --fault-config FILE   > report.md
+    report.py --insert report.md docs/benchmarks.md
+
+The second form replaces what lies between the `scripts/bench.sh` markers of the page (or,
+the first time, puts the report before the page's first `## ` section).
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from importlib import metadata
+
+BEGIN = "<!-- scripts/bench.sh:begin (generated: edit bench/e2e/report.py, not this) -->"
+END = "<!-- scripts/bench.sh:end -->"
+
+NAMES = {
+    1: "Sluice: HTTP → Kafka → PostgreSQL upsert",
+    2: "Sluice: HTTP → embedded buffer → PostgreSQL upsert",
+    3: "Sluice: HTTP → PostgreSQL, no buffer",
+    4: "ceiling: psql `\\copy` of the pre-rendered CSV",
+    5: "peer: dlt `rest_api` → PostgreSQL merge",
+    6: "hand-written: requests + confluent-kafka + psycopg COPY",
+}
+SHORT = {1: "Sluice (Kafka)", 2: "Sluice (embedded)", 4: "ceiling", 5: "dlt", 6: "hand-written"}
+
+
+def sh(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
+    except Exception:  # noqa: BLE001 - a missing fact is left blank
+        return ""
+
+
+def version(pkg):
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "—"
+    if digits == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def ok(r):
+    return r["rc"] == 0 and r.get("checksum_ok") is True and r["rows"] == r["records"]
+
+
+def summarize(rows):
+    good = [r for r in rows if ok(r)]
+    n = good[0]["records"] if good else None
+    per_m = lambda key: median([r[key] / r["records"] * 1e6 for r in good])  # noqa: E731
+    return {
+        "runs": len(rows),
+        "ok": len(good),
+        "rate": median([r["records"] / r["wall"] for r in good]),
+        "wall": median([r["wall"] for r in good]),
+        "cpu": median([(r["cpu_user"] + r["cpu_sys"]) / r["records"] * 1e6 for r in good]),
+        "rss": median([r["maxrss_kb"] / 1024 for r in good]),
+        "db": per_m("db_cpu"),
+        "kafka": per_m("kafka_cpu"),
+        "records": n,
+        "failures": [r for r in rows if not ok(r)],
+        "good": good,
+    }
+
+
+def failure_text(r):
+    if r["rc"] == 124:
+        return "timed out"
+    if r["rc"] != 0:
+        return f"exit {r['rc']}"
+    if r["rows"] != r["records"]:
+        return f"{r['rows']:,} rows of {r['records']:,}"
+    return "checksum differs"
+
+
+def node_timings(good):
+    """Median per-node elapsed seconds and records of Sluice's run summaries, if present."""
+    per = {}
+    for r in good:
+        for n in r.get("nodes") or []:
+            name = n.get("node") or n.get("id") or n.get("name")
+            el = n.get("elapsed")
+            if isinstance(el, dict):
+                el = el.get("secs", 0) + el.get("nanos", 0) / 1e9
+            if name is not None and isinstance(el, (int, float)):
+                per.setdefault(name, []).append(el)
+    return {k: median(v) for k, v in per.items()}
+
+
+def render(a):
+    results = [json.loads(line) for line in open(a.results) if line.strip()]
+    scenarios = [int(s) for s in a.scenarios.split(",") if s]
+    faults = [int(s) for s in a.faults.split(",") if s]
+    groups = {}
+    for r in results:
+        groups.setdefault((r["scenario"], r["variant"]), []).append(r)
+    summ = {k: summarize(v) for k, v in groups.items()}
+
+    out = []
+    w = out.append
+    w(BEGIN)
+    w("## End to end (`scripts/bench.sh`)")
+    w("")
+    cores = os.cpu_count()
+    mem = ""
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    cpu = ""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    osname = ""
+    if os.path.exists("/etc/os-release"):
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                osname = line.split("=", 1)[1].strip().strip('"')
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    sluice = sh(a.bin, "--version") or "sluice"
+    commit = sh("git", "-C", a.root, "rev-parse", "--short", "HEAD")
+    pg = sh("psql", a.pg, "-X", "-A", "-t", "-c", "SHOW server_version").split(" ")[0]
+    kafka = ""
+    pom = os.path.join(a.root, "scripts/kafka/pom.xml")
+    if os.path.exists(pom):
+        m = re.search(r"<kafka.version>([^<]+)<", open(pom).read())
+        kafka = m.group(1) if m else ""
+    try:
+        import confluent_kafka
+
+        librdkafka = confluent_kafka.libversion()[0]
+    except Exception:  # noqa: BLE001
+        librdkafka = "?"
+    date = sh("date", "-u", "+%Y-%m-%d")
+
+    w(f"Machine: {cores} cores ({cpu}), {mem}, {osname}, kernel {platform.release()}; "
+      f"PostgreSQL {pg} and Kafka {kafka} (single node, KRaft) on the same machine; "
+      f"load average at the end {load}; {date}.")
+    w(f"Versions: {sluice} (commit {commit}, release build); dlt {version('dlt')}; "
+      f"Python {platform.python_version()} with requests {version('requests')}, "
+      f"confluent-kafka {version('confluent-kafka')} (librdkafka {librdkafka}), "
+      f"psycopg {version('psycopg')}.")
+    n = a.records
+    w(f"Data: `sluice mock-api` serving **N = {n:,}** order records (~500 bytes of nested JSON "
+      f"each), pages of 1,000, cursor pagination, on 127.0.0.1. Each figure is the median of "
+      f"{a.runs} run(s) (`scripts/bench.sh --records {n} --runs {a.runs}`); every run "
+      f"loads a fresh table with primary key `id` and is checked: row count and md5 over "
+      f"`id:updated_at` in id order equal to the source's.")
+    w("")
+    w("CPU is that of the tool's own processes (user + system, children included), per "
+      "million records; PostgreSQL's and Kafka's CPU in the same interval are apart. "
+      "Peak RSS is the largest process's. The mock API runs on the same 2 cores.")
+    w("")
+    w("| # | scenario | API | records/s | wall s | CPU s / M rec | peak RSS MiB | "
+      "PostgreSQL CPU s / M | Kafka CPU s / M | check |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for s in [1, 2, 3, 4, 5, 6]:
+        if s not in scenarios:
+            continue
+        if s == 3:
+            w(f"| 3 | {NAMES[3]} | — | not run | | | | | | the engine always has a buffer: "
+              "`buffer:` is `embedded` (the default) or `kafka`, no third kind |")
+            continue
+        for variant in ["none", "faults"]:
+            if variant == "faults" and s not in faults:
+                continue
+            g = summ.get((s, variant))
+            api = "flaky" if variant == "faults" else "clean"
+            if g is None:
+                w(f"| {s} | {NAMES[s]} | {api} | not measured | | | | | | |")
+                continue
+            check = f"{g['ok']}/{g['runs']} runs ok"
+            if g["failures"]:
+                check += " (" + ", ".join(sorted({failure_text(r) for r in g["failures"]})) + ")"
+            if s == 4 and variant == "none":
+                api = "file"
+            w(f"| {s} | {NAMES[s]} | {api} | {fmt(g['rate'])} | {fmt(g['wall'], 1)} | "
+              f"{fmt(g['cpu'], 1)} | {fmt(g['rss'])} | {fmt(g['db'], 1)} | "
+              f"{fmt(g['kafka'], 1) if s in (1, 6) else '—'} | {check} |")
+    w("")
+
+    # Ratios.
+    def ratio(x, y, inverse=False):
+        if x is None or y is None or x == 0 or y == 0:
+            return "—"
+        return f"{(y / x) if inverse else (x / y):.2f}×"
+
+    lines = []
+    for s in (1, 2):
+        for variant in ("none", "faults"):
+            me = summ.get((s, variant))
+            if not me or me["rate"] is None:
+                continue
+            refs = [(4, "none")] if variant == "none" else []
+            refs += [(5, variant), (6, variant)]
+            for ref in refs:
+                other = summ.get(ref)
+                if not other or other["rate"] is None:
+                    continue
+                api = " (flaky API)" if variant == "faults" else ""
+                cpu = "—" if ref[0] == 4 else ratio(me["cpu"], other["cpu"])
+                rss = "—" if ref[0] == 4 else ratio(me["rss"], other["rss"])
+                lines.append(f"| {SHORT[s]} / {SHORT[ref[0]]}{api} | "
+                             f"{ratio(me['rate'], other['rate'])} | {cpu} | {rss} |")
+    if lines:
+        w("Ratios (Sluice ÷ reference; records/s above 1× is faster, CPU and RSS below 1× "
+          "is cheaper):")
+        w("")
+        w("| ratio | records/s | CPU s / M records | peak RSS |")
+        w("|---|---:|---:|---:|")
+        out.extend(lines)
+        w("")
+
+    mem = summ.get((2, "memory"))
+    base = summ.get((2, "none"))
+    if mem is not None:
+        r = mem["failures"][0] if mem["failures"] else (mem["good"][0] if mem["good"] else None)
+        if r:
+            status = "ok" if ok(r) else failure_text(r)
+            note = ""
+            if status != "ok" and r["rows"] == 0 and r["rc"] == 0:
+                status = "not checked"
+            w(f"Memory check (scenario 2, once): {r['records']:,} records → peak RSS "
+              f"**{r['maxrss_kb'] / 1024:,.0f} MiB** at {r['records'] / r['wall']:,.0f} "
+              f"records/s ({r['wall']:,.0f} s; {status}{note})"
+              + (f", against {fmt(base['rss'])} MiB for {n:,} records." if base and
+                 base["rss"] else "."))
+            w("")
+
+    if faults:
+        cfg = json.load(open(a.fault_config))
+        n429 = sum(1 for f in cfg["faults"] if f["kind"]["type"] == "rate_limited")
+        w(f"Flaky API: {n429} of the {-(-n // 1000):,} page requests (every 50th, 2%) are "
+          "answered `429` with `Retry-After: 1`, and three in a row `503` half-way; a fresh "
+          "mock per run. Every tool waits at least the Retry-After seconds.")
+        w("")
+
+    timings = {}
+    for s in (1, 2):
+        g = summ.get((s, "none"))
+        if g:
+            t = node_timings(g["good"])
+            if t:
+                timings[s] = t
+    if timings:
+        parts = []
+        for s, t in timings.items():
+            parts.append(f"{SHORT[s]}: " + ", ".join(f"`{k}` {v:,.1f} s" for k, v in t.items()))
+        w("Sluice's nodes (median elapsed per node from `sluice run --json`, clean API): "
+          + "; ".join(parts) + ".")
+        w("")
+    w("Reproduce: `scripts/bench.sh` (all of it: N = 1,000,000, 3 runs, memory check with "
+      "10,000,000), or smaller with `--records`, `--runs`, `--scenarios`, `--no-faults`, "
+      "`--memory-records`, `--skip-memory`. Raw results, one JSON line per run, land in "
+      "`~/.cache/sluice/bench/`.")
+    w(END)
+    return "\n".join(out) + "\n"
+
+
+def insert(report_path, doc_path):
+    report = open(report_path).read().rstrip("\n")
+    doc = open(doc_path).read()
+    if BEGIN in doc and END in doc:
+        head, rest = doc.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        doc = head + report + tail
+    else:
+        m = re.search(r"^## ", doc, flags=re.M)
+        at = m.start() if m else len(doc)
+        doc = doc[:at] + report + "\n\n" + doc[at:]
+    with open(doc_path, "w") as f:
+        f.write(doc)
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--insert":
+        insert(sys.argv[2], sys.argv[3])
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("--results", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--bin", required=True)
+    p.add_argument("--pg", required=True)
+    p.add_argument("--records", type=int, required=True)
+    p.add_argument("--runs", type=int, required=True)
+    p.add_argument("--scenarios", default="1,2,3,4,5,6")
+    p.add_argument("--faults", default="")
+    p.add_argument("--fault-config", default="")
+    sys.stdout.write(render(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

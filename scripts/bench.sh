@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: Sluice beside the ceiling, a peer and a hand-written baseline, on the
+# same data, in one run. Prints a markdown table of medians and writes it into
+# docs/benchmarks.md (between the "scripts/bench.sh" markers). Asserts no time.
+#
+#   scripts/bench.sh                              everything, N = 1,000,000, 3 runs each
+#   scripts/bench.sh --records 100000 --runs 1 --scenarios 2,4 --skip-memory
+#
+# Data: `sluice mock-api` serving N order records (~500 bytes of nested JSON each) in pages of
+# 1,000, cursor pagination (GET /cursor/items). Target: a fresh PostgreSQL table, primary key id.
+# Scenarios (medians of --runs runs each, interleaved so that a noisy minute hits them all):
+#   1  Sluice: HTTP → Kafka → PostgreSQL upsert          (bench/e2e/sluice-kafka.yaml)
+#   2  Sluice: HTTP → embedded buffer → PostgreSQL upsert (bench/e2e/sluice-embedded.yaml)
+#   3  Sluice with no buffer: not run, the engine always has one (embedded by default)
+#   4  ceiling: the same records pre-rendered as CSV, loaded by psql's \copy
+#   5  peer: dlt's rest_api source, merge on id           (bench/e2e/dlt_peer.py)
+#   6  hand-written: requests + confluent-kafka + psycopg COPY (bench/e2e/baseline.py)
+# Scenarios 1, 2, 5 and 6 run a second time against a flaky API (--fault-scenarios): 2% of
+# requests answered 429 with `Retry-After: 1`, and a burst of three 503s mid-way.
+# Memory check: --memory-records (10,000,000) records through scenario 2, once: peak RSS
+# beside scenario 2's at N.
+#
+# Flags: --records N  --runs K  --scenarios LIST  --fault-scenarios LIST (or --no-faults)
+#        --memory-records N  --skip-memory  --no-docs (print, do not edit the docs)
+#        --port P (of the mock API; P and P+1 are used)  --timeout S (per run; 3600)
+#
+# It installs what it needs: python3-venv when missing (apt), a virtualenv with the pinned
+# Python packages of bench/e2e/requirements.txt in ~/.cache/sluice/bench-venv; starts Kafka
+# and PostgreSQL (scripts/services.sh up kafka postgres); builds `cargo build --release -p
+# sluice` (honours CARGO_TARGET_DIR). Data, logs and raw results (JSON lines, one per run)
+# go to ~/.cache/sluice/bench (SLUICE_BENCH_WORK). Writes only the bench_* schemas of the
+# `sluice` database and Kafka topics named bench*.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+E2E="$ROOT/bench/e2e"
+CACHE="${SLUICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice}"
+VENV="${SLUICE_BENCH_VENV:-$CACHE/bench-venv}"
+WORK="${SLUICE_BENCH_WORK:-$CACHE/bench}"
+
+RECORDS=1000000
+RUNS=3
+SCENARIOS=1,2,3,4,5,6
+FAULT_SCENARIOS=1,2,5,6
+MEMORY_RECORDS=10000000
+SKIP_MEMORY=0
+WRITE_DOCS=1
+PORT=18181
+RUN_TIMEOUT=3600
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+while (($#)); do
+  case "$1" in
+    --records) RECORDS="$2"; shift 2 ;;
+    --runs) RUNS="$2"; shift 2 ;;
+    --scenarios) SCENARIOS="$2"; shift 2 ;;
+    --fault-scenarios) FAULT_SCENARIOS="$2"; shift 2 ;;
+    --no-faults) FAULT_SCENARIOS=""; shift ;;
+    --memory-records) MEMORY_RECORDS="$2"; shift 2 ;;
+    --skip-memory) SKIP_MEMORY=1; shift ;;
+    --no-docs) WRITE_DOCS=0; shift ;;
+    --port) PORT="$2"; shift 2 ;;
+    --timeout) RUN_TIMEOUT="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+[[ "$RECORDS" =~ ^[1-9][0-9]*$ ]] || die "--records must be a positive number"
+[[ "$MEMORY_RECORDS" =~ ^[1-9][0-9]*$ ]] || die "--memory-records must be a positive number"
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
+
+has() { [[ ",$1," == *",$2,"* ]]; }
+wants() { has "$SCENARIOS" "$1"; }
+for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-6]$ ]] || die "unknown scenario $s (1-6)"; done
+# The fault variant only for the scenarios that run and read the API.
+FAULTS=""
+for s in ${FAULT_SCENARIOS//,/ }; do
+  [[ "$s" =~ ^[1256]$ ]] || die "--fault-scenarios: only 1, 2, 5, 6 read the API (got $s)"
+  if wants "$s"; then FAULTS+="${FAULTS:+,}$s"; fi
+done
+
+# ---------------------------------------------------------------------------------------
+# Setup: Python, services, the binary, the virtualenv.
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  log "installing python3-venv"
+  sudo=(); ((EUID == 0)) || sudo=(sudo)
+  "${sudo[@]}" apt-get -q update >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends \
+    python3-venv >/dev/null
+fi
+
+log "services: kafka, postgres"
+bash "$ROOT/scripts/services.sh" up kafka postgres
+eval "$(bash "$ROOT/scripts/services.sh" env)"
+PG_URL="$SLUICE_TEST_POSTGRES"
+KAFKA="$SLUICE_TEST_KAFKA"
+command -v psql >/dev/null || die "psql is missing (scripts/deps.sh services installs it)"
+
+log "cargo build --release -p sluice"
+(cd "$ROOT" && cargo build --release -p sluice)
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+BIN="$TARGET_DIR/release/sluice"
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+
+REQ_SUM="$(sha256sum "$E2E/requirements.txt" | cut -c1-16)"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+if [[ "$(cat "$VENV/.bench-requirements" 2>/dev/null)" != "$REQ_SUM" ]]; then
+  log "pip install -r bench/e2e/requirements.txt"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$E2E/requirements.txt"
+  echo "$REQ_SUM" >"$VENV/.bench-requirements"
+fi
+PY="$VENV/bin/python"
+export RUNTIME__DLTHUB_TELEMETRY=false DLT_TELEMETRY_DISABLED=1
+
+mkdir -p "$WORK"
+STAMP="$(date +%Y%m%d-%H%M%S)"
+RESULTS="$WORK/results-$STAMP.jsonl"
+RUNDIR="$WORK/runs-$STAMP"
+mkdir -p "$RUNDIR"
+: >"$RESULTS"
+log "results: $RESULTS"
+
+psql_q() { psql "$PG_URL" -X -q -v ON_ERROR_STOP=1 "$@"; }
+fresh_schema() { psql_q -c "DROP SCHEMA IF EXISTS $1 CASCADE" -c "CREATE SCHEMA $1" >/dev/null; }
+drop_schema() { psql_q -c "DROP SCHEMA IF EXISTS $1 CASCADE" >/dev/null; }
+
+# ---------------------------------------------------------------------------------------
+# The mock API.
+
+MOCK_PIDS=()
+cleanup() {
+  local p
+  for p in "${MOCK_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# start_mock PORT LOG ARGS...: starts `sluice mock-api` and waits until it answers.
+start_mock() {
+  local port="$1" logf="$2" i
+  shift 2
+  "$BIN" mock-api --port "$port" "$@" >"$logf" 2>&1 &
+  MOCK_PID=$!
+  MOCK_PIDS+=("$MOCK_PID")
+  for ((i = 0; i < 1200; i++)); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$port/cursor/items?limit=1"; then return 0; fi
+    kill -0 "$MOCK_PID" 2>/dev/null || { cat "$logf" >&2; die "the mock API did not start"; }
+    sleep 0.25
+  done
+  die "the mock API did not answer within 300 s"
+}
+stop_mock() {
+  kill "$MOCK_PID" 2>/dev/null || true
+  wait "$MOCK_PID" 2>/dev/null || true
+}
+
+# The fault mix: every 50th data request (2%) gets 429 with Retry-After: 1, and three 503s in a
+# row half-way. Requests are numbered by arrival, retries included, so a mock serves one run.
+FAULT_CONFIG="$WORK/faults-$RECORDS.json"
+python3 - "$RECORDS" >"$FAULT_CONFIG" <<'EOF'
+import json, sys
+records = int(sys.argv[1])
+pages = -(-records // 1000)
+faults = [{"from_request": r, "times": 1,
+           "kind": {"type": "rate_limited", "retry_after": {"seconds": 1}}}
+          for r in range(25, pages + 1, 50)]
+faults.append({"from_request": pages // 2 + 3, "times": 3,
+               "kind": {"type": "server_error", "status": 503}})
+faults.sort(key=lambda f: f["from_request"])
+print(json.dumps({"records": records, "page_size": 1000, "faults": faults}))
+EOF
+
+BASE_PORT="$PORT"
+FAULT_PORT=$((PORT + 1))
+log "mock API: $RECORDS records on 127.0.0.1:$BASE_PORT"
+start_mock "$BASE_PORT" "$WORK/mock-$STAMP.log" --records "$RECORDS" --page-size 1000
+BASE_MOCK_PID="$MOCK_PID"
+API="http://127.0.0.1:$BASE_PORT"
+
+# The source's truth (row count and checksum) and the pre-rendered records of the ceiling.
+SOURCE_CSV="$WORK/source-$RECORDS.csv"
+SOURCE_JSON="$WORK/source-$RECORDS.json"
+if [[ ! -s "$SOURCE_JSON" || ! -s "$SOURCE_CSV" ]]; then
+  log "fetching the $RECORDS records once (the ceiling's CSV and the source checksum)"
+  "$PY" "$E2E/fetch.py" "$API" "$SOURCE_CSV" "$SOURCE_JSON" >&2
+fi
+SOURCE_ROWS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["rows"])' "$SOURCE_JSON")"
+SOURCE_SUM="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["checksum"])' "$SOURCE_JSON")"
+((SOURCE_ROWS == RECORDS)) || die "the mock served $SOURCE_ROWS records, not $RECORDS"
+
+# ---------------------------------------------------------------------------------------
+# One run of one scenario.
+
+# record SCENARIO VARIANT RUN RECORDS DIR TABLE [SLUICE]: checks the table, appends a line.
+record() {
+  local scenario="$1" variant="$2" run="$3" records="$4" dir="$5" table="$6" sluice="${7:-}"
+  local check rows sum rc
+  check="$(psql_q -A -t -v table="$table" -f "$E2E/checksum.sql" 2>"$dir/check.err" || echo "0|")"
+  rows="${check%%|*}"
+  sum="${check#*|}"
+  rc="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["rc"])' "$dir/measure.json")"
+  "$PY" - "$dir/measure.json" "$scenario" "$variant" "$run" "$records" "$rows" "$sum" \
+    "$SOURCE_SUM" "$sluice" "$dir/measure.json.stdout" >>"$RESULTS" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+scenario, variant, run, records, rows, got, want, sluice, out = sys.argv[2:11]
+m.update(scenario=int(scenario), variant=variant, run=int(run), records=int(records),
+         rows=int(rows or 0), checksum_ok=(got == want) if want else None)
+if sluice and m["rc"] == 0:
+    try:
+        summary = json.load(open(out))
+        m["status"] = summary.get("status")
+        m["nodes"] = summary.get("nodes")
+    except Exception as e:  # the summary is informative only
+        m["summary_error"] = str(e)
+print(json.dumps(m))
+EOF
+  local ok="checksum ok"
+  [[ "$sum" == "$SOURCE_SUM" ]] || ok="CHECKSUM MISMATCH"
+  [[ "$variant" == memory ]] && ok="(memory run)"
+  log "  scenario $scenario $variant run $run: rc $rc, $rows rows, $ok ($(cut -c1-200 "$dir/measure.json"))"
+  if [[ "$rc" != 0 ]]; then
+    log "  stderr tail of the failed run ($dir/measure.json.stderr):"
+    tail -n 15 "$dir/measure.json.stderr" >&2 || true
+  fi
+}
+
+measure() { local out="$1"; shift; python3 "$E2E/measure.py" --out "$out" --timeout "$RUN_TIMEOUT" -- "$@" || true; }
+
+# run_scenario SCENARIO VARIANT RUN API RECORDS
+run_scenario() {
+  local s="$1" variant="$2" run="$3" api="$4" records="$5"
+  local dir="$RUNDIR/s$s-$variant-$run"
+  mkdir -p "$dir"
+  case "$s" in
+    1)
+      fresh_schema bench_s1
+      (cd "$dir" && BENCH_API="$api" BENCH_PG="$PG_URL" BENCH_TABLE=bench_s1.orders \
+        BENCH_KAFKA="$KAFKA" BENCH_TOPIC_PREFIX="bench$STAMP-$variant-$run" \
+        measure "$dir/measure.json" "$BIN" run --once --json "$E2E/sluice-kafka.yaml")
+      record 1 "$variant" "$run" "$records" "$dir" bench_s1.orders sluice
+      "$PY" "$E2E/kafka_topics.py" "$KAFKA" delete "bench$STAMP-$variant-$run." >/dev/null 2>&1 || true
+      ;;
+    2)
+      local schema=bench_s2
+      [[ "$variant" == memory ]] && schema=bench_mem
+      fresh_schema "$schema"
+      (cd "$dir" && BENCH_API="$api" BENCH_PG="$PG_URL" BENCH_TABLE="$schema.orders" \
+        measure "$dir/measure.json" "$BIN" run --once --json "$E2E/sluice-embedded.yaml")
+      record 2 "$variant" "$run" "$records" "$dir" "$schema.orders" sluice
+      rm -rf "$dir/.sluice/buffer"
+      ;;
+    4)
+      fresh_schema bench_ceiling
+      psql_q -v table=bench_ceiling.orders -f "$E2E/table.sql" >/dev/null
+      measure "$dir/measure.json" psql "$PG_URL" -X -q -v ON_ERROR_STOP=1 \
+        -c "\\copy bench_ceiling.orders FROM '$SOURCE_CSV' WITH (FORMAT csv)"
+      record 4 "$variant" "$run" "$records" "$dir" bench_ceiling.orders
+      ;;
+    5)
+      drop_schema bench_dlt
+      drop_schema bench_dlt_staging
+      measure "$dir/measure.json" "$PY" "$E2E/dlt_peer.py" "$api" "$PG_URL" bench_dlt "$dir/dlt"
+      record 5 "$variant" "$run" "$records" "$dir" bench_dlt.orders
+      rm -rf "$dir/dlt"
+      ;;
+    6)
+      fresh_schema bench_baseline
+      psql_q -v table=bench_baseline.orders -f "$E2E/table.sql" >/dev/null
+      local topic="bench$STAMP-baseline-$variant-$run"
+      measure "$dir/measure.json" "$PY" "$E2E/baseline.py" "$api" "$PG_URL" \
+        bench_baseline.orders "$topic" "$KAFKA"
+      record 6 "$variant" "$run" "$records" "$dir" bench_baseline.orders
+      "$PY" "$E2E/kafka_topics.py" "$KAFKA" delete "$topic" >/dev/null 2>&1 || true
+      ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------------------
+# The runs: run 1 of every scenario, then run 2, ...
+
+for ((run = 1; run <= RUNS; run++)); do
+  for s in 1 2 4 5 6; do
+    wants "$s" || continue
+    log "scenario $s, run $run/$RUNS"
+    run_scenario "$s" none "$run" "$API" "$RECORDS"
+  done
+  for s in ${FAULTS//,/ }; do
+    log "scenario $s (flaky API), run $run/$RUNS"
+    # A fresh mock per run: the faults are numbered from its first request.
+    start_mock "$FAULT_PORT" "$RUNDIR/mock-faults-s$s-$run.log" --config "$FAULT_CONFIG" \
+      --records "$RECORDS"
+    run_scenario "$s" faults "$run" "http://127.0.0.1:$FAULT_PORT" "$RECORDS"
+    stop_mock
+  done
+done
+MOCK_PID="$BASE_MOCK_PID"
+stop_mock
+
+if ((SKIP_MEMORY == 0)); then
+  log "memory check: $MEMORY_RECORDS records through scenario 2"
+  start_mock "$FAULT_PORT" "$RUNDIR/mock-memory.log" --records "$MEMORY_RECORDS" --page-size 1000
+  run_scenario 2 memory 1 "http://127.0.0.1:$FAULT_PORT" "$MEMORY_RECORDS"
+  stop_mock
+  drop_schema bench_mem
+fi
+
+# ---------------------------------------------------------------------------------------
+# The report.
+
+REPORT="$WORK/report-$STAMP.md"
+"$PY" "$E2E/report.py" --results "$RESULTS" --root "$ROOT" --bin "$BIN" --pg "$PG_URL" \
+  --records "$RECORDS" --runs "$RUNS" --scenarios "$SCENARIOS" --faults "$FAULTS" \
+  --fault-config "$FAULT_CONFIG" >"$REPORT"
+cat "$REPORT"
+if ((WRITE_DOCS)); then
+  "$PY" "$E2E/report.py" --insert "$REPORT" "$ROOT/docs/benchmarks.md"
+  log "docs/benchmarks.md updated"
+fi
+log "raw results: $RESULTS; report: $REPORT"
