@@ -582,7 +582,7 @@ impl Checker<'_> {
             NodeKind::Http(h) => self.http_source(node, h),
             NodeKind::HttpSink(s) => {
                 if let Some(a) = &s.auth {
-                    self.auth(a, s.url.value.as_str().starts_with("http://"));
+                    self.auth(a, plain_http(s.url.value.as_str()));
                 }
                 if let (Some(w), SinkFormat::Ndjson) = (&s.wrap_key, s.format) {
                     self.error_at(
@@ -865,7 +865,7 @@ impl Checker<'_> {
             }
         }
         if let Some(a) = &h.auth {
-            self.auth(a, h.url.value.as_str().starts_with("http://"));
+            self.auth(a, plain_http(h.url.value.as_str()));
             if h.headers.get_exposed("Authorization").is_some()
                 || h.headers.get_exposed("authorization").is_some()
             {
@@ -1499,8 +1499,45 @@ pub(crate) fn check(loaded: Loaded, text: &str, diags: &mut Vec<Diagnostic>) -> 
     })
 }
 
+/// Whether credentials to this URL would cross a network in clear text: `http://` to a
+/// host other than the loopback interface.
+fn plain_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    !(loopback || host == "localhost")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_over_http_warn_unless_on_loopback() {
+        for url in [
+            "http://127.0.0.1:8080/x",
+            "http://localhost/x",
+            "http://[::1]:80/",
+        ] {
+            assert!(!super::plain_http(url), "{url}");
+        }
+        for url in [
+            "http://api.example.com/x",
+            "http://10.0.0.1/",
+            "http://u@127.0.0.1.evil.com/",
+        ] {
+            assert!(super::plain_http(url), "{url}");
+        }
+        assert!(!super::plain_http("https://api.example.com/"));
+    }
+
     use super::*;
 
     #[test]

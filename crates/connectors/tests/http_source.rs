@@ -5,7 +5,7 @@ mod http_common;
 
 use http_common::{config, expect_all, run, source};
 use serde_json::json;
-use sluice_core::{ErrorClass, Source};
+use sluice_core::{ErrorClass, Source, SourceBatch};
 use sluice_testkit::mock_api::{
     Drift, DriftChange, Fault, FaultKind, KeyIn, MockApi, MockAuth, MockConfig,
 };
@@ -449,18 +449,72 @@ async fn schema_drift_fails_by_default() {
 async fn schema_drift_quarantines_pages_and_goes_on() {
     let r = drift_run(DriftChange::Rename, "quarantine").await;
     assert_eq!(r.ids(), (1..=100).collect::<Vec<_>>());
-    assert_eq!(r.errors.len(), 2, "pages 3 and 4 quarantined");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.quarantined.len(), 2, "pages 3 and 4 quarantined");
+    for q in &r.quarantined {
+        assert_eq!(q.error.class, ErrorClass::ContractChanged);
+        assert_eq!(q.batch.num_rows(), 50);
+        assert_eq!(q.reread["records"].as_array().unwrap().len(), 50);
+    }
+    let e = &r.quarantined[0].error;
     assert!(
-        r.errors
-            .iter()
-            .all(|e| e.class == ErrorClass::ContractChanged)
-    );
-    assert!(
-        r.errors[0].message.contains("added `state`")
-            && r.errors[0].message.contains("removed `status`"),
+        e.message.contains("added `state`") && e.message.contains("removed `status`"),
         "{}",
-        r.errors[0].message
+        e.message
     );
+}
+
+/// Malformed records: the page's good records are delivered, the bad ones handed over
+/// with where to read them again; once the API serves them well, `reread` returns
+/// exactly them, and while it does not, it fails.
+#[tokio::test]
+async fn malformed_records_are_quarantined_and_read_again() {
+    let m = MockApi::start(MockConfig {
+        malformed_records: vec![7, 130],
+        ..mock(200)
+    })
+    .await
+    .unwrap();
+    let cfg = config(
+        m.url("/offset/items"),
+        json!({
+            "pagination": {"offset_limit": {"limit": 50}},
+            "records": {"path": "$.data.items"},
+            "bad_records": "quarantine",
+        }),
+    );
+    let r = run(&mut source(cfg.clone(), None), false).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let expected: Vec<i64> = (1..=200).filter(|&i| i != 7 && i != 130).collect();
+    assert_eq!(r.ids(), expected);
+    assert_eq!(r.quarantined.len(), 2);
+    let q = &r.quarantined[1];
+    assert_eq!(q.error.class, ErrorClass::InvalidRequest);
+    assert_eq!(
+        q.reread["records"],
+        json!([29]),
+        "record 130 is 30th of page 3"
+    );
+    assert!(format!("{:?}", q.batch.records).contains("corrupted record 130"));
+
+    // Still broken upstream: reading again fails, with the same class.
+    let e = source(cfg.clone(), None)
+        .reread(&q.reread)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::InvalidRequest);
+
+    m.repair();
+    let mut again = Vec::new();
+    for q in &r.quarantined {
+        for b in source(cfg.clone(), None).reread(&q.reread).await.unwrap() {
+            again.extend(http_common::ids(&SourceBatch {
+                batch: b,
+                checkpoint: None,
+            }));
+        }
+    }
+    assert_eq!(again, vec![7, 130]);
 }
 
 #[tokio::test]

@@ -68,8 +68,31 @@ pub struct SourceBatch {
 pub struct ConnectorEvent {
     /// The class of the failure that was handled, if any.
     pub class: Option<ErrorClass>,
-    /// What happened, past tense: "retried after 429 (waited 2s)".
+    /// What happened, past tense: "retried after 429 (waited 2s)". A retry's message
+    /// starts with `retried`: the engine counts those as the node's retries.
     pub message: String,
+}
+
+impl ConnectorEvent {
+    /// Whether the event tells of a retry inside the connector.
+    pub fn is_retry(&self) -> bool {
+        self.message.starts_with("retried")
+    }
+}
+
+/// Records a source read but could not deliver (malformed, or of a shape that broke the
+/// contract), kept for replay instead of failing the run. The source went on after them.
+#[derive(Debug, Clone)]
+pub struct QuarantinedRecords {
+    /// The records as the source saw them: a batch with the columns `_index` (their place
+    /// in what was read) and `_raw` (their text, cut), for people to inspect. Its id is
+    /// deterministic, so the same records quarantined twice (after a crash) are kept once.
+    pub batch: Batch,
+    /// Why they were kept.
+    pub error: ConnectorError,
+    /// Where to read them again (connector-specific JSON: the page and the records'
+    /// places in it), for [`Source::reread`] at replay time.
+    pub reread: serde_json::Value,
 }
 
 /// Reads batches from somewhere: an HTTP API, a database, a file.
@@ -83,6 +106,24 @@ pub trait Source: Send {
     /// Events since the last call (retries, refreshes, ...), for progress and the run record.
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         Vec::new()
+    }
+
+    /// Records quarantined since the last call. The engine takes them after every
+    /// [`Source::next_batch`], before it saves that batch's checkpoint, and keeps them in
+    /// the failed-batch store.
+    fn take_quarantined(&mut self) -> Vec<QuarantinedRecords> {
+        Vec::new()
+    }
+
+    /// Reads quarantined records again, from a [`QuarantinedRecords::reread`] position
+    /// (`sluice replay`, once the upstream is fixed). Returns their batches; an error when
+    /// they are still bad. Called on a fresh source; it neither reads on nor checkpoints.
+    async fn reread(&mut self, at: &serde_json::Value) -> Result<Vec<Batch>, ConnectorError> {
+        let _ = at;
+        Err(ConnectorError::new(
+            ErrorClass::InvalidRequest,
+            "this source cannot read records again: run the pipeline again instead",
+        ))
     }
 }
 

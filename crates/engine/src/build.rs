@@ -339,6 +339,11 @@ fn http_source_config(
         s::NestedMode::Struct => http::NestedMode::Struct,
         s::NestedMode::JsonText => http::NestedMode::JsonText,
     };
+    c.bad_records = match spec.bad_records {
+        s::BadRecordPolicy::Fail => http::BadRecordPolicy::Fail,
+        s::BadRecordPolicy::Skip => http::BadRecordPolicy::Skip,
+        s::BadRecordPolicy::Quarantine => http::BadRecordPolicy::Quarantine,
+    };
     c.schema_policy = match spec.schema_policy.value {
         s::SchemaPolicy::Evolve => http::SchemaPolicy::Evolve,
         s::SchemaPolicy::Warn => http::SchemaPolicy::Warn,

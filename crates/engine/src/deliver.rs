@@ -156,8 +156,11 @@ impl NodeCtx {
         Ok(())
     }
 
-    fn forward_events(&self, target: &mut dyn Target) {
+    fn forward_events(&mut self, target: &mut dyn Target) {
         for e in target.drain_events() {
+            if e.is_retry() {
+                self.stats.retries += 1;
+            }
             self.emit(EventKind::Connector {
                 class: e.class,
                 message: e.message,

@@ -118,9 +118,19 @@ impl Executor {
     /// Runs the pipeline once, to the end of its sources.
     pub async fn run(&self, pipeline: Pipeline, trigger: &str) -> Result<RunSummary, EngineError> {
         check(&pipeline)?;
-        let started = Instant::now();
         let run_id = self.store.start_run(&pipeline.name, trigger).await?;
         tracing::info!(pipeline = %pipeline.name, run = %run_id, trigger, "run started");
+        self.run_as(pipeline, run_id).await
+    }
+
+    /// Runs the pipeline under a run the caller started (a replay), and finishes it.
+    pub(crate) async fn run_as(
+        &self,
+        pipeline: Pipeline,
+        run_id: String,
+    ) -> Result<RunSummary, EngineError> {
+        check(&pipeline)?;
+        let started = Instant::now();
         let run_cancel = self.shutdown.child_token();
         let mut senders = HashMap::new();
         let mut receivers = HashMap::new();
@@ -378,10 +388,20 @@ impl Executor {
             }
             let next = source.next_batch().await;
             for e in source.drain_events() {
+                if e.is_retry() {
+                    ctx.stats.retries += 1;
+                }
                 ctx.emit(EventKind::Connector {
                     class: e.class,
                     message: e.message,
                 });
+            }
+            // Records the source kept for replay: stored before any later checkpoint
+            // passes them, so a crash cannot lose them (kept twice, they are kept once).
+            for q in source.take_quarantined() {
+                ctx.record_attempt(&q.error).await;
+                ctx.quarantine(&with_reread(q.batch, &q.reread), &q.error, 1)
+                    .await?;
             }
             match next {
                 Ok(Some(read)) => {
@@ -536,6 +556,24 @@ impl Executor {
         }
         Ok(RunStatus::Succeeded)
     }
+}
+
+/// The key of a quarantined batch's schema metadata that says where its source can read
+/// it again.
+pub(crate) const REREAD_KEY: &str = "sluice.reread";
+
+/// The batch with `reread` in its schema's metadata (it travels with the payload into
+/// the failed-batch store).
+fn with_reread(mut batch: Batch, reread: &serde_json::Value) -> Batch {
+    let mut metadata = batch.records.schema().metadata().clone();
+    metadata.insert(REREAD_KEY.to_owned(), reread.to_string());
+    let schema = std::sync::Arc::new(
+        arrow::datatypes::Schema::clone(&batch.records.schema()).with_metadata(metadata),
+    );
+    if let Ok(records) = batch.records.clone().with_schema(schema) {
+        batch.records = records;
+    }
+    batch
 }
 
 fn check(pipeline: &Pipeline) -> Result<(), EngineError> {

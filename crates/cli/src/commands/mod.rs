@@ -11,7 +11,7 @@ pub(crate) mod validate;
 
 use anyhow::Context;
 use sluice_config::{Env, Plan, diag};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A pipeline file read from disk, with the environment its `${...}` refer to.
 pub(crate) struct PipelineFile {
@@ -19,8 +19,6 @@ pub(crate) struct PipelineFile {
     pub(crate) name: String,
     pub(crate) text: String,
     pub(crate) env: Env,
-    /// The folder the file is in.
-    pub(crate) dir: PathBuf,
 }
 
 impl PipelineFile {
@@ -35,7 +33,6 @@ impl PipelineFile {
             name: path.display().to_string(),
             text,
             env,
-            dir: dir.to_path_buf(),
         })
     }
 

@@ -102,6 +102,27 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     for (id, why) in &report.not_replayable {
         println!("not replayable {id}: {why}");
     }
+    let mut downstream_ok = true;
+    if let Some(summary) = &report.downstream {
+        for node in summary
+            .nodes
+            .iter()
+            .filter(|n| n.records_in > 0 || n.error.is_some())
+        {
+            println!(
+                "downstream     {:<16} {:>8} in {:>8} out  {}{}",
+                node.id,
+                node.records_in,
+                node.records_out,
+                node.status,
+                node.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        downstream_ok = summary.status == sluice_state::RunStatus::Succeeded;
+    }
     println!(
         "replay {} of `{}`: {} batch(es) / {rows} record(s) delivered, {} failed again, {} not replayable",
         report.run_id,
@@ -111,7 +132,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.not_replayable.len()
     );
     Ok(
-        if report.failed_again.is_empty() && report.not_replayable.is_empty() {
+        if report.failed_again.is_empty() && report.not_replayable.is_empty() && downstream_ok {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(3)

@@ -132,7 +132,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(last))
 }
 
-async fn run_once(exec: &Executor, plan: &Plan, ctx: &BuildContext) -> anyhow::Result<RunSummary> {
+pub(crate) async fn run_once(
+    exec: &Executor,
+    plan: &Plan,
+    ctx: &BuildContext,
+) -> anyhow::Result<RunSummary> {
     let trigger = match plan.schedule {
         Schedule::Manual => "manual",
         Schedule::Cron { .. } => "cron",
@@ -142,7 +146,7 @@ async fn run_once(exec: &Executor, plan: &Plan, ctx: &BuildContext) -> anyhow::R
     Ok(exec.run(pipeline, trigger).await?)
 }
 
-fn print_summary(summary: &RunSummary, plan: &Plan) {
+pub(crate) fn print_summary(summary: &RunSummary, plan: &Plan) {
     eprintln!();
     eprintln!(
         "{:<16} {:<9} {:<20} {:>10} {:>10} {:>8} {:>8} {:>11} {:>10}",
@@ -245,8 +249,31 @@ fn describe(kind: &EventKind) -> Option<String> {
     })
 }
 
-/// Shows events: a live line per node on a terminal, plain log lines otherwise.
-async fn show_progress(mut rx: mpsc::UnboundedReceiver<Event>, live: bool) {
+/// The class of a failure an event tells was handled (or not), if any.
+fn event_class(kind: &EventKind) -> Option<sluice_core::ErrorClass> {
+    match kind {
+        EventKind::Retried { class, .. }
+        | EventKind::Split { class, .. }
+        | EventKind::Quarantined { class, .. }
+        | EventKind::Skipped { class, .. }
+        | EventKind::Connector {
+            class: Some(class), ..
+        } => Some(*class),
+        _ => None,
+    }
+}
+
+/// Events seen per error class, by [`show_progress`].
+pub(crate) type ClassTally = std::collections::BTreeMap<sluice_core::ErrorClass, usize>;
+
+/// Shows events: a live line per node on a terminal (each handled failure printed above
+/// the lines as it happens), plain log lines otherwise. Returns how many events of each
+/// error class it saw.
+pub(crate) async fn show_progress(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    live: bool,
+) -> ClassTally {
+    let mut tally = ClassTally::new();
     let multi = MultiProgress::with_draw_target(if live {
         ProgressDrawTarget::stderr_with_hz(8)
     } else {
@@ -271,6 +298,10 @@ async fn show_progress(mut rx: mpsc::UnboundedReceiver<Event>, live: bool) {
             (bar, Live::default())
         });
         state.started.get_or_insert_with(Instant::now);
+        let class = event_class(&event.kind);
+        if let Some(class) = class {
+            *tally.entry(class).or_default() += 1;
+        }
         match &event.kind {
             EventKind::BatchRead { rows } | EventKind::BatchWritten { rows } => {
                 state.records += rows;
@@ -282,6 +313,13 @@ async fn show_progress(mut rx: mpsc::UnboundedReceiver<Event>, live: bool) {
         }
         if let Some(text) = describe(&event.kind) {
             if live {
+                if class.is_some() || matches!(event.kind, EventKind::Compensated { .. }) {
+                    let _ = multi.println(format!(
+                        "{} {:<16} {text}",
+                        chrono::Local::now().format("%H:%M:%S"),
+                        event.node
+                    ));
+                }
                 state.last = text.chars().take(90).collect();
                 if let EventKind::NodeFinished { .. } = event.kind {
                     bar.finish_with_message(state.line(&event.node));
@@ -300,4 +338,5 @@ async fn show_progress(mut rx: mpsc::UnboundedReceiver<Event>, live: bool) {
     for (bar, _) in bars.values() {
         bar.finish();
     }
+    tally
 }

@@ -26,7 +26,8 @@ impl StateArgs {
             (None, Some(file)) => {
                 let file = PipelineFile::read(file)?;
                 let plan = file.plan()?;
-                sluice_engine::build::resolve_sqlite(plan.state.expose(), &file.dir)
+                // Relative paths start at the working directory, as for `sluice run`.
+                sluice_engine::build::resolve_sqlite(plan.state.expose(), std::path::Path::new("."))
             }
             (None, None) => "sqlite://.sluice/state.db".to_owned(),
         };

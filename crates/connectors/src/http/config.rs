@@ -639,6 +639,10 @@ pub enum BadRecordPolicy {
     /// The record is left out and an `invalid_request` event (with the record's first
     /// bytes) goes to the run record.
     Skip,
+    /// The page's good records are delivered; the bad ones are handed to the engine
+    /// (`Source::take_quarantined`) for the failed-batch store, and read again from the
+    /// API by `sluice replay`.
+    Quarantine,
 }
 
 /// How a page is cut into batches: a batch closes at whichever limit comes first.

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use sluice_core::{
-    Batch, ConnectorError, ConnectorEvent, ErrorClass, Source, SourceBatch, schema_fingerprint,
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, QuarantinedRecords, Source, SourceBatch,
+    schema_fingerprint,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,10 @@ pub struct HttpSource {
     /// An error to return once the batches read before it are handed over.
     pending: Option<ConnectorError>,
     stopped: Option<ConnectorError>,
+    /// Records kept for replay since the engine last took them.
+    quarantined: Vec<QuarantinedRecords>,
+    /// When reading quarantined records again: their places on the page.
+    only: Option<Vec<usize>>,
 }
 
 fn invalid(message: impl Into<String>) -> ConnectorError {
@@ -184,6 +189,8 @@ impl HttpSource {
             current_page: None,
             pending: None,
             stopped: None,
+            quarantined: Vec::new(),
+            only: None,
         };
         for n in notes {
             source.fetcher.event(None, n);
@@ -379,6 +386,28 @@ impl HttpSource {
             }
         };
         let total = extracted.records.len() + extracted.bad.len();
+        // Each good record's place on the page (bad ones are numbered in between).
+        let mut places: Vec<usize> = {
+            let bad: std::collections::HashSet<usize> =
+                extracted.bad.iter().map(|b| b.index).collect();
+            (0..total).filter(|i| !bad.contains(i)).collect()
+        };
+        let mut extracted = extracted;
+        if let Some(only) = &self.only {
+            // Reading quarantined records again: just those.
+            let keep = |i: &usize| only.contains(i);
+            let records = std::mem::take(&mut extracted.records);
+            let (kept_places, kept): (Vec<usize>, Vec<Value>) = places
+                .iter()
+                .copied()
+                .zip(records)
+                .filter(|(i, _)| keep(i))
+                .unzip();
+            places = kept_places;
+            extracted.records = kept;
+            extracted.bad.retain(|b| keep(&b.index));
+        }
+        let page_start = self.pager.pos.clone();
         let next = self.pager.next(&PageMeta {
             records: total,
             doc: extracted.doc.as_ref(),
@@ -400,7 +429,7 @@ impl HttpSource {
                 None => me.finished = true,
             }
         };
-        if let Err(e) = self.bad_records(&extracted.bad, &label, &f) {
+        if let Err(e) = self.bad_records(&extracted.bad, &label, &f, &page_start, &position) {
             advance(self);
             return Err(e);
         }
@@ -419,12 +448,19 @@ impl HttpSource {
                         .first()
                         .map(|r| super::records::cut(&r.to_string(), 200))
                         .unwrap_or_default();
-                    advance(self);
-                    return Err(ConnectorError::new(
+                    let error = ConnectorError::new(
                         ErrorClass::ContractChanged,
-                        format!("{label} differs from the schema ({summary}): the page is quarantined and the source goes on; set schema_policy: evolve to accept such changes"),
+                        format!("{label} differs from the schema ({summary}): its {} records are quarantined and the source goes on; once the schema is updated (or schema_policy: evolve), `sluice replay` reads them again", records.len()),
                     )
-                    .with_evidence(self.page_evidence(&f, &format!("first record: {first}"))));
+                    .with_evidence(self.page_evidence(&f, &format!("first record: {first}")));
+                    let raw: Vec<(usize, String)> = places
+                        .iter()
+                        .zip(&records)
+                        .map(|(&i, r)| (i, super::records::cut(&r.to_string(), 2000)))
+                        .collect();
+                    self.quarantine(raw, error, &page_start, &position);
+                    advance(self);
+                    return Ok(Some(Vec::new()));
                 }
                 SchemaPolicy::Fail => {
                     let first = records
@@ -463,7 +499,16 @@ impl HttpSource {
                         format!("{label} could not become an Arrow batch: {m}"),
                     )
                 })?;
-            if let Err(e) = self.bad_records(&converted.bad, &label, &f) {
+            // Converted records are numbered among the good ones: back to page places.
+            let bad: Vec<BadRecord> = converted
+                .bad
+                .into_iter()
+                .map(|b| BadRecord {
+                    index: places.get(b.index).copied().unwrap_or(b.index),
+                    ..b
+                })
+                .collect();
+            if let Err(e) = self.bad_records(&bad, &label, &f, &page_start, &position) {
                 advance(self);
                 return Err(e);
             }
@@ -477,6 +522,11 @@ impl HttpSource {
             let mut hasher = blake3::Hasher::new();
             hasher.update(&f.body);
             hasher.update(fingerprint.as_bytes());
+            if let Some(only) = &self.only {
+                for i in only {
+                    hasher.update(&(*i as u64).to_le_bytes());
+                }
+            }
             let whole = Batch::with_content_hash(
                 self.pipeline.clone(),
                 self.node.clone(),
@@ -530,16 +580,89 @@ impl HttpSource {
         self.current_page.clone().unwrap_or(Position::First)
     }
 
+    /// Keeps records for replay: the engine takes them with `take_quarantined`.
+    fn quarantine(
+        &mut self,
+        raw: Vec<(usize, String)>,
+        error: ConnectorError,
+        page: &Position,
+        position: &sluice_core::SourcePosition,
+    ) {
+        use arrow::array::{StringArray, UInt64Array};
+        use arrow::datatypes::{DataType, Field, Schema};
+        if raw.is_empty() {
+            return;
+        }
+        let places: Vec<usize> = raw.iter().map(|(i, _)| *i).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("_index", DataType::UInt64, false),
+            Field::new("_raw", DataType::Utf8, false),
+        ]));
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(
+                places.iter().map(|&i| i as u64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                raw.iter().map(|(_, r)| r.as_str()),
+            )),
+        ];
+        let records = match arrow::array::RecordBatch::try_new(schema, columns) {
+            Ok(r) => r,
+            Err(e) => {
+                // Two well-formed columns of equal length: cannot happen; say so loudly.
+                self.pending = Some(ConnectorError::new(
+                    ErrorClass::Internal,
+                    format!("could not keep quarantined records: {e}"),
+                ));
+                return;
+            }
+        };
+        self.quarantined.push(QuarantinedRecords {
+            batch: Batch::new(
+                self.pipeline.clone(),
+                self.node.clone(),
+                position.clone(),
+                records,
+            ),
+            error,
+            reread: json!({
+                "page": page,
+                "watermark": self.start_watermark,
+                "records": places,
+            }),
+        });
+    }
+
     fn bad_records(
-        &self,
+        &mut self,
         bad: &[BadRecord],
         label: &str,
         f: &Fetched,
+        page: &Position,
+        position: &sluice_core::SourcePosition,
     ) -> Result<(), ConnectorError> {
         if bad.is_empty() {
             return Ok(());
         }
         match self.cfg.bad_records {
+            BadRecordPolicy::Quarantine => {
+                let b = &bad[0];
+                let error = invalid(format!(
+                    "{} malformed record(s) at {label}, the first at index {} ({}): they are quarantined and the page's other records delivered; `sluice replay` reads them again once the API serves them well",
+                    bad.len(),
+                    b.index,
+                    b.reason
+                ))
+                .with_evidence(self.page_evidence(f, &format!("record {}: {}", b.index, b.snippet)));
+                let redactor = self.fetcher.redactor();
+                let raw = bad
+                    .iter()
+                    .map(|b| (b.index, redactor.text(&b.snippet)))
+                    .collect();
+                drop(redactor);
+                self.quarantine(raw, error, page, position);
+                Ok(())
+            }
             BadRecordPolicy::Fail => {
                 let b = &bad[0];
                 Err(invalid(format!(
@@ -661,5 +784,37 @@ impl Source for HttpSource {
 
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         self.fetcher.drain_events()
+    }
+
+    fn take_quarantined(&mut self) -> Vec<QuarantinedRecords> {
+        std::mem::take(&mut self.quarantined)
+    }
+
+    async fn reread(&mut self, at: &Value) -> Result<Vec<Batch>, ConnectorError> {
+        let unreadable = |what: &str| {
+            invalid(format!(
+                "the quarantined records' position is unreadable ({what}): drop them with `sluice failed drop` and run the pipeline again"
+            ))
+        };
+        let page: Position = at
+            .get("page")
+            .cloned()
+            .and_then(|p| serde_json::from_value(p).ok())
+            .ok_or_else(|| unreadable("page"))?;
+        let only: Vec<usize> = at
+            .get("records")
+            .cloned()
+            .and_then(|p| serde_json::from_value(p).ok())
+            .ok_or_else(|| unreadable("records"))?;
+        self.pager.pos = page;
+        self.start_watermark = at.get("watermark").filter(|v| !v.is_null()).cloned();
+        self.only = Some(only);
+        self.current_page = Some(self.pager.pos.clone());
+        let batches = self.read_page().await?.unwrap_or_default();
+        self.only = None;
+        if let Some(still) = self.quarantined.drain(..).next() {
+            return Err(still.error);
+        }
+        Ok(batches.into_iter().map(|b| b.batch).collect())
     }
 }

@@ -49,6 +49,8 @@ pub struct Run {
     pub batches: Vec<SourceBatch>,
     pub errors: Vec<ConnectorError>,
     pub events: Vec<ConnectorEvent>,
+    /// What the source handed over for the failed-batch store.
+    pub quarantined: Vec<sluice_core::QuarantinedRecords>,
 }
 
 impl Run {
@@ -81,9 +83,12 @@ pub async fn run(src: &mut HttpSource, keep_going: bool) -> Run {
         batches: Vec::new(),
         errors: Vec::new(),
         events: Vec::new(),
+        quarantined: Vec::new(),
     };
     loop {
-        match src.next_batch().await {
+        let next = src.next_batch().await;
+        out.quarantined.extend(src.take_quarantined());
+        match next {
             Ok(Some(b)) => out.batches.push(b),
             Ok(None) => break,
             Err(e) => {

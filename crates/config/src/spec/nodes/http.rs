@@ -65,6 +65,24 @@ pub struct HttpSource {
     /// `contract_changed` class).
     #[serde(default)]
     pub schema_policy: Spanned<SchemaPolicy>,
+    /// What to do with a record that is not a JSON object or does not fit its column
+    /// (the `invalid_request` class).
+    #[serde(default)]
+    pub bad_records: BadRecordPolicy,
+}
+
+/// What an HTTP source does with a malformed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRecordPolicy {
+    /// Fail the page: the node fails, showing the record.
+    #[default]
+    Fail,
+    /// Leave the record out, with an event in the run record; it is not kept.
+    Skip,
+    /// Deliver the page's good records and keep the bad ones in the failed-batch store;
+    /// `sluice replay` reads them again from the API once it serves them well.
+    Quarantine,
 }
 
 /// Request method of a source.
