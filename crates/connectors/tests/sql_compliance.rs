@@ -364,9 +364,8 @@ async fn health_reports_latency_and_outages(t: &Target) {
         return;
     }
     // A port nothing listens on: dependency, naming the address, without the password.
-    let url = t.url.replace(":5432", ":1").replace(":3306", ":1");
     let mut config = t.config("health");
-    config.url = sluice_core::Secret::new(url);
+    config.url = sluice_core::Secret::new(sql_common::with_address(&t.url, "127.0.0.1:1"));
     config.connect_timeout_ms = 500;
     let mut sink = build_sink(config).await.unwrap();
     let e = sink.health().await.unwrap_err();
@@ -381,4 +380,18 @@ async fn health_reports_latency_and_outages(t: &Target) {
         e.message.contains("services.sh status") && !e.message.contains(":sluice@"),
         "{e}"
     );
+    // A wrong password: auth, and the password is nowhere in the message.
+    let mut config = t.config("health");
+    config.url = sluice_core::Secret::new(sql_common::with_password(&t.url, "Wr0ng-S3cret"));
+    let mut sink = build_sink(config).await.unwrap();
+    let e = sink.health().await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Auth, "{e}");
+    let e = sink
+        .write(&batch(1, names(&[1], &[Some("a")])))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Auth, "{e}");
+    assert!(!e.message.contains("Wr0ng-S3cret"), "{e}");
+    assert!(e.message.contains("password"), "says what to check: {e}");
+    println!("[{}] auth: {e}", t.name);
 }
