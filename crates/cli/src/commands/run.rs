@@ -279,7 +279,7 @@ pub(crate) async fn show_progress(
     } else {
         ProgressDrawTarget::hidden()
     });
-    let style = ProgressStyle::with_template("{spinner} {msg}").expect("a valid template");
+    let style = ProgressStyle::with_template("{spinner} {wide_msg}").expect("a valid template");
     let mut bars: HashMap<String, (ProgressBar, Live)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -308,6 +308,10 @@ pub(crate) async fn show_progress(
                 state.batches += 1;
             }
             EventKind::Retried { .. } => state.retries += 1,
+            // A retry inside the connector (its messages start with `retried`).
+            EventKind::Connector { message, .. } if message.starts_with("retried") => {
+                state.retries += 1;
+            }
             EventKind::Quarantined { rows, .. } => state.quarantined += rows,
             _ => {}
         }
