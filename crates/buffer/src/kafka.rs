@@ -6,7 +6,9 @@
 //! - Topics are created on first use with the configured partitions, replication and
 //!   retention.
 //! - Consumers: one consumer group per downstream node, `enable.auto.commit=false`; the
-//!   engine commits a delivery's offset only after the node handled it.
+//!   engine commits a delivery's offset only after the node handled it. Sessions time out
+//!   after 6 s (not librdkafka's 45 s), so a run started after a crash gets the partitions
+//!   of the dead process quickly.
 //! - A broker that is down makes publishes fail after `message.timeout.ms` with class
 //!   `dependency`; when it is back, flow resumes by itself (librdkafka reconnects).
 
@@ -16,7 +18,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use sluice_core::{Batch, ErrorClass};
 use std::collections::{BTreeMap, HashSet};
@@ -224,6 +226,7 @@ impl KafkaBuffer {
                 }
             }
         }
+        self.wait_for_metadata(topic).await?;
         self.created
             .lock()
             .expect("topic set lock")
@@ -231,8 +234,56 @@ impl KafkaBuffer {
         Ok(())
     }
 
+    /// Waits until the broker's metadata lists the topic with its partitions. A topic the
+    /// controller just created takes a moment to reach the brokers' metadata; a consumer
+    /// subscribing in between gets `UnknownTopicOrPartition` instead of its batches.
+    async fn wait_for_metadata(&self, topic: &str) -> Result<(), BufferError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        run_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let known = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .map(|m| {
+                        m.topics().iter().any(|t| {
+                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                        })
+                    });
+                match known {
+                    Ok(true) => return Ok(()),
+                    Ok(false) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Ok(false) => {
+                        return Err(kafka_error(
+                            format!("waiting for topic {topic} to appear in the metadata"),
+                            KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+                        ));
+                    }
+                    Err(e) => return Err(kafka_error(format!("reading metadata of {topic}"), e)),
+                }
+            }
+        })
+        .await
+    }
+
     fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut config = self.options.client_config();
+        // A consumer that died without leaving its group (`kill -9`, a lost machine) holds
+        // its partitions until its session times out, and the next member to join waits
+        // for that: librdkafka's 45 s would stall every restart after a crash. Heartbeats
+        // come from librdkafka's own thread, so a short session is safe; `properties` may
+        // set other values.
+        for (key, value) in [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "1500"),
+        ] {
+            if !self.options.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -392,8 +443,19 @@ impl Subscription for KafkaSubscription {
                 Err(_) => return Ok(None),
                 Ok(r) => r,
             };
-            let msg =
-                received.map_err(|e| kafka_error(format!("consuming from {}", self.topic), e))?;
+            let msg = match received {
+                Ok(msg) => msg,
+                // The subscription's metadata lags behind a topic created a moment ago:
+                // librdkafka reports it and goes on consuming once the topic shows up.
+                Err(e)
+                    if e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                {
+                    tracing::debug!(topic = %self.topic, error = %e, "topic not in the consumer's metadata yet");
+                    continue;
+                }
+                Err(e) => return Err(kafka_error(format!("consuming from {}", self.topic), e)),
+            };
             let (partition, offset) = (msg.partition(), msg.offset());
             let message = Message {
                 headers: sluice_headers(&msg),
