@@ -1,6 +1,7 @@
 //! What the three backends do alike, generic over the sqlx database: plain statements,
 //! the ledger's reads and writes, the start of a write transaction, health checks.
 
+use super::config::Dialect;
 use super::error::{Endpoint, Failure, ledger_failure};
 use super::ledger::Entry;
 use super::sink::Settings;
@@ -108,4 +109,22 @@ where
     let took = started.elapsed();
     let _ = conn.close().await;
     Ok(took)
+}
+
+/// The error of a server that refuses TCP connections right now, if it does: a quick look
+/// taken before a write that follows a failed one. sqlx's pool retries a refused connect
+/// until its acquire timeout (the whole connect timeout, 10 s by default) on every
+/// attempt, so without it each batch of a run whose database is down would wait that long
+/// before being kept for replay. SQLite files and Unix sockets are not checked.
+pub(crate) async fn refused(ep: &Endpoint) -> Option<ConnectorError> {
+    if ep.dialect == Dialect::Sqlite || ep.address.starts_with('/') {
+        return None;
+    }
+    let connect = tokio::net::TcpStream::connect(ep.address.as_str());
+    match tokio::time::timeout(ep.connect_timeout, connect).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Some(ep.fatal(sqlx::Error::Io(e), "connecting"))
+        }
+        _ => None,
+    }
 }

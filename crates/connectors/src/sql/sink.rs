@@ -14,6 +14,7 @@
 //!    [`WriteReport::rejected`].
 
 use super::config::{Dialect, SchemaPolicy, SqlSinkConfig, WriteMode};
+use super::db;
 use super::error::{Endpoint, Failure};
 use super::ident::{TableName, quote, quote_list};
 use super::ledger::{self, Entry, LedgerSql};
@@ -187,6 +188,9 @@ pub(crate) struct SqlSink<B: Backend> {
     ledger_ready: bool,
     /// `replace`: the table was emptied by this sink already.
     replaced: bool,
+    /// The last write failed with `dependency`: check that the server accepts connections
+    /// before the next one, so that a database that is down fails it at once.
+    suspect: bool,
     events: Vec<ConnectorEvent>,
 }
 
@@ -202,6 +206,7 @@ impl<B: Backend> SqlSink<B> {
             plans: HashMap::new(),
             ledger_ready: false,
             replaced: false,
+            suspect: false,
             events: Vec::new(),
         }
     }
@@ -584,7 +589,12 @@ fn conflict_backoff(attempt: u32) -> Duration {
 #[async_trait]
 impl<B: Backend> Sink for SqlSink<B> {
     async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
-        match self.write_batch(batch).await {
+        if self.suspect
+            && let Some(e) = db::refused(self.backend.endpoint()).await
+        {
+            return Err(e);
+        }
+        let result = match self.write_batch(batch).await {
             Err(e) if e.class == ErrorClass::ContractChanged && !self.plans.is_empty() => {
                 // The table may have changed under us (dropped, altered): look again once.
                 self.plans.clear();
@@ -592,7 +602,9 @@ impl<B: Backend> Sink for SqlSink<B> {
                 self.write_batch(batch).await
             }
             other => other,
-        }
+        };
+        self.suspect = matches!(&result, Err(e) if e.class == ErrorClass::Dependency);
+        result
     }
 
     async fn health(&self) -> Result<Duration, ConnectorError> {
