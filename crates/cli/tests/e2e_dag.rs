@@ -320,7 +320,6 @@ nodes:
 /// `sluice failed list`; once the API serves them well, `sluice replay` reads them again
 /// and delivers them, and a second replay has nothing left to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for bad_records: quarantine (being built in crates/connectors/src/http and the engine)"]
 async fn malformed_records_are_quarantined_then_replayed_once_the_api_is_fixed() {
     const RECORDS: u64 = 300;
     let malformed = vec![7, 150, 151, 299];

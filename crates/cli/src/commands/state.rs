@@ -58,8 +58,8 @@ pub(crate) struct RunsArgs {
     /// How many runs to list.
     #[arg(long, default_value_t = 20)]
     limit: i64,
-    /// Print JSON.
-    #[arg(long)]
+    /// Print JSON (also after `show ID`).
+    #[arg(long, global = true)]
     json: bool,
     #[command(flatten)]
     state: StateArgs,

@@ -202,9 +202,9 @@ impl Sandbox {
         }
     }
 
-    /// `sluice runs --json show ID`: `{run, nodes, attempts}`.
+    /// `sluice runs show ID --json`: `{run, nodes, attempts}`.
     pub(crate) async fn run_show(&self, id: &str) -> Value {
-        let out = self.sluice(&["runs", "--json", "show", id]).await;
+        let out = self.sluice(&["runs", "show", id, "--json"]).await;
         out.expect_code(0);
         out.json()
     }
