@@ -4,8 +4,9 @@
 //!
 //! Kill points, one per run, each later than the one before: as soon as the source saved
 //! its first checkpoint (the buffer acknowledged a batch; the sink may have nothing yet),
-//! then after a quarter, half and four fifths of the records reached the sink. Each run
-//! resumes from the checkpoints and offsets the killed one left.
+//! then after a quarter, half (a graceful SIGTERM there: exit 130, run `cancelled`) and
+//! four fifths of the records reached the sink. Each run resumes from the checkpoints and
+//! offsets the one before left.
 
 mod e2e_common;
 
@@ -79,10 +80,14 @@ nodes:
     let state = sb.path(".sluice/state.db");
     let n = RECORDS as i64;
 
-    for (i, at_rows) in [None, Some(n / 4), Some(n / 2), Some(n * 4 / 5)]
-        .into_iter()
-        .enumerate()
-    {
+    // (rows in the sink to wait for, or the first checkpoint; whether to stop gracefully)
+    let points = [
+        (None, false),
+        (Some(n / 4), false),
+        (Some(n / 2), true),
+        (Some(n * 4 / 5), false),
+    ];
+    for (i, (at_rows, graceful)) in points.into_iter().enumerate() {
         let log = format!("run{i}");
         let started = std::time::Instant::now();
         let mut child = sb.spawn(&log, &["run", &file, "--once", "--plain"]);
@@ -109,12 +114,26 @@ nodes:
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        child.start_kill().expect("kill -9");
-        let code = sb.wait(&mut child, &log).await;
-        assert_eq!(code, None, "killed by a signal\n{}", sb.logs(&log));
+        if graceful {
+            // SIGTERM: sources stop pulling, batches in hand are finished, the run ends
+            // `cancelled` with exit code 130.
+            let pid = child.id().expect("a running child").to_string();
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill -TERM");
+            assert!(sent.success());
+            let code = sb.wait(&mut child, &log).await;
+            assert_eq!(code, Some(130), "stopped gracefully\n{}", sb.logs(&log));
+        } else {
+            child.start_kill().expect("kill -9");
+            let code = sb.wait(&mut child, &log).await;
+            assert_eq!(code, None, "killed by a signal\n{}", sb.logs(&log));
+        }
         let rows = count(&pool, "orders").await;
         println!(
-            "{name}: killed run {i} after {:.1}s at {rows} sink rows",
+            "{name}: {} run {i} after {:.1}s at {rows} sink rows",
+            if graceful { "stopped" } else { "killed" },
             started.elapsed().as_secs_f64()
         );
         assert!(rows < n, "killed before the end ({rows} rows)");
@@ -133,6 +152,7 @@ nodes:
     let runs = sb.runs().await;
     assert_eq!(runs.len(), 5, "{runs:?}");
     assert_eq!(runs[0]["status"], "succeeded", "{runs:?}");
+    assert_eq!(runs[2]["status"], "cancelled", "the SIGTERM run: {runs:?}");
     let show = sb.run_show(runs[0]["id"].as_str().unwrap()).await;
     let db = node(&show, "db");
     assert!(db["records_out"].as_i64().unwrap() < n, "{show:#}");
