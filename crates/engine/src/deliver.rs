@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 use sluice_buffer::wire::{self, WireFormat};
-use sluice_core::{Batch, ConnectorError, Disposition, ErrorClass, RetryPolicy, WriteReport};
+use sluice_core::{
+    Batch, ConnectorError, ConnectorEvent, Disposition, ErrorClass, RetryPolicy, WriteReport,
+};
 use sluice_state::{NewFailedBatch, NodeRunRow, StateStore};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -156,8 +158,16 @@ impl NodeCtx {
         Ok(())
     }
 
-    fn forward_events(&mut self, target: &mut dyn Target) {
-        for e in target.drain_events() {
+    fn forward_events(&mut self, target: &mut dyn Target) -> Vec<ConnectorEvent> {
+        let events = target.drain_events();
+        self.connector_events(events.clone());
+        events
+    }
+
+    /// Shows a connector's events, counts its retries; the caller records the failures
+    /// among them as attempts ([`NodeCtx::record_events`]).
+    pub(crate) fn connector_events(&mut self, events: Vec<ConnectorEvent>) {
+        for e in events {
             if e.is_retry() {
                 self.stats.retries += 1;
             }
@@ -165,6 +175,17 @@ impl NodeCtx {
                 class: e.class,
                 message: e.message,
             });
+        }
+    }
+
+    /// Records the failures a connector handled inside (a retried request, a refreshed
+    /// token, a smaller page) as attempts, so `sluice runs show` lists them with their class.
+    pub(crate) async fn record_events(&self, events: &[ConnectorEvent]) {
+        for e in events {
+            if let Some(class) = e.class {
+                self.record_attempt(&ConnectorError::new(class, e.message.clone()))
+                    .await;
+            }
         }
     }
 }
@@ -187,7 +208,8 @@ pub(crate) async fn deliver(
         loop {
             attempt += 1;
             let result = target.handle(&batch).await;
-            ctx.forward_events(target);
+            let events = ctx.forward_events(target);
+            ctx.record_events(&events).await;
             let error = match result {
                 Ok(report) => {
                     ctx.link_down = false;

@@ -30,8 +30,8 @@ mod transform;
 
 pub use events::{Event, EventKind};
 pub use pipeline::{
-    Dispositions, NodeDef, NodeRunner, Pipeline, SourceFactory, Task, Transform, group_name,
-    topic_name,
+    Dispositions, NodeDef, NodeRunner, Pipeline, SourceFactory, Task, TaskContext, Transform,
+    group_name, topic_name,
 };
 pub use replay::{ReplayReport, replay};
 pub use run::{Executor, NodeSummary, RunSummary};

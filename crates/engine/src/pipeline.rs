@@ -22,12 +22,50 @@ pub trait Transform: Send {
     ) -> Result<arrow::array::RecordBatch, ConnectorError>;
 }
 
+/// The run a task runs in: what `{{run_id}}` and `{{pipeline}}` stand for in its `sql`
+/// and `args` (and `SLUICE_RUN_ID`/`SLUICE_PIPELINE` in a command's environment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskContext {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The run's id.
+    pub run_id: String,
+}
+
+impl TaskContext {
+    /// `text` with `{{run_id}}` and `{{pipeline}}` filled in (spaces inside the braces
+    /// allowed).
+    pub fn render(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            let Some(len) = rest[start..].find("}}") else {
+                break;
+            };
+            let name = rest[start + 2..start + len].trim();
+            let value = match name {
+                "run_id" => Some(self.run_id.as_str()),
+                "pipeline" => Some(self.pipeline.as_str()),
+                _ => None,
+            };
+            out.push_str(&rest[..start]);
+            match value {
+                Some(v) => out.push_str(v),
+                None => out.push_str(&rest[start..start + len + 2]),
+            }
+            rest = &rest[start + len + 2..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
 /// A step that runs once: a SQL statement, a command. Used as task nodes and as
 /// `compensate` actions.
 #[async_trait]
 pub trait Task: Send + Sync {
-    /// Runs it.
-    async fn run(&self) -> Result<(), ConnectorError>;
+    /// Runs it, in the run `ctx` names.
+    async fn run(&self, ctx: &TaskContext) -> Result<(), ConnectorError>;
     /// One line saying what it does (no secrets).
     fn describe(&self) -> String;
 }

@@ -234,12 +234,9 @@ async fn reread_and_publish(
     topic: &str,
 ) -> Result<(), sluice_core::ConnectorError> {
     let batches = source.reread(reread).await;
-    for e in source.drain_events() {
-        ctx.emit(crate::EventKind::Connector {
-            class: e.class,
-            message: e.message,
-        });
-    }
+    let events = source.drain_events();
+    ctx.record_events(&events).await;
+    ctx.connector_events(events);
     let batches = batches?;
     for batch in batches {
         executor
@@ -271,7 +268,7 @@ struct Noop;
 
 #[async_trait::async_trait]
 impl crate::Task for Noop {
-    async fn run(&self) -> Result<(), sluice_core::ConnectorError> {
+    async fn run(&self, _: &crate::TaskContext) -> Result<(), sluice_core::ConnectorError> {
         Ok(())
     }
     fn describe(&self) -> String {

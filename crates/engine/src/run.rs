@@ -269,7 +269,11 @@ impl Executor {
                 continue;
             };
             let node = &outcome.summary.id;
-            let result = task.run().await;
+            let task_ctx = crate::TaskContext {
+                pipeline: pipeline.to_owned(),
+                run_id: run_id.to_owned(),
+            };
+            let result = task.run(&task_ctx).await;
             let (ok, message) = match &result {
                 Ok(()) => (true, format!("compensated: {}", task.describe())),
                 Err(e) => (
@@ -387,15 +391,9 @@ impl Executor {
                 return Ok(RunStatus::Cancelled);
             }
             let next = source.next_batch().await;
-            for e in source.drain_events() {
-                if e.is_retry() {
-                    ctx.stats.retries += 1;
-                }
-                ctx.emit(EventKind::Connector {
-                    class: e.class,
-                    message: e.message,
-                });
-            }
+            let events = source.drain_events();
+            ctx.record_events(&events).await;
+            ctx.connector_events(events);
             // Records the source kept for replay: stored before any later checkpoint
             // passes them, so a crash cannot lose them (kept twice, they are kept once).
             for q in source.take_quarantined() {
@@ -682,10 +680,14 @@ async fn keep_poison(ctx: &mut NodeCtx, poison: &PoisonMessage) -> Result<(), Co
 
 async fn run_task(ctx: &mut NodeCtx, task: &dyn Task) -> Result<RunStatus, ConnectorError> {
     let started = Instant::now();
+    let task_ctx = crate::TaskContext {
+        pipeline: ctx.pipeline.clone(),
+        run_id: ctx.run_id.clone(),
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let error = match task.run().await {
+        let error = match task.run(&task_ctx).await {
             Ok(()) => return Ok(RunStatus::Succeeded),
             Err(e) => e,
         };

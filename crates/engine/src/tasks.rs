@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-use crate::Task;
+use crate::{Task, TaskContext};
 
 /// Runs SQL statements (separated by `;`) in one transaction on PostgreSQL, MySQL or
 /// SQLite, through sqlx's `Any` driver.
@@ -58,7 +58,7 @@ impl SqlTask {
         ConnectorError::new(class, self.url.redact(&format!("sql_task failed: {e}")))
     }
 
-    async fn execute(&self) -> Result<(), ConnectorError> {
+    async fn execute(&self, ctx: &TaskContext) -> Result<(), ConnectorError> {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         let mut url = self.url.expose().to_owned();
@@ -73,7 +73,8 @@ impl SqlTask {
             .await
             .map_err(|e| self.fail(e))?;
         let mut tx = conn.begin().await.map_err(|e| self.fail(e))?;
-        for statement in self.sql.split(';').filter(|s| !s.trim().is_empty()) {
+        let sql = ctx.render(&self.sql);
+        for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
             sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
                 .execute(&mut *tx)
                 .await
@@ -85,8 +86,8 @@ impl SqlTask {
 
 #[async_trait]
 impl Task for SqlTask {
-    async fn run(&self) -> Result<(), ConnectorError> {
-        match tokio::time::timeout(self.timeout, self.execute()).await {
+    async fn run(&self, ctx: &TaskContext) -> Result<(), ConnectorError> {
+        match tokio::time::timeout(self.timeout, self.execute(ctx)).await {
             Ok(result) => result,
             Err(_) => Err(ConnectorError::new(
                 ErrorClass::Dependency,
@@ -137,10 +138,12 @@ impl CommandTask {
 
 #[async_trait]
 impl Task for CommandTask {
-    async fn run(&self) -> Result<(), ConnectorError> {
+    async fn run(&self, ctx: &TaskContext) -> Result<(), ConnectorError> {
         let mut command = tokio::process::Command::new(&self.program);
         command
-            .args(&self.args)
+            .args(self.args.iter().map(|a| ctx.render(a)))
+            .env("SLUICE_PIPELINE", &ctx.pipeline)
+            .env("SLUICE_RUN_ID", &ctx.run_id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -217,7 +220,7 @@ mod tests {
             None,
             Duration::from_secs(5),
         );
-        ok.run().await.unwrap();
+        ok.run(&TaskContext::default()).await.unwrap();
         let env = BTreeMap::from([("TOKEN".to_owned(), Secret::new("s3cret"))]);
         let fails = CommandTask::new(
             "sh",
@@ -226,7 +229,7 @@ mod tests {
             None,
             Duration::from_secs(5),
         );
-        let err = fails.run().await.unwrap_err();
+        let err = fails.run(&TaskContext::default()).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Internal);
         assert!(
             err.message.contains("bad token ***") && !err.message.contains("s3cret"),
@@ -239,7 +242,10 @@ mod tests {
             None,
             Duration::from_millis(100),
         );
-        assert_eq!(slow.run().await.unwrap_err().class, ErrorClass::Dependency);
+        assert_eq!(
+            slow.run(&TaskContext::default()).await.unwrap_err().class,
+            ErrorClass::Dependency
+        );
         let missing = CommandTask::new(
             "no-such-program-xyz",
             vec![],
@@ -247,7 +253,41 @@ mod tests {
             None,
             Duration::from_secs(1),
         );
-        assert!(missing.run().await.unwrap_err().message.contains("PATH"));
+        assert!(
+            missing
+                .run(&TaskContext::default())
+                .await
+                .unwrap_err()
+                .message
+                .contains("PATH")
+        );
+        // The run's id and pipeline reach the arguments and the environment.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let note = CommandTask::new(
+            "sh",
+            vec![
+                "-c".into(),
+                format!(
+                    "echo \"$1 $SLUICE_PIPELINE $SLUICE_RUN_ID\" > {}",
+                    out.display()
+                ),
+                "sh".into(),
+                "run={{ run_id }}".into(),
+            ],
+            BTreeMap::new(),
+            None,
+            Duration::from_secs(5),
+        );
+        let ctx = TaskContext {
+            pipeline: "orders".into(),
+            run_id: "abc123".into(),
+        };
+        note.run(&ctx).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().trim(),
+            "run=abc123 orders abc123"
+        );
     }
 
     #[tokio::test]
@@ -259,7 +299,7 @@ mod tests {
             "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)",
             Duration::from_secs(5),
         )
-        .run()
+        .run(&TaskContext::default())
         .await
         .unwrap();
         // A failing statement rolls the whole task back.
@@ -268,7 +308,7 @@ mod tests {
             "INSERT INTO t VALUES (2); INSERT INTO nope VALUES (1)",
             Duration::from_secs(5),
         )
-        .run()
+        .run(&TaskContext::default())
         .await
         .unwrap_err();
         assert_eq!(err.class, ErrorClass::InvalidRequest, "{err}");

@@ -158,7 +158,7 @@ struct Note(Arc<Mutex<Vec<String>>>, &'static str, bool);
 
 #[async_trait]
 impl Task for Note {
-    async fn run(&self) -> Result<(), ConnectorError> {
+    async fn run(&self, _: &sluice_engine::TaskContext) -> Result<(), ConnectorError> {
         self.0.lock().unwrap().push(self.1.to_owned());
         if self.2 {
             Err(ConnectorError::new(
