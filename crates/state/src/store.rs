@@ -312,6 +312,8 @@ const MIGRATIONS: &[&str] = &[
         severity TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL);",
     "CREATE TABLE IF NOT EXISTS pipelines (
         name TEXT PRIMARY KEY, file TEXT NOT NULL, updated_at BIGINT NOT NULL);",
+    "ALTER TABLE runs ADD COLUMN host TEXT;
+     ALTER TABLE runs ADD COLUMN pid BIGINT;",
 ];
 
 /// The state store.
@@ -418,19 +420,64 @@ impl StateStore {
 
     /// Starts a run and returns its id.
     pub async fn start_run(&self, pipeline: &str, trigger: &str) -> Result<String, StateError> {
+        self.close_abandoned_runs(Some(pipeline)).await?;
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         sqlx::query(
-            "INSERT INTO runs (id, pipeline, trigger_kind, status, started_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO runs (id, pipeline, trigger_kind, status, started_at, host, pid) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(pipeline)
         .bind(trigger)
         .bind(RunStatus::Running.as_str())
         .bind(now_ms())
+        .bind(host_id())
+        .bind(i64::from(std::process::id()))
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
         Ok(id)
+    }
+
+    /// Marks as failed the runs still `running` whose process, on this machine, is gone
+    /// (killed, or the machine restarted): they can never finish. Runs of other machines
+    /// sharing the store are left alone. Returns how many were closed.
+    pub async fn close_abandoned_runs(&self, pipeline: Option<&str>) -> Result<u64, StateError> {
+        let host = host_id();
+        let rows = sqlx::query(
+            "SELECT id, pid FROM runs WHERE status = $1 AND host = $2 AND (pipeline = $3 OR $4)",
+        )
+        .bind(RunStatus::Running.as_str())
+        .bind(&host)
+        .bind(pipeline.unwrap_or_default())
+        .bind(pipeline.is_none())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut closed = 0;
+        for row in rows {
+            let id: String = row.try_get("id").map_err(|e| self.err(e))?;
+            let pid: Option<i64> = row.try_get("pid").map_err(|e| self.err(e))?;
+            let Some(pid) = pid else { continue };
+            if process_alive(pid) {
+                continue;
+            }
+            let message = format!(
+                "aborted: its process ({pid}) ended before the run finished (killed, crashed, or the machine restarted); the next run resumed from the checkpoints"
+            );
+            sqlx::query(
+                "UPDATE runs SET status = $1, finished_at = $2, error = $3 WHERE id = $4 AND status = $5",
+            )
+            .bind(RunStatus::Failed.as_str())
+            .bind(now_ms())
+            .bind(&message)
+            .bind(&id)
+            .bind(RunStatus::Running.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            closed += 1;
+        }
+        Ok(closed)
     }
 
     /// Ends a run.
@@ -926,5 +973,36 @@ mod tests {
         ] {
             assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
         }
+    }
+}
+
+/// This machine, as recorded with a run: its host name and boot id (after a restart no
+/// process of before is alive, whatever its pid).
+fn host_id() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let name = Some(read("/proc/sys/kernel/hostname"))
+        .filter(|n| !n.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let boot = read("/proc/sys/kernel/random/boot_id");
+    format!("{name}/{}", boot.get(..8).unwrap_or(&boot))
+}
+
+/// Whether a `sluice` process with this pid runs on this machine (Linux `/proc`; where it
+/// is missing, every process counts as alive, so no run is closed by mistake).
+fn process_alive(pid: i64) -> bool {
+    if pid == i64::from(std::process::id()) {
+        return true;
+    }
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains("sluice"),
+        Err(_) => false,
     }
 }

@@ -182,3 +182,39 @@ async fn bad_urls_say_what_to_use_and_hide_passwords() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert_eq!(err.class(), ErrorClass::Dependency);
 }
+
+/// A run whose process died (kill -9) is closed as failed when the next run of its
+/// pipeline starts, or when runs are listed; a live one is left alone.
+#[tokio::test]
+async fn runs_of_dead_processes_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/state.db", dir.path().display());
+    let store = StateStore::open(&url).await.unwrap();
+    let dead = store.start_run("orders", "manual").await.unwrap();
+    let live = store.start_run("other", "manual").await.unwrap();
+    // A pid no process has: the first run's process is gone.
+    let gone = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE runs SET pid = $1 WHERE id = $2")
+            .bind(i64::from(gone))
+            .bind(&dead)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.close_abandoned_runs(Some("other")).await.unwrap(), 0);
+    let next = store.start_run("orders", "manual").await.unwrap();
+    let (row, _, _) = store.run(&dead).await.unwrap();
+    assert_eq!(row.status, "failed");
+    assert!(row.error.unwrap().starts_with("aborted"));
+    for id in [&live, &next] {
+        assert_eq!(store.run(id).await.unwrap().0.status, "running");
+    }
+}

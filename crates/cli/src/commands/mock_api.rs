@@ -73,17 +73,20 @@ pub(crate) async fn run(args: MockApiArgs) -> anyhow::Result<ExitCode> {
     let records = config.records;
     let faults = config.faults.len();
     let mock = MockApi::start(config).await?;
-    println!(
-        "mock API: {} ({records} records, {faults} fault rules)",
+    // Whoever started us may stop reading (a closed pipe): the server goes on serving.
+    let banner = format!(
+        "mock API: {} ({records} records, {faults} fault rules)\n\
+         \x20 data:  GET /page/items /offset/items /cursor/items /next/items /link/items /ndjson/items, POST /search\n\
+         \x20 admin: POST /admin/heal, POST /admin/repair, POST /admin/touch {{\"ids\": [..]}}, GET /admin/requests\n\
+         Ctrl-C to stop.",
         mock.base_url()
     );
-    println!(
-        "  data:  GET /page/items /offset/items /cursor/items /next/items /link/items /ndjson/items, POST /search"
-    );
-    println!(
-        "  admin: POST /admin/heal, POST /admin/repair, POST /admin/touch {{\"ids\": [..]}}, GET /admin/requests"
-    );
-    println!("Ctrl-C to stop.");
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{banner}");
+        let _ = out.flush();
+    }
     tokio::signal::ctrl_c().await?;
     mock.shutdown().await;
     Ok(ExitCode::SUCCESS)

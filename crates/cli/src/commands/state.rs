@@ -76,6 +76,8 @@ enum RunsCommand {
 
 pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open().await?;
+    // Runs whose process died (kill -9, a crash) would show `running` forever.
+    store.close_abandoned_runs(None).await?;
     match args.command {
         None => {
             let runs = store.runs(args.pipeline.as_deref(), args.limit).await?;
