@@ -948,34 +948,6 @@ impl StateStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_password() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-    }
-
-    #[test]
-    fn statuses_round_trip() {
-        for s in [
-            RunStatus::Running,
-            RunStatus::Succeeded,
-            RunStatus::PartiallySucceeded,
-            RunStatus::Failed,
-            RunStatus::Cancelled,
-            RunStatus::Skipped,
-        ] {
-            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
-        }
-    }
-}
-
 /// This machine, as recorded with a run: its host name and boot id (after a restart no
 /// process of before is alive, whatever its pid).
 fn host_id() -> String {
@@ -1004,5 +976,33 @@ fn process_alive(pid: i64) -> bool {
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains("sluice"),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::PartiallySucceeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+            RunStatus::Skipped,
+        ] {
+            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
+        }
     }
 }
