@@ -378,6 +378,21 @@ impl Buffer for KafkaBuffer {
         }))
     }
 
+    async fn health(&self) -> Result<Duration, BufferError> {
+        let config = self.consumer_config("sluice-health");
+        run_blocking(move || -> Result<Duration, BufferError> {
+            let started = std::time::Instant::now();
+            let consumer: BaseConsumer = config
+                .create()
+                .map_err(|e| kafka_error("creating a client", e))?;
+            consumer
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map_err(|e| kafka_error("reading the cluster's metadata", e))?;
+            Ok(started.elapsed())
+        })
+        .await
+    }
+
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError> {
         check_name("group", group)?;
         let config = self.consumer_config(group);

@@ -123,6 +123,10 @@ pub trait Buffer: Send + Sync {
 
     /// How many messages of the topic the group has not committed yet.
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError>;
+
+    /// Checks the buffer can be used: Kafka's brokers answer a metadata request, the
+    /// embedded log's folder takes a file. Returns how long it took.
+    async fn health(&self) -> Result<std::time::Duration, BufferError>;
 }
 
 /// A consumer-group member's view of a topic.

@@ -40,6 +40,11 @@ enum Command {
     /// Run the quickstart against the flaky mock API with every failure class injected:
     /// no service needed. Shows what Sluice does with each failure.
     Demo(commands::demo::DemoArgs),
+    /// Check every link of a pipeline (APIs with their auth, databases, the buffer, the
+    /// state store), once or with --watch; broken links raise alerts. Exit 1 if one is down.
+    Health(commands::health::HealthArgs),
+    /// List the alerts: failed runs, broken links, recoveries.
+    Alerts(commands::health::AlertsArgs),
     /// Serve the flaky mock API (the stand-in for third-party APIs) on 127.0.0.1.
     MockApi(commands::mock_api::MockApiArgs),
 }
@@ -77,6 +82,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runtime()?.block_on(commands::state::runs(args)),
         Command::Failed(args) => runtime()?.block_on(commands::state::failed(args)),
         Command::Replay(args) => runtime()?.block_on(commands::replay::run(args)),
+        Command::Health(args) => runtime()?.block_on(commands::health::run(args)),
+        Command::Alerts(args) => runtime()?.block_on(commands::health::alerts(args)),
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
         Command::MockApi(args) => runtime()?.block_on(commands::mock_api::run(args)),
     }

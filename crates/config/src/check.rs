@@ -76,6 +76,22 @@ impl Checker<'_> {
         );
     }
 
+    /// A warning about a secret written in clear: its text is masked where it is quoted.
+    fn secret_warning(
+        &mut self,
+        pos: Pos,
+        width: usize,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.diags.push(
+            Diagnostic::warning(pos, message)
+                .with_width(width)
+                .with_help(help)
+                .masked(),
+        );
+    }
+
     fn warning(
         &mut self,
         pos: Pos,
@@ -113,7 +129,7 @@ impl Checker<'_> {
 
     fn secret(&mut self, value: &SecretValue, field: &str) {
         if !value.interpolated && !value.value.expose().is_empty() {
-            self.warning(
+            self.secret_warning(
                 value.pos,
                 value.width,
                 format!("`{field}` is written in clear in the pipeline file"),
@@ -125,7 +141,7 @@ impl Checker<'_> {
     fn redacted_map(&mut self, map: &RedactedMap, what: &str) {
         for (k, v) in map.entries() {
             if is_sensitive_key(&k.value) && !v.interpolated && !v.value.is_empty() {
-                self.warning(
+                self.secret_warning(
                     v.pos,
                     v.width,
                     format!("the {what} `{}` is written in clear in the pipeline file", k.value),
@@ -361,7 +377,7 @@ impl Checker<'_> {
             );
         }
         if state.value.has_password() && !state.interpolated {
-            self.warning(state.pos, state.width, "the state store URL holds a password written in clear", "write the password as `${NAME}` (e.g. `postgres://sluice:${SLUICE_STATE_PASSWORD}@host/db`)");
+            self.secret_warning(state.pos, state.width, "the state store URL holds a password written in clear", "write the password as `${NAME}` (e.g. `postgres://sluice:${SLUICE_STATE_PASSWORD}@host/db`)");
         }
         if let Schedule::Realtime(r) = &spec.schedule {
             self.positive_duration(&r.poll_interval, "poll_interval");
@@ -721,7 +737,7 @@ impl Checker<'_> {
             );
         }
         if url.value.has_password() && !url.interpolated {
-            self.warning(
+            self.secret_warning(
                 url.pos,
                 url.width,
                 "the database URL holds a password written in clear",
@@ -738,7 +754,7 @@ impl Checker<'_> {
                     self.error_at(&t.sql, "`sql` is empty", "write the statements to run");
                 }
                 if t.url.value.has_password() && !t.url.interpolated {
-                    self.warning(t.url.pos, t.url.width, "the database URL holds a password written in clear", "write the password as `${NAME}`, e.g. `postgres://user:${PGPASSWORD}@host/db`");
+                    self.secret_warning(t.url.pos, t.url.width, "the database URL holds a password written in clear", "write the password as `${NAME}`, e.g. `postgres://user:${PGPASSWORD}@host/db`");
                 }
                 self.templates(&t.sql.value, t.sql.pos, &["run_id", "pipeline"], &why);
                 self.positive_duration(&t.timeout, "timeout");

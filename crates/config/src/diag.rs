@@ -82,6 +82,9 @@ pub struct Diagnostic {
     pub message: String,
     /// What to do about it.
     pub help: Option<String>,
+    /// The underlined text is a secret: the quoted line shows `*` in its place.
+    #[serde(skip)]
+    pub masked: bool,
 }
 
 impl Diagnostic {
@@ -93,6 +96,7 @@ impl Diagnostic {
             width: 1,
             message: message.into(),
             help: None,
+            masked: false,
         }
     }
 
@@ -113,6 +117,12 @@ impl Diagnostic {
     /// Sets how many characters to underline.
     pub fn with_width(mut self, width: usize) -> Self {
         self.width = width.max(1);
+        self
+    }
+
+    /// Marks the underlined text as a secret, never quoted.
+    pub fn masked(mut self) -> Self {
+        self.masked = true;
         self
     }
 
@@ -157,7 +167,22 @@ pub fn render(file: &str, text: &str, diags: &[Diagnostic]) -> String {
             let number = d.pos.line.to_string();
             let gutter = " ".repeat(number.len());
             out.push_str(&format!("{gutter} |\n"));
-            out.push_str(&format!("{number} | {line}\n"));
+            let shown: String = if d.masked {
+                let from = d.pos.column.saturating_sub(1);
+                line.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i >= from && i < from + d.width {
+                            '*'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect()
+            } else {
+                (*line).to_owned()
+            };
+            out.push_str(&format!("{number} | {shown}\n"));
             // Keep tabs in the padding so the caret lines up under tabbed text.
             let pad: String = line
                 .chars()

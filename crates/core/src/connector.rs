@@ -108,6 +108,12 @@ pub trait Source: Send {
         Vec::new()
     }
 
+    /// Checks the link without reading on: for an API, its first request (with auth) is
+    /// sent once; returns its latency, or `None` when the source has no link to check.
+    async fn health(&mut self) -> Result<Option<Duration>, ConnectorError> {
+        Ok(None)
+    }
+
     /// Records quarantined since the last call. The engine takes them after every
     /// [`Source::next_batch`], before it saves that batch's checkpoint, and keeps them in
     /// the failed-batch store.

@@ -173,7 +173,7 @@ fn node_error(node: &PlannedNode, message: impl Into<String>) -> BuildError {
 
 /// The HTTP source's config from the node's spec (retry and batching come from the plan's
 /// effective values, so `defaults` apply too).
-fn http_source_config(
+pub(crate) fn http_source_config(
     spec: &sluice_config::spec::nodes::http::HttpSource,
     node: &PlannedNode,
 ) -> http::HttpSourceConfig {

@@ -22,6 +22,7 @@
 pub mod build;
 mod deliver;
 mod events;
+pub mod health;
 mod pipeline;
 mod replay;
 mod run;

@@ -27,7 +27,7 @@
 
 mod store;
 
-pub use store::now_ms;
+pub use store::{now_ms, redact_url};
 
 pub use store::{
     AlertRow, AttemptRow, FailedBatchFilter, FailedBatchRow, NewFailedBatch, NodeRunRow, RunRow,

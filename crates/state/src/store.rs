@@ -269,7 +269,7 @@ enum Backend {
 }
 
 /// Removes the password from a database URL, for messages.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((userinfo, host)) = rest.split_once('@')
         && let Some((user, _password)) = userinfo.split_once(':')

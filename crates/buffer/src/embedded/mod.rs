@@ -170,6 +170,24 @@ impl Buffer for EmbeddedLog {
         }))
     }
 
+    async fn health(&self) -> Result<std::time::Duration, BufferError> {
+        let started = std::time::Instant::now();
+        let probe = self.root.join(".sluice-health");
+        let io = |source| BufferError::Io {
+            path: probe.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.root).map_err(io)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&probe).map_err(io)?;
+            f.write_all(b"ok").map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::remove_file(&probe).map_err(io)?;
+        Ok(started.elapsed())
+    }
+
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError> {
         check_name("group", group)?;
         let open = self.topic(topic)?;

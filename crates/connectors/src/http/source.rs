@@ -786,6 +786,18 @@ impl Source for HttpSource {
         self.fetcher.drain_events()
     }
 
+    async fn health(&mut self) -> Result<Option<std::time::Duration>, ConnectorError> {
+        let started = std::time::Instant::now();
+        let spec = self.build_request()?;
+        match self.fetcher.fetch(&spec, self.pager.shrinkable()).await {
+            // The API answered, and would with smaller pages: a run asks for those.
+            Err(e) if e.class == ErrorClass::PayloadTooLarge && self.pager.shrinkable() => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        Ok(Some(started.elapsed()))
+    }
+
     fn take_quarantined(&mut self) -> Vec<QuarantinedRecords> {
         std::mem::take(&mut self.quarantined)
     }

@@ -1,0 +1,232 @@
+//! `sluice health FILE`: checks every link of a pipeline (APIs, databases, the buffer, the
+//! state store), once or continuously, and raises alerts on broken ones; `sluice alerts`
+//! lists them.
+
+use clap::Args;
+use sluice_engine::build::{self, BuildContext};
+use sluice_engine::health::{LinkCheck, check_links};
+use sluice_state::{AlertRow, StateStore, now_ms};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use super::PipelineFile;
+use super::state::{StateArgs, time};
+
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    /// The pipeline file whose links to check.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Check again at this interval (`30s`, `5m`) until Ctrl-C, printing and alerting
+    /// only when a link goes down or comes back.
+    #[arg(long, value_name = "INTERVAL")]
+    watch: Option<String>,
+    /// Print the checks as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AlertsArgs {
+    /// Only this pipeline's alerts.
+    #[arg(long, short = 'p')]
+    pipeline: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let every = match &args.watch {
+        Some(text) => Some(
+            sluice_config::values::Duration::from_str(text)
+                .map_err(|e| anyhow::anyhow!("--watch {text}: {e}"))?
+                .get(),
+        ),
+        None => None,
+    };
+    let file = PipelineFile::read(&args.file)?;
+    let plan = file.plan()?;
+    let ctx = BuildContext::default();
+    let store = StateStore::open(&build::resolve_sqlite(plan.state.expose(), &ctx.base_dir))
+        .await
+        .ok();
+    let Some(every) = every else {
+        let checks = check_links(&plan, &ctx).await;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json(&checks))?);
+        } else {
+            print_table(&checks);
+        }
+        for c in checks.iter().filter(|c| !c.is_up()) {
+            alert(store.as_ref(), &plan.pipeline, c, None).await;
+        }
+        return Ok(if checks.iter().all(LinkCheck::is_up) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    };
+    // Watching: a line and an alert when a link changes state.
+    let mut down_since: HashMap<String, i64> = HashMap::new();
+    let mut first = true;
+    loop {
+        let checks = check_links(&plan, &ctx).await;
+        if first {
+            print_table(&checks);
+        }
+        for c in &checks {
+            let key = format!("{} {}", c.kind, c.link);
+            match (&c.result, down_since.get(&key).copied()) {
+                (Err(_), None) => {
+                    down_since.insert(key, now_ms());
+                    if !first {
+                        println!("{} DOWN  {}", stamp(), line(c));
+                    }
+                    alert(store.as_ref(), &plan.pipeline, c, None).await;
+                }
+                (Ok(_), Some(since)) => {
+                    down_since.remove(&key);
+                    let secs = (now_ms() - since) / 1000;
+                    println!("{} UP    {} (after {secs}s down)", stamp(), line(c));
+                    alert(store.as_ref(), &plan.pipeline, c, Some(secs)).await;
+                }
+                _ => {}
+            }
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
+    let store = args.state.open().await?;
+    let alerts: Vec<AlertRow> = store
+        .alerts(args.limit.max(1) * 4)
+        .await?
+        .into_iter()
+        .filter(|a| args.pipeline.as_ref().is_none_or(|p| *p == a.pipeline))
+        .take(args.limit.max(1) as usize)
+        .collect();
+    if alerts.is_empty() {
+        println!("no alerts");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<19}  {:<8}  {:<16} {:<14} {:<18} MESSAGE",
+        "AT", "SEVERITY", "PIPELINE", "NODE", "CLASS"
+    );
+    for a in alerts {
+        println!(
+            "{:<19}  {:<8}  {:<16} {:<14} {:<18} {}",
+            time(a.at),
+            a.severity,
+            a.pipeline,
+            a.node.as_deref().unwrap_or("-"),
+            a.class,
+            a.message
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records a link's failure (critical) or its recovery (info) in the alerts table.
+async fn alert(store: Option<&StateStore>, pipeline: &str, c: &LinkCheck, up_after: Option<i64>) {
+    let Some(store) = store else { return };
+    let (class, severity, message) = match (&c.result, up_after) {
+        (Err(e), _) => (
+            e.class.as_str().to_owned(),
+            "critical",
+            format!("{} {} is down: {}", c.kind, c.link, e.message),
+        ),
+        (Ok(_), Some(secs)) => (
+            "link_recovered".to_owned(),
+            "info",
+            format!("{} {} is up again after {secs}s", c.kind, c.link),
+        ),
+        (Ok(_), None) => return,
+    };
+    let row = AlertRow {
+        pipeline: pipeline.to_owned(),
+        node: c.nodes.first().cloned(),
+        class,
+        severity: severity.to_owned(),
+        message,
+        at: now_ms(),
+    };
+    if let Err(e) = store.record_alert(&row).await {
+        eprintln!("sluice: could not record the alert: {e}");
+    }
+}
+
+fn stamp() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn line(c: &LinkCheck) -> String {
+    let nodes = if c.nodes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", c.nodes.join(", "))
+    };
+    match &c.result {
+        Ok(took) => format!("{} {}{nodes}: {} ms", c.kind, c.link, took.as_millis()),
+        Err(e) => format!("{} {}{nodes}: {e}", c.kind, c.link),
+    }
+}
+
+fn print_table(checks: &[LinkCheck]) {
+    println!(
+        "{:<9} {:<48} {:<20} {:<6} {:>9}",
+        "LINK", "ADDRESS", "NODES", "STATUS", "LATENCY"
+    );
+    for c in checks {
+        let (status, latency) = match &c.result {
+            Ok(took) => ("up", format!("{} ms", took.as_millis())),
+            Err(_) => ("DOWN", "-".to_owned()),
+        };
+        println!(
+            "{:<9} {:<48} {:<20} {:<6} {:>9}",
+            c.kind,
+            c.link,
+            c.nodes.join(","),
+            status,
+            latency
+        );
+        if let Err(e) = &c.result {
+            println!("          {e}");
+        }
+    }
+    let down = checks.iter().filter(|c| !c.is_up()).count();
+    if down > 0 {
+        println!(
+            "\n{down} link(s) down. What to check for each class: docs/troubleshooting.md; alerts: `sluice alerts`"
+        );
+    }
+}
+
+fn json(checks: &[LinkCheck]) -> serde_json::Value {
+    serde_json::Value::Array(
+        checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "kind": c.kind,
+                    "link": c.link,
+                    "nodes": c.nodes,
+                    "up": c.is_up(),
+                    "latency_ms": c.result.as_ref().ok().map(|d| d.as_millis() as u64),
+                    "class": c.result.as_ref().err().map(|e| e.class.as_str()),
+                    "error": c.result.as_ref().err().map(|e| e.message.clone()),
+                })
+            })
+            .collect(),
+    )
+}

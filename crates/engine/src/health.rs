@@ -1,0 +1,222 @@
+//! Link checks (`sluice health`): every API, database, buffer and state store a pipeline
+//! depends on, checked the way the run would use it, each failure given its class.
+
+use futures::future::join_all;
+use sluice_config::plan::Plan;
+use sluice_config::spec::nodes::{NodeKind, TaskSpec};
+use sluice_connectors::{http, sql};
+use sluice_core::{ConnectorError, ErrorClass, Source};
+use sluice_state::StateStore;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use crate::build::{self, BuildContext};
+
+/// How long one check may take before its link counts as down (`network`).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One link of a pipeline and how its check went.
+#[derive(Debug, Clone)]
+pub struct LinkCheck {
+    /// `api`, `database`, `buffer` or `state`.
+    pub kind: &'static str,
+    /// What is checked, without secrets: `127.0.0.1:5432/sluice (PostgreSQL)`.
+    pub link: String,
+    /// The nodes that use it (empty for the buffer and the state store).
+    pub nodes: Vec<String>,
+    /// Its latency, or why it is down.
+    pub result: Result<Duration, ConnectorError>,
+}
+
+impl LinkCheck {
+    /// Whether the link answered.
+    pub fn is_up(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+type Check = Pin<Box<dyn Future<Output = Result<Duration, ConnectorError>> + Send>>;
+
+/// A link to check: what, who uses it, how.
+struct Probe {
+    kind: &'static str,
+    link: String,
+    nodes: Vec<String>,
+    check: Check,
+}
+
+/// Checks every link of the plan at once: each HTTP source's first request (with its
+/// auth), each database (connect and `SELECT 1`), the buffer, the state store. Links used
+/// by several nodes are checked once. Nothing is read on, written or checkpointed.
+pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
+    let mut probes: BTreeMap<(&'static str, String), Probe> = BTreeMap::new();
+    let mut add = |kind: &'static str, link: String, node: Option<&str>, check: Check| {
+        let probe = probes.entry((kind, link.clone())).or_insert(Probe {
+            kind,
+            link,
+            nodes: Vec::new(),
+            check,
+        });
+        if let Some(node) = node
+            && !probe.nodes.iter().any(|n| n == node)
+        {
+            probe.nodes.push(node.to_owned());
+        }
+    };
+    for node in &plan.nodes {
+        let id = node.id.as_str();
+        match &node.config {
+            NodeKind::Http(spec) => {
+                let mut config = build::http_source_config(spec, node);
+                // One attempt: the check says how the link is now, it does not wait it out.
+                config.retry.max_attempts = 1;
+                let link = api_link(spec.url.value.as_str());
+                let source = http::HttpSource::new(
+                    config,
+                    http::HttpSourceContext {
+                        pipeline: plan.pipeline.clone(),
+                        node: node.id.clone(),
+                        checkpoint: None,
+                        breakers: None,
+                    },
+                );
+                add(
+                    "api",
+                    link,
+                    Some(id),
+                    Box::pin(async move {
+                        let mut source = source?;
+                        source.health().await.map(Option::unwrap_or_default)
+                    }),
+                );
+            }
+            NodeKind::SqlSink(spec) => {
+                let url = build::resolve_sqlite(spec.url.value.expose(), &ctx.base_dir);
+                add(
+                    "database",
+                    spec.url.value.to_string(),
+                    Some(id),
+                    database(url),
+                );
+            }
+            NodeKind::SqlSource(spec) => {
+                let url = build::resolve_sqlite(spec.url.value.expose(), &ctx.base_dir);
+                add(
+                    "database",
+                    spec.url.value.to_string(),
+                    Some(id),
+                    database(url),
+                );
+            }
+            _ => {}
+        }
+        let tasks = match &node.config {
+            NodeKind::SqlTask(t) => Some(TaskSpec::SqlTask(t.clone())),
+            _ => None,
+        }
+        .into_iter()
+        .chain(node.compensate.clone());
+        for task in tasks {
+            if let TaskSpec::SqlTask(t) = task {
+                let url = build::resolve_sqlite(t.url.value.expose(), &ctx.base_dir);
+                add("database", t.url.value.to_string(), Some(id), database(url));
+            }
+        }
+    }
+    let (buffer_link, buffer) = match &plan.buffer {
+        sluice_config::spec::BufferSpec::Kafka(k) => (
+            format!(
+                "kafka {}",
+                k.brokers
+                    .value
+                    .iter()
+                    .map(|b| b.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            build::open_buffer(&plan.buffer, ctx),
+        ),
+        sluice_config::spec::BufferSpec::Embedded(e) => (
+            format!("embedded {}", ctx.base_dir.join(&e.path).display()),
+            build::open_buffer(&plan.buffer, ctx),
+        ),
+    };
+    add(
+        "buffer",
+        buffer_link,
+        None,
+        Box::pin(async move {
+            let buffer = buffer.map_err(|e| ConnectorError::new(e_class(&e), e.to_string()))?;
+            buffer
+                .health()
+                .await
+                .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))
+        }),
+    );
+    let state_url = build::resolve_sqlite(plan.state.expose(), &ctx.base_dir);
+    add(
+        "state",
+        sluice_state::redact_url(plan.state.expose()),
+        None,
+        Box::pin(async move {
+            let started = Instant::now();
+            StateStore::open(&state_url)
+                .await
+                .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
+            Ok(started.elapsed())
+        }),
+    );
+
+    let checks = probes.into_values().map(|p| async move {
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, p.check).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectorError::new(
+                ErrorClass::Network,
+                format!(
+                    "no answer within {}s: check that the host is reachable from here (firewall, proxy, DNS)",
+                    CHECK_TIMEOUT.as_secs()
+                ),
+            )),
+        };
+        LinkCheck {
+            kind: p.kind,
+            link: p.link,
+            nodes: p.nodes,
+            result,
+        }
+    });
+    join_all(checks).await
+}
+
+fn e_class(e: &build::BuildError) -> ErrorClass {
+    match e {
+        build::BuildError::Buffer(b) => b.class(),
+        build::BuildError::State(s) => s.class(),
+        build::BuildError::Node { .. } => ErrorClass::InvalidRequest,
+    }
+}
+
+/// A database check: connect and `SELECT 1`, through the sink of its engine (which
+/// touches no table).
+fn database(url: String) -> Check {
+    Box::pin(async move {
+        let sink = sql::build_sink(sql::SqlSinkConfig::new(url, "_sluice_health")).await?;
+        sink.health().await
+    })
+}
+
+/// `scheme://host:port/path` of an API URL, without its query (which may hold a key).
+fn api_link(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or_default(),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => url.split('?').next().unwrap_or(url).to_owned(),
+    }
+}
