@@ -95,6 +95,10 @@ pub struct QuarantinedRecords {
     pub reread: serde_json::Value,
 }
 
+/// Called with each connector event as it happens (a live display), besides the event
+/// being kept for `drain_events`.
+pub type EventListener = std::sync::Arc<dyn Fn(&ConnectorEvent) + Send + Sync>;
+
 /// Reads batches from somewhere: an HTTP API, a database, a file.
 #[async_trait]
 pub trait Source: Send {
@@ -106,6 +110,14 @@ pub trait Source: Send {
     /// Events since the last call (retries, refreshes, ...), for progress and the run record.
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         Vec::new()
+    }
+
+    /// Asks the source to call `listener` with each event as it happens (during a long
+    /// retry wait, say), not only when [`Source::next_batch`] returns. Returns whether it
+    /// will; the events are still handed over by [`Source::drain_events`] as well.
+    fn listen(&mut self, listener: EventListener) -> bool {
+        let _ = listener;
+        false
     }
 
     /// Checks the link without reading on: for an API, its first request (with auth) is

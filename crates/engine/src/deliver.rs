@@ -160,16 +160,20 @@ impl NodeCtx {
 
     fn forward_events(&mut self, target: &mut dyn Target) -> Vec<ConnectorEvent> {
         let events = target.drain_events();
-        self.connector_events(events.clone());
+        self.connector_events(events.clone(), true);
         events
     }
 
     /// Shows a connector's events, counts its retries; the caller records the failures
     /// among them as attempts ([`NodeCtx::record_events`]).
-    pub(crate) fn connector_events(&mut self, events: Vec<ConnectorEvent>) {
+    /// With `show` false, the events were shown live already (a listener).
+    pub(crate) fn connector_events(&mut self, events: Vec<ConnectorEvent>, show: bool) {
         for e in events {
             if e.is_retry() {
                 self.stats.retries += 1;
+            }
+            if !show {
+                continue;
             }
             self.emit(EventKind::Connector {
                 class: e.class,

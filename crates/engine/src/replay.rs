@@ -236,7 +236,7 @@ async fn reread_and_publish(
     let batches = source.reread(reread).await;
     let events = source.drain_events();
     ctx.record_events(&events).await;
-    ctx.connector_events(events);
+    ctx.connector_events(events, true);
     let batches = batches?;
     for batch in batches {
         executor

@@ -383,6 +383,25 @@ impl Executor {
             .await
             .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
         let mut source = factory(checkpoint).await?;
+        // Events as they happen (a retry wait of a minute shows at once), when the source
+        // can tell them; else when `next_batch` returns.
+        let live = match &ctx.events {
+            Some(tx) => {
+                let (tx, node) = (tx.clone(), ctx.node.clone());
+                source.listen(std::sync::Arc::new(
+                    move |e: &sluice_core::ConnectorEvent| {
+                        let _ = tx.send(crate::Event {
+                            node: node.clone(),
+                            kind: EventKind::Connector {
+                                class: e.class,
+                                message: e.message.clone(),
+                            },
+                        });
+                    },
+                ))
+            }
+            None => false,
+        };
         let topic = topic_name(&ctx.namespace, &ctx.node);
         let started = Instant::now();
         let mut attempt = 0u32;
@@ -393,7 +412,7 @@ impl Executor {
             let next = source.next_batch().await;
             let events = source.drain_events();
             ctx.record_events(&events).await;
-            ctx.connector_events(events);
+            ctx.connector_events(events, !live);
             // Records the source kept for replay: stored before any later checkpoint
             // passes them, so a crash cannot lose them (kept twice, they are kept once).
             for q in source.take_quarantined() {

@@ -22,6 +22,8 @@ pub(crate) struct Fetcher {
     pub(crate) breaker: Option<Arc<CircuitBreaker>>,
     pub(crate) redactor: Mutex<Redactor>,
     pub(crate) events: Mutex<Vec<ConnectorEvent>>,
+    /// Told of each event as it happens (the engine's live display).
+    pub(crate) listener: Mutex<Option<sluice_core::EventListener>>,
     pub(crate) retry: RetryPolicy,
     pub(crate) max_retry_after: Duration,
     pub(crate) request_timeout: Duration,
@@ -53,10 +55,14 @@ impl Fetcher {
     pub(crate) fn event(&self, class: Option<ErrorClass>, message: impl Into<String>) {
         let message = message.into();
         tracing::info!(class = class.map(|c| c.as_str()), "{message}");
+        let event = ConnectorEvent { class, message };
+        if let Some(listener) = &*self.listener.lock().unwrap_or_else(|e| e.into_inner()) {
+            listener(&event);
+        }
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(ConnectorEvent { class, message });
+            .push(event);
     }
 
     pub(crate) fn drain_events(&self) -> Vec<ConnectorEvent> {

@@ -120,6 +120,7 @@ impl HttpSource {
             breaker,
             redactor: Mutex::new(redactor),
             events: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
             retry: config.retry.clone(),
             max_retry_after: config.rate_limit.max_retry_after,
             request_timeout: config.timeouts.request,
@@ -796,6 +797,15 @@ impl Source for HttpSource {
             Ok(_) => {}
         }
         Ok(Some(started.elapsed()))
+    }
+
+    fn listen(&mut self, listener: sluice_core::EventListener) -> bool {
+        *self
+            .fetcher
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(listener);
+        true
     }
 
     fn take_quarantined(&mut self) -> Vec<QuarantinedRecords> {
