@@ -84,12 +84,10 @@ impl Checker<'_> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
-        self.diags.push(
-            Diagnostic::warning(pos, message)
-                .with_width(width)
-                .with_help(help)
-                .masked(),
-        );
+        self.warning(pos, width, message, help);
+        if let Some(d) = self.diags.last_mut() {
+            d.masked = true;
+        }
     }
 
     fn warning(

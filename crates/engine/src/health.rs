@@ -92,22 +92,14 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
                     }),
                 );
             }
-            NodeKind::SqlSink(spec) => {
-                let url = build::resolve_sqlite(spec.url.value.expose(), &ctx.base_dir);
+            NodeKind::SqlSink(sluice_config::spec::nodes::sql::SqlSink { url, .. })
+            | NodeKind::SqlSource(sluice_config::spec::nodes::sql::SqlSource { url, .. }) => {
+                let resolved = build::resolve_sqlite(url.value.expose(), &ctx.base_dir);
                 add(
                     "database",
-                    spec.url.value.to_string(),
+                    url.value.to_string(),
                     Some(id),
-                    database(url),
-                );
-            }
-            NodeKind::SqlSource(spec) => {
-                let url = build::resolve_sqlite(spec.url.value.expose(), &ctx.base_dir);
-                add(
-                    "database",
-                    spec.url.value.to_string(),
-                    Some(id),
-                    database(url),
+                    database(resolved),
                 );
             }
             _ => {}
