@@ -60,7 +60,8 @@ def fmt(x, digits=0):
 
 
 def ok(r):
-    return r["rc"] == 0 and r.get("checksum_ok") is True and r["rows"] == r["records"]
+    checked = r.get("checksum_ok") is True or r["variant"] == "memory"
+    return r["rc"] == 0 and checked and r["rows"] == r["records"]
 
 
 def summarize(rows):
@@ -138,6 +139,8 @@ def render(a):
     load = " ".join(open("/proc/loadavg").read().split()[:3])
     sluice = sh(a.bin, "--version") or "sluice"
     commit = sh("git", "-C", a.root, "rev-parse", "--short", "HEAD")
+    if sh("git", "-C", a.root, "status", "--porcelain", "--untracked-files=no"):
+        commit += " plus uncommitted changes in the tree"
     pg = sh("psql", a.pg, "-X", "-A", "-t", "-c", "SHOW server_version").split(" ")[0]
     kafka = ""
     pom = os.path.join(a.root, "scripts/kafka/pom.xml")
@@ -167,8 +170,13 @@ def render(a):
       f"`id:updated_at` in id order equal to the source's.")
     w("")
     w("CPU is that of the tool's own processes (user + system, children included), per "
-      "million records; PostgreSQL's and Kafka's CPU in the same interval are apart. "
-      "Peak RSS is the largest process's. The mock API runs on the same 2 cores.")
+      "million records; PostgreSQL's and Kafka's CPU in the same interval are apart (and "
+      "include whatever else used the shared services then). Peak RSS is the largest "
+      "process's. The mock API runs on the same 2 cores. Sluice, the ceiling and the "
+      "hand-written script load a table made by `bench/e2e/table.sql` (timestamps as "
+      "`timestamptz`, nested values as `jsonb`); dlt makes its own of the same types, plus "
+      "its `_dlt_load_id`/`_dlt_id` columns, and merges on `id` without a primary key "
+      "constraint (its default).")
     w("")
     w("| # | scenario | API | records/s | wall s | CPU s / M rec | peak RSS MiB | "
       "PostgreSQL CPU s / M | Kafka CPU s / M | check |")
@@ -235,10 +243,11 @@ def render(a):
     if mem is not None:
         r = mem["failures"][0] if mem["failures"] else (mem["good"][0] if mem["good"] else None)
         if r:
-            status = "ok" if ok(r) else failure_text(r)
+            if r["rc"] == 0 and r["rows"] == r["records"]:
+                status = "all rows there"
+            else:
+                status = failure_text(r)
             note = ""
-            if status != "ok" and r["rows"] == 0 and r["rc"] == 0:
-                status = "not checked"
             w(f"Memory check (scenario 2, once): {r['records']:,} records → peak RSS "
               f"**{r['maxrss_kb'] / 1024:,.0f} MiB** at {r['records'] / r['wall']:,.0f} "
               f"records/s ({r['wall']:,.0f} s; {status}{note})"
