@@ -9,5 +9,7 @@
 //! - [`sql`]: PostgreSQL, MySQL/MariaDB and SQLite sinks with idempotent upserts and a
 //!   batch ledger, and the incremental SQL source.
 
+pub mod file;
 pub mod http;
+pub mod http_sink;
 pub mod sql;

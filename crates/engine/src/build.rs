@@ -8,7 +8,7 @@ use sluice_buffer::{
 use sluice_config::plan::{Plan, PlannedNode};
 use sluice_config::spec::nodes::{NodeKind, TaskSpec};
 use sluice_config::spec::{self, BufferSpec};
-use sluice_connectors::{http, sql};
+use sluice_connectors::{file, http, http_sink, sql};
 use sluice_core::{Disposition, ErrorClass, Secret};
 use sluice_state::StateStore;
 use std::collections::BTreeMap;
@@ -419,6 +419,154 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// The file source's config from the node's spec; a relative path starts at `base_dir`.
+fn file_source_config(
+    spec: &sluice_config::spec::nodes::file::FileSource,
+    node: &PlannedNode,
+    ctx: &BuildContext,
+) -> file::FileSourceConfig {
+    let mut c = file::FileSourceConfig::new(
+        ctx.base_dir.join(&spec.path.value),
+        file_format(spec.format),
+    );
+    if let Some(csv) = &spec.csv {
+        c.csv = csv_options(&csv.value);
+    }
+    {
+        use sluice_config::spec::nodes::http as s;
+        c.schema = match &spec.schema {
+            s::SchemaSpec::Infer => http::SchemaConfig::Infer,
+            s::SchemaSpec::Columns(cols) => http::SchemaConfig::Columns(
+                cols.value
+                    .iter()
+                    .map(|col| http::ColumnConfig {
+                        name: col.name.value.clone(),
+                        data_type: match col.data_type {
+                            s::ColumnType::Boolean => http::ColumnType::Boolean,
+                            s::ColumnType::Int64 => http::ColumnType::Int64,
+                            s::ColumnType::Float64 => http::ColumnType::Float64,
+                            s::ColumnType::String => http::ColumnType::String,
+                            s::ColumnType::Timestamp => http::ColumnType::Timestamp,
+                            s::ColumnType::Date => http::ColumnType::Date,
+                            s::ColumnType::Json => http::ColumnType::Json,
+                        },
+                        nullable: col.nullable,
+                    })
+                    .collect(),
+            ),
+        };
+        c.nested = match spec.nested {
+            s::NestedMode::Struct => http::NestedMode::Struct,
+            s::NestedMode::JsonText => http::NestedMode::JsonText,
+        };
+        c.schema_policy = match spec.schema_policy.value {
+            s::SchemaPolicy::Evolve => http::SchemaPolicy::Evolve,
+            s::SchemaPolicy::Warn => http::SchemaPolicy::Warn,
+            s::SchemaPolicy::Quarantine => http::SchemaPolicy::Quarantine,
+            s::SchemaPolicy::Fail => http::SchemaPolicy::Fail,
+        };
+    }
+    if let Some(b) = &node.batching {
+        c.max_rows = (b.max_rows as usize).max(1);
+        c.max_bytes = (b.max_bytes.bytes() as usize).max(1);
+    }
+    c
+}
+
+fn file_format(f: sluice_config::spec::nodes::file::FileFormat) -> file::FileFormat {
+    use sluice_config::spec::nodes::file::FileFormat as F;
+    match f {
+        F::Ndjson => file::FileFormat::Ndjson,
+        F::Csv => file::FileFormat::Csv,
+        F::Json => file::FileFormat::Json,
+    }
+}
+
+fn csv_options(o: &sluice_config::spec::nodes::file::CsvOptions) -> file::CsvOptions {
+    file::CsvOptions {
+        delimiter: o.delimiter,
+        header: o.header,
+        quote: o.quote,
+    }
+}
+
+/// The file sink's config from the node's spec; a relative path starts at `base_dir`.
+fn file_sink_config(
+    spec: &sluice_config::spec::nodes::file::FileSink,
+    ctx: &BuildContext,
+) -> file::FileSinkConfig {
+    use sluice_config::spec::nodes::file::FileWriteMode as M;
+    let mut c = file::FileSinkConfig::new(
+        ctx.base_dir.join(&spec.path.value),
+        file_format(spec.format),
+    );
+    c.mode = match spec.mode {
+        M::Append => file::FileWriteMode::Append,
+        M::Overwrite => file::FileWriteMode::Overwrite,
+    };
+    if let Some(csv) = &spec.csv {
+        c.csv = csv_options(&csv.value);
+    }
+    c
+}
+
+/// The HTTP sink's config from the node's spec (auth mapped as the HTTP source's).
+fn http_sink_config(
+    spec: &sluice_config::spec::nodes::http::HttpSink,
+    node: &PlannedNode,
+) -> http_sink::HttpSinkConfig {
+    use sluice_config::spec::nodes::http as s;
+    let mut c = http_sink::HttpSinkConfig::new(spec.url.value.as_str());
+    c.method = match spec.method {
+        s::SinkMethod::POST => http_sink::SinkMethod::Post,
+        s::SinkMethod::PUT => http_sink::SinkMethod::Put,
+        s::SinkMethod::PATCH => http_sink::SinkMethod::Patch,
+    };
+    c.headers = spec
+        .headers
+        .iter_exposed()
+        .map(|(k, v)| (k.to_owned(), Secret::new(v)))
+        .collect();
+    // The auth mapping is the HTTP source's: map a source spec holding only the auth.
+    let as_http = s::HttpSource {
+        url: spec.url.clone(),
+        method: s::HttpMethod::POST,
+        headers: Default::default(),
+        query: Default::default(),
+        body: None,
+        auth: spec.auth.clone(),
+        pagination: Default::default(),
+        stop: None,
+        max_pages: None,
+        records: Default::default(),
+        incremental: None,
+        rate_limit: None,
+        timeouts: None,
+        schema: Default::default(),
+        nested: Default::default(),
+        schema_policy: Default::default(),
+        bad_records: Default::default(),
+    };
+    c.auth = http_source_config(&as_http, node).auth;
+    c.format = match spec.format {
+        s::SinkFormat::JsonArray => http_sink::SinkFormat::JsonArray,
+        s::SinkFormat::Ndjson => http_sink::SinkFormat::Ndjson,
+    };
+    c.wrap_key = spec.wrap_key.as_ref().map(|k| k.value.clone());
+    c.idempotency_header = spec.idempotency_header.clone();
+    if let Some(r) = &spec.rate_limit {
+        c.rate_limit.requests_per_second = Some(r.requests_per_second.value);
+        c.rate_limit.burst = r.burst.value;
+        c.rate_limit.concurrency = r.concurrency.value;
+        c.rate_limit.max_retry_after = r.max_retry_after.value.get();
+    }
+    if let Some(t) = &node.timeouts {
+        c.timeouts.connect = t.connect.get();
+        c.timeouts.request = t.request.get();
+    }
+    c
+}
+
 /// The registry: what runs a node of each kind.
 async fn build_runner(
     node: &PlannedNode,
@@ -476,6 +624,28 @@ async fn build_runner(
                 .map_err(|e| node_error(node, e))?;
             Ok(NodeRunner::Transform(Box::new(transform)))
         }
+        NodeKind::File(spec) => {
+            let config = file_source_config(spec, node, ctx);
+            let (pipeline, id) = (plan.pipeline.clone(), node.id.clone());
+            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
+                async move {
+                    let source = file::FileSource::new(config, &pipeline, &id, checkpoint)?;
+                    Ok(Box::new(source) as Box<dyn sluice_core::Source>)
+                }
+                .boxed()
+            })))
+        }
+        NodeKind::FileSink(spec) => {
+            let sink = file::FileSink::new(file_sink_config(spec, ctx), &plan.pipeline, &node.id)
+                .map_err(|e| node_error(node, e.message))?;
+            Ok(NodeRunner::Sink(Box::new(sink)))
+        }
+        NodeKind::HttpSink(spec) => {
+            let sink = http_sink::HttpSink::new(http_sink_config(spec, node))
+                .map_err(|e| node_error(node, e.message))?;
+            Ok(NodeRunner::Sink(Box::new(sink)))
+        }
+        #[allow(unreachable_patterns)]
         other => Err(node_error(
             node,
             format!(

@@ -40,13 +40,13 @@
 //! # Ok(()) }
 //! ```
 
-mod auth;
+pub(crate) mod auth;
 mod breaker;
-mod classify;
+pub(crate) mod classify;
 mod config;
 mod fetch;
 mod pagination;
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod records;
 mod source;
 mod template;

@@ -1,0 +1,138 @@
+//! The file source's and file sink's configs, as plain structs (the engine copies the
+//! pipeline spec into them field by field).
+
+use crate::http::{NestedMode, SchemaConfig, SchemaPolicy};
+use std::path::PathBuf;
+
+/// A file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// One JSON record per line.
+    Ndjson,
+    /// Comma-separated values (see [`CsvOptions`]).
+    Csv,
+    /// One JSON array of records per file.
+    Json,
+}
+
+impl FileFormat {
+    /// The name used in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::Ndjson => "ndjson",
+            FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
+        }
+    }
+}
+
+/// CSV options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// The field separator (one ASCII character).
+    pub delimiter: char,
+    /// Whether the first line names the columns.
+    pub header: bool,
+    /// The quote character (one ASCII character).
+    pub quote: char,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: ',',
+            header: true,
+            quote: '"',
+        }
+    }
+}
+
+impl CsvOptions {
+    pub(crate) fn bytes(&self) -> Result<(u8, u8), String> {
+        let one = |c: char, what: &str| {
+            u8::try_from(c)
+                .ok()
+                .filter(u8::is_ascii)
+                .ok_or_else(|| format!("csv.{what} `{c}` must be one ASCII character"))
+        };
+        Ok((one(self.delimiter, "delimiter")?, one(self.quote, "quote")?))
+    }
+}
+
+/// A `type: file` source.
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    /// A file, or a glob whose last part holds `*`, `?` or `[...]` (`data/*.ndjson`),
+    /// read in name order. Relative paths are resolved by the caller.
+    pub path: PathBuf,
+    /// The files' format.
+    pub format: FileFormat,
+    /// CSV options (with `format: csv`).
+    pub csv: CsvOptions,
+    /// The columns: inferred from the first records, or declared.
+    pub schema: SchemaConfig,
+    /// Nested objects and lists as struct/list columns or as JSON text (NDJSON, JSON).
+    pub nested: NestedMode,
+    /// Records with fields the schema lacks: `evolve`/`warn` add the columns, `fail` and
+    /// `quarantine` fail the read with `contract_changed`.
+    pub schema_policy: SchemaPolicy,
+    /// Records per batch.
+    pub max_rows: usize,
+    /// Bytes of file text per batch (the batch ends at the record crossing it).
+    pub max_bytes: usize,
+    /// Records read to infer the schema.
+    pub infer_rows: usize,
+}
+
+impl FileSourceConfig {
+    /// A source of `path` in `format` with the defaults.
+    pub fn new(path: impl Into<PathBuf>, format: FileFormat) -> Self {
+        FileSourceConfig {
+            path: path.into(),
+            format,
+            csv: CsvOptions::default(),
+            schema: SchemaConfig::Infer,
+            nested: NestedMode::Struct,
+            schema_policy: SchemaPolicy::Fail,
+            max_rows: 10_000,
+            max_bytes: 4 << 20,
+            infer_rows: 1_000,
+        }
+    }
+}
+
+/// How a file sink treats an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileWriteMode {
+    /// Add to it.
+    #[default]
+    Append,
+    /// Replace it with the first batch a run writes to it, then add to it.
+    Overwrite,
+}
+
+/// A `type: file_sink`.
+#[derive(Debug, Clone)]
+pub struct FileSinkConfig {
+    /// The file; `{{date}}` (the run's start date, UTC, `YYYY-MM-DD`) is filled in.
+    /// Relative paths are resolved by the caller.
+    pub path: PathBuf,
+    /// The format written.
+    pub format: FileFormat,
+    /// Append to the file, or replace it at each run.
+    pub mode: FileWriteMode,
+    /// CSV options (with `format: csv`).
+    pub csv: CsvOptions,
+}
+
+impl FileSinkConfig {
+    /// A sink appending `format` records to `path`.
+    pub fn new(path: impl Into<PathBuf>, format: FileFormat) -> Self {
+        FileSinkConfig {
+            path: path.into(),
+            format,
+            mode: FileWriteMode::Append,
+            csv: CsvOptions::default(),
+        }
+    }
+}

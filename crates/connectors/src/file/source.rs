@@ -1,0 +1,838 @@
+//! The file source: NDJSON, CSV and JSON-array files streamed into Arrow batches.
+
+use super::config::{FileFormat, FileSourceConfig};
+use super::{glob, io_error};
+use crate::http::{ColumnType, NestedMode, SchemaConfig, SchemaPolicy};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use sluice_core::{
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, Source, SourceBatch, SourcePosition,
+};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A `type: file` source. Its checkpoint:
+/// `{"done": [files read to the end], "file": the file in progress, "offset": bytes,
+/// "line": lines (NDJSON, JSON) or records (CSV) read in it}`.
+pub struct FileSource {
+    pipeline: String,
+    node: String,
+    state: Option<Box<ReadState>>,
+    events: Vec<ConnectorEvent>,
+}
+
+impl FileSource {
+    /// A source for node `node` of `pipeline`, resuming after `checkpoint` (the last one
+    /// the engine stored). Opens no file until the first batch.
+    pub fn new(
+        config: FileSourceConfig,
+        pipeline: &str,
+        node: &str,
+        checkpoint: Option<Value>,
+    ) -> Result<Self, ConnectorError> {
+        if config.format == FileFormat::Csv {
+            config
+                .csv
+                .bytes()
+                .map_err(|m| ConnectorError::new(ErrorClass::InvalidRequest, m))?;
+        }
+        let mut state = ReadState {
+            config,
+            files: None,
+            done: BTreeSet::new(),
+            resume: None,
+            current: None,
+            schema: None,
+            events: Vec::new(),
+        };
+        if let Some(cp) = checkpoint {
+            if let Some(done) = cp.get("done").and_then(Value::as_array) {
+                state.done = done
+                    .iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect();
+            }
+            if let Some(file) = cp.get("file").and_then(Value::as_str) {
+                let offset = cp.get("offset").and_then(Value::as_u64).unwrap_or(0);
+                let line = cp.get("line").and_then(Value::as_u64).unwrap_or(0);
+                state.resume = Some((file.to_owned(), offset, line));
+            }
+        }
+        Ok(FileSource {
+            pipeline: pipeline.to_owned(),
+            node: node.to_owned(),
+            state: Some(Box::new(state)),
+            events: Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl Source for FileSource {
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError> {
+        let Some(mut state) = self.state.take() else {
+            return Err(ConnectorError::new(
+                ErrorClass::Internal,
+                "the file source failed before and cannot read on",
+            ));
+        };
+        let (state, result) = tokio::task::spawn_blocking(move || {
+            let r = state.next_chunk();
+            (state, r)
+        })
+        .await
+        .map_err(|e| {
+            ConnectorError::new(
+                ErrorClass::Internal,
+                format!("the file reader stopped: {e}"),
+            )
+        })?;
+        let mut state = state;
+        self.events.append(&mut state.events);
+        self.state = Some(state);
+        let Some(chunk) = result? else {
+            return Ok(None);
+        };
+        let batch = Batch::with_content_hash(
+            self.pipeline.clone(),
+            self.node.clone(),
+            SourcePosition::Cursor(format!("{}@{}", chunk.file, chunk.start)),
+            chunk.hash.as_bytes(),
+            chunk.records,
+        );
+        Ok(Some(SourceBatch {
+            batch,
+            checkpoint: Some(chunk.checkpoint),
+        }))
+    }
+
+    fn drain_events(&mut self) -> Vec<ConnectorEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    async fn health(&mut self) -> Result<Option<Duration>, ConnectorError> {
+        let started = Instant::now();
+        let path = match &self.state {
+            Some(s) => s.config.path.clone(),
+            None => return Ok(None),
+        };
+        let files = tokio::task::spawn_blocking(move || glob::expand(&path))
+            .await
+            .map_err(|e| ConnectorError::new(ErrorClass::Internal, e.to_string()))??;
+        if let Some(first) = files.first() {
+            File::open(first).map_err(|e| io_error("read", first, &e))?;
+        }
+        Ok(Some(started.elapsed()))
+    }
+}
+
+/// One batch's worth of records read.
+struct Chunk {
+    records: RecordBatch,
+    file: String,
+    start: u64,
+    hash: blake3::Hash,
+    checkpoint: Value,
+}
+
+struct ReadState {
+    config: FileSourceConfig,
+    /// The files the path names, found at the first read.
+    files: Option<Vec<PathBuf>>,
+    done: BTreeSet<String>,
+    resume: Option<(String, u64, u64)>,
+    current: Option<Current>,
+    schema: Option<SchemaRef>,
+    events: Vec<ConnectorEvent>,
+}
+
+/// The file being read.
+struct Current {
+    path: PathBuf,
+    key: String,
+    reader: BufReader<File>,
+    offset: u64,
+    line: u64,
+    /// JSON arrays: whether the opening `[` was read.
+    in_array: bool,
+    /// CSV: the decoder, kept across chunks.
+    csv: Option<arrow_csv::reader::Decoder>,
+}
+
+impl ReadState {
+    fn event(&mut self, class: Option<ErrorClass>, message: String) {
+        tracing::info!(class = class.map(|c| c.as_str()), "{message}");
+        self.events.push(ConnectorEvent { class, message });
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, ConnectorError> {
+        if self.files.is_none() {
+            let files = glob::expand(&self.config.path)?;
+            if files.is_empty() {
+                self.event(
+                    None,
+                    format!("no file matches {}", self.config.path.display()),
+                );
+            }
+            self.files = Some(files);
+        }
+        loop {
+            if self.current.is_none() && !self.open_next()? {
+                return Ok(None);
+            }
+            let chunk = match self.config.format {
+                FileFormat::Csv => self.read_csv()?,
+                FileFormat::Ndjson | FileFormat::Json => self.read_json()?,
+            };
+            let Some(cur) = self.current.as_mut() else {
+                return Ok(None);
+            };
+            let at_end = cur
+                .reader
+                .fill_buf()
+                .map_err(|e| io_error("read", &cur.path, &e))?
+                .is_empty();
+            let key = cur.key.clone();
+            let (offset, line) = (cur.offset, cur.line);
+            if at_end {
+                self.done.insert(key.clone());
+                self.current = None;
+            }
+            let checkpoint = if at_end {
+                json!({"done": self.done, "file": null, "offset": 0, "line": 0})
+            } else {
+                json!({"done": self.done, "file": key, "offset": offset, "line": line})
+            };
+            match chunk {
+                Some((records, start, hash)) if records.num_rows() > 0 => {
+                    return Ok(Some(Chunk {
+                        records,
+                        file: key,
+                        start,
+                        hash,
+                        checkpoint,
+                    }));
+                }
+                _ => {
+                    // Nothing left in this file: go on with the next one.
+                    self.current = None;
+                    self.done.insert(key);
+                }
+            }
+        }
+    }
+
+    /// Opens the next file not read yet; false when there is none.
+    fn open_next(&mut self) -> Result<bool, ConnectorError> {
+        let files = self.files.clone().unwrap_or_default();
+        let Some(path) = files
+            .into_iter()
+            .find(|f| !self.done.contains(&f.display().to_string()))
+        else {
+            return Ok(false);
+        };
+        let key = path.display().to_string();
+        let file = File::open(&path).map_err(|e| io_error("read", &path, &e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io_error("read", &path, &e))?
+            .len();
+        let mut reader = BufReader::with_capacity(256 << 10, file);
+        let (mut offset, mut line) = (0, 0);
+        if let Some((f, o, l)) = self.resume.take() {
+            if f == key && o <= len {
+                offset = o;
+                line = l;
+            } else if f == key {
+                self.event(
+                    Some(ErrorClass::ContractChanged),
+                    format!("{key} is shorter than when it was last read ({len} < {o} bytes): reading it again from the start"),
+                );
+            } else {
+                self.resume = Some((f, o, l));
+            }
+        }
+        if offset > 0 {
+            reader
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| io_error("read", &path, &e))?;
+            self.event(
+                None,
+                format!("resumed {key} at byte {offset} (line {line})"),
+            );
+        }
+        self.current = Some(Current {
+            path: path.clone(),
+            key,
+            reader,
+            offset,
+            line,
+            in_array: offset > 0,
+            csv: None,
+        });
+        self.check_schema(&path)?;
+        Ok(true)
+    }
+
+    /// Infers (or declares) the schema from the start of `path`, and compares it with
+    /// the schema of the files read before.
+    fn check_schema(&mut self, path: &Path) -> Result<(), ConnectorError> {
+        let found: SchemaRef = match &self.config.schema {
+            SchemaConfig::Columns(cols) => {
+                if self.schema.is_some() {
+                    return Ok(());
+                }
+                Arc::new(Schema::new(
+                    cols.iter()
+                        .map(|c| Field::new(&c.name, declared_type(c.data_type), c.nullable))
+                        .collect::<Vec<_>>(),
+                ))
+            }
+            SchemaConfig::Infer => Arc::new(self.infer(path)?),
+        };
+        let Some(known) = self.schema.clone() else {
+            self.schema = Some(found);
+            return Ok(());
+        };
+        let new: Vec<String> = found
+            .fields()
+            .iter()
+            .filter(|f| known.field_with_name(f.name()).is_err())
+            .map(|f| f.name().clone())
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.drift(&known, &found, &new, &path.display().to_string())
+    }
+
+    /// New fields: added to the schema (`evolve`, `warn`) or a `contract_changed` error.
+    fn drift(
+        &mut self,
+        known: &Schema,
+        found: &Schema,
+        new: &[String],
+        at: &str,
+    ) -> Result<(), ConnectorError> {
+        match self.config.schema_policy {
+            SchemaPolicy::Evolve | SchemaPolicy::Warn => {
+                let merged = Schema::try_merge([known.clone(), found.clone()]).map_err(|e| {
+                    ConnectorError::new(
+                        ErrorClass::ContractChanged,
+                        format!("{at}: the records' fields changed type ({e})"),
+                    )
+                })?;
+                let class = (self.config.schema_policy == SchemaPolicy::Warn)
+                    .then_some(ErrorClass::ContractChanged);
+                self.event(
+                    class,
+                    format!("{at}: new field(s) {} added to the schema", new.join(", ")),
+                );
+                self.schema = Some(Arc::new(merged));
+                Ok(())
+            }
+            SchemaPolicy::Fail | SchemaPolicy::Quarantine => Err(ConnectorError::new(
+                ErrorClass::ContractChanged,
+                format!(
+                    "{at}: record(s) with field(s) the schema lacks: {}; set `schema_policy: evolve` to add them, or declare the schema",
+                    new.join(", ")
+                ),
+            )),
+        }
+    }
+
+    fn infer(&mut self, path: &Path) -> Result<Schema, ConnectorError> {
+        let file = File::open(path).map_err(|e| io_error("read", path, &e))?;
+        let reader = BufReader::new(file);
+        let rows = self.config.infer_rows.max(1);
+        let shown = path.display();
+        match self.config.format {
+            FileFormat::Csv => {
+                let (delimiter, quote) = self
+                    .config
+                    .csv
+                    .bytes()
+                    .map_err(|m| ConnectorError::new(ErrorClass::InvalidRequest, m))?;
+                let format = arrow_csv::reader::Format::default()
+                    .with_header(self.config.csv.header)
+                    .with_delimiter(delimiter)
+                    .with_quote(quote);
+                let (schema, _) = format.infer_schema(reader, Some(rows)).map_err(|e| {
+                    ConnectorError::new(
+                        ErrorClass::InvalidRequest,
+                        format!("{shown}: cannot read the CSV header and first records: {e}"),
+                    )
+                })?;
+                Ok(schema)
+            }
+            FileFormat::Ndjson | FileFormat::Json => {
+                let mut values = Vec::new();
+                let mut scan = Current {
+                    path: path.to_path_buf(),
+                    key: shown.to_string(),
+                    reader,
+                    offset: 0,
+                    line: 0,
+                    in_array: false,
+                    csv: None,
+                };
+                let mut buf = Vec::new();
+                while values.len() < rows {
+                    buf.clear();
+                    let Some(line) = next_record(&mut scan, self.config.format, &mut buf)? else {
+                        break;
+                    };
+                    let v: Value = serde_json::from_slice(&buf)
+                        .map_err(|e| malformed(&scan.key, line, &e.to_string()))?;
+                    if !v.is_object() {
+                        return Err(malformed(
+                            &scan.key,
+                            line,
+                            "the record is not a JSON object",
+                        ));
+                    }
+                    values.push(self.shape(v));
+                }
+                let schema = arrow::json::reader::infer_json_schema_from_iterator(
+                    values.iter().map(Ok::<_, arrow::error::ArrowError>),
+                )
+                .map_err(|e| {
+                    ConnectorError::new(
+                        ErrorClass::InvalidRequest,
+                        format!("{shown}: cannot infer the records' columns: {e}"),
+                    )
+                })?;
+                Ok(schema)
+            }
+        }
+    }
+
+    /// A record with nested values turned into JSON text where the config says so.
+    fn shape(&self, mut v: Value) -> Value {
+        let text_cols: Option<Vec<&str>> = match (&self.config.schema, self.config.nested) {
+            (SchemaConfig::Columns(cols), _) => Some(
+                cols.iter()
+                    .filter(|c| c.data_type == ColumnType::Json)
+                    .map(|c| c.name.as_str())
+                    .collect(),
+            ),
+            (SchemaConfig::Infer, NestedMode::JsonText) => None,
+            (SchemaConfig::Infer, NestedMode::Struct) => return v,
+        };
+        if let Some(map) = v.as_object_mut() {
+            for (k, val) in map.iter_mut() {
+                let wanted = match &text_cols {
+                    Some(cols) => cols.contains(&k.as_str()) && !val.is_null(),
+                    None => val.is_object() || val.is_array(),
+                };
+                if wanted && !val.is_string() {
+                    *val = Value::String(val.to_string());
+                }
+            }
+        }
+        v
+    }
+
+    /// Whether records go through serde (to turn nested values into text) rather than
+    /// straight into arrow's decoder.
+    fn needs_shaping(&self) -> bool {
+        match &self.config.schema {
+            SchemaConfig::Columns(cols) => cols.iter().any(|c| c.data_type == ColumnType::Json),
+            SchemaConfig::Infer => self.config.nested == NestedMode::JsonText,
+        }
+    }
+
+    /// The next NDJSON or JSON-array chunk: records, the offset it started at, its hash.
+    fn read_json(&mut self) -> Result<Option<(RecordBatch, u64, blake3::Hash)>, ConnectorError> {
+        let format = self.config.format;
+        let (max_rows, max_bytes) = (self.config.max_rows.max(1), self.config.max_bytes.max(1));
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let start = cur.offset;
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        let mut ends = Vec::new();
+        while lines.len() < max_rows && buf.len() < max_bytes {
+            let Some(line) = next_record(cur, format, &mut buf)? else {
+                break;
+            };
+            buf.push(b'\n');
+            lines.push(line);
+            ends.push(buf.len());
+        }
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let key = cur.key.clone();
+        let hash = blake3::hash(&buf);
+        let records = loop {
+            let schema = self
+                .schema
+                .clone()
+                .unwrap_or_else(|| Arc::new(Schema::empty()));
+            match self.decode(&schema, &buf) {
+                Ok(batch) => break batch,
+                Err(e) => {
+                    let text = e.to_string();
+                    // A field the schema lacks: the schema policy decides.
+                    if let Some(name) = missing_column(&text)
+                        && matches!(self.config.schema, SchemaConfig::Infer)
+                    {
+                        let line = first_line_with(&buf, &ends, &lines, &name);
+                        let at = format!("{key} line {line}");
+                        let found = self.infer_chunk(&buf, &key, &lines, &ends)?;
+                        let new: Vec<String> = found
+                            .fields()
+                            .iter()
+                            .filter(|f| schema.field_with_name(f.name()).is_err())
+                            .map(|f| f.name().clone())
+                            .collect();
+                        if new.is_empty() {
+                            return Err(malformed(&key, line, &text));
+                        }
+                        self.drift(&schema, &found, &new, &at)?;
+                        continue;
+                    }
+                    return Err(self.locate(&schema, &buf, &ends, &lines, &key, &text));
+                }
+            }
+        };
+        Ok(Some((records, start, hash)))
+    }
+
+    fn decoder(&self, schema: &SchemaRef) -> Result<arrow::json::reader::Decoder, ConnectorError> {
+        arrow::json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(self.config.max_rows.max(1))
+            .with_coerce_primitive(true)
+            .with_strict_mode(matches!(self.config.schema, SchemaConfig::Infer))
+            .build_decoder()
+            .map_err(|e| ConnectorError::new(ErrorClass::Internal, e.to_string()))
+    }
+
+    fn decode(&self, schema: &SchemaRef, buf: &[u8]) -> Result<RecordBatch, ConnectorError> {
+        let mut decoder = self.decoder(schema)?;
+        let err = |e: arrow::error::ArrowError| {
+            ConnectorError::new(ErrorClass::InvalidRequest, e.to_string())
+        };
+        if self.needs_shaping() {
+            let mut rows = Vec::new();
+            for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: Value = serde_json::from_slice(line)
+                    .map_err(|e| ConnectorError::new(ErrorClass::InvalidRequest, e.to_string()))?;
+                if !v.is_object() {
+                    return Err(ConnectorError::new(
+                        ErrorClass::InvalidRequest,
+                        "the record is not a JSON object",
+                    ));
+                }
+                rows.push(self.shape(v));
+            }
+            decoder.serialize(&rows).map_err(err)?;
+        } else {
+            let mut rest = buf;
+            while !rest.is_empty() {
+                let n = decoder.decode(rest).map_err(err)?;
+                if n == 0 {
+                    break;
+                }
+                rest = &rest[n..];
+            }
+        }
+        Ok(decoder
+            .flush()
+            .map_err(err)?
+            .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+    }
+
+    /// The schema of a chunk's records (to find the fields a schema lacks).
+    fn infer_chunk(
+        &self,
+        buf: &[u8],
+        key: &str,
+        lines: &[u64],
+        ends: &[usize],
+    ) -> Result<Schema, ConnectorError> {
+        let mut values = Vec::new();
+        let mut from = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let v: Value = serde_json::from_slice(&buf[from..end])
+                .map_err(|e| malformed(key, lines[i], &e.to_string()))?;
+            values.push(self.shape(v));
+            from = end;
+        }
+        arrow::json::reader::infer_json_schema_from_iterator(
+            values.iter().map(Ok::<_, arrow::error::ArrowError>),
+        )
+        .map_err(|e| malformed(key, lines[0], &e.to_string()))
+    }
+
+    /// The error of a chunk that did not decode, naming the first record that fails on
+    /// its own.
+    fn locate(
+        &self,
+        schema: &SchemaRef,
+        buf: &[u8],
+        ends: &[usize],
+        lines: &[u64],
+        key: &str,
+        whole: &str,
+    ) -> ConnectorError {
+        let mut from = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let record = &buf[from..end];
+            let why = match serde_json::from_slice::<Value>(record) {
+                Err(e) => Some(format!("not valid JSON ({e})")),
+                Ok(v) if !v.is_object() => Some("the record is not a JSON object".to_owned()),
+                Ok(_) => self.decode(schema, record).err().map(|e| e.message),
+            };
+            if let Some(why) = why {
+                return malformed(key, lines[i], &why);
+            }
+            from = end;
+        }
+        ConnectorError::new(
+            ErrorClass::InvalidRequest,
+            format!(
+                "{key}: the records from line {} do not decode: {whole}",
+                lines[0]
+            ),
+        )
+    }
+
+    /// The next CSV chunk.
+    fn read_csv(&mut self) -> Result<Option<(RecordBatch, u64, blake3::Hash)>, ConnectorError> {
+        let schema = self
+            .schema
+            .clone()
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let (delimiter, quote) = self
+            .config
+            .csv
+            .bytes()
+            .map_err(|m| ConnectorError::new(ErrorClass::InvalidRequest, m))?;
+        let (max_rows, header) = (self.config.max_rows.max(1), self.config.csv.header);
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let start = cur.offset;
+        let decoder = cur.csv.get_or_insert_with(|| {
+            arrow_csv::ReaderBuilder::new(schema.clone())
+                .with_header(header && start == 0)
+                .with_delimiter(delimiter)
+                .with_quote(quote)
+                .with_batch_size(max_rows)
+                .build_decoder()
+        });
+        let mut hasher = blake3::Hasher::new();
+        let first_record = cur.line + 1;
+        let bad = |e: arrow::error::ArrowError, key: &str| {
+            ConnectorError::new(
+                ErrorClass::InvalidRequest,
+                format!("{key}: malformed CSV at or after record {first_record}: {e}"),
+            )
+        };
+        loop {
+            let buf = cur
+                .reader
+                .fill_buf()
+                .map_err(|e| io_error("read", &cur.path, &e))?;
+            if buf.is_empty() {
+                decoder.decode(&[]).map_err(|e| bad(e, &cur.key))?;
+                break;
+            }
+            let n = decoder.decode(buf).map_err(|e| bad(e, &cur.key))?;
+            hasher.update(&buf[..n]);
+            cur.reader.consume(n);
+            cur.offset += n as u64;
+            if decoder.capacity() == 0 || n == 0 {
+                break;
+            }
+        }
+        let records = decoder.flush().map_err(|e| bad(e, &cur.key))?;
+        let Some(records) = records else {
+            return Ok(None);
+        };
+        cur.line += records.num_rows() as u64;
+        Ok(Some((records, start, hasher.finalize())))
+    }
+}
+
+/// The next record of an NDJSON or JSON-array file, appended to `buf` (without its line
+/// break); returns its line number, or `None` at the end.
+fn next_record(
+    cur: &mut Current,
+    format: FileFormat,
+    buf: &mut Vec<u8>,
+) -> Result<Option<u64>, ConnectorError> {
+    match format {
+        FileFormat::Json => next_array_element(cur, buf),
+        _ => loop {
+            let from = buf.len();
+            let n = cur
+                .reader
+                .read_until(b'\n', buf)
+                .map_err(|e| io_error("read", &cur.path, &e))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            cur.offset += n as u64;
+            cur.line += 1;
+            while buf.len() > from && buf.last().is_some_and(u8::is_ascii_whitespace) {
+                buf.pop();
+            }
+            if buf[from..].iter().all(u8::is_ascii_whitespace) {
+                buf.truncate(from);
+                continue;
+            }
+            return Ok(Some(cur.line));
+        },
+    }
+}
+
+/// One byte from the reader, counting offsets and lines.
+fn byte(cur: &mut Current) -> Result<Option<u8>, ConnectorError> {
+    let mut one = [0u8];
+    match cur.reader.read(&mut one) {
+        Ok(0) => Ok(None),
+        Ok(_) => {
+            cur.offset += 1;
+            if one[0] == b'\n' {
+                cur.line += 1;
+            }
+            Ok(Some(one[0]))
+        }
+        Err(e) => Err(io_error("read", &cur.path, &e)),
+    }
+}
+
+/// The next element of the file's JSON array, appended to `buf`.
+fn next_array_element(cur: &mut Current, buf: &mut Vec<u8>) -> Result<Option<u64>, ConnectorError> {
+    let key = cur.key.clone();
+    // Skip whitespace and separators up to the element's first byte.
+    let first = loop {
+        let Some(b) = byte(cur)? else {
+            if cur.in_array {
+                return Err(malformed(
+                    &key,
+                    cur.line + 1,
+                    "the JSON array is not closed (`]` missing)",
+                ));
+            }
+            return Ok(None);
+        };
+        match b {
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            b'[' if !cur.in_array => cur.in_array = true,
+            b',' if cur.in_array => {}
+            b']' if cur.in_array => {
+                // The end: the rest must be whitespace.
+                while let Some(b) = byte(cur)? {
+                    if !b.is_ascii_whitespace() {
+                        return Err(malformed(
+                            &key,
+                            cur.line + 1,
+                            "text after the JSON array's closing `]`",
+                        ));
+                    }
+                }
+                cur.in_array = false;
+                return Ok(None);
+            }
+            b'{' if cur.in_array => break b,
+            other if !cur.in_array => {
+                return Err(malformed(
+                    &key,
+                    cur.line + 1,
+                    &format!(
+                        "a JSON array file must start with `[`, found `{}`",
+                        other as char
+                    ),
+                ));
+            }
+            other => {
+                return Err(malformed(
+                    &key,
+                    cur.line + 1,
+                    &format!(
+                        "the record is not a JSON object (starts with `{}`)",
+                        other as char
+                    ),
+                ));
+            }
+        }
+    };
+    let line = cur.line + 1;
+    buf.push(first);
+    let (mut depth, mut in_string, mut escaped) = (1usize, false, false);
+    while depth > 0 {
+        let Some(b) = byte(cur)? else {
+            return Err(malformed(&key, line, "the file ends inside this record"));
+        };
+        // A line break outside strings is whitespace; keep records on one line.
+        buf.push(if b == b'\n' { b' ' } else { b });
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    Ok(Some(line))
+}
+
+fn malformed(key: &str, line: u64, why: &str) -> ConnectorError {
+    ConnectorError::new(
+        ErrorClass::InvalidRequest,
+        format!("{key} line {line}: malformed record: {why}"),
+    )
+}
+
+/// The field named by arrow's "column 'x' missing from schema".
+fn missing_column(text: &str) -> Option<String> {
+    let rest = &text[text.find("column '")? + 8..];
+    let end = rest.find("' missing from schema")?;
+    Some(rest[..end].to_owned())
+}
+
+/// The line of the first record of the chunk that has the field `name`.
+fn first_line_with(buf: &[u8], ends: &[usize], lines: &[u64], name: &str) -> u64 {
+    let needle = format!("\"{name}\"");
+    let mut from = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        if buf[from..end]
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            return lines[i];
+        }
+        from = end;
+    }
+    lines.first().copied().unwrap_or(0)
+}
+
+fn declared_type(t: ColumnType) -> DataType {
+    match t {
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::String | ColumnType::Json => DataType::Utf8,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ColumnType::Date => DataType::Date32,
+    }
+}
