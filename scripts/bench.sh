@@ -104,6 +104,8 @@ PG_URL="$SLUICE_TEST_POSTGRES"
 KAFKA="$SLUICE_TEST_KAFKA"
 command -v psql >/dev/null || die "psql is missing (scripts/deps.sh services installs it)"
 
+GIVEN_BIN=()
+[[ -n "$BIN" ]] && GIVEN_BIN=(--given-bin)
 if [[ -z "$BIN" ]]; then
   log "cargo build --release -p sluice"
   (cd "$ROOT" && cargo build --release -p sluice)
@@ -338,7 +340,7 @@ fi
 # The report.
 
 REPORT="$WORK/report-$STAMP.md"
-"$PY" "$E2E/report.py" --results "$RESULTS" --root "$ROOT" --bin "$BIN" --pg "$PG_URL" \
+"$PY" "$E2E/report.py" --results "$RESULTS" --root "$ROOT" --bin "$BIN" "${GIVEN_BIN[@]}" --pg "$PG_URL" \
   --records "$RECORDS" --runs "$RUNS" --scenarios "$SCENARIOS" --faults "$FAULTS" \
   --fault-config "$FAULT_CONFIG" >"$REPORT"
 cat "$REPORT"

@@ -138,9 +138,12 @@ def render(a):
                 osname = line.split("=", 1)[1].strip().strip('"')
     load = " ".join(open("/proc/loadavg").read().split()[:3])
     sluice = sh(a.bin, "--version") or "sluice"
-    commit = sh("git", "-C", a.root, "rev-parse", "--short", "HEAD")
-    if sh("git", "-C", a.root, "status", "--porcelain", "--untracked-files=no"):
-        commit += " plus uncommitted changes in the tree"
+    if a.given_bin:
+        build = f"binary given with `--bin`: `{os.path.basename(a.bin)}`"
+    else:
+        build = "commit " + sh("git", "-C", a.root, "rev-parse", "--short", "HEAD")
+        if sh("git", "-C", a.root, "status", "--porcelain", "--untracked-files=no"):
+            build += " plus uncommitted changes in the tree"
     pg = sh("psql", a.pg, "-X", "-A", "-t", "-c", "SHOW server_version").split(" ")[0]
     kafka = ""
     pom = os.path.join(a.root, "scripts/kafka/pom.xml")
@@ -158,7 +161,7 @@ def render(a):
     w(f"Machine: {cores} cores ({cpu}), {mem}, {osname}, kernel {platform.release()}; "
       f"PostgreSQL {pg} and Kafka {kafka} (single node, KRaft) on the same machine; "
       f"load average at the end {load}; {date}.")
-    w(f"Versions: {sluice} (commit {commit}, release build); dlt {version('dlt')}; "
+    w(f"Versions: {sluice} (release build; {build}); dlt {version('dlt')}; "
       f"Python {platform.python_version()} with requests {version('requests')}, "
       f"confluent-kafka {version('confluent-kafka')} (librdkafka {librdkafka}), "
       f"psycopg {version('psycopg')}.")
@@ -308,6 +311,7 @@ def main():
     p.add_argument("--results", required=True)
     p.add_argument("--root", required=True)
     p.add_argument("--bin", required=True)
+    p.add_argument("--given-bin", action="store_true")
     p.add_argument("--pg", required=True)
     p.add_argument("--records", type=int, required=True)
     p.add_argument("--runs", type=int, required=True)
