@@ -181,7 +181,11 @@ impl SinkState {
             self.ledger = Some(Ledger::open(self.ledger_path.clone(), self.target.clone())?);
         }
         let key = batch.ledger_key().to_string();
-        if self.ledger.as_ref().is_some_and(|l| l.written(&key)) {
+        // `overwrite`: the first write of a run replaces the file, and with it what earlier
+        // runs wrote there, so nothing in it counts as written before.
+        let replace =
+            self.config.mode == FileWriteMode::Overwrite && !self.replaced.contains(&self.file);
+        if !replace && self.ledger.as_ref().is_some_and(|l| l.written(&key)) {
             return Ok(WriteReport {
                 duplicate: true,
                 ..WriteReport::default()
@@ -199,8 +203,6 @@ impl SinkState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(io_error("write", &file, &e)),
         };
-        let replace =
-            self.config.mode == FileWriteMode::Overwrite && !self.replaced.contains(&file);
         let fresh = replace || len == 0;
         let format = self.config.format;
         if !fresh {

@@ -383,11 +383,17 @@ impl ReadState {
                     csv: None,
                 };
                 let mut buf = Vec::new();
+                let mut order: Vec<String> = Vec::new();
                 while values.len() < rows {
                     buf.clear();
                     let Some(line) = next_record(&mut scan, self.config.format, &mut buf)? else {
                         break;
                     };
+                    for k in key_order(&buf) {
+                        if !order.contains(&k) {
+                            order.push(k);
+                        }
+                    }
                     let v: Value = serde_json::from_slice(&buf)
                         .map_err(|e| malformed(&scan.key, line, &e.to_string()))?;
                     if !v.is_object() {
@@ -408,7 +414,10 @@ impl ReadState {
                         format!("{shown}: cannot infer the records' columns: {e}"),
                     )
                 })?;
-                Ok(schema)
+                // Columns in the order the records name them, not alphabetical.
+                let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+                fields.sort_by_key(|f| order.iter().position(|k| k == f.name()));
+                Ok(Schema::new(fields))
             }
         }
     }
@@ -835,4 +844,27 @@ fn declared_type(t: ColumnType) -> DataType {
         ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         ColumnType::Date => DataType::Date32,
     }
+}
+
+/// The keys of a JSON object, in the order written.
+fn key_order(record: &[u8]) -> Vec<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    serde_json::Deserializer::from_slice(record)
+        .deserialize_map(Keys)
+        .unwrap_or_default()
 }
