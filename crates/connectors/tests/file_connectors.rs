@@ -237,8 +237,26 @@ async fn overwrite_starts_the_file_afresh_each_run() {
 }
 
 #[tokio::test]
-async fn run_id_in_the_path_is_refused_until_sinks_know_their_run() {
-    let config = FileSinkConfig::new("out/x-{{run_id}}.ndjson", FileFormat::Ndjson);
-    let err = FileSink::new(config, "p", "s").err().unwrap();
-    assert_eq!(err.class, ErrorClass::InvalidRequest);
+async fn run_id_in_the_path_names_each_runs_file_and_the_ledger_spans_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(dir.path()).await;
+    let template = dir.path().join("out/x-{{run_id}}.ndjson");
+    let config = FileSinkConfig::new(&template, FileFormat::Ndjson);
+    let mut sink = FileSink::new(config.clone(), "p", "s").unwrap();
+    // Not told its run: it says so instead of writing a file named `{{run_id}}`.
+    let err = sink.write(&input[0]).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Internal);
+    sink.begin_run("run1").unwrap();
+    for b in &input {
+        assert!(!sink.write(b).await.unwrap().duplicate);
+    }
+    let first = dir.path().join("out/x-run1.ndjson");
+    assert_eq!(std::fs::read_to_string(&first).unwrap().lines().count(), 30);
+    // The next run writes its own file; batches delivered again are not written twice.
+    let mut next = FileSink::new(config, "p", "s").unwrap();
+    next.begin_run("run2").unwrap();
+    for b in &input {
+        assert!(next.write(b).await.unwrap().duplicate);
+    }
+    assert!(!dir.path().join("out/x-run2.ndjson").exists());
 }

@@ -177,6 +177,13 @@ pub trait Sink: Send {
     /// Checks the link: connects and runs a trivial request, returns its latency.
     async fn health(&self) -> Result<Duration, ConnectorError>;
 
+    /// Tells the sink the run it writes in, before its first write of that run (a file
+    /// name with `{{run_id}}`, say).
+    fn begin_run(&mut self, run_id: &str) -> Result<(), ConnectorError> {
+        let _ = run_id;
+        Ok(())
+    }
+
     /// Events since the last call (retries, splits, ...), for progress and the run record.
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         Vec::new()

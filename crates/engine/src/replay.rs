@@ -126,12 +126,15 @@ pub async fn replay(
                 }
                 result
             }
-            NodeRunner::Sink(sink) => {
-                let mut target = BorrowedSink {
-                    sink: sink.as_mut(),
-                };
-                deliver(&mut ctx, &mut target, batch).await
-            }
+            NodeRunner::Sink(sink) => match sink.begin_run(&run_id) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let mut target = BorrowedSink {
+                        sink: sink.as_mut(),
+                    };
+                    deliver(&mut ctx, &mut target, batch).await
+                }
+            },
             NodeRunner::Transform(_) => {
                 let NodeRunner::Transform(transform) =
                     std::mem::replace(&mut node.runner, NodeRunner::Task(Box::new(Noop)))

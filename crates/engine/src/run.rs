@@ -343,11 +343,14 @@ impl Executor {
                 self.run_consumer(&mut ctx, &inputs, &watched, &mut target)
                     .await
             }
-            NodeRunner::Sink(sink) => {
-                let mut target = SinkTarget { sink };
-                self.run_consumer(&mut ctx, &inputs, &watched, &mut target)
-                    .await
-            }
+            NodeRunner::Sink(mut sink) => match sink.begin_run(&ctx.run_id) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let mut target = SinkTarget { sink };
+                    self.run_consumer(&mut ctx, &inputs, &watched, &mut target)
+                        .await
+                }
+            },
             NodeRunner::Task(task) => run_task(&mut ctx, task.as_ref()).await,
         };
         let (status, error) = match result {

@@ -89,8 +89,10 @@ impl FileSink {
     }
 }
 
-/// The path with `{{date}}` filled in; `{{run_id}}` is refused (sinks are not told their
-/// run yet).
+/// `{{run_id}}` until the engine names the run ([`Sink::begin_run`]).
+const RUN_ID: &str = "{{run_id}}";
+
+/// The path with `{{date}}` filled in; `{{run_id}}` waits for [`Sink::begin_run`].
 fn render(template: &str, date: &str) -> Result<String, ConnectorError> {
     let mut out = String::new();
     let mut rest = template;
@@ -102,12 +104,8 @@ fn render(template: &str, date: &str) -> Result<String, ConnectorError> {
         out.push_str(&rest[..start]);
         match name {
             "date" => out.push_str(date),
-            "run_id" => {
-                return Err(ConnectorError::new(
-                    ErrorClass::InvalidRequest,
-                    "a file_sink `path` with `{{run_id}}` cannot run yet: sinks are not told the run they write in; use `{{date}}`",
-                ));
-            }
+            // Filled in by `begin_run`, once the run has its id.
+            "run_id" => out.push_str(RUN_ID),
             other => {
                 return Err(ConnectorError::new(
                     ErrorClass::InvalidRequest,
@@ -123,6 +121,17 @@ fn render(template: &str, date: &str) -> Result<String, ConnectorError> {
 
 #[async_trait]
 impl Sink for FileSink {
+    fn begin_run(&mut self, run_id: &str) -> Result<(), ConnectorError> {
+        if let Some(state) = self.state.as_mut() {
+            let template = state.config.path.to_string_lossy().into_owned();
+            if template.contains("{{") {
+                let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+                state.file = PathBuf::from(render(&template, &date)?.replace(RUN_ID, run_id));
+            }
+        }
+        Ok(())
+    }
+
     async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
         let Some(mut state) = self.state.take() else {
             return Err(ConnectorError::new(
@@ -130,6 +139,12 @@ impl Sink for FileSink {
                 "the file sink stopped after an earlier failure",
             ));
         };
+        if state.file.to_string_lossy().contains(RUN_ID) {
+            let message =
+                "the file sink was not told its run, so `{{run_id}}` in its path has no value";
+            self.state = Some(state);
+            return Err(ConnectorError::new(ErrorClass::Internal, message));
+        }
         let batch = batch.clone();
         let (mut state, result) = tokio::task::spawn_blocking(move || {
             let r = state.write(&batch);
