@@ -130,6 +130,42 @@ async fn sqlite_source_reads_incrementally() {
     source_suite(sql_common::sqlite().await).await;
 }
 
+/// A file another program made, in SQLite's default rollback journal, and read-only to
+/// us: the source reads it as it is (it must not try to switch it to WAL).
+#[tokio::test]
+async fn a_sqlite_file_in_rollback_journal_mode_is_read_as_it_is() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("made-elsewhere.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(
+            &options
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Delete),
+        )
+        .await
+        .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&path, perms).unwrap();
+    let config = SqlSourceConfig::new(url, "SELECT id, name FROM t ORDER BY id");
+    let mut source = build_source(config, "p", "n", None).await.unwrap();
+    let batch = source.next_batch().await.unwrap().expect("a batch");
+    assert_eq!(batch.batch.num_rows(), 2);
+    assert!(!dir.path().join("made-elsewhere.db-wal").exists());
+}
+
 #[tokio::test]
 async fn a_query_with_a_watermark_but_no_setting_is_refused_before_any_io() {
     let c = SqlSourceConfig::new(

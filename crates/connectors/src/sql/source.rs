@@ -253,7 +253,7 @@ impl Reader {
     }
 
     async fn run_sqlite(&self, timeout: Duration) -> Result<(), ConnectorError> {
-        let (options, ep, _) = sqlite::options(&self.config.url, timeout)?;
+        let (options, ep, _) = sqlite::read_options(&self.config.url, timeout)?;
         let options = options.create_if_missing(false).read_only(true);
         let mut conn = connect(&ep, sqlx::SqliteConnection::connect_with(&options)).await?;
         let query = rewrite_watermark(&self.config.query, |_| "?".into());

@@ -29,20 +29,34 @@ pub(crate) struct SqliteBackend {
     settings: Settings,
 }
 
-/// Connection options and the endpoint of a SQLite URL; whether it is in memory.
+/// Connection options to write (WAL journal) and the endpoint of a SQLite URL; whether
+/// it is in memory.
 pub(crate) fn options(
+    url: &sluice_core::Secret,
+    timeout: Duration,
+) -> Result<(SqliteConnectOptions, Endpoint, bool), ConnectorError> {
+    let (options, endpoint, memory) = read_options(url, timeout)?;
+    let options = if memory {
+        options.create_if_missing(true)
+    } else {
+        options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+    };
+    Ok((options, endpoint, memory))
+}
+
+/// Connection options to read: the file's journal mode is left as it is (switching it
+/// needs write access, which a reader may not have), and a missing file is an error.
+pub(crate) fn read_options(
     url: &sluice_core::Secret,
     timeout: Duration,
 ) -> Result<(SqliteConnectOptions, Endpoint, bool), ConnectorError> {
     let provisional = Endpoint::new(Dialect::Sqlite, "?".into(), url, timeout);
     let memory = url.expose().contains(":memory:") || url.expose().contains("mode=memory");
-    let mut options = SqliteConnectOptions::from_str(url.expose())
+    let options = SqliteConnectOptions::from_str(url.expose())
         .map_err(|e| provisional.fatal(e, "reading the url"))?
-        .create_if_missing(true)
         .busy_timeout(Duration::from_secs(5));
-    if !memory {
-        options = options.journal_mode(SqliteJournalMode::Wal);
-    }
     let address = options.get_filename().display().to_string();
     Ok((
         options,
