@@ -72,6 +72,7 @@ def summarize(rows):
         "runs": len(rows),
         "ok": len(good),
         "rate": median([r["records"] / r["wall"] for r in good]),
+        "rates": [r["records"] / r["wall"] for r in good],
         "wall": median([r["wall"] for r in good]),
         "cpu": median([(r["cpu_user"] + r["cpu_sys"]) / r["records"] * 1e6 for r in good]),
         "rss": median([r["maxrss_kb"] / 1024 for r in good]),
@@ -181,14 +182,14 @@ def render(a):
       "its `_dlt_load_id`/`_dlt_id` columns, and merges on `id` without a primary key "
       "constraint (its default).")
     w("")
-    w("| # | scenario | API | records/s | wall s | CPU s / M rec | peak RSS MiB | "
+    w("| # | scenario | API | records/s | (min–max) | wall s | CPU s / M rec | peak RSS MiB | "
       "PostgreSQL CPU s / M | Kafka CPU s / M | check |")
-    w("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for s in [1, 2, 3, 4, 5, 6]:
         if s not in scenarios:
             continue
         if s == 3:
-            w(f"| 3 | {NAMES[3]} | — | not run | | | | | | the engine always has a buffer: "
+            w(f"| 3 | {NAMES[3]} | — | not run | | | | | | | the engine always has a buffer: "
               "`buffer:` is `embedded` (the default) or `kafka`, no third kind |")
             continue
         for variant in ["none", "faults"]:
@@ -197,23 +198,35 @@ def render(a):
             g = summ.get((s, variant))
             api = "flaky" if variant == "faults" else "clean"
             if g is None:
-                w(f"| {s} | {NAMES[s]} | {api} | not measured | | | | | | |")
+                w(f"| {s} | {NAMES[s]} | {api} | not measured | | | | | | | |")
                 continue
             check = f"{g['ok']}/{g['runs']} runs ok"
             if g["failures"]:
                 check += " (" + ", ".join(sorted({failure_text(r) for r in g["failures"]})) + ")"
             if s == 4 and variant == "none":
                 api = "file"
-            w(f"| {s} | {NAMES[s]} | {api} | {fmt(g['rate'])} | {fmt(g['wall'], 1)} | "
+            spread = (f"{fmt(min(g['rates']))}–{fmt(max(g['rates']))}"
+                      if len(g["rates"]) > 1 else "")
+            w(f"| {s} | {NAMES[s]} | {api} | {fmt(g['rate'])} | {spread} | {fmt(g['wall'], 1)} | "
               f"{fmt(g['cpu'], 1)} | {fmt(g['rss'])} | {fmt(g['db'], 1)} | "
               f"{fmt(g['kafka'], 1) if s in (1, 6) else '—'} | {check} |")
     w("")
 
     # Ratios.
-    def ratio(x, y, inverse=False):
+    def ratio(x, y):
         if x is None or y is None or x == 0 or y == 0:
             return "—"
-        return f"{(y / x) if inverse else (x / y):.2f}×"
+        return f"{x / y:.2f}×"
+
+    def paired(me, other):
+        """Median of the records/s ratios of runs with the same number: runs are
+        interleaved, so each pair ran under the machine's load of the same minutes."""
+        mine = {r["run"]: r["records"] / r["wall"] for r in me["good"]}
+        theirs = {r["run"]: r["records"] / r["wall"] for r in other["good"]}
+        both = sorted(set(mine) & set(theirs))
+        if not both:
+            return "—"
+        return f"{median([mine[k] / theirs[k] for k in both]):.2f}×"
 
     lines = []
     for s in (1, 2):
@@ -231,13 +244,15 @@ def render(a):
                 cpu = "—" if ref[0] == 4 else ratio(me["cpu"], other["cpu"])
                 rss = "—" if ref[0] == 4 else ratio(me["rss"], other["rss"])
                 lines.append(f"| {SHORT[s]} / {SHORT[ref[0]]}{api} | "
-                             f"{ratio(me['rate'], other['rate'])} | {cpu} | {rss} |")
+                             f"{ratio(me['rate'], other['rate'])} | {paired(me, other)} | "
+                             f"{cpu} | {rss} |")
     if lines:
         w("Ratios (Sluice ÷ reference; records/s above 1× is faster, CPU and RSS below 1× "
-          "is cheaper):")
+          "is cheaper). \"paired\" is the median of the ratios of runs with the same number, "
+          "which ran minutes apart under the same load; the other columns divide medians:")
         w("")
-        w("| ratio | records/s | CPU s / M records | peak RSS |")
-        w("|---|---:|---:|---:|")
+        w("| ratio | records/s | records/s, paired | CPU s / M records | peak RSS |")
+        w("|---|---:|---:|---:|---:|")
         out.extend(lines)
         w("")
 
