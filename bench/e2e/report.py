@@ -161,7 +161,7 @@ def render(a):
 
     w(f"Machine: {cores} cores ({cpu}), {mem}, {osname}, kernel {platform.release()}; "
       f"PostgreSQL {pg} and Kafka {kafka} (single node, KRaft) on the same machine; "
-      f"load average at the end {load}; {date}.")
+      f"load average when the report was written {load}; {date}.")
     w(f"Versions: {sluice} (release build; {build}); dlt {version('dlt')}; "
       f"Python {platform.python_version()} with requests {version('requests')}, "
       f"confluent-kafka {version('confluent-kafka')} (librdkafka {librdkafka}), "
@@ -266,9 +266,10 @@ def render(a):
             else:
                 status = failure_text(r)
             note = ""
+            cpu = (r["cpu_user"] + r["cpu_sys"]) / r["records"] * 1e6
             w(f"Memory check (scenario 2, once): {r['records']:,} records → peak RSS "
-              f"**{r['maxrss_kb'] / 1024:,.0f} MiB** at {r['records'] / r['wall']:,.0f} "
-              f"records/s ({r['wall']:,.0f} s; {status}{note})"
+              f"**{r['maxrss_kb'] / 1024:,.0f} MiB**, {cpu:,.1f} CPU s / M records, "
+              f"{r['records'] / r['wall']:,.0f} records/s ({r['wall']:,.0f} s; {status}{note})"
               + (f", against {fmt(base['rss'])} MiB for {n:,} records." if base and
                  base["rss"] else "."))
             w("")
