@@ -25,6 +25,7 @@
 #        --memory-records N  --skip-memory  --no-docs (print, do not edit the docs)
 #        --port P (of the mock API; P and P+1 are used)  --timeout S (per run; 3600)
 #        --bin PATH (a sluice binary built before: no cargo build)
+#        --keep-tables (leave the bench_* schemas in place for a look; dropped by default)
 #
 # It installs what it needs: python3-venv when missing (apt), a virtualenv with the pinned
 # Python packages of bench/e2e/requirements.txt in ~/.cache/sluice/bench-venv; starts Kafka
@@ -50,6 +51,7 @@ WRITE_DOCS=1
 PORT=18181
 RUN_TIMEOUT=3600
 BIN=""
+KEEP_TABLES=0
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -68,6 +70,7 @@ while (($#)); do
     --port) PORT="$2"; shift 2 ;;
     --timeout) RUN_TIMEOUT="$2"; shift 2 ;;
     --bin) BIN="$2"; shift 2 ;;
+    --keep-tables) KEEP_TABLES=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -347,5 +350,10 @@ cat "$REPORT"
 if ((WRITE_DOCS)); then
   "$PY" "$E2E/report.py" --insert "$REPORT" "$ROOT/docs/benchmarks.md"
   log "docs/benchmarks.md updated"
+fi
+if ((KEEP_TABLES == 0)); then
+  for schema in bench_s1 bench_s2 bench_ceiling bench_dlt bench_dlt_staging bench_baseline; do
+    drop_schema "$schema"
+  done
 fi
 log "raw results: $RESULTS; report: $REPORT"
