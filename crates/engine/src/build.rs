@@ -171,6 +171,50 @@ fn node_error(node: &PlannedNode, message: impl Into<String>) -> BuildError {
     }
 }
 
+/// A declared or inferred schema (HTTP and file sources).
+fn schema_config(spec: &sluice_config::spec::nodes::http::SchemaSpec) -> http::SchemaConfig {
+    use sluice_config::spec::nodes::http as s;
+    match spec {
+        s::SchemaSpec::Infer => http::SchemaConfig::Infer,
+        s::SchemaSpec::Columns(cols) => http::SchemaConfig::Columns(
+            cols.value
+                .iter()
+                .map(|col| http::ColumnConfig {
+                    name: col.name.value.clone(),
+                    data_type: match col.data_type {
+                        s::ColumnType::Boolean => http::ColumnType::Boolean,
+                        s::ColumnType::Int64 => http::ColumnType::Int64,
+                        s::ColumnType::Float64 => http::ColumnType::Float64,
+                        s::ColumnType::String => http::ColumnType::String,
+                        s::ColumnType::Timestamp => http::ColumnType::Timestamp,
+                        s::ColumnType::Date => http::ColumnType::Date,
+                        s::ColumnType::Json => http::ColumnType::Json,
+                    },
+                    nullable: col.nullable,
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn nested_mode(mode: sluice_config::spec::nodes::http::NestedMode) -> http::NestedMode {
+    use sluice_config::spec::nodes::http::NestedMode as N;
+    match mode {
+        N::Struct => http::NestedMode::Struct,
+        N::JsonText => http::NestedMode::JsonText,
+    }
+}
+
+fn schema_policy(policy: sluice_config::spec::nodes::http::SchemaPolicy) -> http::SchemaPolicy {
+    use sluice_config::spec::nodes::http::SchemaPolicy as P;
+    match policy {
+        P::Evolve => http::SchemaPolicy::Evolve,
+        P::Warn => http::SchemaPolicy::Warn,
+        P::Quarantine => http::SchemaPolicy::Quarantine,
+        P::Fail => http::SchemaPolicy::Fail,
+    }
+}
+
 /// The HTTP source's config from the node's spec (retry and batching come from the plan's
 /// effective values, so `defaults` apply too).
 pub(crate) fn http_source_config(
@@ -314,42 +358,14 @@ pub(crate) fn http_source_config(
         c.batching.max_rows = b.max_rows as usize;
         c.batching.max_bytes = b.max_bytes.bytes() as usize;
     }
-    c.schema = match &spec.schema {
-        s::SchemaSpec::Infer => http::SchemaConfig::Infer,
-        s::SchemaSpec::Columns(cols) => http::SchemaConfig::Columns(
-            cols.value
-                .iter()
-                .map(|col| http::ColumnConfig {
-                    name: col.name.value.clone(),
-                    data_type: match col.data_type {
-                        s::ColumnType::Boolean => http::ColumnType::Boolean,
-                        s::ColumnType::Int64 => http::ColumnType::Int64,
-                        s::ColumnType::Float64 => http::ColumnType::Float64,
-                        s::ColumnType::String => http::ColumnType::String,
-                        s::ColumnType::Timestamp => http::ColumnType::Timestamp,
-                        s::ColumnType::Date => http::ColumnType::Date,
-                        s::ColumnType::Json => http::ColumnType::Json,
-                    },
-                    nullable: col.nullable,
-                })
-                .collect(),
-        ),
-    };
-    c.nested = match spec.nested {
-        s::NestedMode::Struct => http::NestedMode::Struct,
-        s::NestedMode::JsonText => http::NestedMode::JsonText,
-    };
+    c.schema = schema_config(&spec.schema);
+    c.nested = nested_mode(spec.nested);
     c.bad_records = match spec.bad_records {
         s::BadRecordPolicy::Fail => http::BadRecordPolicy::Fail,
         s::BadRecordPolicy::Skip => http::BadRecordPolicy::Skip,
         s::BadRecordPolicy::Quarantine => http::BadRecordPolicy::Quarantine,
     };
-    c.schema_policy = match spec.schema_policy.value {
-        s::SchemaPolicy::Evolve => http::SchemaPolicy::Evolve,
-        s::SchemaPolicy::Warn => http::SchemaPolicy::Warn,
-        s::SchemaPolicy::Quarantine => http::SchemaPolicy::Quarantine,
-        s::SchemaPolicy::Fail => http::SchemaPolicy::Fail,
-    };
+    c.schema_policy = schema_policy(spec.schema_policy.value);
     c
 }
 
@@ -432,40 +448,9 @@ fn file_source_config(
     if let Some(csv) = &spec.csv {
         c.csv = csv_options(&csv.value);
     }
-    {
-        use sluice_config::spec::nodes::http as s;
-        c.schema = match &spec.schema {
-            s::SchemaSpec::Infer => http::SchemaConfig::Infer,
-            s::SchemaSpec::Columns(cols) => http::SchemaConfig::Columns(
-                cols.value
-                    .iter()
-                    .map(|col| http::ColumnConfig {
-                        name: col.name.value.clone(),
-                        data_type: match col.data_type {
-                            s::ColumnType::Boolean => http::ColumnType::Boolean,
-                            s::ColumnType::Int64 => http::ColumnType::Int64,
-                            s::ColumnType::Float64 => http::ColumnType::Float64,
-                            s::ColumnType::String => http::ColumnType::String,
-                            s::ColumnType::Timestamp => http::ColumnType::Timestamp,
-                            s::ColumnType::Date => http::ColumnType::Date,
-                            s::ColumnType::Json => http::ColumnType::Json,
-                        },
-                        nullable: col.nullable,
-                    })
-                    .collect(),
-            ),
-        };
-        c.nested = match spec.nested {
-            s::NestedMode::Struct => http::NestedMode::Struct,
-            s::NestedMode::JsonText => http::NestedMode::JsonText,
-        };
-        c.schema_policy = match spec.schema_policy.value {
-            s::SchemaPolicy::Evolve => http::SchemaPolicy::Evolve,
-            s::SchemaPolicy::Warn => http::SchemaPolicy::Warn,
-            s::SchemaPolicy::Quarantine => http::SchemaPolicy::Quarantine,
-            s::SchemaPolicy::Fail => http::SchemaPolicy::Fail,
-        };
-    }
+    c.schema = schema_config(&spec.schema);
+    c.nested = nested_mode(spec.nested);
+    c.schema_policy = schema_policy(spec.schema_policy.value);
     if let Some(b) = &node.batching {
         c.max_rows = (b.max_rows as usize).max(1);
         c.max_bytes = (b.max_bytes.bytes() as usize).max(1);
