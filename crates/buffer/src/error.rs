@@ -44,6 +44,28 @@ pub enum BufferError {
         /// What failed.
         message: String,
     },
+    /// Another process has the embedded log (or this pipeline's part of it) open.
+    #[error(
+        "the embedded buffer at {root} is in use by {holder}: one process at a time owns a pipeline's buffer (lock file {lock}); wait for it to finish or stop it, then try again"
+    )]
+    Locked {
+        /// The log's folder.
+        root: PathBuf,
+        /// The lock file held.
+        lock: PathBuf,
+        /// Who holds it, as its lock file says (pid, host, since, command).
+        holder: String,
+    },
+    /// A topic outside the namespace this process opened the log for.
+    #[error(
+        "topic `{topic}` is not in namespace `{namespace}` this process opened the embedded buffer for"
+    )]
+    NotOwned {
+        /// The topic asked for.
+        topic: String,
+        /// The namespace owned.
+        namespace: String,
+    },
     /// A topic or group name that cannot be used.
     #[error("invalid {what} name `{name}`: use letters, digits, `.`, `_` and `-` only")]
     InvalidName {
@@ -77,7 +99,10 @@ impl BufferError {
             BufferError::Kafka { class, .. } => *class,
             BufferError::RecordTooLarge { .. } => ErrorClass::PayloadTooLarge,
             BufferError::Encode { .. } => ErrorClass::Internal,
-            BufferError::InvalidName { .. } => ErrorClass::InvalidRequest,
+            BufferError::InvalidName { .. } | BufferError::NotOwned { .. } => {
+                ErrorClass::InvalidRequest
+            }
+            BufferError::Locked { .. } => ErrorClass::Dependency,
         }
     }
 

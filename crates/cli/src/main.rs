@@ -62,7 +62,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            if commands::owner::is_held(&err) {
+                ExitCode::from(commands::owner::EXIT_HELD)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

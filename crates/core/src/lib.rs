@@ -31,6 +31,7 @@
 mod batch;
 mod connector;
 mod error;
+pub mod flock;
 mod retry;
 mod secret;
 

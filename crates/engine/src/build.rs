@@ -71,9 +71,11 @@ pub fn resolve_sqlite(url: &str, base: &Path) -> String {
     }
 }
 
-/// Opens the plan's buffer.
-pub fn open_buffer(buffer: &BufferSpec, ctx: &BuildContext) -> Result<Arc<dyn Buffer>, BuildError> {
-    match buffer {
+/// Opens the plan's buffer. The embedded log is opened for the pipeline's topics only
+/// and locked while open: a second process running the same pipeline on the same folder
+/// gets [`BufferError::Locked`](sluice_buffer::BufferError::Locked), naming the holder.
+pub fn open_buffer(plan: &Plan, ctx: &BuildContext) -> Result<Arc<dyn Buffer>, BuildError> {
+    match &plan.buffer {
         BufferSpec::Embedded(e) => {
             let options = EmbeddedOptions {
                 segment_bytes: e.segment_size.value.bytes(),
@@ -84,8 +86,9 @@ pub fn open_buffer(buffer: &BufferSpec, ctx: &BuildContext) -> Result<Arc<dyn Bu
                 max_message_bytes: e.max_message_size.value.bytes() as usize,
                 format: WireFormat::ArrowZstd,
             };
-            Ok(Arc::new(EmbeddedLog::open(
+            Ok(Arc::new(EmbeddedLog::open_for(
                 ctx.base_dir.join(&e.path),
+                &plan.pipeline,
                 options,
             )?))
         }

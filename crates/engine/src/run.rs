@@ -105,6 +105,21 @@ impl Executor {
         self.shutdown.clone()
     }
 
+    /// Stops with `token` instead of a token of its own (an executor per run, sharing
+    /// the process's Ctrl-C).
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Fails unless this process still owns the pipeline (its run lease, when the state
+    /// store is fenced): checked before every buffer offset commit.
+    fn check_owner(&self) -> Result<(), ConnectorError> {
+        self.store
+            .check_owner()
+            .map_err(|e| ConnectorError::new(e.class(), e.to_string()))
+    }
+
     /// The state store.
     pub fn store(&self) -> &StateStore {
         &self.store
@@ -167,8 +182,17 @@ impl Executor {
                 .collect();
             let exec = self.clone();
             let fail_run = run_cancel.clone();
+            let (store, run) = (self.store.clone(), run_id.clone());
             tasks.push(tokio::spawn(async move {
-                let outcome = exec.run_node(ctx, node, watched).await;
+                let (id, role) = (node.id.clone(), node.runner.role());
+                // A panic in a node (a bug, or a value from outside that slipped through)
+                // fails the node like any error: its consumers are told it ended and the
+                // run stops, instead of waiting for it forever.
+                let run_node = std::panic::AssertUnwindSafe(exec.run_node(ctx, node, watched));
+                let outcome = match futures::FutureExt::catch_unwind(run_node).await {
+                    Ok(outcome) => outcome,
+                    Err(panic) => panicked(&store, &run, id, role, panic_message(&*panic)).await,
+                };
                 let _ = status_tx.send(NodeState::Done(outcome.summary.status));
                 if outcome.summary.status == RunStatus::Failed {
                     fail_run.cancel();
@@ -180,26 +204,14 @@ impl Executor {
         for (task, id) in join_all(tasks).await.into_iter().zip(&order) {
             match task {
                 Ok(outcome) => outcomes.push(outcome),
+                // The node's task was cancelled or panicked outside `catch_unwind`.
                 Err(join) => {
-                    // A panic in a node (a bug in a transform, say): the node fails.
-                    let message = format!("node `{id}` panicked: {join}");
-                    tracing::error!(%message);
-                    outcomes.push(NodeOutcome {
-                        summary: NodeSummary {
-                            id: id.clone(),
-                            role: "unknown",
-                            status: RunStatus::Failed,
-                            records_in: 0,
-                            records_out: 0,
-                            batches: 0,
-                            retries: 0,
-                            quarantined: 0,
-                            duplicates: 0,
-                            error: Some(format!("[internal] {message}")),
-                            error_class: Some(ErrorClass::Internal),
-                        },
-                        compensate: None,
-                    });
+                    let error = ConnectorError::new(
+                        ErrorClass::Internal,
+                        format!("node `{id}` ended abnormally: {join}"),
+                    );
+                    tracing::error!(%error);
+                    outcomes.push(failed_outcome(id.clone(), "unknown", error));
                 }
             }
         }
@@ -535,6 +547,7 @@ impl Executor {
                     Some(Delivery::Batch { batch, ack }) => {
                         idle = false;
                         deliver(ctx, target, batch).await?;
+                        self.check_owner()?;
                         sub.commit(&ack)
                             .await
                             .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
@@ -542,6 +555,7 @@ impl Executor {
                     Some(Delivery::Poison { poison, ack }) => {
                         idle = false;
                         keep_poison(ctx, &poison).await?;
+                        self.check_owner()?;
                         sub.commit(&ack)
                             .await
                             .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
@@ -642,6 +656,58 @@ async fn wait_done(rx: &mut watch::Receiver<NodeState>) -> RunStatus {
         if rx.changed().await.is_err() {
             return RunStatus::Failed;
         }
+    }
+}
+
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The outcome of a node that panicked: failed, class `internal`, with the panic's message.
+async fn panicked(
+    store: &StateStore,
+    run_id: &str,
+    id: String,
+    role: &'static str,
+    what: String,
+) -> NodeOutcome {
+    let error = ConnectorError::new(
+        ErrorClass::Internal,
+        format!(
+            "node `{id}` panicked: {what} (a bug in Sluice: please report it with this message; the run stopped, checkpoints were kept)"
+        ),
+    );
+    tracing::error!(node = %id, %error, "node panicked");
+    let _ = store
+        .record_attempt(run_id, &id, error.class, &error.message)
+        .await;
+    let row = Stats::default().row(&id, RunStatus::Failed.as_str(), Some(&error));
+    let _ = store.record_node(run_id, &row).await;
+    failed_outcome(id, role, error)
+}
+
+/// A node that failed without a context to count in.
+fn failed_outcome(id: String, role: &'static str, error: ConnectorError) -> NodeOutcome {
+    NodeOutcome {
+        summary: NodeSummary {
+            id,
+            role,
+            status: RunStatus::Failed,
+            records_in: 0,
+            records_out: 0,
+            batches: 0,
+            retries: 0,
+            quarantined: 0,
+            duplicates: 0,
+            error: Some(error.to_string()),
+            error_class: Some(error.class),
+        },
+        compensate: None,
     }
 }
 

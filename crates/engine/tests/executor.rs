@@ -426,3 +426,70 @@ async fn dispositions_can_be_overridden_per_node() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].rows, 10);
 }
+
+/// A source that panics on its second page (as an overflow on a value from outside did).
+struct Panics(u64);
+
+#[async_trait]
+impl Source for Panics {
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError> {
+        self.0 += 1;
+        if self.0 > 1 {
+            let far = std::time::Instant::now();
+            let _ = far + Duration::from_secs(u64::MAX); // overflows: panics
+        }
+        let records =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1i64])) as _)])
+                .unwrap();
+        Ok(Some(SourceBatch {
+            batch: Batch::new("p", "src", SourcePosition::page(self.0), records),
+            checkpoint: None,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_a_node_fails_the_run_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir).await;
+    let db = Arc::new(Mutex::new(Db::default()));
+    let pipeline = Pipeline::new(
+        "p",
+        vec![
+            node(
+                "src",
+                &[],
+                NodeRunner::Source(Box::new(|_| {
+                    async { Ok(Box::new(Panics(0)) as Box<dyn Source>) }.boxed()
+                })),
+            ),
+            node(
+                "db",
+                &["src"],
+                NodeRunner::Sink(Box::new(MemSink(db.clone()))),
+            ),
+        ],
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(10), exec.run(pipeline, "manual"))
+        .await
+        .expect("the run ends (a panicked node used to leave its consumers waiting forever)")
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    let src = summary.nodes.iter().find(|n| n.id == "src").unwrap();
+    assert_eq!(src.error_class, Some(ErrorClass::Internal));
+    assert!(
+        src.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("panicked"),
+        "{src:?}"
+    );
+    let (run, nodes, attempts) = exec.store().run(&summary.run_id).await.unwrap();
+    assert_eq!(run.status, "failed");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n.node == "src" && n.status == "failed")
+    );
+    assert!(attempts.iter().any(|a| a.class == "internal"));
+}

@@ -13,6 +13,7 @@
 //! | `failed_batches` | the failed-batch store: payload, node, run, class, error, attempts, resolved-at |
 //! | `schema_fingerprints` | the schemas each node has produced, to detect drift |
 //! | `alerts` | alerts raised, with their class and message |
+//! | `leases` | per pipeline: who owns it now (host, pid, since), until when, fencing token |
 //!
 //! Text stored here never holds a secret: callers pass redacted details only.
 //!
@@ -25,8 +26,10 @@
 //! # Ok(()) }
 //! ```
 
+mod lease;
 mod store;
 
+pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder};
 pub use store::{now_ms, redact_url};
 
 pub use store::{

@@ -30,6 +30,36 @@ pub enum StateError {
         #[source]
         source: sqlx::Error,
     },
+    /// Another process holds the pipeline's run lease.
+    #[error(
+        "pipeline `{pipeline}` is being run by {holder}: one process at a time owns a pipeline (its checkpoints and buffer); wait for it to finish (`--wait`), or stop it"
+    )]
+    LeaseHeld {
+        /// The pipeline.
+        pipeline: String,
+        /// Who holds it.
+        holder: String,
+    },
+    /// This process lost its run lease (paused or cut off from the state store longer
+    /// than the lease lives): it must not write as the owner any more.
+    #[error(
+        "this process lost its run lease on pipeline `{pipeline}` (it could not renew it within {ttl:?}: paused, or cut off from the state store); another process may own the pipeline now, so nothing more is written; run again to resume from the checkpoints"
+    )]
+    LeaseLost {
+        /// The pipeline.
+        pipeline: String,
+        /// The lease's time to live.
+        ttl: std::time::Duration,
+    },
+    /// The OS lock file of a lease could not be used.
+    #[error("cannot use the lease lock file {path}: {source} (is the state folder writable?)")]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A row that should exist does not.
     #[error("{what} `{id}` not found in the state store")]
     NotFound {
@@ -47,7 +77,10 @@ impl StateError {
             StateError::UnsupportedUrl { .. } | StateError::NotFound { .. } => {
                 ErrorClass::InvalidRequest
             }
-            StateError::Database { .. } => ErrorClass::Dependency,
+            StateError::Database { .. }
+            | StateError::LeaseHeld { .. }
+            | StateError::LeaseLost { .. }
+            | StateError::Lock { .. } => ErrorClass::Dependency,
         }
     }
 }
@@ -263,7 +296,7 @@ pub fn now_ms() -> i64 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -314,14 +347,22 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY, file TEXT NOT NULL, updated_at BIGINT NOT NULL);",
     "ALTER TABLE runs ADD COLUMN host TEXT;
      ALTER TABLE runs ADD COLUMN pid BIGINT;",
+    "CREATE TABLE IF NOT EXISTS leases (
+        pipeline TEXT PRIMARY KEY, token BIGINT NOT NULL, host TEXT NOT NULL,
+        pid BIGINT NOT NULL, command TEXT NOT NULL, acquired_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL);",
 ];
 
 /// The state store.
 #[derive(Debug, Clone)]
 pub struct StateStore {
-    pool: AnyPool,
-    backend: Backend,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
     url: String,
+    /// The SQLite file, for the leases' OS locks beside it.
+    pub(crate) sqlite_path: Option<std::path::PathBuf>,
+    /// The lease whose token checkpoint writes check ([`StateStore::fenced`]).
+    pub(crate) fence: Option<std::sync::Arc<crate::lease::LeaseInner>>,
 }
 
 impl StateStore {
@@ -329,7 +370,12 @@ impl StateStore {
     pub async fn open(url: &str) -> Result<Self, StateError> {
         sqlx::any::install_default_drivers();
         let shown = redact_url(url);
+        let mut sqlite_path = None;
         let (backend, connect_url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or(path);
+            if !file.is_empty() && !file.starts_with(":memory:") {
+                sqlite_path = Some(std::path::PathBuf::from(file));
+            }
             if let Some(parent) =
                 std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
                 && !parent.as_os_str().is_empty()
@@ -357,12 +403,14 @@ impl StateStore {
             pool,
             backend,
             url: shown.clone(),
+            sqlite_path,
+            fence: None,
         };
         store.migrate().await?;
         Ok(store)
     }
 
-    fn err(&self, source: sqlx::Error) -> StateError {
+    pub(crate) fn err(&self, source: sqlx::Error) -> StateError {
         StateError::Database {
             url: self.url.clone(),
             source,
@@ -438,38 +486,55 @@ impl StateStore {
         Ok(id)
     }
 
-    /// Marks as failed the runs still `running` whose process, on this machine, is gone
-    /// (killed, or the machine restarted): they can never finish. Runs of other machines
-    /// sharing the store are left alone. Returns how many were closed.
+    /// Marks as failed the runs still `running` that can never finish: those of a
+    /// pipeline whose run lease is no longer held (its owner died, on any machine, or
+    /// was paused past the lease), and, for runs started without a lease, those whose
+    /// process on this machine is gone. Returns how many were closed.
     pub async fn close_abandoned_runs(&self, pipeline: Option<&str>) -> Result<u64, StateError> {
         let host = host_id();
         let rows = sqlx::query(
-            "SELECT id, pid FROM runs WHERE status = $1 AND host = $2 AND (pipeline = $3 OR $4)",
+            "SELECT id, pipeline, host, pid FROM runs WHERE status = $1 AND (pipeline = $2 OR $3)",
         )
         .bind(RunStatus::Running.as_str())
-        .bind(&host)
         .bind(pipeline.unwrap_or_default())
         .bind(pipeline.is_none())
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
         let mut closed = 0;
+        let mut leases: std::collections::HashMap<String, Option<bool>> = Default::default();
         for row in rows {
             let id: String = row.try_get("id").map_err(|e| self.err(e))?;
+            let name: String = row.try_get("pipeline").map_err(|e| self.err(e))?;
+            let run_host: Option<String> = row.try_get("host").map_err(|e| self.err(e))?;
             let pid: Option<i64> = row.try_get("pid").map_err(|e| self.err(e))?;
-            let Some(pid) = pid else { continue };
-            if process_alive(pid) {
+            let lease_live = match leases.get(&name) {
+                Some(live) => *live,
+                None => {
+                    let live = self.lease_holder(&name).await?.map(|(_, live)| live);
+                    leases.insert(name.clone(), live);
+                    live
+                }
+            };
+            let dead = match lease_live {
+                // The pipeline is leased: a run is alive while its lease is held.
+                Some(live) => !live,
+                // No lease was ever taken: only the pid on this machine can tell.
+                None => match pid {
+                    Some(pid) if run_host.as_deref() == Some(host.as_str()) => !process_alive(pid),
+                    _ => false,
+                },
+            };
+            if !dead {
                 continue;
             }
-            let message = format!(
-                "aborted: its process ({pid}) ended before the run finished (killed, crashed, or the machine restarted); the next run resumed from the checkpoints"
-            );
+            let message = "aborted: its process ended before the run finished (killed, crashed, paused past its lease, or the machine restarted); the next run resumed from the checkpoints";
             sqlx::query(
                 "UPDATE runs SET status = $1, finished_at = $2, error = $3 WHERE id = $4 AND status = $5",
             )
             .bind(RunStatus::Failed.as_str())
             .bind(now_ms())
-            .bind(&message)
+            .bind(message)
             .bind(&id)
             .bind(RunStatus::Running.as_str())
             .execute(&self.pool)
@@ -568,12 +633,15 @@ impl StateStore {
     }
 
     /// Stores the node's checkpoint (call only after the batch it follows was acked).
+    /// Under a fence ([`StateStore::fenced`]) the write renews the lease in the same
+    /// transaction, and fails with [`StateError::LeaseLost`] if it was lost.
     pub async fn save_checkpoint(
         &self,
         pipeline: &str,
         node: &str,
         value: &serde_json::Value,
     ) -> Result<(), StateError> {
+        let mut tx = self.owner_tx().await?;
         sqlx::query(
             "INSERT INTO checkpoints (pipeline, node, value, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (pipeline, node) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -582,21 +650,22 @@ impl StateStore {
         .bind(node)
         .bind(value.to_string())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.err(e))
     }
 
-    /// Forgets a node's checkpoint (a full resync).
+    /// Forgets a node's checkpoint (a full resync); fenced like [`Self::save_checkpoint`].
     pub async fn clear_checkpoint(&self, pipeline: &str, node: &str) -> Result<(), StateError> {
+        let mut tx = self.owner_tx().await?;
         sqlx::query("DELETE FROM checkpoints WHERE pipeline = $1 AND node = $2")
             .bind(pipeline)
             .bind(node)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.err(e))
     }
 
     /// Keeps a failed batch; a batch already kept (same pipeline, node and id) gets its
@@ -950,7 +1019,7 @@ impl StateStore {
 
 /// This machine, as recorded with a run: its host name and boot id (after a restart no
 /// process of before is alive, whatever its pid).
-fn host_id() -> String {
+pub(crate) fn host_id() -> String {
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|t| t.trim().to_owned())

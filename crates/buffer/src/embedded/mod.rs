@@ -13,7 +13,11 @@
 //! crash mid-write) is truncated; acknowledged entries were fsynced before the ack
 //! (with [`FsyncPolicy::EveryBatch`]) and so are never lost. A segment is deleted once
 //! every known group has committed past its last entry.
+//!
+//! One process owns a log at a time (an OS file lock, see `lock.rs`): a second process
+//! opening it gets [`BufferError::Locked`] naming the holder.
 
+mod lock;
 mod segment;
 
 use async_trait::async_trait;
@@ -69,24 +73,54 @@ impl Default for EmbeddedOptions {
 pub struct EmbeddedLog {
     root: PathBuf,
     options: EmbeddedOptions,
+    /// The namespace whose topics this process owns (`None`: the whole folder).
+    owner: Option<String>,
+    lock: Arc<lock::FolderLock>,
     topics: Arc<Mutex<HashMap<String, Arc<OpenTopic>>>>,
 }
 
 #[derive(Debug)]
 struct OpenTopic {
+    /// Kept while any subscription reads the topic.
+    _lock: Arc<lock::FolderLock>,
     log: Mutex<TopicLog>,
     /// The next offset to be written: readers wait on it.
     high_watermark: watch::Sender<i64>,
 }
 
 impl EmbeddedLog {
-    /// Opens (creating if needed) a log rooted at `root`.
+    /// Opens (creating if needed) a log rooted at `root`, owning the whole folder: fails
+    /// with [`BufferError::Locked`] while another process has it (or part of it) open.
     pub fn open(root: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, BufferError> {
-        let root = root.as_ref().to_path_buf();
+        Self::open_as(root.as_ref(), None, options)
+    }
+
+    /// Opens the part of the log at `root` that holds the topics of `namespace` (those
+    /// named `<namespace>.<node>`), owning it: other namespaces of the same folder can be
+    /// opened by other processes at the same time; the same one cannot
+    /// ([`BufferError::Locked`], naming the holder).
+    pub fn open_for(
+        root: impl AsRef<Path>,
+        namespace: &str,
+        options: EmbeddedOptions,
+    ) -> Result<Self, BufferError> {
+        check_name("namespace", namespace)?;
+        Self::open_as(root.as_ref(), Some(namespace), options)
+    }
+
+    fn open_as(
+        root: &Path,
+        owner: Option<&str>,
+        options: EmbeddedOptions,
+    ) -> Result<Self, BufferError> {
+        let root = root.to_path_buf();
         std::fs::create_dir_all(&root).map_err(|e| BufferError::io(&root, e))?;
+        let lock = Arc::new(lock::FolderLock::acquire(&root, owner)?);
         let log = EmbeddedLog {
             root,
             options,
+            owner: owner.map(str::to_owned),
+            lock,
             topics: Arc::default(),
         };
         // Open every existing topic now, so that a torn tail left by a crash is recovered
@@ -97,6 +131,7 @@ impl EmbeddedLog {
             if let Some(name) = entry.file_name().to_str()
                 && entry.path().is_dir()
                 && check_name("topic", name).is_ok()
+                && log.owns(name)
             {
                 log.topic(name)?;
             }
@@ -109,8 +144,25 @@ impl EmbeddedLog {
         &self.root
     }
 
+    /// Whether this process owns the topic: every topic when it owns the folder, else
+    /// those of its namespace.
+    fn owns(&self, topic: &str) -> bool {
+        match &self.owner {
+            None => true,
+            Some(ns) => topic
+                .strip_prefix(ns.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+        }
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<OpenTopic>, BufferError> {
         check_name("topic", name)?;
+        if !self.owns(name) {
+            return Err(BufferError::NotOwned {
+                topic: name.to_owned(),
+                namespace: self.owner.clone().unwrap_or_default(),
+            });
+        }
         let mut topics = self.topics.lock().expect("topic map lock");
         if let Some(t) = topics.get(name) {
             return Ok(t.clone());
@@ -118,6 +170,7 @@ impl EmbeddedLog {
         let log = TopicLog::open(&self.root.join(name), &self.options)?;
         let (high_watermark, _) = watch::channel(log.next_offset());
         let topic = Arc::new(OpenTopic {
+            _lock: self.lock.clone(),
             log: Mutex::new(log),
             high_watermark,
         });

@@ -261,3 +261,34 @@ async fn bad_names_are_refused() {
     assert_eq!(err.class(), sluice_core::ErrorClass::InvalidRequest);
     assert!(log.subscribe("t", "a/b").await.is_err());
 }
+
+#[tokio::test]
+async fn one_owner_per_pipeline_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = EmbeddedLog::open_for(dir.path(), "orders", EmbeddedOptions::default()).unwrap();
+    // Another pipeline shares the folder; the same one, or the whole folder, cannot.
+    let users = EmbeddedLog::open_for(dir.path(), "users", EmbeddedOptions::default()).unwrap();
+    let err = EmbeddedLog::open_for(dir.path(), "orders", EmbeddedOptions::default()).unwrap_err();
+    match &err {
+        BufferError::Locked { holder, .. } => assert!(
+            holder.contains(&format!("pid {}", std::process::id())),
+            "the error names the holder: {err}"
+        ),
+        other => panic!("expected Locked, got {other}"),
+    }
+    assert!(matches!(
+        EmbeddedLog::open(dir.path(), EmbeddedOptions::default()),
+        Err(BufferError::Locked { .. })
+    ));
+    // A pipeline writes only its own topics.
+    orders.publish("orders.api", &batch(0, 1)).await.unwrap();
+    assert!(orders.publish("users.api", &batch(0, 1)).await.is_err());
+    // A subscription keeps the lock until it is dropped too.
+    let sub = orders.subscribe("orders.api", "orders.db").await.unwrap();
+    drop(orders);
+    assert!(EmbeddedLog::open_for(dir.path(), "orders", EmbeddedOptions::default()).is_err());
+    drop(sub);
+    let again = EmbeddedLog::open_for(dir.path(), "orders", EmbeddedOptions::default()).unwrap();
+    drop((again, users));
+    EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+}

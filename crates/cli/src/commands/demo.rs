@@ -82,7 +82,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     store
         .register_pipeline(&plan.pipeline, &pipeline_path.display().to_string())
         .await?;
-    let buffer = build::open_buffer(&plan.buffer, &ctx)?;
+    let buffer = build::open_buffer(&plan, &ctx)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let exec = Executor::new(store, buffer).with_events(tx);
     let live = !args.plain && std::io::stderr().is_terminal();
@@ -90,7 +90,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let summary = run_once(&exec, &plan, &ctx).await?;
     drop(exec);
     let tally = printer.await.unwrap_or_default();
-    print_summary(&summary, &plan);
+    print_summary(&summary, &plan, std::path::Path::new("quickstart.yaml"));
 
     eprintln!("\nWhat went wrong, and what Sluice did (default rules, see `sluice classes`):");
     for (class, count) in &tally {

@@ -3,6 +3,7 @@
 pub(crate) mod demo;
 pub(crate) mod health;
 pub(crate) mod mock_api;
+pub(crate) mod owner;
 pub(crate) mod plan;
 pub(crate) mod replay;
 pub(crate) mod run;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use super::PipelineFile;
 use super::state::StateArgs;
+use super::{PipelineFile, owner};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
@@ -30,6 +30,10 @@ pub(crate) struct ReplayArgs {
     /// Only this batch.
     #[arg(long)]
     batch: Option<String>,
+    /// When another process runs this pipeline (a realtime or scheduled `sluice run`),
+    /// wait for it to finish its current run, then replay (else exit 75 naming it).
+    #[arg(long)]
+    wait: bool,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -81,8 +85,13 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(url) => sluice_state::StateStore::open(url).await?,
         None => build::open_state(&plan, &ctx).await?,
     };
-    let buffer = build::open_buffer(&plan.buffer, &ctx)?;
-    let exec = Executor::new(store, buffer);
+    // A replay owns the pipeline like a run: never beside a run of it in another process.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let owned = match owner::take(&store, &plan, &ctx, args.wait.then_some(&cancel)).await? {
+        Some(owned) => owned,
+        None => return Ok(ExitCode::from(130)),
+    };
+    let exec = Executor::new(owned.store.clone(), owned.buffer.clone());
     let pipeline = build::build_pipeline(&plan, &ctx).await?;
     let filter = FailedBatchFilter {
         run_id: args.run,
@@ -91,7 +100,10 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         id: args.batch,
         ..FailedBatchFilter::default()
     };
-    let report = replay(&exec, pipeline, filter).await?;
+    let report = replay(&exec, pipeline, filter).await;
+    drop(exec);
+    owned.release().await;
+    let report = report?;
     let rows: i64 = report.delivered.iter().map(|(_, r)| r).sum();
     for (id, n) in &report.delivered {
         println!("delivered      {id} ({n} records)");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::PipelineFile;
+use super::{PipelineFile, owner};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -33,6 +33,10 @@ pub(crate) struct RunArgs {
     /// Plain log lines instead of the live display, even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// When another process runs this pipeline, wait for it to finish instead of exiting
+    /// (exit code 75).
+    #[arg(long)]
+    wait: bool,
 }
 
 /// The exit code of a run: 0 succeeded, 1 failed, 3 partially succeeded (something was
@@ -82,27 +86,49 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     store
         .register_pipeline(&plan.pipeline, &path.display().to_string())
         .await?;
-    let buffer = build::open_buffer(&plan.buffer, &ctx)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let exec = Executor::new(store, buffer).with_events(tx);
-    handle_signals(exec.shutdown_token());
+    let shutdown = CancellationToken::new();
+    handle_signals(shutdown.clone());
     let live = !args.plain && !args.json && std::io::stderr().is_terminal();
     let printer = tokio::spawn(show_progress(rx, live));
+    let scheduled = !args.once && !matches!(plan.schedule, Schedule::Manual);
 
-    let shutdown = exec.shutdown_token();
-    let last = loop {
-        let summary = run_once(&exec, &plan, &ctx).await?;
-        let status = summary.status;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        } else {
-            print_summary(&summary, &plan);
+    let mut last = None;
+    let outcome = loop {
+        // Each run owns the pipeline (its lease, its buffer) and gives it up when done, so
+        // that a `sluice replay` or `sluice run --once --wait` gets its turn between runs.
+        let owned = match owner::take(&store, &plan, &ctx, args.wait.then_some(&shutdown)).await {
+            Ok(Some(owned)) => Some(owned),
+            Ok(None) => break Ok(last.unwrap_or(RunStatus::Cancelled)),
+            Err(e) if scheduled && owner::is_held(&e) => {
+                eprintln!("sluice: this run is skipped: {e:#}");
+                None
+            }
+            Err(e) => break Err(e),
+        };
+        if let Some(owned) = owned {
+            let exec = Executor::new(owned.store.clone(), owned.buffer.clone())
+                .with_events(tx.clone())
+                .with_shutdown(shutdown.clone());
+            let result = run_once(&exec, &plan, &ctx).await;
+            drop(exec);
+            owned.release().await;
+            let summary = match result {
+                Ok(summary) => summary,
+                Err(e) => break Err(e),
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print_summary(&summary, &plan, &args.file);
+            }
+            last = Some(summary.status);
         }
-        if args.once || shutdown.is_cancelled() {
-            break status;
+        if !scheduled || shutdown.is_cancelled() {
+            break Ok(last.unwrap_or(RunStatus::Cancelled));
         }
         let wait = match &plan.schedule {
-            Schedule::Manual => break status,
+            Schedule::Manual => break Ok(last.unwrap_or(RunStatus::Cancelled)),
             Schedule::Cron { cron, timezone } => {
                 let tz = timezone.as_ref().map_or(chrono_tz::UTC, |t| t.value.0);
                 let next = cron
@@ -124,12 +150,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => break status,
+            _ = shutdown.cancelled() => break Ok(last.unwrap_or(RunStatus::Cancelled)),
         }
     };
-    drop(exec);
+    drop(tx);
     let _ = printer.await;
-    Ok(exit_code(last))
+    Ok(exit_code(outcome?))
 }
 
 pub(crate) async fn run_once(
@@ -146,7 +172,7 @@ pub(crate) async fn run_once(
     Ok(exec.run(pipeline, trigger).await?)
 }
 
-pub(crate) fn print_summary(summary: &RunSummary, plan: &Plan) {
+pub(crate) fn print_summary(summary: &RunSummary, plan: &Plan, file: &std::path::Path) {
     eprintln!();
     eprintln!(
         "{:<16} {:<9} {:<20} {:>10} {:>10} {:>8} {:>8} {:>11} {:>10}",
@@ -176,16 +202,32 @@ pub(crate) fn print_summary(summary: &RunSummary, plan: &Plan) {
         summary.status,
         summary.elapsed.as_secs_f64()
     );
-    eprintln!("  details:  sluice runs show {}", summary.run_id);
+    // `-f FILE` points the commands at the state store this pipeline uses, wherever its
+    // `state:` says it is.
+    let f = shell_word(&file.display().to_string());
+    eprintln!("  details:  sluice runs show {} -f {f}", summary.run_id);
     if summary.nodes.iter().any(|n| n.quarantined > 0) {
         eprintln!(
-            "  kept for replay:  sluice failed list --pipeline {}",
+            "  kept for replay:  sluice failed list --pipeline {} -f {f}",
             plan.pipeline
         );
         eprintln!(
-            "  once the cause is fixed:  sluice replay --pipeline {}",
+            "  once the cause is fixed:  sluice replay --pipeline {} -f {f}",
             plan.pipeline
         );
+    }
+}
+
+/// A path as one shell word (quoted when it needs to be).
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':'))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
