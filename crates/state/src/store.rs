@@ -418,12 +418,15 @@ impl StateStore {
     }
 
     async fn migrate(&self) -> Result<(), StateError> {
+        // Two processes opening a new store at once must not both apply a migration:
+        // SQLite holds a file lock meanwhile, PostgreSQL an advisory lock per migration.
+        let _migrating = self.migration_lock().await?;
         if self.backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
+            sqlx::query("PRAGMA busy_timeout = 5000")
                 .execute(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;
-            sqlx::query("PRAGMA busy_timeout = 5000")
+            sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;
@@ -447,6 +450,21 @@ impl StateStore {
                 continue;
             }
             let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(7355608112)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            // Another process may have applied it while we waited for the lock.
+            let applied: Option<i64> = sqlx::query("SELECT MAX(version) FROM sluice_state_version")
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| row.try_get::<Option<i64>, _>(0))
+                .map_err(|e| self.err(e))?;
+            if applied.is_some_and(|c| c >= version) {
+                continue;
+            }
             for statement in migration.replace("{blob}", blob).split(';') {
                 if statement.trim().is_empty() {
                     continue;
@@ -464,6 +482,43 @@ impl StateStore {
             tx.commit().await.map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// Waits for the SQLite file's migration lock (`<db>.locks/.migrate.lock`), held until
+    /// the returned file is dropped.
+    async fn migration_lock(&self) -> Result<Option<std::fs::File>, StateError> {
+        use sluice_core::flock::{LockMode, try_lock};
+        let Some(db) = &self.sqlite_path else {
+            return Ok(None);
+        };
+        let mut dir = db.as_os_str().to_owned();
+        dir.push(".locks");
+        let path = std::path::PathBuf::from(dir).join(".migrate.lock");
+        let io = |source| StateError::Lock {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !try_lock(&file, LockMode::Exclusive).map_err(io)? {
+            if std::time::Instant::now() > deadline {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "another process has been upgrading the state store for 30 s",
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(Some(file))
     }
 
     /// Starts a run and returns its id.
