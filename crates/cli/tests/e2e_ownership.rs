@@ -103,30 +103,40 @@ async fn two_processes(sb: &Sandbox, file: &str, rounds: usize, total_wait: Dura
     assert!(bad.is_empty(), "runs that did not succeed: {bad:#?}");
 }
 
+/// A realtime pipeline of NDJSON files into PostgreSQL (`append`: a duplicate would show),
+/// with `frame` (its buffer and state lines).
+fn owners(frame: &str) -> String {
+    format!(
+        r#"
+pipeline: owners
+schedule: {{ realtime: {{ poll_interval: 100ms }} }}
+{frame}
+nodes:
+  files:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+    batching: {{ max_rows: 30 }}
+  db:
+    type: postgres
+    inputs: [files]
+    url: ${{PG_URL}}
+    table: rows
+    mode: append
+"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realtime_run_beside_run_once_and_replay_on_the_embedded_log() {
     let sb = Sandbox::new("e2e_own_embedded").await;
     let file = "owners.yaml";
     sb.write(
         file,
-        r#"
-pipeline: owners
-schedule: { realtime: { poll_interval: 100ms } }
-# Small segments: retention deletes them as soon as they are consumed.
-buffer: { embedded: { segment_size: 64KiB, max_message_size: 16KiB } }
-nodes:
-  files:
-    type: file
-    path: in/*.ndjson
-    format: ndjson
-    batching: { max_rows: 30 }
-  db:
-    type: postgres
-    inputs: [files]
-    url: ${PG_URL}
-    table: rows
-    mode: append
-"#,
+        &owners(
+            "# Small segments: retention deletes them as soon as they are consumed.\n\
+             buffer: { embedded: { segment_size: 64KiB, max_message_size: 16KiB } }",
+        ),
     );
     two_processes(&sb, file, rounds(24), Duration::from_secs(60)).await;
 }
@@ -137,27 +147,9 @@ async fn a_realtime_run_beside_run_once_and_replay_on_kafka_with_postgres_state(
     let file = "owners.yaml";
     sb.write(
         file,
-        r#"
-pipeline: owners
-state: ${PG_URL}
-schedule: { realtime: { poll_interval: 100ms } }
-buffer:
-  kafka:
-    brokers: ["${KAFKA}"]
-    topic_prefix: ${PREFIX}
-nodes:
-  files:
-    type: file
-    path: in/*.ndjson
-    format: ndjson
-    batching: { max_rows: 30 }
-  db:
-    type: postgres
-    inputs: [files]
-    url: ${PG_URL}
-    table: rows
-    mode: append
-"#,
+        &owners(
+            "state: ${PG_URL}\nbuffer: { kafka: { brokers: [\"${KAFKA}\"], topic_prefix: \"${PREFIX}\" } }",
+        ),
     );
     two_processes(&sb, file, rounds(4), Duration::from_secs(120)).await;
 }

@@ -13,6 +13,19 @@ pub enum LockMode {
     Exclusive,
 }
 
+/// Opens (creating it and its folder, keeping its content) a lock file.
+pub fn open_lock_file(path: &std::path::Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 /// Tries to lock `file` without waiting: `Ok(false)` when another open file holds a
 /// conflicting lock (another process, or another handle in this one).
 pub fn try_lock(file: &File, mode: LockMode) -> io::Result<bool> {

@@ -23,7 +23,7 @@
 
 use sluice_core::flock::{LockMode, try_lock};
 use sqlx::{AssertSqlSafe, Row};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -254,24 +254,11 @@ impl StateStore {
         let Some(path) = self.lease_lock_path(pipeline) else {
             return Ok(Some(None));
         };
-        let io = |e: std::io::Error| StateError::Lock {
-            path: path.clone(),
-            source: e,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let file = open_lock_file(&path)?;
         match try_lock(&file, LockMode::Exclusive) {
             Ok(true) => Ok(Some(Some(file))),
             Ok(false) => Ok(None),
-            Err(e) => Err(io(e)),
+            Err(e) => Err(StateError::Lock { path, source: e }),
         }
     }
 
@@ -452,6 +439,15 @@ impl StateStore {
         .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// Opens (creating it and its folder) a lock file.
+pub(crate) fn open_lock_file(path: &std::path::Path) -> Result<File, StateError> {
+    let io = |source| StateError::Lock {
+        path: path.to_path_buf(),
+        source,
+    };
+    sluice_core::flock::open_lock_file(path).map_err(io)
 }
 
 fn row_bool(row: &sqlx::any::AnyRow, column: &str) -> bool {

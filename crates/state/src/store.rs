@@ -494,20 +494,11 @@ impl StateStore {
         let mut dir = db.as_os_str().to_owned();
         dir.push(".locks");
         let path = std::path::PathBuf::from(dir).join(".migrate.lock");
+        let file = crate::lease::open_lock_file(&path)?;
         let io = |source| StateError::Lock {
             path: path.clone(),
             source,
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !try_lock(&file, LockMode::Exclusive).map_err(io)? {
             if std::time::Instant::now() > deadline {

@@ -15,7 +15,7 @@
 //! however it ends (kill -9 included): a dead owner never blocks the next one.
 
 use sluice_core::flock::{LockMode, try_lock};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -84,13 +84,7 @@ fn chrono_like_now() -> String {
 }
 
 fn open_lock_file(path: &Path) -> Result<File, BufferError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| BufferError::io(path, e))
+    sluice_core::flock::open_lock_file(path).map_err(|e| BufferError::io(path, e))
 }
 
 fn locked(root: &Path, path: PathBuf, holder: String) -> BufferError {
