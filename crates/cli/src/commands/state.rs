@@ -20,6 +20,21 @@ pub(crate) struct StateArgs {
 }
 
 impl StateArgs {
+    /// Where the store was looked for, and how to look elsewhere: for "nothing found".
+    pub(crate) fn looked_in(&self) -> String {
+        match (&self.state, &self.file) {
+            (Some(url), _) => format!(
+                "in {} (from --state or SLUICE_STATE)",
+                sluice_state::redact_url(url)
+            ),
+            (None, Some(file)) => format!(
+                "in the state store named by the `state:` of {} (relative paths start at the working directory)",
+                file.display()
+            ),
+            (None, None) => "in sqlite://.sluice/state.db, the default state store. A pipeline with a `state:` of its own keeps its runs there: add `-f PIPELINE.yaml` or `--state URL`".to_owned(),
+        }
+    }
+
     pub(crate) async fn open(&self) -> anyhow::Result<StateStore> {
         let url = match (&self.state, &self.file) {
             (Some(url), _) => url.clone(),
@@ -86,7 +101,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if runs.is_empty() {
-                println!("no runs yet (start one with `sluice run PIPELINE.yaml`)");
+                println!("no runs yet {}", args.state.looked_in());
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
@@ -230,8 +245,9 @@ pub(crate) async fn failed(args: FailedArgs) -> anyhow::Result<ExitCode> {
             }
             if rows.is_empty() {
                 println!(
-                    "no failed batches{}",
-                    if all { "" } else { " waiting for replay" }
+                    "no failed batches{} {}",
+                    if all { "" } else { " waiting for replay" },
+                    args.state.looked_in()
                 );
                 return Ok(ExitCode::SUCCESS);
             }
