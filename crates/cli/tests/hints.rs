@@ -1,6 +1,7 @@
-//! The commands Sluice prints are commands that work: the run summary's hints find the
-//! pipeline's own state store (`-f FILE`), and `sluice runs` in a folder whose pipeline
-//! keeps its state elsewhere says where it looked and how to point it there.
+//! What the commands promise, kept: the run summary's hints find the pipeline's own state
+//! store (`-f FILE`); `sluice runs` in a folder whose pipeline keeps its state elsewhere
+//! says where it looked; a closed pipe (`| head`) ends a command quietly; a realtime
+//! schedule runs back to back while there is data.
 
 mod e2e_common;
 
@@ -76,4 +77,61 @@ nodes:
         "{runs}"
     );
     mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_a_command_quietly() {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("schema")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sluice starts");
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("some output");
+    // The reader went away (as `| head -c 16` does).
+    let out = child.wait_with_output().expect("sluice ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realtime_schedule_runs_back_to_back_while_there_is_data() {
+    let sb = Sandbox::new("e2e_realtime").await;
+    std::fs::create_dir_all(sb.path("in")).unwrap();
+    sb.write("in/a.ndjson", "{\"id\": 1}\n{\"id\": 2}\n");
+    sb.write(
+        "rt.yaml",
+        r#"
+pipeline: rt
+schedule: { realtime: { poll_interval: 1h } }
+nodes:
+  files: { type: file, path: in/*.ndjson, format: ndjson }
+  db: { type: sqlite, inputs: [files], url: sqlite://out.db, table: items, mode: append }
+"#,
+    );
+    let mut child = sb.spawn("rt", &["run", "rt.yaml", "--plain"]);
+    // The first run found data: the second starts at once (not an hour later) and finds
+    // nothing; then the process waits for its poll interval.
+    e2e_common::poll(
+        "a second run right after the first",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || async {
+            let out = sb.sluice(&["runs", "--json"]).await;
+            let runs: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).ok()?;
+            (runs.len() >= 2).then_some(())
+        },
+        || sb.logs("rt"),
+    )
+    .await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
 }

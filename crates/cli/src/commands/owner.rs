@@ -84,7 +84,7 @@ pub(crate) async fn take(
             told = true;
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = cancel.cancelled() => return Ok(None),
         }
     }

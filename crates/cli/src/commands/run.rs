@@ -50,6 +50,10 @@ pub(crate) fn exit_code(status: RunStatus) -> ExitCode {
     }
 }
 
+/// The pause between realtime runs that found data: long enough for a waiting process to
+/// take the pipeline (see `owner::take`, which polls every 50 ms).
+const HANDOVER_GAP: Duration = Duration::from_millis(200);
+
 /// First SIGINT/SIGTERM: stop gracefully; second: abort.
 fn handle_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
@@ -94,6 +98,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let scheduled = !args.once && !matches!(plan.schedule, Schedule::Manual);
 
     let mut last = None;
+    // Whether the last run's sources found something new (realtime: then go on at once).
+    let mut found = false;
     let outcome = loop {
         // Each run owns the pipeline (its lease, its buffer) and gives it up when done, so
         // that a `sluice replay` or `sluice run --once --wait` gets its turn between runs.
@@ -123,6 +129,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 print_summary(&summary, &plan, &args.file);
             }
             last = Some(summary.status);
+            found = summary
+                .nodes
+                .iter()
+                .any(|n| n.role == "source" && n.records_out > 0);
         }
         if !scheduled || shutdown.is_cancelled() {
             break Ok(last.unwrap_or(RunStatus::Cancelled));
@@ -145,6 +155,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     wait.as_secs()
                 );
                 wait
+            }
+            // Back to back while there is data; `poll_interval` only once a run found
+            // nothing new. The short gap lets a process waiting for the pipeline
+            // (`replay --wait`, which polls faster) take its turn.
+            Schedule::Realtime(r) if found && last == Some(RunStatus::Succeeded) => {
+                r.poll_interval.value.get().min(HANDOVER_GAP)
             }
             Schedule::Realtime(r) => r.poll_interval.value.get(),
         };
