@@ -893,6 +893,15 @@ impl Checker<'_> {
         }
         self.redacted_map(&h.headers, "header");
         self.redacted_map(&h.query, "query parameter");
+        for host in &h.allowed_hosts {
+            if !is_host_entry(&host.value) {
+                self.error_at(
+                    host,
+                    format!("`{}` is not a host name", host.value),
+                    "write `host` or `host:port`, e.g. `api2.example.com` (no scheme, no path)",
+                );
+            }
+        }
         match &h.pagination {
             PaginationSpec::None => {
                 if let Some(stop) = &h.stop {
@@ -1062,6 +1071,14 @@ fn as_task(kind: &NodeKind) -> Option<TaskSpec> {
         NodeKind::Command(c) => Some(TaskSpec::Command(c.clone())),
         _ => None,
     }
+}
+
+/// Whether an `allowed_hosts` entry is `host` or `host:port`, and nothing more.
+fn is_host_entry(entry: &str) -> bool {
+    !entry.is_empty()
+        && !entry.contains(['/', '?', '#', '@', '\\'])
+        && !entry.chars().any(char::is_whitespace)
+        && url::Url::parse(&format!("http://{entry}/")).is_ok_and(|u| u.host_str().is_some())
 }
 
 fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {

@@ -393,8 +393,15 @@ impl FromStr for HttpUrl {
 
     fn from_str(text: &str) -> Result<Self, ValueError> {
         let example = "write an absolute URL, e.g. `https://api.example.com/v1/orders`";
-        let parsed = url::Url::parse(&blank_templates(text))
-            .map_err(|e| ValueError::new(format!("invalid URL `{text}`: {e}"), example))?;
+        let parsed = url::Url::parse(&blank_templates(text)).map_err(|e| {
+            ValueError::new(
+                format!(
+                    "invalid URL `{}`: {e}",
+                    sluice_core::redact::redact_url(text)
+                ),
+                example,
+            )
+        })?;
         match parsed.scheme() {
             "http" | "https" => {}
             other => {
@@ -406,7 +413,10 @@ impl FromStr for HttpUrl {
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(ValueError::new(
-                format!("the URL `{text}` has no host"),
+                format!(
+                    "the URL `{}` has no host",
+                    sluice_core::redact::redact_url(text)
+                ),
                 example,
             ));
         }
@@ -414,15 +424,11 @@ impl FromStr for HttpUrl {
     }
 }
 
+/// Prints (and serializes) with its password and query values as `***` (values that
+/// are only template variables print as written).
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match url::Url::parse(&self.0) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("***"));
-                f.write_str(u.as_str())
-            }
-            _ => f.write_str(&self.0),
-        }
+        f.write_str(&sluice_core::redact::redact_url(&self.0))
     }
 }
 
@@ -462,7 +468,7 @@ impl fmt::Display for Dialect {
 }
 
 /// A database connection URL. It may hold a password, so it is a [`Secret`]: it prints
-/// and serializes with the password replaced by `***`.
+/// and serializes with the password and every query value replaced by `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
     secret: Secret,
@@ -528,7 +534,7 @@ impl FromStr for DatabaseUrl {
             });
         }
         // The message never repeats the URL: it may hold a password.
-        let mut parsed = url::Url::parse(text)
+        let parsed = url::Url::parse(text)
             .map_err(|e| ValueError::new(format!("invalid database URL: {e}"), help))?;
         let dialect = match parsed.scheme() {
             "postgres" | "postgresql" => Dialect::Postgres,
@@ -544,13 +550,10 @@ impl FromStr for DatabaseUrl {
             return Err(ValueError::new("the database URL has no host", help));
         }
         let has_password = parsed.password().is_some();
-        if has_password {
-            let _ = parsed.set_password(Some("***"));
-        }
         Ok(DatabaseUrl {
             secret: Secret::new(text),
             dialect,
-            redacted: parsed.to_string(),
+            redacted: sluice_core::redact::redact_url(text),
             has_password,
         })
     }
@@ -1124,6 +1127,70 @@ impl JsonSchema for RedactedMap {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({"type": "object", "additionalProperties": {"type": "string"}})
+    }
+}
+
+/// A mapping whose every value is secret (request headers, query parameters): each
+/// prints and serializes as `***`, except values that are only template variables
+/// (`{{page}}`). A node's `public:` list shows chosen ones (see the HTTP node specs).
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretMap(RedactedMap);
+
+impl std::ops::Deref for SecretMap {
+    type Target = RedactedMap;
+
+    fn deref(&self) -> &RedactedMap {
+        &self.0
+    }
+}
+
+impl SecretMap {
+    /// Entries with every value `***` unless `public` accepts its name (or it is only
+    /// template variables).
+    pub fn shown(&self, public: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        self.0
+            .iter_exposed()
+            .map(|(k, v)| {
+                let shown = if public(k) || sluice_core::redact::is_template_only(v) {
+                    v.to_owned()
+                } else {
+                    sluice_core::redact::MASK.to_owned()
+                };
+                (k.to_owned(), shown)
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for SecretMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.shown(|_| false)).finish()
+    }
+}
+
+impl Serialize for SecretMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let entries = self.shown(|_| false);
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in &entries {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl JsonSchema for SecretMap {
+    fn schema_name() -> Cow<'static, str> {
+        RedactedMap::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        RedactedMap::json_schema(generator)
     }
 }
 

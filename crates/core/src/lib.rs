@@ -12,7 +12,7 @@
 //! - [`RetryPolicy`]: exponential backoff with full jitter, bounded by attempts and time.
 //! - [`Source`] and [`Sink`]: what the engine asks of connectors; they fail with a
 //!   [`ConnectorError`] that carries its class and redacted evidence.
-//! - [`Secret`]: a string that prints as `***`.
+//! - [`Secret`]: a string that prints as `***`; [`redact`]: what of a URL is secret.
 //!
 //! ```
 //! use sluice_core::{Batch, ErrorClass, Disposition, SourcePosition};
@@ -32,6 +32,7 @@ mod batch;
 mod connector;
 mod error;
 pub mod flock;
+pub mod redact;
 mod retry;
 mod secret;
 

@@ -20,13 +20,22 @@ impl Secret {
         &self.0
     }
 
-    /// Replaces every occurrence of the secret in `text` with `***`.
+    /// Replaces every occurrence of the secret in `text` with `***`: as written, and
+    /// percent- or form-encoded (the way it appears inside a URL).
     pub fn redact(&self, text: &str) -> String {
         if self.0.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(&self.0, "***")
+            return text.to_owned();
         }
+        let mut out = text.replace(&self.0, "***");
+        for form in [
+            crate::redact::percent_encode(&self.0),
+            crate::redact::form_encode(&self.0),
+        ] {
+            if form != self.0 {
+                out = out.replace(&form, "***");
+            }
+        }
+        out
     }
 }
 
@@ -65,5 +74,10 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
         assert_eq!(s.expose(), "hunter2");
         assert_eq!(s.redact("token=hunter2&x=1"), "token=***&x=1");
+        let at = Secret::new("hunter2@EXTRA x");
+        assert_eq!(
+            at.redact("a=hunter2%40EXTRA%20x b=hunter2%40EXTRA+x c=hunter2@EXTRA x"),
+            "a=*** b=*** c=***"
+        );
     }
 }

@@ -241,6 +241,8 @@ pub(crate) fn http_source_config(
         .map(|(k, v)| (k.value.clone(), v.value.clone()))
         .collect();
     c.body = spec.body.as_ref().map(|b| b.value.clone());
+    c.public = spec.public.clone();
+    c.allowed_hosts = spec.allowed_hosts.iter().map(|h| h.value.clone()).collect();
     c.auth = spec.auth.as_ref().map(|a| match &a.value {
         s::AuthSpec::Basic(b) => http::AuthConfig::Basic {
             username: b.username.clone(),
@@ -515,6 +517,7 @@ fn http_sink_config(
         .iter_exposed()
         .map(|(k, v)| (k.to_owned(), Secret::new(v)))
         .collect();
+    c.public = spec.public.clone();
     // The auth mapping is the HTTP source's: map a source spec holding only the auth.
     let as_http = s::HttpSource {
         url: spec.url.clone(),
@@ -522,6 +525,8 @@ fn http_sink_config(
         headers: Default::default(),
         query: Default::default(),
         body: None,
+        public: Vec::new(),
+        allowed_hosts: Vec::new(),
         auth: spec.auth.clone(),
         pagination: Default::default(),
         stop: None,

@@ -55,7 +55,13 @@ impl SqlTask {
 
     fn fail(&self, e: sqlx::Error) -> ConnectorError {
         let class = self.classify(&e);
-        ConnectorError::new(class, self.url.redact(&format!("sql_task failed: {e}")))
+        let mut message = self.url.redact(&format!("sql_task failed: {e}"));
+        for part in sluice_core::redact::url_secrets(self.url.expose(), |_| false) {
+            if part.expose().len() >= 3 {
+                message = part.redact(&message);
+            }
+        }
+        ConnectorError::new(class, message)
     }
 
     async fn execute(&self, ctx: &TaskContext) -> Result<(), ConnectorError> {

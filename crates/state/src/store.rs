@@ -301,15 +301,10 @@ pub(crate) enum Backend {
     Postgres,
 }
 
-/// Removes the password from a database URL, for messages.
+/// The database URL without its password and query values, for messages (the user info
+/// ends at the last `@` before the host: see [`sluice_core::redact`]).
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _password)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
-    }
-    url.to_owned()
+    sluice_core::redact::redact_url(url)
 }
 
 /// The schema, as migrations applied in order. `{blob}` becomes the backend's byte type.

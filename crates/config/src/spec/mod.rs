@@ -8,7 +8,8 @@ pub mod policy;
 
 use crate::de::Spanned;
 use crate::values::{
-    ByteSize, CronExpr, DatabaseUrl, Duration, HttpUrl, Name, RedactedMap, SpannedMap, Timezone,
+    ByteSize, CronExpr, DatabaseUrl, Duration, HttpUrl, Name, RedactedMap, SecretMap, SpannedMap,
+    Timezone,
 };
 use nodes::Nodes;
 use policy::ErrorClassName;
@@ -448,9 +449,9 @@ pub struct WebhookChannel {
     /// Where to POST.
     #[schemars(example = &"https://hooks.example.com/sluice")]
     pub url: Spanned<HttpUrl>,
-    /// Extra headers (secret-looking values never print).
+    /// Extra headers (their values never print).
     #[serde(default)]
-    pub headers: RedactedMap,
+    pub headers: SecretMap,
     /// Time for the whole request.
     #[serde(default = "default_channel_timeout")]
     pub timeout: Spanned<Duration>,

@@ -9,12 +9,16 @@ use url::Url;
 /// How many bytes of a response body the evidence keeps.
 const BODY_SNIPPET: usize = 200;
 
-/// Removes secrets from what the user will see: query parameters that look like
-/// credentials, URL passwords, and every configured secret wherever it appears.
+/// Removes secrets from what the user will see: URL passwords, every query value but
+/// those of public parameters, and every configured secret wherever it appears.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Redactor {
     secrets: Vec<Secret>,
+    /// Query parameters that carry a credential (an API key in the query): always
+    /// masked.
     params: Vec<String>,
+    /// Query parameters whose values may print (lower case).
+    public: Vec<String>,
 }
 
 impl Redactor {
@@ -24,7 +28,19 @@ impl Redactor {
             .filter(|s| !s.expose().is_empty())
             .collect();
         let params = params.into_iter().map(|p| p.to_ascii_lowercase()).collect();
-        Redactor { secrets, params }
+        Redactor {
+            secrets,
+            params,
+            public: Vec::new(),
+        }
+    }
+
+    /// Also shows the values of these query parameters (the node's `public` list, the
+    /// pagination's own parameters).
+    pub(crate) fn with_public(mut self, public: impl IntoIterator<Item = String>) -> Self {
+        self.public
+            .extend(public.into_iter().map(|p| p.to_ascii_lowercase()));
+        self
     }
 
     /// Adds a secret learned at run time (an OAuth2 access token).
@@ -34,45 +50,24 @@ impl Redactor {
         }
     }
 
-    fn secret_param(&self, name: &str) -> bool {
+    fn public_param(&self, name: &str) -> bool {
         let n = name.to_ascii_lowercase();
-        self.params.contains(&n)
-            || [
-                "key",
-                "token",
-                "secret",
-                "password",
-                "passwd",
-                "signature",
-                "auth",
-            ]
-            .iter()
-            .any(|w| n.contains(w))
-            || n == "sig"
-            || n == "code"
+        self.public.contains(&n) && !self.params.contains(&n)
     }
 
-    /// The URL with credentials in the query and the user info replaced by `***`.
+    /// The URL with its password and every query value but public ones as `***`.
     pub(crate) fn url(&self, url: &Url) -> String {
-        let mut u = url.clone();
-        if u.password().is_some() {
-            let _ = u.set_password(Some("***"));
-        }
-        if u.query().is_some() {
-            let pairs: Vec<(String, String)> = u
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if self.secret_param(&k) {
-                        "***".to_owned()
-                    } else {
-                        v.into_owned()
-                    };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            u.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        self.text(u.as_str())
+        let shown = sluice_core::redact::redact_url_except(url.as_str(), |n| self.public_param(n));
+        self.text(&shown)
+    }
+
+    /// The length of the longest secret, in bytes.
+    fn longest(&self) -> usize {
+        self.secrets
+            .iter()
+            .map(|s| s.expose().len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The text with every known secret replaced by `***`.
@@ -128,14 +123,16 @@ pub(crate) fn evidence(
         }
     }
     if !body.is_empty() {
-        let cut = body.len().min(BODY_SNIPPET);
-        let text = String::from_utf8_lossy(&body[..cut]);
-        let more = if body.len() > cut { " …" } else { "" };
-        out.push_str(&format!(
-            "\nbody ({} bytes): {}{more}",
-            body.len(),
-            redactor.text(&text)
-        ));
+        // Redact before cutting: a secret across the cut would leave its first part.
+        let window = body
+            .len()
+            .min((64 << 10).max(BODY_SNIPPET + 3 * redactor.longest()));
+        let text = redactor.text(&String::from_utf8_lossy(&body[..window]));
+        let mut shown: String = text.chars().take(BODY_SNIPPET).collect();
+        if shown.len() < text.len() || window < body.len() {
+            shown.push_str(" …");
+        }
+        out.push_str(&format!("\nbody ({} bytes): {shown}", body.len()));
     }
     out
 }
@@ -231,6 +228,13 @@ pub(crate) fn transport_error(
                 "could not connect to {host} ({chain}): check the host name, the port, DNS, the network path and TLS"
             ),
         )
+    } else if let Some(to) = refused_redirect(err) {
+        (
+            ErrorClass::InvalidRequest,
+            format!(
+                "{host} redirected the request to {to}, another origin: credentials go only to the origin of `url` and to `allowed_hosts`; write the final address in `url`, or add its host to `allowed_hosts` if you trust it"
+            ),
+        )
     } else if err.is_builder() {
         (
             ErrorClass::InvalidRequest,
@@ -248,6 +252,18 @@ pub(crate) fn transport_error(
     };
     ConnectorError::new(class, redactor.text(&message))
         .with_evidence(evidence(redactor, method, url, None, None, b""))
+}
+
+/// The origin a redirect was refused to, if that is what failed.
+fn refused_redirect(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<super::origin::RefusedRedirect>() {
+            return Some(r.0.clone());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The error and its sources, without the URL (which could hold a secret).
@@ -351,7 +367,8 @@ mod tests {
 
     #[test]
     fn secrets_never_reach_the_evidence() {
-        let r = Redactor::new(vec![Secret::new("s3cr3t")], vec!["apitoken2".into()]);
+        let r = Redactor::new(vec![Secret::new("s3cr3t")], vec!["apitoken2".into()])
+            .with_public(["page".to_owned(), "apitoken2".to_owned()]);
         let url =
             Url::parse("https://u:pw@api.example.com/x?api_key=abc&page=2&apitoken2=zz&q=s3cr3t")
                 .unwrap();
@@ -382,6 +399,16 @@ mod tests {
         assert!(!ev.contains("session"), "{ev}");
         let long = vec![b'x'; 1000];
         assert!(evidence(&r, "GET", &url, Some(500), None, &long).len() < 500);
+    }
+
+    #[test]
+    fn a_secret_across_the_body_cut_leaves_no_part() {
+        let r = Redactor::new(vec![Secret::new("abcdefghij-secret")], vec![]);
+        let url = Url::parse("https://api.example.com/x").unwrap();
+        let body = format!("{}abcdefghij-secret and more", "x".repeat(BODY_SNIPPET - 5));
+        let ev = evidence(&r, "GET", &url, Some(500), None, body.as_bytes());
+        assert!(!ev.contains("abcde"), "{ev}");
+        assert!(ev.ends_with('…'), "{ev}");
     }
 
     #[test]

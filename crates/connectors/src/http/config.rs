@@ -46,6 +46,15 @@ pub struct HttpSourceConfig {
     /// A JSON body (sent with `POST`); strings may hold template variables.
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+    /// Names of headers, query parameters and body fields whose values may print in
+    /// errors and evidence; every other such value is a secret (case does not matter).
+    #[serde(default)]
+    pub public: Vec<String>,
+    /// Hosts (`host` or `host:port`) beside `url`'s origin that may receive the
+    /// credentials: a next-page URL or a redirect anywhere else is refused
+    /// (`invalid_request`).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// How requests authenticate.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
@@ -690,6 +699,8 @@ impl HttpSourceConfig {
             headers: BTreeMap::new(),
             query: BTreeMap::new(),
             body: None,
+            public: Vec::new(),
+            allowed_hosts: Vec::new(),
             auth: None,
             pagination: PaginationConfig::default(),
             stop: StopConfig::default(),
@@ -845,7 +856,8 @@ fn check_url(field: &str, raw: &str, p: &mut Vec<String>) {
             u.scheme()
         )),
         Err(e) => p.push(format!(
-            "{field}: `{raw}` is not a URL ({e}); write e.g. `https://api.example.com/v1/orders`"
+            "{field}: `{}` is not a URL ({e}); write e.g. `https://api.example.com/v1/orders`",
+            sluice_core::redact::redact_url(raw)
         )),
     }
 }

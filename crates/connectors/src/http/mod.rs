@@ -45,6 +45,7 @@ mod breaker;
 pub(crate) mod classify;
 mod config;
 mod fetch;
+pub(crate) mod origin;
 mod pagination;
 pub(crate) mod ratelimit;
 mod records;

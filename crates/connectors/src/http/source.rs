@@ -5,6 +5,7 @@ use super::breaker::BreakerRegistry;
 use super::classify::{Redactor, evidence, host_of};
 use super::config::{BadRecordPolicy, HttpMethod, HttpSourceConfig, RecordsConfig, SchemaPolicy};
 use super::fetch::{Fetched, Fetcher, RequestSpec};
+use super::origin::{Origins, origin_text};
 use super::pagination::{PageMeta, Pager, Position};
 use super::ratelimit::Limiter;
 use super::records::{BadRecord, Converter, ExtractError, RecordsAt, extract, field};
@@ -12,9 +13,10 @@ use super::template::{render_json, render_str};
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
+use sluice_core::redact::is_template_only;
 use sluice_core::{
-    Batch, ConnectorError, ConnectorEvent, ErrorClass, QuarantinedRecords, Source, SourceBatch,
-    schema_fingerprint,
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, QuarantinedRecords, Secret, Source,
+    SourceBatch, schema_fingerprint,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,8 @@ pub struct HttpSource {
     pipeline: String,
     node: String,
     cfg: HttpSourceConfig,
+    /// Where the credentials may go.
+    origins: Origins,
     fetcher: Arc<Fetcher>,
     records_at: RecordsAt,
     pager: Pager,
@@ -79,10 +83,15 @@ impl HttpSource {
     pub fn new(config: HttpSourceConfig, ctx: HttpSourceContext) -> Result<Self, ConnectorError> {
         config.validate().map_err(|e| invalid(e.to_string()))?;
         let auth = Auth::new(config.auth.as_ref())?;
-        let mut secrets = auth.secrets();
-        secrets.extend(config.headers.values().cloned());
-        let redactor = Redactor::new(secrets, auth.secret_params());
+        let redactor = Redactor::new(
+            config_secrets(&config, auth.secrets()),
+            auth.secret_params(),
+        )
+        .with_public(shown_params(&config));
+        let probe = render_str(&config.url, &super::template::Vars::probe());
+        let origins = Origins::new(Url::parse(&probe).ok().as_ref(), &config.allowed_hosts);
         let client = reqwest::Client::builder()
+            .redirect(origins.redirect_policy())
             .connect_timeout(config.timeouts.connect)
             .timeout(config.timeouts.request)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
@@ -97,7 +106,6 @@ impl HttpSource {
                     ),
                 )
             })?;
-        let probe = render_str(&config.url, &super::template::Vars::probe());
         let host = Url::parse(&probe).map(|u| host_of(&u)).unwrap_or_default();
         let breaker = config.breaker.enabled.then(|| {
             ctx.breakers
@@ -175,6 +183,7 @@ impl HttpSource {
             pipeline: ctx.pipeline,
             node: ctx.node,
             cfg: config,
+            origins,
             fetcher: Arc::new(fetcher),
             records_at,
             pager,
@@ -235,11 +244,26 @@ impl HttpSource {
         vars.watermark = self.sent_watermark();
         let redactor = self.fetcher.redactor();
         let url = match self.pager.given_url() {
-            Some(u) => Url::parse(u).map_err(|e| {
-                invalid(format!(
-                    "the API gave a next-page URL that does not parse ({e})"
-                ))
-            })?,
+            Some(u) => {
+                let url = Url::parse(u).map_err(|e| {
+                    invalid(format!(
+                        "the API gave a next-page URL that does not parse ({e})"
+                    ))
+                })?;
+                if !self.origins.allows(&url) {
+                    return Err(invalid(format!(
+                        "the API gave a next-page URL on {}, another origin: the credentials (auth, headers, query) go only to {}, so the page is not requested; if that host is the API's own, add it to `allowed_hosts`",
+                        origin_text(&url),
+                        self.origins.describe()
+                    ))
+                    .with_evidence(format!(
+                        "{} {}\n(next-page URL given by the API; not requested)",
+                        self.fetcher.method.as_str(),
+                        redactor.url(&url)
+                    )));
+                }
+                url
+            }
             None => {
                 let rendered = render_str(&self.cfg.url, &vars);
                 let mut url = Url::parse(&rendered).map_err(|e| {
@@ -324,7 +348,7 @@ impl HttpSource {
     fn page_label(&self) -> String {
         let redactor = self.fetcher.redactor();
         self.pager
-            .source_position(|u| Url::parse(u).map(|u| redactor.url(&u)).unwrap_or_default())
+            .source_position(|u| position_url(&redactor, u))
             .to_string()
     }
 
@@ -417,8 +441,7 @@ impl HttpSource {
         });
         let position = {
             let redactor = self.fetcher.redactor();
-            self.pager
-                .source_position(|u| Url::parse(u).map(|u| redactor.url(&u)).unwrap_or_default())
+            self.pager.source_position(|u| position_url(&redactor, u))
         };
         let mut records = extracted.records;
 
@@ -700,6 +723,87 @@ impl HttpSource {
             }
         }
     }
+}
+
+/// A page URL given by the API as a batch's position: redacted, and, when redaction
+/// changed it, with a short hash of the full URL, so that two pages whose URLs differ
+/// only in masked values keep distinct positions (and batch ids).
+fn position_url(redactor: &Redactor, url: &str) -> String {
+    let Ok(parsed) = Url::parse(url) else {
+        return String::new();
+    };
+    let shown = redactor.url(&parsed);
+    if shown == parsed.as_str() {
+        shown
+    } else {
+        let hash = blake3::hash(url.as_bytes()).to_hex();
+        format!("{shown} #{}", &hash[..12])
+    }
+}
+
+/// Everything of the config that is secret, for redacting free text: the auth's
+/// secrets, and the values of headers, query parameters (of `query` and `url`) and body
+/// fields not named in `public`. Values that are only template variables are left out,
+/// and (but for headers) values shorter than 4 characters, which cannot be secrets worth
+/// the noise of masking them everywhere.
+fn config_secrets(config: &HttpSourceConfig, mut secrets: Vec<Secret>) -> Vec<Secret> {
+    let public = |n: &str| config.public.iter().any(|p| p.eq_ignore_ascii_case(n));
+    let mut add = |v: &str, min: usize| {
+        if v.chars().count() >= min && !is_template_only(v) && !v.contains("{{") {
+            secrets.push(Secret::new(v));
+        }
+    };
+    for (k, v) in &config.headers {
+        if !public(k) {
+            add(v.expose(), 1);
+        }
+    }
+    for (k, v) in &config.query {
+        if !public(k) {
+            add(v, 4);
+        }
+    }
+    for s in sluice_core::redact::url_secrets(&config.url, public) {
+        add(s.expose(), 4);
+    }
+    fn body(v: &Value, shown: bool, public: &dyn Fn(&str) -> bool, add: &mut dyn FnMut(&str)) {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| body(v, shown || public(k), public, add)),
+            Value::Array(a) => a.iter().for_each(|v| body(v, shown, public, add)),
+            Value::String(t) if !shown => add(t),
+            Value::Number(n) if !shown => add(&n.to_string()),
+            _ => {}
+        }
+    }
+    if let Some(b) = &config.body {
+        body(b, false, &public, &mut |t| add(t, 4));
+    }
+    secrets
+}
+
+/// Query parameters whose values print: the node's `public` list and the parameters the
+/// pagination and the watermark fill in (page numbers, offsets, cursors).
+fn shown_params(config: &HttpSourceConfig) -> Vec<String> {
+    use super::config::PaginationConfig as P;
+    let mut out = config.public.clone();
+    match &config.pagination {
+        P::PageNumber(c) => {
+            out.push(c.param.clone());
+            out.extend(c.size_param.clone());
+        }
+        P::OffsetLimit(c) => {
+            out.push(c.offset_param.clone());
+            out.push(c.limit_param.clone());
+        }
+        P::Cursor(c) => out.push(c.param.clone()),
+        _ => {}
+    }
+    if let Some(p) = config.incremental.as_ref().and_then(|i| i.param.clone()) {
+        out.push(p);
+    }
+    out
 }
 
 /// The later of two watermarks: RFC 3339 times by instant, numbers by value, other text

@@ -21,6 +21,7 @@
 
 use crate::http::auth::Auth;
 use crate::http::classify::{Redactor, host_of, humanize, status_error, transport_error};
+use crate::http::origin::Origins;
 use crate::http::ratelimit::Limiter;
 use crate::http::{AuthConfig, RateLimitConfig, TimeoutsConfig};
 use arrow::array::RecordBatch;
@@ -60,8 +61,11 @@ pub struct HttpSinkConfig {
     pub url: String,
     /// The request method.
     pub method: SinkMethod,
-    /// Request headers. Values never print.
+    /// Request headers. Values never print (unless named in `public`).
     pub headers: BTreeMap<String, Secret>,
+    /// Names of headers and of `url`'s query parameters whose values may print in errors
+    /// and evidence (case does not matter); every other value is a secret.
+    pub public: Vec<String>,
     /// How requests authenticate.
     pub auth: Option<AuthConfig>,
     /// The body's format.
@@ -83,6 +87,7 @@ impl HttpSinkConfig {
             url: url.into(),
             method: SinkMethod::Post,
             headers: BTreeMap::new(),
+            public: Vec::new(),
             auth: None,
             format: SinkFormat::JsonArray,
             wrap_key: None,
@@ -125,9 +130,22 @@ impl HttpSink {
             )));
         }
         let auth = Auth::new(config.auth.as_ref())?;
+        let public = |n: &str| config.public.iter().any(|p| p.eq_ignore_ascii_case(n));
         let mut secrets = auth.secrets();
-        secrets.extend(config.headers.values().cloned());
-        let redactor = Redactor::new(secrets, auth.secret_params());
+        secrets.extend(
+            config
+                .headers
+                .iter()
+                .filter(|(k, _)| !public(k))
+                .map(|(_, v)| v.clone()),
+        );
+        secrets.extend(
+            sluice_core::redact::url_secrets(&config.url, public)
+                .into_iter()
+                .filter(|s| s.expose().chars().count() >= 4),
+        );
+        let redactor =
+            Redactor::new(secrets, auth.secret_params()).with_public(config.public.iter().cloned());
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let n = HeaderName::from_bytes(name.as_bytes())
@@ -156,7 +174,9 @@ impl HttpSink {
                 "`idempotency_header`: `{idem_name}` is not a valid header name"
             ))
         })?;
+        // Redirects stay within `url`'s origin: the credentials go nowhere else.
         let client = reqwest::Client::builder()
+            .redirect(Origins::new(Some(&url), &[]).redirect_policy())
             .connect_timeout(config.timeouts.connect)
             .timeout(config.timeouts.request)
             .pool_idle_timeout(Duration::from_secs(90))

@@ -144,8 +144,9 @@ pub(crate) struct Endpoint {
     pub(crate) address: String,
     /// The URL, redacted from every message.
     url: Secret,
-    /// The URL's password, redacted separately (it may be quoted alone by a driver).
-    password: Option<Secret>,
+    /// The URL's password and query values, raw and decoded, redacted separately (a
+    /// driver may quote one alone).
+    parts: Vec<Secret>,
     /// How long a connection may take, for "no connection within" messages.
     pub(crate) connect_timeout: std::time::Duration,
 }
@@ -163,7 +164,7 @@ impl Endpoint {
             dialect,
             address,
             url: url.clone(),
-            password: url_password(url.expose()).map(Secret::new),
+            parts: sluice_core::redact::url_secrets(url.expose(), |_| false),
             connect_timeout,
         }
     }
@@ -173,10 +174,10 @@ impl Endpoint {
         format!("{} at {}", self.dialect.name(), self.address)
     }
 
-    /// Removes the URL and its password from `text`.
+    /// Removes the URL, its password and its query values from `text`.
     pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = self.url.redact(text);
-        if let Some(p) = &self.password {
+        for p in &self.parts {
             if p.expose().len() >= 3 {
                 out = p.redact(&out);
             }
@@ -319,15 +320,6 @@ pub(crate) fn ledger_failure(ep: &Endpoint, e: sqlx::Error) -> Failure {
     ep.classify(e, "writing the ledger row")
 }
 
-/// The password part of `scheme://user:password@host/...`, if any.
-fn url_password(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    let password = userinfo.split_once(':')?.1;
-    (!password.is_empty()).then(|| password.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,12 +373,6 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(
-            url_password("postgres://u:s3cret@h:1/db").as_deref(),
-            Some("s3cret")
-        );
-        assert_eq!(url_password("mysql://u@h/db"), None);
-        assert_eq!(url_password("sqlite://x.db"), None);
         let url = Secret::new("postgres://u:s3cret@h:1/db");
         let ep = Endpoint::new(
             Dialect::Postgres,
@@ -399,5 +385,20 @@ mod tests {
             "bad password s3cret for postgres://u:s3cret@h:1/db",
         );
         assert!(!e.message.contains("s3cret"), "{}", e.message);
+        // A raw `@` in the password, and a password in the query.
+        let url = Secret::new("postgres://u:hunter2@EXTRA@h:1/db?password=qs3cret");
+        let ep = Endpoint::new(
+            Dialect::Postgres,
+            "h:1".into(),
+            &url,
+            std::time::Duration::from_secs(1),
+        );
+        let e = ep.error(
+            ErrorClass::Auth,
+            "password hunter2@EXTRA refused; tried qs3cret, hunter2%40EXTRA",
+        );
+        for s in ["hunter2", "EXTRA", "qs3cret"] {
+            assert!(!e.message.contains(s), "{}", e.message);
+        }
     }
 }

@@ -46,6 +46,11 @@ pub struct MockConfig {
     /// Ids of records served malformed (a wrong type for `id`, or not an object).
     #[serde(default)]
     pub malformed_records: Vec<u64>,
+    /// Error answers (4xx, 5xx) begin their body with the request as received (method,
+    /// path and query, non-standard headers, body), as some servers do: a client must
+    /// redact its own secrets from what it shows of such an answer.
+    #[serde(default)]
+    pub echo_requests: bool,
 }
 
 impl Default for MockConfig {
@@ -61,6 +66,7 @@ impl Default for MockConfig {
             faults: Vec::new(),
             drift: None,
             malformed_records: Vec::new(),
+            echo_requests: false,
         }
     }
 }

@@ -118,6 +118,54 @@ fn interesting(name: &str, cfg: &MockConfig) -> bool {
 }
 
 pub(crate) async fn handle(state: Arc<MockState>, req: Request<Body>) -> Response {
+    if !state.config.echo_requests {
+        return answer(state, req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
+    let mut echo = format!(
+        "{} {}",
+        parts.method,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    for (name, value) in &parts.headers {
+        if !matches!(
+            name.as_str(),
+            "host"
+                | "user-agent"
+                | "accept"
+                | "accept-encoding"
+                | "content-length"
+                | "content-type"
+        ) {
+            echo.push_str(&format!(
+                " {name}: {}",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+    }
+    echo.push(' ');
+    echo.push_str(&String::from_utf8_lossy(&body));
+    let resp = answer(state, Request::from_parts(parts, Body::from(body))).await;
+    if resp.status().as_u16() < 400 {
+        return resp;
+    }
+    let (mut head, was) = resp.into_parts();
+    let was = axum::body::to_bytes(was, usize::MAX)
+        .await
+        .unwrap_or_default();
+    head.headers.remove(header::CONTENT_LENGTH);
+    let text = json!({"echo": echo, "error": String::from_utf8_lossy(&was)}).to_string();
+    Response::from_parts(head, Body::from(text))
+}
+
+async fn answer(state: Arc<MockState>, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let seen = Seen {
         method: parts.method.to_string(),

@@ -3,7 +3,7 @@
 
 use crate::de::Spanned;
 use crate::spec::policy::TimeoutsSpec;
-use crate::values::{Duration, HttpUrl, JsonPath, RedactedMap, SecretValue, secret_schema};
+use crate::values::{Duration, HttpUrl, JsonPath, SecretMap, SecretValue, secret_schema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -21,19 +21,33 @@ pub struct HttpSource {
     /// The request method.
     #[serde(default)]
     pub method: HttpMethod,
-    /// Request headers. Values of secret-looking headers (`Authorization`, `X-Api-Key`,
-    /// ...) never print.
+    /// Request headers. Their values never print (unless named in `public`).
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"Accept": "application/json"}))]
-    pub headers: RedactedMap,
-    /// Query parameters of every request; values may use template variables. Values of
-    /// secret-looking parameters (`api_key`, `token`, ...) never print.
+    pub headers: SecretMap,
+    /// Query parameters of every request; values may use template variables. Their
+    /// values never print (unless named in `public`).
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"status": "open", "updated_since": "{{watermark}}"}))]
-    pub query: RedactedMap,
+    pub query: SecretMap,
     /// A JSON body (for `POST`), written as YAML; strings may use template variables.
+    /// Its values never print (unless their field is named in `public`).
     #[schemars(example = &serde_json::json!({"page": "{{page}}", "filter": {"status": "open"}}))]
     pub body: Option<Spanned<serde_json::Value>>,
+    /// Names of headers, query parameters (of `query`, of `url` and of the next-page URLs
+    /// the API gives) and body fields whose values are not secret: they print in `plan`,
+    /// errors and evidence. Every other such value prints as `***`. Names match without
+    /// regard to case.
+    #[serde(default)]
+    #[schemars(example = &serde_json::json!(["Accept", "status", "page"]))]
+    pub public: Vec<String>,
+    /// Other hosts (`host` or `host:port`) that may receive the credentials (`auth`,
+    /// `headers`, `query`): a next-page URL or redirect to such a host is followed. Any
+    /// other origin than `url`'s is refused (`invalid_request`), so that an API cannot
+    /// send the credentials elsewhere. An `https` URL never downgrades to `http`.
+    #[serde(default)]
+    #[schemars(example = &serde_json::json!(["api2.example.com", "cdn.example.com:8443"]))]
+    pub allowed_hosts: Vec<Spanned<String>>,
     /// How requests authenticate.
     pub auth: Option<Spanned<AuthSpec>>,
     /// How the next page is found.
@@ -594,9 +608,15 @@ pub struct HttpSink {
     /// The request method.
     #[serde(default)]
     pub method: SinkMethod,
-    /// Request headers (secret-looking values never print).
+    /// Request headers. Their values never print (unless named in `public`).
     #[serde(default)]
-    pub headers: RedactedMap,
+    pub headers: SecretMap,
+    /// Names of headers and of `url`'s query parameters whose values are not secret: they
+    /// print in `plan`, errors and evidence. Every other such value prints as `***`.
+    /// Names match without regard to case.
+    #[serde(default)]
+    #[schemars(example = &serde_json::json!(["Content-Type"]))]
+    pub public: Vec<String>,
     /// How requests authenticate.
     pub auth: Option<Spanned<AuthSpec>>,
     /// How a batch is written in the body: `json_array` or `ndjson`.
@@ -636,4 +656,154 @@ pub enum SinkFormat {
     JsonArray,
     /// One JSON record per line.
     Ndjson,
+}
+
+/// Whether `name` is in a node's `public:` list (without regard to case).
+pub fn is_public(public: &[String], name: &str) -> bool {
+    public.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// A JSON body as it prints: every value `***` unless its field is public (or it is
+/// only template variables); the shape stays.
+pub fn shown_body(value: &serde_json::Value, public: &[String]) -> serde_json::Value {
+    fn walk(v: &serde_json::Value, shown: bool, public: &[String]) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), walk(v, shown || is_public(public, k), public)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| walk(v, shown, public)).collect())
+            }
+            Value::Null => Value::Null,
+            Value::String(t) if shown || sluice_core::redact::is_template_only(t) => v.clone(),
+            _ if shown => v.clone(),
+            _ => Value::String(sluice_core::redact::MASK.to_owned()),
+        }
+    }
+    walk(value, false, public)
+}
+
+impl HttpSource {
+    /// The spec as `plan --json` shows it: values of headers, query parameters (also in
+    /// `url`) and body fields as `***` unless named in `public`.
+    pub(crate) fn shown(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let public = |n: &str| is_public(&self.public, n);
+        let mut v = serde_json::to_value(self)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(
+                "url".into(),
+                sluice_core::redact::redact_url_except(self.url.value.as_str(), public).into(),
+            );
+            obj.insert("headers".into(), shown_map(&self.headers, public));
+            obj.insert("query".into(), shown_map(&self.query, public));
+            if let Some(b) = &self.body {
+                obj.insert("body".into(), shown_body(&b.value, &self.public));
+            }
+        }
+        Ok(v)
+    }
+}
+
+impl HttpSink {
+    /// The spec as `plan --json` shows it (see [`HttpSource::shown`]).
+    pub(crate) fn shown(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let public = |n: &str| is_public(&self.public, n);
+        let mut v = serde_json::to_value(self)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(
+                "url".into(),
+                sluice_core::redact::redact_url_except(self.url.value.as_str(), public).into(),
+            );
+            obj.insert("headers".into(), shown_map(&self.headers, public));
+        }
+        Ok(v)
+    }
+}
+
+fn shown_map(map: &SecretMap, public: impl Fn(&str) -> bool) -> serde_json::Value {
+    serde_json::Value::Object(
+        map.shown(public)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Env, validate};
+
+    #[test]
+    fn plan_json_masks_every_value_but_public_ones() {
+        let text = r#"
+pipeline: p
+nodes:
+  api:
+    type: http
+    method: POST
+    url: https://api.example.com/x?access_token=tok-1&region=eu&page={{page}}
+    headers: { X-Sub-Key: hdr-2, Accept: application/json }
+    query: { key: qkey-3, status: open }
+    body: { filter: { status: open, secret: body-4 }, ids: [1, 2], page: "{{page}}" }
+    public: [accept, Status, region]
+    allowed_hosts: [api2.example.com, "127.0.0.1:8443"]
+    pagination: { page_number: { param: page } }
+  out:
+    type: http_sink
+    inputs: [api]
+    url: https://u:pw-5@sink.example.com/in?sig=sig-6&v=1
+    headers: { X-Token: tok-7, Content-Type: application/json }
+    public: [v, content-type]
+"#;
+        let plan = validate(text, &Env::new()).expect("valid");
+        let json = serde_json::to_string(&plan).unwrap();
+        for secret in [
+            "tok-1", "hdr-2", "qkey-3", "body-4", "pw-5", "sig-6", "tok-7",
+        ] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let api = &v["nodes"][0]["config"];
+        assert_eq!(
+            api["url"],
+            "https://api.example.com/x?access_token=***&region=eu&page={{page}}"
+        );
+        assert_eq!(api["headers"]["Accept"], "application/json");
+        assert_eq!(api["query"]["status"], "open");
+        assert_eq!(
+            api["body"],
+            serde_json::json!({"filter": {"status": "open", "secret": "***"}, "ids": ["***", "***"], "page": "{{page}}"})
+        );
+        let out = &v["nodes"][1]["config"];
+        assert_eq!(out["url"], "https://u:***@sink.example.com/in?sig=***&v=1");
+        assert_eq!(out["headers"]["Content-Type"], "application/json");
+        assert_eq!(out["headers"]["X-Token"], "***");
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names() {
+        let text = |hosts: &str| {
+            format!(
+                "pipeline: p\nnodes:\n  api:\n    type: http\n    url: https://a.example.com/x\n    allowed_hosts: {hosts}\n  out:\n    type: file_sink\n    inputs: [api]\n    path: o.ndjson\n    format: ndjson\n"
+            )
+        };
+        assert!(
+            validate(
+                &text("[b.example.com, \"b.example.com:8443\"]"),
+                &Env::new()
+            )
+            .is_ok()
+        );
+        for bad in [
+            "[\"https://b.example.com\"]",
+            "[\"b.example.com/x\"]",
+            "[\"u@b\"]",
+            "[\"\"]",
+        ] {
+            assert!(validate(&text(bad), &Env::new()).is_err(), "{bad}");
+        }
+    }
 }

@@ -204,8 +204,7 @@ impl fmt::Display for NodeType {
 /// A node's type-specific configuration.
 // A spec is built once per load and held by reference: boxing variants would buy nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
     /// `http`.
     Http(HttpSource),
@@ -225,6 +224,25 @@ pub enum NodeKind {
     SqlTask(SqlTask),
     /// `command`.
     Command(CommandTask),
+}
+
+/// Each kind as its spec serializes; the HTTP kinds with their `public:` list applied
+/// (every other header, query and body value prints as `***`).
+impl Serialize for NodeKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        match self {
+            NodeKind::Http(x) => x.shown().map_err(S::Error::custom)?.serialize(s),
+            NodeKind::HttpSink(x) => x.shown().map_err(S::Error::custom)?.serialize(s),
+            NodeKind::SqlSource(x) => x.serialize(s),
+            NodeKind::SqlSink(x) => x.serialize(s),
+            NodeKind::File(x) => x.serialize(s),
+            NodeKind::FileSink(x) => x.serialize(s),
+            NodeKind::Transform(x) => x.serialize(s),
+            NodeKind::SqlTask(x) => x.serialize(s),
+            NodeKind::Command(x) => x.serialize(s),
+        }
+    }
 }
 
 impl NodeKind {
