@@ -4,7 +4,7 @@
 use arrow::array::{Array, Int64Array};
 use serde_json::json;
 use sluice_connectors::file::{FileFormat, FileSink, FileSinkConfig, FileSource, FileSourceConfig};
-use sluice_core::{Batch, ErrorClass, Sink, Source};
+use sluice_core::{Batch, ErrorClass, RunInfo, Sink, Source};
 use std::path::Path;
 
 fn ndjson(dir: &Path, name: &str, ids: std::ops::Range<i64>) {
@@ -246,7 +246,7 @@ async fn run_id_in_the_path_names_each_runs_file_and_the_ledger_spans_them() {
     // Not told its run: it says so instead of writing a file named `{{run_id}}`.
     let err = sink.write(&input[0]).await.unwrap_err();
     assert_eq!(err.class, ErrorClass::Internal);
-    sink.begin_run("run1").unwrap();
+    sink.begin_run(&RunInfo::new("run1", "run1")).unwrap();
     for b in &input {
         assert!(!sink.write(b).await.unwrap().duplicate);
     }
@@ -254,7 +254,7 @@ async fn run_id_in_the_path_names_each_runs_file_and_the_ledger_spans_them() {
     assert_eq!(std::fs::read_to_string(&first).unwrap().lines().count(), 30);
     // The next run writes its own file; batches delivered again are not written twice.
     let mut next = FileSink::new(config, "p", "s").unwrap();
-    next.begin_run("run2").unwrap();
+    next.begin_run(&RunInfo::new("run2", "run2")).unwrap();
     for b in &input {
         assert!(next.write(b).await.unwrap().duplicate);
     }

@@ -6,7 +6,7 @@ use super::io_error;
 use super::ledger::{Entry, Ledger};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
-use sluice_core::{Batch, ConnectorError, ConnectorEvent, ErrorClass, Sink, WriteReport};
+use sluice_core::{Batch, ConnectorError, ConnectorEvent, ErrorClass, RunInfo, Sink, WriteReport};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -121,7 +121,8 @@ fn render(template: &str, date: &str) -> Result<String, ConnectorError> {
 
 #[async_trait]
 impl Sink for FileSink {
-    fn begin_run(&mut self, run_id: &str) -> Result<(), ConnectorError> {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), ConnectorError> {
+        let run_id = run.run_id.as_str();
         if let Some(state) = self.state.as_mut() {
             let template = state.config.path.to_string_lossy().into_owned();
             if template.contains("{{") {
