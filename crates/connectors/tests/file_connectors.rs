@@ -4,7 +4,7 @@
 use arrow::array::{Array, Int64Array};
 use serde_json::json;
 use sluice_connectors::file::{FileFormat, FileSink, FileSinkConfig, FileSource, FileSourceConfig};
-use sluice_core::{Batch, ErrorClass, Sink, Source};
+use sluice_core::{Batch, ErrorClass, RunInfo, Sink, Source};
 use std::path::Path;
 
 fn ndjson(dir: &Path, name: &str, ids: std::ops::Range<i64>) {
@@ -246,7 +246,7 @@ async fn run_id_in_the_path_names_each_runs_file_and_the_ledger_spans_them() {
     // Not told its run: it says so instead of writing a file named `{{run_id}}`.
     let err = sink.write(&input[0]).await.unwrap_err();
     assert_eq!(err.class, ErrorClass::Internal);
-    sink.begin_run("run1").unwrap();
+    sink.begin_run(&RunInfo::new("run1", "run1")).unwrap();
     for b in &input {
         assert!(!sink.write(b).await.unwrap().duplicate);
     }
@@ -254,9 +254,124 @@ async fn run_id_in_the_path_names_each_runs_file_and_the_ledger_spans_them() {
     assert_eq!(std::fs::read_to_string(&first).unwrap().lines().count(), 30);
     // The next run writes its own file; batches delivered again are not written twice.
     let mut next = FileSink::new(config, "p", "s").unwrap();
-    next.begin_run("run2").unwrap();
+    next.begin_run(&RunInfo::new("run2", "run2")).unwrap();
     for b in &input {
         assert!(next.write(b).await.unwrap().duplicate);
     }
     assert!(!dir.path().join("out/x-run2.ndjson").exists());
+}
+
+/// The ids in an NDJSON file, in order; panics on a line that is not a whole record.
+fn ndjson_ids(path: &Path) -> Vec<i64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: a torn line `{l}`: {e}", path.display()));
+            v["id"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unfinished_append_in_an_earlier_runs_file_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(dir.path()).await;
+    let template = dir.path().join("out/x-{{run_id}}.ndjson");
+    let config = FileSinkConfig::new(&template, FileFormat::Ndjson);
+    let mut sink = FileSink::new(config.clone(), "p", "s").unwrap();
+    sink.begin_run(&RunInfo::new("run1", "run1")).unwrap();
+    sink.write(&input[0]).await.unwrap();
+    // The process died appending batch 1 to run1's file: its `begin` is in the ledger,
+    // half of its bytes in the file.
+    let first = dir.path().join("out/x-run1.ndjson");
+    let start = std::fs::metadata(&first).unwrap().len();
+    let ledger = dir.path().join("out/.sluice-ledger");
+    let mut text = std::fs::read_to_string(&ledger).unwrap();
+    text.push_str(&format!(
+        "{}\n",
+        json!({"op": "begin", "target": template.display().to_string(), "key": input[1].ledger_key().as_str(), "file": first.display().to_string(), "start": start})
+    ));
+    std::fs::write(&ledger, text).unwrap();
+    let mut torn = std::fs::read(&first).unwrap();
+    torn.extend_from_slice(b"{\"id\":10,\"name\":\"n10\"}\n{\"id\":11,\"na");
+    std::fs::write(&first, torn).unwrap();
+
+    // The next run writes to its own file; run1's is repaired all the same.
+    let mut next = FileSink::new(config.clone(), "p", "s").unwrap();
+    next.begin_run(&RunInfo::new("run2", "run2")).unwrap();
+    for b in &input {
+        next.write(b).await.unwrap();
+    }
+    assert_eq!(ndjson_ids(&first), (0..10).collect::<Vec<_>>());
+    let second = dir.path().join("out/x-run2.ndjson");
+    assert_eq!(ndjson_ids(&second), (10..30).collect::<Vec<_>>());
+    assert!(
+        next.drain_events()
+            .iter()
+            .any(|e| e.message.contains("rolled back")),
+    );
+    // Done once: a third run finds nothing to roll back.
+    let mut third = FileSink::new(config, "p", "s").unwrap();
+    third.begin_run(&RunInfo::new("run3", "run3")).unwrap();
+    assert!(third.write(&input[0]).await.unwrap().duplicate);
+    assert!(third.drain_events().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_split_differently_after_a_crash_is_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(dir.path()).await;
+    let path = dir.path().join("out/o.ndjson");
+    let config = FileSinkConfig::new(&path, FileFormat::Ndjson);
+    let mut sink = FileSink::new(config.clone(), "p", "s").unwrap();
+    // Batch 0 written in halves, batch 1 only its first half (then the process died).
+    let (left, right) = input[0].split().unwrap();
+    sink.write(&left).await.unwrap();
+    sink.write(&right).await.unwrap();
+    sink.write(&input[1].split().unwrap().0).await.unwrap();
+    sink.write(&input[2].slice(0, 3)).await.unwrap();
+
+    // Delivered again: whole, or cut at other places.
+    let mut next = FileSink::new(config, "p", "s").unwrap();
+    assert!(next.write(&input[0]).await.unwrap().duplicate);
+    assert!(next.write(&input[0].slice(2, 6)).await.unwrap().duplicate);
+    assert_eq!(next.write(&input[1]).await.unwrap().written, 5);
+    assert_eq!(next.write(&input[2].slice(0, 5)).await.unwrap().written, 2);
+    assert_eq!(next.write(&input[2]).await.unwrap().written, 5);
+    let mut ids = ndjson_ids(&path);
+    ids.sort_unstable();
+    assert_eq!(ids, (0..30).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn overwrite_starts_the_file_afresh_once_per_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = batches(dir.path()).await;
+    let path = dir.path().join("snap.ndjson");
+    let mut config = FileSinkConfig::new(&path, FileFormat::Ndjson);
+    config.mode = sluice_connectors::file::FileWriteMode::Overwrite;
+    let write = |run: RunInfo, batches: Vec<Batch>| {
+        let config = config.clone();
+        async move {
+            let mut sink = FileSink::new(config, "p", "s").unwrap();
+            sink.begin_run(&run).unwrap();
+            for b in &batches {
+                sink.write(b).await.unwrap();
+            }
+        }
+    };
+    write(RunInfo::new("r0", "r0"), vec![input[2].clone()]).await;
+    write(RunInfo::new("r1", "r1"), vec![input[0].clone()]).await;
+    assert_eq!(ndjson_ids(&path), (0..10).collect::<Vec<_>>());
+    // The run failed; the next one resumes the load (batch 0 again, then batch 1).
+    write(RunInfo::new("r2", "r1"), input[..2].to_vec()).await;
+    assert_eq!(ndjson_ids(&path), (0..20).collect::<Vec<_>>());
+    // A replay adds.
+    write(RunInfo::replay("r3"), vec![input[2].slice(0, 1)]).await;
+    assert_eq!(ndjson_ids(&path), (0..21).collect::<Vec<_>>());
+    // The next load starts over.
+    write(RunInfo::new("r4", "r4"), vec![input[1].clone()]).await;
+    assert_eq!(ndjson_ids(&path), (10..20).collect::<Vec<_>>());
 }

@@ -8,7 +8,7 @@
 mod sql_common;
 
 use sluice_connectors::sql::{SchemaPolicy, WriteMode, build_sink};
-use sluice_core::ErrorClass;
+use sluice_core::{ErrorClass, RunInfo};
 use sql_common::{Target, batch, names, records};
 use std::time::Instant;
 
@@ -35,10 +35,14 @@ async fn suite(t: Target) {
     hostile_identifiers_are_stored_verbatim(&t).await;
     step("upsert");
     upsert_updates_by_key(&t).await;
+    step("null keys");
+    rows_with_a_null_key_are_rejected_and_the_others_written(&t).await;
     step("schema evolution");
     new_columns_evolve_or_fail_by_policy(&t).await;
     step("replace");
     replace_starts_over_once_per_sink(&t).await;
+    step("replace once per load");
+    replace_empties_the_table_once_per_load(&t).await;
     step("health");
     health_reports_latency_and_outages(&t).await;
     step("done");
@@ -298,6 +302,54 @@ async fn upsert_updates_by_key(t: &Target) {
     assert_eq!(got, want, "{}", t.name);
 }
 
+/// `{id:1},{id:null}×3,{id:2}`: the NULL-key rows are rejected with `invalid_request` (the
+/// engine quarantines them), the others written; in `upsert` (NULLs are not one key) and
+/// in `append` (SQLite would make a NULL `INTEGER PRIMARY KEY` a rowid).
+async fn rows_with_a_null_key_are_rejected_and_the_others_written(t: &Target) {
+    for (table, mode) in [
+        ("nullkey_up", WriteMode::Upsert),
+        ("nullkey_app", WriteMode::Append),
+    ] {
+        let mut config = t.config(table);
+        config.mode = mode;
+        config.key = vec!["id".into()];
+        let mut sink = build_sink(config).await.unwrap();
+        let records = arrow::array::RecordBatch::try_from_iter([
+            (
+                "id",
+                std::sync::Arc::new(arrow::array::Int64Array::from(vec![
+                    Some(1),
+                    None,
+                    None,
+                    None,
+                    Some(2),
+                ])) as arrow::array::ArrayRef,
+            ),
+            (
+                "name",
+                std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                    "a", "n1", "n2", "n3", "b",
+                ])) as arrow::array::ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let b = batch(1, records);
+        let r = sink.write(&b).await.unwrap();
+        let rejected: usize = r.rejected.iter().map(|x| x.rows.num_rows()).sum();
+        assert_eq!((r.written, rejected), (2, 3), "{} {table}: {r:?}", t.name);
+        for x in &r.rejected {
+            assert_eq!(x.error.class, ErrorClass::InvalidRequest, "{}", t.name);
+            assert!(x.error.message.contains("id"), "{}", x.error.message);
+        }
+        assert_eq!(t.ids(table).await, vec![1, 2], "{} {table}", t.name);
+        // Redelivered: the good rows are not written twice, the bad ones refused again.
+        let again = sink.write(&b).await.unwrap();
+        let rejected: usize = again.rejected.iter().map(|x| x.rows.num_rows()).sum();
+        assert_eq!((again.written, rejected), (0, 3), "{} {table}", t.name);
+        assert_eq!(t.count(table).await, 2, "{} {table}", t.name);
+    }
+}
+
 async fn new_columns_evolve_or_fail_by_policy(t: &Target) {
     let mut sink = build_sink(t.config("evolving")).await.unwrap();
     sink.write(&batch(1, names(&[1], &[Some("a")])))
@@ -354,6 +406,39 @@ async fn replace_starts_over_once_per_sink(t: &Target) {
         .await
         .unwrap();
     assert_eq!(t.ids("replaced").await, vec![1, 2], "{}", t.name);
+}
+
+/// A load empties the table once, whatever the sinks and runs that write it: a resumed
+/// run (same load) and a replay (no load) add to it; the next load starts over.
+async fn replace_empties_the_table_once_per_load(t: &Target) {
+    let mut config = t.config("per_load");
+    config.mode = WriteMode::Replace;
+    let write = |run: RunInfo, ids: Vec<i64>, page: u64| {
+        let config = config.clone();
+        async move {
+            let mut sink = build_sink(config).await.unwrap();
+            sink.begin_run(&run).unwrap();
+            let labels: Vec<Option<&str>> = ids.iter().map(|_| Some("x")).collect();
+            sink.write(&batch(page, names(&ids, &labels)))
+                .await
+                .unwrap()
+        }
+    };
+    write(RunInfo::new("r0", "r0"), vec![9], 1).await;
+    write(RunInfo::new("r1", "r1"), vec![1, 2], 1).await;
+    assert_eq!(t.ids("per_load").await, vec![1, 2], "{}", t.name);
+    // The run failed; the next one resumes the load with a new sink.
+    write(RunInfo::new("r2", "r1"), vec![3], 2).await;
+    assert_eq!(t.ids("per_load").await, vec![1, 2, 3], "{}", t.name);
+    // A replay of one row keeps the others.
+    write(RunInfo::replay("r3"), vec![4], 3).await;
+    assert_eq!(t.ids("per_load").await, vec![1, 2, 3, 4], "{}", t.name);
+    // A batch of the load delivered again after the resume is still a duplicate.
+    let r = write(RunInfo::new("r4", "r1"), vec![1, 2], 1).await;
+    assert!(r.duplicate, "{}: {r:?}", t.name);
+    // The next load starts over.
+    write(RunInfo::new("r5", "r5"), vec![1, 2], 1).await;
+    assert_eq!(t.ids("per_load").await, vec![1, 2], "{}", t.name);
 }
 
 async fn health_reports_latency_and_outages(t: &Target) {

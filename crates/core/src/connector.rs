@@ -166,6 +166,41 @@ pub struct WriteReport {
     pub rejected: Vec<RejectedRows>,
 }
 
+/// The run a sink is about to write in, told by [`Sink::begin_run`].
+///
+/// A **load** is what a sink in `replace` (or `overwrite`) mode replaces its target with:
+/// it begins with a normal run whose sources start afresh (the pipeline's previous run,
+/// replays not counted, completed, or none of its sources has a checkpoint) and takes
+/// that run's id; a run that resumes after a failed, cancelled or killed one (its sources
+/// continue from their checkpoints) continues the same load. A replay belongs to no load:
+/// it adds what it delivers and never replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunInfo {
+    /// The run's id (`{{run_id}}` in a file sink's path).
+    pub run_id: String,
+    /// The load the run's writes belong to: the id of the run that began it; `None` for
+    /// a replay.
+    pub load: Option<String>,
+}
+
+impl RunInfo {
+    /// A normal run, in load `load`.
+    pub fn new(run_id: impl Into<String>, load: impl Into<String>) -> Self {
+        RunInfo {
+            run_id: run_id.into(),
+            load: Some(load.into()),
+        }
+    }
+
+    /// A replay: no load, nothing is replaced.
+    pub fn replay(run_id: impl Into<String>) -> Self {
+        RunInfo {
+            run_id: run_id.into(),
+            load: None,
+        }
+    }
+}
+
 /// Writes batches somewhere: a database table, a file, an HTTP endpoint.
 #[async_trait]
 pub trait Sink: Send {
@@ -178,9 +213,10 @@ pub trait Sink: Send {
     async fn health(&self) -> Result<Duration, ConnectorError>;
 
     /// Tells the sink the run it writes in, before its first write of that run (a file
-    /// name with `{{run_id}}`, say).
-    fn begin_run(&mut self, run_id: &str) -> Result<(), ConnectorError> {
-        let _ = run_id;
+    /// name with `{{run_id}}`, say), and the load the run belongs to (see [`RunInfo`]).
+    /// A sink never told its run writes as one load of its own.
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), ConnectorError> {
+        let _ = run;
         Ok(())
     }
 

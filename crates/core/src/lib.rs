@@ -38,8 +38,8 @@ mod secret;
 
 pub use batch::{Batch, BatchId, BatchPart, SourcePosition, schema_fingerprint};
 pub use connector::{
-    ConnectorError, ConnectorEvent, EventListener, QuarantinedRecords, RejectedRows, Sink, Source,
-    SourceBatch, WriteReport,
+    ConnectorError, ConnectorEvent, EventListener, QuarantinedRecords, RejectedRows, RunInfo, Sink,
+    Source, SourceBatch, WriteReport,
 };
 pub use error::{Disposition, ErrorClass};
 pub use retry::RetryPolicy;

@@ -67,6 +67,8 @@ pub(crate) struct NodeCtx {
     pub namespace: String,
     pub node: String,
     pub run_id: String,
+    /// The load the run's writes belong to (`None`: a replay); see `crate::load`.
+    pub load: Option<String>,
     pub retry: RetryPolicy,
     pub dispositions: Dispositions,
     pub store: StateStore,
@@ -82,6 +84,14 @@ pub(crate) struct NodeCtx {
 }
 
 impl NodeCtx {
+    /// What a sink is told in `begin_run`.
+    pub(crate) fn run_info(&self) -> sluice_core::RunInfo {
+        sluice_core::RunInfo {
+            run_id: self.run_id.clone(),
+            load: self.load.clone(),
+        }
+    }
+
     pub(crate) fn emit(&self, kind: EventKind) {
         if let Some(tx) = &self.events {
             let _ = tx.send(Event {

@@ -76,6 +76,7 @@ pub async fn replay(
             namespace: namespace.clone(),
             node: node.id.clone(),
             run_id: run_id.clone(),
+            load: None,
             retry: node.retry.clone(),
             dispositions: node.dispositions.clone(),
             store: store.clone(),
@@ -126,7 +127,7 @@ pub async fn replay(
                 }
                 result
             }
-            NodeRunner::Sink(sink) => match sink.begin_run(&run_id) {
+            NodeRunner::Sink(sink) => match sink.begin_run(&ctx.run_info()) {
                 Err(e) => Err(e),
                 Ok(()) => {
                     let mut target = BorrowedSink {
@@ -190,7 +191,9 @@ pub async fn replay(
                 _ => {}
             }
         }
-        let summary = executor.run_as(pipeline, run_id.clone()).await?;
+        let summary = executor
+            .run_as(pipeline, sluice_core::RunInfo::replay(run_id.clone()))
+            .await?;
         if summary.status != RunStatus::Succeeded || !report.failed_again.is_empty() {
             let status = match summary.status {
                 RunStatus::Succeeded => RunStatus::PartiallySucceeded,

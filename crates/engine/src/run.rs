@@ -4,7 +4,7 @@
 use futures::future::join_all;
 use serde::Serialize;
 use sluice_buffer::{Buffer, Delivery, PoisonMessage, Subscription};
-use sluice_core::{Batch, ConnectorError, Disposition, ErrorClass, WriteReport};
+use sluice_core::{Batch, ConnectorError, Disposition, ErrorClass, RunInfo, WriteReport};
 use sluice_state::{AlertRow, RunStatus, StateStore, now_ms};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -133,17 +133,18 @@ impl Executor {
     /// Runs the pipeline once, to the end of its sources.
     pub async fn run(&self, pipeline: Pipeline, trigger: &str) -> Result<RunSummary, EngineError> {
         check(&pipeline)?;
-        let run_id = self.store.start_run(&pipeline.name, trigger).await?;
-        tracing::info!(pipeline = %pipeline.name, run = %run_id, trigger, "run started");
-        self.run_as(pipeline, run_id).await
+        let run = crate::load::start_run(&self.store, &pipeline, trigger).await?;
+        tracing::info!(pipeline = %pipeline.name, run = %run.run_id, trigger, "run started");
+        self.run_as(pipeline, run).await
     }
 
     /// Runs the pipeline under a run the caller started (a replay), and finishes it.
     pub(crate) async fn run_as(
         &self,
         pipeline: Pipeline,
-        run_id: String,
+        run: RunInfo,
     ) -> Result<RunSummary, EngineError> {
+        let RunInfo { run_id, load } = run;
         check(&pipeline)?;
         let started = Instant::now();
         let run_cancel = self.shutdown.child_token();
@@ -164,6 +165,7 @@ impl Executor {
                 namespace: namespace.clone(),
                 node: node.id.clone(),
                 run_id: run_id.clone(),
+                load: load.clone(),
                 retry: node.retry.clone(),
                 dispositions: node.dispositions.clone(),
                 store: self.store.clone(),
@@ -355,7 +357,7 @@ impl Executor {
                 self.run_consumer(&mut ctx, &inputs, &watched, &mut target)
                     .await
             }
-            NodeRunner::Sink(mut sink) => match sink.begin_run(&ctx.run_id) {
+            NodeRunner::Sink(mut sink) => match sink.begin_run(&ctx.run_info()) {
                 Err(e) => Err(e),
                 Ok(()) => {
                     let mut target = SinkTarget { sink };

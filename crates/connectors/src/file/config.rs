@@ -107,7 +107,7 @@ pub enum FileWriteMode {
     /// Add to it.
     #[default]
     Append,
-    /// Replace it with the first batch a run writes to it, then add to it.
+    /// Replace it with the first batch a load writes to it, then add to it.
     Overwrite,
 }
 
@@ -119,7 +119,7 @@ pub struct FileSinkConfig {
     pub path: PathBuf,
     /// The format written.
     pub format: FileFormat,
-    /// Append to the file, or replace it at each run.
+    /// Append to the file, or replace it once per load.
     pub mode: FileWriteMode,
     /// CSV options (with `format: csv`).
     pub csv: CsvOptions,

@@ -3,18 +3,24 @@
 //!
 //! ```text
 //! {"op":"begin","target":T,"key":K,"file":F,"start":S,"suffix":X}   before the data
-//! {"op":"commit","target":T,"key":K,"file":F,"rows":N,"replace":B}    after the data
+//! {"op":"commit","target":T,"key":K,"file":F,"rows":N,"replace":B,"load":L}  after it
+//! {"op":"rollback","target":T,"key":K,"file":F}                       a begin undone
 //! ```
 //!
 //! `target` is the sink's path template, so two sinks writing the same folder never skip
-//! each other's batches. A `begin` without a `commit` (a crash mid-write) is undone at the
-//! next write to that file: the file is cut back to `start` bytes and `suffix` (a JSON
-//! array's closing `]`) written again. A commit with `replace` voids the earlier commits
-//! of the same file (an `overwrite` sink started it afresh).
+//! each other's batches. A `begin` without a `commit` (a crash mid-write) is undone when
+//! the sink opens the ledger, whatever file the path names now (a `{{run_id}}` path names
+//! another one in the next run): the file is cut back to `start` bytes, `suffix` (a JSON
+//! array's closing `]`) written again, and a `rollback` recorded. A commit's key says
+//! which rows of its original batch it holds (`parent:first+rows` for a part), so a batch
+//! delivered again split differently writes only the rows no commit holds. A commit with
+//! `replace` voids the earlier commits of the same file (an `overwrite` sink started it
+//! afresh) and names the load that did it, so that the load does it once.
 
 use super::io_error;
+use crate::sql::ledger::{parent_and_base, uncovered};
 use serde::{Deserialize, Serialize};
-use sluice_core::ConnectorError;
+use sluice_core::{Batch, ConnectorError};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -36,6 +42,9 @@ pub(crate) struct Entry {
     pub(crate) rows: Option<usize>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) replace: bool,
+    /// With `replace`: the load that started the file afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) load: Option<String>,
 }
 
 /// A `begin` not followed by its `commit`.
@@ -50,8 +59,10 @@ pub(crate) struct Pending {
 pub(crate) struct Ledger {
     path: PathBuf,
     target: String,
-    /// Committed ledger keys and the file each went to.
-    committed: HashMap<String, String>,
+    /// Per original batch, the rows committed: `(first_row, rows)` and the file.
+    committed: HashMap<String, Vec<(i64, i64, String)>>,
+    /// Per file, the load whose `overwrite` started it afresh.
+    loads: HashMap<String, String>,
     /// Per file, a write that began and did not commit.
     pub(crate) pending: HashMap<String, Pending>,
     file: Option<File>,
@@ -64,6 +75,7 @@ impl Ledger {
             path,
             target,
             committed: HashMap::new(),
+            loads: HashMap::new(),
             pending: HashMap::new(),
             file: None,
         };
@@ -99,7 +111,13 @@ impl Ledger {
             }
             "commit" => {
                 if entry.replace {
-                    self.committed.retain(|_, f| *f != entry.file);
+                    for ranges in self.committed.values_mut() {
+                        ranges.retain(|(_, _, f)| *f != entry.file);
+                    }
+                    match &entry.load {
+                        Some(load) => self.loads.insert(entry.file.clone(), load.clone()),
+                        None => self.loads.remove(&entry.file),
+                    };
                 }
                 if self
                     .pending
@@ -108,19 +126,38 @@ impl Ledger {
                 {
                     self.pending.remove(&entry.file);
                 }
-                self.committed.insert(entry.key, entry.file);
+                let (parent, first, rows) = rows_of(&entry.key, entry.rows);
+                self.committed
+                    .entry(parent)
+                    .or_default()
+                    .push((first, rows, entry.file));
+            }
+            "rollback"
+                if self
+                    .pending
+                    .get(&entry.file)
+                    .is_some_and(|p| p.key == entry.key) =>
+            {
+                self.pending.remove(&entry.file);
             }
             _ => {}
         }
     }
 
-    /// Whether the rows of this ledger key were written before: the key itself, or the
-    /// whole batch a part was split from.
-    pub(crate) fn written(&self, key: &str) -> bool {
-        self.committed.contains_key(key)
-            || key
-                .split_once(':')
-                .is_some_and(|(parent, _)| self.committed.contains_key(parent))
+    /// The parts of the batch's rows no commit holds, as `(offset, len)` in the batch.
+    pub(crate) fn uncovered(&self, batch: &Batch) -> Vec<(usize, usize)> {
+        let (parent, base) = parent_and_base(batch);
+        let covered: Vec<(i64, i64)> = self
+            .committed
+            .get(&parent)
+            .map(|r| r.iter().map(|&(first, rows, _)| (first, rows)).collect())
+            .unwrap_or_default();
+        uncovered(base, batch.num_rows(), &covered)
+    }
+
+    /// The load whose `overwrite` last started `file` afresh.
+    pub(crate) fn load_of(&self, file: &str) -> Option<&str> {
+        self.loads.get(file).map(String::as_str)
     }
 
     /// Appends an entry and fsyncs the ledger.
@@ -144,5 +181,31 @@ impl Ledger {
         }
         self.apply(entry);
         Ok(())
+    }
+}
+
+/// The original batch and the rows a ledger key holds: `parent:first+rows` for a part of
+/// a split batch, else the whole batch (`rows` from its commit).
+fn rows_of(key: &str, rows: Option<usize>) -> (String, i64, i64) {
+    let part = key.split_once(':').and_then(|(parent, range)| {
+        let (first, n) = range.split_once('+')?;
+        Some((parent.to_owned(), first.parse().ok()?, n.parse().ok()?))
+    });
+    part.unwrap_or_else(|| {
+        let rows = rows.map_or(i64::MAX / 2, |r| i64::try_from(r).unwrap_or(i64::MAX / 2));
+        (key.to_owned(), 0, rows)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_rows() {
+        assert_eq!(rows_of("abc", Some(10)), ("abc".into(), 0, 10));
+        assert_eq!(rows_of("abc:5+3", Some(3)), ("abc".into(), 5, 3));
+        // Not a part: the whole key.
+        assert_eq!(rows_of("a:b", Some(2)), ("a:b".into(), 0, 2));
     }
 }

@@ -6,8 +6,7 @@ use super::io_error;
 use super::ledger::{Entry, Ledger};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
-use sluice_core::{Batch, ConnectorError, ConnectorEvent, ErrorClass, Sink, WriteReport};
-use std::collections::HashSet;
+use sluice_core::{Batch, ConnectorError, ConnectorEvent, ErrorClass, RunInfo, Sink, WriteReport};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -30,8 +29,9 @@ struct SinkState {
     ledger: Option<Ledger>,
     ledger_path: PathBuf,
     target: String,
-    /// Files this sink replaced already (`overwrite`).
-    replaced: HashSet<PathBuf>,
+    /// The load this sink writes in (see [`RunInfo`]): a sink never told its run is a
+    /// load of its own; `None` in a replay, which never overwrites.
+    load: Option<String>,
     events: Vec<ConnectorEvent>,
 }
 
@@ -75,7 +75,7 @@ impl FileSink {
                 ledger: None,
                 ledger_path: dir.join(".sluice-ledger"),
                 target: template,
-                replaced: HashSet::new(),
+                load: Some(own_load()),
                 events: Vec::new(),
             })),
             dir,
@@ -121,8 +121,10 @@ fn render(template: &str, date: &str) -> Result<String, ConnectorError> {
 
 #[async_trait]
 impl Sink for FileSink {
-    fn begin_run(&mut self, run_id: &str) -> Result<(), ConnectorError> {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), ConnectorError> {
+        let run_id = run.run_id.as_str();
         if let Some(state) = self.state.as_mut() {
+            state.load = run.load.clone();
             let template = state.config.path.to_string_lossy().into_owned();
             if template.contains("{{") {
                 let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -194,18 +196,62 @@ impl SinkState {
                 std::fs::create_dir_all(dir).map_err(|e| io_error("create the folder", dir, &e))?;
             }
             self.ledger = Some(Ledger::open(self.ledger_path.clone(), self.target.clone())?);
+            // Writes an earlier process began and did not finish, in whatever file: the
+            // path may name another file now (`{{run_id}}`, `{{date}}`).
+            let unfinished: Vec<String> = self
+                .ledger
+                .as_ref()
+                .map(|l| l.pending.keys().cloned().collect())
+                .unwrap_or_default();
+            for file in unfinished {
+                self.recover(Path::new(&file))?;
+            }
         }
-        let key = batch.ledger_key().to_string();
-        // `overwrite`: the first write of a run replaces the file, and with it what earlier
-        // runs wrote there, so nothing in it counts as written before.
-        let replace =
-            self.config.mode == FileWriteMode::Overwrite && !self.replaced.contains(&self.file);
-        if !replace && self.ledger.as_ref().is_some_and(|l| l.written(&key)) {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(WriteReport::default());
+        }
+        let shown = self.file.display().to_string();
+        let ledger = self
+            .ledger
+            .as_ref()
+            .ok_or_else(|| ConnectorError::new(ErrorClass::Internal, "no ledger"))?;
+        // `overwrite`: the first write of a load replaces the file, and with it what
+        // earlier loads wrote there, so nothing in it counts as written before. A replay
+        // (no load) adds to the file.
+        let replace = self.config.mode == FileWriteMode::Overwrite
+            && self
+                .load
+                .as_deref()
+                .is_some_and(|load| ledger.load_of(&shown) != Some(load));
+        let gaps = if replace {
+            vec![(0, rows)]
+        } else {
+            ledger.uncovered(batch)
+        };
+        if gaps.is_empty() {
             return Ok(WriteReport {
                 duplicate: true,
                 ..WriteReport::default()
             });
         }
+        for &(off, len) in &gaps {
+            if off == 0 && len == rows {
+                self.write_part(batch, replace)?;
+            } else {
+                self.write_part(&batch.slice(off, len), false)?;
+            }
+        }
+        Ok(WriteReport {
+            written: gaps.iter().map(|(_, len)| len).sum(),
+            ..WriteReport::default()
+        })
+    }
+
+    /// Writes the rows of `batch` (a whole batch or the part no commit holds) under a
+    /// `begin`/`commit` pair; `replace` starts the file afresh for this load.
+    fn write_part(&mut self, batch: &Batch, replace: bool) -> Result<(), ConnectorError> {
+        let key = batch.ledger_key().to_string();
         let file = self.file.clone();
         let shown = file.display().to_string();
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -242,6 +288,7 @@ impl SinkState {
             suffix,
             rows: None,
             replace: false,
+            load: None,
         })?;
         if fresh {
             write_renamed(&file, &body)?;
@@ -252,7 +299,9 @@ impl SinkState {
                 .map_err(|e| io_error("write", &file, &e))?;
             f.set_len(start)
                 .and_then(|()| f.seek(SeekFrom::Start(start)).map(|_| ()))
-                .and_then(|()| f.write_all(&body))
+                .map_err(|e| io_error("write", &file, &e))?;
+            crash_point(&mut f, &body);
+            f.write_all(&body)
                 .and_then(|()| f.sync_data())
                 .map_err(|e| io_error("write", &file, &e))?;
         }
@@ -269,14 +318,9 @@ impl SinkState {
             suffix: String::new(),
             rows: Some(batch.num_rows()),
             replace,
+            load: if replace { self.load.clone() } else { None },
         })?;
-        if replace {
-            self.replaced.insert(file);
-        }
-        Ok(WriteReport {
-            written: batch.num_rows(),
-            ..WriteReport::default()
-        })
+        Ok(())
     }
 
     /// Undoes a write that began and did not commit (the process died mid-write).
@@ -287,7 +331,7 @@ impl SinkState {
         };
         let len = match std::fs::metadata(file) {
             Ok(m) => m.len(),
-            Err(_) => return Ok(()),
+            Err(_) => return self.rolled_back(&shown, pending.key),
         };
         if len < pending.start {
             self.event(
@@ -315,7 +359,26 @@ impl SinkState {
                 pending.key, pending.start
             ),
         );
-        Ok(())
+        self.rolled_back(&shown, pending.key)
+    }
+
+    /// Records that the unfinished write of `key` to `file` was undone, so that the next
+    /// process does not look at it again.
+    fn rolled_back(&mut self, file: &str, key: String) -> Result<(), ConnectorError> {
+        let Some(ledger) = self.ledger.as_mut() else {
+            return Ok(());
+        };
+        ledger.append(Entry {
+            op: "rollback".into(),
+            target: String::new(),
+            key,
+            file: file.to_owned(),
+            start: None,
+            suffix: String::new(),
+            rows: None,
+            replace: false,
+            load: None,
+        })
     }
 
     /// An existing file must be one this format can add to: a CSV file with the same
@@ -363,6 +426,40 @@ impl SinkState {
         Ok(())
     }
 }
+
+/// The load of a sink never told its run: its own, so that it overwrites once.
+fn own_load() -> String {
+    static SINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = SINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sink-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Debug builds only, for the crash tests: with `SLUICE_DEBUG_FILE_SINK_ABORT=N`, the
+/// N-th append of the process writes half its bytes and aborts the process (a crash in
+/// the middle of an append, after its `begin`).
+#[cfg(debug_assertions)]
+fn crash_point(f: &mut File, body: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static APPENDS: AtomicU64 = AtomicU64::new(0);
+    let Some(at) = std::env::var("SLUICE_DEBUG_FILE_SINK_ABORT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if APPENDS.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        let _ = f.write_all(&body[..body.len() / 2]);
+        let _ = f.sync_data();
+        std::process::abort();
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn crash_point(_: &mut File, _: &[u8]) {}
 
 /// Writes `body` to a temporary file next to `file`, fsyncs it, renames it over `file`
 /// and fsyncs the folder: readers see the old file or the new one, never a part.

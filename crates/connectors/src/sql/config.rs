@@ -49,8 +49,9 @@ pub enum WriteMode {
     Append,
     /// Insert, or update the row with the same `key` (the last row of a batch wins).
     Upsert,
-    /// Empty the table, in the transaction of the first batch this sink writes, then
-    /// insert like `append`.
+    /// Empty the table once per load (see [`sluice_core::RunInfo`]), in the transaction
+    /// of the load's first batch, then insert like `append`. A resumed run continues its
+    /// load; a replay never empties the table.
     Replace,
 }
 

@@ -3,7 +3,7 @@
 
 use super::config::Dialect;
 use super::error::{Endpoint, Failure, ledger_failure};
-use super::ledger::Entry;
+use super::ledger::{Entry, LOAD_PARENT};
 use super::sink::Settings;
 use sluice_core::ConnectorError;
 use sqlx::{AssertSqlSafe, Connection, Database, Encode, Executor, IntoArguments, Pool, Type};
@@ -48,15 +48,39 @@ where
         .map_err(|e| ep.classify(e, "reading the ledger"))
 }
 
-/// The start of every write transaction: for the first batch of `replace`, empty the
-/// table and this target's ledger rows; then insert the ledger row (first, so that a
+/// The load whose `replace` last emptied the table (its ledger's load row), if any.
+pub(crate) async fn current_load<DB>(
+    pool: &Pool<DB>,
+    ep: &Endpoint,
+    settings: &Settings,
+) -> Result<Option<String>, Failure>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(settings.ledger.load.clone()))
+        .bind(settings.target())
+        .bind(LOAD_PARENT.to_owned())
+        .fetch_all(pool)
+        .await
+        .map_err(|e| ep.classify(e, "reading the ledger"))?;
+    Ok(rows.into_iter().next().map(|(load,)| load))
+}
+
+/// The start of every write transaction: for the first batch of a load in `replace`
+/// (`truncate`: the statement that empties the table, and the load), empty the table and
+/// this target's ledger rows and record the load, so that the load empties it only once
+/// whatever happens after the commit; then insert the ledger row (first, so that a
 /// concurrent writer of the same batch waits on it and then finds it).
 pub(crate) async fn begin_write<DB>(
     conn: &mut DB::Connection,
     ep: &Endpoint,
     settings: &Settings,
     entry: &Entry,
-    truncate: Option<&str>,
+    truncate: Option<(&str, &str)>,
 ) -> Result<(), Failure>
 where
     DB: Database,
@@ -65,7 +89,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    if let Some(truncate) = truncate {
+    if let Some((truncate, load)) = truncate {
         sqlx::query(AssertSqlSafe(settings.ledger.clear.clone()))
             .bind(settings.target())
             .execute(&mut *conn)
@@ -74,6 +98,17 @@ where
         conn.execute(AssertSqlSafe(truncate.to_owned()))
             .await
             .map_err(|e| ep.classify(e, "emptying the table for replace"))?;
+        sqlx::query(AssertSqlSafe(settings.ledger.insert.clone()))
+            .bind(settings.target())
+            .bind(load.to_owned())
+            .bind(LOAD_PARENT.to_owned())
+            .bind(0i64)
+            .bind(0i64)
+            .bind(entry.pipeline.clone())
+            .bind(entry.node.clone())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| ep.classify(e, "recording the load for replace"))?;
     }
     sqlx::query(AssertSqlSafe(settings.ledger.insert.clone()))
         .bind(settings.target())

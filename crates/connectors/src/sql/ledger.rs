@@ -77,11 +77,17 @@ pub(crate) fn uncovered(first: usize, rows: usize, covered: &[(i64, i64)]) -> Ve
     gaps
 }
 
+/// The `parent_id` of a target's load row: `batch_id` holds the load (the run that
+/// began it) whose `replace` emptied the table. Batch ids are hex, so no batch has it.
+pub(crate) const LOAD_PARENT: &str = "sluice:load";
+
 /// The ledger's statements for one dialect and table.
 #[derive(Debug, Clone)]
 pub(crate) struct LedgerSql {
     pub(crate) create: Vec<String>,
     pub(crate) covered: String,
+    /// The `batch_id` of the target's rows with a given `parent_id` (the load row).
+    pub(crate) load: String,
     pub(crate) insert: String,
     pub(crate) clear: String,
 }
@@ -162,6 +168,14 @@ impl LedgerSql {
                 "SELECT {}, {} FROM {t} WHERE {} = {} AND {} = {}",
                 q("first_row"),
                 q("rows"),
+                q("target"),
+                p(1),
+                q("parent_id"),
+                p(2)
+            ),
+            load: format!(
+                "SELECT {} FROM {t} WHERE {} = {} AND {} = {}",
+                q("batch_id"),
                 q("target"),
                 p(1),
                 q("parent_id"),

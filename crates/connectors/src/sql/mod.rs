@@ -28,7 +28,7 @@ mod config;
 mod db;
 mod error;
 mod ident;
-mod ledger;
+pub(crate) mod ledger;
 mod multirow;
 mod mysql;
 mod postgres;

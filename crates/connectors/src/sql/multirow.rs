@@ -103,7 +103,7 @@ where
     let rows = job.columns.first().map_or(0, |c| c.array.len());
     let cuts = statements(&typed, rows, plan.limits, plan.insert.row_text())
         .map_err(|size| ep.too_large(size, plan.limits.max_bytes))?;
-    let truncate = job.truncate.then_some(plan.truncate.as_str());
+    let truncate = job.truncate.map(|load| (plan.truncate.as_str(), load));
     db::begin_write::<DB>(&mut tx, ep, settings, job.entry, truncate).await?;
     for (start, len) in cuts {
         let mut args = DB::Arguments::default();

@@ -208,6 +208,9 @@ impl Backend for MysqlBackend {
     async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
         db::covered(&self.pool, &self.endpoint, &self.settings, parent).await
     }
+    async fn current_load(&self) -> Result<Option<String>, Failure> {
+        db::current_load(&self.pool, &self.endpoint, &self.settings).await
+    }
 
     async fn write(&self, plan: &Plan, job: &Job<'_>) -> Result<usize, Failure> {
         let tx = self

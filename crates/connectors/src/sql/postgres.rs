@@ -268,6 +268,9 @@ impl Backend for PgBackend {
     async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
         db::covered(&self.pool, &self.endpoint, &self.settings, parent).await
     }
+    async fn current_load(&self) -> Result<Option<String>, Failure> {
+        db::current_load(&self.pool, &self.endpoint, &self.settings).await
+    }
 
     async fn write(&self, plan: &PgPlan, job: &Job<'_>) -> Result<usize, Failure> {
         let ep = &self.endpoint;
@@ -287,7 +290,7 @@ impl Backend for PgBackend {
             )
             .await;
         }
-        let truncate = job.truncate.then_some(plan.truncate.as_str());
+        let truncate = job.truncate.map(|load| (plan.truncate.as_str(), load));
         db::begin_write::<sqlx::Postgres>(&mut tx, ep, &self.settings, job.entry, truncate).await?;
         if let Some((create, _)) = &plan.stage {
             tx.execute(AssertSqlSafe(create.clone()))

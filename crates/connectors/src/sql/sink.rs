@@ -23,7 +23,7 @@ use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use sluice_core::{
-    Batch, ConnectorError, ConnectorEvent, ErrorClass, RejectedRows, Sink, WriteReport,
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, RejectedRows, RunInfo, Sink, WriteReport,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -133,8 +133,9 @@ pub(crate) struct TableColumn {
 pub(crate) struct Job<'a> {
     pub(crate) entry: &'a Entry,
     pub(crate) columns: &'a [Column],
-    /// Empty the table (and its ledger entries) first: the first write of `replace`.
-    pub(crate) truncate: bool,
+    /// Empty the table (and its ledger entries) first and record this load (its id): the
+    /// first write of a load in `replace`.
+    pub(crate) truncate: Option<&'a str>,
 }
 
 /// How one engine inspects and writes tables.
@@ -160,6 +161,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Result<Self::Plan, ConnectorError>;
     /// The `(first_row, rows)` ledger ranges already written of the batch `parent`.
     async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure>;
+    /// The load whose `replace` last emptied the table (the ledger's load row).
+    async fn current_load(&self) -> Result<Option<String>, Failure>;
     /// Writes the job in one transaction: ledger row first, then the rows. Returns the
     /// rows written.
     async fn write(&self, plan: &Self::Plan, job: &Job<'_>) -> Result<usize, Failure>;
@@ -186,7 +189,11 @@ pub(crate) struct SqlSink<B: Backend> {
     write_timeout: Duration,
     plans: HashMap<String, Arc<B::Plan>>,
     ledger_ready: bool,
-    /// `replace`: the table was emptied by this sink already.
+    /// The load this sink writes in (see [`RunInfo`]): a sink never told its run is a
+    /// load of its own; `None` in a replay, which never replaces.
+    load: Option<String>,
+    /// `replace`: the table holds this load already (emptied by it, in this run or in the
+    /// run it resumes), so no write empties it again.
     replaced: bool,
     /// The last write failed with `dependency`: check that the server accepts connections
     /// before the next one, so that a database that is down fails it at once.
@@ -205,6 +212,7 @@ impl<B: Backend> SqlSink<B> {
             write_timeout: Duration::from_millis(config.write_timeout_ms),
             plans: HashMap::new(),
             ledger_ready: false,
+            load: Some(own_load()),
             replaced: false,
             suspect: false,
             events: Vec::new(),
@@ -394,7 +402,7 @@ impl<B: Backend> SqlSink<B> {
             return Ok(report);
         }
         let (parent, base) = ledger::parent_and_base(batch);
-        let truncate_first = self.settings().mode == WriteMode::Replace && !self.replaced;
+        let truncate_first = self.must_replace().await?;
         let gaps = if truncate_first {
             vec![(0, rows)]
         } else {
@@ -408,6 +416,7 @@ impl<B: Backend> SqlSink<B> {
             report.duplicate = true;
             return Ok(report);
         }
+        let gaps = self.reject_null_keys(batch, &columns, gaps, &mut report);
         let mut budget = self.isolation_budget;
         let mut already = 0usize;
         // Parts to write, last first; each with its offset in `batch`.
@@ -433,7 +442,11 @@ impl<B: Backend> SqlSink<B> {
                 Err(e) => return Err(e),
             };
             let entry = Entry::of(&part);
-            let truncate = self.settings().mode == WriteMode::Replace && !self.replaced;
+            let load = self.load.clone();
+            let truncate = match &load {
+                Some(load) if truncate_first && !self.replaced => Some(load.as_str()),
+                _ => None,
+            };
             let job = Job {
                 entry: &entry,
                 columns: &part_columns,
@@ -442,7 +455,7 @@ impl<B: Backend> SqlSink<B> {
             match self.write_once(&plan, &job).await {
                 Ok(n) => {
                     report.written += n;
-                    if truncate {
+                    if truncate.is_some() {
                         self.replaced = true;
                     }
                 }
@@ -499,6 +512,84 @@ impl<B: Backend> SqlSink<B> {
         Ok(report)
     }
 
+    /// `replace`: whether this write must empty the table first: the first write of a
+    /// load the ledger does not hold yet. Never in a replay (no load), never twice for a
+    /// load (its row is committed with the emptying; a resumed run finds it).
+    async fn must_replace(&mut self) -> Result<bool, ConnectorError> {
+        if self.settings().mode != WriteMode::Replace || self.replaced {
+            return Ok(false);
+        }
+        let Some(load) = self.load.clone() else {
+            return Ok(false);
+        };
+        let current = self
+            .backend
+            .current_load()
+            .await
+            .map_err(Failure::into_error)?;
+        if current.as_deref() == Some(load.as_str()) {
+            self.replaced = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Rows whose key (a column of `key`) is NULL cannot be keyed: the database would
+    /// refuse them, or worse (SQLite makes a NULL `INTEGER PRIMARY KEY` a new rowid, and
+    /// an upsert's de-duplication would take NULLs for one key). They are rejected with
+    /// `invalid_request`; returns the parts of `gaps` left to write.
+    fn reject_null_keys(
+        &mut self,
+        batch: &Batch,
+        columns: &[Column],
+        gaps: Vec<(usize, usize)>,
+        report: &mut WriteReport,
+    ) -> Vec<(usize, usize)> {
+        let s = self.settings();
+        let keys: Vec<&Column> = columns.iter().filter(|c| s.is_key(&c.name)).collect();
+        if keys.iter().all(|c| c.array.null_count() == 0) {
+            return gaps;
+        }
+        let names: Vec<&str> = s.key.iter().map(String::as_str).collect();
+        let null_key = |row: usize| keys.iter().any(|c| c.array.is_null(row));
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (off, len) in gaps {
+            let mut at = off;
+            while at < off + len {
+                let is_bad = null_key(at);
+                let start = at;
+                while at < off + len && null_key(at) == is_bad {
+                    at += 1;
+                }
+                if is_bad {
+                    bad.push((start, at - start));
+                } else {
+                    good.push((start, at - start));
+                }
+            }
+        }
+        let rows: usize = bad.iter().map(|(_, n)| n).sum();
+        let message = format!(
+            "{rows} row(s) have no value in the key column(s) {}: a row needs its whole key to be written (the key is the table's primary key); fill it in the source or a transform, then `sluice replay`",
+            names.join(", ")
+        );
+        for (off, len) in bad {
+            report.rejected.push(RejectedRows {
+                rows: batch.slice(off, len),
+                error: self
+                    .backend
+                    .endpoint()
+                    .error(ErrorClass::InvalidRequest, message.clone()),
+            });
+        }
+        self.event(
+            Some(ErrorClass::InvalidRequest),
+            format!("rejected {message}"),
+        );
+        good
+    }
+
     /// `upsert`: keeps the last row of each key, so that one statement never touches a row
     /// twice (PostgreSQL refuses that). Other modes: unchanged.
     fn dedupe(&self, columns: Vec<Column>) -> Result<Vec<Column>, ConnectorError> {
@@ -551,6 +642,17 @@ impl<B: Backend> SqlSink<B> {
             })
             .collect()
     }
+}
+
+/// The load of a sink never told its run: its own, so that it replaces once.
+fn own_load() -> String {
+    static SINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = SINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sink-{}-{nanos:x}-{n}", std::process::id())
 }
 
 /// A key for a column layout: names and kinds.
@@ -609,6 +711,12 @@ impl<B: Backend> Sink for SqlSink<B> {
 
     async fn health(&self) -> Result<Duration, ConnectorError> {
         self.backend.health().await
+    }
+
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), ConnectorError> {
+        self.load = run.load.clone();
+        self.replaced = false;
+        Ok(())
     }
 
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {

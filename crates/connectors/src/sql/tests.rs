@@ -19,6 +19,7 @@ struct State {
     table: Option<Vec<String>>,
     rows: Vec<(i64, String)>,
     ledger: Vec<Entry>,
+    load: Option<String>,
     transactions: usize,
     conflicts_left: usize,
     added: Vec<String>,
@@ -104,6 +105,9 @@ impl Backend for Fake {
             .map(|e| (e.first_row, e.rows))
             .collect())
     }
+    async fn current_load(&self) -> Result<Option<String>, Failure> {
+        Ok(self.state.lock().unwrap().load.clone())
+    }
     async fn write(&self, _: &(), job: &Job<'_>) -> Result<usize, Failure> {
         let mut s = self.state.lock().unwrap();
         s.transactions += 1;
@@ -111,9 +115,10 @@ impl Backend for Fake {
             s.conflicts_left -= 1;
             return Err(Failure::Conflict(err(ErrorClass::Dependency, "deadlock")));
         }
-        if job.truncate {
+        if let Some(load) = job.truncate {
             s.rows.clear();
             s.ledger.clear();
+            s.load = Some(load.to_owned());
         }
         if s.ledger.iter().any(|e| e.key == job.entry.key) {
             return Err(Failure::AlreadyWritten);

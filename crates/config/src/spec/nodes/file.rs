@@ -83,7 +83,7 @@ pub struct FileSink {
     pub path: Spanned<String>,
     /// The format written (`ndjson` or `csv`; `json` writes one array per run).
     pub format: FileFormat,
-    /// `append` to the file or `overwrite` it at the start of each run.
+    /// `append` to the file or `overwrite` it once per load (not in a resumed run or a replay).
     #[serde(default)]
     pub mode: FileWriteMode,
     /// CSV options (only with `format: csv`).
@@ -97,6 +97,6 @@ pub enum FileWriteMode {
     /// Add to it.
     #[default]
     Append,
-    /// Start it afresh at each run.
+    /// Start it afresh once per load: never in a resumed run or a replay.
     Overwrite,
 }

@@ -64,7 +64,7 @@ pub struct SqlSink {
     /// The table, optionally `schema.table`. Quoted as an identifier, never spliced.
     #[schemars(example = &"analytics.orders")]
     pub table: Spanned<String>,
-    /// `append`, `upsert` (by `key`) or `replace` (truncate and load, in one transaction).
+    /// `append`, `upsert` (by `key`) or `replace` (empty the table once per load, in the transaction of its first rows).
     #[serde(default)]
     pub mode: Spanned<WriteMode>,
     /// The key columns of `upsert`.
@@ -97,6 +97,6 @@ pub enum WriteMode {
     Append,
     /// Insert, or update the row with the same `key`.
     Upsert,
-    /// Replace the table's contents (truncate and load in one transaction).
+    /// Replace the table's contents once per load: never in a resumed run or a replay.
     Replace,
 }
