@@ -14,7 +14,6 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use sluice_core::{
     Batch, ConnectorError, ConnectorEvent, ErrorClass, QuarantinedRecords, Source, SourceBatch,
-    schema_fingerprint,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -488,6 +487,10 @@ impl HttpSource {
             }
         }
 
+        // What the batch id hashes: each record as read (never the envelope around them,
+        // which may carry a request id or a timestamp that differs on every response).
+        let digests: Vec<blake3::Hash> = records.iter().map(record_digest).collect();
+        let mut delivered: Vec<bool> = vec![true; digests.len()];
         let batch = if records.is_empty() {
             None
         } else {
@@ -500,6 +503,11 @@ impl HttpSource {
                         format!("{label} could not become an Arrow batch: {m}"),
                     )
                 })?;
+            for b in &converted.bad {
+                if let Some(d) = delivered.get_mut(b.index) {
+                    *d = false;
+                }
+            }
             // Converted records are numbered among the good ones: back to page places.
             let bad: Vec<BadRecord> = converted
                 .bad
@@ -519,10 +527,15 @@ impl HttpSource {
 
         let mut out = Vec::new();
         if let Some(records) = batch.filter(|b| b.num_rows() > 0) {
-            let fingerprint = schema_fingerprint(&records.schema());
+            // The records delivered and the schema they were declared with. An inferred
+            // schema is left out on purpose: it depends on the pages read before in the
+            // run, so a page re-read after a resume would otherwise change its id.
             let mut hasher = blake3::Hasher::new();
-            hasher.update(&f.body);
-            hasher.update(fingerprint.as_bytes());
+            for (digest, _) in digests.iter().zip(&delivered).filter(|(_, d)| **d) {
+                hasher.update(digest.as_bytes());
+            }
+            hasher.update(&serde_json::to_vec(&self.cfg.schema).unwrap_or_default());
+            hasher.update(&serde_json::to_vec(&self.cfg.nested).unwrap_or_default());
             if let Some(only) = &self.only {
                 for i in only {
                     hasher.update(&(*i as u64).to_le_bytes());
@@ -700,6 +713,14 @@ impl HttpSource {
             }
         }
     }
+}
+
+/// A record's hash, from its JSON (the same record gives the same hash on every read).
+fn record_digest(record: &Value) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    // Writing into a hasher cannot fail, nor can serializing a JSON value.
+    let _ = serde_json::to_writer(&mut hasher, record);
+    hasher.finalize()
 }
 
 /// The later of two watermarks: RFC 3339 times by instant, numbers by value, other text
