@@ -172,3 +172,79 @@ fn text_port(line: &str) -> u16 {
         .parse()
         .unwrap()
 }
+
+/// A folder an earlier demo made, where the user has since put their own things: the next
+/// demo removes only what the earlier one made. A non-empty folder no demo made is refused
+/// and left as it was.
+#[test]
+fn a_demo_removes_only_what_a_demo_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    std::fs::create_dir_all(dir.join(".sluice")).unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    // The marker as an earlier demo left it (it listed nothing), and what that demo made.
+    std::fs::write(
+        dir.join(".sluice-demo"),
+        "made by `sluice demo`; emptied by the next one\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(".sluice/state.db"), "not a database").unwrap();
+    std::fs::write(dir.join("quickstart.yaml"), "stale").unwrap();
+    // What the user added since.
+    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+
+    let demo = |dir: &str| {
+        run(sluice()
+            .current_dir(tmp.path())
+            .args(["demo", "--plain", "--no-wait", "--port", "0", "--records"])
+            .arg("100")
+            .args(["--dir", dir])
+            .stdin(Stdio::null()))
+    };
+    let (out, text) = demo("demo");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Starting afresh"), "{text}");
+    assert!(text.contains("kept the 3 others"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".git/HEAD")).unwrap(),
+        "ref: refs/heads/main\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(rows(&dir.join("quickstart.db")).0, 100 - MALFORMED);
+    let marker = std::fs::read_to_string(dir.join(".sluice-demo")).unwrap();
+    let listed: Vec<&str> = marker.lines().skip(1).collect();
+    assert!(
+        listed.contains(&"quickstart.db") && listed.contains(&".sluice"),
+        "{marker}"
+    );
+    for mine in ["src", ".git", "notes.txt"] {
+        assert!(
+            !listed.contains(&mine),
+            "the marker claims `{mine}`:\n{marker}"
+        );
+    }
+
+    // Again: the user's entries still stay.
+    let (out, text) = demo("demo");
+    assert!(out.status.success(), "{text}");
+    assert!(dir.join("src/main.rs").exists() && dir.join(".git/HEAD").exists());
+
+    // A folder no demo made, not empty: refused, untouched.
+    let other = tmp.path().join("project");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("Cargo.toml"), "[package]\n").unwrap();
+    let (out, text) = demo("project");
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("is not a demo's folder"), "{text}");
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}

@@ -13,3 +13,4 @@ pub mod file;
 pub mod http;
 pub mod http_sink;
 pub mod sql;
+mod watermark;

@@ -35,6 +35,7 @@ fn incremental(t: &Target, table: &str) -> SqlSourceConfig {
     c.watermark = Some(WatermarkConfig {
         column: "at".into(),
         initial: serde_json::json!("1970-01-01T00:00:00Z"),
+        future_tolerance: std::time::Duration::from_secs(3600),
     });
     c.batch_rows = 300;
     c

@@ -347,6 +347,7 @@ pub(crate) fn http_source_config(
         param: i.value.param.clone(),
         lookback: i.value.lookback.as_ref().map(|l| l.value.get()),
         initial: i.value.initial.clone(),
+        future_tolerance: i.value.future_tolerance.value.get(),
     });
     if let Some(r) = &spec.rate_limit {
         c.rate_limit.requests_per_second = Some(r.requests_per_second.value);
@@ -425,6 +426,7 @@ fn sql_source_config(
                 .unwrap_or_else(|_| serde_json::Value::from(text.clone())),
             None => serde_json::Value::from(0),
         },
+        future_tolerance: w.future_tolerance.value.get(),
     });
     c.batch_rows = spec.fetch_size.value as usize;
     if let Some(b) = &node.batching {

@@ -23,6 +23,7 @@ pub mod build;
 mod deliver;
 mod events;
 pub mod health;
+mod killpoint;
 mod load;
 mod pipeline;
 mod replay;

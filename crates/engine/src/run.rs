@@ -442,6 +442,7 @@ impl Executor {
                     attempt = 0;
                     let rows = read.batch.num_rows();
                     self.publish_with_retry(ctx, &topic, &read.batch).await?;
+                    crate::killpoint::reached("before_checkpoint", &ctx.node).await;
                     // The buffer acknowledged the batch: only now may the source move on.
                     if let Some(checkpoint) = &read.checkpoint {
                         self.store
@@ -827,7 +828,7 @@ impl Target for TransformTarget {
     async fn handle(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
         let records = self.transform.apply(batch.records.clone())?;
         let rows = records.num_rows();
-        let out = Batch::new(&self.pipeline, &self.node, batch.position.clone(), records);
+        let out = Batch::derived(&self.pipeline, &self.node, batch, records);
         self.buffer
             .publish(&self.topic, &out)
             .await

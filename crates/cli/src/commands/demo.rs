@@ -20,16 +20,31 @@ use super::run::{print_summary, run_once, show_progress};
 const QUICKSTART: &str = include_str!("../../../../pipelines/quickstart.yaml");
 /// The API address `pipelines/quickstart.yaml` defaults to.
 const DEFAULT_API: &str = "http://127.0.0.1:18080";
-/// Marks a folder as the demo's, so a second run may empty it.
+/// Marks a folder as the demo's and lists what the demo made in it: the next demo
+/// removes those entries, and nothing else.
 const MARKER: &str = ".sluice-demo";
+/// The first line of the marker; the entries the demo made follow, one name a line.
+const MARKER_HEADER: &str =
+    "made by `sluice demo`; the next demo removes the entries listed below, and nothing else";
+/// What a demo makes in its folder (the pipeline, its SQLite file, the state store and the
+/// buffer), listed in the marker from the start so that a demo cut short is cleaned too.
+const MADE: &[&str] = &[
+    "quickstart.yaml",
+    "quickstart.db",
+    "quickstart.db-wal",
+    "quickstart.db-shm",
+    "quickstart.db-journal",
+    ".sluice",
+];
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Records the mock API serves.
     #[arg(long, default_value_t = 5000)]
     records: u64,
-    /// The demo's folder: its pipeline, state store, buffer and SQLite file. A folder a
-    /// previous demo made is emptied first; any other non-empty folder is refused.
+    /// The demo's folder: its pipeline, state store, buffer and SQLite file. In a folder a
+    /// previous demo made, what that demo made is removed first (and nothing else); any
+    /// other non-empty folder is refused.
     #[arg(long, default_value = "sluice-demo")]
     dir: PathBuf,
     /// The mock API's port on 127.0.0.1 (0: any free port).
@@ -46,7 +61,7 @@ pub(crate) struct DemoArgs {
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.records >= 100, "--records must be at least 100");
-    let dir = prepare_dir(&args.dir)?;
+    let (dir, before) = prepare_dir(&args.dir)?;
     let mock = MockApi::start(MockConfig {
         port: args.port,
         ..MockConfig::demo(args.records)
@@ -87,8 +102,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let exec = Executor::new(store, buffer).with_events(tx);
     let live = !args.plain && std::io::stderr().is_terminal();
     let printer = tokio::spawn(show_progress(rx, live));
-    let summary = run_once(&exec, &plan, &ctx).await?;
+    let summary = run_once(&exec, &plan, &ctx).await;
     drop(exec);
+    // Whatever the run made beside the known entries is the demo's too.
+    write_marker(&dir, &made_since(&dir, &before))?;
+    let summary = summary?;
     let tally = printer.await.unwrap_or_default();
     print_summary(&summary, &plan, std::path::Path::new("quickstart.yaml"));
 
@@ -142,34 +160,113 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The demo's folder, made (or emptied, if a previous demo made it) and canonical.
-fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+/// The demo's folder, made (or cleared of what a previous demo made there) and canonical,
+/// with the entries it held that are not the demo's (kept untouched).
+fn prepare_dir(dir: &Path) -> anyhow::Result<(PathBuf, Vec<String>)> {
     if dir.exists() {
-        let ours = dir.join(MARKER).exists();
-        let empty = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .next()
-            .is_none();
-        if ours {
+        let marker = dir.join(MARKER);
+        let names = entries(dir)?;
+        if marker.exists() {
+            let listed = std::fs::read_to_string(&marker)
+                .with_context(|| format!("cannot read {}", marker.display()))?;
+            let made = made_by_demo(&listed);
+            let mut removed = 0;
+            for name in &made {
+                let path = dir.join(name);
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                }
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+                removed += 1;
+            }
+            let kept = names
+                .iter()
+                .filter(|n| n.as_str() != MARKER && !made.contains(n))
+                .count();
             eprintln!(
-                "Starting afresh: emptied {} (a previous demo's).",
-                dir.display()
+                "Starting afresh: removed the {removed} entries a previous demo made in {}{}.",
+                dir.display(),
+                if kept > 0 {
+                    format!(" (kept the {kept} others, which it did not make)")
+                } else {
+                    String::new()
+                }
             );
-            std::fs::remove_dir_all(dir)
-                .with_context(|| format!("cannot empty {}", dir.display()))?;
-        } else if !empty {
+        } else if !names.is_empty() {
             anyhow::bail!(
-                "{} exists and is not a demo folder; pass another with --dir",
+                "{} is not empty and is not a demo's folder (it has no {MARKER}): the demo writes only into an empty folder or one an earlier demo made; pass another with --dir",
                 dir.display()
             );
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(
-        dir.join(MARKER),
-        "made by `sluice demo`; emptied by the next one\n",
-    )?;
-    Ok(std::fs::canonicalize(dir)?)
+    let before: Vec<String> = entries(dir)?.into_iter().filter(|n| n != MARKER).collect();
+    let made: Vec<String> = MADE
+        .iter()
+        .map(|n| (*n).to_owned())
+        .filter(|n| !before.contains(n))
+        .collect();
+    write_marker(dir, &made)?;
+    Ok((std::fs::canonicalize(dir)?, before))
+}
+
+/// The names in a folder.
+fn entries(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+/// The entries a marker lists: plain names in the folder only (never a path that leads
+/// elsewhere). A marker of an older demo lists none: it made the known entries.
+fn made_by_demo(marker: &str) -> Vec<String> {
+    let listed: Vec<String> = marker
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|n| {
+            !n.is_empty() && *n != "." && *n != ".." && *n != MARKER && !n.contains(['/', '\\'])
+        })
+        .map(str::to_owned)
+        .collect();
+    if listed.is_empty() {
+        MADE.iter().map(|n| (*n).to_owned()).collect()
+    } else {
+        listed
+    }
+}
+
+/// The known entries plus whatever appeared in the folder since `before` was taken.
+fn made_since(dir: &Path, before: &[String]) -> Vec<String> {
+    let mut made: Vec<String> = MADE
+        .iter()
+        .map(|n| (*n).to_owned())
+        .filter(|n| !before.contains(n))
+        .collect();
+    for name in entries(dir).unwrap_or_default() {
+        if name != MARKER && !before.contains(&name) && !made.contains(&name) {
+            made.push(name);
+        }
+    }
+    made
+}
+
+fn write_marker(dir: &Path, made: &[String]) -> anyhow::Result<()> {
+    let mut text = format!("{MARKER_HEADER}\n");
+    for name in made {
+        text.push_str(name);
+        text.push('\n');
+    }
+    let path = dir.join(MARKER);
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Rows in the demo's SQLite table.

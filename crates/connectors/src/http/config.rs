@@ -442,9 +442,20 @@ pub struct IncrementalConfig {
     /// Re-read this far behind the watermark, for records committed late upstream.
     #[serde(default, with = "opt_duration")]
     pub lookback: Option<Duration>,
-    /// The watermark of the first run (else the first run reads everything).
+    /// The watermark of the first run (else the first run reads everything). Its form
+    /// (a timestamp, a number) is the watermark's type unless `schema` declares the field.
     #[serde(default)]
     pub initial: Option<String>,
+    /// How far past the run's start a value may be and still become the watermark. A
+    /// later one (an upstream clock gone wrong) is delivered but left out of the
+    /// watermark and reported as `contract_changed`. Times without a zone get 14 hours
+    /// more (they may be local times).
+    #[serde(default = "default_future_tolerance", with = "duration")]
+    pub future_tolerance: Duration,
+}
+
+fn default_future_tolerance() -> Duration {
+    crate::watermark::DEFAULT_FUTURE_TOLERANCE
 }
 
 /// Request rate limits of this source.

@@ -3,20 +3,24 @@
 use super::auth::Auth;
 use super::breaker::BreakerRegistry;
 use super::classify::{Redactor, evidence, host_of};
-use super::config::{BadRecordPolicy, HttpMethod, HttpSourceConfig, RecordsConfig, SchemaPolicy};
+use super::config::{
+    BadRecordPolicy, ColumnType, HttpMethod, HttpSourceConfig, RecordsConfig, SchemaConfig,
+    SchemaPolicy,
+};
 use super::fetch::{Fetched, Fetcher, RequestSpec};
 use super::origin::{Origins, origin_text};
 use super::pagination::{PageMeta, Pager, Position};
 use super::ratelimit::Limiter;
 use super::records::{BadRecord, Converter, ExtractError, RecordsAt, extract, field};
 use super::template::{render_json, render_str};
+use crate::watermark::{Guard, Kind, newer};
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use sluice_core::redact::is_template_only;
 use sluice_core::{
     Batch, ConnectorError, ConnectorEvent, ErrorClass, QuarantinedRecords, Secret, Source,
-    SourceBatch, schema_fingerprint,
+    SourceBatch,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -55,6 +59,8 @@ pub struct HttpSource {
     start_watermark: Option<Value>,
     /// The greatest watermark seen in this run.
     max_seen: Option<Value>,
+    /// Which values may become the watermark (`incremental` only).
+    guard: Option<Guard>,
     pages_read: u64,
     ready: VecDeque<SourceBatch>,
     /// The last batch of the latest page, held until the next page tells whether it
@@ -167,7 +173,7 @@ impl HttpSource {
                     Some(Ok(pos)) => {
                         notes.push(format!("resumed an unfinished run at {pos:?}"));
                         pager.pos = pos;
-                        start_watermark = wm.or(initial);
+                        start_watermark = wm.or(initial.clone());
                         max_seen = cp.get("max_seen").filter(|v| !v.is_null()).cloned();
                     }
                     _ => notes.push(
@@ -176,7 +182,45 @@ impl HttpSource {
                     ),
                 }
             } else {
-                start_watermark = wm.or(initial);
+                start_watermark = wm.or(initial.clone());
+            }
+        }
+        // The watermark's guard: a stored watermark it refuses (in the future, or not of
+        // the declared type, as an older version could store) gives way to `initial`.
+        let guard = config.incremental.as_ref().map(|inc| {
+            let mut g = Guard::new(&inc.field, chrono::Utc::now(), inc.future_tolerance);
+            let declared = match &config.schema {
+                SchemaConfig::Columns(cols) => cols
+                    .iter()
+                    .find(|c| c.name == inc.field)
+                    .map(|c| c.data_type),
+                SchemaConfig::Infer => None,
+            };
+            match declared {
+                Some(ColumnType::Timestamp | ColumnType::Date) => g.declare(Kind::Time, true),
+                Some(ColumnType::Int64 | ColumnType::Float64) => g.declare(Kind::Number, false),
+                _ => {
+                    if let Some(i) = &initial {
+                        g.declare_like(i);
+                    }
+                }
+            }
+            g
+        });
+        let mut contract = Vec::new();
+        if let Some(g) = &guard {
+            if let Some(wm) = &start_watermark
+                && Some(wm) != initial.as_ref()
+                && g.refuse(wm).is_some()
+            {
+                contract.push(format!(
+                    "the stored watermark {wm} is in the future or not of the watermark's type: starting from {} instead",
+                    initial.as_ref().map_or("the beginning".to_owned(), ToString::to_string)
+                ));
+                start_watermark = initial.clone();
+            }
+            if max_seen.as_ref().is_some_and(|m| g.refuse(m).is_some()) {
+                max_seen = None;
             }
         }
         let source = HttpSource {
@@ -191,6 +235,7 @@ impl HttpSource {
             templates,
             start_watermark,
             max_seen,
+            guard,
             pages_read: 0,
             ready: VecDeque::new(),
             held: None,
@@ -204,6 +249,9 @@ impl HttpSource {
         };
         for n in notes {
             source.fetcher.event(None, n);
+        }
+        for n in contract {
+            source.fetcher.event(Some(ErrorClass::ContractChanged), n);
         }
         Ok(source)
     }
@@ -502,15 +550,29 @@ impl HttpSource {
             }
         }
 
-        // The watermark: the greatest value of the field on this page.
-        if let Some(inc) = &self.cfg.incremental {
-            for r in &records {
-                if let Some(v) = field(r, &inc.field) {
+        // The watermark: the greatest value of the field on this page, of those the guard
+        // admits (a value far in the future or of another type would stall the source).
+        if let (Some(inc), Some(guard)) = (&self.cfg.incremental, &mut self.guard) {
+            let values: Vec<&Value> = records
+                .iter()
+                .filter_map(|r| field(r, &inc.field))
+                .collect();
+            guard.learn(values.iter().copied());
+            for v in values {
+                if guard.admit(v) {
                     self.max_seen = newer(self.max_seen.take(), Some(v.clone()));
                 }
             }
+            for message in guard.report(&label) {
+                self.fetcher
+                    .event(Some(ErrorClass::ContractChanged), message);
+            }
         }
 
+        // What the batch id hashes: each record as read (never the envelope around them,
+        // which may carry a request id or a timestamp that differs on every response).
+        let digests: Vec<blake3::Hash> = records.iter().map(record_digest).collect();
+        let mut delivered: Vec<bool> = vec![true; digests.len()];
         let batch = if records.is_empty() {
             None
         } else {
@@ -523,6 +585,11 @@ impl HttpSource {
                         format!("{label} could not become an Arrow batch: {m}"),
                     )
                 })?;
+            for b in &converted.bad {
+                if let Some(d) = delivered.get_mut(b.index) {
+                    *d = false;
+                }
+            }
             // Converted records are numbered among the good ones: back to page places.
             let bad: Vec<BadRecord> = converted
                 .bad
@@ -542,10 +609,15 @@ impl HttpSource {
 
         let mut out = Vec::new();
         if let Some(records) = batch.filter(|b| b.num_rows() > 0) {
-            let fingerprint = schema_fingerprint(&records.schema());
+            // The records delivered and the schema they were declared with. An inferred
+            // schema is left out on purpose: it depends on the pages read before in the
+            // run, so a page re-read after a resume would otherwise change its id.
             let mut hasher = blake3::Hasher::new();
-            hasher.update(&f.body);
-            hasher.update(fingerprint.as_bytes());
+            for (digest, _) in digests.iter().zip(&delivered).filter(|(_, d)| **d) {
+                hasher.update(digest.as_bytes());
+            }
+            hasher.update(&serde_json::to_vec(&self.cfg.schema).unwrap_or_default());
+            hasher.update(&serde_json::to_vec(&self.cfg.nested).unwrap_or_default());
             if let Some(only) = &self.only {
                 for i in only {
                     hasher.update(&(*i as u64).to_le_bytes());
@@ -806,33 +878,12 @@ fn shown_params(config: &HttpSourceConfig) -> Vec<String> {
     out
 }
 
-/// The later of two watermarks: RFC 3339 times by instant, numbers by value, other text
-/// by its order.
-pub(crate) fn newer(a: Option<Value>, b: Option<Value>) -> Option<Value> {
-    match (a, b) {
-        (None, x) | (x, None) => x.filter(|v| !v.is_null()),
-        (Some(a), Some(b)) => {
-            if b.is_null() {
-                return Some(a);
-            }
-            let later = match (&a, &b) {
-                (Value::Number(x), Value::Number(y)) => {
-                    y.as_f64().unwrap_or(f64::MIN) > x.as_f64().unwrap_or(f64::MIN)
-                }
-                (Value::String(x), Value::String(y)) => {
-                    match (
-                        chrono::DateTime::parse_from_rfc3339(x),
-                        chrono::DateTime::parse_from_rfc3339(y),
-                    ) {
-                        (Ok(x), Ok(y)) => y > x,
-                        _ => y > x,
-                    }
-                }
-                _ => false,
-            };
-            Some(if later { b } else { a })
-        }
-    }
+/// A record's hash, from its JSON (the same record gives the same hash on every read).
+fn record_digest(record: &Value) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    // Writing into a hasher cannot fail, nor can serializing a JSON value.
+    let _ = serde_json::to_writer(&mut hasher, record);
+    hasher.finalize()
 }
 
 #[async_trait]

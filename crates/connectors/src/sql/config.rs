@@ -237,6 +237,16 @@ pub struct WatermarkConfig {
     /// The value bound to `:watermark` on the first run (no checkpoint yet): a string
     /// (`"1970-01-01T00:00:00Z"`) or a number (`0`).
     pub initial: serde_json::Value,
+    /// How far past the run's start a timestamp may be and still become the watermark.
+    /// A later one (an upstream clock gone wrong) is delivered but left out of the
+    /// checkpoint and reported as `contract_changed`. Times without a zone get 14 hours
+    /// more (they may be local times).
+    #[serde(default = "default_future_tolerance", with = "crate::http::duration")]
+    pub future_tolerance: std::time::Duration,
+}
+
+fn default_future_tolerance() -> std::time::Duration {
+    crate::watermark::DEFAULT_FUTURE_TOLERANCE
 }
 
 /// A database read by `type: postgres | mysql | sqlite` with `query`.

@@ -10,6 +10,7 @@
 use super::config::{Dialect, SqlSourceConfig};
 use super::error::Endpoint;
 use super::{mysql, postgres, sqlite};
+use crate::watermark::{Guard, Kind as WmKind, parse_time};
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder,
     Float64Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
@@ -17,7 +18,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use async_trait::async_trait;
-use sluice_core::{Batch, ConnectorError, ErrorClass, Source, SourceBatch, SourcePosition};
+use sluice_core::{
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, Source, SourceBatch, SourcePosition,
+};
 use sqlx::types::chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use sqlx::{
     AssertSqlSafe, Column as _, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo,
@@ -26,7 +29,7 @@ use sqlx::{
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -90,6 +93,10 @@ pub(crate) struct SqlSource {
     pipeline: String,
     node: String,
     watermark: Option<serde_json::Value>,
+    /// When the run started: watermarks later than this plus the tolerance are refused.
+    started: chrono::DateTime<chrono::Utc>,
+    /// Events of the reading task, for `drain_events`.
+    events: Arc<Mutex<Vec<ConnectorEvent>>>,
     rx: Option<mpsc::Receiver<Result<SourceBatch, ConnectorError>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -103,13 +110,30 @@ impl SqlSource {
     ) -> Result<SqlSource, ConnectorError> {
         let dialect = Dialect::from_url(config.url.expose())
             .map_err(|e| ConnectorError::new(ErrorClass::InvalidRequest, e))?;
+        let started = chrono::Utc::now();
+        let mut events = Vec::new();
         let watermark = config.watermark.as_ref().map(|w| {
-            checkpoint
+            let stored = checkpoint
                 .as_ref()
                 .and_then(|c| c.get("watermark"))
                 .filter(|v| !v.is_null())
-                .cloned()
-                .unwrap_or_else(|| w.initial.clone())
+                .cloned();
+            match stored {
+                // A stored watermark in the future (as an older version could store)
+                // would read nothing ever again: start from `initial` instead.
+                Some(v) if Guard::new(&w.column, started, w.future_tolerance).refuse(&v).is_some() => {
+                    events.push(ConnectorEvent {
+                        class: Some(ErrorClass::ContractChanged),
+                        message: format!(
+                            "the stored watermark {v} of `{}` is later than the run's start plus future_tolerance: starting from the initial {} instead",
+                            w.column, w.initial
+                        ),
+                    });
+                    w.initial.clone()
+                }
+                Some(v) => v,
+                None => w.initial.clone(),
+            }
         });
         Ok(SqlSource {
             config,
@@ -117,6 +141,8 @@ impl SqlSource {
             pipeline: pipeline.to_owned(),
             node: node.to_owned(),
             watermark,
+            started,
+            events: Arc::new(Mutex::new(events)),
             rx: None,
             task: None,
         })
@@ -142,6 +168,8 @@ impl Source for SqlSource {
                 pipeline: self.pipeline.clone(),
                 node: self.node.clone(),
                 watermark: self.watermark.clone(),
+                started: self.started,
+                events: self.events.clone(),
                 tx,
             };
             self.task = Some(tokio::spawn(ctx.run()));
@@ -152,6 +180,10 @@ impl Source for SqlSource {
             None => Ok(None),
         }
     }
+
+    fn drain_events(&mut self) -> Vec<ConnectorEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// The reading task's state.
@@ -161,6 +193,8 @@ struct Reader {
     pipeline: String,
     node: String,
     watermark: Option<serde_json::Value>,
+    started: chrono::DateTime<chrono::Utc>,
+    events: Arc<Mutex<Vec<ConnectorEvent>>>,
     tx: mpsc::Sender<Result<SourceBatch, ConnectorError>>,
 }
 
@@ -317,7 +351,13 @@ impl Reader {
                         ),
                         None => None,
                     };
-                    acc.insert(Accumulator::new(cols, wm, self.config.batch_rows))
+                    let guard = match (&self.config.watermark, wm) {
+                        (Some(w), Some(i)) => Some(self.guard(w, cols[i].1)),
+                        _ => None,
+                    };
+                    let mut a = Accumulator::new(cols, wm, self.config.batch_rows);
+                    a.guard = guard;
+                    acc.insert(a)
                 }
             };
             for i in 0..a.kinds.len() {
@@ -344,6 +384,25 @@ impl Reader {
         Ok(())
     }
 
+    /// The guard of the watermark column: its type is the column's, or for text, a
+    /// timestamp when the watermark the run starts from is one (else learned as rows come).
+    fn guard(&self, w: &super::config::WatermarkConfig, kind: Kind) -> Guard {
+        let mut g = Guard::new(&w.column, self.started, w.future_tolerance);
+        match kind {
+            Kind::Date | Kind::Timestamp { .. } => g.declare(WmKind::Time, false),
+            Kind::I16 | Kind::I32 | Kind::I64 | Kind::U64 | Kind::F32 | Kind::F64 => {
+                g.declare(WmKind::Number, false)
+            }
+            _ => {
+                let start = self.watermark.as_ref().and_then(|v| v.as_str());
+                if start.and_then(parse_time).is_some() {
+                    g.declare(WmKind::Time, false);
+                }
+            }
+        }
+        g
+    }
+
     fn emit(
         &self,
         a: &mut Accumulator,
@@ -352,6 +411,20 @@ impl Reader {
     ) -> Result<SourceBatch, String> {
         let last = a.last_watermark.take();
         let records = a.finish()?;
+        if let Some(g) = &mut a.guard {
+            let at = format!(
+                "rows {} to {} of the run",
+                *offset + 1,
+                *offset + records.num_rows() as u64
+            );
+            let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            for message in g.report(&at) {
+                events.push(ConnectorEvent {
+                    class: Some(ErrorClass::ContractChanged),
+                    message,
+                });
+            }
+        }
         let position = match start {
             Some(w) => SourcePosition::Watermark(match w {
                 serde_json::Value::String(s) => s.clone(),
@@ -460,6 +533,8 @@ struct Accumulator {
     rows: usize,
     watermark: Option<usize>,
     last_watermark: Option<serde_json::Value>,
+    /// Which watermark values may become the checkpoint.
+    guard: Option<Guard>,
 }
 
 impl Accumulator {
@@ -496,15 +571,17 @@ impl Accumulator {
             rows: 0,
             watermark,
             last_watermark: None,
+            guard: None,
         }
     }
 
     fn push(&mut self, i: usize, cell: Cell) -> Result<(), String> {
         let kind = self.kinds[i];
-        if self.watermark == Some(i) {
-            if let Some(w) = cell.watermark(kind) {
-                self.last_watermark = Some(w);
-            }
+        if self.watermark == Some(i)
+            && let Some(w) = cell.watermark(kind)
+            && self.guard.as_mut().is_none_or(|g| g.admit(&w))
+        {
+            self.last_watermark = Some(w);
         }
         let b = self.builders[i].as_any_mut();
         let mismatch =

@@ -51,6 +51,15 @@ pub struct MockConfig {
     /// redact its own secrets from what it shows of such an answer.
     #[serde(default)]
     pub echo_requests: bool,
+    /// Records served with this text as their `updated_at`, the way an upstream whose
+    /// clock or data went wrong serves them (`"2999-01-01T00:00:00Z"`, `"not a date"`).
+    /// `updated_since` selects them by that time when it is RFC 3339, else by their own.
+    #[serde(default)]
+    pub updated_at_overrides: std::collections::BTreeMap<u64, String>,
+    /// Every response's envelope carries a new `request_id` and `served_at`, as many APIs
+    /// do: the same page reads as a different body each time, with the same records.
+    #[serde(default)]
+    pub envelope_noise: bool,
 }
 
 impl Default for MockConfig {
@@ -67,6 +76,8 @@ impl Default for MockConfig {
             drift: None,
             malformed_records: Vec::new(),
             echo_requests: false,
+            updated_at_overrides: std::collections::BTreeMap::new(),
+            envelope_noise: false,
         }
     }
 }

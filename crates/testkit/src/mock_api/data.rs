@@ -2,6 +2,7 @@
 
 use super::config::{Drift, DriftChange};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 /// 2024-01-01T00:00:00Z.
 const BASE_EPOCH: i64 = 1_704_067_200;
@@ -12,6 +13,8 @@ pub(crate) struct DataSet {
     seed: u64,
     drift: Option<Drift>,
     malformed: Vec<u64>,
+    /// Records served with another `updated_at` text.
+    overrides: BTreeMap<u64, String>,
     /// `updated_at` of each record as Unix seconds, index `id - 1`.
     updated: Vec<i64>,
     /// Each record's JSON text, index `id - 1`.
@@ -21,18 +24,30 @@ pub(crate) struct DataSet {
 }
 
 impl DataSet {
-    pub(crate) fn new(records: u64, seed: u64, drift: Option<Drift>, malformed: Vec<u64>) -> Self {
+    pub(crate) fn new(
+        records: u64,
+        seed: u64,
+        drift: Option<Drift>,
+        malformed: Vec<u64>,
+        overrides: BTreeMap<u64, String>,
+    ) -> Self {
         let mut set = DataSet {
             seed,
             drift,
             malformed,
+            overrides,
             updated: Vec::with_capacity(records as usize),
             json: Vec::with_capacity(records as usize),
             touch_clock: BASE_EPOCH + (records as i64 + 2) * 60,
         };
         for id in 1..=records {
             let mut rng = SplitMix(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let updated = BASE_EPOCH + id as i64 * 60 + (rng.next() % 60) as i64;
+            let mut updated = BASE_EPOCH + id as i64 * 60 + (rng.next() % 60) as i64;
+            if let Some(at) = set.overrides.get(&id)
+                && let Ok(t) = chrono::DateTime::parse_from_rfc3339(at)
+            {
+                updated = t.timestamp();
+            }
             set.updated.push(updated);
             let text = set.render(id, updated);
             set.json.push(text);
@@ -85,6 +100,7 @@ impl DataSet {
                 continue;
             };
             if index < self.json.len() {
+                self.overrides.remove(&id);
                 self.updated[index] = self.touch_clock;
                 self.json[index] = self.render(id, self.touch_clock);
             }
@@ -100,6 +116,9 @@ impl DataSet {
             && id >= drift.from_id
         {
             apply_drift(map, drift.change, id);
+        }
+        if let (Some(at), Value::Object(map)) = (self.overrides.get(&id), &mut value) {
+            map.insert("updated_at".to_owned(), Value::String(at.clone()));
         }
         value.to_string()
     }
@@ -277,8 +296,8 @@ mod tests {
 
     #[test]
     fn records_are_deterministic_nested_and_sized_like_real_ones() {
-        let a = DataSet::new(200, 7, None, vec![]);
-        let b = DataSet::new(200, 7, None, vec![]);
+        let a = DataSet::new(200, 7, None, vec![], BTreeMap::new());
+        let b = DataSet::new(200, 7, None, vec![], BTreeMap::new());
         for i in 0..200 {
             assert_eq!(a.json(i), b.json(i));
             let len = a.json(i).len();
@@ -296,7 +315,7 @@ mod tests {
 
     #[test]
     fn touch_moves_updated_at_past_every_other_record() {
-        let mut set = DataSet::new(50, 1, None, vec![]);
+        let mut set = DataSet::new(50, 1, None, vec![], BTreeMap::new());
         let max = *set.updated.iter().max().unwrap();
         set.touch(&[3, 9]);
         assert_eq!(set.select(Some(max)), vec![2, 8]);
@@ -308,7 +327,7 @@ mod tests {
             from_id: 3,
             change: DriftChange::Rename,
         };
-        let set = DataSet::new(5, 1, Some(drift), vec![5]);
+        let set = DataSet::new(5, 1, Some(drift), vec![5], BTreeMap::new());
         assert!(set.record(2).unwrap().get("status").is_some());
         assert!(set.record(3).unwrap().get("state").is_some());
         assert!(set.record(5).unwrap().is_string());

@@ -45,6 +45,7 @@ impl MockState {
             config.seed,
             config.drift.clone(),
             config.malformed_records.clone(),
+            config.updated_at_overrides.clone(),
         );
         MockState {
             faults: Mutex::new(config.faults.clone()),
@@ -728,6 +729,23 @@ fn page_of(state: &MockState, since: Option<i64>, offset: u64, size: u64) -> Pag
     }
 }
 
+/// A JSON envelope as the route made it, with a new `request_id` and `served_at` in front
+/// when the config asks for noise.
+fn enveloped(state: &MockState, text: String) -> Response {
+    if !state.config.envelope_noise {
+        return json_response(text);
+    }
+    let n = state
+        .all_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let rest = text.strip_prefix('{').unwrap_or(&text);
+    json_response(format!(
+        r#"{{"request_id":"req-{n}-{}","served_at":"{at}",{rest}"#,
+        state.started.elapsed().as_nanos()
+    ))
+}
+
 fn json_response(text: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
@@ -764,20 +782,26 @@ fn route(
             too_large(state, size)?;
             let p = page_of(state, since, (page - 1).saturating_mul(size), size);
             let has_more = p.offset + p.count < p.total;
-            Ok(json_response(format!(
-                r#"{{"data":{{"items":{}}},"meta":{{"page":{page},"per_page":{size},"total":{},"has_more":{has_more}}}}}"#,
-                p.items, p.total
-            )))
+            Ok(enveloped(
+                state,
+                format!(
+                    r#"{{"data":{{"items":{}}},"meta":{{"page":{page},"per_page":{size},"total":{},"has_more":{has_more}}}}}"#,
+                    p.items, p.total
+                ),
+            ))
         }
         ("GET", "/offset/items") => {
             let offset = num_param(q, "offset", 0)?;
             let size = size_param(q, &["limit"], default_size)?;
             too_large(state, size)?;
             let p = page_of(state, since, offset, size);
-            Ok(json_response(format!(
-                r#"{{"data":{{"items":{}}},"meta":{{"offset":{offset},"limit":{size},"total":{}}}}}"#,
-                p.items, p.total
-            )))
+            Ok(enveloped(
+                state,
+                format!(
+                    r#"{{"data":{{"items":{}}},"meta":{{"offset":{offset},"limit":{size},"total":{}}}}}"#,
+                    p.items, p.total
+                ),
+            ))
         }
         ("GET", "/cursor/items") => {
             let offset = match q.get("cursor").map(String::as_str) {
@@ -798,10 +822,13 @@ fn route(
             } else {
                 "null".to_owned()
             };
-            Ok(json_response(format!(
-                r#"{{"data":{{"items":{}}},"meta":{{"next_cursor":{next}}}}}"#,
-                p.items
-            )))
+            Ok(enveloped(
+                state,
+                format!(
+                    r#"{{"data":{{"items":{}}},"meta":{{"next_cursor":{next}}}}}"#,
+                    p.items
+                ),
+            ))
         }
         ("GET", "/next/items") => {
             let offset = num_param(q, "after", 0)?;
@@ -816,10 +843,13 @@ fn route(
             } else {
                 "null".to_owned()
             };
-            Ok(json_response(format!(
-                r#"{{"data":{{"items":{}}},"links":{{"next":{next}}}}}"#,
-                p.items
-            )))
+            Ok(enveloped(
+                state,
+                format!(
+                    r#"{{"data":{{"items":{}}},"links":{{"next":{next}}}}}"#,
+                    p.items
+                ),
+            ))
         }
         ("GET", "/link/items") => {
             let page = num_param(q, "page", 1)?.max(1);
@@ -875,10 +905,13 @@ fn route(
             let since = since_param(req.get("updated_since").and_then(Value::as_str))?;
             let p = page_of(state, since, (page - 1).saturating_mul(size), size);
             let has_more = p.offset + p.count < p.total;
-            Ok(json_response(format!(
-                r#"{{"data":{{"items":{}}},"meta":{{"page":{page},"page_size":{size},"total":{},"has_more":{has_more}}}}}"#,
-                p.items, p.total
-            )))
+            Ok(enveloped(
+                state,
+                format!(
+                    r#"{{"data":{{"items":{}}},"meta":{{"page":{page},"page_size":{size},"total":{},"has_more":{has_more}}}}}"#,
+                    p.items, p.total
+                ),
+            ))
         }
         _ => Err(error(
             StatusCode::NOT_FOUND,

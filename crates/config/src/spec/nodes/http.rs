@@ -488,9 +488,20 @@ pub struct IncrementalSpec {
     /// Re-read this far behind the watermark, for records committed late upstream.
     #[schemars(example = &"5m")]
     pub lookback: Option<Spanned<Duration>>,
-    /// The watermark of the first run (else the first run reads everything).
+    /// The watermark of the first run (else the first run reads everything). Its form (a
+    /// timestamp, a number) is the watermark's type unless `schema` declares the field.
     #[schemars(example = &"2024-01-01T00:00:00Z")]
     pub initial: Option<String>,
+    /// How far past the run's start a value may be and still become the watermark. A
+    /// later one (an upstream clock gone wrong, `2999-01-01`) and a value of another type
+    /// than the watermark's are delivered, left out of the watermark and reported as
+    /// `contract_changed`. Times without a zone get 14 hours more (they may be local).
+    #[serde(default = "default_future_tolerance")]
+    pub future_tolerance: Spanned<Duration>,
+}
+
+pub(crate) fn default_future_tolerance() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(3600), crate::diag::Pos::START)
 }
 
 /// Request rate limits, kept by one token bucket per node.

@@ -47,6 +47,12 @@ pub struct WatermarkSpec {
     /// The value of `:watermark` on the first run.
     #[schemars(example = &"1970-01-01T00:00:00Z")]
     pub initial: Option<String>,
+    /// How far past the run's start a timestamp may be and still become the watermark. A
+    /// later one (an upstream clock gone wrong, `2999-01-01`) and a value of another type
+    /// than the column's are delivered, left out of the checkpoint and reported as
+    /// `contract_changed`. Times without a zone get 14 hours more (they may be local).
+    #[serde(default = "crate::spec::nodes::http::default_future_tolerance")]
+    pub future_tolerance: Spanned<crate::values::Duration>,
 }
 
 /// A table written with append, upsert or replace. Every batch is written with a ledger
