@@ -4,7 +4,8 @@
 //! `SLUICE_TEST_KILL=before_checkpoint:<node>:<n>[:<millis>]` aborts the process right after
 //! the buffer acknowledged source `<node>`'s `<n>`-th batch of the process and before its
 //! checkpoint is saved, after a pause of `<millis>` (so the nodes downstream can take that
-//! batch first). Unset, as it always is outside those tests, it costs one lookup per process.
+//! batch first). Debug builds only; unset, as it always is outside those tests, it costs one
+//! lookup per process.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,10 @@ fn configured() -> Option<&'static KillPoint> {
     static POINT: OnceLock<Option<KillPoint>> = OnceLock::new();
     POINT
         .get_or_init(|| {
+            // Never in a release build: a stray variable must not crash a production run.
+            if !cfg!(debug_assertions) {
+                return None;
+            }
             let spec = std::env::var("SLUICE_TEST_KILL").ok()?;
             let mut parts = spec.split(':');
             let point = parts.next()?.to_owned();
