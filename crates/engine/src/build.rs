@@ -332,6 +332,9 @@ pub(crate) fn http_source_config(
     if let Some(max) = &spec.max_pages {
         c.max_pages = max.value;
     }
+    if let Some(max) = &spec.max_response_bytes {
+        c.max_response_bytes = usize::try_from(max.value.bytes()).unwrap_or(usize::MAX);
+    }
     c.records = match &spec.records {
         s::RecordsSpec::Root => http::RecordsConfig::Root,
         s::RecordsSpec::Ndjson => http::RecordsConfig::Ndjson,
@@ -531,6 +534,7 @@ fn http_sink_config(
         nested: Default::default(),
         schema_policy: Default::default(),
         bad_records: Default::default(),
+        max_response_bytes: None,
     };
     c.auth = http_source_config(&as_http, node).auth;
     c.format = match spec.format {
