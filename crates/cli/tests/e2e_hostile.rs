@@ -205,3 +205,80 @@ async fn a_gzip_bomb_on_every_page_fails_the_run_with_payload_too_large() {
     assert!(out.contains("max_response_bytes"), "{out}");
     mock.shutdown().await;
 }
+
+/// `in/orders.ndjson`: 20 good lines, one 50 MB line, 20 good lines.
+fn write_long_line_input(dir: &Path, policy: &str) {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(dir.join("in/orders.ndjson")).unwrap());
+    for id in 1..=20 {
+        writeln!(f, "{{\"id\":{id},\"note\":\"ok\"}}").unwrap();
+    }
+    let pad = "x".repeat(1 << 20);
+    write!(f, "{{\"id\":999,\"note\":\"").unwrap();
+    for _ in 0..50 {
+        f.write_all(pad.as_bytes()).unwrap();
+    }
+    writeln!(f, "\"}}").unwrap();
+    for id in 21..=40 {
+        writeln!(f, "{{\"id\":{id},\"note\":\"ok\"}}").unwrap();
+    }
+    f.flush().unwrap();
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        format!(
+            r#"
+pipeline: hostile_line
+nodes:
+  orders:
+    type: file
+    path: in/orders.ndjson
+    format: ndjson
+    batching: {{ max_bytes: 1MiB }}
+    max_record_bytes: 1MiB
+    bad_records: {policy}
+  out:
+    type: file_sink
+    inputs: [orders]
+    path: out/orders.ndjson
+    format: ndjson
+"#
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_line_is_a_bad_record_skipped_quarantined_or_failing_per_policy() {
+    // A quarantined record makes the run `partially_succeeded` (exit 3).
+    for (policy, exit) in [("skip", 0), ("quarantine", 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_long_line_input(dir.path(), policy);
+        let (code, out) = run(dir.path(), &[]).await;
+        assert_eq!(code, Some(exit), "{policy}: {out}");
+        let got = ids(&dir.path().join("out/orders.ndjson"));
+        assert_eq!(got, (1..=40).collect::<Vec<_>>(), "{policy}: {out}");
+        assert!(
+            out.contains("longer than max_record_bytes"),
+            "{policy}: {out}"
+        );
+        if policy == "quarantine" {
+            let listed = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["failed", "list"])
+                .current_dir(dir.path())
+                .env_clear()
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&listed.stdout);
+            assert!(text.contains("hostile_line"), "{text}");
+            assert!(text.contains("invalid_request"), "{text}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_long_line_input(dir.path(), "fail");
+    let (code, out) = run(dir.path(), &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("[invalid_request]"), "{out}");
+    assert!(out.contains("orders.ndjson line 21"), "{out}");
+}

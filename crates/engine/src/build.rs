@@ -458,6 +458,19 @@ fn file_source_config(
         c.max_rows = (b.max_rows as usize).max(1);
         c.max_bytes = (b.max_bytes.bytes() as usize).max(1);
     }
+    if let Some(m) = &spec.max_record_bytes {
+        c.max_record_bytes = usize::try_from(m.value.bytes())
+            .unwrap_or(usize::MAX)
+            .max(1);
+    }
+    c.bad_records = {
+        use sluice_config::spec::nodes::http::BadRecordPolicy as B;
+        match spec.bad_records {
+            B::Fail => http::BadRecordPolicy::Fail,
+            B::Skip => http::BadRecordPolicy::Skip,
+            B::Quarantine => http::BadRecordPolicy::Quarantine,
+        }
+    };
     c
 }
 

@@ -666,7 +666,11 @@ mod tests {
             extract(wrapped.as_bytes(), &path),
             Err(ExtractError::Malformed(_))
         ));
-        let e = extract(format!("{{\"id\":{deep}}}\n").as_bytes(), &RecordsAt::Ndjson).unwrap();
+        let e = extract(
+            format!("{{\"id\":{deep}}}\n").as_bytes(),
+            &RecordsAt::Ndjson,
+        )
+        .unwrap();
         assert_eq!((e.records.len(), e.bad.len()), (0, 1));
         // Just under serde_json's limit: inference and conversion walk it without trouble.
         let ok = format!("{{\"id\":1,\"x\":{}1{}}}", "[".repeat(120), "]".repeat(120));
