@@ -21,7 +21,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use sluice_core::{Batch, ErrorClass};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -315,6 +315,37 @@ impl KafkaBuffer {
     }
 }
 
+impl KafkaBuffer {
+    /// Publishes one wire message as it is, headers and all (tests use this to plant
+    /// crafted headers or half a split batch on a topic).
+    pub async fn publish_message(
+        &self,
+        topic: &str,
+        key: &str,
+        message: &Message,
+    ) -> Result<(), BufferError> {
+        self.ensure_topic(topic).await?;
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (k, v) in &message.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        self.producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(&message.payload)
+                    .headers(headers),
+                self.options.delivery_timeout,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| kafka_error(format!("producing to {topic}"), e))
+    }
+}
+
 #[async_trait]
 impl Buffer for KafkaBuffer {
     async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), BufferError> {
@@ -375,6 +406,7 @@ impl Buffer for KafkaBuffer {
             topic: topic.to_owned(),
             consumer: Arc::new(consumer),
             reassembler: Reassembler::default(),
+            ready: VecDeque::new(),
         }))
     }
 
@@ -435,6 +467,8 @@ struct KafkaSubscription {
     topic: String,
     consumer: Arc<StreamConsumer>,
     reassembler: Reassembler,
+    /// Deliveries decided but not handed out yet (orphaned parts, then a batch).
+    ready: VecDeque<Delivery>,
 }
 
 fn sluice_headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, String> {
@@ -454,6 +488,9 @@ impl Subscription for KafkaSubscription {
     async fn next_within(&mut self, wait: Duration) -> Result<Option<Delivery>, BufferError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            if let Some(ready) = self.ready.pop_front() {
+                return Ok(Some(ready));
+            }
             let received = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_) => return Ok(None),
                 Ok(r) => r,
@@ -479,30 +516,38 @@ impl Subscription for KafkaSubscription {
             drop(msg);
             let outcome = wire::decode(&message)
                 .and_then(|decoded| self.reassembler.add(partition, offset, decoded));
+            // Parts of batches that will never be whole go out first, as poison.
+            let orphans = self.reassembler.orphans(partition, offset, false);
+            let next = self.reassembler.commit_point(partition, offset);
             let ack = |next_offset| AckToken {
                 topic: self.topic.clone(),
                 partition,
                 next_offset,
             };
+            for orphan in orphans {
+                tracing::warn!(topic = %self.topic, partition, offset = orphan.offset, error = %orphan.error, "orphaned part of a split batch; handing it out for quarantine");
+                self.ready.push_back(Delivery::Poison {
+                    poison: PoisonMessage {
+                        topic: self.topic.clone(),
+                        partition,
+                        offset: orphan.offset,
+                        payload: orphan.payload,
+                        error: orphan.error,
+                    },
+                    ack: ack(next),
+                });
+            }
             match outcome {
                 Ok(Some(batch)) => {
-                    let next = self
-                        .reassembler
-                        .low_watermark(partition)
-                        .map_or(offset + 1, |low| low.min(offset + 1));
-                    return Ok(Some(Delivery::Batch {
+                    self.ready.push_back(Delivery::Batch {
                         batch,
                         ack: ack(next),
-                    }));
+                    });
                 }
-                Ok(None) => continue,
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(topic = %self.topic, partition, offset, %error, "undecodable Kafka message; handing it out for quarantine");
-                    let next = self
-                        .reassembler
-                        .low_watermark(partition)
-                        .map_or(offset + 1, |low| low.min(offset + 1));
-                    return Ok(Some(Delivery::Poison {
+                    self.ready.push_back(Delivery::Poison {
                         poison: PoisonMessage {
                             topic: self.topic.clone(),
                             partition,
@@ -511,7 +556,7 @@ impl Subscription for KafkaSubscription {
                             error,
                         },
                         ack: ack(next),
-                    }));
+                    });
                 }
             }
         }

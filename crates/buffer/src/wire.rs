@@ -306,6 +306,25 @@ fn decode_records(format: WireFormat, message: &Message) -> Result<RecordBatch, 
     }
 }
 
+/// The most parts a batch may travel in. A part holds at least one record and a batch at
+/// most `batching.max_rows` of them; a header claiming more is crafted or corrupt.
+pub const MAX_SPLIT_PARTS: usize = 1_000_000;
+
+/// `sluice.split`: `i/n` with `i < n <= MAX_SPLIT_PARTS`.
+fn parse_split(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+        .filter(|(i, n)| i < n)
+        .ok_or_else(|| format!("bad `sluice.split` `{s}`"))?;
+    if n > MAX_SPLIT_PARTS {
+        return Err(format!(
+            "bad `sluice.split` `{s}`: a batch travels in at most {MAX_SPLIT_PARTS} parts"
+        ));
+    }
+    Ok((i, n))
+}
+
 /// Decodes a message. An error here means the message is poison: quarantine it.
 pub fn decode(message: &Message) -> Result<Decoded, String> {
     let version = message.header("sluice.version")?;
@@ -324,14 +343,7 @@ pub fn decode(message: &Message) -> Result<Decoded, String> {
         None => None,
     };
     let split = match message.headers.get("sluice.split") {
-        Some(s) => {
-            let (i, n) = s
-                .split_once('/')
-                .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
-                .filter(|(i, n)| i < n)
-                .ok_or_else(|| format!("bad `sluice.split` `{s}`"))?;
-            Some((i, n))
-        }
+        Some(s) => Some(parse_split(s)?),
         None => None,
     };
     let records = decode_records(format, message)?;
@@ -348,23 +360,79 @@ pub fn decode(message: &Message) -> Result<Decoded, String> {
     })
 }
 
+/// Bounds on the parts a [`Reassembler`] holds while it waits for the rest of their
+/// batches. A batch whose parts stop coming (its producer died mid-batch, or the page was
+/// re-read with other content and so another batch id) would otherwise be held forever,
+/// and the group's offset could never pass it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReassemblyLimits {
+    /// Incomplete batches held at once (per subscription); the oldest beyond it is orphaned.
+    pub max_batches: usize,
+    /// Bytes of parts held at once (the records' in-memory size); the oldest batch beyond
+    /// it is orphaned.
+    pub max_bytes: usize,
+    /// Messages of the partition read since a batch's first part: a producer writes the
+    /// parts of a batch one after the other, so parts still missing that much later are
+    /// not coming.
+    pub max_age_messages: i64,
+}
+
+impl Default for ReassemblyLimits {
+    fn default() -> Self {
+        ReassemblyLimits {
+            max_batches: 64,
+            max_bytes: 512 * 1024 * 1024,
+            max_age_messages: 10_000,
+        }
+    }
+}
+
 /// Collects the parts of split batches until each is whole.
 ///
 /// Keyed by `(partition, batch id)`; the first offset of each incomplete batch is kept so
-/// that a commit never moves past a batch that was only partly delivered.
+/// that a commit never moves past a batch that was only partly delivered. What it holds
+/// is bounded by [`ReassemblyLimits`]: a batch beyond them is handed back by
+/// [`Reassembler::orphans`] as [`OrphanPart`]s, to be quarantined as poison.
 #[derive(Debug, Default)]
 pub struct Reassembler {
     pending: HashMap<(i32, BatchId), Pending>,
+    limits: ReassemblyLimits,
+    bytes: usize,
 }
 
 #[derive(Debug)]
 struct Pending {
     first_offset: i64,
-    parts: Vec<Option<RecordBatch>>,
+    count: usize,
+    /// The parts received: index → (offset, records).
+    parts: BTreeMap<usize, (i64, RecordBatch)>,
+    bytes: usize,
     template: Batch,
 }
 
+/// A part of a batch whose other parts never came: to be handed out as poison.
+#[derive(Debug)]
+pub struct OrphanPart {
+    /// Partition of the part.
+    pub partition: i32,
+    /// Offset of the part.
+    pub offset: i64,
+    /// The part re-encoded as a frame (Arrow IPC, with its `sluice.split` header), for
+    /// inspection.
+    pub payload: Vec<u8>,
+    /// Why it is poison.
+    pub error: String,
+}
+
 impl Reassembler {
+    /// A reassembler with other limits than the defaults.
+    pub fn with_limits(limits: ReassemblyLimits) -> Self {
+        Reassembler {
+            limits,
+            ..Reassembler::default()
+        }
+    }
+
     /// Adds a decoded message seen at `offset`. Returns the whole batch when this message
     /// completed it (or was whole already).
     pub fn add(
@@ -376,25 +444,40 @@ impl Reassembler {
         let Some((index, count)) = decoded.split else {
             return Ok(Some(decoded.batch));
         };
+        if index >= count || count > MAX_SPLIT_PARTS {
+            return Err(format!("bad split {index}/{count}"));
+        }
         let key = (partition, decoded.batch.id.clone());
+        let size = decoded.batch.records.get_array_memory_size();
         let entry = self.pending.entry(key.clone()).or_insert_with(|| Pending {
             first_offset: offset,
-            parts: vec![None; count],
-            template: decoded.batch.clone(),
+            count,
+            parts: BTreeMap::new(),
+            bytes: 0,
+            template: Batch {
+                records: RecordBatch::new_empty(decoded.batch.records.schema()),
+                ..decoded.batch.clone()
+            },
         });
-        if entry.parts.len() != count {
+        if entry.count != count {
             return Err(format!(
                 "part {index}/{count} of batch {} disagrees with earlier parts ({} parts)",
-                key.1,
-                entry.parts.len()
+                key.1, entry.count
             ));
         }
-        entry.parts[index] = Some(decoded.batch.records);
-        if entry.parts.iter().any(Option::is_none) {
+        if let Some((_, old)) = entry.parts.insert(index, (offset, decoded.batch.records)) {
+            let old = old.get_array_memory_size();
+            entry.bytes -= old;
+            self.bytes -= old;
+        }
+        entry.bytes += size;
+        self.bytes += size;
+        if entry.parts.len() < entry.count {
             return Ok(None);
         }
         let done = self.pending.remove(&key).expect("entry exists");
-        let parts: Vec<RecordBatch> = done.parts.into_iter().flatten().collect();
+        self.bytes -= done.bytes;
+        let parts: Vec<RecordBatch> = done.parts.into_values().map(|(_, r)| r).collect();
         let schema = parts[0].schema();
         let records = concat_batches(&schema, &parts).map_err(|e| e.to_string())?;
         Ok(Some(Batch {
@@ -411,6 +494,83 @@ impl Reassembler {
             .filter(|((p, _), _)| *p == partition)
             .map(|(_, v)| v.first_offset)
             .min()
+    }
+
+    /// The offset a delivery made after reading `offset` in `partition` may commit: past
+    /// it, but never past the first part of a batch still incomplete.
+    pub fn commit_point(&self, partition: i32, offset: i64) -> i64 {
+        self.low_watermark(partition)
+            .map_or(offset + 1, |low| low.min(offset + 1))
+    }
+
+    /// Whether parts of incomplete batches are held for `partition`.
+    pub fn holds(&self, partition: i32) -> bool {
+        self.pending.keys().any(|(p, _)| *p == partition)
+    }
+
+    /// The parts of the batches that went beyond the limits, now that `offset` was read in
+    /// `partition` (oldest first): too old in messages, or beyond the count or bytes held.
+    /// With `all`, every incomplete batch of `partition` (the subscriber knows no part of
+    /// them can still come). They are forgotten: commits may pass them.
+    pub fn orphans(&mut self, partition: i32, offset: i64, all: bool) -> Vec<OrphanPart> {
+        let mut out = Vec::new();
+        loop {
+            let oldest = self
+                .pending
+                .iter()
+                .filter(|((p, _), _)| *p == partition)
+                .min_by_key(|(_, v)| v.first_offset)
+                .map(|(k, v)| (k.clone(), v.first_offset));
+            let Some((key, first)) = oldest else { break };
+            let why = if all {
+                "the rest of its parts is not in the log (its producer stopped mid-batch?)"
+                    .to_owned()
+            } else if offset.saturating_sub(first) >= self.limits.max_age_messages {
+                format!(
+                    "the rest of its parts did not come within {} messages",
+                    self.limits.max_age_messages
+                )
+            } else if self.pending.len() > self.limits.max_batches {
+                format!(
+                    "more than {} batches were incomplete at once",
+                    self.limits.max_batches
+                )
+            } else if self.bytes > self.limits.max_bytes {
+                format!(
+                    "incomplete batches held more than {} bytes",
+                    self.limits.max_bytes
+                )
+            } else {
+                break;
+            };
+            let gone = self.pending.remove(&key).expect("entry exists");
+            self.bytes -= gone.bytes;
+            let (have, count) = (gone.parts.len(), gone.count);
+            for (index, (at, records)) in gone.parts {
+                let part = Batch {
+                    records,
+                    ..gone.template.clone()
+                };
+                let payload = message_for(
+                    &part,
+                    WireFormat::ArrowZstd,
+                    Some((index, count)),
+                    &part.records,
+                )
+                .map(|m| m.to_frame())
+                .unwrap_or_default();
+                out.push(OrphanPart {
+                    partition,
+                    offset: at,
+                    payload,
+                    error: format!(
+                        "part {index}/{count} of batch {} is orphaned: {have} of its {count} parts arrived and {why}",
+                        key.1
+                    ),
+                });
+            }
+        }
+        out
     }
 }
 
@@ -475,6 +635,80 @@ mod tests {
         assert_eq!(whole.id, b.id);
         assert_eq!(whole.records, b.records);
         assert_eq!(r.low_watermark(0), None);
+    }
+
+    #[test]
+    fn a_crafted_split_count_is_poison_not_an_allocation() {
+        let mut m = encode(&batch(3), WireFormat::Arrow, usize::MAX)
+            .unwrap()
+            .remove(0);
+        m.headers
+            .insert("sluice.split".into(), "0/100000000000".into());
+        let err = decode(&m).unwrap_err();
+        assert!(err.contains("sluice.split"), "{err}");
+        // Even past `decode`, the reassembler holds parts in a map, never `n` slots.
+        let mut d = decode(&encode(&batch(3), WireFormat::Arrow, usize::MAX).unwrap()[0]).unwrap();
+        d.split = Some((0, usize::MAX));
+        assert!(Reassembler::default().add(0, 0, d).is_err());
+    }
+
+    #[test]
+    fn parts_whose_batch_never_completes_are_orphaned_by_age_count_and_bytes() {
+        let b = batch(1000);
+        let parts = encode(&b, WireFormat::Arrow, 8 * 1024).unwrap();
+        assert!(parts.len() > 3);
+        let limits = ReassemblyLimits {
+            max_batches: 64,
+            max_bytes: usize::MAX,
+            max_age_messages: 5,
+        };
+        let mut r = Reassembler::with_limits(limits);
+        // Parts 0 and 1 at offsets 10 and 11, then whole batches only.
+        for (i, m) in parts.iter().take(2).enumerate() {
+            assert!(
+                r.add(0, 10 + i as i64, decode(m).unwrap())
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert_eq!(r.commit_point(0, 12), 10);
+        assert!(r.orphans(0, 14, false).is_empty());
+        let orphans = r.orphans(0, 15, false);
+        assert_eq!(
+            orphans.iter().map(|o| o.offset).collect::<Vec<_>>(),
+            [10, 11]
+        );
+        assert!(
+            orphans[0].error.contains("orphaned"),
+            "{}",
+            orphans[0].error
+        );
+        // The payload is a frame of the part, for inspection.
+        let back = decode(&Message::from_frame(&orphans[1].payload).unwrap()).unwrap();
+        assert_eq!(back.split, Some((1, parts.len())));
+        assert_eq!(r.commit_point(0, 15), 16);
+        assert!(!r.holds(0));
+
+        // Count: the oldest incomplete batch goes first.
+        let mut r = Reassembler::with_limits(ReassemblyLimits {
+            max_batches: 1,
+            ..ReassemblyLimits::default()
+        });
+        let other = encode(&batch(999), WireFormat::Arrow, 8 * 1024).unwrap();
+        r.add(0, 0, decode(&parts[0]).unwrap()).unwrap();
+        r.add(0, 1, decode(&other[0]).unwrap()).unwrap();
+        let orphans = r.orphans(0, 1, false);
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].offset, 0);
+        assert_eq!(r.commit_point(0, 1), 1);
+
+        // Bytes.
+        let mut r = Reassembler::with_limits(ReassemblyLimits {
+            max_bytes: 1,
+            ..ReassemblyLimits::default()
+        });
+        r.add(0, 0, decode(&parts[0]).unwrap()).unwrap();
+        assert_eq!(r.orphans(0, 0, false).len(), 1);
     }
 
     #[test]

@@ -191,3 +191,29 @@ async fn a_garbage_message_is_poison_and_later_batches_are_delivered() {
     assert!(poison.error.contains("missing header"), "{}", poison.error);
     assert_eq!(page(&got[2]), 2);
 }
+
+#[tokio::test]
+async fn a_crafted_split_count_is_poison_and_later_batches_are_delivered() {
+    let topic = sluice_testkit::kafka_topic("buf_split_count", 1).await;
+    let kafka = buffer(&topic.bootstrap, 1);
+    let mut m = sluice_buffer::wire::encode(&batch(0, 3), WireFormat::Arrow, usize::MAX)
+        .unwrap()
+        .remove(0);
+    // 10^11 parts: once an allocation of that many slots, which aborted the process.
+    m.headers
+        .insert("sluice.split".into(), "0/100000000000".into());
+    kafka.publish_message(&topic.name, "x", &m).await.unwrap();
+    kafka.publish(&topic.name, &batch(1, 5)).await.unwrap();
+    let mut sub = kafka
+        .subscribe(&topic.name, &sluice_testkit::unique_name("g"))
+        .await
+        .unwrap();
+    let got = take(&mut sub, 2).await;
+    assert_eq!(got.len(), 2);
+    let Delivery::Poison { poison, ack } = &got[0] else {
+        panic!("expected poison: {:?}", got[0])
+    };
+    assert_eq!((poison.offset, ack.next_offset), (0, 1));
+    assert!(poison.error.contains("sluice.split"), "{}", poison.error);
+    assert_eq!(page(&got[1]), 1);
+}

@@ -179,3 +179,18 @@ fn a_missing_file_is_reported() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_file_nested_150000_levels_deep_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.yaml");
+    // 300 KB of `- - - … x`: once overflowed the stack of `sluice validate`.
+    std::fs::write(&path, format!("{}x", "- ".repeat(150_000))).unwrap();
+    let out = sluice(&["validate", path.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("deep.yaml:1:129: error: values nested deeper than 64 levels"),
+        "{stderr}"
+    );
+}

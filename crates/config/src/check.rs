@@ -931,6 +931,15 @@ impl Checker<'_> {
         if let Some(m) = &h.max_pages {
             self.at_least(m, 1, "max_pages");
         }
+        if let Some(m) = &h.max_response_bytes
+            && m.value.bytes() == 0
+        {
+            self.error_at(
+                m,
+                "`max_response_bytes` must be more than zero",
+                "e.g. `max_response_bytes: 64MiB` (the default is 256MiB)",
+            );
+        }
         if let Some(inc) = &h.incremental {
             if inc.value.param.is_none() && !used.iter().any(|v| v == "watermark") {
                 self.error_at(inc, "the watermark is never sent", "set `param:` (the query parameter for it), or write `{{watermark}}` in `url`, `query` or `body`");

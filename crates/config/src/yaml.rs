@@ -159,6 +159,11 @@ pub(crate) fn shorten(text: &str) -> String {
 /// The biggest tree an alias expansion may produce ("billion laughs" guard).
 const MAX_NODES: usize = 100_000;
 
+/// The deepest nesting of lists and mappings. A pipeline needs a dozen levels; the bound
+/// keeps every recursive walk of the tree (checks, deserialization, dropping it) far
+/// from the end of the stack, whatever the file holds (`- - - - …` 150000 times).
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// Parses `text` into a tree. Syntax errors end the parse (YAML cannot be resumed after
 /// one); other findings (duplicate keys, non-string keys, a second document) are reported
 /// and parsing goes on.
@@ -296,6 +301,9 @@ impl Builder<'_> {
             }
             Event::Alias(anchor) => match self.anchors.get(&anchor) {
                 Some(original) => {
+                    if self.stack.len() + depth(original) > MAX_DEPTH {
+                        return self.too_deep(&span);
+                    }
                     let mut copy = original.clone();
                     let size = count_nodes(&copy);
                     self.nodes += size;
@@ -317,6 +325,9 @@ impl Builder<'_> {
                     false
                 }
             },
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.too_deep(&span)
+            }
             Event::SequenceStart(anchor, _) => {
                 let node = self.container(&span, Kind::Seq(Vec::new()));
                 self.stack.push(Frame::Seq {
@@ -367,6 +378,20 @@ impl Builder<'_> {
                 _ => false,
             },
         }
+    }
+
+    /// Reports nesting deeper than [`MAX_DEPTH`]; stops the parse.
+    fn too_deep(&mut self, span: &Span) -> bool {
+        self.diags.push(
+            Diagnostic::error(
+                pos_of(span),
+                format!("values nested deeper than {MAX_DEPTH} levels"),
+            )
+            .with_help(
+                "a pipeline needs far fewer levels: look for a runaway run of `- `, `[` or `{`",
+            ),
+        );
+        false
     }
 
     fn container(&mut self, span: &Span, kind: Kind) -> Node {
@@ -506,6 +531,16 @@ impl Builder<'_> {
     }
 }
 
+/// Levels of lists and mappings in `node` (a scalar is 0). Trees are at most
+/// [`MAX_DEPTH`] deep, so the recursion is bounded.
+fn depth(node: &Node) -> usize {
+    match &node.kind {
+        Kind::Scalar(_) => 0,
+        Kind::Seq(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Kind::Map(entries) => 1 + entries.iter().map(|e| depth(&e.value)).max().unwrap_or(0),
+    }
+}
+
 fn count_nodes(node: &Node) -> usize {
     1 + match &node.kind {
         Kind::Scalar(_) => 0,
@@ -545,6 +580,40 @@ mod tests {
         assert_eq!(d[0].pos, Pos::new(3, 3));
         assert!(d[0].help.as_ref().unwrap().contains("line 2"));
         assert_eq!(d[1].message, "duplicate key `x`");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_a_positioned_error() {
+        for text in [
+            format!("{}x", "- ".repeat(150_000)),
+            format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("a: {}{}", "{b: ".repeat(100_000), "}".repeat(100_000)),
+        ] {
+            let (t, d) = tree(&text);
+            assert!(t.is_none());
+            assert_eq!(d.len(), 1, "{d:?}");
+            // Flow collections may meet the parser's own limit first: a positioned error too.
+            assert!(
+                d[0].message.contains("nested deeper than 64")
+                    || d[0].message.contains("recursion limit exceeded"),
+                "{d:?}"
+            );
+        }
+        // As deep as allowed parses.
+        let ok = format!("{}x", "- ".repeat(MAX_DEPTH));
+        let (t, d) = tree(&ok);
+        assert!(t.is_some() && d.is_empty(), "{d:?}");
+        // An alias may not go past the limit either.
+        let half = MAX_DEPTH / 2 + 1;
+        let deep = format!("{}1{}", "[".repeat(half), "]".repeat(half));
+        let text = format!(
+            "a: &x {deep}\nb: {}*x{}\n",
+            "[".repeat(half),
+            "]".repeat(half)
+        );
+        let (t, d) = tree(&text);
+        assert!(t.is_none(), "{d:?}");
+        assert!(d[0].message.contains("nested deeper"), "{d:?}");
     }
 
     #[test]

@@ -42,7 +42,9 @@ impl RetryPolicy {
             .multiplier
             .powi(attempt.saturating_sub(1).min(64) as i32);
         let cap = self.initial_backoff.as_secs_f64() * exp;
-        Duration::from_secs_f64(cap.min(self.max_backoff.as_secs_f64()))
+        // `try_`: a cap near `Duration::MAX` rounds above it as f64; never panic on it.
+        Duration::try_from_secs_f64(cap.min(self.max_backoff.as_secs_f64()))
+            .unwrap_or(self.max_backoff)
     }
 
     /// A full-jitter delay before the next attempt, after `attempt` failed ones.
@@ -51,7 +53,7 @@ impl RetryPolicy {
         if cap.is_zero() {
             return cap;
         }
-        Duration::from_secs_f64(rng.random_range(0.0..=cap.as_secs_f64()))
+        Duration::try_from_secs_f64(rng.random_range(0.0..=cap.as_secs_f64())).unwrap_or(cap)
     }
 
     /// Whether another attempt is allowed after `attempt` failed ones and `elapsed` time.
@@ -81,6 +83,17 @@ mod tests {
                 assert!(p.backoff(attempt, &mut rng) <= p.backoff_cap(attempt));
             }
         }
+    }
+
+    #[test]
+    fn a_huge_cap_does_not_panic() {
+        let p = RetryPolicy {
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(p.backoff_cap(40), Duration::MAX);
+        assert!(p.backoff(40, &mut rand::rng()) <= Duration::MAX);
     }
 
     #[test]

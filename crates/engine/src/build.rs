@@ -337,6 +337,9 @@ pub(crate) fn http_source_config(
     if let Some(max) = &spec.max_pages {
         c.max_pages = max.value;
     }
+    if let Some(max) = &spec.max_response_bytes {
+        c.max_response_bytes = usize::try_from(max.value.bytes()).unwrap_or(usize::MAX);
+    }
     c.records = match &spec.records {
         s::RecordsSpec::Root => http::RecordsConfig::Root,
         s::RecordsSpec::Ndjson => http::RecordsConfig::Ndjson,
@@ -462,6 +465,19 @@ fn file_source_config(
         c.max_rows = (b.max_rows as usize).max(1);
         c.max_bytes = (b.max_bytes.bytes() as usize).max(1);
     }
+    if let Some(m) = &spec.max_record_bytes {
+        c.max_record_bytes = usize::try_from(m.value.bytes())
+            .unwrap_or(usize::MAX)
+            .max(1);
+    }
+    c.bad_records = {
+        use sluice_config::spec::nodes::http::BadRecordPolicy as B;
+        match spec.bad_records {
+            B::Fail => http::BadRecordPolicy::Fail,
+            B::Skip => http::BadRecordPolicy::Skip,
+            B::Quarantine => http::BadRecordPolicy::Quarantine,
+        }
+    };
     c
 }
 
@@ -541,6 +557,7 @@ fn http_sink_config(
         nested: Default::default(),
         schema_policy: Default::default(),
         bad_records: Default::default(),
+        max_response_bytes: None,
     };
     c.auth = http_source_config(&as_http, node).auth;
     c.format = match spec.format {

@@ -62,6 +62,15 @@ pub async fn replay(
         };
         let decoded = wire::Message::from_frame(&row.payload).and_then(|m| wire::decode(&m));
         let batch = match decoded {
+            // An orphaned part (its batch never arrived whole): delivering it under the
+            // batch's id would let the ledger skip the whole batch once it does arrive.
+            Ok(d) if d.split.is_some() => {
+                report.not_replayable.push((
+                    row.id,
+                    "an orphaned part of a split batch (the rest of the batch never reached the buffer): inspect it with `sluice failed show`; run the pipeline again to read its page again, then `sluice failed drop` it".into(),
+                ));
+                continue;
+            }
             Ok(d) => d.batch,
             Err(e) => {
                 report.not_replayable.push((

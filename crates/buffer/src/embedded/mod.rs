@@ -22,7 +22,7 @@ mod segment;
 
 use async_trait::async_trait;
 use sluice_core::Batch;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -220,6 +220,7 @@ impl Buffer for EmbeddedLog {
             topic: open,
             reader: Some(SegmentReader::new(dir, start)),
             reassembler: Reassembler::default(),
+            ready: VecDeque::new(),
         }))
     }
 
@@ -257,6 +258,8 @@ struct EmbeddedSubscription {
     high_watermark: watch::Receiver<i64>,
     reader: Option<SegmentReader>,
     reassembler: Reassembler,
+    /// Deliveries decided but not handed out yet (orphaned parts, then a batch).
+    ready: VecDeque<Delivery>,
 }
 
 #[async_trait]
@@ -264,8 +267,17 @@ impl Subscription for EmbeddedSubscription {
     async fn next_within(&mut self, wait: Duration) -> Result<Option<Delivery>, BufferError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            if let Some(ready) = self.ready.pop_front() {
+                return Ok(Some(ready));
+            }
             let high = *self.high_watermark.borrow_and_update();
             let reader = self.reader.as_ref().expect("reader present between reads");
+            if reader.offset() >= high && self.reassembler.holds(0) {
+                // Every append is whole below the high watermark: parts still missing
+                // there are never coming.
+                self.orphans(reader.offset() - 1, true);
+                continue;
+            }
             if reader.offset() >= high {
                 match tokio::time::timeout_at(deadline, self.high_watermark.changed()).await {
                     Ok(Ok(())) => continue,
@@ -295,20 +307,21 @@ impl Subscription for EmbeddedSubscription {
                 Ok(d) => d,
                 Err(error) => return Ok(Some(self.poison(offset, frame, error))),
             };
-            match self.reassembler.add(0, offset, decoded) {
+            let added = self.reassembler.add(0, offset, decoded);
+            self.orphans(offset, false);
+            match added {
                 Ok(Some(batch)) => {
-                    let next = self
-                        .reassembler
-                        .low_watermark(0)
-                        .unwrap_or(offset + 1)
-                        .min(offset + 1);
-                    return Ok(Some(Delivery::Batch {
+                    let next = self.reassembler.commit_point(0, offset);
+                    self.ready.push_back(Delivery::Batch {
                         batch,
                         ack: self.ack(next),
-                    }));
+                    });
                 }
-                Ok(None) => continue,
-                Err(error) => return Ok(Some(self.poison(offset, frame, error))),
+                Ok(None) => {}
+                Err(error) => {
+                    let poison = self.poison(offset, frame, error);
+                    self.ready.push_back(poison);
+                }
             }
         }
     }
@@ -345,7 +358,20 @@ impl EmbeddedSubscription {
                 payload,
                 error,
             },
-            ack: self.ack(offset + 1),
+            ack: self.ack(self.reassembler.commit_point(0, offset)),
+        }
+    }
+
+    /// Queues the parts of batches that will never be whole as poison (see
+    /// [`Reassembler::orphans`]), having read up to `offset`.
+    fn orphans(&mut self, offset: i64, all: bool) {
+        for orphan in self.reassembler.orphans(0, offset, all) {
+            let poison = self.poison(orphan.offset, orphan.payload, orphan.error);
+            let Delivery::Poison { poison, .. } = poison else {
+                continue;
+            };
+            let ack = self.ack(self.reassembler.commit_point(0, offset));
+            self.ready.push_back(Delivery::Poison { poison, ack });
         }
     }
 }

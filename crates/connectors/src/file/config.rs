@@ -1,7 +1,7 @@
 //! The file source's and file sink's configs, as plain structs (the engine copies the
 //! pipeline spec into them field by field).
 
-use crate::http::{NestedMode, SchemaConfig, SchemaPolicy};
+use crate::http::{BadRecordPolicy, NestedMode, SchemaConfig, SchemaPolicy};
 use std::path::PathBuf;
 
 /// A file format.
@@ -82,6 +82,11 @@ pub struct FileSourceConfig {
     pub max_bytes: usize,
     /// Records read to infer the schema.
     pub infer_rows: usize,
+    /// The longest record (an NDJSON line, a JSON-array element), in bytes; a longer one
+    /// is read past in bounded chunks and handled by `bad_records`.
+    pub max_record_bytes: usize,
+    /// What to do with a record longer than `max_record_bytes`.
+    pub bad_records: BadRecordPolicy,
 }
 
 impl FileSourceConfig {
@@ -97,6 +102,8 @@ impl FileSourceConfig {
             max_rows: 10_000,
             max_bytes: 4 << 20,
             infer_rows: 1_000,
+            max_record_bytes: 16 << 20,
+            bad_records: BadRecordPolicy::Fail,
         }
     }
 }

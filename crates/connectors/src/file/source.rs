@@ -2,13 +2,14 @@
 
 use super::config::{FileFormat, FileSourceConfig};
 use super::{glob, io_error};
-use crate::http::{ColumnType, NestedMode, SchemaConfig, SchemaPolicy};
+use crate::http::{BadRecordPolicy, ColumnType, NestedMode, SchemaConfig, SchemaPolicy};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sluice_core::{
-    Batch, ConnectorError, ConnectorEvent, ErrorClass, Source, SourceBatch, SourcePosition,
+    Batch, ConnectorError, ConnectorEvent, ErrorClass, QuarantinedRecords, Source, SourceBatch,
+    SourcePosition,
 };
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -25,6 +26,7 @@ pub struct FileSource {
     node: String,
     state: Option<Box<ReadState>>,
     events: Vec<ConnectorEvent>,
+    quarantined: Vec<QuarantinedRecords>,
 }
 
 impl FileSource {
@@ -50,6 +52,7 @@ impl FileSource {
             current: None,
             schema: None,
             events: Vec::new(),
+            quarantined: Vec::new(),
         };
         if let Some(cp) = checkpoint {
             if let Some(done) = cp.get("done").and_then(Value::as_array) {
@@ -69,6 +72,7 @@ impl FileSource {
             node: node.to_owned(),
             state: Some(Box::new(state)),
             events: Vec::new(),
+            quarantined: Vec::new(),
         })
     }
 }
@@ -95,6 +99,18 @@ impl Source for FileSource {
         })?;
         let mut state = state;
         self.events.append(&mut state.events);
+        for (records, error, reread, position) in state.quarantined.drain(..) {
+            self.quarantined.push(QuarantinedRecords {
+                batch: Batch::new(
+                    self.pipeline.clone(),
+                    self.node.clone(),
+                    SourcePosition::Cursor(position),
+                    records,
+                ),
+                error,
+                reread,
+            });
+        }
         self.state = Some(state);
         let Some(chunk) = result? else {
             return Ok(None);
@@ -114,6 +130,10 @@ impl Source for FileSource {
 
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         std::mem::take(&mut self.events)
+    }
+
+    fn take_quarantined(&mut self) -> Vec<QuarantinedRecords> {
+        std::mem::take(&mut self.quarantined)
     }
 
     async fn health(&mut self) -> Result<Option<Duration>, ConnectorError> {
@@ -150,6 +170,8 @@ struct ReadState {
     current: Option<Current>,
     schema: Option<SchemaRef>,
     events: Vec<ConnectorEvent>,
+    /// Overlong records kept for the failed-batch store: records, why, where, position.
+    quarantined: Vec<(RecordBatch, ConnectorError, Value, String)>,
 }
 
 /// The file being read.
@@ -219,6 +241,8 @@ impl ReadState {
                         checkpoint,
                     }));
                 }
+                // Only overlong records (handled by `bad_records`): read on in this file.
+                Some(_) if !at_end && self.config.format != FileFormat::Csv => {}
                 _ => {
                     // Nothing left in this file: go on with the next one.
                     self.current = None;
@@ -386,8 +410,16 @@ impl ReadState {
                 let mut order: Vec<String> = Vec::new();
                 while values.len() < rows {
                     buf.clear();
-                    let Some(line) = next_record(&mut scan, self.config.format, &mut buf)? else {
-                        break;
+                    let line = match next_record(
+                        &mut scan,
+                        self.config.format,
+                        &mut buf,
+                        self.config.max_record_bytes.max(1),
+                    )? {
+                        None => break,
+                        Some(Found::Record(line)) => line,
+                        // Left out of inference; the read applies `bad_records` to it.
+                        Some(Found::Overlong(_)) => continue,
                     };
                     for k in key_order(&buf) {
                         if !order.contains(&k) {
@@ -448,6 +480,59 @@ impl ReadState {
         v
     }
 
+    /// A record longer than `max_record_bytes`, by `bad_records`: an error, an event, or
+    /// kept for the failed-batch store (its first KiB, file, line and byte offset).
+    fn overlong(&mut self, key: &str, o: Overlong, max: usize) -> Result<(), ConnectorError> {
+        let what = format!(
+            "{key} line {}: a record of {} bytes (at byte {}) is longer than max_record_bytes ({max} bytes)",
+            o.line, o.bytes, o.offset
+        );
+        match self.config.bad_records {
+            BadRecordPolicy::Fail => Err(ConnectorError::new(
+                ErrorClass::InvalidRequest,
+                format!(
+                    "{what}: raise `max_record_bytes` if such records are expected, or set `bad_records: skip` or `quarantine`"
+                ),
+            )),
+            BadRecordPolicy::Skip => {
+                self.event(Some(ErrorClass::InvalidRequest), format!("{what}: skipped"));
+                Ok(())
+            }
+            BadRecordPolicy::Quarantine => {
+                use arrow::array::{StringArray, UInt64Array};
+                let raw = format!(
+                    "{} … ({} bytes in all; {key} from byte {} )",
+                    String::from_utf8_lossy(&o.prefix),
+                    o.bytes,
+                    o.offset
+                );
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("_index", DataType::UInt64, false),
+                    Field::new("_raw", DataType::Utf8, false),
+                ]));
+                let records = RecordBatch::try_new(
+                    schema,
+                    vec![
+                        Arc::new(UInt64Array::from(vec![o.line])),
+                        Arc::new(StringArray::from(vec![raw])),
+                    ],
+                )
+                .map_err(|e| ConnectorError::new(ErrorClass::Internal, e.to_string()))?;
+                self.event(
+                    Some(ErrorClass::InvalidRequest),
+                    format!("{what}: quarantined"),
+                );
+                self.quarantined.push((
+                    records,
+                    ConnectorError::new(ErrorClass::InvalidRequest, what),
+                    json!({"file": key, "offset": o.offset, "line": o.line, "bytes": o.bytes}),
+                    format!("{key}@{}", o.offset),
+                ));
+                Ok(())
+            }
+        }
+    }
+
     /// Whether records go through serde (to turn nested values into text) rather than
     /// straight into arrow's decoder.
     fn needs_shaping(&self) -> bool {
@@ -461,6 +546,7 @@ impl ReadState {
     fn read_json(&mut self) -> Result<Option<(RecordBatch, u64, blake3::Hash)>, ConnectorError> {
         let format = self.config.format;
         let (max_rows, max_bytes) = (self.config.max_rows.max(1), self.config.max_bytes.max(1));
+        let max_record = self.config.max_record_bytes.max(1);
         let Some(cur) = self.current.as_mut() else {
             return Ok(None);
         };
@@ -468,18 +554,43 @@ impl ReadState {
         let mut buf = Vec::new();
         let mut lines = Vec::new();
         let mut ends = Vec::new();
+        let mut overlong = Vec::new();
         while lines.len() < max_rows && buf.len() < max_bytes {
-            let Some(line) = next_record(cur, format, &mut buf)? else {
-                break;
-            };
-            buf.push(b'\n');
-            lines.push(line);
-            ends.push(buf.len());
-        }
-        if lines.is_empty() {
-            return Ok(None);
+            match next_record(cur, format, &mut buf, max_record)? {
+                None => break,
+                Some(Found::Record(line)) => {
+                    buf.push(b'\n');
+                    lines.push(line);
+                    ends.push(buf.len());
+                }
+                Some(Found::Overlong(o)) => {
+                    overlong.push(o);
+                    // A quarantined record is handed over with the chunk it ends.
+                    if self.config.bad_records == BadRecordPolicy::Quarantine {
+                        break;
+                    }
+                }
+            }
         }
         let key = cur.key.clone();
+        for o in overlong {
+            self.overlong(&key, o, max_record)?;
+        }
+        if lines.is_empty() {
+            // Only overlong records (handled above): an empty chunk, reading goes on.
+            if self.current.as_ref().is_some_and(|c| c.offset > start) {
+                let schema = self
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(Schema::empty()));
+                return Ok(Some((
+                    RecordBatch::new_empty(schema),
+                    start,
+                    blake3::hash(&[]),
+                )));
+            }
+            return Ok(None);
+        }
         let hash = blake3::hash(&buf);
         let records = loop {
             let schema = self
@@ -675,32 +786,93 @@ impl ReadState {
 
 /// The next record of an NDJSON or JSON-array file, appended to `buf` (without its line
 /// break); returns its line number, or `None` at the end.
+/// How much of an overlong record is kept (for the quarantine and the messages).
+const OVERLONG_PREFIX: usize = 1024;
+
+/// What reading one record found.
+enum Found {
+    /// A record was appended to the buffer; its line.
+    Record(u64),
+    /// A record longer than `max_record_bytes`, read past without holding it.
+    Overlong(Overlong),
+}
+
+/// A record longer than `max_record_bytes`.
+struct Overlong {
+    line: u64,
+    /// Byte offset of its start in the file.
+    offset: u64,
+    /// Its length (bytes, as far as read).
+    bytes: u64,
+    /// Its first bytes.
+    prefix: Vec<u8>,
+}
+
+/// The next record (an NDJSON line, or an element of the JSON array), appended to `buf`
+/// when it is at most `max` bytes long; a longer one is read past in the reader's chunks.
 fn next_record(
     cur: &mut Current,
     format: FileFormat,
     buf: &mut Vec<u8>,
-) -> Result<Option<u64>, ConnectorError> {
+    max: usize,
+) -> Result<Option<Found>, ConnectorError> {
     match format {
-        FileFormat::Json => next_array_element(cur, buf),
+        FileFormat::Json => next_array_element(cur, buf, max),
         _ => loop {
             let from = buf.len();
-            let n = cur
-                .reader
-                .read_until(b'\n', buf)
-                .map_err(|e| io_error("read", &cur.path, &e))?;
+            let start = cur.offset;
+            let (mut n, mut over) = (0u64, false);
+            loop {
+                let avail = cur
+                    .reader
+                    .fill_buf()
+                    .map_err(|e| io_error("read", &cur.path, &e))?;
+                if avail.is_empty() {
+                    break;
+                }
+                let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (avail.len(), false),
+                };
+                if !over {
+                    // `+ 2`: room for the line's own `\r\n`, trimmed below.
+                    let room = (max + 2).saturating_sub(buf.len() - from);
+                    if take <= room {
+                        buf.extend_from_slice(&avail[..take]);
+                    } else {
+                        buf.extend_from_slice(&avail[..room]);
+                        over = true;
+                    }
+                }
+                cur.reader.consume(take);
+                n += take as u64;
+                if done {
+                    break;
+                }
+            }
             if n == 0 {
                 return Ok(None);
             }
-            cur.offset += n as u64;
+            cur.offset += n;
             cur.line += 1;
             while buf.len() > from && buf.last().is_some_and(u8::is_ascii_whitespace) {
                 buf.pop();
             }
-            if buf[from..].iter().all(u8::is_ascii_whitespace) {
+            if !over && buf[from..].iter().all(u8::is_ascii_whitespace) {
                 buf.truncate(from);
                 continue;
             }
-            return Ok(Some(cur.line));
+            if over || buf.len() - from > max {
+                let prefix = buf[from..(from + OVERLONG_PREFIX).min(buf.len())].to_vec();
+                buf.truncate(from);
+                return Ok(Some(Found::Overlong(Overlong {
+                    line: cur.line,
+                    offset: start,
+                    bytes: n,
+                    prefix,
+                })));
+            }
+            return Ok(Some(Found::Record(cur.line)));
         },
     }
 }
@@ -722,7 +894,11 @@ fn byte(cur: &mut Current) -> Result<Option<u8>, ConnectorError> {
 }
 
 /// The next element of the file's JSON array, appended to `buf`.
-fn next_array_element(cur: &mut Current, buf: &mut Vec<u8>) -> Result<Option<u64>, ConnectorError> {
+fn next_array_element(
+    cur: &mut Current,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<Option<Found>, ConnectorError> {
     let key = cur.key.clone();
     // Skip whitespace and separators up to the element's first byte.
     let first = loop {
@@ -778,14 +954,23 @@ fn next_array_element(cur: &mut Current, buf: &mut Vec<u8>) -> Result<Option<u64
         }
     };
     let line = cur.line + 1;
+    let (from, start) = (buf.len(), cur.offset - 1);
+    let mut over = false;
     buf.push(first);
     let (mut depth, mut in_string, mut escaped) = (1usize, false, false);
     while depth > 0 {
         let Some(b) = byte(cur)? else {
             return Err(malformed(&key, line, "the file ends inside this record"));
         };
-        // A line break outside strings is whitespace; keep records on one line.
-        buf.push(if b == b'\n' { b' ' } else { b });
+        // Past `max`, the element is only scanned to its end, not kept.
+        if !over && buf.len() - from >= max {
+            over = true;
+            buf.truncate(from + OVERLONG_PREFIX.min(max));
+        }
+        if !over {
+            // A line break outside strings is whitespace; keep records on one line.
+            buf.push(if b == b'\n' { b' ' } else { b });
+        }
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -802,7 +987,17 @@ fn next_array_element(cur: &mut Current, buf: &mut Vec<u8>) -> Result<Option<u64
             _ => {}
         }
     }
-    Ok(Some(line))
+    if over {
+        let prefix = buf[from..].to_vec();
+        buf.truncate(from);
+        return Ok(Some(Found::Overlong(Overlong {
+            line,
+            offset: start,
+            bytes: cur.offset - start,
+            prefix,
+        })));
+    }
+    Ok(Some(Found::Record(line)))
 }
 
 fn malformed(key: &str, line: u64, why: &str) -> ConnectorError {

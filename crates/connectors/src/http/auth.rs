@@ -1,7 +1,9 @@
 //! Request authentication: basic, bearer, API key, OAuth2 client credentials (cached,
 //! refreshed before expiry and once after a 401), HMAC signing.
 
-use super::classify::{Redactor, evidence, host_of, status_message, transport_error};
+use super::classify::{
+    Redactor, evidence, host_of, read_capped, status_message, too_large_error, transport_error,
+};
 use super::config::{
     AuthConfig, CredentialsIn, HmacAlgorithm, HmacConfig, KeyLocation, OAuth2Config,
     SignatureEncoding, SignedPart,
@@ -287,6 +289,10 @@ fn sign(
     Ok(())
 }
 
+/// The largest token endpoint answer read (decoded): a token answer is a few hundred
+/// bytes; anything near this is not a token.
+const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// A cached OAuth2 access token.
 pub(crate) struct TokenCache {
     config: OAuth2Config,
@@ -301,9 +307,11 @@ struct Token {
     refresh_at: Option<Instant>,
 }
 
-/// When a token fetched at `now` and living `ttl` should be replaced.
+/// When a token fetched at `now` and living `ttl` should be replaced. `ttl` comes from
+/// the token server (`expires_in`): a lifetime too long for the clock (`u64::MAX`
+/// seconds, say) is capped, never an overflow.
 pub(crate) fn refresh_at(now: Instant, ttl: Duration, refresh_before: Duration) -> Instant {
-    now + ttl.saturating_sub(refresh_before.min(ttl / 2))
+    super::instant_after(now, ttl.saturating_sub(refresh_before.min(ttl / 2)))
 }
 
 impl TokenCache {
@@ -372,11 +380,22 @@ impl TokenCache {
             .map_err(|e| transport_error(redactor, "POST", &self.url, &e, Duration::ZERO))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
+        let body = read_capped(resp, MAX_TOKEN_RESPONSE_BYTES)
             .await
             .map_err(|e| transport_error(redactor, "POST", &self.url, &e, Duration::ZERO))?;
+        let bytes = body.bytes;
         let host = host_of(&self.url);
+        if body.over_limit && (200..300).contains(&status) {
+            return Err(too_large_error(
+                redactor,
+                "POST",
+                &self.url,
+                status,
+                &headers,
+                &bytes,
+                (MAX_TOKEN_RESPONSE_BYTES, "the token answer's limit"),
+            ));
+        }
         if !(200..300).contains(&status) {
             let (class, message) = match status {
                 400 | 401 | 403 => (
@@ -436,6 +455,9 @@ mod tests {
         assert_eq!(r - now, Duration::from_secs(3570));
         let r = refresh_at(now, Duration::from_secs(10), Duration::from_secs(30));
         assert_eq!(r - now, Duration::from_secs(5));
+        // `expires_in: 18446744073709551615` from a token server: capped, no overflow.
+        let r = refresh_at(now, Duration::from_secs(u64::MAX), Duration::from_secs(30));
+        assert!(r > now + Duration::from_secs(50 * 365 * 24 * 3600));
     }
 
     #[test]

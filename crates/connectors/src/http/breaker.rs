@@ -128,7 +128,7 @@ impl CircuitBreaker {
             } => {
                 if failed {
                     inner.state = State::Open {
-                        until: now + cfg.open_for,
+                        until: super::instant_after(now, cfg.open_for),
                     };
                     inner.outcomes.clear();
                     return Some(format!(
@@ -168,7 +168,7 @@ impl CircuitBreaker {
                     && failures as f64 / total as f64 >= cfg.failure_ratio
                 {
                     inner.state = State::Open {
-                        until: now + cfg.open_for,
+                        until: super::instant_after(now, cfg.open_for),
                     };
                     inner.outcomes.clear();
                     return Some(format!(

@@ -203,6 +203,71 @@ pub(crate) fn status_error(
     e
 }
 
+/// How much of an error answer's body is read: enough for the evidence, never more.
+pub(crate) const ERROR_BODY_CAP: usize = 64 * 1024;
+
+/// A response body read chunk by chunk, as decoded (reqwest undoes `gzip`), up to a
+/// limit: however large the answer, at most `limit` bytes are held.
+#[derive(Debug)]
+pub(crate) struct CappedBody {
+    /// The body, or its first `limit` bytes.
+    pub(crate) bytes: Vec<u8>,
+    /// The body went on beyond the limit (the rest was not read).
+    pub(crate) over_limit: bool,
+}
+
+/// Reads `resp`'s body up to `limit` decoded bytes (see [`CappedBody`]).
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<CappedBody, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit.saturating_sub(bytes.len());
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(CappedBody {
+                bytes,
+                over_limit: true,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(CappedBody {
+        bytes,
+        over_limit: false,
+    })
+}
+
+/// The `payload_too_large` error of an answer whose decoded body exceeds `cap`'s bytes
+/// (its second part names the limit for the message); `prefix` is what was read of it.
+pub(crate) fn too_large_error(
+    redactor: &Redactor,
+    method: &str,
+    url: &Url,
+    status: u16,
+    headers: &HeaderMap,
+    prefix: &[u8],
+    cap: (usize, &str),
+) -> ConnectorError {
+    let (limit, setting) = cap;
+    let host = host_of(url);
+    ConnectorError::new(
+        ErrorClass::PayloadTooLarge,
+        format!(
+            "the answer from {host} is larger than {limit} bytes once decoded ({setting}); reading stopped there: ask for smaller pages, or raise {setting} if the API really sends answers that large"
+        ),
+    )
+    .with_evidence(evidence(
+        redactor,
+        method,
+        url,
+        Some(status),
+        Some(headers),
+        &prefix[..prefix.len().min(BODY_SNIPPET)],
+    ))
+}
+
 /// A classified error for a request that got no response.
 pub(crate) fn transport_error(
     redactor: &Redactor,

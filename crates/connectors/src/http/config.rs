@@ -102,10 +102,19 @@ pub struct HttpSourceConfig {
     /// How a page is cut into batches.
     #[serde(default)]
     pub batching: BatchingConfig,
+    /// The largest answer body read, in bytes, counted after decoding (`gzip`): a larger
+    /// answer stops being read at this size and is a `payload_too_large` error (with
+    /// page-number or offset/limit pagination, a smaller page is asked for).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
 }
 
 fn default_max_pages() -> u64 {
     10_000
+}
+
+fn default_max_response_bytes() -> usize {
+    256 * 1024 * 1024
 }
 
 /// The request method.
@@ -727,6 +736,7 @@ impl HttpSourceConfig {
             schema_policy: SchemaPolicy::default(),
             bad_records: BadRecordPolicy::default(),
             batching: BatchingConfig::default(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 
@@ -766,6 +776,9 @@ impl HttpSourceConfig {
         }
         if self.max_pages == 0 {
             p.push("max_pages: must be at least 1".into());
+        }
+        if self.max_response_bytes == 0 {
+            p.push("max_response_bytes: must be at least 1 byte".into());
         }
         let rl = &self.rate_limit;
         if let Some(rps) = rl.requests_per_second

@@ -4,7 +4,8 @@
 use super::auth::Auth;
 use super::breaker::CircuitBreaker;
 use super::classify::{
-    Redactor, host_of, humanize, quota_exhausted, ratelimit_reset, status_error, transport_error,
+    ERROR_BODY_CAP, Redactor, host_of, humanize, quota_exhausted, ratelimit_reset, read_capped,
+    status_error, too_large_error, transport_error,
 };
 use super::ratelimit::Limiter;
 use reqwest::header::HeaderMap;
@@ -27,6 +28,8 @@ pub(crate) struct Fetcher {
     pub(crate) retry: RetryPolicy,
     pub(crate) max_retry_after: Duration,
     pub(crate) request_timeout: Duration,
+    /// The largest answer body read, counted decoded (`max_response_bytes`).
+    pub(crate) max_response_bytes: usize,
 }
 
 /// A request to send.
@@ -129,7 +132,8 @@ impl Fetcher {
                         && let Some(reset) = ratelimit_reset(&f.headers, SystemTime::now())
                     {
                         let wait = reset.min(self.max_retry_after);
-                        self.limiter.pause_until(Instant::now() + wait);
+                        self.limiter
+                            .pause_until(super::instant_after(Instant::now(), wait));
                         self.event(
                             Some(ErrorClass::RateLimited),
                             format!(
@@ -191,7 +195,8 @@ impl Fetcher {
                 "backoff"
             };
             if class == ErrorClass::RateLimited {
-                self.limiter.pause_until(Instant::now() + wait);
+                self.limiter
+                    .pause_until(super::instant_after(Instant::now(), wait));
                 let rate = self.limiter.slow_down();
                 self.event(
                     Some(class),
@@ -279,17 +284,37 @@ impl Fetcher {
         let status = resp.status().as_u16();
         let final_url = resp.url().clone();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(net)?;
-        if !(200..300).contains(&status) {
+        let success = (200..300).contains(&status);
+        let limit = if success {
+            self.max_response_bytes
+        } else {
+            ERROR_BODY_CAP
+        };
+        let body = read_capped(resp, limit).await.map_err(net)?;
+        if !success {
             return Err(Failure {
-                error: status_error(&redactor, method, &final_url, status, &headers, &bytes),
+                error: status_error(&redactor, method, &final_url, status, &headers, &body.bytes),
+                status: Some(status),
+            });
+        }
+        if body.over_limit {
+            return Err(Failure {
+                error: too_large_error(
+                    &redactor,
+                    method,
+                    &final_url,
+                    status,
+                    &headers,
+                    &body.bytes,
+                    (self.max_response_bytes, "`max_response_bytes`"),
+                ),
                 status: Some(status),
             });
         }
         Ok(Fetched {
             url: final_url,
             headers,
-            body: bytes.to_vec(),
+            body: body.bytes,
         })
     }
 }

@@ -53,6 +53,22 @@ mod source;
 mod template;
 
 pub use breaker::BreakerRegistry;
+
+/// The longest wait an outside value (`expires_in`, `Retry-After`, a rate-limit reset,
+/// a configured maximum) can put between now and an [`std::time::Instant`]: a century,
+/// far beyond any run, and far from the clock's overflow.
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + wait` that never overflows: a wait told by a server (or a huge setting) is
+/// capped at [`FAR_FUTURE`].
+pub(crate) fn instant_after(
+    now: std::time::Instant,
+    wait: std::time::Duration,
+) -> std::time::Instant {
+    now.checked_add(wait.min(FAR_FUTURE))
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
 pub use config::*;
 pub use source::{HttpSource, HttpSourceContext};
 

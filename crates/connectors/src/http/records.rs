@@ -654,6 +654,35 @@ mod tests {
     }
 
     #[test]
+    fn a_page_nested_100000_deep_is_a_malformed_page_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let path = RecordsAt::new(&RecordsConfig::Path("$.data".into())).unwrap();
+        let wrapped = format!("{{\"data\":{deep}}}");
+        assert!(matches!(
+            extract(deep.as_bytes(), &RecordsAt::Root),
+            Err(ExtractError::Malformed(m)) if m.contains("recursion limit")
+        ));
+        assert!(matches!(
+            extract(wrapped.as_bytes(), &path),
+            Err(ExtractError::Malformed(_))
+        ));
+        let e = extract(
+            format!("{{\"id\":{deep}}}\n").as_bytes(),
+            &RecordsAt::Ndjson,
+        )
+        .unwrap();
+        assert_eq!((e.records.len(), e.bad.len()), (0, 1));
+        // Just under serde_json's limit: inference and conversion walk it without trouble.
+        let ok = format!("{{\"id\":1,\"x\":{}1{}}}", "[".repeat(120), "]".repeat(120));
+        for nested in [NestedMode::Struct, NestedMode::JsonText] {
+            let e = extract(format!("[{ok}]").as_bytes(), &RecordsAt::Root).unwrap();
+            let mut c = Converter::new(&SchemaConfig::Infer, nested);
+            c.check(&e.records);
+            let _ = c.convert(e.records);
+        }
+    }
+
+    #[test]
     fn infers_nested_columns_and_detects_drift() {
         let mut c = Converter::new(&SchemaConfig::Infer, NestedMode::Struct);
         let page1 = vec![rec(1, json!(1.5)), rec(2, json!(2.0))];

@@ -138,6 +138,7 @@ impl HttpSource {
             retry: config.retry.clone(),
             max_retry_after: config.rate_limit.max_retry_after,
             request_timeout: config.timeouts.request,
+            max_response_bytes: config.max_response_bytes,
         };
         let records_at = RecordsAt::new(&config.records).map_err(invalid)?;
         let mut pager = Pager::new(&config.pagination, &config.stop).map_err(invalid)?;

@@ -20,7 +20,9 @@
 //! ```
 
 use crate::http::auth::Auth;
-use crate::http::classify::{Redactor, host_of, humanize, status_error, transport_error};
+use crate::http::classify::{
+    ERROR_BODY_CAP, Redactor, host_of, humanize, read_capped, status_error, transport_error,
+};
 use crate::http::origin::Origins;
 use crate::http::ratelimit::Limiter;
 use crate::http::{AuthConfig, RateLimitConfig, TimeoutsConfig};
@@ -340,15 +342,20 @@ impl Sink for HttpSink {
             };
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let answer = resp.bytes().await.map_err(|e| {
-                transport_error(
-                    &self.redactor,
-                    &method,
-                    &url,
-                    &e,
-                    self.config.timeouts.request,
-                )
-            })?;
+            // Only the status and the evidence's first bytes matter: the answer is read
+            // up to a cap, however large (or however well gzipped) it is.
+            let answer = read_capped(resp, ERROR_BODY_CAP)
+                .await
+                .map_err(|e| {
+                    transport_error(
+                        &self.redactor,
+                        &method,
+                        &url,
+                        &e,
+                        self.config.timeouts.request,
+                    )
+                })?
+                .bytes;
             drop(permit);
             if (200..300).contains(&status) {
                 self.limiter.on_success();

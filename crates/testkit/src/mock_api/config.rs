@@ -283,6 +283,16 @@ pub enum FaultKind {
     ExpireTokens,
     /// A `200 OK` whose body is cut in the middle: not valid JSON.
     MalformedJson,
+    /// A `200 OK` whose body is `bytes` long once decoded (a JSON object padded with one
+    /// long string). With `gzip`, it is sent `Content-Encoding: gzip`, whatever the
+    /// client asked: a "gzip bomb" of a few kilobytes on the wire.
+    LargeBody {
+        /// The decoded size of the body.
+        bytes: u64,
+        /// Send it gzip-compressed.
+        #[serde(default)]
+        gzip: bool,
+    },
 }
 
 fn default_server_status() -> u16 {

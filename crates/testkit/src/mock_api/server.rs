@@ -244,9 +244,7 @@ async fn answer(state: Arc<MockState>, req: Request<Body>) -> Response {
         }
         Some(FaultKind::RateLimited { retry_after }) => {
             let (value, until) = match retry_after {
-                RetryAfter::Seconds(s) => {
-                    (s.to_string(), SystemTime::now() + Duration::from_secs(s))
-                }
+                RetryAfter::Seconds(s) => (s.to_string(), system_time_after(s)),
                 RetryAfter::HttpDate(s) => {
                     let now = SystemTime::now();
                     let whole =
@@ -297,6 +295,10 @@ async fn answer(state: Arc<MockState>, req: Request<Body>) -> Response {
             }
         }
         Some(FaultKind::MalformedJson) => truncate = true,
+        Some(FaultKind::LargeBody { bytes, gzip }) => {
+            let resp = large_body(bytes, gzip).await;
+            return logged(&state, seen, Some(n), fault_name, None, resp);
+        }
         None => {}
     }
 
@@ -338,6 +340,53 @@ async fn answer(state: Arc<MockState>, req: Request<Body>) -> Response {
     logged(&state, seen, Some(n), fault_name, None, resp)
 }
 
+/// `now + secs` for the log; a time past the clock's end is capped at a century.
+fn system_time_after(secs: u64) -> SystemTime {
+    let now = SystemTime::now();
+    now.checked_add(Duration::from_secs(secs))
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// The answer of [`FaultKind::LargeBody`]: `{"data":[],"pad":"aaa…"}`, `bytes` long
+/// (at least the frame), gzip-compressed when asked (built off the async runtime).
+async fn large_body(bytes: u64, gzip: bool) -> Response {
+    fn write_body(out: &mut impl std::io::Write, bytes: u64) -> std::io::Result<()> {
+        const HEAD: &[u8] = br#"{"data":[],"pad":""#;
+        const TAIL: &[u8] = br#""}"#;
+        let chunk = vec![b'a'; 1 << 20];
+        out.write_all(HEAD)?;
+        let mut left = bytes.saturating_sub((HEAD.len() + TAIL.len()) as u64);
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            out.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        out.write_all(TAIL)
+    }
+    let built = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        if gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            write_body(&mut enc, bytes)?;
+            enc.finish()
+        } else {
+            let mut out = Vec::new();
+            write_body(&mut out, bytes)?;
+            Ok(out)
+        }
+    })
+    .await;
+    let Ok(Ok(body)) = built else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    insert(h, "content-type", "application/json");
+    if gzip {
+        insert(h, "content-encoding", "gzip");
+    }
+    resp
+}
+
 fn fault_label(kind: &FaultKind) -> String {
     match kind {
         FaultKind::RateLimited { .. } => "rate_limited",
@@ -348,6 +397,7 @@ fn fault_label(kind: &FaultKind) -> String {
         FaultKind::Forbidden => "forbidden",
         FaultKind::ExpireTokens => "expire_tokens",
         FaultKind::MalformedJson => "malformed_json",
+        FaultKind::LargeBody { .. } => "large_body",
     }
     .to_owned()
 }
@@ -603,7 +653,10 @@ fn token_endpoint(state: &MockState, headers: &HeaderMap, body: &[u8]) -> Respon
         .unwrap_or_else(|e| e.into_inner())
         .insert(
             token.clone(),
-            Instant::now() + Duration::from_secs(*token_ttl_secs),
+            // A huge `token_ttl_secs` (u64::MAX, to test clients) never expires here.
+            Instant::now()
+                .checked_add(Duration::from_secs(*token_ttl_secs))
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
         );
     axum::Json(json!({
         "access_token": token,

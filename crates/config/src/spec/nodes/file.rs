@@ -2,7 +2,10 @@
 //! file).
 
 use crate::de::Spanned;
-use crate::spec::nodes::http::{NestedMode, SchemaPolicy, SchemaSpec, default_true};
+use crate::spec::nodes::http::{
+    BadRecordPolicy, NestedMode, SchemaPolicy, SchemaSpec, default_true,
+};
+use crate::values::ByteSize;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +30,17 @@ pub struct FileSource {
     /// What to do when records' fields differ from the schema.
     #[serde(default)]
     pub schema_policy: Spanned<SchemaPolicy>,
+    /// The longest record: an NDJSON line or a JSON-array element longer than this is a
+    /// bad record (see `bad_records`). It is read past in bounded chunks, never held
+    /// whole, so one huge line cannot take the memory.
+    #[schemars(extend("default" = "16MiB"), example = &"1MiB")]
+    pub max_record_bytes: Option<Spanned<ByteSize>>,
+    /// What to do with a record longer than `max_record_bytes`: `fail` the read (naming
+    /// the file and line), `skip` it (an event says so), or `quarantine` it (its first
+    /// KiB, its file, line and byte offset go to the failed-batch store). Other malformed
+    /// records fail the read.
+    #[serde(default)]
+    pub bad_records: BadRecordPolicy,
 }
 
 /// A file format.

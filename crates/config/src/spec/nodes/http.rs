@@ -3,7 +3,7 @@
 
 use crate::de::Spanned;
 use crate::spec::policy::TimeoutsSpec;
-use crate::values::{Duration, HttpUrl, JsonPath, SecretMap, SecretValue, secret_schema};
+use crate::values::{ByteSize, Duration, HttpUrl, JsonPath, SecretMap, SecretValue, secret_schema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +83,12 @@ pub struct HttpSource {
     /// (the `invalid_request` class).
     #[serde(default)]
     pub bad_records: BadRecordPolicy,
+    /// The largest answer body read, counted after decoding (`gzip`): a larger answer
+    /// stops being read there and is `payload_too_large` (with `page_number` or
+    /// `offset_limit` pagination, smaller pages are asked for). Guards memory against an
+    /// API answering gigabytes, or a small gzip answer that decodes to gigabytes.
+    #[schemars(extend("default" = "256MiB"), example = &"64MiB")]
+    pub max_response_bytes: Option<Spanned<ByteSize>>,
 }
 
 /// What an HTTP source does with a malformed record.
