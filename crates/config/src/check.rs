@@ -284,8 +284,9 @@ impl Checker<'_> {
 
     fn rate_limit(&mut self, r: &Option<RateLimitSpec>) {
         let Some(r) = r else { return };
-        let rps = &r.requests_per_second;
-        if !(rps.value.is_finite() && rps.value > 0.0) {
+        if let Some(rps) = &r.requests_per_second
+            && !(rps.value.is_finite() && rps.value > 0.0)
+        {
             self.error_at(
                 rps,
                 format!(

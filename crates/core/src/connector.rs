@@ -18,6 +18,10 @@ pub struct ConnectorError {
     /// A redacted snippet of the request and response (method, URL without secrets,
     /// status, headers of interest, first bytes of the body), kept in the run record.
     pub evidence: Option<String>,
+    /// The source cannot go on before this time (a quota that resets later than the
+    /// node may wait): the engine parks the node, keeping its checkpoint, and the run
+    /// ends `rate_limited` instead of failing.
+    pub resume_at: Option<std::time::SystemTime>,
 }
 
 impl fmt::Display for ConnectorError {
@@ -34,12 +38,19 @@ impl ConnectorError {
             message: message.into(),
             retry_after: None,
             evidence: None,
+            resume_at: None,
         }
     }
 
     /// Adds the delay the other side asked for.
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
+        self
+    }
+
+    /// Says the source can go on no earlier than `at`: the node parks until then.
+    pub fn with_resume_at(mut self, at: std::time::SystemTime) -> Self {
+        self.resume_at = Some(at);
         self
     }
 

@@ -353,11 +353,19 @@ pub(crate) fn http_source_config(
         future_tolerance: i.value.future_tolerance.value.get(),
     });
     if let Some(r) = &spec.rate_limit {
-        c.rate_limit.requests_per_second = Some(r.requests_per_second.value);
+        c.rate_limit.requests_per_second = r.requests_per_second.as_ref().map(|v| v.value);
         c.rate_limit.burst = r.burst.value;
         c.rate_limit.concurrency = r.concurrency.value;
         c.rate_limit.max_retry_after = r.max_retry_after.value.get();
     }
+    c.rate_limit_signal = spec
+        .rate_limit_signal
+        .as_ref()
+        .map(|s| http::RateLimitSignalConfig {
+            path: s.value.path.value.to_string(),
+            equals: s.value.equals.clone(),
+            reset: s.value.reset.as_ref().map(|r| r.value.to_string()),
+        });
     if let Some(t) = &node.timeouts {
         c.timeouts.connect = t.connect.get();
         c.timeouts.request = t.request.get();
@@ -552,6 +560,7 @@ fn http_sink_config(
         records: Default::default(),
         incremental: None,
         rate_limit: None,
+        rate_limit_signal: None,
         timeouts: None,
         schema: Default::default(),
         nested: Default::default(),
@@ -567,7 +576,7 @@ fn http_sink_config(
     c.wrap_key = spec.wrap_key.as_ref().map(|k| k.value.clone());
     c.idempotency_header = spec.idempotency_header.clone();
     if let Some(r) = &spec.rate_limit {
-        c.rate_limit.requests_per_second = Some(r.requests_per_second.value);
+        c.rate_limit.requests_per_second = r.requests_per_second.as_ref().map(|v| v.value);
         c.rate_limit.burst = r.burst.value;
         c.rate_limit.concurrency = r.concurrency.value;
         c.rate_limit.max_retry_after = r.max_retry_after.value.get();

@@ -49,6 +49,8 @@ pub struct NodeSummary {
     pub error: Option<String>,
     /// The class of that failure.
     pub error_class: Option<ErrorClass>,
+    /// A parked node (`rate_limited`): when it may go on, milliseconds since the epoch.
+    pub resume_at: Option<i64>,
 }
 
 /// What a run did.
@@ -62,6 +64,9 @@ pub struct RunSummary {
     pub status: RunStatus,
     /// Per node, in pipeline order.
     pub nodes: Vec<NodeSummary>,
+    /// A `rate_limited` run: when its parked nodes may go on (the latest of their resume
+    /// times), milliseconds since the epoch. The next run should not start before.
+    pub resume_at: Option<i64>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -224,10 +229,13 @@ impl Executor {
         if failed {
             self.compensate(&name, &run_id, &mut outcomes).await;
         }
+        let resume_at = outcomes.iter().filter_map(|o| o.summary.resume_at).max();
         let status = if failed {
             RunStatus::Failed
         } else if self.shutdown.is_cancelled() {
             RunStatus::Cancelled
+        } else if resume_at.is_some() {
+            RunStatus::RateLimited
         } else if outcomes.iter().any(|o| o.summary.quarantined > 0) {
             RunStatus::PartiallySucceeded
         } else {
@@ -235,14 +243,14 @@ impl Executor {
         };
         let error = outcomes
             .iter()
-            .find(|o| o.summary.status == RunStatus::Failed)
+            .find(|o| o.summary.status == status && o.summary.error.is_some())
             .and_then(|o| {
                 o.summary
                     .error
                     .as_ref()
                     .map(|e| format!("node `{}`: {e}", o.summary.id))
             });
-        if let Some(message) = &error {
+        if let Some(message) = error.as_ref().filter(|_| status == RunStatus::Failed) {
             let _ = self
                 .store
                 .record_alert(&AlertRow {
@@ -258,12 +266,16 @@ impl Executor {
         self.store
             .finish_run(&run_id, status, error.as_deref())
             .await?;
+        if let Some(at) = resume_at.filter(|_| status == RunStatus::RateLimited) {
+            self.store.set_resume_at(&run_id, at).await?;
+        }
         tracing::info!(pipeline = %name, run = %run_id, %status, "run finished");
         Ok(RunSummary {
             run_id,
             pipeline: name,
             status,
             nodes: outcomes.into_iter().map(|o| o.summary).collect(),
+            resume_at: resume_at.filter(|_| status == RunStatus::RateLimited),
             elapsed: started.elapsed(),
         })
     }
@@ -369,6 +381,8 @@ impl Executor {
         };
         let (status, error) = match result {
             Ok(status) => (status, None),
+            // Parked: the API's quota resets later than the node may wait.
+            Err(e) if e.resume_at.is_some() => (RunStatus::RateLimited, Some(e)),
             Err(e) => (RunStatus::Failed, Some(e)),
         };
         self.record(&ctx, status, error.as_ref()).await;
@@ -461,6 +475,18 @@ impl Executor {
                     ctx.record_attempt(&error).await;
                     // A source has no batch to split, keep or skip: only retry or fail.
                     let retry = ctx.dispositions.get(error.class) == Disposition::Retry;
+                    if let Some(at) = error.resume_at {
+                        // The quota resets later than the node may wait: park it (its
+                        // checkpoint is the last acked batch's); with a disposition other
+                        // than `retry`, fail instead.
+                        let mut error = error;
+                        if !retry {
+                            error.resume_at = None;
+                        } else {
+                            tracing::info!(node = %ctx.node, resume_at = ?at, "source parked");
+                        }
+                        return Err(error);
+                    }
                     if retry && ctx.retry.allows(attempt, started.elapsed()) {
                         let wait = retry_wait(&ctx.retry, attempt, &error);
                         ctx.stats.retries += 1;
@@ -709,6 +735,7 @@ fn failed_outcome(id: String, role: &'static str, error: ConnectorError) -> Node
             duplicates: 0,
             error: Some(error.to_string()),
             error_class: Some(error.class),
+            resume_at: None,
         },
         compensate: None,
     }
@@ -732,6 +759,10 @@ fn summary(
         duplicates: ctx.stats.duplicates,
         error: error.map(ToString::to_string),
         error_class: error.map(|e| e.class),
+        resume_at: error.and_then(|e| e.resume_at).map(|at| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        }),
     }
 }
 

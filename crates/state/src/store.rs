@@ -101,6 +101,9 @@ pub enum RunStatus {
     Cancelled,
     /// Not run because an upstream node failed (nodes only).
     Skipped,
+    /// Parked: an API's quota is used up until a time later than the node may wait. The
+    /// node kept its checkpoint; the next run after the resume time goes on from there.
+    RateLimited,
 }
 
 impl RunStatus {
@@ -113,6 +116,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Skipped => "skipped",
+            RunStatus::RateLimited => "rate_limited",
         }
     }
 }
@@ -134,6 +138,7 @@ impl FromStr for RunStatus {
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
             "skipped" => RunStatus::Skipped,
+            "rate_limited" => RunStatus::RateLimited,
             other => return Err(format!("unknown run status `{other}`")),
         })
     }
@@ -156,6 +161,9 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
     /// Why it failed, redacted.
     pub error: Option<String>,
+    /// A `rate_limited` (parked) run: when the API's quota resets, milliseconds since the
+    /// epoch. The next run should not start before.
+    pub resume_at: Option<i64>,
 }
 
 /// A node within a run.
@@ -346,6 +354,7 @@ const MIGRATIONS: &[&str] = &[
         pipeline TEXT PRIMARY KEY, token BIGINT NOT NULL, host TEXT NOT NULL,
         pid BIGINT NOT NULL, command TEXT NOT NULL, acquired_at BIGINT NOT NULL,
         expires_at BIGINT NOT NULL);",
+    "ALTER TABLE runs ADD COLUMN resume_at BIGINT;",
 ];
 
 /// The state store.
@@ -602,6 +611,29 @@ impl StateStore {
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Records when a parked (`rate_limited`) run may go on, milliseconds since the epoch.
+    pub async fn set_resume_at(&self, run_id: &str, at_ms: i64) -> Result<(), StateError> {
+        sqlx::query("UPDATE runs SET resume_at = $1 WHERE id = $2")
+            .bind(at_ms)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// When the pipeline's latest run was parked (`rate_limited`) and its resume time is
+    /// still ahead: that time, milliseconds since the epoch.
+    pub async fn parked_until(&self, pipeline: &str) -> Result<Option<i64>, StateError> {
+        let latest = self.runs(Some(pipeline), 1).await?;
+        Ok(latest
+            .into_iter()
+            .next()
+            .filter(|r| r.status == RunStatus::RateLimited.as_str())
+            .and_then(|r| r.resume_at)
+            .filter(|&at| at > now_ms()))
     }
 
     /// Writes (or overwrites) a node's row of a run.
@@ -863,6 +895,7 @@ impl StateStore {
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
             error: row.try_get("error")?,
+            resume_at: row.try_get("resume_at")?,
         })
     }
 
@@ -875,7 +908,7 @@ impl StateStore {
         let rows = match pipeline {
             Some(p) => {
                 sqlx::query(
-                    "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error FROM runs
+                    "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error, resume_at FROM runs
                      WHERE pipeline = $1 ORDER BY started_at DESC, id LIMIT $2",
                 )
                 .bind(p)
@@ -885,7 +918,7 @@ impl StateStore {
             }
             None => {
                 sqlx::query(
-                    "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error FROM runs
+                    "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error, resume_at FROM runs
                      ORDER BY started_at DESC, id LIMIT $1",
                 )
                 .bind(limit)
@@ -906,7 +939,7 @@ impl StateStore {
         id: &str,
     ) -> Result<(RunRow, Vec<NodeRunRow>, Vec<AttemptRow>), StateError> {
         let row = sqlx::query(
-            "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error FROM runs WHERE id = $1",
+            "SELECT id, pipeline, trigger_kind, status, started_at, finished_at, error, resume_at FROM runs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1111,6 +1144,7 @@ mod tests {
             RunStatus::Failed,
             RunStatus::Cancelled,
             RunStatus::Skipped,
+            RunStatus::RateLimited,
         ] {
             assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
         }

@@ -40,11 +40,13 @@ pub(crate) struct RunArgs {
 }
 
 /// The exit code of a run: 0 succeeded, 1 failed, 3 partially succeeded (something was
-/// quarantined), 130 cancelled.
+/// quarantined), 4 rate limited (a source parked until its API's quota resets), 130
+/// cancelled.
 pub(crate) fn exit_code(status: RunStatus) -> ExitCode {
     match status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::PartiallySucceeded => ExitCode::from(3),
+        RunStatus::RateLimited => ExitCode::from(4),
         RunStatus::Cancelled => ExitCode::from(130),
         _ => ExitCode::from(1),
     }
@@ -100,6 +102,28 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut last = None;
     // Whether the last run's sources found something new (realtime: then go on at once).
     let mut found = false;
+    // A run parked by a rate limit: no run of the pipeline before its resume time.
+    let mut parked = store.parked_until(&plan.pipeline).await?;
+    if let Some(at) = parked {
+        if scheduled {
+            eprintln!(
+                "sluice: `{}` is parked by a rate limit until {}; the first run waits until then",
+                plan.pipeline,
+                super::state::time(at)
+            );
+            if !sleep_until_ms(at, &shutdown).await {
+                drop(tx);
+                let _ = printer.await;
+                return Ok(exit_code(RunStatus::Cancelled));
+            }
+        } else {
+            eprintln!(
+                "sluice: note: the last run of `{}` was parked by a rate limit until {}; running now may be rate limited again",
+                plan.pipeline,
+                super::state::time(at)
+            );
+        }
+    }
     let outcome = loop {
         // Each run owns the pipeline (its lease, its buffer) and gives it up when done, so
         // that a `sluice replay` or `sluice run --once --wait` gets its turn between runs.
@@ -129,6 +153,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 print_summary(&summary, &plan, &args.file);
             }
             last = Some(summary.status);
+            parked = summary.resume_at;
             found = summary
                 .nodes
                 .iter()
@@ -164,6 +189,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             Schedule::Realtime(r) => r.poll_interval.value.get(),
         };
+        // A parked run's API is not asked again before its quota resets.
+        let wait = match parked.take() {
+            Some(at) => {
+                let until =
+                    Duration::from_millis(u64::try_from(at - sluice_state::now_ms()).unwrap_or(0));
+                if until > wait {
+                    eprintln!(
+                        "sluice: parked by a rate limit: the next run waits until {}",
+                        super::state::time(at)
+                    );
+                }
+                wait.max(until)
+            }
+            None => wait,
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => break Ok(last.unwrap_or(RunStatus::Cancelled)),
@@ -172,6 +212,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(tx);
     let _ = printer.await;
     Ok(exit_code(outcome?))
+}
+
+/// Sleeps until `at` (milliseconds since the epoch); `false` if stopped before.
+async fn sleep_until_ms(at: i64, shutdown: &CancellationToken) -> bool {
+    let wait = Duration::from_millis(u64::try_from(at - sluice_state::now_ms()).unwrap_or(0));
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = shutdown.cancelled() => false,
+    }
 }
 
 pub(crate) async fn run_once(
@@ -221,6 +270,12 @@ pub(crate) fn print_summary(summary: &RunSummary, plan: &Plan, file: &std::path:
     // `-f FILE` points the commands at the state store this pipeline uses, wherever its
     // `state:` says it is.
     let f = shell_word(&file.display().to_string());
+    if let Some(at) = summary.resume_at {
+        eprintln!(
+            "  parked until {} (the API's quota resets then): checkpoints are kept; the next run after that time goes on where this one stopped",
+            super::state::time(at)
+        );
+    }
     eprintln!("  details:  sluice runs show {} -f {f}", summary.run_id);
     if summary.nodes.iter().any(|n| n.quarantined > 0) {
         eprintln!(

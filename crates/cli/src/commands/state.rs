@@ -122,6 +122,9 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     time(r.started_at),
                     secs
                 );
+                if let Some(at) = r.resume_at {
+                    println!("{:<13} parked until {}", "", time(at));
+                }
             }
         }
         Some(RunsCommand::Show { id }) => {
@@ -142,6 +145,12 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     .map(|f| format!("  finished {}", time(f)))
                     .unwrap_or_default()
             );
+            if let Some(at) = run.resume_at {
+                println!(
+                    "parked until {} (rate limited): the next run after it resumes from the checkpoints",
+                    time(at)
+                );
+            }
             if let Some(e) = &run.error {
                 println!("error: {e}");
             }

@@ -93,7 +93,9 @@ fn interesting(name: &str) -> bool {
             | "request-id"
             | "date"
     ) || name.starts_with("x-ratelimit")
+        || name.starts_with("x-rate-limit")
         || name.starts_with("ratelimit")
+        || name.ends_with("call-limit")
 }
 
 /// The evidence snippet: method, redacted URL, status, headers of interest, and the
@@ -179,6 +181,15 @@ pub(crate) fn status_message(status: u16, host: &str) -> String {
     }
 }
 
+/// Whether an error answer tells of a rate limit rather than of what its status says:
+/// it carries `Retry-After` or says the quota is used up. GitHub answers its primary
+/// limit with `403` and `x-ratelimit-remaining: 0`, an overloaded API a `503` with
+/// `Retry-After`. A `401` stays `auth` (a fresh token is the cure).
+pub(crate) fn signals_rate_limit(status: u16, headers: &HeaderMap) -> bool {
+    status == 429
+        || (status != 401 && (headers.contains_key("retry-after") || quota_exhausted(headers)))
+}
+
 /// A classified error for a failed response.
 pub(crate) fn status_error(
     redactor: &Redactor,
@@ -189,15 +200,28 @@ pub(crate) fn status_error(
     body: &[u8],
 ) -> ConnectorError {
     let host = host_of(url);
-    let mut e =
-        ConnectorError::new(class_of_status(status), status_message(status, &host)).with_evidence(
-            evidence(redactor, method, url, Some(status), Some(headers), body),
-        );
+    let limited = signals_rate_limit(status, headers);
+    let (class, message) = if limited && status != 429 {
+        (
+            ErrorClass::RateLimited,
+            format!(
+                "{host} answered {status} with a rate-limit signal (Retry-After or a used-up quota): it is rate limiting us, not refusing; waiting for the quota to reset (at most rate_limit.max_retry_after, else the node is parked until then)"
+            ),
+        )
+    } else {
+        (class_of_status(status), status_message(status, &host))
+    };
+    let mut e = ConnectorError::new(class, message).with_evidence(evidence(
+        redactor,
+        method,
+        url,
+        Some(status),
+        Some(headers),
+        body,
+    ));
     if let Some(wait) = retry_after(headers, SystemTime::now()) {
         e = e.with_retry_after(wait);
-    } else if status == 429
-        && let Some(wait) = ratelimit_reset(headers, SystemTime::now())
-    {
+    } else if limited && let Some(wait) = ratelimit_reset(headers, SystemTime::now()) {
         e = e.with_retry_after(wait);
     }
     e
@@ -266,6 +290,86 @@ pub(crate) fn too_large_error(
         Some(headers),
         &prefix[..prefix.len().min(BODY_SNIPPET)],
     ))
+}
+
+/// A `200` whose body says the quota is used up (`rate_limit_signal`): a `rate_limited`
+/// error, with the wait until the reset the body gives, if any.
+pub(crate) fn body_signal_error(
+    redactor: &Redactor,
+    method: &str,
+    url: &Url,
+    headers: &HeaderMap,
+    body: &[u8],
+    signal: &super::config::RateLimitSignalConfig,
+) -> Option<ConnectorError> {
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let at = |path: &str| {
+        serde_json_path::JsonPath::parse(path)
+            .ok()
+            .and_then(|p| p.query(&doc).first().cloned())
+    };
+    let found = at(&signal.path)?;
+    let text = match &found {
+        serde_json::Value::String(t) => t.clone(),
+        other => other.to_string(),
+    };
+    if text != signal.equals {
+        return None;
+    }
+    let host = host_of(url);
+    let mut e = ConnectorError::new(
+        ErrorClass::RateLimited,
+        format!(
+            "{host} answered 200 but its body says the quota is used up ({} is `{}`): waiting for the quota to reset",
+            signal.path, signal.equals
+        ),
+    )
+    .with_evidence(evidence(redactor, method, url, Some(200), Some(headers), body));
+    let now = SystemTime::now();
+    if let Some(wait) = signal
+        .reset
+        .as_deref()
+        .and_then(at)
+        .and_then(|v| reset_value(&v, now))
+    {
+        e = e.with_retry_after(wait);
+    } else if let Some(wait) = retry_after(headers, now).or_else(|| ratelimit_reset(headers, now)) {
+        e = e.with_retry_after(wait);
+    }
+    Some(e)
+}
+
+/// A reset given as a number (Unix time, or seconds from now when small), as a numeric
+/// string, or as an RFC 3339 or HTTP date.
+fn reset_value(v: &serde_json::Value, now: SystemTime) -> Option<Duration> {
+    match v {
+        serde_json::Value::Number(n) => reset_number(n.as_f64()?, now),
+        serde_json::Value::String(t) => {
+            let t = t.trim();
+            if let Ok(n) = t.parse::<f64>() {
+                return reset_number(n, now);
+            }
+            let at = match chrono::DateTime::parse_from_rfc3339(t) {
+                Ok(d) => SystemTime::from(d),
+                Err(_) => httpdate::parse_http_date(t).ok()?,
+            };
+            Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+        }
+        _ => None,
+    }
+}
+
+/// A reset number: more than a billion is a Unix time, less is seconds from now.
+fn reset_number(n: f64, now: SystemTime) -> Option<Duration> {
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    if n > 1_000_000_000.0 {
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(n).ok()?)?;
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    } else {
+        Duration::try_from_secs_f64(n).ok()
+    }
 }
 
 /// A classified error for a request that got no response.
@@ -387,42 +491,64 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The wait until a rate-limit window resets, from `X-RateLimit-Reset`, `RateLimit-Reset`
-/// or the structured `RateLimit: ..., reset=N` header. Large numbers are Unix times,
-/// small ones seconds from now.
-pub(crate) fn ratelimit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let raw = ["x-ratelimit-reset", "ratelimit-reset"]
-        .iter()
-        .find_map(|n| headers.get(*n)?.to_str().ok().map(str::to_owned))
-        .or_else(|| {
-            let combined = headers.get("ratelimit")?.to_str().ok()?;
-            combined
-                .split([',', ';'])
-                .find_map(|p| p.trim().strip_prefix("reset=").map(str::to_owned))
-        })?;
-    let n: f64 = raw.trim().parse().ok()?;
-    if !n.is_finite() || n < 0.0 {
-        return None;
-    }
-    if n > 1_000_000_000.0 {
-        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(n).ok()?)?;
-        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-    } else {
-        Duration::try_from_secs_f64(n).ok()
-    }
+/// The names of the rate-limit headers of each dialect, by what they tell: the
+/// `X-RateLimit-*` of GitHub and many others, the IETF draft's `RateLimit-*`, and the
+/// hyphenated `X-Rate-Limit-*` (Twitter, Okta).
+const REMAINING: [&str; 3] = [
+    "x-ratelimit-remaining",
+    "ratelimit-remaining",
+    "x-rate-limit-remaining",
+];
+const RESET: [&str; 3] = ["x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"];
+
+/// A parameter of the IETF draft's combined `RateLimit` header
+/// (`limit=10, remaining=0, reset=5`, or the later `"default";r=0;t=5`).
+fn combined(headers: &HeaderMap, names: &[&str]) -> Option<String> {
+    let c = headers.get("ratelimit")?.to_str().ok()?;
+    c.split([',', ';']).find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        names
+            .contains(&k.trim().to_ascii_lowercase().as_str())
+            .then(|| v.trim().to_owned())
+    })
 }
 
-/// Whether the response says the quota is used up (`remaining: 0`).
-pub(crate) fn quota_exhausted(headers: &HeaderMap) -> bool {
-    let direct = ["x-ratelimit-remaining", "ratelimit-remaining"]
+/// The wait until a rate-limit window resets, from `X-RateLimit-Reset`,
+/// `RateLimit-Reset`, `X-Rate-Limit-Reset` or the combined `RateLimit: ..., reset=N`
+/// header. Large numbers are Unix times, small ones seconds from now.
+pub(crate) fn ratelimit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let raw = RESET
         .iter()
-        .find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse::<f64>().ok());
-    let combined = || {
-        let c = headers.get("ratelimit")?.to_str().ok()?;
-        c.split([',', ';'])
-            .find_map(|p| p.trim().strip_prefix("remaining=")?.parse::<f64>().ok())
-    };
-    direct.or_else(combined).is_some_and(|r| r <= 0.0)
+        .find_map(|n| headers.get(*n)?.to_str().ok().map(str::to_owned))
+        .or_else(|| combined(headers, &["reset", "t"]))?;
+    reset_number(raw.trim().parse().ok()?, now)
+}
+
+/// Whether the response says the quota is used up: a `remaining` of 0 in any dialect,
+/// or a `used/limit` header at its limit (`X-Shopify-Shop-Api-Call-Limit: 40/40`, any
+/// header whose name ends in `call-limit`).
+pub(crate) fn quota_exhausted(headers: &HeaderMap) -> bool {
+    let remaining = REMAINING
+        .iter()
+        .find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse::<f64>().ok())
+        .or_else(|| combined(headers, &["remaining", "r"])?.parse::<f64>().ok());
+    if remaining.is_some_and(|r| r <= 0.0) {
+        return true;
+    }
+    headers.iter().any(|(name, value)| {
+        name.as_str().ends_with("call-limit")
+            && value
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    let (used, limit) = v.trim().split_once('/')?;
+                    Some((
+                        used.trim().parse::<f64>().ok()?,
+                        limit.trim().parse::<f64>().ok()?,
+                    ))
+                })
+                .is_some_and(|(used, limit)| limit > 0.0 && used >= limit)
+    })
 }
 
 #[cfg(test)]
@@ -519,5 +645,71 @@ mod tests {
         ] {
             assert_eq!(class_of_status(s), c, "{s}");
         }
+    }
+
+    #[test]
+    fn every_dialect_tells_a_used_up_quota_and_its_reset() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let github = h(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1700000060"),
+        ]);
+        assert!(quota_exhausted(&github) && signals_rate_limit(403, &github));
+        assert_eq!(ratelimit_reset(&github, now), Some(Duration::from_secs(60)));
+        let ietf = h(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "30")]);
+        assert!(quota_exhausted(&ietf));
+        assert_eq!(ratelimit_reset(&ietf, now), Some(Duration::from_secs(30)));
+        let structured = h(&[("ratelimit", "\"default\";r=0;t=9")]);
+        assert!(quota_exhausted(&structured));
+        assert_eq!(
+            ratelimit_reset(&structured, now),
+            Some(Duration::from_secs(9))
+        );
+        let twitter = h(&[
+            ("x-rate-limit-remaining", "0"),
+            ("x-rate-limit-reset", "1700000005"),
+        ]);
+        assert!(quota_exhausted(&twitter));
+        assert_eq!(ratelimit_reset(&twitter, now), Some(Duration::from_secs(5)));
+        assert!(quota_exhausted(&h(&[(
+            "x-shopify-shop-api-call-limit",
+            "40/40"
+        )])));
+        assert!(!quota_exhausted(&h(&[(
+            "x-shopify-shop-api-call-limit",
+            "39/40"
+        )])));
+        assert!(!quota_exhausted(&h(&[(
+            "x-shopify-shop-api-call-limit",
+            "0/0"
+        )])));
+        assert!(!quota_exhausted(&h(&[("x-ratelimit-remaining", "12")])));
+        // A plain 403 is still `permission`; a 503 with Retry-After is a rate limit; a
+        // 401 stays `auth` whatever it carries.
+        assert!(!signals_rate_limit(
+            403,
+            &h(&[("x-ratelimit-remaining", "4")])
+        ));
+        assert!(signals_rate_limit(503, &h(&[("retry-after", "3")])));
+        assert!(!signals_rate_limit(401, &github));
+        assert_eq!(
+            reset_value(&serde_json::json!("2023-11-14T22:14:20Z"), now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            reset_value(&serde_json::json!(1_700_000_004), now),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            reset_value(&serde_json::json!("12"), now),
+            Some(Duration::from_secs(12))
+        );
     }
 }

@@ -77,6 +77,10 @@ pub struct HttpSourceConfig {
     /// Limits on the request rate.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// A `200` whose body says the quota is used up (some APIs never use a status for
+    /// it): that answer is `rate_limited` and waited out like a 429.
+    #[serde(default)]
+    pub rate_limit_signal: Option<RateLimitSignalConfig>,
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
@@ -488,6 +492,21 @@ pub struct RateLimitConfig {
     pub max_retry_after: Duration,
 }
 
+/// Where a response body says the quota is used up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSignalConfig {
+    /// The JSON path of the value to look at (`$.error.code`).
+    pub path: String,
+    /// The value that means "rate limited" (a string, or the text of a number or
+    /// boolean).
+    pub equals: String,
+    /// The JSON path of the reset time: a Unix time, seconds from now, or an RFC 3339
+    /// or HTTP date. Without it, `Retry-After` and the reset headers, else backoff.
+    #[serde(default)]
+    pub reset: Option<String>,
+}
+
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
@@ -728,6 +747,7 @@ impl HttpSourceConfig {
             records: RecordsConfig::default(),
             incremental: None,
             rate_limit: RateLimitConfig::default(),
+            rate_limit_signal: None,
             timeouts: TimeoutsConfig::default(),
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
@@ -764,6 +784,12 @@ impl HttpSourceConfig {
         }
         if let Some(x) = &self.stop.total {
             path("stop.total", x);
+        }
+        if let Some(sig) = &self.rate_limit_signal {
+            path("rate_limit_signal.path", &sig.path);
+            if let Some(x) = &sig.reset {
+                path("rate_limit_signal.reset", x);
+            }
         }
         match &self.pagination {
             PaginationConfig::PageNumber(c) if c.size == Some(0) => {

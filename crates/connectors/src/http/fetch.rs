@@ -4,9 +4,10 @@
 use super::auth::Auth;
 use super::breaker::CircuitBreaker;
 use super::classify::{
-    ERROR_BODY_CAP, Redactor, host_of, humanize, quota_exhausted, ratelimit_reset, read_capped,
-    status_error, too_large_error, transport_error,
+    ERROR_BODY_CAP, Redactor, body_signal_error, host_of, humanize, quota_exhausted,
+    ratelimit_reset, read_capped, status_error, too_large_error, transport_error,
 };
+use super::config::RateLimitSignalConfig;
 use super::ratelimit::Limiter;
 use reqwest::header::HeaderMap;
 use sluice_core::{ConnectorError, ConnectorEvent, ErrorClass, RetryPolicy};
@@ -30,6 +31,11 @@ pub(crate) struct Fetcher {
     pub(crate) request_timeout: Duration,
     /// The largest answer body read, counted decoded (`max_response_bytes`).
     pub(crate) max_response_bytes: usize,
+    /// A `200` whose body says the quota is used up.
+    pub(crate) rate_limit_signal: Option<RateLimitSignalConfig>,
+    /// The quota is used up until then, later than `max_retry_after`: no request is
+    /// sent before it, the source parks.
+    pub(crate) parked: Mutex<Option<SystemTime>>,
 }
 
 /// A request to send.
@@ -91,6 +97,12 @@ impl Fetcher {
         let host = host_of(&spec.url);
         let mut failed_attempts = 0u32;
         let mut refreshed = false;
+        let parked = *self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = parked
+            && until > SystemTime::now()
+        {
+            return Err(self.park(&host, until, None));
+        }
         loop {
             if let Some(b) = &self.breaker {
                 match b.admit(Instant::now()) {
@@ -121,26 +133,54 @@ impl Fetcher {
             }
 
             let (permit, _waited) = self.limiter.acquire().await;
-            let attempt = self.send_once(spec).await;
+            let mut attempt = self.send_once(spec).await;
             drop(permit);
+            if let (Ok(f), Some(signal)) = (&attempt, &self.rate_limit_signal) {
+                let redactor = self.redactor();
+                let method = self.method.as_str();
+                if let Some(error) =
+                    body_signal_error(&redactor, method, &f.url, &f.headers, &f.body, signal)
+                {
+                    attempt = Err(Failure {
+                        error,
+                        status: Some(200),
+                    });
+                }
+            }
 
             let failure = match attempt {
                 Ok(f) => {
                     self.record(false);
                     self.limiter.on_success();
-                    if quota_exhausted(&f.headers)
-                        && let Some(reset) = ratelimit_reset(&f.headers, SystemTime::now())
-                    {
-                        let wait = reset.min(self.max_retry_after);
-                        self.limiter
-                            .pause_until(super::instant_after(Instant::now(), wait));
-                        self.event(
-                            Some(ErrorClass::RateLimited),
-                            format!(
-                                "{host} says the quota is used up; pausing {} until it resets",
-                                humanize(wait)
-                            ),
-                        );
+                    if quota_exhausted(&f.headers) {
+                        match ratelimit_reset(&f.headers, SystemTime::now()) {
+                            // Too far to wait: the next request parks the source.
+                            Some(reset) if reset > self.max_retry_after => {
+                                *self.parked.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(system_time_after(reset));
+                            }
+                            Some(wait) => {
+                                self.limiter
+                                    .pause_until(super::instant_after(Instant::now(), wait));
+                                self.event(
+                                    Some(ErrorClass::RateLimited),
+                                    format!(
+                                        "{host} says the quota is used up; pausing {} until it resets",
+                                        humanize(wait)
+                                    ),
+                                );
+                            }
+                            // A `used/limit` header at its limit tells no reset: go slower.
+                            None => {
+                                let rate = self.limiter.slow_down();
+                                self.event(
+                                    Some(ErrorClass::RateLimited),
+                                    format!(
+                                        "{host} says the quota is used up; slowed to {rate:.2} requests/s"
+                                    ),
+                                );
+                            }
+                        }
                     }
                     return Ok(f);
                 }
@@ -171,6 +211,14 @@ impl Fetcher {
             }
             if !class.is_transient() {
                 return Err(error);
+            }
+            if class == ErrorClass::RateLimited
+                && let Some(wait) = error.retry_after
+                && wait > self.max_retry_after
+            {
+                let until = system_time_after(wait);
+                *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+                return Err(self.park(&host, until, error.evidence));
             }
             failed_attempts += 1;
             let elapsed = started.elapsed();
@@ -221,6 +269,25 @@ impl Fetcher {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+
+    /// The error that parks the source until `until`.
+    fn park(&self, host: &str, until: SystemTime, evidence: Option<String>) -> ConnectorError {
+        let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
+        let at = chrono::DateTime::<chrono::Utc>::from(until)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut e = ConnectorError::new(
+            ErrorClass::RateLimited,
+            format!(
+                "{host}'s quota is used up until {at} (in {}), later than rate_limit.max_retry_after ({}): the node is parked with its checkpoint; the next run after {at} resumes where it stopped (raise max_retry_after to wait within the run instead)",
+                humanize(Duration::from_secs(wait.as_secs().max(1))),
+                humanize(self.max_retry_after)
+            ),
+        )
+        .with_retry_after(wait)
+        .with_resume_at(until);
+        e.evidence = evidence;
+        e
     }
 
     fn budget_left(&self, started: Instant) -> Option<Duration> {
@@ -326,4 +393,12 @@ fn gave_up(mut e: ConnectorError, attempts: u32, elapsed: Duration) -> Connector
         humanize(elapsed)
     );
     e
+}
+
+/// Now plus a wait the server gave, which may be absurd: capped at a century, never an
+/// overflow.
+fn system_time_after(wait: Duration) -> SystemTime {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = SystemTime::now();
+    now.checked_add(wait.min(CENTURY)).unwrap_or(now)
 }

@@ -10,7 +10,10 @@
 //! - **incremental**: a watermark (the greatest value of a record field) kept in each
 //!   batch's checkpoint and sent on the next run, with an optional lookback;
 //! - **rate limits**: a token bucket and a concurrency cap; `Retry-After` (seconds or
-//!   HTTP date) and rate-limit reset headers honoured; the rate halves after a 429;
+//!   HTTP date) and rate-limit reset headers of every common dialect honoured, on any
+//!   status (GitHub's 403) and, with `rate_limit_signal`, in a 200's body; the rate halves
+//!   after a 429; a reset beyond `max_retry_after` parks the source
+//!   ([`sluice_core::ConnectorError::resume_at`]);
 //! - **retries**: full-jitter backoff for `network`, `rate_limited` and `dependency`,
 //!   bounded by attempts and time; a circuit breaker per host ([`BreakerRegistry`]);
 //! - **records to Arrow**: a declared or inferred schema, nested objects as structs or

@@ -139,6 +139,8 @@ impl HttpSource {
             max_retry_after: config.rate_limit.max_retry_after,
             request_timeout: config.timeouts.request,
             max_response_bytes: config.max_response_bytes,
+            rate_limit_signal: config.rate_limit_signal.clone(),
+            parked: Mutex::new(None),
         };
         let records_at = RecordsAt::new(&config.records).map_err(invalid)?;
         let mut pager = Pager::new(&config.pagination, &config.stop).map_err(invalid)?;

@@ -293,6 +293,43 @@ pub enum FaultKind {
         #[serde(default)]
         gzip: bool,
     },
+    /// A used-up quota, told in one API's dialect. With an error `status` and a
+    /// `reset_secs` above 0, every data request until the reset gets the same answer (the
+    /// quota is used up until then, whatever the fault's `times`); with `200`, the page
+    /// is served with the dialect's signal (a full `used/limit` header, or the quota
+    /// error in the body).
+    Quota {
+        /// The status of the answer (GitHub: `403`).
+        #[serde(default = "default_quota_status")]
+        status: u16,
+        /// How the API tells of it.
+        dialect: QuotaDialect,
+        /// Seconds until the quota resets.
+        reset_secs: u64,
+    },
+}
+
+fn default_quota_status() -> u16 {
+    403
+}
+
+/// How an API tells that its quota is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaDialect {
+    /// `X-RateLimit-Remaining: 0`, `X-RateLimit-Reset: <Unix time>` (GitHub).
+    Github,
+    /// `RateLimit-Remaining: 0`, `RateLimit-Reset: <seconds>` (the IETF draft).
+    Ietf,
+    /// `X-Rate-Limit-Remaining: 0`, `X-Rate-Limit-Reset: <Unix time>` (Twitter, Okta).
+    Hyphenated,
+    /// `Retry-After: <seconds>` alone.
+    RetryAfter,
+    /// `X-Shopify-Shop-Api-Call-Limit: 40/40`, no reset.
+    CallLimit,
+    /// No header: the body says `{"error": {"code": "RATE_LIMITED", "reset_at": <Unix
+    /// time>}}`.
+    Body,
 }
 
 fn default_server_status() -> u16 {

@@ -44,7 +44,7 @@ mod server;
 
 pub use config::{
     DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Drift, DriftChange, Fault, FaultKind, KeyIn, MockAuth,
-    MockConfig, RetryAfter,
+    MockConfig, QuotaDialect, RetryAfter,
 };
 pub use log::LoggedRequest;
 

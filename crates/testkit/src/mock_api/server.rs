@@ -4,7 +4,7 @@
 // boxing every early return would only add noise.
 #![allow(clippy::result_large_err)]
 
-use super::config::{FaultKind, KeyIn, MockAuth, MockConfig, RetryAfter};
+use super::config::{FaultKind, KeyIn, MockAuth, MockConfig, QuotaDialect, RetryAfter};
 use super::data::DataSet;
 use super::log::LoggedRequest;
 use axum::body::{Body, Bytes};
@@ -36,6 +36,8 @@ pub(crate) struct MockState {
     pub(crate) tokens: Mutex<HashMap<String, Instant>>,
     pub(crate) token_counter: AtomicU64,
     pub(crate) started: Instant,
+    /// A quota fault in force: its answer and when the quota resets.
+    pub(crate) quota: Mutex<Option<(FaultKind, SystemTime)>>,
 }
 
 impl MockState {
@@ -58,6 +60,7 @@ impl MockState {
             tokens: Mutex::new(HashMap::new()),
             token_counter: AtomicU64::new(0),
             started: Instant::now(),
+            quota: Mutex::new(None),
         }
     }
 
@@ -214,7 +217,20 @@ async fn answer(state: Arc<MockState>, req: Request<Body>) -> Response {
     }
 
     let n = state.data_requests.fetch_add(1, Ordering::SeqCst) + 1;
-    let fault = state.fault_for(n);
+    let in_force = {
+        let mut q = state.quota.lock().unwrap_or_else(|e| e.into_inner());
+        match &*q {
+            Some((kind, until)) if SystemTime::now() < *until => Some((kind.clone(), *until)),
+            _ => {
+                *q = None;
+                None
+            }
+        }
+    };
+    let fault = match &in_force {
+        Some((kind, _)) => Some(kind.clone()),
+        None => state.fault_for(n),
+    };
     let fault_name = fault.as_ref().map(fault_label);
     let mut truncate = false;
     match fault {
@@ -299,7 +315,32 @@ async fn answer(state: Arc<MockState>, req: Request<Body>) -> Response {
             let resp = large_body(bytes, gzip).await;
             return logged(&state, seen, Some(n), fault_name, None, resp);
         }
-        None => {}
+        Some(FaultKind::Quota {
+            status,
+            dialect,
+            reset_secs,
+        }) if status != 200 => {
+            let until = match in_force {
+                Some((_, until)) => until,
+                None => {
+                    let now = SystemTime::now();
+                    let whole = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+                        + 1
+                        + reset_secs;
+                    let until = UNIX_EPOCH + Duration::from_secs(whole);
+                    if reset_secs > 0 {
+                        *state.quota.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((fault.clone().unwrap_or(FaultKind::Reset), until));
+                    }
+                    until
+                }
+            };
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            let mut resp = error(status, "rate_limited", "API rate limit exceeded");
+            quota_signal(&mut resp, dialect, until);
+            return logged(&state, seen, Some(n), fault_name, Some(until), resp);
+        }
+        Some(FaultKind::Quota { .. }) | None => {}
     }
 
     if let Err(resp) = check_auth(&state, &parts.method, &parts.uri, &parts.headers, &body) {
@@ -337,7 +378,59 @@ async fn answer(state: Arc<MockState>, req: Request<Body>) -> Response {
         head.headers.remove(header::CONTENT_LENGTH);
         resp = Response::from_parts(head, Body::from(cut));
     }
-    logged(&state, seen, Some(n), fault_name, None, resp)
+    let mut until = None;
+    if let Some(FaultKind::Quota {
+        dialect,
+        reset_secs,
+        ..
+    }) = fault
+        && resp.status().is_success()
+    {
+        let at = SystemTime::now() + Duration::from_secs(reset_secs);
+        quota_signal(&mut resp, dialect, at);
+        until = (dialect == QuotaDialect::Body).then_some(at);
+    }
+    logged(&state, seen, Some(n), fault_name, until, resp)
+}
+
+/// Adds a used-up quota's signal in `dialect` to an answer, resetting at `until`.
+fn quota_signal(resp: &mut Response, dialect: QuotaDialect, until: SystemTime) {
+    let unix = until
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        .ceil() as u64;
+    let delta = until
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .as_secs_f64()
+        .ceil() as u64;
+    let h = resp.headers_mut();
+    match dialect {
+        QuotaDialect::Github => {
+            insert(h, "x-ratelimit-limit", "60");
+            insert(h, "x-ratelimit-remaining", "0");
+            insert(h, "x-ratelimit-used", "60");
+            insert(h, "x-ratelimit-reset", &unix.to_string());
+        }
+        QuotaDialect::Ietf => {
+            insert(h, "ratelimit-limit", "60");
+            insert(h, "ratelimit-remaining", "0");
+            insert(h, "ratelimit-reset", &delta.to_string());
+        }
+        QuotaDialect::Hyphenated => {
+            insert(h, "x-rate-limit-limit", "60");
+            insert(h, "x-rate-limit-remaining", "0");
+            insert(h, "x-rate-limit-reset", &unix.to_string());
+        }
+        QuotaDialect::RetryAfter => insert(h, "retry-after", &delta.to_string()),
+        QuotaDialect::CallLimit => insert(h, "x-shopify-shop-api-call-limit", "40/40"),
+        QuotaDialect::Body => {
+            h.remove(header::CONTENT_LENGTH);
+            let text = json!({"error": {"code": "RATE_LIMITED", "reset_at": unix}}).to_string();
+            *resp.body_mut() = Body::from(text);
+        }
+    }
 }
 
 /// `now + secs` for the log; a time past the clock's end is capped at a century.
@@ -398,6 +491,7 @@ fn fault_label(kind: &FaultKind) -> String {
         FaultKind::ExpireTokens => "expire_tokens",
         FaultKind::MalformedJson => "malformed_json",
         FaultKind::LargeBody { .. } => "large_body",
+        FaultKind::Quota { .. } => "quota",
     }
     .to_owned()
 }

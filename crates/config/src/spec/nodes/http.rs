@@ -67,6 +67,10 @@ pub struct HttpSource {
     pub incremental: Option<Spanned<IncrementalSpec>>,
     /// Limits on the request rate.
     pub rate_limit: Option<RateLimitSpec>,
+    /// For APIs that tell of a used-up quota in a `200`'s body rather than by status or
+    /// headers: such an answer is `rate_limited`, waited out (at most
+    /// `rate_limit.max_retry_after`, else the node is parked until the reset).
+    pub rate_limit_signal: Option<Spanned<RateLimitSignalSpec>>,
     /// Timeouts (else `defaults.timeouts`).
     pub timeouts: Option<TimeoutsSpec>,
     /// The columns of the records: `infer` (from the first page) or declared.
@@ -514,18 +518,44 @@ pub(crate) fn default_future_tolerance() -> Spanned<Duration> {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
-    /// Sustained requests per second. More than zero.
+    /// Sustained requests per second. More than zero. Without it, requests go as fast
+    /// as answers come until the API rate limits them (then the rate halves).
     #[schemars(example = 10.0)]
-    pub requests_per_second: Spanned<f64>,
+    pub requests_per_second: Option<Spanned<f64>>,
     /// Requests allowed at once above the sustained rate. At least 1.
     #[serde(default = "default_one")]
     pub burst: Spanned<u32>,
     /// Requests in flight at once. At least 1.
     #[serde(default = "default_one")]
     pub concurrency: Spanned<u32>,
-    /// The longest `Retry-After` honoured; a longer one is treated as this.
+    /// The longest wait for a rate limit (`Retry-After`, a quota's reset) within a run.
+    /// A source told to wait longer is parked: it keeps its checkpoint, the run ends
+    /// `rate_limited` with the resume time, and the next run after it goes on from
+    /// there.
     #[serde(default = "default_max_retry_after")]
     pub max_retry_after: Spanned<Duration>,
+}
+
+/// Where a `200`'s body says the quota is used up.
+///
+/// ```yaml
+/// rate_limit_signal: { path: $.error.code, equals: RATE_LIMITED, reset: $.error.reset_at }
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSignalSpec {
+    /// The value to look at.
+    #[schemars(example = &"$.error.code")]
+    pub path: Spanned<JsonPath>,
+    /// The value there that means "rate limited" (compared as text: a string, or a
+    /// number or boolean as written).
+    #[schemars(example = &"RATE_LIMITED")]
+    pub equals: String,
+    /// Where the reset time is: a Unix time, seconds from now, or an RFC 3339 or HTTP
+    /// date. Without it, `Retry-After` and the rate-limit reset headers tell, else the
+    /// retry backoff.
+    #[schemars(example = &"$.error.reset_at")]
+    pub reset: Option<Spanned<JsonPath>>,
 }
 
 fn default_one() -> Spanned<u32> {
