@@ -185,8 +185,8 @@ pub enum PolicySource {
     Node,
     /// The node's `schema_policy` (for `contract_changed`).
     SchemaPolicy,
-    /// An inherited disposition the node's role cannot apply (`split` on a node without
-    /// batches to split, `quarantine` on a task), replaced by `fail`.
+    /// An inherited disposition the node cannot apply (a source or a task has no batch to
+    /// split, quarantine or skip: it retries or fails), replaced by `fail`.
     Role,
 }
 
@@ -349,8 +349,10 @@ impl Plan {
                     }
                     PolicySource::Role => {
                         format!(
-                            "{}={} (inherited one needs a batch; there is none here)",
-                            d.class, d.disposition
+                            "{}={} (a {} only retries or fails)",
+                            d.class,
+                            d.disposition,
+                            n.role.as_str()
                         )
                     }
                 })

@@ -193,7 +193,8 @@ pub struct DefaultsSpec {
     pub batching: Option<Spanned<BatchingSpec>>,
     /// Timeouts of every connector.
     pub timeouts: Option<TimeoutsSpec>,
-    /// Disposition per error class for every node.
+    /// Disposition per error class for every node. Where a source or a task cannot apply
+    /// one (it only retries or fails), it uses `fail`.
     #[serde(default)]
     pub on_error: OnErrorSpec,
 }
