@@ -8,7 +8,7 @@ use crate::diag::{Diagnostic, Pos, suggest};
 use crate::load::Loaded;
 use crate::plan::{
     EdgeKind, EffectiveBatching, EffectiveDisposition, EffectiveRetry, EffectiveTimeouts, Plan,
-    PlannedEdge, PlannedNode, PolicySource, topic_name,
+    PlannedEdge, PlannedNode, PolicySource, RetryOwner, topic_name,
 };
 use crate::spec::nodes::file::FileFormat;
 use crate::spec::nodes::http::{
@@ -1510,7 +1510,13 @@ pub(crate) fn check(loaded: Loaded, text: &str, diags: &mut Vec<Diagnostic>) -> 
             description: n.common.description.clone(),
             inputs: n.common.inputs.iter().map(|s| s.value.clone()).collect(),
             after: n.common.after.iter().map(|s| s.value.clone()).collect(),
-            retry: merge_retry(&[defaults.retry.as_deref(), n.common.retry.as_deref()]),
+            retry: EffectiveRetry {
+                by: match n.kind {
+                    NodeKind::Http(_) => RetryOwner::Connector,
+                    _ => RetryOwner::Engine,
+                },
+                ..merge_retry(&[defaults.retry.as_deref(), n.common.retry.as_deref()])
+            },
             batching: (role != Role::Task).then(|| {
                 merge_batching(&[defaults.batching.as_deref(), n.common.batching.as_deref()])
             }),

@@ -360,6 +360,14 @@ pub(crate) fn http_source_config(
         c.timeouts.request = t.request.get();
     }
     c.retry = node.retry.policy();
+    // The connector spends the whole budget (the engine does not retry it again), on the
+    // classes the node retries.
+    c.retry_on = node
+        .on_error
+        .iter()
+        .filter(|d| d.disposition == Disposition::Retry && d.class != ErrorClass::Auth)
+        .map(|d| d.class)
+        .collect();
     if let Some(b) = &node.batching {
         c.batching.max_rows = b.max_rows as usize;
         c.batching.max_bytes = b.max_bytes.bytes() as usize;

@@ -459,8 +459,10 @@ impl Executor {
                 Err(error) => {
                     attempt += 1;
                     ctx.record_attempt(&error).await;
-                    // A source has no batch to split, keep or skip: only retry or fail.
-                    let retry = ctx.dispositions.get(error.class) == Disposition::Retry;
+                    // A source has no batch to split, keep or skip: only retry or fail. A
+                    // source that retries inside spent the node's budget already.
+                    let retry = ctx.dispositions.get(error.class) == Disposition::Retry
+                        && !source.retries_inside();
                     if retry && ctx.retry.allows(attempt, started.elapsed()) {
                         let wait = retry_wait(&ctx.retry, attempt, &error);
                         ctx.stats.retries += 1;
