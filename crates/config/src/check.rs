@@ -12,7 +12,8 @@ use crate::plan::{
 };
 use crate::spec::nodes::file::FileFormat;
 use crate::spec::nodes::http::{
-    AuthSpec, HttpMethod, PaginationSpec, RateLimitSpec, SchemaPolicy, SchemaSpec, SinkFormat,
+    AuthSpec, BreakerSpec, HttpMethod, PaginationSpec, RateLimitSpec, SchemaPolicy, SchemaSpec,
+    SinkFormat,
 };
 use crate::spec::nodes::sql::WriteMode;
 use crate::spec::nodes::transform::TransformOp;
@@ -298,6 +299,25 @@ impl Checker<'_> {
         self.at_least(&r.burst, 1, "burst");
         self.at_least(&r.concurrency, 1, "concurrency");
         self.positive_duration(&r.max_retry_after, "max_retry_after");
+    }
+
+    fn breaker(&mut self, b: &Option<BreakerSpec>) {
+        let Some(b) = b else { return };
+        self.positive_duration(&b.window, "window");
+        self.positive_duration(&b.open_for, "open_for");
+        self.at_least(&b.min_requests, 1, "min_requests");
+        self.at_least(&b.half_open_probes, 1, "half_open_probes");
+        let ratio = &b.failure_ratio;
+        if !(ratio.value > 0.0 && ratio.value <= 1.0) {
+            self.error_at(
+                ratio,
+                format!(
+                    "`failure_ratio` must be more than 0 and at most 1, found {}",
+                    ratio.value
+                ),
+                "the share of failed requests that opens the breaker, e.g. `failure_ratio: 0.5`",
+            );
+        }
     }
 
     /// `on_error` entries that cannot make sense. `node` is `None` in `defaults` (what a
@@ -942,6 +962,7 @@ impl Checker<'_> {
             }
         }
         self.rate_limit(&h.rate_limit);
+        self.breaker(&h.breaker);
         self.timeouts(&h.timeouts);
         self.schema(&h.schema);
         // `schema_policy` and `on_error.contract_changed` must agree.

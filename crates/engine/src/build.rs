@@ -51,7 +51,7 @@ impl Default for BuildContext {
     fn default() -> Self {
         BuildContext {
             base_dir: PathBuf::from("."),
-            breakers: Arc::new(http::BreakerRegistry::default()),
+            breakers: Arc::new(http::BreakerRegistry::new()),
         }
     }
 }
@@ -355,6 +355,16 @@ pub(crate) fn http_source_config(
         c.rate_limit.concurrency = r.concurrency.value;
         c.rate_limit.max_retry_after = r.max_retry_after.value.get();
     }
+    if let Some(b) = &spec.breaker {
+        c.breaker = http::BreakerConfig {
+            enabled: b.enabled,
+            window: b.window.value.get(),
+            min_requests: b.min_requests.value,
+            failure_ratio: b.failure_ratio.value,
+            open_for: b.open_for.value.get(),
+            half_open_probes: b.half_open_probes.value,
+        };
+    }
     if let Some(t) = &node.timeouts {
         c.timeouts.connect = t.connect.get();
         c.timeouts.request = t.request.get();
@@ -544,6 +554,7 @@ fn http_sink_config(
         records: Default::default(),
         incremental: None,
         rate_limit: None,
+        breaker: None,
         timeouts: None,
         schema: Default::default(),
         nested: Default::default(),

@@ -116,8 +116,8 @@ impl HttpSource {
         let breaker = config.breaker.enabled.then(|| {
             ctx.breakers
                 .clone()
-                .unwrap_or_else(|| Arc::new(BreakerRegistry::new(config.breaker.clone())))
-                .for_host(&host)
+                .unwrap_or_else(|| Arc::new(BreakerRegistry::new()))
+                .for_host(&host, &config.breaker)
         });
         let fetcher = Fetcher {
             client,
