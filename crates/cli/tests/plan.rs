@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{sluice, text};
+use common::{sluice, text, yaml_files};
 
 #[test]
 fn plan_lists_nodes_in_execution_order_with_topics_and_policies() {
@@ -45,6 +45,52 @@ fn plan_shows_effective_overrides() {
     assert!(plan.contains("(node)"), "{plan}");
     assert!(plan.contains("(defaults)"), "{plan}");
     assert!(plan.contains("cron `"), "{plan}");
+}
+
+/// A source or a task has no batch: the engine retries it or fails it. The plan shows no
+/// other disposition for them (an HTTP source's `schema_policy: quarantine` is its own).
+#[test]
+fn plan_shows_only_dispositions_that_act() {
+    let out = sluice(&["plan", "pipelines/incremental-cron.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    let line = |node: &str| {
+        let at = plan.find(&format!(". {node} (")).unwrap();
+        let rest = &plan[at..];
+        let on_error = rest.find("on_error: ").unwrap();
+        rest[on_error..].lines().next().unwrap().to_owned()
+    };
+    // `defaults.on_error` quarantines `invalid_request`: the sink does, the source cannot.
+    let source = line("tickets");
+    assert!(
+        source.contains("invalid_request=fail (a source only retries or fails)"),
+        "{source}"
+    );
+    assert!(
+        !source.contains("=quarantine") && !source.contains("=skip"),
+        "{source}"
+    );
+    assert!(
+        line("tickets_db").contains("invalid_request=quarantine (defaults)"),
+        "{plan}"
+    );
+
+    for path in yaml_files("pipelines") {
+        let rel = format!("pipelines/{}", path.file_name().unwrap().to_string_lossy());
+        let out = sluice(&["plan", "--json", &rel], &[]);
+        assert_eq!(out.status.code(), Some(0), "{rel}: {}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for n in v["nodes"].as_array().unwrap() {
+            if !matches!(n["role"].as_str(), Some("source" | "task")) {
+                continue;
+            }
+            for d in n["on_error"].as_array().unwrap() {
+                let acts = matches!(d["disposition"].as_str(), Some("retry" | "fail"))
+                    || (d["class"] == "contract_changed" && d["from"] == "schema_policy");
+                assert!(acts, "{rel}: node {}: {d}", n["id"]);
+            }
+        }
+    }
 }
 
 #[test]

@@ -194,3 +194,34 @@ fn a_file_nested_150000_levels_deep_is_an_error_not_a_crash() {
         "{stderr}"
     );
 }
+
+/// The `breaker:` example of docs/http-source.md is accepted as written.
+#[test]
+fn the_documented_breaker_example_is_valid() {
+    let doc = std::fs::read_to_string(root().join("docs/http-source.md")).unwrap();
+    let start = doc
+        .find("`breaker: {")
+        .expect("docs/http-source.md shows `breaker:`")
+        + 1;
+    let end = start + doc[start..].find("}`").expect("the example ends") + 1;
+    let example = doc[start..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breaker.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "pipeline: breaker\nnodes:\n  api:\n    type: http\n    url: https://api.example.com/v1/orders\n    {example}\n  db:\n    type: sqlite\n    inputs: [api]\n    url: sqlite://out.db\n    table: orders\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice(&["validate", path.to_str().unwrap()], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{example}\n{}",
+        text(&out.stderr)
+    );
+}

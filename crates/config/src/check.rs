@@ -8,11 +8,12 @@ use crate::diag::{Diagnostic, Pos, suggest};
 use crate::load::Loaded;
 use crate::plan::{
     EdgeKind, EffectiveBatching, EffectiveDisposition, EffectiveRetry, EffectiveTimeouts, Plan,
-    PlannedEdge, PlannedNode, PolicySource, topic_name,
+    PlannedEdge, PlannedNode, PolicySource, RetryOwner, topic_name,
 };
 use crate::spec::nodes::file::FileFormat;
 use crate::spec::nodes::http::{
-    AuthSpec, HttpMethod, PaginationSpec, RateLimitSpec, SchemaPolicy, SchemaSpec, SinkFormat,
+    AuthSpec, BreakerSpec, HttpMethod, PaginationSpec, RateLimitSpec, SchemaPolicy, SchemaSpec,
+    SinkFormat,
 };
 use crate::spec::nodes::sql::WriteMode;
 use crate::spec::nodes::transform::TransformOp;
@@ -301,8 +302,28 @@ impl Checker<'_> {
         self.positive_duration(&r.max_retry_after, "max_retry_after");
     }
 
-    /// `on_error` entries that cannot make sense. `role` is `None` in `defaults`.
-    fn on_error(&mut self, on_error: &OnErrorSpec, role: Option<Role>, id: &str) {
+    fn breaker(&mut self, b: &Option<BreakerSpec>) {
+        let Some(b) = b else { return };
+        self.positive_duration(&b.window, "window");
+        self.positive_duration(&b.open_for, "open_for");
+        self.at_least(&b.min_requests, 1, "min_requests");
+        self.at_least(&b.half_open_probes, 1, "half_open_probes");
+        let ratio = &b.failure_ratio;
+        if !(ratio.value > 0.0 && ratio.value <= 1.0) {
+            self.error_at(
+                ratio,
+                format!(
+                    "`failure_ratio` must be more than 0 and at most 1, found {}",
+                    ratio.value
+                ),
+                "the share of failed requests that opens the breaker, e.g. `failure_ratio: 0.5`",
+            );
+        }
+    }
+
+    /// `on_error` entries that cannot make sense. `node` is `None` in `defaults` (what a
+    /// node cannot apply of those becomes `fail` in its plan, see [`disposition_acts`]).
+    fn on_error(&mut self, on_error: &OnErrorSpec, node: Option<&NodeSpec>) {
         for (class, d) in &on_error.0 {
             match d.value {
                 Disposition::Split
@@ -313,20 +334,10 @@ impl Checker<'_> {
                 {
                     self.error_at(d, format!("`split` does not help with `{}` errors", class.value), "splitting a batch helps when the batch itself is the problem: `payload_too_large` (too big) or `invalid_request` (to isolate bad records)");
                 }
-                Disposition::Split if matches!(role, Some(Role::Source | Role::Task)) => {
-                    let what = if role == Some(Role::Task) {
-                        "a task"
-                    } else {
-                        "a source"
-                    };
-                    self.error_at(d, format!("`{id}` is {what}: it has no batch to split"), "batches are split where they are consumed (transforms and sinks); here use `fail`, `quarantine` or `skip`");
-                }
-                Disposition::Quarantine if role == Some(Role::Task) => {
-                    self.error_at(
-                        d,
-                        format!("`{id}` is a task: it has no batch to quarantine"),
-                        "use `fail`, `retry` or `skip`",
-                    );
+                _ if node.is_some_and(|n| !disposition_acts(&n.kind, class.value, d.value)) => {
+                    let n = node.expect("checked just above");
+                    let (message, help) = cannot_apply(n, class.value, d.value);
+                    self.error_at(d, message, help);
                 }
                 Disposition::Retry
                     if matches!(
@@ -389,7 +400,7 @@ impl Checker<'_> {
             self.batching(b);
         }
         self.timeouts(&spec.defaults.timeouts);
-        self.on_error(&spec.defaults.on_error, None, "");
+        self.on_error(&spec.defaults.on_error, None);
         self.alerts(spec, ids);
     }
 
@@ -589,7 +600,7 @@ impl Checker<'_> {
                 self.batching(b);
             }
         }
-        self.on_error(&node.common.on_error, Some(role), id);
+        self.on_error(&node.common.on_error, Some(node));
         if let Some(c) = &node.common.compensate {
             self.task(&c.value);
         }
@@ -679,6 +690,13 @@ impl Checker<'_> {
                     );
                 }
                 self.schema(&f.schema);
+                if f.schema_policy.value == SchemaPolicy::Quarantine {
+                    self.error_at(
+                        &f.schema_policy,
+                        "the `file` source cannot quarantine records that differ from the schema",
+                        "use `fail` (the read stops, naming the fields and the line), or `evolve` or `warn` to take the new fields",
+                    );
+                }
             }
             NodeKind::FileSink(f) => {
                 if f.path.value.trim().is_empty() {
@@ -954,6 +972,7 @@ impl Checker<'_> {
             }
         }
         self.rate_limit(&h.rate_limit);
+        self.breaker(&h.breaker);
         self.timeouts(&h.timeouts);
         self.schema(&h.schema);
         // `schema_policy` and `on_error.contract_changed` must agree.
@@ -1363,8 +1382,60 @@ fn schema_policy(kind: &NodeKind) -> Option<SchemaPolicy> {
     }
 }
 
+/// Whether the engine (or the node's connector) applies `disposition` to the node's
+/// `class` failures. Transforms and sinks consume batches and apply every disposition to
+/// the batch at hand. A source or a task has no batch: the engine retries it or fails it
+/// (`crates/engine/src/run.rs`); only an HTTP source under `schema_policy: quarantine`
+/// keeps its drifting pages itself. A source's malformed records go through its
+/// `bad_records`, not `on_error`.
+fn disposition_acts(kind: &NodeKind, class: ErrorClass, disposition: Disposition) -> bool {
+    match kind.role() {
+        Role::Transform | Role::Sink => true,
+        Role::Source | Role::Task => match disposition {
+            Disposition::Retry | Disposition::Fail => true,
+            Disposition::Quarantine => {
+                class == ErrorClass::ContractChanged
+                    && matches!(kind, NodeKind::Http(h) if h.schema_policy.value == SchemaPolicy::Quarantine)
+            }
+            Disposition::Split | Disposition::Skip => false,
+        },
+    }
+}
+
+/// The error and its help for a disposition the node cannot apply.
+fn cannot_apply(node: &NodeSpec, class: ErrorClass, disposition: Disposition) -> (String, String) {
+    let id = node.id.value.as_str();
+    let verb = match disposition {
+        Disposition::Split => "split",
+        Disposition::Quarantine => "quarantine",
+        _ => "skip",
+    };
+    if node.kind.role() == Role::Task {
+        let message = if disposition == Disposition::Skip {
+            format!("`{id}` is a task: a failed task cannot be skipped")
+        } else {
+            format!("`{id}` is a task: it has no batch to {verb}")
+        };
+        return (
+            message,
+            "a task is retried or fails (and a failed task fails the run): use `retry` or `fail`"
+                .into(),
+        );
+    }
+    let message = format!("`{id}` is a source: it has no batch to {verb}");
+    let http = matches!(node.kind, NodeKind::Http(_));
+    let help = match class {
+        ErrorClass::InvalidRequest if http => "a source's errors are retried or fail it: use `fail` here; for malformed records set `bad_records: skip` or `bad_records: quarantine` on the node".to_owned(),
+        ErrorClass::InvalidRequest => format!("a source's errors are retried or fail it: use `fail` here; a `{}` source fails on a malformed record, naming it", node.node_type.as_str()),
+        ErrorClass::ContractChanged if http => "a source's errors are retried or fail it: use `fail` here; for pages that drift from the schema set `schema_policy: quarantine`, `evolve` or `warn`".to_owned(),
+        ErrorClass::ContractChanged if schema_policy(&node.kind).is_some() => "a source's errors are retried or fail it: use `fail` here; to take new fields set `schema_policy: evolve` or `warn`".to_owned(),
+        ErrorClass::PayloadTooLarge => "batches are split where they are consumed (transforms and sinks); a source's errors are retried or fail it: use `fail` here".to_owned(),
+        _ => "a source's errors are retried or fail it: use `retry` or `fail`".to_owned(),
+    };
+    (message, help)
+}
+
 fn effective_on_error(spec: &PipelineSpec, node: &NodeSpec) -> Vec<EffectiveDisposition> {
-    let role = node.kind.role();
     ErrorClass::ALL
         .into_iter()
         .map(|class| {
@@ -1387,12 +1458,7 @@ fn effective_on_error(spec: &PipelineSpec, node: &NodeSpec) -> Vec<EffectiveDisp
                 d.disposition = v.value;
                 d.from = PolicySource::Node;
             }
-            let unusable = match d.disposition {
-                Disposition::Split => matches!(role, Role::Source | Role::Task),
-                Disposition::Quarantine => role == Role::Task,
-                _ => false,
-            };
-            if unusable && d.from != PolicySource::Node {
+            if !disposition_acts(&node.kind, class, d.disposition) && d.from != PolicySource::Node {
                 d.disposition = Disposition::Fail;
                 d.from = PolicySource::Role;
             }
@@ -1475,7 +1541,13 @@ pub(crate) fn check(loaded: Loaded, text: &str, diags: &mut Vec<Diagnostic>) -> 
             description: n.common.description.clone(),
             inputs: n.common.inputs.iter().map(|s| s.value.clone()).collect(),
             after: n.common.after.iter().map(|s| s.value.clone()).collect(),
-            retry: merge_retry(&[defaults.retry.as_deref(), n.common.retry.as_deref()]),
+            retry: EffectiveRetry {
+                by: match n.kind {
+                    NodeKind::Http(_) => RetryOwner::Connector,
+                    _ => RetryOwner::Engine,
+                },
+                ..merge_retry(&[defaults.retry.as_deref(), n.common.retry.as_deref()])
+            },
             batching: (role != Role::Task).then(|| {
                 merge_batching(&[defaults.batching.as_deref(), n.common.batching.as_deref()])
             }),

@@ -195,10 +195,11 @@ nodes:
     url: https://api.example.com/x
     schema_policy: quarantine
     retry: { max_attempts: 2 }
-    on_error: { invalid_request: skip }
+    on_error: { invalid_request: fail }
+  files: { type: file, path: x.ndjson, format: ndjson }
   db:
     type: sqlite
-    inputs: [api]
+    inputs: [api, files]
     url: sqlite://x.db
     table: t
 "#;
@@ -211,7 +212,7 @@ nodes:
         };
         assert_eq!(
             get(api, ErrorClass::InvalidRequest).disposition,
-            Disposition::Skip
+            Disposition::Fail
         );
         assert_eq!(
             get(api, ErrorClass::InvalidRequest).from,
@@ -230,6 +231,7 @@ nodes:
             PolicySource::SchemaPolicy
         );
         // A source cannot split: the inherited `split` becomes `fail`; the sink keeps it.
+
         assert_eq!(
             get(api, ErrorClass::PayloadTooLarge).disposition,
             Disposition::Fail
@@ -239,6 +241,21 @@ nodes:
             PolicySource::Role
         );
         let db = plan.node("db").unwrap();
+        // Nor can a source quarantine: the `file` source below inherits Sluice's
+        // `invalid_request=quarantine` as `fail`; the sink keeps it.
+        assert_eq!(
+            get(db, ErrorClass::InvalidRequest).disposition,
+            Disposition::Quarantine
+        );
+        let files = plan.node("files").unwrap();
+        assert_eq!(
+            get(files, ErrorClass::InvalidRequest).disposition,
+            Disposition::Fail
+        );
+        assert_eq!(
+            get(files, ErrorClass::InvalidRequest).from,
+            PolicySource::Role
+        );
         assert_eq!(
             get(db, ErrorClass::PayloadTooLarge).disposition,
             Disposition::Split

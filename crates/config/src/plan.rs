@@ -103,6 +103,21 @@ pub struct EffectiveRetry {
     pub multiplier: f64,
     /// Give up after this long.
     pub max_elapsed: Duration,
+    /// Who spends the budget.
+    pub by: RetryOwner,
+}
+
+/// Who spends a node's retry budget: one of the two, never both, so that `max_attempts: 3`
+/// means three attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOwner {
+    /// The engine retries the node's failed attempts: a read, a batch, a task.
+    #[default]
+    Engine,
+    /// The connector retries each request itself (an HTTP source: it knows `Retry-After`,
+    /// token refreshes and page shrinking); the engine does not retry it again.
+    Connector,
 }
 
 impl EffectiveRetry {
@@ -130,6 +145,7 @@ impl Default for EffectiveRetry {
                 core.max_elapsed
                     .unwrap_or(std::time::Duration::from_secs(300)),
             ),
+            by: RetryOwner::Engine,
         }
     }
 }
@@ -185,8 +201,8 @@ pub enum PolicySource {
     Node,
     /// The node's `schema_policy` (for `contract_changed`).
     SchemaPolicy,
-    /// An inherited disposition the node's role cannot apply (`split` on a node without
-    /// batches to split, `quarantine` on a task), replaced by `fail`.
+    /// An inherited disposition the node cannot apply (a source or a task has no batch to
+    /// split, quarantine or skip: it retries or fails), replaced by `fail`.
     Role,
 }
 
@@ -318,9 +334,13 @@ impl Plan {
                 let _ = writeln!(out, "       {d}");
             }
             let r = &n.retry;
+            let by = match r.by {
+                RetryOwner::Engine => "",
+                RetryOwner::Connector => " per request (by the connector; the engine adds none)",
+            };
             let _ = writeln!(
                 out,
-                "       retry:    {} attempts, backoff {}..{} x{}, give up after {}",
+                "       retry:    {} attempts{by}, backoff {}..{} x{}, give up after {}",
                 r.max_attempts, r.initial_backoff, r.max_backoff, r.multiplier, r.max_elapsed
             );
             if let Some(b) = &n.batching {
@@ -349,8 +369,10 @@ impl Plan {
                     }
                     PolicySource::Role => {
                         format!(
-                            "{}={} (inherited one needs a batch; there is none here)",
-                            d.class, d.disposition
+                            "{}={} (a {} only retries or fails)",
+                            d.class,
+                            d.disposition,
+                            n.role.as_str()
                         )
                     }
                 })

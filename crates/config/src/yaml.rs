@@ -186,7 +186,12 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node> {
                 }
             }
             Err(err) => {
-                let pos = Pos::new(err.marker().line(), err.marker().col() + 1);
+                let marker = Pos::new(err.marker().line(), err.marker().col() + 1);
+                let pos = if err.info().contains("tab") {
+                    tab_near(text, marker.line).unwrap_or(marker)
+                } else {
+                    marker
+                };
                 let d = Diagnostic::error(pos, format!("invalid YAML: {}", err.info()));
                 builder.diags.push(with_syntax_help(d, err.info()));
                 return None;
@@ -200,6 +205,24 @@ pub(crate) fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<Node> {
         );
     }
     builder.root
+}
+
+/// Where the tab is that a tab error is about. The parser reports some of them where the
+/// previous token ended (the end of the scalar on the line before, a block scalar's `|`)
+/// or just after the tab: the first tab in a line's indentation from the reported line
+/// on (a few lines at most), else the first tab on the reported line.
+fn tab_near(text: &str, line: usize) -> Option<Pos> {
+    let lines: Vec<&str> = text.lines().skip(line.saturating_sub(1)).take(4).collect();
+    let in_indent = lines.iter().enumerate().find_map(|(i, l)| {
+        l.chars()
+            .take_while(|c| *c == ' ' || *c == '\t')
+            .position(|c| c == '\t')
+            .map(|col| Pos::new(line + i, col + 1))
+    });
+    in_indent.or_else(|| {
+        let col = lines.first()?.chars().position(|c| c == '\t')?;
+        Some(Pos::new(line, col + 1))
+    })
 }
 
 fn with_syntax_help(d: Diagnostic, info: &str) -> Diagnostic {

@@ -5,8 +5,10 @@ mod http_common;
 
 use http_common::{config, expect_all, run, source};
 use serde_json::json;
+use sluice_connectors::http::{BreakerRegistry, HttpSource, HttpSourceContext};
 use sluice_core::ErrorClass;
 use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig, MockHandle, RetryAfter};
+use std::sync::Arc;
 use std::time::Duration;
 
 async fn mock(records: u64, faults: Vec<Fault>) -> MockHandle {
@@ -355,5 +357,43 @@ async fn the_token_bucket_paces_requests() {
     assert!(
         span >= Duration::from_millis(9 * 50 - 20),
         "10 requests at 20/s take 450ms, took {span:?}"
+    );
+}
+
+/// The engine passes one registry to every source: each source's own `breaker` settings
+/// still decide when its breaker opens.
+#[tokio::test]
+async fn a_configured_breaker_opens_after_its_numbers_in_a_shared_registry() {
+    let m = mock(
+        100,
+        vec![Fault::new(1, 4, FaultKind::ServerError { status: 503 })],
+    )
+    .await;
+    let mut cfg = offset_cfg(&m);
+    cfg.retry.max_attempts = 10;
+    cfg.breaker.min_requests = 3;
+    cfg.breaker.failure_ratio = 1.0;
+    cfg.breaker.open_for = Duration::from_millis(300);
+    let shared = Arc::new(BreakerRegistry::new());
+    let mut src = HttpSource::new(
+        cfg,
+        HttpSourceContext {
+            pipeline: "test".into(),
+            node: "api".into(),
+            checkpoint: None,
+            breakers: Some(shared),
+        },
+    )
+    .expect("source builds");
+    let r = run(&mut src, false).await;
+    expect_all(&r, 100);
+    let text = r.event_text();
+    assert!(text.contains("opened: 3 of the last 3"), "{text}");
+    let log = m.data_requests();
+    assert!(
+        log[3].elapsed >= log[2].elapsed + Duration::from_millis(250),
+        "the 4th request waited for the open breaker: {:?} {:?}",
+        log[2].elapsed,
+        log[3].elapsed
     );
 }

@@ -113,10 +113,18 @@ pub type EventListener = std::sync::Arc<dyn Fn(&ConnectorEvent) + Send + Sync>;
 /// Reads batches from somewhere: an HTTP API, a database, a file.
 #[async_trait]
 pub trait Source: Send {
-    /// The next batch, or `None` when the source has nothing more for this run. Transient
-    /// failures are retried inside by the connector's policy; an error returned here has
-    /// exhausted them (or was not transient).
+    /// The next batch, or `None` when the source has nothing more for this run. A source
+    /// that [retries inside](Source::retries_inside) returns an error once its retry
+    /// policy gave up (or for a failure it does not retry); any other source's errors are
+    /// retried by the engine.
     async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError>;
+
+    /// Whether the source spends the node's retry budget itself (an HTTP source: it knows
+    /// `Retry-After`, token refreshes and page shrinking). The engine then retries none of
+    /// its errors again, so `max_attempts: 3` means three requests, not three times three.
+    fn retries_inside(&self) -> bool {
+        false
+    }
 
     /// Events since the last call (retries, refreshes, ...), for progress and the run record.
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {

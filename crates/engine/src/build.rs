@@ -51,7 +51,7 @@ impl Default for BuildContext {
     fn default() -> Self {
         BuildContext {
             base_dir: PathBuf::from("."),
-            breakers: Arc::new(http::BreakerRegistry::default()),
+            breakers: Arc::new(http::BreakerRegistry::new()),
         }
     }
 }
@@ -366,11 +366,29 @@ pub(crate) fn http_source_config(
             equals: s.value.equals.clone(),
             reset: s.value.reset.as_ref().map(|r| r.value.to_string()),
         });
+    if let Some(b) = &spec.breaker {
+        c.breaker = http::BreakerConfig {
+            enabled: b.enabled,
+            window: b.window.value.get(),
+            min_requests: b.min_requests.value,
+            failure_ratio: b.failure_ratio.value,
+            open_for: b.open_for.value.get(),
+            half_open_probes: b.half_open_probes.value,
+        };
+    }
     if let Some(t) = &node.timeouts {
         c.timeouts.connect = t.connect.get();
         c.timeouts.request = t.request.get();
     }
     c.retry = node.retry.policy();
+    // The connector spends the whole budget (the engine does not retry it again), on the
+    // classes the node retries.
+    c.retry_on = node
+        .on_error
+        .iter()
+        .filter(|d| d.disposition == Disposition::Retry && d.class != ErrorClass::Auth)
+        .map(|d| d.class)
+        .collect();
     if let Some(b) = &node.batching {
         c.batching.max_rows = b.max_rows as usize;
         c.batching.max_bytes = b.max_bytes.bytes() as usize;
@@ -561,6 +579,7 @@ fn http_sink_config(
         incremental: None,
         rate_limit: None,
         rate_limit_signal: None,
+        breaker: None,
         timeouts: None,
         schema: Default::default(),
         nested: Default::default(),

@@ -473,20 +473,22 @@ impl Executor {
                 Err(error) => {
                     attempt += 1;
                     ctx.record_attempt(&error).await;
-                    // A source has no batch to split, keep or skip: only retry or fail.
-                    let retry = ctx.dispositions.get(error.class) == Disposition::Retry;
+                    // A source has no batch to split, keep or skip: only retry or fail. A
+                    // source that retries inside spent the node's budget already.
+                    let disposed_retry = ctx.dispositions.get(error.class) == Disposition::Retry;
                     if let Some(at) = error.resume_at {
                         // The quota resets later than the node may wait: park it (its
                         // checkpoint is the last acked batch's); with a disposition other
                         // than `retry`, fail instead.
                         let mut error = error;
-                        if !retry {
+                        if !disposed_retry {
                             error.resume_at = None;
                         } else {
                             tracing::info!(node = %ctx.node, resume_at = ?at, "source parked");
                         }
                         return Err(error);
                     }
+                    let retry = disposed_retry && !source.retries_inside();
                     if retry && ctx.retry.allows(attempt, started.elapsed()) {
                         let wait = retry_wait(&ctx.retry, attempt, &error);
                         ctx.stats.retries += 1;

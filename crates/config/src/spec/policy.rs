@@ -16,7 +16,8 @@ use std::fmt;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
-    /// Attempts in all, the first included: `1` means no retry. At least 1.
+    /// Attempts in all, the first included: `1` means no retry. At least 1. An HTTP source
+    /// spends them per request inside the connector, any other node in the engine: never both.
     #[schemars(range(min = 1), extend("default" = 5), example = 8)]
     pub max_attempts: Option<Spanned<u32>>,
     /// The cap of the first backoff. Each delay is drawn at random below the cap ("full
@@ -193,7 +194,8 @@ pub struct DefaultsSpec {
     pub batching: Option<Spanned<BatchingSpec>>,
     /// Timeouts of every connector.
     pub timeouts: Option<TimeoutsSpec>,
-    /// Disposition per error class for every node.
+    /// Disposition per error class for every node. Where a source or a task cannot apply
+    /// one (it only retries or fails), it uses `fail`.
     #[serde(default)]
     pub on_error: OnErrorSpec,
 }

@@ -5,36 +5,32 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The circuit breakers of every host, by `host:port`. One registry shared by all the
-/// sources of a process (pass the same `Arc` to each) makes them share each host's
-/// breaker: one source's failures then protect the others.
-#[derive(Debug)]
+/// The circuit breakers of every host, by `host:port` and settings. One registry shared
+/// by all the sources of a process (pass the same `Arc` to each) makes the sources with
+/// the same `breaker` settings share each host's breaker: one source's failures then
+/// protect the others. A source with other settings gets a breaker of its own, so that
+/// each source's `breaker` is the one that acts.
+#[derive(Debug, Default)]
 pub struct BreakerRegistry {
-    config: BreakerConfig,
-    breakers: Mutex<HashMap<String, Arc<CircuitBreaker>>>,
+    breakers: Mutex<HashMap<String, Vec<Arc<CircuitBreaker>>>>,
 }
 
 impl BreakerRegistry {
-    /// A registry whose breakers follow `config`.
-    pub fn new(config: BreakerConfig) -> Self {
-        BreakerRegistry {
-            config,
-            breakers: Mutex::new(HashMap::new()),
-        }
+    /// An empty registry.
+    pub fn new() -> Self {
+        BreakerRegistry::default()
     }
 
-    /// The breaker of a host, made on first use.
-    pub(crate) fn for_host(&self, host: &str) -> Arc<CircuitBreaker> {
+    /// The breaker of a host with these settings, made on first use.
+    pub(crate) fn for_host(&self, host: &str, config: &BreakerConfig) -> Arc<CircuitBreaker> {
         let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(host.to_owned())
-            .or_insert_with(|| Arc::new(CircuitBreaker::new(host, self.config.clone())))
-            .clone()
-    }
-}
-
-impl Default for BreakerRegistry {
-    fn default() -> Self {
-        BreakerRegistry::new(BreakerConfig::default())
+        let same_host = map.entry(host.to_owned()).or_default();
+        if let Some(b) = same_host.iter().find(|b| b.config == *config) {
+            return b.clone();
+        }
+        let b = Arc::new(CircuitBreaker::new(host, config.clone()));
+        same_host.push(b.clone());
+        b
     }
 }
 
@@ -201,9 +197,14 @@ mod tests {
 
     #[test]
     fn opens_on_the_failure_ratio_probes_then_closes() {
-        let reg = BreakerRegistry::new(cfg());
-        let b = reg.for_host("api:443");
-        assert!(Arc::ptr_eq(&b, &reg.for_host("api:443")));
+        let reg = BreakerRegistry::new();
+        let b = reg.for_host("api:443", &cfg());
+        assert!(Arc::ptr_eq(&b, &reg.for_host("api:443", &cfg())));
+        let other = BreakerConfig {
+            min_requests: 2,
+            ..cfg()
+        };
+        assert!(!Arc::ptr_eq(&b, &reg.for_host("api:443", &other)));
         let t = Instant::now();
         assert!(b.record(false, t).is_none());
         assert!(b.record(true, t).is_none());

@@ -6,7 +6,7 @@
 //! a number of seconds).
 
 use serde::{Deserialize, Serialize};
-use sluice_core::{RetryPolicy, Secret};
+use sluice_core::{ErrorClass, RetryPolicy, Secret};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -84,10 +84,15 @@ pub struct HttpSourceConfig {
     /// Connect and request timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
-    /// How failed requests are retried (full-jitter backoff, by error class: `network`,
-    /// `rate_limited` and `dependency` are retried; `auth` once after a token refresh).
+    /// How failed requests are retried (full-jitter backoff): the whole budget of each
+    /// request, the engine retries the source no further.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// The classes whose failed requests are retried (by default `network`,
+    /// `rate_limited` and `dependency`; a pipeline's `on_error` classes set to `retry`).
+    /// `auth` is not retried with backoff: an OAuth2 token is fetched again once.
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<ErrorClass>,
     /// The circuit breaker of the API's host.
     #[serde(default)]
     pub breaker: BreakerConfig,
@@ -119,6 +124,13 @@ fn default_max_pages() -> u64 {
 
 fn default_max_response_bytes() -> usize {
     256 * 1024 * 1024
+}
+
+fn default_retry_on() -> Vec<ErrorClass> {
+    ErrorClass::ALL
+        .into_iter()
+        .filter(|c| c.is_transient())
+        .collect()
 }
 
 /// The request method.
@@ -750,6 +762,7 @@ impl HttpSourceConfig {
             rate_limit_signal: None,
             timeouts: TimeoutsConfig::default(),
             retry: RetryPolicy::default(),
+            retry_on: default_retry_on(),
             breaker: BreakerConfig::default(),
             schema: SchemaConfig::default(),
             nested: NestedMode::default(),

@@ -27,6 +27,8 @@ pub(crate) struct Fetcher {
     /// Told of each event as it happens (the engine's live display).
     pub(crate) listener: Mutex<Option<sluice_core::EventListener>>,
     pub(crate) retry: RetryPolicy,
+    /// The classes retried with backoff (never `auth`: see the refresh above).
+    pub(crate) retry_on: Vec<ErrorClass>,
     pub(crate) max_retry_after: Duration,
     pub(crate) request_timeout: Duration,
     /// The largest answer body read, counted decoded (`max_response_bytes`).
@@ -209,7 +211,7 @@ impl Fetcher {
                 e.class = ErrorClass::PayloadTooLarge;
                 return Err(e);
             }
-            if !class.is_transient() {
+            if class == ErrorClass::Auth || !self.retry_on.contains(&class) {
                 return Err(error);
             }
             if class == ErrorClass::RateLimited

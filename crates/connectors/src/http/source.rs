@@ -116,8 +116,8 @@ impl HttpSource {
         let breaker = config.breaker.enabled.then(|| {
             ctx.breakers
                 .clone()
-                .unwrap_or_else(|| Arc::new(BreakerRegistry::new(config.breaker.clone())))
-                .for_host(&host)
+                .unwrap_or_else(|| Arc::new(BreakerRegistry::new()))
+                .for_host(&host, &config.breaker)
         });
         let fetcher = Fetcher {
             client,
@@ -136,6 +136,7 @@ impl HttpSource {
             events: Mutex::new(Vec::new()),
             listener: Mutex::new(None),
             retry: config.retry.clone(),
+            retry_on: config.retry_on.clone(),
             max_retry_after: config.rate_limit.max_retry_after,
             request_timeout: config.timeouts.request,
             max_response_bytes: config.max_response_bytes,
@@ -955,6 +956,11 @@ impl Source for HttpSource {
             Ok(_) => {}
         }
         Ok(Some(started.elapsed()))
+    }
+
+    /// Each request is retried by the node's policy inside (`Fetcher::fetch`).
+    fn retries_inside(&self) -> bool {
+        true
     }
 
     fn listen(&mut self, listener: sluice_core::EventListener) -> bool {

@@ -71,6 +71,9 @@ pub struct HttpSource {
     /// headers: such an answer is `rate_limited`, waited out (at most
     /// `rate_limit.max_retry_after`, else the node is parked until the reset).
     pub rate_limit_signal: Option<Spanned<RateLimitSignalSpec>>,
+    /// The circuit breaker of the API's host: it opens when too many requests fail, and
+    /// requests then wait (within the retry budget) or fail fast as `dependency`.
+    pub breaker: Option<BreakerSpec>,
     /// Timeouts (else `defaults.timeouts`).
     pub timeouts: Option<TimeoutsSpec>,
     /// The columns of the records: `infer` (from the first page) or declared.
@@ -560,6 +563,52 @@ pub struct RateLimitSignalSpec {
 
 fn default_one() -> Spanned<u32> {
     Spanned::new(1, crate::diag::Pos::START)
+}
+
+/// The circuit breaker of the API's host, counting network errors and 5xx answers. Once
+/// `min_requests` requests were made within `window` and the share of them that failed
+/// reaches `failure_ratio`, it opens: no request goes to the host for `open_for`; then
+/// `half_open_probes` requests go through, and if they all succeed it closes. Sources of
+/// one process with the same settings share the breaker of a host.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Whether the breaker is used.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The time window requests are counted over. More than zero.
+    #[serde(default = "default_breaker_window")]
+    #[schemars(example = &"2m")]
+    pub window: Spanned<Duration>,
+    /// Requests within the window before the failure share counts. At least 1.
+    #[serde(default = "default_min_requests")]
+    #[schemars(example = 20)]
+    pub min_requests: Spanned<u32>,
+    /// The share of failed requests (more than 0, at most 1) that opens the breaker.
+    #[serde(default = "default_failure_ratio")]
+    #[schemars(example = 0.8)]
+    pub failure_ratio: Spanned<f64>,
+    /// How long the breaker stays open before probing. More than zero.
+    #[serde(default = "default_open_for")]
+    #[schemars(example = &"1m")]
+    pub open_for: Spanned<Duration>,
+    /// Requests let through after `open_for`; all must succeed to close the breaker. At
+    /// least 1.
+    #[serde(default = "default_one")]
+    pub half_open_probes: Spanned<u32>,
+}
+
+fn default_breaker_window() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(60), crate::diag::Pos::START)
+}
+fn default_min_requests() -> Spanned<u32> {
+    Spanned::new(10, crate::diag::Pos::START)
+}
+fn default_failure_ratio() -> Spanned<f64> {
+    Spanned::new(0.5, crate::diag::Pos::START)
+}
+fn default_open_for() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(30), crate::diag::Pos::START)
 }
 fn default_max_retry_after() -> Spanned<Duration> {
     Spanned::new(Duration::secs(300), crate::diag::Pos::START)

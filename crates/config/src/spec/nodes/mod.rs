@@ -46,6 +46,8 @@ pub struct NodeCommon {
     /// Batch limits (else `defaults.batching`). Not for tasks.
     pub batching: Option<Spanned<BatchingSpec>>,
     /// Disposition per error class (else `defaults.on_error`, then Sluice's defaults).
+    /// Sources and tasks only `retry` or `fail` (an HTTP source's malformed records: see
+    /// `bad_records`).
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"invalid_request": "quarantine", "dependency": "retry"}))]
     pub on_error: OnErrorSpec,
