@@ -8,7 +8,8 @@
 //!   second run whose records bring the fields in another order, plus `userid` (which
 //!   collides with the `userId` of the first run), maps `userId` to the same column as
 //!   before: the mapping is recorded in the state store and reused. `sluice runs show`
-//!   lists it; `sluice plan` shows the rule and the names of declared fields.
+//!   lists it; `sluice plan` shows the rule and the names of declared fields. `key: [Id]`
+//!   names the field `Id`, which is the column `id` (the upsert's key).
 
 mod e2e_common;
 
@@ -24,7 +25,7 @@ fn long_key() -> String {
 /// The first run's record: `userId` only.
 fn first_records() -> String {
     let mut r = serde_json::Map::new();
-    r.insert("id".into(), json!(1));
+    r.insert("Id".into(), json!(1));
     r.insert(long_key(), json!("long-1"));
     r.insert("userId".into(), json!("U1"));
     r.insert(String::new(), json!("empty-1"));
@@ -39,7 +40,7 @@ fn second_records() -> String {
         ("userid", json!("u2")),
         ("", json!("empty-2")),
         ("userId", json!("U2")),
-        ("id", json!(2)),
+        ("Id", json!(2)),
     ];
     let mut text = String::from("{");
     for (i, (k, v)) in fields.iter().enumerate() {
@@ -67,7 +68,7 @@ nodes:
     url: ${{{url_var}}}
     table: {name}
     mode: upsert
-    key: [id]
+    key: [Id]
     schema_policy: evolve
     naming: {naming}
 "#
@@ -266,7 +267,7 @@ async fn names_are_normalised_recorded_and_reused(sink_type: &str) {
         "`` -> `unnamed`".to_owned(),
         "`Order Total ($)` -> `order_total`".to_owned(),
         format!("`{}` -> `{long}`", long_key()),
-        "`id` -> `id`".to_owned(),
+        "`Id` -> `id`".to_owned(),
     ] {
         assert!(show.stdout.contains(&line), "{line} in {show}");
     }
