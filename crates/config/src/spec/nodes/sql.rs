@@ -73,7 +73,8 @@ pub struct SqlSink {
     /// `append`, `upsert` (by `key`) or `replace` (empty the table once per load, in the transaction of its first rows).
     #[serde(default)]
     pub mode: Spanned<WriteMode>,
-    /// The key columns of `upsert`.
+    /// The key columns of `upsert`, named as the records' fields (with `naming:
+    /// snake_case`, mapped to their columns like every field).
     #[serde(default)]
     #[schemars(example = &serde_json::json!(["id"]))]
     pub key: Vec<Spanned<String>>,
