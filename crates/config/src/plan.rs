@@ -378,6 +378,7 @@ impl Plan {
                 })
                 .collect();
             let _ = writeln!(out, "       on_error: {}", dispositions.join(", "));
+            self.naming_text(n, &mut out);
             if let Some(c) = &n.compensate {
                 let what = match c {
                     TaskSpec::SqlTask(t) => format!("sql_task on {}", t.url.value),
@@ -402,6 +403,54 @@ impl Plan {
             }
         }
         out
+    }
+
+    /// A SQL sink's `naming: snake_case`: the rule, and the columns of the fields its
+    /// inputs declare (a declared `schema`); other fields are named when first seen.
+    fn naming_text(&self, n: &PlannedNode, out: &mut String) {
+        use crate::spec::nodes::http::SchemaSpec;
+        use crate::spec::nodes::sql::Naming;
+        use sluice_core::naming::{NameLimit, resolve};
+        let NodeKind::SqlSink(sink) = &n.config else {
+            return;
+        };
+        if sink.naming.value != Naming::SnakeCase {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "       naming:   snake_case: lower case, non-alphanumerics to `_`, long or taken names get a hash suffix; recorded in the state store when first seen (`sluice runs show` lists them)"
+        );
+        let limit = match sink.dialect {
+            crate::values::Dialect::Postgres => NameLimit::Bytes(63),
+            crate::values::Dialect::Mysql => NameLimit::Chars(64),
+            crate::values::Dialect::Sqlite => NameLimit::None,
+        };
+        for input in &n.inputs {
+            let schema = match self.node(input).map(|i| &i.config) {
+                Some(NodeKind::Http(h)) => &h.schema,
+                Some(NodeKind::File(f)) => &f.schema,
+                _ => continue,
+            };
+            let SchemaSpec::Columns(columns) = schema else {
+                continue;
+            };
+            let fields: Vec<&str> = columns
+                .value
+                .iter()
+                .map(|c| c.name.value.as_str())
+                .collect();
+            let names = resolve(&Default::default(), fields.iter().copied(), limit);
+            let shown: Vec<String> = fields
+                .iter()
+                .filter_map(|f| names.get(*f).map(|c| format!("`{f}` -> `{c}`")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "       columns of {input}'s declared fields (unless earlier runs recorded others): {}",
+                shown.join(", ")
+            );
+        }
     }
 
     /// The DAG in Graphviz DOT.

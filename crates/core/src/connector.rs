@@ -243,4 +243,11 @@ pub trait Sink: Send {
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         Vec::new()
     }
+
+    /// Gives the sink the book where its column names are kept between runs (see
+    /// [`crate::naming`]), before [`Sink::begin_run`]. A sink that renames nothing
+    /// ignores it.
+    fn use_name_book(&mut self, book: std::sync::Arc<dyn crate::naming::NameBook>) {
+        let _ = book;
+    }
 }

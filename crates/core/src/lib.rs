@@ -32,6 +32,7 @@ mod batch;
 mod connector;
 mod error;
 pub mod flock;
+pub mod naming;
 pub mod redact;
 mod retry;
 mod secret;

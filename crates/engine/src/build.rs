@@ -429,6 +429,12 @@ fn sql_sink_config(
         P::Warn => sql::SchemaPolicy::Warn,
         P::Quarantine | P::Fail => sql::SchemaPolicy::Fail,
     };
+    c.naming = match spec.naming.value {
+        sluice_config::spec::nodes::sql::Naming::Verbatim => sluice_core::naming::Naming::Verbatim,
+        sluice_config::spec::nodes::sql::Naming::SnakeCase => {
+            sluice_core::naming::Naming::SnakeCase
+        }
+    };
     c.max_connections = spec.max_connections.value;
     if let Some(t) = &node.timeouts {
         c.connect_timeout_ms = millis(t.connect.get());

@@ -25,6 +25,7 @@ mod events;
 pub mod health;
 mod killpoint;
 mod load;
+mod names;
 mod pipeline;
 mod replay;
 mod run;

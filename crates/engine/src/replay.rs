@@ -136,7 +136,7 @@ pub async fn replay(
                 }
                 result
             }
-            NodeRunner::Sink(sink) => match sink.begin_run(&ctx.run_info()) {
+            NodeRunner::Sink(sink) => match crate::names::begin_sink(&ctx, sink.as_mut()) {
                 Err(e) => Err(e),
                 Ok(()) => {
                     let mut target = BorrowedSink {

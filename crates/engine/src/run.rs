@@ -369,7 +369,7 @@ impl Executor {
                 self.run_consumer(&mut ctx, &inputs, &watched, &mut target)
                     .await
             }
-            NodeRunner::Sink(mut sink) => match sink.begin_run(&ctx.run_info()) {
+            NodeRunner::Sink(mut sink) => match crate::names::begin_sink(&ctx, sink.as_mut()) {
                 Err(e) => Err(e),
                 Ok(()) => {
                     let mut target = SinkTarget { sink };

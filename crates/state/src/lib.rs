@@ -27,9 +27,11 @@
 //! ```
 
 mod lease;
+mod names;
 mod store;
 
 pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder};
+pub use names::ColumnNameRow;
 pub use store::{now_ms, redact_url};
 
 pub use store::{

@@ -355,6 +355,13 @@ const MIGRATIONS: &[&str] = &[
         pid BIGINT NOT NULL, command TEXT NOT NULL, acquired_at BIGINT NOT NULL,
         expires_at BIGINT NOT NULL);",
     "ALTER TABLE runs ADD COLUMN resume_at BIGINT;",
+    "CREATE TABLE IF NOT EXISTS column_names (
+        pipeline TEXT NOT NULL, node TEXT NOT NULL, field TEXT NOT NULL,
+        column_name TEXT NOT NULL, first_run TEXT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (pipeline, node, field));
+     CREATE TABLE IF NOT EXISTS run_column_names (
+        run_id TEXT NOT NULL, node TEXT NOT NULL, field TEXT NOT NULL,
+        column_name TEXT NOT NULL, PRIMARY KEY (run_id, node, field));",
 ];
 
 /// The state store.

@@ -129,8 +129,11 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         }
         Some(RunsCommand::Show { id }) => {
             let (run, nodes, attempts) = store.run(&id).await?;
+            let column_names = store.run_column_names(&id).await?;
             if args.json {
-                let value = serde_json::json!({ "run": run, "nodes": nodes, "attempts": attempts });
+                let value = serde_json::json!({
+                    "run": run, "nodes": nodes, "attempts": attempts, "column_names": column_names
+                });
                 println!("{}", serde_json::to_string_pretty(&value)?);
                 return Ok(ExitCode::SUCCESS);
             }
@@ -183,6 +186,12 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     for line in a.detail.lines().skip(1) {
                         println!("  {:>20}   {line}", "");
                     }
+                }
+            }
+            if !column_names.is_empty() {
+                println!("\ncolumn names (naming: snake_case), field -> column:");
+                for c in &column_names {
+                    println!("  {:<16} `{}` -> `{}`", c.node, c.field, c.column);
                 }
             }
         }

@@ -132,6 +132,11 @@ pub struct SqlSinkConfig {
     /// reports it, `fail` fails the batch with `contract_changed`.
     #[serde(default)]
     pub schema_policy: SchemaPolicy,
+    /// How record fields become column names: `verbatim` (as they are; a name the
+    /// engine cannot store fails the batch) or `snake_case` (normalised, recorded and
+    /// reused; `key` names fields and is mapped the same way).
+    #[serde(default)]
+    pub naming: sluice_core::naming::Naming,
     /// Connections in the pool. At least 1.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
@@ -178,6 +183,7 @@ impl SqlSinkConfig {
             key: Vec::new(),
             create_table: true,
             schema_policy: SchemaPolicy::default(),
+            naming: sluice_core::naming::Naming::default(),
             max_connections: default_max_connections(),
             max_rows_per_statement: None,
             max_statement_bytes: None,

@@ -22,10 +22,11 @@ use super::types::{self, Column, Kind};
 use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
+use sluice_core::naming::{self, NameBook, NameLimit, Naming};
 use sluice_core::{
     Batch, ConnectorError, ConnectorEvent, ErrorClass, RejectedRows, RunInfo, Sink, WriteReport,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,15 @@ impl Settings {
     /// The ledger's `target` value.
     pub(crate) fn target(&self) -> String {
         self.table.display()
+    }
+
+    /// The longest column name `naming: snake_case` makes.
+    fn name_limit(&self) -> NameLimit {
+        match self.dialect {
+            Dialect::Postgres => NameLimit::Bytes(63),
+            Dialect::Mysql => NameLimit::Chars(64),
+            Dialect::Sqlite => NameLimit::None,
+        }
     }
 
     /// Whether two column names denote the same column in this engine.
@@ -146,6 +156,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     fn endpoint(&self) -> &Endpoint;
     fn settings(&self) -> &Settings;
+    fn settings_mut(&mut self) -> &mut Settings;
     /// Runs one statement without parameters (DDL).
     async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError>;
     /// The target's columns, or `None` when the table does not exist.
@@ -170,15 +181,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn health(&self) -> Result<Duration, ConnectorError>;
 }
 
-/// The longest name each engine keeps whole: PostgreSQL cuts longer ones silently.
-fn max_name_bytes(dialect: Dialect) -> Option<usize> {
-    match dialect {
-        Dialect::Postgres => Some(63),
-        Dialect::Mysql => Some(64 * 4),
-        Dialect::Sqlite => None,
-    }
-}
-
 /// A SQL sink: the shared algorithm around one backend.
 pub(crate) struct SqlSink<B: Backend> {
     backend: B,
@@ -199,6 +201,16 @@ pub(crate) struct SqlSink<B: Backend> {
     /// before the next one, so that a database that is down fails it at once.
     suspect: bool,
     events: Vec<ConnectorEvent>,
+    /// How fields become column names.
+    naming: Naming,
+    /// `key` as configured: field names (mapped to columns with `naming: snake_case`).
+    key_fields: Vec<String>,
+    /// Where the mapping is kept between runs; none: in memory only.
+    book: Option<Arc<dyn NameBook>>,
+    /// `snake_case`: the mapping (field → column), once read from the book.
+    names: Option<BTreeMap<String, String>>,
+    /// Fields whose mapping was recorded for this run's record.
+    reported: HashSet<String>,
 }
 
 impl<B: Backend> SqlSink<B> {
@@ -216,7 +228,76 @@ impl<B: Backend> SqlSink<B> {
             replaced: false,
             suspect: false,
             events: Vec::new(),
+            naming: config.naming,
+            key_fields: config.key.clone(),
+            book: None,
+            names: None,
+            reported: HashSet::new(),
         }
+    }
+
+    /// `naming: snake_case`: renames the batch's columns (and the key) to the recorded
+    /// mapping, extended for new fields; new mappings are recorded before any column is
+    /// created for them. `verbatim`: nothing changes.
+    async fn map_names(&mut self, columns: &mut [Column]) -> Result<(), ConnectorError> {
+        if self.naming != Naming::SnakeCase {
+            return Ok(());
+        }
+        let known = match self.names.take() {
+            Some(known) => known,
+            None => match &self.book {
+                Some(book) => book.recorded().await?,
+                None => BTreeMap::new(),
+            },
+        };
+        let fields = columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(self.key_fields.iter().map(String::as_str));
+        let mapping = naming::resolve(&known, fields, self.settings().name_limit());
+        let unreported: BTreeMap<String, String> = mapping
+            .iter()
+            .filter(|(f, _)| !self.reported.contains(*f) || !known.contains_key(*f))
+            .map(|(f, c)| (f.clone(), c.clone()))
+            .collect();
+        let mut known = known;
+        if !unreported.is_empty() {
+            if let Some(book) = &self.book {
+                if let Err(e) = book.record(&unreported).await {
+                    self.names = Some(known);
+                    return Err(e);
+                }
+            }
+            let renamed: Vec<String> = unreported
+                .iter()
+                .filter(|(f, c)| f != c && !known.contains_key(*f))
+                .map(|(f, c)| format!("`{f}` -> `{c}`"))
+                .collect();
+            self.reported.extend(unreported.keys().cloned());
+            known.extend(unreported);
+            if !renamed.is_empty() {
+                self.event(
+                    None,
+                    format!(
+                        "named new columns (naming: snake_case): {}",
+                        renamed.join(", ")
+                    ),
+                );
+            }
+        }
+        for c in columns.iter_mut() {
+            if let Some(column) = known.get(&c.name) {
+                c.name = column.clone();
+            }
+        }
+        let key: Vec<String> = self
+            .key_fields
+            .iter()
+            .map(|k| known.get(k).cloned().unwrap_or_else(|| k.clone()))
+            .collect();
+        self.backend.settings_mut().key = key;
+        self.names = Some(known);
+        Ok(())
     }
 
     fn settings(&self) -> &Settings {
@@ -241,18 +322,25 @@ impl<B: Backend> SqlSink<B> {
         for c in columns {
             if c.name.is_empty() || c.name.contains('\0') {
                 return Err(self.contract(format!(
-                    "a column of the batch has an empty name or one with a NUL character, which {} cannot store: rename it in a transform",
+                    "a column of the batch has an empty name or one with a NUL character, which {} cannot store: rename it in a transform, or set `naming: snake_case` on the sink",
                     s.dialect.name()
                 )));
             }
-            if let Some(max) = max_name_bytes(s.dialect) {
-                if c.name.len() > max {
-                    return Err(self.contract(format!(
-                        "column name `{}` is longer than {} accepts ({max} bytes): rename it in a transform",
-                        c.name,
-                        s.dialect.name()
-                    )));
+            // The longest name each engine keeps whole: PostgreSQL cuts longer ones
+            // silently, MySQL refuses them.
+            let too_long = match s.name_limit() {
+                NameLimit::Bytes(max) => (c.name.len() > max).then(|| format!("{max} bytes")),
+                NameLimit::Chars(max) => {
+                    (c.name.chars().count() > max).then(|| format!("{max} characters"))
                 }
+                NameLimit::None => None,
+            };
+            if let Some(max) = too_long {
+                return Err(self.contract(format!(
+                    "column name `{}` is longer than {} accepts ({max}): rename it in a transform, or set `naming: snake_case` on the sink",
+                    c.name,
+                    s.dialect.name()
+                )));
             }
             let folded = match s.dialect {
                 Dialect::Postgres => c.name.clone(),
@@ -260,7 +348,7 @@ impl<B: Backend> SqlSink<B> {
             };
             if !seen.insert(folded) {
                 return Err(self.contract(format!(
-                    "the batch has two columns named `{}` (as {} compares names): rename one",
+                    "the batch has two columns named `{}` (as {} compares names): rename one, or set `naming: snake_case` on the sink",
                     c.name,
                     s.dialect.name()
                 )));
@@ -394,7 +482,8 @@ impl<B: Backend> SqlSink<B> {
     }
 
     async fn write_batch(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
-        let columns = types::normalize(&batch.records).map_err(|e| self.contract(e))?;
+        let mut columns = types::normalize(&batch.records).map_err(|e| self.contract(e))?;
+        self.map_names(&mut columns).await?;
         let plan = self.prepare(&columns).await?;
         let mut report = WriteReport::default();
         let rows = batch.num_rows();
@@ -716,7 +805,14 @@ impl<B: Backend> Sink for SqlSink<B> {
     fn begin_run(&mut self, run: &RunInfo) -> Result<(), ConnectorError> {
         self.load = run.load.clone();
         self.replaced = false;
+        self.reported.clear();
         Ok(())
+    }
+
+    fn use_name_book(&mut self, book: Arc<dyn NameBook>) {
+        self.book = Some(book);
+        self.names = None;
+        self.reported.clear();
     }
 
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {

@@ -105,6 +105,9 @@ impl Backend for SqliteBackend {
     fn settings(&self) -> &Settings {
         &self.settings
     }
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
 
     async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
         db::execute(&self.pool, &self.endpoint, sql, doing).await

@@ -64,6 +64,9 @@ impl Backend for Fake {
     fn settings(&self) -> &Settings {
         &self.settings
     }
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
     /// Understands the DDL the sink sends for table `t` (plain names only).
     async fn execute(&self, sql: String, _doing: &str) -> Result<(), ConnectorError> {
         let mut s = self.state.lock().unwrap();

@@ -73,7 +73,8 @@ pub struct SqlSink {
     /// `append`, `upsert` (by `key`) or `replace` (empty the table once per load, in the transaction of its first rows).
     #[serde(default)]
     pub mode: Spanned<WriteMode>,
-    /// The key columns of `upsert`.
+    /// The key columns of `upsert`, named as the records' fields (with `naming:
+    /// snake_case`, mapped to their columns like every field).
     #[serde(default)]
     #[schemars(example = &serde_json::json!(["id"]))]
     pub key: Vec<Spanned<String>>,
@@ -83,6 +84,11 @@ pub struct SqlSink {
     /// What to do when batches bring columns the table lacks: `evolve` adds them.
     #[serde(default)]
     pub schema_policy: Spanned<SchemaPolicy>,
+    /// How record fields become column names: `verbatim` (as they are) or `snake_case`
+    /// (normalised; the mapping is recorded and reused by every run, and `key` is mapped
+    /// too). See [Column names](sinks.md#column-names).
+    #[serde(default)]
+    pub naming: Spanned<Naming>,
     /// Connections in the pool. At least 1.
     #[serde(default = "default_max_connections")]
     pub max_connections: Spanned<u32>,
@@ -105,4 +111,20 @@ pub enum WriteMode {
     Upsert,
     /// Replace the table's contents once per load: never in a resumed run or a replay.
     Replace,
+}
+
+/// How a SQL sink names its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Naming {
+    /// Each field's name as it is. A name the database cannot store (empty, longer than
+    /// PostgreSQL's 63 bytes or MySQL's 64 characters, two names equal but for case where
+    /// the database ignores case) fails the batch with `contract_changed`.
+    #[default]
+    Verbatim,
+    /// Lower case, every run of non-alphanumerics one `_` (none at the ends), an empty
+    /// name `unnamed`; a name too long is cut and ends in `_` and 8 hex digits of a hash;
+    /// a name already taken gets that hash suffix too. Recorded in the state store, so a
+    /// field always goes to the same column; `sluice runs show` lists the mapping.
+    SnakeCase,
 }
