@@ -579,9 +579,18 @@ async fn credentials_go_to_no_other_origin() {
     }
     sb.set("SLUICE_LOG", "debug");
     sb.set("API", format!("http://127.0.0.1:{}", api.port));
+    // One source per pipeline: in one run, the first node to fail would cancel the other
+    // before its request, and its refusal would go untested.
+    let sink = r#"
+  out:
+    type: file_sink
+    inputs: [NODE]
+    path: out/NODE.ndjson
+    format: ndjson
+"#;
     sb.write(
         "next.yaml",
-        r#"
+        &(r#"
 pipeline: leak_next
 defaults:
   retry: { max_attempts: 1 }
@@ -597,7 +606,17 @@ nodes:
       api_key: { name: X-Api-Key, value: "${APIKEY}" }
     pagination:
       next_url: { path: $.next }
-    records: { path: $.data }
+    records: { path: $.data }"#
+            .to_owned()
+            + &sink.replace("NODE", "paged")),
+    );
+    sb.write(
+        "redirect.yaml",
+        &(r#"
+pipeline: leak_redirect
+defaults:
+  retry: { max_attempts: 1 }
+nodes:
   redirected:
     type: http
     url: ${API}/redirect?access_token=${TOKEN}
@@ -605,17 +624,28 @@ nodes:
       Ocp-Apim-Subscription-Key: ${HEADER}
     auth:
       bearer: { token: "${BEARER}" }
-    records: { path: $.data }
-  out:
-    type: file_sink
-    inputs: [paged, redirected]
-    path: out/items.ndjson
-    format: ndjson
-"#,
+    records: { path: $.data }"#
+            .to_owned()
+            + &sink.replace("NODE", "redirected")),
     );
     let mut out = Outputs::default();
-    let run = sb.sluice(&["run", "--once", "--json", "next.yaml"]).await;
-    out.add(&run);
+    let mut shows = Vec::new();
+    for (file, pipeline) in [
+        ("next.yaml", "leak_next"),
+        ("redirect.yaml", "leak_redirect"),
+    ] {
+        let run = sb.sluice(&["run", "--once", "--json", file]).await;
+        out.add(&run);
+        assert_eq!(run.code, Some(1), "{run}");
+        let runs = sb.runs().await;
+        let id = runs
+            .iter()
+            .find(|r| r["pipeline"] == pipeline)
+            .and_then(|r| r["id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        shows.push(sb.run_show(&id).await);
+    }
 
     let stolen = elsewhere.requests();
     for request in &stolen {
@@ -631,29 +661,25 @@ nodes:
         "the other origin was asked at all: {stolen:?}"
     );
     assert_eq!(api.requests().len(), 2, "{:?}", api.requests());
-    assert_eq!(run.code, Some(1), "{run}");
 
-    let runs = sb.runs().await;
-    let show = sb
-        .run_show(runs[0]["id"].as_str().unwrap_or_default())
-        .await;
-    for (node, words) in [
+    for (show, (node, words)) in shows.iter().zip([
         ("paged", ["next-page URL", "allowed_hosts"]),
         ("redirected", ["redirected", "allowed_hosts"]),
-    ] {
-        let n = e2e_common::node(&show, node);
+    ]) {
+        let n = e2e_common::node(show, node);
         assert_eq!(n["error_class"], "invalid_request", "{show:#}");
         let text = show.to_string();
         for w in words {
             assert!(text.contains(w), "`{node}`: no `{w}` in {show:#}");
         }
     }
-    let attempts = show["attempts"].to_string();
+    let attempts = shows[0]["attempts"].to_string();
     assert!(
         attempts.contains(&format!("127.0.0.1:{other}/steal")),
-        "no evidence of the refused URL: {show:#}"
+        "no evidence of the refused URL: {shows:#?}"
     );
     inspect(&sb, "next.yaml", true, &mut out).await;
+    inspect(&sb, "redirect.yaml", true, &mut out).await;
     files(sb.dir.path(), &mut out);
     out.assert_clean(&secrets);
 }
