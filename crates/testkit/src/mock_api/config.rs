@@ -60,6 +60,12 @@ pub struct MockConfig {
     /// do: the same page reads as a different body each time, with the same records.
     #[serde(default)]
     pub envelope_noise: bool,
+    /// Fixed pages served as written by `GET /fixed/items?page=N` (from 1), each the JSON
+    /// text of an array of records (numbers keep every digit they are written with);
+    /// pages past the last are `[]`. For records the generated data set has no form for:
+    /// 20-digit ids, long decimals, values whose shape changes between records.
+    #[serde(default)]
+    pub pages: Vec<String>,
 }
 
 impl Default for MockConfig {
@@ -78,6 +84,7 @@ impl Default for MockConfig {
             echo_requests: false,
             updated_at_overrides: std::collections::BTreeMap::new(),
             envelope_noise: false,
+            pages: Vec::new(),
         }
     }
 }

@@ -1035,6 +1035,15 @@ fn route(
             }
             Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
         }
+        ("GET", "/fixed/items") => {
+            let page = num_param(q, "page", 1)?.max(1);
+            let body = usize::try_from(page - 1)
+                .ok()
+                .and_then(|i| state.config.pages.get(i))
+                .cloned()
+                .unwrap_or_else(|| "[]".to_owned());
+            Ok(json_response(body))
+        }
         ("POST", "/search") => {
             let req: Value = serde_json::from_slice(body).map_err(|e| {
                 error(
@@ -1063,7 +1072,7 @@ fn route(
         _ => Err(error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "routes: GET /page/items, /offset/items, /cursor/items, /next/items, /link/items, /ndjson/items; POST /search",
+            "routes: GET /page/items, /offset/items, /cursor/items, /next/items, /link/items, /ndjson/items, /fixed/items; POST /search",
         )),
     }
 }
