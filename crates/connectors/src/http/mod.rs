@@ -92,6 +92,6 @@ pub fn __bench_page_to_arrow(
     };
     let mut converter = records::Converter::new(&SchemaConfig::Infer, nested);
     converter.check(&extracted.records);
-    let converted = converter.convert(extracted.records)?;
+    let converted = converter.convert(extracted.records, extracted.exact)?;
     Ok(converted.batch.num_rows())
 }

@@ -495,6 +495,7 @@ impl HttpSource {
             let redactor = self.fetcher.redactor();
             self.pager.source_position(|u| position_url(&redactor, u))
         };
+        let exact = extracted.exact;
         let mut records = extracted.records;
 
         // A content failure skips this page: the next call goes on with the next one.
@@ -522,7 +523,7 @@ impl HttpSource {
                 SchemaPolicy::Quarantine => {
                     let first = records
                         .first()
-                        .map(|r| super::records::cut(&r.to_string(), 200))
+                        .map(|r| super::records::cut(&super::records::json_text(r), 200))
                         .unwrap_or_default();
                     let error = ConnectorError::new(
                         ErrorClass::ContractChanged,
@@ -532,7 +533,9 @@ impl HttpSource {
                     let raw: Vec<(usize, String)> = places
                         .iter()
                         .zip(&records)
-                        .map(|(&i, r)| (i, super::records::cut(&r.to_string(), 2000)))
+                        .map(|(&i, r)| {
+                            (i, super::records::cut(&super::records::json_text(r), 2000))
+                        })
                         .collect();
                     self.quarantine(raw, error, &page_start, &position);
                     advance(self);
@@ -541,7 +544,7 @@ impl HttpSource {
                 SchemaPolicy::Fail => {
                     let first = records
                         .first()
-                        .map(|r| super::records::cut(&r.to_string(), 200))
+                        .map(|r| super::records::cut(&super::records::json_text(r), 200))
                         .unwrap_or_default();
                     let e = ConnectorError::new(
                         ErrorClass::ContractChanged,
@@ -582,7 +585,7 @@ impl HttpSource {
         } else {
             let converted = self
                 .converter
-                .convert(std::mem::take(&mut records))
+                .convert(std::mem::take(&mut records), exact)
                 .map_err(|m| {
                     ConnectorError::new(
                         ErrorClass::Internal,
