@@ -318,6 +318,12 @@ impl<B: Backend> SqlSink<B> {
     /// Checks the batch's column names against the engine's rules and the key.
     fn check_names(&self, columns: &[Column]) -> Result<(), ConnectorError> {
         let s = self.settings();
+        if columns.is_empty() {
+            return Err(self.contract(format!(
+                "the batch has rows but no columns (records without fields, such as `{{}}`): {} cannot store such rows; leave them out in a transform, or check the source",
+                s.dialect.name()
+            )));
+        }
         let mut seen: HashSet<String> = HashSet::new();
         for c in columns {
             if c.name.is_empty() || c.name.contains('\0') {
