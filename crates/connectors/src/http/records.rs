@@ -246,14 +246,24 @@ fn keep_exact(body: &[u8]) -> Option<Vec<u8>> {
 /// integer beyond `i64`/`u64`, or a decimal with more than 15 significant digits or an
 /// exponent near `f64`'s limits (those are checked exactly by [`settle`]).
 fn may_round(token: &[u8]) -> bool {
+    let exponent = token.iter().any(|b| matches!(b, b'e' | b'E'));
+    let fraction = token.contains(&b'.');
+    // The common cases, without allocating: integers of up to 18 digits, and decimals of
+    // up to 15 digits without an exponent, which `f64` and `serde_json` hold exactly.
+    if !exponent && !fraction && token.len() <= 18 {
+        return false;
+    }
+    if !exponent && token.iter().filter(|b| b.is_ascii_digit()).count() <= 15 {
+        return false;
+    }
     let Ok(text) = std::str::from_utf8(token) else {
         return false;
     };
     let Some(parts) = DecimalParts::parse(text) else {
         return false;
     };
-    if !text.contains(['.', 'e', 'E']) {
-        return token.len() > 18 && text.parse::<i64>().is_err() && text.parse::<u64>().is_err();
+    if !exponent && !fraction {
+        return text.parse::<i64>().is_err() && text.parse::<u64>().is_err();
     }
     parts.digits.len() > 15 || parts.exp.unsigned_abs() > 280
 }
@@ -814,6 +824,18 @@ impl Converter {
                 .as_ref()
                 .and_then(|f| f.iter().find(|(n, _)| n == k))
                 .map(|(_, s)| s);
+            if self.declared && in_schema == Some(&Shape::Float) {
+                // A declared `float64` column takes any number as a float, as declared.
+                let numbers = records.iter().all(|r| match r.get(k.as_str()) {
+                    None | Some(Value::Null | Value::Number(_)) => true,
+                    Some(Value::String(s)) => marked(s).is_some(),
+                    Some(_) => false,
+                });
+                if numbers {
+                    *s = Shape::Float;
+                }
+                continue;
+            }
             let to_unsigned = match s {
                 // Ids beyond `i64` beside small ones (merged as a decimal): `uint64` when
                 // none is negative.
@@ -1012,6 +1034,18 @@ fn prepare_value(shape: &Shape, v: &mut Value, exact: bool) {
         }
         (Shape::Text | Shape::Null | Shape::Str, Value::Object(_) | Value::Array(_)) => {
             *v = Value::String(json_text(v));
+        }
+        (Shape::Float, Value::String(s)) => {
+            let Some(lit) = marked(s) else { return };
+            // Beyond `f64` (`1e400`, which would read as infinity) the record fails, saying so.
+            *v = match lit
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
+                Some(n) => Value::Number(n),
+                None => Value::String(format!("{lit} (beyond float64)")),
+            };
         }
         (_, Value::String(s)) => {
             let Some(lit) = marked(s) else { return };
@@ -1408,6 +1442,36 @@ mod wide_tests {
         assert!(
             parse(b"[0123456789012345678901]").is_err(),
             "invalid JSON stays invalid"
+        );
+    }
+
+    #[test]
+    fn declared_float_columns_take_long_numbers_as_declared() {
+        let cols = vec![crate::http::config::ColumnConfig {
+            name: "x".into(),
+            data_type: ColumnType::Float64,
+            nullable: true,
+        }];
+        let mut c = Converter::new(&SchemaConfig::Columns(cols), NestedMode::Struct);
+        let e = extract(
+            br#"[{"x": 0.12345678901234567890123}, {"x": 1e400}, {"x": 2}]"#,
+            &RecordsAt::Root,
+        )
+        .unwrap();
+        assert!(
+            c.check(&e.records).is_none(),
+            "no drift: float64 was declared"
+        );
+        let out = c.convert(e.records, e.exact).unwrap();
+        let x = out.batch.column_by_name("x").unwrap();
+        let x = x.as_primitive::<arrow::datatypes::Float64Type>();
+        assert_eq!(x.value(0), 0.123_456_789_012_345_68);
+        assert_eq!(x.value(1), 2.0, "the record after the bad one");
+        assert_eq!(out.bad.len(), 1, "1e400 is beyond float64: a bad record");
+        assert!(
+            out.bad[0].reason.contains("1e400 (beyond float64)"),
+            "{:?}",
+            out.bad
         );
     }
 
