@@ -442,10 +442,20 @@ impl StateStore {
                 .await
                 .map_err(|e| self.err(e))?;
         }
+        // PostgreSQL: two `CREATE TABLE IF NOT EXISTS` at once can still collide in its
+        // catalog, so this one runs under the migrations' advisory lock too.
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7355608112)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         sqlx::query("CREATE TABLE IF NOT EXISTS sluice_state_version (version BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
         let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM sluice_state_version")
             .fetch_one(&self.pool)
             .await

@@ -126,3 +126,42 @@ async fn postgres_a_lost_lease_cannot_write_a_checkpoint() {
         StateError::LeaseLost { .. }
     ));
 }
+
+/// Processes that open a new store at once (a realtime run and a `run --once` started
+/// together) all get it: the migrations run once, under a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_store_opened_by_several_at_once() {
+    for _ in 0..3 {
+        let pg = sluice_testkit::postgres_schema("migrate").await;
+        let opens = (0..6).map(|_| {
+            let url = pg.url.clone();
+            async move { StateStore::open(&url).await }
+        });
+        for store in futures_util_join(opens).await {
+            store.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let opens = (0..6).map(|_| {
+            let url = url.clone();
+            async move { StateStore::open(&url).await }
+        });
+        for store in futures_util_join(opens).await {
+            store.unwrap();
+        }
+    }
+}
+
+/// Runs the futures concurrently on the runtime's threads.
+async fn futures_util_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
