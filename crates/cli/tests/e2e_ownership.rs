@@ -154,7 +154,7 @@ async fn a_realtime_run_beside_run_once_and_replay_on_kafka_with_postgres_state(
     two_processes(&sb, file, rounds(4), Duration::from_secs(120)).await;
 }
 
-/// The slow API pipeline: 8 pages of 50, each page 300 ms late.
+/// The slow API pipeline: pages of 50, each `delay_ms` late.
 async fn slow_mock(records: u64, delay_ms: u64) -> MockHandle {
     MockApi::start(MockConfig {
         records,
@@ -187,7 +187,7 @@ nodes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_is_refused_naming_the_holder() {
-    let mock = slow_mock(400, 300).await;
+    let mock = slow_mock(400, 600).await;
     let mut sb = Sandbox::new("e2e_own_refused").await;
     sb.set("MOCK", mock.base_url());
     let file = "slow.yaml";
