@@ -14,3 +14,27 @@ pub mod http;
 pub mod http_sink;
 pub mod sql;
 mod watermark;
+
+/// The load of a sink never told its run (see `sluice_core::RunInfo`): one of its own, so
+/// that it replaces (or overwrites) its target once.
+pub(crate) fn own_load() -> String {
+    static SINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = SINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sink-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// At most `max` bytes of a text, cut at a character boundary (` …` marks the cut).
+pub(crate) fn cut(t: &str, max: usize) -> String {
+    if t.len() <= max {
+        return t.to_owned();
+    }
+    let mut end = max;
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} …", &t[..end])
+}

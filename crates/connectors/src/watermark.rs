@@ -235,8 +235,8 @@ impl Guard {
             self.kind = Parsed::of(v).map(|p| p.kind());
         }
         let shown = || match v {
-            Value::String(s) => format!("`{}`", cut(s, 60)),
-            other => format!("`{}`", cut(&other.to_string(), 60)),
+            Value::String(s) => format!("`{}`", crate::cut(s, 60)),
+            other => format!("`{}`", crate::cut(&other.to_string(), 60)),
         };
         match self.refuse(v) {
             None => true,
@@ -285,18 +285,6 @@ impl Guard {
         self.odd_count = 0;
         out
     }
-}
-
-/// At most `max` bytes of a text, cut at a character boundary.
-fn cut(t: &str, max: usize) -> String {
-    if t.len() <= max {
-        return t.to_owned();
-    }
-    let mut end = max;
-    while !t.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{} …", &t[..end])
 }
 
 /// `1h`, `5m`, `90s`: a duration the way a pipeline writes it.

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::Dispositions;
 use crate::{Event, EventKind};
 
-/// The longest wait a `Retry-After` may impose before we give up on the attempt budget.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// A last guard on a server's `Retry-After`: connectors bound it by the node's own
+/// `rate_limit.max_retry_after` (which this must not cut short), this only by a day.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Where a consuming node sends a batch: a sink's write, or a transform and a publish.
 #[async_trait]

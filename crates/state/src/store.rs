@@ -442,15 +442,9 @@ impl StateStore {
                 .await
                 .map_err(|e| self.err(e))?;
         }
-        // PostgreSQL: two `CREATE TABLE IF NOT EXISTS` at once can still collide in its
-        // catalog, so this one runs under the migrations' advisory lock too.
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7355608112)")
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
+        // Two `CREATE TABLE IF NOT EXISTS` at once can still collide in PostgreSQL's
+        // catalog: this one runs under the migrations' lock too.
+        let mut tx = self.migration_tx().await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS sluice_state_version (version BIGINT NOT NULL)")
             .execute(&mut *tx)
             .await
@@ -470,13 +464,7 @@ impl StateStore {
             if current.is_some_and(|c| c >= version) {
                 continue;
             }
-            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-            if self.backend == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock(7355608112)")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
+            let mut tx = self.migration_tx().await?;
             // Another process may have applied it while we waited for the lock.
             let applied: Option<i64> = sqlx::query("SELECT MAX(version) FROM sluice_state_version")
                 .fetch_one(&mut *tx)
@@ -503,6 +491,20 @@ impl StateStore {
             tx.commit().await.map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// A transaction for a migration step: on PostgreSQL it first takes the migrations'
+    /// advisory lock (released at commit), so processes opening a store at once take
+    /// turns; on SQLite the file lock of [`Self::migration_lock`] does that.
+    async fn migration_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7355608112)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(tx)
     }
 
     /// Waits for the SQLite file's migration lock (`<db>.locks/.migrate.lock`), held until

@@ -75,7 +75,7 @@ impl FileSink {
                 ledger: None,
                 ledger_path: dir.join(".sluice-ledger"),
                 target: template,
-                load: Some(own_load()),
+                load: Some(crate::own_load()),
                 events: Vec::new(),
             })),
             dir,
@@ -425,17 +425,6 @@ impl SinkState {
         }
         Ok(())
     }
-}
-
-/// The load of a sink never told its run: its own, so that it overwrites once.
-fn own_load() -> String {
-    static SINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = SINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("sink-{}-{nanos:x}-{n}", std::process::id())
 }
 
 /// Debug builds only, for the crash tests: with `SLUICE_DEBUG_FILE_SINK_ABORT=N`, the

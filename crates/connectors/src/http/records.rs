@@ -2,6 +2,7 @@
 //! schema inference, declared schemas, nested columns, schema drift.
 
 use super::config::{ColumnType, NestedMode, RecordsConfig, SchemaConfig};
+use crate::cut;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde_json::Value;
@@ -56,17 +57,6 @@ pub(crate) enum ExtractError {
 
 fn snippet(v: &Value) -> String {
     cut(&json_text(v), 200)
-}
-
-pub(crate) fn cut(t: &str, max: usize) -> String {
-    if t.len() <= max {
-        return t.to_owned();
-    }
-    let mut end = max;
-    while !t.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{} …", &t[..end])
 }
 
 fn push_records(out: &mut Extracted, items: Vec<Value>) {

@@ -523,7 +523,7 @@ impl HttpSource {
                 SchemaPolicy::Quarantine => {
                     let first = records
                         .first()
-                        .map(|r| super::records::cut(&super::records::json_text(r), 200))
+                        .map(|r| crate::cut(&super::records::json_text(r), 200))
                         .unwrap_or_default();
                     let error = ConnectorError::new(
                         ErrorClass::ContractChanged,
@@ -533,9 +533,7 @@ impl HttpSource {
                     let raw: Vec<(usize, String)> = places
                         .iter()
                         .zip(&records)
-                        .map(|(&i, r)| {
-                            (i, super::records::cut(&super::records::json_text(r), 2000))
-                        })
+                        .map(|(&i, r)| (i, crate::cut(&super::records::json_text(r), 2000)))
                         .collect();
                     self.quarantine(raw, error, &page_start, &position);
                     advance(self);
@@ -544,7 +542,7 @@ impl HttpSource {
                 SchemaPolicy::Fail => {
                     let first = records
                         .first()
-                        .map(|r| super::records::cut(&super::records::json_text(r), 200))
+                        .map(|r| crate::cut(&super::records::json_text(r), 200))
                         .unwrap_or_default();
                     let e = ConnectorError::new(
                         ErrorClass::ContractChanged,

@@ -365,7 +365,11 @@ impl Sink for HttpSink {
                     ..WriteReport::default()
                 });
             }
-            let error = self.answer_error(status, &headers, &answer);
+            let mut error = self.answer_error(status, &headers, &answer);
+            // The receiver's wait, bounded as the pipeline says (`rate_limit.max_retry_after`).
+            error.retry_after = error
+                .retry_after
+                .map(|w| w.min(self.config.rate_limit.max_retry_after));
             if status == 401 && self.auth.refreshable() && !refreshed {
                 refreshed = true;
                 self.auth.invalidate().await;
@@ -415,5 +419,40 @@ impl Sink for HttpSink {
 
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         std::mem::take(&mut self.events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use sluice_core::SourcePosition;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A receiver asking for an hour's pause: the sink passes on at most the pipeline's
+    /// `rate_limit.max_retry_after`.
+    #[tokio::test]
+    async fn a_receivers_retry_after_is_bounded_by_max_retry_after() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        });
+        let mut config = HttpSinkConfig::new(format!("http://127.0.0.1:{port}/in"));
+        config.rate_limit.max_retry_after = Duration::from_secs(2);
+        let mut sink = HttpSink::new(config).unwrap();
+        let records =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1i64])) as _)])
+                .unwrap();
+        let batch = Batch::new("p", "out", SourcePosition::page(0), records);
+        let err = sink.write(&batch).await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::RateLimited, "{err}");
+        assert_eq!(err.retry_after, Some(Duration::from_secs(2)), "{err}");
     }
 }

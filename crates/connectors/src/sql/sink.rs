@@ -224,7 +224,7 @@ impl<B: Backend> SqlSink<B> {
             write_timeout: Duration::from_millis(config.write_timeout_ms),
             plans: HashMap::new(),
             ledger_ready: false,
-            load: Some(own_load()),
+            load: Some(crate::own_load()),
             replaced: false,
             suspect: false,
             events: Vec::new(),
@@ -737,17 +737,6 @@ impl<B: Backend> SqlSink<B> {
             })
             .collect()
     }
-}
-
-/// The load of a sink never told its run: its own, so that it replaces once.
-fn own_load() -> String {
-    static SINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = SINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("sink-{}-{nanos:x}-{n}", std::process::id())
 }
 
 /// A key for a column layout: names and kinds.

@@ -534,7 +534,7 @@ pub struct RateLimitSpec {
     /// The longest wait for a rate limit (`Retry-After`, a quota's reset) within a run.
     /// A source told to wait longer is parked: it keeps its checkpoint, the run ends
     /// `rate_limited` with the resume time, and the next run after it goes on from
-    /// there.
+    /// there. An `http_sink` told to wait longer waits this long before it sends again.
     #[serde(default = "default_max_retry_after")]
     pub max_retry_after: Spanned<Duration>,
 }
