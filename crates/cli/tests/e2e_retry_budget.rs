@@ -4,17 +4,22 @@
 mod e2e_common;
 
 use e2e_common::Sandbox;
-use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig};
+use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig, MockHandle};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_attempts_3_makes_3_requests() {
-    let mock = MockApi::start(MockConfig {
+/// A mock API that answers every data request with 503.
+async fn failing_mock() -> MockHandle {
+    MockApi::start(MockConfig {
         records: 20,
         faults: vec![Fault::new(1, 0, FaultKind::ServerError { status: 503 })],
         ..MockConfig::default()
     })
     .await
-    .expect("the mock API starts");
+    .expect("the mock API starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_3_makes_3_requests() {
+    let mock = failing_mock().await;
     let mut sb = Sandbox::new("e2e_budget").await;
     sb.set("MOCK", mock.base_url());
     sb.write(
@@ -82,13 +87,7 @@ nodes:
 /// it stops the source before its 5 attempts are spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_breaker_stops_requests_after_its_numbers() {
-    let mock = MockApi::start(MockConfig {
-        records: 20,
-        faults: vec![Fault::new(1, 0, FaultKind::ServerError { status: 503 })],
-        ..MockConfig::default()
-    })
-    .await
-    .expect("the mock API starts");
+    let mock = failing_mock().await;
     let mut sb = Sandbox::new("e2e_breaker").await;
     sb.set("MOCK", mock.base_url());
     sb.write(
