@@ -3,32 +3,10 @@
 //! Pipeline YAML in, a validated [`Plan`] (or every problem, each at its line and column)
 //! out.
 //!
-//! ```
-//! use sluice_config::{Env, validate};
-//!
-//! let yaml = r#"
-//! pipeline: quickstart
-//! nodes:
-//!   users:
-//!     type: http
-//!     url: https://api.example.com/users
-//!     records: { path: $.data }
-//!   db:
-//!     type: sqlite
-//!     inputs: [users]
-//!     url: sqlite://users.db
-//!     table: users
-//! "#;
-//! let plan = validate(yaml, &Env::new()).expect("valid");
-//! assert_eq!(plan.nodes[0].id, "users");
-//! assert_eq!(plan.edges[0].topic.as_deref(), Some("quickstart.users"));
-//!
-//! let broken = yaml.replace("records:", "recrods:");
-//! let err = validate(&broken, &Env::new()).unwrap_err();
-//! let d = &err.diagnostics()[0];
-//! assert_eq!((d.pos.line, d.pos.column), (7, 5));
-//! assert_eq!(d.message, "unknown field `recrods`, did you mean `records`?");
-//! ```
+//! Which node kinds exist is not this crate's business: [`validate`] takes a [`Registry`]
+//! of them (`sluice_connectors::registry()` lists Sluice's; its crate documentation shows
+//! a pipeline validated end to end). This crate reads the frame, hands each node's own
+//! fields to its kind ([`kind`]), checks what spans several values and builds the plan.
 //!
 //! ## How it works
 //!
@@ -42,9 +20,9 @@
 //! 3. **Deserialize** the typed spec ([`spec`]) through a custom `serde::Deserializer`
 //!    over the tree, so unknown fields, wrong types, missing fields and unknown enum
 //!    values are reported at their key or value, with "did you mean" suggestions. Node
-//!    types are dispatched on `type:` by hand (one `match`: the registry in
-//!    [`spec::nodes`]) rather than with a serde tagged enum, whose buffering loses
-//!    positions. A recovery loop removes each broken value and deserializes again, so
+//!    types are dispatched on `type:` by hand, through the [`Registry`] (each kind reads
+//!    its own fields through [`kind::Fields`]), rather than with a serde tagged enum,
+//!    whose buffering loses positions. A recovery loop removes each broken value and deserializes again, so
 //!    every error is reported, not just the first.
 //! 4. **Check** what spans several values: ranges, fields that go together, template
 //!    variables, dispositions that suit the node, the graph (unknown ids with
@@ -65,11 +43,12 @@
 //!
 //! [`Span`]: saphyr_parser::Span
 
-mod check;
+pub mod check;
 mod de;
 pub mod diag;
 pub mod expr;
 mod interp;
+pub mod kind;
 mod load;
 pub mod plan;
 pub mod schema;
@@ -77,9 +56,11 @@ pub mod spec;
 pub mod values;
 mod yaml;
 
+pub use check::Checker;
 pub use de::Spanned;
 pub use diag::{Diagnostic, Pos, Severity};
 pub use interp::{Env, file_references};
+pub use kind::{BuildContext, Fields, Kind, Link, LinkKind, NodeConfig, Registry};
 pub use plan::Plan;
 pub use spec::PipelineSpec;
 
@@ -102,12 +83,12 @@ impl Invalid {
     }
 }
 
-/// Validates a pipeline file's text. Pure: no I/O; variables and `${file:...}` contents
-/// come from `env`. Returns the plan (with its warnings) or every diagnostic.
-pub fn validate(text: &str, env: &Env) -> Result<Plan, Invalid> {
+/// Validates a pipeline file's text, its nodes read by the kinds of `registry`. Pure: no
+/// I/O; variables and `${file:...}` contents come from `env`. Returns the plan (with its warnings) or every diagnostic.
+pub fn validate(text: &str, env: &Env, registry: &Registry) -> Result<Plan, Invalid> {
     let mut diags = Vec::new();
-    let plan =
-        load::load(text, env, &mut diags).and_then(|loaded| check::check(loaded, text, &mut diags));
+    let plan = load::load(text, env, registry, &mut diags)
+        .and_then(|loaded| check::check(loaded, text, &mut diags));
     diag::normalize(&mut diags, text);
     match plan {
         Some(mut plan) if !diags.iter().any(Diagnostic::is_error) => {
@@ -124,185 +105,5 @@ pub fn validate(text: &str, env: &Env) -> Result<Plan, Invalid> {
             }
             Err(Invalid { diagnostics: diags })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::PolicySource;
-    use sluice_core::{Disposition, ErrorClass};
-
-    const SECRETS: &str = r#"
-pipeline: secrets
-state: postgres://sluice:${PW}@127.0.0.1:5432/state
-buffer:
-  kafka:
-    brokers: ["127.0.0.1:9092"]
-    properties: { sasl.password: "${PW}", security.protocol: SASL_SSL }
-nodes:
-  api:
-    type: http
-    url: https://api.example.com/x
-    headers: { X-Api-Key: "${PW}" }
-    query: { api_key: "${PW}", page_size: "10" }
-    auth:
-      oauth2_client_credentials: { token_url: "https://a.example.com/t", client_id: me, client_secret: "${file:/run/secret}" }
-  db:
-    type: postgres
-    inputs: [api]
-    url: postgres://etl:${PW}@127.0.0.1/db
-    table: t
-    compensate: { command: { program: ./undo.sh, env: { PGPASSWORD: "${PW}" } } }
-"#;
-
-    #[test]
-    fn secrets_never_print_from_the_plan() {
-        let env = Env::new()
-            .with_var("PW", "hunter2")
-            .with_file("/run/secret", "s3cr3t\n");
-        let plan = validate(SECRETS, &env).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics()));
-        assert!(plan.warnings.is_empty(), "{:#?}", plan.warnings);
-        let shown = [
-            format!("{plan:?}"),
-            plan.to_text(),
-            plan.to_dot(),
-            serde_json::to_string(&plan).unwrap(),
-        ];
-        for text in shown {
-            assert!(
-                !text.contains("hunter2") && !text.contains("s3cr3t"),
-                "{text}"
-            );
-        }
-        // The clear values are still there for the code that sends them.
-        let crate::spec::nodes::NodeKind::Http(h) = &plan.node("api").unwrap().config else {
-            panic!()
-        };
-        assert_eq!(h.query.get_exposed("api_key"), Some("hunter2"));
-    }
-
-    #[test]
-    fn effective_policies_merge_defaults_node_and_schema_policy() {
-        let text = r#"
-pipeline: merge
-defaults:
-  retry: { max_attempts: 7, max_backoff: 10s }
-  on_error: { dependency: fail, payload_too_large: split }
-nodes:
-  api:
-    type: http
-    url: https://api.example.com/x
-    schema_policy: quarantine
-    retry: { max_attempts: 2 }
-    on_error: { invalid_request: fail }
-  files: { type: file, path: x.ndjson, format: ndjson }
-  db:
-    type: sqlite
-    inputs: [api, files]
-    url: sqlite://x.db
-    table: t
-"#;
-        let plan = validate(text, &Env::new()).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics()));
-        let api = plan.node("api").unwrap();
-        assert_eq!(api.retry.max_attempts, 2);
-        assert_eq!(api.retry.max_backoff, crate::values::Duration::secs(10));
-        let get = |n: &plan::PlannedNode, c: ErrorClass| {
-            n.on_error.iter().find(|d| d.class == c).unwrap().clone()
-        };
-        assert_eq!(
-            get(api, ErrorClass::InvalidRequest).disposition,
-            Disposition::Fail
-        );
-        assert_eq!(
-            get(api, ErrorClass::InvalidRequest).from,
-            PolicySource::Node
-        );
-        assert_eq!(
-            get(api, ErrorClass::Dependency).from,
-            PolicySource::Defaults
-        );
-        assert_eq!(
-            get(api, ErrorClass::ContractChanged).disposition,
-            Disposition::Quarantine
-        );
-        assert_eq!(
-            get(api, ErrorClass::ContractChanged).from,
-            PolicySource::SchemaPolicy
-        );
-        // A source cannot split: the inherited `split` becomes `fail`; the sink keeps it.
-
-        assert_eq!(
-            get(api, ErrorClass::PayloadTooLarge).disposition,
-            Disposition::Fail
-        );
-        assert_eq!(
-            get(api, ErrorClass::PayloadTooLarge).from,
-            PolicySource::Role
-        );
-        let db = plan.node("db").unwrap();
-        // Nor can a source quarantine: the `file` source below inherits Sluice's
-        // `invalid_request=quarantine` as `fail`; the sink keeps it.
-        assert_eq!(
-            get(db, ErrorClass::InvalidRequest).disposition,
-            Disposition::Quarantine
-        );
-        let files = plan.node("files").unwrap();
-        assert_eq!(
-            get(files, ErrorClass::InvalidRequest).disposition,
-            Disposition::Fail
-        );
-        assert_eq!(
-            get(files, ErrorClass::InvalidRequest).from,
-            PolicySource::Role
-        );
-        assert_eq!(
-            get(db, ErrorClass::PayloadTooLarge).disposition,
-            Disposition::Split
-        );
-        assert_eq!(db.retry.max_attempts, 7);
-        assert_eq!(db.retry.policy().max_attempts, 7);
-    }
-
-    #[test]
-    fn execution_order_is_topological_then_file_order() {
-        let text = r#"
-pipeline: order
-nodes:
-  sink_b: { type: file_sink, inputs: [b], path: b.ndjson, format: ndjson }
-  b: { type: file, path: b.ndjson, format: ndjson, after: [setup] }
-  a: { type: file, path: a.ndjson, format: ndjson }
-  sink_a: { type: file_sink, inputs: [a], path: a2.ndjson, format: ndjson }
-  setup: { type: command, program: ./setup.sh }
-"#;
-        let plan = validate(text, &Env::new()).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics()));
-        let order: Vec<(&str, usize)> = plan
-            .nodes
-            .iter()
-            .map(|n| (n.id.as_str(), n.stage))
-            .collect();
-        assert_eq!(
-            order,
-            [
-                ("a", 1),
-                ("sink_a", 2),
-                ("setup", 1),
-                ("b", 2),
-                ("sink_b", 3)
-            ]
-        );
-    }
-
-    #[test]
-    fn the_pure_validation_reads_files_only_from_the_env() {
-        let text = "pipeline: f\nnodes:\n  a: { type: http, url: \"${file:url.txt}\" }\n  b: { type: file_sink, inputs: [a], path: x, format: ndjson }\n";
-        let err = validate(text, &Env::new()).unwrap_err();
-        assert!(
-            err.diagnostics()[0].message.contains("was not read"),
-            "{:?}",
-            err.diagnostics()
-        );
-        let env = Env::new().with_file("url.txt", "https://api.example.com/v1\n");
-        assert!(validate(text, &env).is_ok());
     }
 }

@@ -22,7 +22,12 @@ pub(crate) struct Loaded {
     pub(crate) clean: BTreeSet<String>,
 }
 
-pub(crate) fn load(text: &str, env: &Env, diags: &mut Vec<Diagnostic>) -> Option<Loaded> {
+pub(crate) fn load(
+    text: &str,
+    env: &Env,
+    registry: &crate::kind::Registry,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Loaded> {
     let mut tree = yaml::parse(text, diags)?;
     interpolate(&mut tree, env, text, diags);
     let lines: Vec<&str> = text.lines().collect();
@@ -87,7 +92,7 @@ pub(crate) fn load(text: &str, env: &Env, diags: &mut Vec<Diagnostic>) -> Option
                     ok = false;
                 }
                 loaded.all_ids.insert(id_text.clone());
-                let read = read_node(id, &entry.value, &lines, diags);
+                let read = read_node(registry, id, &entry.value, &lines, diags);
                 if read.ok && ok {
                     loaded.clean.insert(id_text);
                 }

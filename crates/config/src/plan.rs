@@ -11,12 +11,21 @@
 //! reader commits its own offsets; a join reads several topics under one group.
 
 use crate::diag::Diagnostic;
-use crate::spec::nodes::{NodeKind, NodeType, Role, TaskSpec};
+use crate::kind::NodeConfig;
+use crate::spec::nodes::{Role, TaskSpec};
 use crate::spec::{AlertsSpec, BufferSpec, FsyncPolicy, PipelineSpec, Schedule};
 use crate::values::{ByteSize, DatabaseUrl, Duration};
 use serde::Serialize;
 use sluice_core::{Disposition, ErrorClass, RetryPolicy};
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+fn shown_config<S: serde::Serializer>(
+    config: &Arc<dyn NodeConfig>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    config.shown().serialize(s)
+}
 
 /// A validated pipeline, ready to be built and run.
 #[derive(Debug, Clone, Serialize)]
@@ -52,7 +61,7 @@ pub struct PlannedNode {
     pub id: String,
     /// The type.
     #[serde(rename = "type")]
-    pub node_type: NodeType,
+    pub node_type: &'static str,
     /// What it does with data.
     pub role: Role,
     /// 1 for nodes that wait for nothing, else one more than the latest node it waits for.
@@ -74,13 +83,14 @@ pub struct PlannedNode {
     /// The compensation step.
     pub compensate: Option<TaskSpec>,
     /// The type's configuration.
-    pub config: NodeKind,
+    #[serde(serialize_with = "shown_config")]
+    pub config: Arc<dyn NodeConfig>,
 }
 
 impl PlannedNode {
     /// `http source`, `postgres sink`, `file_sink`, `transform`, `sql_task`, `command task`.
     pub fn kind_label(&self) -> String {
-        let ty = self.node_type.as_str();
+        let ty = self.node_type;
         let role = self.role.as_str();
         if ty == role || ty.ends_with(&format!("_{role}")) || (ty == "sql_task" && role == "task") {
             ty.to_owned()
@@ -380,11 +390,7 @@ impl Plan {
             let _ = writeln!(out, "       on_error: {}", dispositions.join(", "));
             self.naming_text(n, &mut out);
             if let Some(c) = &n.compensate {
-                let what = match c {
-                    TaskSpec::SqlTask(t) => format!("sql_task on {}", t.url.value),
-                    TaskSpec::Command(c) => format!("command `{}`", c.program.value),
-                };
-                let _ = writeln!(out, "       compensate: {what}");
+                let _ = writeln!(out, "       compensate: {}", c.config.summary());
             }
         }
         let _ = writeln!(out, "\nedges:");
@@ -405,51 +411,19 @@ impl Plan {
         out
     }
 
-    /// A SQL sink's `naming: snake_case`: the rule, and the columns of the fields its
-    /// inputs declare (a declared `schema`); other fields are named when first seen.
+    /// What the node's kind adds (a SQL sink's `naming: snake_case`, say), given its
+    /// inputs' declared columns.
     fn naming_text(&self, n: &PlannedNode, out: &mut String) {
-        use crate::spec::nodes::http::SchemaSpec;
-        use crate::spec::nodes::sql::Naming;
-        use sluice_core::naming::{NameLimit, resolve};
-        let NodeKind::SqlSink(sink) = &n.config else {
-            return;
-        };
-        if sink.naming.value != Naming::SnakeCase {
-            return;
-        }
-        let _ = writeln!(
-            out,
-            "       naming:   snake_case: lower case, non-alphanumerics to `_`, long or taken names get a hash suffix; recorded in the state store when first seen (`sluice runs show` lists them)"
-        );
-        let limit = match sink.dialect {
-            crate::values::Dialect::Postgres => NameLimit::Bytes(63),
-            crate::values::Dialect::Mysql => NameLimit::Chars(64),
-            crate::values::Dialect::Sqlite => NameLimit::None,
-        };
-        for input in &n.inputs {
-            let schema = match self.node(input).map(|i| &i.config) {
-                Some(NodeKind::Http(h)) => &h.schema,
-                Some(NodeKind::File(f)) => &f.schema,
-                _ => continue,
-            };
-            let SchemaSpec::Columns(columns) = schema else {
-                continue;
-            };
-            let fields: Vec<&str> = columns
-                .value
-                .iter()
-                .map(|c| c.name.value.as_str())
-                .collect();
-            let names = resolve(&Default::default(), fields.iter().copied(), limit);
-            let shown: Vec<String> = fields
-                .iter()
-                .filter_map(|f| names.get(*f).map(|c| format!("`{f}` -> `{c}`")))
-                .collect();
-            let _ = writeln!(
-                out,
-                "       columns of {input}'s declared fields (unless earlier runs recorded others): {}",
-                shown.join(", ")
-            );
+        let inputs: Vec<(&str, Option<Vec<String>>)> = n
+            .inputs
+            .iter()
+            .map(|i| {
+                let declared = self.node(i).and_then(|i| i.config.declared_columns());
+                (i.as_str(), declared)
+            })
+            .collect();
+        for line in n.config.plan_notes(&inputs) {
+            let _ = writeln!(out, "       {line}");
         }
     }
 

@@ -451,6 +451,30 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The engine named by the URL's scheme.
+    pub fn from_url(url: &str) -> Result<Dialect, String> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(Dialect::Postgres),
+            Some("mysql" | "mariadb") => Ok(Dialect::Mysql),
+            Some("sqlite") => Ok(Dialect::Sqlite),
+            _ => Err(
+                "the url must start with `postgres://`, `mysql://` (MariaDB too) or `sqlite:` \
+                 (e.g. `postgres://user:pass@127.0.0.1:5432/db`, `sqlite://data/out.db`)"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The engine's name in messages: `PostgreSQL`, `MySQL/MariaDB`, `SQLite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "PostgreSQL",
+            Dialect::Mysql => "MySQL/MariaDB",
+            Dialect::Sqlite => "SQLite",
+        }
+    }
+
     /// The node type name of this dialect.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -1198,7 +1222,7 @@ impl JsonSchema for SecretMap {
 pub type SecretValue = Spanned<Secret>;
 
 /// The JSON Schema of a secret: a string.
-pub(crate) fn secret_schema(_: &mut SchemaGenerator) -> Schema {
+pub fn secret_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "format": "secret", "writeOnly": true})
 }
 

@@ -12,8 +12,36 @@
 pub mod file;
 pub mod http;
 pub mod http_sink;
+pub mod kafka;
+pub mod spec;
 pub mod sql;
+pub mod task;
+pub mod transform;
 mod watermark;
+
+use sluice_config::Registry;
+use std::sync::OnceLock;
+
+/// Every node kind, in the order of the documentation: the one list. A new kind is a
+/// folder (its spec, its `Kind` and `NodeConfig` impls, its connector) and a line here.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        Registry::new(vec![
+            &http::HttpKind,
+            &http_sink::HttpSinkKind,
+            &sql::POSTGRES,
+            &sql::MYSQL,
+            &sql::SQLITE,
+            &file::FileKind,
+            &file::FileSinkKind,
+            &kafka::KafkaKind,
+            &transform::TransformKind,
+            &task::SqlTaskKind,
+            &task::CommandKind,
+        ])
+    })
+}
 
 /// The load of a sink never told its run (see `sluice_core::RunInfo`): one of its own, so
 /// that it replaces (or overwrites) its target once.

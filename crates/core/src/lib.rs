@@ -33,6 +33,7 @@ mod connector;
 mod error;
 pub mod flock;
 pub mod naming;
+pub mod node;
 pub mod redact;
 mod retry;
 mod secret;

@@ -1,11 +1,11 @@
-//! Link checks (`sluice health`): every API, database, buffer and state store a pipeline
-//! depends on, checked the way the run would use it, each failure given its class.
+//! Link checks (`sluice health`): every API, database, folder, buffer and state store a
+//! pipeline depends on, checked the way the run would use it, each failure given its
+//! class. Each node's links come from its kind (`NodeConfig::links`, which checks through
+//! the built source or sink); the buffer and the state store are the pipeline's own.
 
 use futures::future::join_all;
 use sluice_config::plan::Plan;
-use sluice_config::spec::nodes::{NodeKind, TaskSpec};
-use sluice_connectors::{http, sql};
-use sluice_core::{ConnectorError, ErrorClass, Source};
+use sluice_core::{ConnectorError, ErrorClass};
 use sluice_state::StateStore;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -65,55 +65,12 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
             probe.nodes.push(node.to_owned());
         }
     };
+    let ctx = &ctx.for_pipeline(&plan.pipeline);
     for node in &plan.nodes {
-        let id = node.id.as_str();
-        match &node.config {
-            NodeKind::Http(spec) => {
-                let mut config = build::http_source_config(spec, node);
-                // One attempt: the check says how the link is now, it does not wait it out.
-                config.retry.max_attempts = 1;
-                let link = api_link(spec.url.value.as_str());
-                let source = http::HttpSource::new(
-                    config,
-                    http::HttpSourceContext {
-                        pipeline: plan.pipeline.clone(),
-                        node: node.id.clone(),
-                        checkpoint: None,
-                        breakers: None,
-                    },
-                );
-                add(
-                    "api",
-                    link,
-                    Some(id),
-                    Box::pin(async move {
-                        let mut source = source?;
-                        source.health().await.map(Option::unwrap_or_default)
-                    }),
-                );
-            }
-            NodeKind::SqlSink(sluice_config::spec::nodes::sql::SqlSink { url, .. })
-            | NodeKind::SqlSource(sluice_config::spec::nodes::sql::SqlSource { url, .. }) => {
-                let resolved = build::resolve_sqlite(url.value.expose(), &ctx.base_dir);
-                add(
-                    "database",
-                    url.value.to_string(),
-                    Some(id),
-                    database(resolved),
-                );
-            }
-            _ => {}
-        }
-        let tasks = match &node.config {
-            NodeKind::SqlTask(t) => Some(TaskSpec::SqlTask(t.clone())),
-            _ => None,
-        }
-        .into_iter()
-        .chain(node.compensate.clone());
-        for task in tasks {
-            if let TaskSpec::SqlTask(t) = task {
-                let url = build::resolve_sqlite(t.url.value.expose(), &ctx.base_dir);
-                add("database", t.url.value.to_string(), Some(id), database(url));
+        let compensate = node.compensate.iter().map(|t| &t.config);
+        for config in std::iter::once(&node.config).chain(compensate) {
+            for link in config.links(node, ctx) {
+                add(link.kind.as_str(), link.name, Some(&node.id), link.check);
             }
         }
     }
@@ -147,7 +104,7 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
                 Err(build::BuildError::Buffer(sluice_buffer::BufferError::Locked { .. })) => {
                     return Ok(started.elapsed());
                 }
-                Err(e) => return Err(ConnectorError::new(e_class(&e), e.to_string())),
+                Err(e) => return Err(ConnectorError::new(e.class(), e.to_string())),
             };
             buffer
                 .health()
@@ -155,7 +112,7 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
                 .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))
         }),
     );
-    let state_url = build::resolve_sqlite(plan.state.expose(), &ctx.base_dir);
+    let state_url = ctx.database_url(plan.state.expose());
     add(
         "state",
         sluice_state::redact_url(plan.state.expose()),
@@ -188,35 +145,4 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
         }
     });
     join_all(checks).await
-}
-
-fn e_class(e: &build::BuildError) -> ErrorClass {
-    match e {
-        build::BuildError::Buffer(b) => b.class(),
-        build::BuildError::State(s) => s.class(),
-        build::BuildError::Node { .. } => ErrorClass::InvalidRequest,
-    }
-}
-
-/// A database check: connect and `SELECT 1`, through the sink of its engine (which
-/// touches no table).
-fn database(url: String) -> Check {
-    Box::pin(async move {
-        let sink = sql::build_sink(sql::SqlSinkConfig::new(url, "_sluice_health")).await?;
-        sink.health().await
-    })
-}
-
-/// `scheme://host:port/path` of an API URL, without its query (which may hold a key).
-fn api_link(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or_default(),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
-            u.path()
-        ),
-        Err(_) => url.split('?').next().unwrap_or(url).to_owned(),
-    }
 }

@@ -29,8 +29,6 @@ mod names;
 mod pipeline;
 mod replay;
 mod run;
-mod tasks;
-mod transform;
 
 pub use events::{Event, EventKind};
 pub use pipeline::{
@@ -39,8 +37,8 @@ pub use pipeline::{
 };
 pub use replay::{ReplayReport, replay};
 pub use run::{Executor, NodeSummary, RunSummary};
-pub use tasks::{CommandTask, SqlTask};
-pub use transform::CompiledTransform;
+pub use sluice_connectors::task::{CommandTask, SqlTask};
+pub use sluice_connectors::transform::CompiledTransform;
 
 /// Errors of the engine itself (not of a node: those are recorded in the run).
 #[derive(Debug, thiserror::Error)]

@@ -89,10 +89,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let file = PipelineFile::read(&pipeline_path)?;
     let plan = file.plan()?;
-    let ctx = BuildContext {
-        base_dir: dir.clone(),
-        ..BuildContext::default()
-    };
+    let ctx = BuildContext::new(dir.clone());
     let store = build::open_state(&plan, &ctx).await?;
     store
         .register_pipeline(&plan.pipeline, &pipeline_path.display().to_string())

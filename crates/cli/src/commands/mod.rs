@@ -41,7 +41,7 @@ impl PipelineFile {
     /// Validates the file: the plan (its warnings printed to stderr), or every
     /// diagnostic printed and an error.
     pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
-        match sluice_config::validate(&self.text, &self.env) {
+        match sluice_config::validate(&self.text, &self.env, sluice_connectors::registry()) {
             Ok(plan) => {
                 eprint!("{}", diag::render(&self.name, &self.text, &plan.warnings));
                 Ok(plan)

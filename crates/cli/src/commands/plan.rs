@@ -22,7 +22,7 @@ pub(crate) struct PlanArgs {
 /// Prints the plan (exit 0), or the diagnostics (exit 1).
 pub(crate) fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let file = PipelineFile::read(&args.file)?;
-    match sluice_config::validate(&file.text, &file.env) {
+    match sluice_config::validate(&file.text, &file.env, sluice_connectors::registry()) {
         Ok(plan) => {
             eprint!("{}", diag::render(&file.name, &file.text, &plan.warnings));
             if args.dot {

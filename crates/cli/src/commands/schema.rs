@@ -13,11 +13,16 @@ pub(crate) struct SchemaArgs {
 
 pub(crate) fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
     if args.markdown {
-        print!("{}", sluice_config::schema::reference_markdown());
+        print!(
+            "{}",
+            sluice_config::schema::reference_markdown(sluice_connectors::registry())
+        );
     } else {
         println!(
             "{}",
-            serde_json::to_string_pretty(&sluice_config::schema::json_schema())?
+            serde_json::to_string_pretty(&sluice_config::schema::json_schema(
+                sluice_connectors::registry()
+            ))?
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -48,7 +48,7 @@ pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let (diagnostics, summary): (Vec<Diagnostic>, String) =
-            match validate(&file.text, &file.env) {
+            match validate(&file.text, &file.env, sluice_connectors::registry()) {
                 Ok(plan) => {
                     let (_, warnings) = diag::count(&plan.warnings);
                     let mut summary = format!(

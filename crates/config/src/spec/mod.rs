@@ -13,7 +13,7 @@ use crate::values::{
 };
 use nodes::Nodes;
 use policy::ErrorClassName;
-pub use policy::{BatchingSpec, DefaultsSpec, OnErrorSpec, RetrySpec, TimeoutsSpec};
+pub use policy::{BatchingSpec, DefaultsSpec, OnErrorSpec, RetrySpec, SchemaPolicy, TimeoutsSpec};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::SerializeMap;

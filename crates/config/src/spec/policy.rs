@@ -199,3 +199,18 @@ pub struct DefaultsSpec {
     #[serde(default)]
     pub on_error: OnErrorSpec,
 }
+
+/// What to do when records' fields differ from the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaPolicy {
+    /// Accept it: new columns are added (downstream tables too).
+    Evolve,
+    /// Accept it and raise a warning alert.
+    Warn,
+    /// Quarantine the batch (`contract_changed`) and go on.
+    Quarantine,
+    /// Fail the node (`contract_changed`).
+    #[default]
+    Fail,
+}

@@ -25,11 +25,14 @@
 
 mod config;
 mod glob;
+mod kind;
 mod ledger;
 mod sink;
 mod source;
+pub mod spec;
 
 pub use config::*;
+pub use kind::{FileKind, FileSinkKind};
 pub use sink::FileSink;
 pub use source::FileSource;
 

@@ -48,14 +48,17 @@ mod breaker;
 pub(crate) mod classify;
 mod config;
 mod fetch;
+pub(crate) mod kind;
 pub(crate) mod origin;
 mod pagination;
 pub(crate) mod ratelimit;
-mod records;
+pub(crate) mod records;
 mod source;
+pub mod spec;
 mod template;
 
 pub use breaker::BreakerRegistry;
+pub use kind::HttpKind;
 
 /// The longest wait an outside value (`expires_in`, `Retry-After`, a rate-limit reset,
 /// a configured maximum) can put between now and an [`std::time::Instant`]: a century,

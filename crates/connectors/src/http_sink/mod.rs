@@ -19,6 +19,9 @@
 //! # Ok(()) }
 //! ```
 
+mod kind;
+pub mod spec;
+
 use crate::http::auth::Auth;
 use crate::http::classify::{
     ERROR_BODY_CAP, Redactor, host_of, humanize, read_capped, status_error, transport_error,
@@ -28,6 +31,7 @@ use crate::http::ratelimit::Limiter;
 use crate::http::{AuthConfig, RateLimitConfig, TimeoutsConfig};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
+pub use kind::HttpSinkKind;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use sluice_core::{Batch, ConnectorError, ConnectorEvent, ErrorClass, Secret, Sink, WriteReport};
 use std::collections::{BTreeMap, HashSet};

@@ -3,42 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sluice_core::{ConnectorError, ErrorClass, Secret};
 
-/// The database engine, from the URL's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    /// `postgres://` or `postgresql://`.
-    Postgres,
-    /// `mysql://` or `mariadb://`.
-    Mysql,
-    /// `sqlite:`.
-    Sqlite,
-}
-
-impl Dialect {
-    /// The engine named by the URL's scheme.
-    pub(crate) fn from_url(url: &str) -> Result<Dialect, String> {
-        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("postgres" | "postgresql") => Ok(Dialect::Postgres),
-            Some("mysql" | "mariadb") => Ok(Dialect::Mysql),
-            Some("sqlite") => Ok(Dialect::Sqlite),
-            _ => Err(
-                "the url must start with `postgres://`, `mysql://` (MariaDB too) or `sqlite:` \
-                 (e.g. `postgres://user:pass@127.0.0.1:5432/db`, `sqlite://data/out.db`)"
-                    .to_owned(),
-            ),
-        }
-    }
-
-    /// The engine's name in messages.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Dialect::Postgres => "PostgreSQL",
-            Dialect::Mysql => "MySQL/MariaDB",
-            Dialect::Sqlite => "SQLite",
-        }
-    }
-}
+pub(crate) use sluice_config::values::Dialect;
 
 /// How a sink writes a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -309,6 +309,38 @@ impl Endpoint {
     }
 }
 
+/// The class of an error of statements the user wrote (a `sql_task`): what the sink
+/// would call a bug of its own (`internal`, a syntax error say) or a target of the wrong
+/// shape (`contract_changed`, a missing table) is the statement's fault here
+/// (`invalid_request`).
+pub(crate) fn statement_class(dialect: Dialect, err: &sqlx::Error) -> ErrorClass {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => ErrorClass::Dependency,
+        sqlx::Error::Tls(_) => ErrorClass::Network,
+        sqlx::Error::Configuration(_) => ErrorClass::InvalidRequest,
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned());
+            let number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
+            match meaning(dialect, code.as_deref(), number, db.message()) {
+                Meaning::Rows | Meaning::Config | Meaning::Internal | Meaning::Contract => {
+                    ErrorClass::InvalidRequest
+                }
+                Meaning::TooLarge => ErrorClass::PayloadTooLarge,
+                Meaning::Conflict | Meaning::Down => ErrorClass::Dependency,
+                Meaning::Auth => ErrorClass::Auth,
+                Meaning::Permission => ErrorClass::Permission,
+            }
+        }
+        _ => ErrorClass::Internal,
+    }
+}
+
 /// A failed ledger insert: a unique violation means another writer wrote the same batch
 /// at the same time.
 pub(crate) fn ledger_failure(ep: &Endpoint, e: sqlx::Error) -> Failure {

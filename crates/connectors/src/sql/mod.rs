@@ -28,21 +28,26 @@ mod config;
 mod db;
 mod error;
 mod ident;
+mod kind;
 pub(crate) mod ledger;
 mod multirow;
 mod mysql;
 mod postgres;
 mod sink;
 mod source;
+pub mod spec;
 mod sqlite;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
+pub(crate) use config::Dialect;
 pub use config::{SchemaPolicy, SqlSinkConfig, SqlSourceConfig, WatermarkConfig, WriteMode};
+pub(crate) use error::statement_class;
+pub(crate) use kind::database_link;
+pub use kind::{MYSQL, POSTGRES, SQLITE, SqlKind};
 
-use config::Dialect;
 use sluice_core::{ConnectorError, Sink, Source};
 
 /// Builds the sink a config describes: PostgreSQL, MySQL/MariaDB or SQLite by the URL's

@@ -1,11 +1,17 @@
 //! `type: http` (a source reading an HTTP API) and `type: http_sink` (a sink POSTing
 //! batches to an HTTP endpoint), and what they share: auth, rate limits, schemas.
 
-use crate::de::Spanned;
-use crate::spec::policy::TimeoutsSpec;
-use crate::values::{ByteSize, Duration, HttpUrl, JsonPath, SecretMap, SecretValue, secret_schema};
+use crate::spec::{
+    BadRecordPolicy, NestedMode, SchemaSpec, default_future_tolerance, default_true,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sluice_config::Spanned;
+use sluice_config::spec::SchemaPolicy;
+use sluice_config::spec::TimeoutsSpec;
+use sluice_config::values::{
+    ByteSize, Duration, HttpUrl, JsonPath, SecretMap, SecretValue, secret_schema,
+};
 
 /// `type: http`: pages of records from an HTTP API.
 ///
@@ -14,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// (offset/limit), `{{cursor}}` (cursor), `{{watermark}}` (incremental).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HttpSource {
+pub struct HttpSourceSpec {
     /// The address of the first page.
     #[schemars(example = &"https://api.example.com/v1/orders")]
     pub url: Spanned<HttpUrl>,
@@ -96,20 +102,6 @@ pub struct HttpSource {
     /// API answering gigabytes, or a small gzip answer that decodes to gigabytes.
     #[schemars(extend("default" = "256MiB"), example = &"64MiB")]
     pub max_response_bytes: Option<Spanned<ByteSize>>,
-}
-
-/// What an HTTP source does with a malformed record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BadRecordPolicy {
-    /// Fail the page: the node fails, showing the record.
-    #[default]
-    Fail,
-    /// Leave the record out, with an event in the run record; it is not kept.
-    Skip,
-    /// Deliver the page's good records and keep the bad ones in the failed-batch store;
-    /// `sluice replay` reads them again from the API once it serves them well.
-    Quarantine,
 }
 
 /// Request method of a source.
@@ -216,7 +208,7 @@ pub struct OAuth2Auth {
 }
 
 fn default_refresh_before() -> Spanned<Duration> {
-    Spanned::new(Duration::secs(30), crate::diag::Pos::START)
+    Spanned::new(Duration::secs(30), sluice_config::Pos::START)
 }
 
 /// How OAuth2 client credentials are sent.
@@ -269,7 +261,7 @@ fn default_signed_parts() -> Vec<Spanned<SignedPart>> {
         SignedPart::Body,
     ]
     .into_iter()
-    .map(|p| Spanned::new(p, crate::diag::Pos::START))
+    .map(|p| Spanned::new(p, sluice_config::Pos::START))
     .collect()
 }
 fn default_signature_header() -> String {
@@ -419,7 +411,7 @@ fn default_limit_param() -> String {
     "limit".to_owned()
 }
 fn default_limit() -> Spanned<u32> {
-    Spanned::new(100, crate::diag::Pos::START)
+    Spanned::new(100, sluice_config::Pos::START)
 }
 
 /// Cursor pagination.
@@ -461,10 +453,6 @@ pub struct StopSpec {
     /// Stop once as many records as the number at this path were read.
     #[schemars(example = &"$.meta.total")]
     pub total: Option<Spanned<JsonPath>>,
-}
-
-pub(crate) fn default_true() -> bool {
-    true
 }
 
 /// Where the records are in a response.
@@ -513,10 +501,6 @@ pub struct IncrementalSpec {
     pub future_tolerance: Spanned<Duration>,
 }
 
-pub(crate) fn default_future_tolerance() -> Spanned<Duration> {
-    Spanned::new(Duration::secs(3600), crate::diag::Pos::START)
-}
-
 /// Request rate limits, kept by one token bucket per node.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -562,7 +546,7 @@ pub struct RateLimitSignalSpec {
 }
 
 fn default_one() -> Spanned<u32> {
-    Spanned::new(1, crate::diag::Pos::START)
+    Spanned::new(1, sluice_config::Pos::START)
 }
 
 /// The circuit breaker of the API's host, counting network errors and 5xx answers. Once
@@ -599,159 +583,19 @@ pub struct BreakerSpec {
 }
 
 fn default_breaker_window() -> Spanned<Duration> {
-    Spanned::new(Duration::secs(60), crate::diag::Pos::START)
+    Spanned::new(Duration::secs(60), sluice_config::Pos::START)
 }
 fn default_min_requests() -> Spanned<u32> {
-    Spanned::new(10, crate::diag::Pos::START)
+    Spanned::new(10, sluice_config::Pos::START)
 }
 fn default_failure_ratio() -> Spanned<f64> {
-    Spanned::new(0.5, crate::diag::Pos::START)
+    Spanned::new(0.5, sluice_config::Pos::START)
 }
 fn default_open_for() -> Spanned<Duration> {
-    Spanned::new(Duration::secs(30), crate::diag::Pos::START)
+    Spanned::new(Duration::secs(30), sluice_config::Pos::START)
 }
 fn default_max_retry_after() -> Spanned<Duration> {
-    Spanned::new(Duration::secs(300), crate::diag::Pos::START)
-}
-
-/// The columns of records.
-///
-/// ```yaml
-/// schema: infer
-/// schema:
-///   columns:
-///     - { name: id, type: int64, nullable: false }
-///     - { name: updated_at, type: timestamp }
-/// ```
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum SchemaSpec {
-    /// From the first page's records.
-    #[default]
-    Infer,
-    /// These columns, in this order.
-    Columns(Spanned<Vec<ColumnSpec>>),
-}
-
-/// A declared column.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnSpec {
-    /// The record field (and column) name.
-    #[schemars(example = &"id")]
-    pub name: Spanned<String>,
-    /// The column's type.
-    #[serde(rename = "type")]
-    pub data_type: ColumnType,
-    /// Whether the value may be missing or null.
-    #[serde(default = "default_true")]
-    pub nullable: bool,
-}
-
-/// A column type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnType {
-    /// `true` / `false`.
-    Boolean,
-    /// A 64-bit integer.
-    Int64,
-    /// A 64-bit float.
-    Float64,
-    /// UTF-8 text.
-    String,
-    /// A timestamp (RFC 3339 text or Unix seconds), stored in UTC microseconds.
-    Timestamp,
-    /// A calendar date.
-    Date,
-    /// Any JSON value, kept as JSON text.
-    Json,
-}
-
-/// How nested objects and lists become columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NestedMode {
-    /// Arrow struct and list columns.
-    #[default]
-    Struct,
-    /// JSON text columns.
-    JsonText,
-}
-
-/// What to do when records' fields differ from the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SchemaPolicy {
-    /// Accept it: new columns are added (downstream tables too).
-    Evolve,
-    /// Accept it and raise a warning alert.
-    Warn,
-    /// Quarantine the batch (`contract_changed`) and go on.
-    Quarantine,
-    /// Fail the node (`contract_changed`).
-    #[default]
-    Fail,
-}
-
-/// `type: http_sink`: batches sent to an HTTP endpoint, one request per batch.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSink {
-    /// Where batches are sent.
-    #[schemars(example = &"https://ingest.example.com/v1/events")]
-    pub url: Spanned<HttpUrl>,
-    /// The request method.
-    #[serde(default)]
-    pub method: SinkMethod,
-    /// Request headers. Their values never print (unless named in `public`).
-    #[serde(default)]
-    pub headers: SecretMap,
-    /// Names of headers and of `url`'s query parameters whose values are not secret: they
-    /// print in `plan`, errors and evidence. Every other such value prints as `***`.
-    /// Names match without regard to case.
-    #[serde(default)]
-    #[schemars(example = &serde_json::json!(["Content-Type"]))]
-    pub public: Vec<String>,
-    /// How requests authenticate.
-    pub auth: Option<Spanned<AuthSpec>>,
-    /// How a batch is written in the body: `json_array` or `ndjson`.
-    #[serde(default)]
-    pub format: SinkFormat,
-    /// With `json_array`: wrap the array in an object under this key
-    /// (`{"records": [...]}`).
-    #[schemars(example = &"records")]
-    pub wrap_key: Option<Spanned<String>>,
-    /// A header carrying the batch id, so that the receiver can drop a redelivered batch.
-    #[schemars(example = &"Idempotency-Key")]
-    pub idempotency_header: Option<String>,
-    /// Limits on the request rate.
-    pub rate_limit: Option<RateLimitSpec>,
-    /// Timeouts (else `defaults.timeouts`).
-    pub timeouts: Option<TimeoutsSpec>,
-}
-
-/// Request method of a sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-pub enum SinkMethod {
-    /// `POST`.
-    #[default]
-    POST,
-    /// `PUT`.
-    PUT,
-    /// `PATCH`.
-    PATCH,
-}
-
-/// How an HTTP sink writes a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkFormat {
-    /// A JSON array of records.
-    #[default]
-    JsonArray,
-    /// One JSON record per line.
-    Ndjson,
+    Spanned::new(Duration::secs(300), sluice_config::Pos::START)
 }
 
 /// Whether `name` is in a node's `public:` list (without regard to case).
@@ -782,7 +626,7 @@ pub fn shown_body(value: &serde_json::Value, public: &[String]) -> serde_json::V
     walk(value, false, public)
 }
 
-impl HttpSource {
+impl HttpSourceSpec {
     /// The spec as `plan --json` shows it: values of headers, query parameters (also in
     /// `url`) and body fields as `***` unless named in `public`.
     pub(crate) fn shown(&self) -> Result<serde_json::Value, serde_json::Error> {
@@ -803,103 +647,11 @@ impl HttpSource {
     }
 }
 
-impl HttpSink {
-    /// The spec as `plan --json` shows it (see [`HttpSource::shown`]).
-    pub(crate) fn shown(&self) -> Result<serde_json::Value, serde_json::Error> {
-        let public = |n: &str| is_public(&self.public, n);
-        let mut v = serde_json::to_value(self)?;
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert(
-                "url".into(),
-                sluice_core::redact::redact_url_except(self.url.value.as_str(), public).into(),
-            );
-            obj.insert("headers".into(), shown_map(&self.headers, public));
-        }
-        Ok(v)
-    }
-}
-
-fn shown_map(map: &SecretMap, public: impl Fn(&str) -> bool) -> serde_json::Value {
+pub(crate) fn shown_map(map: &SecretMap, public: impl Fn(&str) -> bool) -> serde_json::Value {
     serde_json::Value::Object(
         map.shown(public)
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::{Env, validate};
-
-    #[test]
-    fn plan_json_masks_every_value_but_public_ones() {
-        let text = r#"
-pipeline: p
-nodes:
-  api:
-    type: http
-    method: POST
-    url: https://api.example.com/x?access_token=tok-1&region=eu&page={{page}}
-    headers: { X-Sub-Key: hdr-2, Accept: application/json }
-    query: { key: qkey-3, status: open }
-    body: { filter: { status: open, secret: body-4 }, ids: [1, 2], page: "{{page}}" }
-    public: [accept, Status, region]
-    allowed_hosts: [api2.example.com, "127.0.0.1:8443"]
-    pagination: { page_number: { param: page } }
-  out:
-    type: http_sink
-    inputs: [api]
-    url: https://u:pw-5@sink.example.com/in?sig=sig-6&v=1
-    headers: { X-Token: tok-7, Content-Type: application/json }
-    public: [v, content-type]
-"#;
-        let plan = validate(text, &Env::new()).expect("valid");
-        let json = serde_json::to_string(&plan).unwrap();
-        for secret in [
-            "tok-1", "hdr-2", "qkey-3", "body-4", "pw-5", "sig-6", "tok-7",
-        ] {
-            assert!(!json.contains(secret), "{secret} in {json}");
-        }
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let api = &v["nodes"][0]["config"];
-        assert_eq!(
-            api["url"],
-            "https://api.example.com/x?access_token=***&region=eu&page={{page}}"
-        );
-        assert_eq!(api["headers"]["Accept"], "application/json");
-        assert_eq!(api["query"]["status"], "open");
-        assert_eq!(
-            api["body"],
-            serde_json::json!({"filter": {"status": "open", "secret": "***"}, "ids": ["***", "***"], "page": "{{page}}"})
-        );
-        let out = &v["nodes"][1]["config"];
-        assert_eq!(out["url"], "https://u:***@sink.example.com/in?sig=***&v=1");
-        assert_eq!(out["headers"]["Content-Type"], "application/json");
-        assert_eq!(out["headers"]["X-Token"], "***");
-    }
-
-    #[test]
-    fn allowed_hosts_are_host_names() {
-        let text = |hosts: &str| {
-            format!(
-                "pipeline: p\nnodes:\n  api:\n    type: http\n    url: https://a.example.com/x\n    allowed_hosts: {hosts}\n  out:\n    type: file_sink\n    inputs: [api]\n    path: o.ndjson\n    format: ndjson\n"
-            )
-        };
-        assert!(
-            validate(
-                &text("[b.example.com, \"b.example.com:8443\"]"),
-                &Env::new()
-            )
-            .is_ok()
-        );
-        for bad in [
-            "[\"https://b.example.com\"]",
-            "[\"b.example.com/x\"]",
-            "[\"u@b\"]",
-            "[\"\"]",
-        ] {
-            assert!(validate(&text(bad), &Env::new()).is_err(), "{bad}");
-        }
-    }
 }

@@ -40,8 +40,13 @@
 
 mod cast;
 mod eval;
+mod kind;
+pub mod spec;
 
-use crate::pipeline::Transform;
+pub use kind::TransformKind;
+
+use crate::spec::ColumnType;
+use crate::transform::spec::{TransformOp, TransformSpec};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, NullArray, RecordBatch,
     RecordBatchOptions, StringArray,
@@ -52,8 +57,7 @@ use arrow::error::ArrowError;
 use cast::CastError;
 use eval::{Eval, Kind, Value, kind, kind_name, missing_column, show};
 use sluice_config::expr::Expr;
-use sluice_config::spec::nodes::http::ColumnType;
-use sluice_config::spec::nodes::transform::{TransformOp, TransformSpec};
+use sluice_core::node::Transform;
 use sluice_core::{ConnectorError, ErrorClass};
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -155,6 +159,14 @@ impl CompiledTransform {
     /// operations meaningless (an `add` with both or neither of `value` and `expr`, a
     /// constant that is a list) is refused here again, with its line.
     pub fn compile(
+        spec: &TransformSpec,
+        run_started: SystemTime,
+    ) -> Result<CompiledTransform, ConnectorError> {
+        Self::compile_ops(spec, run_started)
+            .map_err(|e| ConnectorError::new(ErrorClass::InvalidRequest, e))
+    }
+
+    fn compile_ops(
         spec: &TransformSpec,
         run_started: SystemTime,
     ) -> Result<CompiledTransform, String> {
@@ -499,14 +511,13 @@ fn flatten_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::spec::{AddColumn, FlattenOp};
     use arrow::array::{
         DictionaryArray, Int32Array, LargeStringArray, ListArray, StructArray,
         TimestampMicrosecondArray,
     };
     use arrow::buffer::NullBuffer;
     use arrow::datatypes::{Fields, Int32Type, Int64Type, TimestampMicrosecondType};
-    use sluice_config::spec::nodes::NodeKind;
-    use sluice_config::spec::nodes::transform::{AddColumn, FlattenOp};
     use sluice_config::{Env, Pos, Spanned};
 
     /// A transform from the YAML of its `ops:` (indented by 6), through `sluice validate`.
@@ -530,14 +541,15 @@ nodes:
     table: orders
 "
         );
-        let plan = match sluice_config::validate(&yaml, &Env::new()) {
+        let plan = match sluice_config::validate(&yaml, &Env::new(), crate::registry()) {
             Ok(plan) => plan,
             Err(e) => panic!("{yaml}\n{:?}", e.diagnostics()),
         };
         let node = plan.nodes.iter().find(|n| n.id == "shape").unwrap();
-        let NodeKind::Transform(spec) = &node.config else {
-            panic!("not a transform")
-        };
+        let spec = node
+            .config
+            .downcast_ref::<TransformSpec>()
+            .expect("a transform");
         let run_started = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         CompiledTransform::compile(spec, run_started).unwrap()
     }
@@ -996,15 +1008,17 @@ nodes:
         let now = SystemTime::now();
         let e =
             CompiledTransform::compile(&add(Some(serde_json::json!([1])), None), now).unwrap_err();
+        assert_eq!(e.class, ErrorClass::InvalidRequest);
         assert!(
-            e.starts_with("3:7: add `c`: `value` must be text, a number"),
+            e.message
+                .starts_with("3:7: add `c`: `value` must be text, a number"),
             "{e}"
         );
         let e = CompiledTransform::compile(&add(Some(serde_json::json!(1)), Some("a")), now)
             .unwrap_err();
-        assert_eq!(e, "3:7: add `c`: takes `value` or `expr`, not both");
+        assert_eq!(e.message, "3:7: add `c`: takes `value` or `expr`, not both");
         let e = CompiledTransform::compile(&add(None, None), now).unwrap_err();
-        assert!(e.starts_with("3:7: add `c`: needs `value`"), "{e}");
+        assert!(e.message.starts_with("3:7: add `c`: needs `value`"), "{e}");
         let flatten = spec(TransformOp::Flatten(FlattenOp {
             column: None,
             separator: String::new(),

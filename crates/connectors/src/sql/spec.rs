@@ -1,17 +1,17 @@
 //! `type: postgres | mysql | sqlite`: a query read as a source, or a table written as a
 //! sink. The field `query` makes a source, `table` a sink.
 
-use crate::de::Spanned;
-use crate::spec::nodes::http::SchemaPolicy;
-use crate::spec::policy::TimeoutsSpec;
-use crate::values::{DatabaseUrl, Dialect};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sluice_config::Spanned;
+use sluice_config::spec::SchemaPolicy;
+use sluice_config::spec::TimeoutsSpec;
+use sluice_config::values::{DatabaseUrl, Dialect};
 
 /// A database read with a query, in chunks, optionally incrementally.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SqlSource {
+pub struct SqlSourceSpec {
     /// The engine, from the node's `type`.
     #[serde(skip)]
     pub dialect: Dialect,
@@ -34,7 +34,7 @@ pub struct SqlSource {
 }
 
 fn default_fetch_size() -> Spanned<u32> {
-    Spanned::new(1000, crate::diag::Pos::START)
+    Spanned::new(1000, sluice_config::Pos::START)
 }
 
 /// The watermark of an incremental SQL source.
@@ -51,15 +51,15 @@ pub struct WatermarkSpec {
     /// later one (an upstream clock gone wrong, `2999-01-01`) and a value of another type
     /// than the column's are delivered, left out of the checkpoint and reported as
     /// `contract_changed`. Times without a zone get 14 hours more (they may be local).
-    #[serde(default = "crate::spec::nodes::http::default_future_tolerance")]
-    pub future_tolerance: Spanned<crate::values::Duration>,
+    #[serde(default = "crate::spec::default_future_tolerance")]
+    pub future_tolerance: Spanned<sluice_config::values::Duration>,
 }
 
 /// A table written with append, upsert or replace. Every batch is written with a ledger
 /// row in one transaction, so a redelivered batch is never written twice.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SqlSink {
+pub struct SqlSinkSpec {
     /// The engine, from the node's `type`.
     #[serde(skip)]
     pub dialect: Dialect,
@@ -79,7 +79,7 @@ pub struct SqlSink {
     #[schemars(example = &serde_json::json!(["id"]))]
     pub key: Vec<Spanned<String>>,
     /// Create the table from the batches' schema when it is missing.
-    #[serde(default = "crate::spec::nodes::http::default_true")]
+    #[serde(default = "crate::spec::default_true")]
     pub create_table: bool,
     /// What to do when batches bring columns the table lacks: `evolve` adds them.
     #[serde(default)]
@@ -97,7 +97,7 @@ pub struct SqlSink {
 }
 
 fn default_max_connections() -> Spanned<u32> {
-    Spanned::new(4, crate::diag::Pos::START)
+    Spanned::new(4, sluice_config::Pos::START)
 }
 
 /// How a sink writes a batch.

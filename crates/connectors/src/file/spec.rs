@@ -1,18 +1,17 @@
 //! `type: file` (records read from files) and `type: file_sink` (batches written to a
 //! file).
 
-use crate::de::Spanned;
-use crate::spec::nodes::http::{
-    BadRecordPolicy, NestedMode, SchemaPolicy, SchemaSpec, default_true,
-};
-use crate::values::ByteSize;
+use crate::spec::{BadRecordPolicy, NestedMode, SchemaSpec, default_true};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sluice_config::Spanned;
+use sluice_config::spec::SchemaPolicy;
+use sluice_config::values::ByteSize;
 
 /// `type: file`: records from local files.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FileSource {
+pub struct FileSourceSpec {
     /// A file, or a glob (`data/*.ndjson`) read in name order. Relative to the working
     /// directory.
     #[schemars(example = &"data/orders-*.ndjson")]
@@ -91,7 +90,7 @@ fn default_quote() -> char {
 /// `type: file_sink`: batches written to a local file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FileSink {
+pub struct FileSinkSpec {
     /// The file. `{{run_id}}` and `{{date}}` are filled in per run.
     #[schemars(example = &"out/orders-{{date}}.ndjson")]
     pub path: Spanned<String>,

@@ -1,11 +1,11 @@
 //! `type: transform`: a list of declarative operations applied to every batch, in order.
 
-use crate::de::Spanned;
-use crate::expr::Expression;
-use crate::spec::nodes::http::ColumnType;
-use crate::values::SpannedMap;
+use crate::spec::ColumnType;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sluice_config::Spanned;
+use sluice_config::expr::Expression;
+use sluice_config::values::SpannedMap;
 
 /// `type: transform`: reshapes batches.
 ///

@@ -34,6 +34,7 @@
 
 use super::Fail;
 use super::cast::{self, CastError};
+use crate::spec::ColumnType;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, Int64Array, NullArray,
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
@@ -47,7 +48,6 @@ use arrow::compute::kernels::take::take;
 use arrow::compute::kernels::zip::zip;
 use arrow::datatypes::{DataType, Schema};
 use sluice_config::expr::{CmpOp, Expr, Func, Literal};
-use sluice_config::spec::nodes::http::ColumnType;
 use std::sync::Arc;
 
 /// The result of a sub-expression.

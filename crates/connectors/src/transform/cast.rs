@@ -14,6 +14,7 @@
 //! as it is (no double encoding). Null stays null everywhere.
 
 use super::eval::{Kind, kind, kind_name, timestamp_type};
+use crate::spec::ColumnType;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, StringBuilder, TimestampMicrosecondArray,
     new_null_array,
@@ -26,7 +27,6 @@ use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, TimeUn
 use arrow::error::ArrowError;
 use arrow::json::writer::{EncoderOptions, make_encoder};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use sluice_config::spec::nodes::http::ColumnType;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -1,15 +1,15 @@
 //! Task nodes, which do something once instead of moving data: `type: sql_task` and
 //! `type: command`. Both also serve as `compensate` steps.
 
-use crate::de::Spanned;
-use crate::values::{DatabaseUrl, Duration, RedactedMap};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sluice_config::Spanned;
+use sluice_config::values::{DatabaseUrl, Duration, RedactedMap};
 
 /// `type: sql_task`: statements run on a database.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SqlTask {
+pub struct SqlTaskSpec {
     /// The connection URL (a secret: it may hold a password).
     #[schemars(example = &"postgres://etl:${PGPASSWORD}@127.0.0.1:5432/warehouse")]
     pub url: Spanned<DatabaseUrl>,
@@ -22,13 +22,13 @@ pub struct SqlTask {
 }
 
 fn default_sql_timeout() -> Spanned<Duration> {
-    Spanned::new(Duration::secs(300), crate::diag::Pos::START)
+    Spanned::new(Duration::secs(300), sluice_config::Pos::START)
 }
 
 /// `type: command`: a program run to completion. It succeeds when it exits with 0.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CommandTask {
+pub struct CommandTaskSpec {
     /// The program: a path, or a name looked up in `PATH`. Not run through a shell.
     #[schemars(example = &"./scripts/refresh-views.sh")]
     pub program: Spanned<String>,
@@ -49,5 +49,5 @@ pub struct CommandTask {
 }
 
 fn default_command_timeout() -> Spanned<Duration> {
-    Spanned::new(Duration::secs(600), crate::diag::Pos::START)
+    Spanned::new(Duration::secs(600), sluice_config::Pos::START)
 }

@@ -143,7 +143,7 @@ proptest! {
             text = apply(&text, m);
         }
         let lines = text.lines().count().max(1);
-        let diagnostics = match validate(&text, &Env::new()) {
+        let diagnostics = match validate(&text, &Env::new(), sluice_connectors::registry()) {
             Ok(plan) => plan.warnings,
             Err(invalid) => {
                 prop_assert!(invalid.errors().count() > 0, "invalid without an error:\n{text}");
@@ -162,6 +162,9 @@ proptest! {
 #[test]
 fn every_example_is_valid_as_is() {
     for text in examples() {
-        assert!(validate(&text, &Env::new()).is_ok(), "{text}");
+        assert!(
+            validate(&text, &Env::new(), sluice_connectors::registry()).is_ok(),
+            "{text}"
+        );
     }
 }

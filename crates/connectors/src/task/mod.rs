@@ -1,4 +1,10 @@
-//! Task nodes and `compensate` actions: a SQL statement on a database, or a command.
+//! Task nodes and `compensate` actions: a SQL statement on a database (`type:
+//! sql_task`), or a program (`type: command`).
+
+mod kind;
+pub mod spec;
+
+pub use kind::{CommandKind, SqlTaskKind};
 
 use async_trait::async_trait;
 use sluice_core::{ConnectorError, ErrorClass, Secret};
@@ -8,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-use crate::{Task, TaskContext};
+use sluice_core::node::{Task, TaskContext};
 
 /// Runs SQL statements (separated by `;`) in one transaction on PostgreSQL, MySQL or
 /// SQLite, through sqlx's `Any` driver.
@@ -28,33 +34,10 @@ impl SqlTask {
         }
     }
 
-    fn classify(&self, e: &sqlx::Error) -> ErrorClass {
-        match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                ErrorClass::Dependency
-            }
-            sqlx::Error::Tls(_) => ErrorClass::Network,
-            sqlx::Error::Configuration(_) => ErrorClass::InvalidRequest,
-            sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                match code.as_str() {
-                    // PostgreSQL: insufficient privilege; MySQL: access denied to a table.
-                    "42501" | "1142" | "1044" => ErrorClass::Permission,
-                    // PostgreSQL: invalid password; MySQL: access denied for user.
-                    "28P01" | "28000" | "1045" => ErrorClass::Auth,
-                    // PostgreSQL: deadlock, serialization, admin shutdown, cannot connect now.
-                    "40P01" | "40001" | "57P01" | "57P03" | "1213" | "1205" => {
-                        ErrorClass::Dependency
-                    }
-                    _ => ErrorClass::InvalidRequest,
-                }
-            }
-            _ => ErrorClass::Internal,
-        }
-    }
-
     fn fail(&self, e: sqlx::Error) -> ConnectorError {
-        let class = self.classify(&e);
+        let dialect = crate::sql::Dialect::from_url(self.url.expose())
+            .unwrap_or(crate::sql::Dialect::Postgres);
+        let class = crate::sql::statement_class(dialect, &e);
         let mut message = self.url.redact(&format!("sql_task failed: {e}"));
         for part in sluice_core::redact::url_secrets(self.url.expose(), |_| false) {
             if part.expose().len() >= 3 {

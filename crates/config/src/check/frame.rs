@@ -1,0 +1,214 @@
+//! The top-level sections: the header (state store, schedule), the buffer, `defaults`
+//! and `alerts`.
+
+use super::Checker;
+use crate::diag::suggest;
+use crate::plan::topic_name;
+use crate::spec::{BufferSpec, ChannelSpec, FsyncPolicy, PipelineSpec, Schedule};
+use crate::values::Dialect;
+use std::collections::BTreeSet;
+
+impl Checker<'_> {
+    pub(super) fn header(&mut self, spec: &PipelineSpec, ids: &BTreeSet<String>) {
+        let state = &spec.state;
+        if state.value.dialect() == Dialect::Mysql {
+            self.error_at(
+                state,
+                "the state store runs on SQLite or PostgreSQL, not MySQL",
+                "use `sqlite://.sluice/state.db` (one machine) or `postgres://...` (many workers)",
+            );
+        }
+        if state.value.has_password() && !state.interpolated {
+            self.secret_warning(state.pos, state.width, "the state store URL holds a password written in clear", "write the password as `${NAME}` (e.g. `postgres://sluice:${SLUICE_STATE_PASSWORD}@host/db`)");
+        }
+        if let Schedule::Realtime(r) = &spec.schedule {
+            self.positive_duration(&r.poll_interval, "poll_interval");
+        }
+        self.buffer(&spec.buffer, spec);
+        if let Some(r) = &spec.defaults.retry {
+            self.retry(r);
+        }
+        if let Some(b) = &spec.defaults.batching {
+            self.batching(b);
+        }
+        self.timeouts(&spec.defaults.timeouts);
+        self.on_error(&spec.defaults.on_error, None);
+        self.alerts(spec, ids);
+    }
+
+    fn buffer(&mut self, buffer: &BufferSpec, spec: &PipelineSpec) {
+        match buffer {
+            BufferSpec::Embedded(e) => {
+                if e.segment_size.value.bytes() < 64 * 1024 {
+                    self.error_at(
+                        &e.segment_size,
+                        format!(
+                            "`segment_size` must be at least 64KiB, found {}",
+                            e.segment_size.value
+                        ),
+                        "e.g. `segment_size: 64MiB`",
+                    );
+                }
+                if e.max_message_size.value > e.segment_size.value {
+                    self.error_at(&e.max_message_size, format!("`max_message_size` ({}) is larger than `segment_size` ({})", e.max_message_size.value, e.segment_size.value), "an entry must fit in a segment: lower `max_message_size` or raise `segment_size`");
+                }
+                if let FsyncPolicy::Interval(d) = &e.fsync {
+                    self.positive_duration(d, "interval");
+                }
+            }
+            BufferSpec::Kafka(k) => {
+                if k.brokers.value.is_empty() {
+                    self.error_at(
+                        &k.brokers,
+                        "`brokers` is empty",
+                        "list at least one broker: `brokers: [\"127.0.0.1:9092\"]`",
+                    );
+                }
+                for b in &k.brokers.value {
+                    let port_ok = b.value.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok()
+                    });
+                    if !port_ok {
+                        self.error_at(
+                            b,
+                            format!("broker `{}` is not `host:port`", b.value),
+                            "write brokers as `host:port`, e.g. `127.0.0.1:9092`",
+                        );
+                    }
+                }
+                let prefix = &k.topic_prefix;
+                if prefix.value.is_empty()
+                    || !prefix
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    self.error_at(
+                        prefix,
+                        format!("invalid topic prefix `{}`", prefix.value),
+                        "Kafka topic names are letters, digits, `.`, `_` and `-`",
+                    );
+                }
+                self.at_least(&k.partitions, 1, "partitions");
+                self.at_least(&k.replication, 1, "replication");
+                self.positive_duration(&k.retention, "retention");
+                let max = &k.message_max_bytes;
+                if max.value.bytes() < 1000 || max.value.bytes() > 1_000_000_000 {
+                    self.error_at(
+                        max,
+                        format!(
+                            "`message_max_bytes` must be between 1000 bytes and 1GB, found {}",
+                            max.value
+                        ),
+                        "librdkafka accepts 1000..1000000000; the broker's default is 1MiB",
+                    );
+                }
+                for (key, _) in k.properties.entries() {
+                    let reserved = match key.value.as_str() {
+                        "bootstrap.servers" | "metadata.broker.list" => Some("set by `brokers`"),
+                        "message.max.bytes" => Some("set by `message_max_bytes`"),
+                        "compression.type" | "compression.codec" => Some("set by `compression`"),
+                        "enable.idempotence" | "acks" | "request.required.acks" => Some(
+                            "Sluice sets `enable.idempotence=true` and `acks=all` so that no acknowledged batch is lost",
+                        ),
+                        "group.id" => {
+                            Some("Sluice names consumer groups per node (see `sluice plan`)")
+                        }
+                        "enable.auto.commit" | "enable.auto.offset.store" => Some(
+                            "Sluice commits offsets itself, after the downstream node succeeded",
+                        ),
+                        _ => None,
+                    };
+                    if let Some(why) = reserved {
+                        self.error_at(
+                            key,
+                            format!("the librdkafka property `{}` cannot be set here", key.value),
+                            why,
+                        );
+                    }
+                }
+                self.redacted_map(&k.properties, "librdkafka property");
+                for node in spec.nodes.iter() {
+                    let topic =
+                        topic_name(buffer, &spec.pipeline.value.to_string(), &node.id.value);
+                    if topic.len() > 249 {
+                        self.error_at(
+                            &node.id,
+                            format!(
+                                "the topic name `{topic}` is longer than Kafka's 249 characters"
+                            ),
+                            "shorten the topic prefix, the pipeline name or this node id",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn alerts(&mut self, spec: &PipelineSpec, ids: &BTreeSet<String>) {
+        let alerts = &spec.alerts;
+        let names: Vec<&str> = alerts
+            .channels
+            .iter()
+            .map(|(k, _)| k.value.as_str())
+            .collect();
+        for (name, channel) in alerts.channels.iter() {
+            if let Err(e) = crate::values::check_name(&name.value, "channel name") {
+                self.error_at(name, e.message, e.help);
+            }
+            match channel {
+                ChannelSpec::Log(_) => {}
+                ChannelSpec::Webhook(w) => {
+                    self.redacted_map(&w.headers, "header");
+                    self.positive_duration(&w.timeout, "timeout");
+                }
+                ChannelSpec::Command(c) => {
+                    if c.program.value.trim().is_empty() {
+                        self.error_at(
+                            &c.program,
+                            "`program` is empty",
+                            "name the program to run, e.g. `./scripts/page-oncall.sh`",
+                        );
+                    }
+                    self.positive_duration(&c.timeout, "timeout");
+                }
+            }
+            if !alerts.routes.is_empty()
+                && !alerts.routes.iter().any(|r| r.channel.value == name.value)
+            {
+                self.warning(
+                    name.pos,
+                    name.width,
+                    format!(
+                        "alert channel `{}` has no route, so it receives nothing",
+                        name.value
+                    ),
+                    "add a route `{ channel: ... }`, or remove the channel",
+                );
+            }
+        }
+        for route in &alerts.routes {
+            if !names.contains(&route.channel.value.as_str()) {
+                let help = match suggest(&route.channel.value, names.iter().copied()) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None if names.is_empty() => "define it under `alerts.channels`".to_owned(),
+                    None => format!("the channels are: {}", names.join(", ")),
+                };
+                self.error_at(
+                    &route.channel,
+                    format!("unknown alert channel `{}`", route.channel.value),
+                    help,
+                );
+            }
+            for node in &route.nodes {
+                if !ids.contains(&node.value) {
+                    let help = suggest(&node.value, ids.iter().map(String::as_str)).map_or_else(
+                        || "list ids of `nodes`".to_owned(),
+                        |n| format!("did you mean `{n}`?"),
+                    );
+                    self.error_at(node, format!("unknown node `{}`", node.value), help);
+                }
+            }
+        }
+    }
+}

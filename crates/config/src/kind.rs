@@ -1,0 +1,353 @@
+//! The seam between a pipeline file and the connectors: what a node kind must provide.
+//!
+//! A node kind (`type: http`, `type: postgres`, ...) is one [`Kind`], defined in its
+//! connector's folder in `sluice-connectors` together with its spec, and listed once in
+//! that crate's registry. This crate reads the frame of a pipeline (its name, schedule,
+//! buffer, defaults, alerts and the fields every node has) and hands each node's own
+//! fields to its kind through [`Fields`]; the kind returns its validated spec as a
+//! [`NodeConfig`], which checks itself, says how it runs ([`NodeConfig::build`]) and which
+//! links it depends on ([`NodeConfig::links`]).
+//!
+//! Nothing here names a kind: every place that needs to know about kinds asks the
+//! [`Registry`] or the node's [`NodeConfig`].
+
+use crate::check::Checker;
+use crate::de::{Filter, recover};
+use crate::diag::{Diagnostic, Pos};
+use crate::plan::PlannedNode;
+use crate::spec::nodes::{NodeSpec, Role};
+use crate::spec::{SchemaPolicy, TimeoutsSpec};
+use crate::yaml::Node;
+use schemars::{Schema, SchemaGenerator};
+use serde::de::DeserializeOwned;
+use sluice_core::node::{BoxFuture, NodeRunner};
+use sluice_core::{ConnectorError, ErrorClass};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A node kind: one value of `type:`.
+pub trait Kind: Send + Sync + 'static {
+    /// The `type:` value.
+    fn name(&self) -> &'static str;
+    /// The roles its nodes can take (a SQL kind reads or writes; most kinds do one).
+    fn roles(&self) -> &'static [Role];
+    /// How messages name a node of this kind in `role`: `HTTP source`, `SQL task`.
+    fn what(&self, role: Role) -> String {
+        format!("{} {role}", self.name())
+    }
+    /// Reads the kind's own fields; reports what is wrong to `fields`. `None` when the
+    /// fields could not be read at all.
+    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>>;
+    /// The JSON Schema of its fields, one per role it can take, in the order of
+    /// [`Kind::roles`].
+    fn schemas(&self, generator: &mut SchemaGenerator) -> Vec<Schema>;
+}
+
+/// A node's validated kind-specific spec: what a [`Kind`] read.
+pub trait NodeConfig: fmt::Debug + Send + Sync + Any {
+    /// The `type:` value it was read from.
+    fn kind(&self) -> &'static dyn Kind;
+    /// What the node does with data.
+    fn role(&self) -> Role;
+    /// The checks that look at more than one field (ranges, fields that go together,
+    /// template variables, secrets written in clear). `node` is the whole node (its id and
+    /// common fields).
+    fn check(&self, node: &NodeSpec, checker: &mut Checker<'_>);
+    /// The spec as `plan --json` shows it: every secret as `***`.
+    fn shown(&self) -> serde_json::Value;
+    /// One line saying what it does, without secrets (a `compensate` line of `plan`).
+    fn summary(&self) -> String {
+        self.kind().name().to_owned()
+    }
+    /// The columns a source declares (`schema: { columns: ... }`), in order.
+    fn declared_columns(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// Lines the text plan shows under the node, given each input's declared columns.
+    fn plan_notes(&self, inputs: &[(&str, Option<Vec<String>>)]) -> Vec<String> {
+        let _ = inputs;
+        Vec::new()
+    }
+    /// Its `timeouts` when the kind has them (`Some(None)`: it has them, unset).
+    fn timeouts(&self) -> Option<Option<&TimeoutsSpec>> {
+        None
+    }
+    /// Its `schema_policy` when the kind has one.
+    fn schema_policy(&self) -> Option<SchemaPolicy> {
+        None
+    }
+    /// Whether the connector spends the retry budget itself (an HTTP source retries each
+    /// request: it knows `Retry-After`, token refreshes and page shrinking).
+    fn retries_inside(&self) -> bool {
+        false
+    }
+    /// Whether a source keeps the records its `schema_policy: quarantine` rejects itself
+    /// (so `on_error.contract_changed: quarantine` makes sense on it).
+    fn quarantines_drift(&self) -> bool {
+        false
+    }
+    /// What to write instead of `on_error.<class>` on a source of this kind (a source has
+    /// no batch to quarantine or skip): `None` for the general advice.
+    fn source_advice(&self, class: ErrorClass) -> Option<String> {
+        let _ = class;
+        None
+    }
+    /// What runs the node.
+    fn build<'a>(
+        &'a self,
+        node: &'a PlannedNode,
+        ctx: &'a BuildContext,
+    ) -> BoxFuture<'a, Result<NodeRunner, ConnectorError>>;
+    /// The links the node depends on, each with its check (`sluice health`).
+    fn links(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Link>;
+}
+
+impl dyn NodeConfig {
+    /// The spec as its concrete type.
+    pub fn downcast_ref<T: NodeConfig>(&self) -> Option<&T> {
+        (self as &dyn Any).downcast_ref()
+    }
+}
+
+/// The JSON Schema of a spec type, for [`Kind::schemas`].
+pub fn schema_of<T: schemars::JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    T::json_schema(generator)
+}
+
+/// What kind of thing a link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LinkKind {
+    /// An HTTP API (a source's or a sink's).
+    Api,
+    /// A database.
+    Database,
+    /// A folder or file.
+    Files,
+    /// A Kafka cluster read or written by a node.
+    Kafka,
+    /// The pipeline's buffer.
+    Buffer,
+    /// The state store.
+    State,
+}
+
+impl LinkKind {
+    /// `api`, `database`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Api => "api",
+            LinkKind::Database => "database",
+            LinkKind::Files => "files",
+            LinkKind::Kafka => "kafka",
+            LinkKind::Buffer => "buffer",
+            LinkKind::State => "state",
+        }
+    }
+}
+
+impl fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A link a node depends on: what it is (no secrets) and how to check it.
+pub struct Link {
+    /// What kind of link.
+    pub kind: LinkKind,
+    /// What is checked, without secrets: `127.0.0.1:5432/sluice (PostgreSQL)`. Links with
+    /// the same kind and name are checked once.
+    pub name: String,
+    /// The check: its latency, or why the link is down.
+    pub check: BoxFuture<'static, Result<Duration, ConnectorError>>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The list of node kinds: every place that enumerates kinds loops over it.
+#[derive(Clone)]
+pub struct Registry {
+    kinds: Vec<&'static dyn Kind>,
+}
+
+impl Registry {
+    /// A registry of these kinds, in the order of the documentation.
+    pub fn new(kinds: Vec<&'static dyn Kind>) -> Self {
+        Registry { kinds }
+    }
+
+    /// The kind named `name`.
+    pub fn get(&self, name: &str) -> Option<&'static dyn Kind> {
+        self.kinds.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Every kind, in the order of the documentation.
+    pub fn iter(&self) -> impl Iterator<Item = &'static dyn Kind> + '_ {
+        self.kinds.iter().copied()
+    }
+
+    /// Every `type:` value.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.name()).collect()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// A node's own fields, as its [`Kind`] reads them.
+pub struct Fields<'a> {
+    pub(crate) node: &'a Node,
+    pub(crate) lines: &'a [&'a str],
+    pub(crate) diags: &'a mut Vec<Diagnostic>,
+    /// Inside `nodes:` the common fields are read by the loader; inside `compensate:`
+    /// there are none.
+    pub(crate) filter: Filter,
+    pub(crate) extra: &'static [&'static str],
+}
+
+impl Fields<'_> {
+    /// Reads the fields into `T` (through serde), reporting every error with its place.
+    pub fn read<T: DeserializeOwned>(&mut self) -> Option<T> {
+        recover::<T>(self.node, self.lines, self.filter, self.extra, self.diags)
+    }
+
+    /// Reads the fields into the spec `T`: the node's config.
+    pub fn config<T: DeserializeOwned + NodeConfig>(&mut self) -> Option<Arc<dyn NodeConfig>> {
+        self.read::<T>()
+            .map(|spec| Arc::new(spec) as Arc<dyn NodeConfig>)
+    }
+
+    /// Whether the field `key` is written.
+    pub fn has(&self, key: &str) -> bool {
+        self.node.get(key).is_some()
+    }
+
+    /// Where the field `key` is written (its key's position and width).
+    pub fn place_of(&self, key: &str) -> Option<(Pos, usize)> {
+        self.node.get(key).map(Node::label)
+    }
+
+    /// Where the node is written.
+    pub fn place(&self) -> (Pos, usize) {
+        self.node.label()
+    }
+
+    /// Reports an error.
+    pub fn report(&mut self, diagnostic: Diagnostic) {
+        self.diags.push(diagnostic);
+    }
+}
+
+/// What building a node may use beside its spec: where relative paths start, and objects
+/// shared by every node of a process (an HTTP host's circuit breaker, say).
+#[derive(Clone)]
+pub struct BuildContext {
+    /// The folder relative paths start from (the working directory by default).
+    pub base_dir: PathBuf,
+    /// The pipeline's name.
+    pub pipeline: String,
+    shared: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl Default for BuildContext {
+    fn default() -> Self {
+        BuildContext {
+            base_dir: PathBuf::from("."),
+            pipeline: String::new(),
+            shared: Arc::default(),
+        }
+    }
+}
+
+impl fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("base_dir", &self.base_dir)
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BuildContext {
+    /// A context whose relative paths start at `base_dir`.
+    pub fn new(base_dir: impl Into<PathBuf>) -> Self {
+        BuildContext {
+            base_dir: base_dir.into(),
+            ..BuildContext::default()
+        }
+    }
+
+    /// The same context (and shared objects) for another pipeline.
+    pub fn for_pipeline(&self, pipeline: &str) -> Self {
+        BuildContext {
+            pipeline: pipeline.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The process-wide `T` of this context (made on first use): e.g. the circuit breakers
+    /// of HTTP hosts, shared by every node and run.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut map = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        Arc::clone(entry)
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("keyed by its own TypeId"))
+    }
+
+    /// `path` from `base_dir` when relative.
+    pub fn path(&self, path: impl AsRef<Path>) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    /// A database URL with a relative `sqlite://` path made relative to `base_dir`.
+    pub fn database_url(&self, url: &str) -> String {
+        resolve_sqlite(url, &self.base_dir)
+    }
+}
+
+/// Makes a relative `sqlite://` path relative to `base`.
+pub fn resolve_sqlite(url: &str, base: &Path) -> String {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.starts_with('/') && !path.starts_with(":memory:") => {
+            format!("sqlite://{}", base.join(path).display())
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Counter(std::sync::atomic::AtomicU32);
+
+    #[test]
+    fn shared_objects_are_one_per_context() {
+        let ctx = BuildContext::default();
+        let a = ctx.shared::<Counter>();
+        a.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let b = ctx.for_pipeline("other").shared::<Counter>();
+        assert_eq!(b.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let fresh = BuildContext::default().shared::<Counter>();
+        assert_eq!(fresh.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+}

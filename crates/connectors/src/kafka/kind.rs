@@ -1,0 +1,158 @@
+//! `type: kafka`: the node kind of the Kafka topic source: its spec read, checked, built
+//! and health-checked.
+
+use super::spec::KafkaSourceSpec;
+use super::{KafkaSource, KafkaSourceConfig, check_topic};
+use crate::spec::check_schema;
+use sluice_config::kind::schema_of;
+use sluice_config::plan::PlannedNode;
+use sluice_config::spec::SchemaPolicy;
+use sluice_config::spec::nodes::{NodeSpec, Role};
+use sluice_config::{BuildContext, Checker, Fields, Kind, Link, LinkKind, NodeConfig};
+use sluice_core::node::{BoxFuture, NodeRunner};
+use sluice_core::{ConnectorError, Source};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `type: kafka`.
+pub struct KafkaKind;
+
+impl Kind for KafkaKind {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Source]
+    }
+
+    fn what(&self, role: Role) -> String {
+        format!("Kafka {role}")
+    }
+
+    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
+        fields.config::<KafkaSourceSpec>()
+    }
+
+    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
+        vec![schema_of::<KafkaSourceSpec>(generator)]
+    }
+}
+
+fn config(spec: &KafkaSourceSpec, node: &PlannedNode) -> KafkaSourceConfig {
+    let batching = node.batching.clone().unwrap_or_default();
+    KafkaSourceConfig {
+        spec: spec.clone(),
+        max_rows: usize::try_from(batching.max_rows).unwrap_or(usize::MAX),
+        max_bytes: usize::try_from(batching.max_bytes.bytes()).unwrap_or(usize::MAX),
+        request_timeout: node
+            .timeouts
+            .as_ref()
+            .map_or(Duration::from_secs(30), |t| t.request.get()),
+    }
+}
+
+impl NodeConfig for KafkaSourceSpec {
+    fn kind(&self) -> &'static dyn Kind {
+        &KafkaKind
+    }
+
+    fn role(&self) -> Role {
+        Role::Source
+    }
+
+    fn check(&self, _node: &NodeSpec, c: &mut Checker<'_>) {
+        if self.brokers.value.is_empty() {
+            c.error_at(
+                &self.brokers,
+                "`brokers` is empty",
+                "name at least one bootstrap server, e.g. `brokers: [\"127.0.0.1:9092\"]`",
+            );
+        }
+        c.unique(&self.brokers.value, "broker");
+        if self.topic.value.trim().is_empty() {
+            c.error_at(
+                &self.topic,
+                "`topic` is empty",
+                "name the topic to read, e.g. `topic: orders.events`",
+            );
+        }
+        c.redacted_map(&self.properties, "property");
+        for (k, _) in self.properties.entries() {
+            if matches!(
+                k.value.as_str(),
+                "bootstrap.servers" | "group.id" | "enable.auto.commit"
+            ) {
+                c.error_at(
+                    k,
+                    format!("`{}` is set by Sluice", k.value),
+                    "remove it: `brokers` names the servers, and the offsets are kept in Sluice's checkpoint, not in a consumer group",
+                );
+            }
+        }
+        check_schema(c, &self.schema);
+        if self.schema_policy.value == SchemaPolicy::Quarantine {
+            c.error_at(
+                &self.schema_policy,
+                "the `kafka` source cannot quarantine records that differ from the schema",
+                "use `fail` (the read stops at that message), or `evolve` or `warn` to take the new fields",
+            );
+        }
+        if let Some(m) = &self.max_message_bytes
+            && m.value.bytes() == 0
+        {
+            c.error_at(
+                m,
+                "`max_message_bytes` must be more than zero",
+                "e.g. `max_message_bytes: 4MiB` (the default is 1MiB)",
+            );
+        }
+    }
+
+    fn shown(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn schema_policy(&self) -> Option<SchemaPolicy> {
+        Some(self.schema_policy.value)
+    }
+
+    fn declared_columns(&self) -> Option<Vec<String>> {
+        self.schema.declared()
+    }
+
+    fn build<'a>(
+        &'a self,
+        node: &'a PlannedNode,
+        ctx: &'a BuildContext,
+    ) -> BoxFuture<'a, Result<NodeRunner, ConnectorError>> {
+        Box::pin(async move {
+            let config = config(self, node);
+            let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
+            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
+                Box::pin(async move {
+                    let source = KafkaSource::open(config, &pipeline, &id, checkpoint).await?;
+                    Ok(Box::new(source) as Box<dyn Source>)
+                })
+            })))
+        })
+    }
+
+    fn links(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Link> {
+        let brokers: Vec<&str> = self
+            .brokers
+            .value
+            .iter()
+            .map(|b| b.value.as_str())
+            .collect();
+        vec![Link {
+            kind: LinkKind::Kafka,
+            name: format!("kafka {} topic {}", brokers.join(","), self.topic.value),
+            check: Box::pin(check_topic(
+                config(self, node),
+                ctx.pipeline.clone(),
+                node.id.clone(),
+            )),
+        }]
+    }
+}
