@@ -128,38 +128,10 @@ pub(crate) fn schema_config(spec: &SchemaSpec) -> crate::http::SchemaConfig {
                 .iter()
                 .map(|col| crate::http::ColumnConfig {
                     name: col.name.value.clone(),
-                    data_type: match col.data_type {
-                        crate::spec::ColumnType::Boolean => crate::http::ColumnType::Boolean,
-                        crate::spec::ColumnType::Int64 => crate::http::ColumnType::Int64,
-                        crate::spec::ColumnType::Float64 => crate::http::ColumnType::Float64,
-                        crate::spec::ColumnType::String => crate::http::ColumnType::String,
-                        crate::spec::ColumnType::Timestamp => crate::http::ColumnType::Timestamp,
-                        crate::spec::ColumnType::Date => crate::http::ColumnType::Date,
-                        crate::spec::ColumnType::Json => crate::http::ColumnType::Json,
-                    },
+                    data_type: col.data_type,
                     nullable: col.nullable,
                 })
                 .collect(),
         ),
-    }
-}
-
-pub(crate) fn nested_mode(mode: NestedMode) -> crate::http::NestedMode {
-    use NestedMode as N;
-    match mode {
-        N::Struct => crate::http::NestedMode::Struct,
-        N::JsonText => crate::http::NestedMode::JsonText,
-    }
-}
-
-pub(crate) fn schema_policy(
-    policy: sluice_config::spec::SchemaPolicy,
-) -> crate::http::SchemaPolicy {
-    use sluice_config::spec::SchemaPolicy as P;
-    match policy {
-        P::Evolve => crate::http::SchemaPolicy::Evolve,
-        P::Warn => crate::http::SchemaPolicy::Warn,
-        P::Quarantine => crate::http::SchemaPolicy::Quarantine,
-        P::Fail => crate::http::SchemaPolicy::Fail,
     }
 }

@@ -1,30 +1,9 @@
 //! The file source's and file sink's configs, as plain structs (the engine copies the
 //! pipeline spec into them field by field).
 
+pub use super::spec::{FileFormat, FileWriteMode};
 use crate::http::{BadRecordPolicy, NestedMode, SchemaConfig, SchemaPolicy};
 use std::path::PathBuf;
-
-/// A file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
-    /// One JSON record per line.
-    Ndjson,
-    /// Comma-separated values (see [`CsvOptions`]).
-    Csv,
-    /// One JSON array of records per file.
-    Json,
-}
-
-impl FileFormat {
-    /// The name used in YAML.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileFormat::Ndjson => "ndjson",
-            FileFormat::Csv => "csv",
-            FileFormat::Json => "json",
-        }
-    }
-}
 
 /// CSV options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,16 +85,6 @@ impl FileSourceConfig {
             bad_records: BadRecordPolicy::Fail,
         }
     }
-}
-
-/// How a file sink treats an existing file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FileWriteMode {
-    /// Add to it.
-    #[default]
-    Append,
-    /// Replace it with the first batch a load writes to it, then add to it.
-    Overwrite,
 }
 
 /// A `type: file_sink`.

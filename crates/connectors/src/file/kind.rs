@@ -212,8 +212,8 @@ fn source_config(
         c.csv = csv_options(&csv.value);
     }
     c.schema = crate::spec::schema_config(&spec.schema);
-    c.nested = crate::spec::nested_mode(spec.nested);
-    c.schema_policy = crate::spec::schema_policy(spec.schema_policy.value);
+    c.nested = spec.nested;
+    c.schema_policy = spec.schema_policy.value;
     if let Some(b) = &node.batching {
         c.max_rows = (b.max_rows as usize).max(1);
         c.max_bytes = (b.max_bytes.bytes() as usize).max(1);
@@ -223,24 +223,12 @@ fn source_config(
             .unwrap_or(usize::MAX)
             .max(1);
     }
-    c.bad_records = {
-        use crate::spec::BadRecordPolicy as B;
-        match spec.bad_records {
-            B::Fail => crate::http::BadRecordPolicy::Fail,
-            B::Skip => crate::http::BadRecordPolicy::Skip,
-            B::Quarantine => crate::http::BadRecordPolicy::Quarantine,
-        }
-    };
+    c.bad_records = { spec.bad_records };
     c
 }
 
 fn file_format(f: super::spec::FileFormat) -> super::FileFormat {
-    use super::spec::FileFormat as F;
-    match f {
-        F::Ndjson => super::FileFormat::Ndjson,
-        F::Csv => super::FileFormat::Csv,
-        F::Json => super::FileFormat::Json,
-    }
+    f
 }
 
 fn csv_options(o: &super::spec::CsvOptions) -> super::CsvOptions {
@@ -253,12 +241,8 @@ fn csv_options(o: &super::spec::CsvOptions) -> super::CsvOptions {
 
 /// The file sink's config from the node's spec; a relative path starts at `base_dir`.
 fn sink_config(spec: &FileSinkSpec, ctx: &BuildContext) -> super::FileSinkConfig {
-    use super::spec::FileWriteMode as M;
     let mut c = super::FileSinkConfig::new(ctx.path(&spec.path.value), file_format(spec.format));
-    c.mode = match spec.mode {
-        M::Append => super::FileWriteMode::Append,
-        M::Overwrite => super::FileWriteMode::Overwrite,
-    };
+    c.mode = spec.mode;
     if let Some(csv) = &spec.csv {
         c.csv = csv_options(&csv.value);
     }

@@ -5,7 +5,12 @@
 //! is a field-by-field copy. Durations are written `"250ms"`, `"30s"`, `"5m"`, `"1h"` (or
 //! a number of seconds).
 
+pub use super::spec::{
+    CredentialsIn, HmacAlgorithm, HttpMethod, KeyLocation, SignatureEncoding, SignedPart,
+};
+pub use crate::spec::{BadRecordPolicy, ColumnType, NestedMode};
 use serde::{Deserialize, Serialize};
+pub use sluice_config::spec::SchemaPolicy;
 use sluice_core::{ErrorClass, RetryPolicy, Secret};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -133,18 +138,6 @@ fn default_retry_on() -> Vec<ErrorClass> {
         .collect()
 }
 
-/// The request method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum HttpMethod {
-    /// `GET`.
-    #[default]
-    #[serde(alias = "get")]
-    GET,
-    /// `POST` (with `body`).
-    #[serde(alias = "post")]
-    POST,
-}
-
 /// How requests authenticate. Secrets never print.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -178,17 +171,6 @@ pub enum AuthConfig {
     Hmac(HmacConfig),
 }
 
-/// Where an API key goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyLocation {
-    /// A request header.
-    #[default]
-    Header,
-    /// A query parameter (it is stripped from every error snippet).
-    Query,
-}
-
 /// OAuth2 client credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,17 +197,6 @@ pub struct OAuth2Config {
 
 fn default_refresh_before() -> Duration {
     Duration::from_secs(30)
-}
-
-/// How OAuth2 client credentials are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialsIn {
-    /// HTTP basic authentication (RFC 6749's preferred way).
-    #[default]
-    BasicHeader,
-    /// `client_id` and `client_secret` form fields.
-    Body,
 }
 
 /// HMAC request signing. The signed text is the chosen parts joined by newlines.
@@ -274,46 +245,6 @@ fn default_timestamp_header() -> String {
 }
 fn default_key_id_header() -> String {
     "X-Key-Id".to_owned()
-}
-
-/// An HMAC hash function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HmacAlgorithm {
-    /// HMAC-SHA256.
-    #[default]
-    Sha256,
-    /// HMAC-SHA512.
-    Sha512,
-}
-
-/// A part of a request that is signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignedPart {
-    /// The method, upper case.
-    Method,
-    /// The host (and port, when not the default).
-    Host,
-    /// The path.
-    Path,
-    /// The query string: parameters decoded, sorted, form-encoded again.
-    Query,
-    /// The timestamp sent in `timestamp_header`.
-    Timestamp,
-    /// The body (empty for `GET`).
-    Body,
-}
-
-/// How a signature is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignatureEncoding {
-    /// Lowercase hexadecimal.
-    #[default]
-    Hex,
-    /// Standard base64.
-    Base64,
 }
 
 /// How the next page is found.
@@ -640,69 +571,6 @@ pub struct ColumnConfig {
     /// Whether the value may be missing or null.
     #[serde(default = "default_true")]
     pub nullable: bool,
-}
-
-/// A column type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnType {
-    /// `true` / `false`.
-    Boolean,
-    /// A 64-bit integer.
-    Int64,
-    /// A 64-bit float.
-    Float64,
-    /// UTF-8 text.
-    String,
-    /// A timestamp (RFC 3339 text or Unix seconds), stored in UTC microseconds.
-    Timestamp,
-    /// A calendar date (`YYYY-MM-DD`).
-    Date,
-    /// Any JSON value, kept as JSON text.
-    Json,
-}
-
-/// How nested objects and lists become columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NestedMode {
-    /// Arrow struct and list columns.
-    #[default]
-    Struct,
-    /// JSON text columns.
-    JsonText,
-}
-
-/// What to do when a page's fields differ from the schema (`contract_changed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchemaPolicy {
-    /// Accept it: new columns are added, a retyped column becomes text; an event says so.
-    Evolve,
-    /// Like `evolve`, and the event carries `contract_changed` so that an alert fires.
-    Warn,
-    /// The page fails with `contract_changed`; the next call goes on with the next page.
-    Quarantine,
-    /// The page fails with `contract_changed` and the source stops.
-    #[default]
-    Fail,
-}
-
-/// What to do with a malformed record (not an object, or a value that does not fit its
-/// column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BadRecordPolicy {
-    /// The page fails with `invalid_request`, its evidence showing the record.
-    #[default]
-    Fail,
-    /// The record is left out and an `invalid_request` event (with the record's first
-    /// bytes) goes to the run record.
-    Skip,
-    /// The page's good records are delivered; the bad ones are handed to the engine
-    /// (`Source::take_quarantined`) for the failed-batch store, and read again from the
-    /// API by `sluice replay`.
-    Quarantine,
 }
 
 /// How a page is cut into batches: a batch closes at whichever limit comes first.

@@ -4,7 +4,7 @@
 use super::spec::{
     AuthSpec, BreakerSpec, HttpMethod, HttpSourceSpec, PaginationSpec, RateLimitSpec,
 };
-use crate::spec::{check_schema, nested_mode, schema_config, schema_policy};
+use crate::spec::{check_schema, schema_config};
 use sluice_config::kind::schema_of;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::nodes::{NodeSpec, Role};
@@ -169,10 +169,7 @@ pub(crate) fn auth_config(auth: &AuthSpec) -> crate::http::AuthConfig {
         s::AuthSpec::ApiKey(k) => crate::http::AuthConfig::ApiKey {
             name: k.name.clone(),
             value: k.value.value.clone(),
-            location: match k.location {
-                s::KeyLocation::Header => crate::http::KeyLocation::Header,
-                s::KeyLocation::Query => crate::http::KeyLocation::Query,
-            },
+            location: k.location,
         },
         s::AuthSpec::Oauth2ClientCredentials(o) => {
             crate::http::AuthConfig::Oauth2ClientCredentials(crate::http::OAuth2Config {
@@ -182,38 +179,18 @@ pub(crate) fn auth_config(auth: &AuthSpec) -> crate::http::AuthConfig {
                 scopes: o.scopes.clone(),
                 audience: o.audience.clone(),
                 refresh_before: o.refresh_before.value.get(),
-                credentials_in: match o.credentials_in {
-                    s::CredentialsIn::BasicHeader => crate::http::CredentialsIn::BasicHeader,
-                    s::CredentialsIn::Body => crate::http::CredentialsIn::Body,
-                },
+                credentials_in: o.credentials_in,
             })
         }
         s::AuthSpec::Hmac(h) => crate::http::AuthConfig::Hmac(crate::http::HmacConfig {
-            algorithm: match h.algorithm {
-                s::HmacAlgorithm::Sha256 => crate::http::HmacAlgorithm::Sha256,
-                s::HmacAlgorithm::Sha512 => crate::http::HmacAlgorithm::Sha512,
-            },
+            algorithm: h.algorithm,
             key: h.key.value.clone(),
             key_id: h.key_id.clone(),
-            signed_parts: h
-                .signed_parts
-                .iter()
-                .map(|p| match p.value {
-                    s::SignedPart::Method => crate::http::SignedPart::Method,
-                    s::SignedPart::Host => crate::http::SignedPart::Host,
-                    s::SignedPart::Path => crate::http::SignedPart::Path,
-                    s::SignedPart::Query => crate::http::SignedPart::Query,
-                    s::SignedPart::Timestamp => crate::http::SignedPart::Timestamp,
-                    s::SignedPart::Body => crate::http::SignedPart::Body,
-                })
-                .collect(),
+            signed_parts: h.signed_parts.iter().map(|p| p.value).collect(),
             signature_header: h.signature_header.clone(),
             timestamp_header: h.timestamp_header.clone(),
             key_id_header: h.key_id_header.clone(),
-            encoding: match h.encoding {
-                s::SignatureEncoding::Hex => crate::http::SignatureEncoding::Hex,
-                s::SignatureEncoding::Base64 => crate::http::SignatureEncoding::Base64,
-            },
+            encoding: h.encoding,
         }),
     }
 }
@@ -227,10 +204,7 @@ pub(crate) fn source_config(
     use crate::http::spec as s;
 
     let mut c = crate::http::HttpSourceConfig::new(spec.url.value.as_str());
-    c.method = match spec.method {
-        s::HttpMethod::GET => crate::http::HttpMethod::GET,
-        s::HttpMethod::POST => crate::http::HttpMethod::POST,
-    };
+    c.method = spec.method;
     c.headers = spec
         .headers
         .iter_exposed()
@@ -345,13 +319,9 @@ pub(crate) fn source_config(
         c.batching.max_bytes = b.max_bytes.bytes() as usize;
     }
     c.schema = schema_config(&spec.schema);
-    c.nested = nested_mode(spec.nested);
-    c.bad_records = match spec.bad_records {
-        crate::spec::BadRecordPolicy::Fail => crate::http::BadRecordPolicy::Fail,
-        crate::spec::BadRecordPolicy::Skip => crate::http::BadRecordPolicy::Skip,
-        crate::spec::BadRecordPolicy::Quarantine => crate::http::BadRecordPolicy::Quarantine,
-    };
-    c.schema_policy = schema_policy(spec.schema_policy.value);
+    c.nested = spec.nested;
+    c.bad_records = spec.bad_records;
+    c.schema_policy = spec.schema_policy.value;
     c
 }
 

@@ -98,13 +98,8 @@ impl NodeConfig for HttpSinkSpec {
 
 /// The HTTP sink's config from the node's spec (auth mapped as the HTTP source's).
 fn sink_config(spec: &HttpSinkSpec, node: &PlannedNode) -> crate::http_sink::HttpSinkConfig {
-    use crate::http_sink::spec as s;
     let mut c = crate::http_sink::HttpSinkConfig::new(spec.url.value.as_str());
-    c.method = match spec.method {
-        s::SinkMethod::POST => crate::http_sink::SinkMethod::Post,
-        s::SinkMethod::PUT => crate::http_sink::SinkMethod::Put,
-        s::SinkMethod::PATCH => crate::http_sink::SinkMethod::Patch,
-    };
+    c.method = spec.method;
     c.headers = spec
         .headers
         .iter_exposed()
@@ -115,10 +110,7 @@ fn sink_config(spec: &HttpSinkSpec, node: &PlannedNode) -> crate::http_sink::Htt
         .auth
         .as_ref()
         .map(|a| crate::http::kind::auth_config(&a.value));
-    c.format = match spec.format {
-        s::SinkFormat::JsonArray => crate::http_sink::SinkFormat::JsonArray,
-        s::SinkFormat::Ndjson => crate::http_sink::SinkFormat::Ndjson,
-    };
+    c.format = spec.format;
     c.wrap_key = spec.wrap_key.as_ref().map(|k| k.value.clone());
     c.idempotency_header = spec.idempotency_header.clone();
     if let Some(r) = &spec.rate_limit {

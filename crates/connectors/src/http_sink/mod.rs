@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub use spec::{SinkFormat, SinkMethod};
 mod kind;
 pub mod spec;
 
@@ -37,28 +38,6 @@ use sluice_core::{Batch, ConnectorError, ConnectorEvent, ErrorClass, Secret, Sin
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use url::Url;
-
-/// The request method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SinkMethod {
-    /// `POST`.
-    #[default]
-    Post,
-    /// `PUT`.
-    Put,
-    /// `PATCH`.
-    Patch,
-}
-
-/// How a batch is written in the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SinkFormat {
-    /// A JSON array of records (`application/json`).
-    #[default]
-    JsonArray,
-    /// One JSON record per line (`application/x-ndjson`).
-    Ndjson,
-}
 
 /// A `type: http_sink`.
 #[derive(Debug, Clone)]
@@ -91,7 +70,7 @@ impl HttpSinkConfig {
     pub fn new(url: impl Into<String>) -> Self {
         HttpSinkConfig {
             url: url.into(),
-            method: SinkMethod::Post,
+            method: SinkMethod::POST,
             headers: BTreeMap::new(),
             public: Vec::new(),
             auth: None,
@@ -202,9 +181,9 @@ impl HttpSink {
             config.rate_limit.concurrency,
         );
         let method = match config.method {
-            SinkMethod::Post => reqwest::Method::POST,
-            SinkMethod::Put => reqwest::Method::PUT,
-            SinkMethod::Patch => reqwest::Method::PATCH,
+            SinkMethod::POST => reqwest::Method::POST,
+            SinkMethod::PUT => reqwest::Method::PUT,
+            SinkMethod::PATCH => reqwest::Method::PATCH,
         };
         Ok(HttpSink {
             config,

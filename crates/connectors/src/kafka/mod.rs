@@ -13,7 +13,7 @@ pub mod spec;
 pub use kind::KafkaKind;
 
 use crate::http::records::{Converter, RecordsAt, extract, json_text};
-use crate::spec::{nested_mode, schema_config};
+use crate::spec::schema_config;
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -196,10 +196,7 @@ impl KafkaSource {
         let consumer: StreamConsumer = client_config
             .create()
             .map_err(|e| kafka_error("cannot create a consumer", e))?;
-        let converter = Converter::new(
-            &schema_config(&config.spec.schema),
-            nested_mode(config.spec.nested),
-        );
+        let converter = Converter::new(&schema_config(&config.spec.schema), config.spec.nested);
         Ok(KafkaSource {
             config,
             pipeline: pipeline.to_owned(),

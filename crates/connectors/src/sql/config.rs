@@ -1,37 +1,11 @@
 //! The typed configuration of the SQL sink and source, and its validation (no I/O).
 
+pub use super::spec::WriteMode;
 use serde::{Deserialize, Serialize};
+pub use sluice_config::spec::SchemaPolicy;
 use sluice_core::{ConnectorError, ErrorClass, Secret};
 
 pub(crate) use sluice_config::values::Dialect;
-
-/// How a sink writes a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteMode {
-    /// Insert every row.
-    #[default]
-    Append,
-    /// Insert, or update the row with the same `key` (the last row of a batch wins).
-    Upsert,
-    /// Empty the table once per load (see [`sluice_core::RunInfo`]), in the transaction
-    /// of the load's first batch, then insert like `append`. A resumed run continues its
-    /// load; a replay never empties the table.
-    Replace,
-}
-
-/// What a sink does when a batch brings columns its table lacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchemaPolicy {
-    /// Add the columns (`ALTER TABLE ... ADD COLUMN`, nullable) and write.
-    Evolve,
-    /// Like `evolve`, and report a `contract_changed` event for the run record.
-    Warn,
-    /// Write nothing and fail the batch with `contract_changed`.
-    #[default]
-    Fail,
-}
 
 fn default_true() -> bool {
     true

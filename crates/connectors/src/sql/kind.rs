@@ -291,15 +291,10 @@ pub(crate) fn dialect(c: &mut Checker<'_>, url: &Spanned<DatabaseUrl>, dialect: 
 /// The SQL sink's config from the node's spec; a relative SQLite path starts at the
 /// pipeline's folder.
 fn sink_config(spec: &SqlSinkSpec, node: &PlannedNode, ctx: &BuildContext) -> super::SqlSinkConfig {
-    use super::spec::WriteMode as M;
     use sluice_config::spec::SchemaPolicy as P;
     let url = ctx.database_url(spec.url.value.expose());
     let mut c = super::SqlSinkConfig::new(url, spec.table.value.clone());
-    c.mode = match spec.mode.value {
-        M::Append => super::WriteMode::Append,
-        M::Upsert => super::WriteMode::Upsert,
-        M::Replace => super::WriteMode::Replace,
-    };
+    c.mode = spec.mode.value;
     c.key = spec.key.iter().map(|k| k.value.clone()).collect();
     c.create_table = spec.create_table;
     // `quarantine` is the engine's business (the batch goes to the failed-batch store):
