@@ -223,7 +223,7 @@ fn source_config(
             .unwrap_or(usize::MAX)
             .max(1);
     }
-    c.bad_records = { spec.bad_records };
+    c.bad_records = spec.bad_records;
     c
 }
 

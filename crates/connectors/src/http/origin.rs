@@ -121,6 +121,29 @@ impl std::fmt::Display for RefusedRedirect {
 
 impl std::error::Error for RefusedRedirect {}
 
+/// The HTTP client of a source or sink: redirects only to the origins allowed, the node's
+/// timeouts, idle connections kept (at most `idle_per_host` per host), Sluice's user agent.
+pub(crate) fn client(
+    origins: &Origins,
+    timeouts: &super::TimeoutsConfig,
+    idle_per_host: usize,
+) -> Result<reqwest::Client, sluice_core::ConnectorError> {
+    reqwest::Client::builder()
+        .redirect(origins.redirect_policy())
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(idle_per_host.max(1))
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            sluice_core::ConnectorError::new(
+                sluice_core::ErrorClass::Internal,
+                format!("the HTTP client could not start ({e}): TLS roots or resolver unavailable"),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

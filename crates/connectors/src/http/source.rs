@@ -96,22 +96,11 @@ impl HttpSource {
         .with_public(shown_params(&config));
         let probe = render_str(&config.url, &super::template::Vars::probe());
         let origins = Origins::new(Url::parse(&probe).ok().as_ref(), &config.allowed_hosts);
-        let client = reqwest::Client::builder()
-            .redirect(origins.redirect_policy())
-            .connect_timeout(config.timeouts.connect)
-            .timeout(config.timeouts.request)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(config.rate_limit.concurrency.max(1) as usize)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                ConnectorError::new(
-                    ErrorClass::Internal,
-                    format!(
-                        "the HTTP client could not start ({e}): TLS roots or resolver unavailable"
-                    ),
-                )
-            })?;
+        let client = super::origin::client(
+            &origins,
+            &config.timeouts,
+            config.rate_limit.concurrency as usize,
+        )?;
         let host = Url::parse(&probe).map(|u| host_of(&u)).unwrap_or_default();
         let breaker = config.breaker.enabled.then(|| {
             ctx.breakers

@@ -160,21 +160,11 @@ impl HttpSink {
             ))
         })?;
         // Redirects stay within `url`'s origin: the credentials go nowhere else.
-        let client = reqwest::Client::builder()
-            .redirect(Origins::new(Some(&url), &[]).redirect_policy())
-            .connect_timeout(config.timeouts.connect)
-            .timeout(config.timeouts.request)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                ConnectorError::new(
-                    ErrorClass::Internal,
-                    format!(
-                        "the HTTP client could not start ({e}): TLS roots or resolver unavailable"
-                    ),
-                )
-            })?;
+        let client = crate::http::origin::client(
+            &Origins::new(Some(&url), &[]),
+            &config.timeouts,
+            config.rate_limit.concurrency as usize,
+        )?;
         let limiter = Limiter::new(
             config.rate_limit.requests_per_second,
             config.rate_limit.burst,

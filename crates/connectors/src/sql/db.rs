@@ -5,6 +5,7 @@ use super::config::Dialect;
 use super::error::{Endpoint, Failure, ledger_failure};
 use super::ledger::{Entry, LOAD_PARENT};
 use super::sink::Settings;
+use async_trait::async_trait;
 use sluice_core::ConnectorError;
 use sqlx::{AssertSqlSafe, Connection, Database, Encode, Executor, IntoArguments, Pool, Type};
 use std::time::{Duration, Instant};
@@ -161,5 +162,73 @@ pub(crate) async fn refused(ep: &Endpoint) -> Option<ConnectorError> {
             Some(ep.fatal(sqlx::Error::Io(e), "connecting"))
         }
         _ => None,
+    }
+}
+
+/// What every backend holds: its pool, the options it connects with (health checks open a
+/// connection of their own), where it writes (for messages) and the table's settings.
+pub(crate) struct Conn<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+    pub(crate) options: <DB::Connection as Connection>::Options,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) settings: Settings,
+}
+
+impl<DB: Database> Conn<DB> {
+    /// The target table, quoted for this engine.
+    pub(crate) fn table(&self) -> String {
+        self.settings.table.sql(self.endpoint.dialect)
+    }
+}
+
+/// What the three engines do alike through their [`Conn`], as the sink's `Backend` asks
+/// for it (an object, so that the trait's provided methods need no sqlx bounds).
+#[async_trait]
+pub(crate) trait ConnOps: Send + Sync {
+    fn endpoint(&self) -> &Endpoint;
+    fn settings(&self) -> &Settings;
+    fn settings_mut(&mut self) -> &mut Settings;
+    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError>;
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure>;
+    async fn current_load(&self) -> Result<Option<String>, Failure>;
+    async fn health(&self) -> Result<Duration, ConnectorError>;
+}
+
+#[async_trait]
+impl<DB> ConnOps for Conn<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+    for<'q> DB::Arguments: IntoArguments<DB>,
+{
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
+    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
+        execute(&self.pool, &self.endpoint, sql, doing).await
+    }
+
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+        covered(&self.pool, &self.endpoint, &self.settings, parent).await
+    }
+
+    async fn current_load(&self) -> Result<Option<String>, Failure> {
+        current_load(&self.pool, &self.endpoint, &self.settings).await
+    }
+
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        health::<DB::Connection>(&self.options, &self.endpoint).await
     }
 }

@@ -4,7 +4,7 @@
 //! error rather than a silent truncation.
 
 use super::config::{Dialect, SqlSinkConfig, WriteMode};
-use super::db;
+use super::db::{Conn, ConnOps};
 use super::error::{Endpoint, Failure};
 use super::ident::{quote, quote_list};
 use super::multirow::{self, InsertSql, Limits, Plan};
@@ -12,8 +12,8 @@ use super::sink::{Backend, Job, Settings, TableColumn};
 use super::types::{Column, Kind, Value};
 use async_trait::async_trait;
 use sluice_core::{ConnectorError, ErrorClass};
-use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::{Arguments, Executor, MySqlConnection};
+use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{Arguments, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -28,10 +28,7 @@ const STRICT: &str =
     "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')";
 
 pub(crate) struct MysqlBackend {
-    pool: MySqlPool,
-    options: MySqlConnectOptions,
-    endpoint: Endpoint,
-    settings: Settings,
+    conn: Conn<sqlx::MySql>,
 }
 
 /// Connection options and the endpoint of a MySQL URL (`mariadb://` is accepted too).
@@ -69,40 +66,31 @@ impl MysqlBackend {
             })
             .connect_lazy_with(options.clone());
         Ok(MysqlBackend {
-            pool,
-            options,
-            endpoint,
-            settings: Settings::from_config(config, Dialect::Mysql),
+            conn: Conn {
+                pool,
+                options,
+                endpoint,
+                settings: Settings::from_config(config, Dialect::Mysql),
+            },
         })
     }
 
-    fn t(&self) -> String {
-        self.settings.table.sql(Dialect::Mysql)
-    }
-
     fn schema(&self) -> Option<String> {
-        self.settings.table.schema.clone()
+        self.conn.settings.table.schema.clone()
     }
 }
 
 #[async_trait]
 impl Backend for MysqlBackend {
+    fn conn(&self) -> &dyn ConnOps {
+        &self.conn
+    }
+
+    fn conn_mut(&mut self) -> &mut dyn ConnOps {
+        &mut self.conn
+    }
+
     type Plan = Plan;
-
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    fn settings(&self) -> &Settings {
-        &self.settings
-    }
-    fn settings_mut(&mut self) -> &mut Settings {
-        &mut self.settings
-    }
-
-    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
-        db::execute(&self.pool, &self.endpoint, sql, doing).await
-    }
 
     async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
@@ -110,10 +98,10 @@ impl Backend for MysqlBackend {
              WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
         )
         .bind(self.schema())
-        .bind(&self.settings.table.table)
-        .fetch_all(&self.pool)
+        .bind(&self.conn.settings.table.table)
+        .fetch_all(&self.conn.pool)
         .await
-        .map_err(|e| self.endpoint.fatal(e, "reading the table's columns"))?;
+        .map_err(|e| self.conn.endpoint.fatal(e, "reading the table's columns"))?;
         Ok((!rows.is_empty()).then(|| {
             rows.into_iter()
                 .map(|(name, sql_type)| TableColumn { name, sql_type })
@@ -127,10 +115,10 @@ impl Backend for MysqlBackend {
              WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0",
         )
         .bind(self.schema())
-        .bind(&self.settings.table.table)
-        .fetch_all(&self.pool)
+        .bind(&self.conn.settings.table.table)
+        .fetch_all(&self.conn.pool)
         .await
-        .map_err(|e| self.endpoint.fatal(e, "reading the table's unique keys"))?;
+        .map_err(|e| self.conn.endpoint.fatal(e, "reading the table's unique keys"))?;
         let mut indexes: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for (index, column) in &rows {
             indexes
@@ -138,7 +126,13 @@ impl Backend for MysqlBackend {
                 .or_default()
                 .push(column.to_lowercase());
         }
-        let mut want: Vec<String> = self.settings.key.iter().map(|k| k.to_lowercase()).collect();
+        let mut want: Vec<String> = self
+            .conn
+            .settings
+            .key
+            .iter()
+            .map(|k| k.to_lowercase())
+            .collect();
         want.sort();
         let found = indexes.values_mut().any(|cols| {
             cols.sort();
@@ -147,13 +141,13 @@ impl Backend for MysqlBackend {
         if found {
             return Ok(());
         }
-        Err(self.endpoint.error(
+        Err(self.conn.endpoint.error(
             ErrorClass::ContractChanged,
             format!(
                 "table {} has no primary key or unique index on exactly ({}), so upserts would add duplicates: \
                  add one (`ALTER TABLE … ADD UNIQUE (…)`) or fix `key`",
-                self.settings.target(),
-                self.settings.key.join(", ")
+                self.conn.settings.target(),
+                self.conn.settings.key.join(", ")
             ),
         ))
     }
@@ -165,22 +159,22 @@ impl Backend for MysqlBackend {
     ) -> Result<Plan, ConnectorError> {
         let d = Dialect::Mysql;
         let packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.conn.pool)
             .await
-            .map_err(|e| self.endpoint.fatal(e, "reading max_allowed_packet"))?;
+            .map_err(|e| self.conn.endpoint.fatal(e, "reading max_allowed_packet"))?;
         let server_budget = usize::try_from(packet)
             .unwrap_or(usize::MAX)
             .saturating_sub(PACKET_MARGIN)
             .max(1024);
         let names = quote_list(d, columns.iter().map(|c| c.name.as_str()));
-        let suffix = if self.settings.mode == WriteMode::Upsert {
+        let suffix = if self.conn.settings.mode == WriteMode::Upsert {
             let updates: Vec<String> = columns
                 .iter()
-                .filter(|c| !self.settings.is_key(&c.name))
+                .filter(|c| !self.conn.settings.is_key(&c.name))
                 .map(|c| format!("{0} = VALUES({0})", quote(d, &c.name)))
                 .collect();
             if updates.is_empty() {
-                let k = quote(d, &self.settings.key[0]);
+                let k = quote(d, &self.conn.settings.key[0]);
                 format!(" ON DUPLICATE KEY UPDATE {k} = {k}")
             } else {
                 format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
@@ -191,41 +185,40 @@ impl Backend for MysqlBackend {
         Ok(Plan {
             kinds: columns.iter().map(|c| c.kind).collect(),
             insert: InsertSql::new(
-                format!("INSERT INTO {} ({names}) VALUES ", self.t()),
+                format!("INSERT INTO {} ({names}) VALUES ", self.conn.table()),
                 columns.len(),
                 suffix,
             ),
             limits: Limits {
-                max_rows: self.settings.max_rows.unwrap_or(DEFAULT_ROWS),
+                max_rows: self.conn.settings.max_rows.unwrap_or(DEFAULT_ROWS),
                 max_params: MAX_PLACEHOLDERS,
                 max_bytes: self
+                    .conn
                     .settings
                     .max_bytes
                     .unwrap_or(usize::MAX)
                     .min(server_budget),
             },
-            truncate: format!("DELETE FROM {}", self.t()),
+            truncate: format!("DELETE FROM {}", self.conn.table()),
         })
-    }
-
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
-        db::covered(&self.pool, &self.endpoint, &self.settings, parent).await
-    }
-    async fn current_load(&self) -> Result<Option<String>, Failure> {
-        db::current_load(&self.pool, &self.endpoint, &self.settings).await
     }
 
     async fn write(&self, plan: &Plan, job: &Job<'_>) -> Result<usize, Failure> {
         let tx = self
+            .conn
             .pool
             .begin()
             .await
-            .map_err(|e| self.endpoint.classify(e, "starting a transaction"))?;
-        multirow::write::<sqlx::MySql>(tx, &self.endpoint, &self.settings, plan, job, bind).await
-    }
-
-    async fn health(&self) -> Result<Duration, ConnectorError> {
-        db::health::<MySqlConnection>(&self.options, &self.endpoint).await
+            .map_err(|e| self.conn.endpoint.classify(e, "starting a transaction"))?;
+        multirow::write::<sqlx::MySql>(
+            tx,
+            &self.conn.endpoint,
+            &self.conn.settings,
+            plan,
+            job,
+            bind,
+        )
+        .await
     }
 }
 

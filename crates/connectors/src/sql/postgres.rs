@@ -4,7 +4,7 @@
 //! with the ledger row.
 
 use super::config::{Dialect, SqlSinkConfig, WriteMode};
-use super::db;
+use super::db::{self, Conn, ConnOps};
 use super::error::{Endpoint, Failure};
 use super::ident::{quote, quote_list};
 use super::multirow::{self, InsertSql, Limits};
@@ -12,7 +12,7 @@ use super::sink::{Backend, Job, Settings, TableColumn};
 use super::types::{self, Column, Kind, PG_EPOCH_DAYS, PG_EPOCH_MICROS, Typed, Value};
 use async_trait::async_trait;
 use sluice_core::ConnectorError;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
@@ -39,10 +39,7 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const SEND_CHUNK: usize = 1 << 20;
 
 pub(crate) struct PgBackend {
-    pool: PgPool,
-    options: PgConnectOptions,
-    endpoint: Endpoint,
-    settings: Settings,
+    conn: Conn<sqlx::Postgres>,
 }
 
 /// Connection options and the endpoint of a PostgreSQL URL.
@@ -70,21 +67,27 @@ impl PgBackend {
             .acquire_timeout(timeout)
             .connect_lazy_with(options.clone());
         Ok(PgBackend {
-            pool,
-            options,
-            endpoint,
-            settings: Settings::from_config(config, Dialect::Postgres),
+            conn: Conn {
+                pool,
+                options,
+                endpoint,
+                settings: Settings::from_config(config, Dialect::Postgres),
+            },
         })
-    }
-
-    fn t(&self) -> String {
-        self.settings.table.sql(Dialect::Postgres)
     }
 
     /// Whether the job is large enough for `COPY` (see [`COPY_MIN_BYTES`]).
     fn worth_a_copy(&self, columns: &[Column]) -> bool {
-        let capped = self.settings.max_rows.is_some_and(|m| m < COPY_MIN_ROWS)
-            || self.settings.max_bytes.is_some_and(|b| b < COPY_MIN_BYTES);
+        let capped = self
+            .conn
+            .settings
+            .max_rows
+            .is_some_and(|m| m < COPY_MIN_ROWS)
+            || self
+                .conn
+                .settings
+                .max_bytes
+                .is_some_and(|b| b < COPY_MIN_BYTES);
         if capped {
             return false;
         }
@@ -115,30 +118,23 @@ pub(crate) struct PgPlan {
 
 #[async_trait]
 impl Backend for PgBackend {
+    fn conn(&self) -> &dyn ConnOps {
+        &self.conn
+    }
+
+    fn conn_mut(&mut self) -> &mut dyn ConnOps {
+        &mut self.conn
+    }
+
     type Plan = PgPlan;
-
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    fn settings(&self) -> &Settings {
-        &self.settings
-    }
-    fn settings_mut(&mut self) -> &mut Settings {
-        &mut self.settings
-    }
-
-    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
-        db::execute(&self.pool, &self.endpoint, sql, doing).await
-    }
 
     async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError> {
         let doing = "reading the table's columns";
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(self.t())
-            .fetch_one(&self.pool)
+            .bind(self.conn.table())
+            .fetch_one(&self.conn.pool)
             .await
-            .map_err(|e| self.endpoint.fatal(e, doing))?;
+            .map_err(|e| self.conn.endpoint.fatal(e, doing))?;
         if !exists {
             return Ok(None);
         }
@@ -146,10 +142,10 @@ impl Backend for PgBackend {
             "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute \
              WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         )
-        .bind(self.t())
-        .fetch_all(&self.pool)
+        .bind(self.conn.table())
+        .fetch_all(&self.conn.pool)
         .await
-        .map_err(|e| self.endpoint.fatal(e, doing))?;
+        .map_err(|e| self.conn.endpoint.fatal(e, doing))?;
         Ok(Some(
             rows.into_iter()
                 .map(|(name, sql_type)| TableColumn { name, sql_type })
@@ -163,7 +159,7 @@ impl Backend for PgBackend {
         table: &[TableColumn],
     ) -> Result<PgPlan, ConnectorError> {
         let d = Dialect::Postgres;
-        let t = self.t();
+        let t = self.conn.table();
         let names = quote_list(d, columns.iter().map(|c| c.name.as_str()));
         let target_type = |c: &Column| {
             table
@@ -175,13 +171,13 @@ impl Backend for PgBackend {
         let matches = columns
             .iter()
             .all(|c| target_type(c) == types::pg_type(c.kind, false));
-        let upsert = self.settings.mode == WriteMode::Upsert;
+        let upsert = self.conn.settings.mode == WriteMode::Upsert;
         let truncate = format!("TRUNCATE TABLE {t}");
         let conflict = if upsert {
-            let keys = quote_list(d, self.settings.key.iter().map(String::as_str));
+            let keys = quote_list(d, self.conn.settings.key.iter().map(String::as_str));
             let updates: Vec<String> = columns
                 .iter()
-                .filter(|c| !self.settings.is_key(&c.name))
+                .filter(|c| !self.conn.settings.is_key(&c.name))
                 .map(|c| format!("{0} = EXCLUDED.{0}", quote(d, &c.name)))
                 .collect();
             if updates.is_empty() {
@@ -217,9 +213,9 @@ impl Backend for PgBackend {
             },
             kinds: columns.iter().map(|c| c.kind).collect(),
             limits: Limits {
-                max_rows: self.settings.max_rows.unwrap_or(VALUES_ROWS),
+                max_rows: self.conn.settings.max_rows.unwrap_or(VALUES_ROWS),
                 max_params: MAX_PARAMETERS,
-                max_bytes: self.settings.max_bytes.unwrap_or(usize::MAX),
+                max_bytes: self.conn.settings.max_bytes.unwrap_or(usize::MAX),
             },
             truncate: truncate.clone(),
         };
@@ -268,16 +264,10 @@ impl Backend for PgBackend {
         })
     }
 
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
-        db::covered(&self.pool, &self.endpoint, &self.settings, parent).await
-    }
-    async fn current_load(&self) -> Result<Option<String>, Failure> {
-        db::current_load(&self.pool, &self.endpoint, &self.settings).await
-    }
-
     async fn write(&self, plan: &PgPlan, job: &Job<'_>) -> Result<usize, Failure> {
-        let ep = &self.endpoint;
+        let ep = &self.conn.endpoint;
         let mut tx = self
+            .conn
             .pool
             .begin()
             .await
@@ -286,7 +276,7 @@ impl Backend for PgBackend {
             return multirow::write::<sqlx::Postgres>(
                 tx,
                 ep,
-                &self.settings,
+                &self.conn.settings,
                 &plan.values,
                 job,
                 bind,
@@ -294,13 +284,14 @@ impl Backend for PgBackend {
             .await;
         }
         let truncate = job.truncate.map(|load| (plan.truncate.as_str(), load));
-        db::begin_write::<sqlx::Postgres>(&mut tx, ep, &self.settings, job.entry, truncate).await?;
+        db::begin_write::<sqlx::Postgres>(&mut tx, ep, &self.conn.settings, job.entry, truncate)
+            .await?;
         if let Some((create, _)) = &plan.stage {
             tx.execute(AssertSqlSafe(create.clone()))
                 .await
                 .map_err(|e| ep.classify(e, "creating the staging table"))?;
         }
-        let rows = copy_rows(&mut tx, plan, job.columns, &self.settings, ep).await?;
+        let rows = copy_rows(&mut tx, plan, job.columns, &self.conn.settings, ep).await?;
         if let Some((_, insert)) = &plan.stage {
             tx.execute(AssertSqlSafe(insert.clone()))
                 .await
@@ -310,10 +301,6 @@ impl Backend for PgBackend {
             .await
             .map_err(|e| ep.classify(e, "committing"))?;
         Ok(rows)
-    }
-
-    async fn health(&self) -> Result<Duration, ConnectorError> {
-        db::health::<PgConnection>(&self.options, &self.endpoint).await
     }
 }
 

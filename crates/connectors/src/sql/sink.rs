@@ -15,6 +15,7 @@
 
 use super::config::{Dialect, SchemaPolicy, SqlSinkConfig, WriteMode};
 use super::db;
+use super::db::ConnOps;
 use super::error::{Endpoint, Failure};
 use super::ident::{TableName, quote, quote_list};
 use super::ledger::{self, Entry, LedgerSql};
@@ -154,11 +155,22 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// What a backend prepares once per column layout (statements, encoders).
     type Plan: Send + Sync + 'static;
 
-    fn endpoint(&self) -> &Endpoint;
-    fn settings(&self) -> &Settings;
-    fn settings_mut(&mut self) -> &mut Settings;
+    /// Its connection pool, options, endpoint and settings (what every engine has alike).
+    fn conn(&self) -> &dyn ConnOps;
+    fn conn_mut(&mut self) -> &mut dyn ConnOps;
+    fn endpoint(&self) -> &Endpoint {
+        self.conn().endpoint()
+    }
+    fn settings(&self) -> &Settings {
+        self.conn().settings()
+    }
+    fn settings_mut(&mut self) -> &mut Settings {
+        self.conn_mut().settings_mut()
+    }
     /// Runs one statement without parameters (DDL).
-    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError>;
+    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
+        self.conn().execute(sql, doing).await
+    }
     /// The target's columns, or `None` when the table does not exist.
     async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError>;
     /// Checks that an existing table can take upserts on the key (a unique index).
@@ -171,14 +183,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
         table: &[TableColumn],
     ) -> Result<Self::Plan, ConnectorError>;
     /// The `(first_row, rows)` ledger ranges already written of the batch `parent`.
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure>;
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+        self.conn().covered(parent).await
+    }
     /// The load whose `replace` last emptied the table (the ledger's load row).
-    async fn current_load(&self) -> Result<Option<String>, Failure>;
+    async fn current_load(&self) -> Result<Option<String>, Failure> {
+        self.conn().current_load().await
+    }
     /// Writes the job in one transaction: ledger row first, then the rows. Returns the
     /// rows written.
     async fn write(&self, plan: &Self::Plan, job: &Job<'_>) -> Result<usize, Failure>;
     /// Connects, runs `SELECT 1`, returns the time it took.
-    async fn health(&self) -> Result<Duration, ConnectorError>;
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        self.conn().health().await
+    }
 }
 
 /// A SQL sink: the shared algorithm around one backend.

@@ -2,7 +2,7 @@
 //! 32,766-variable limit, in one `BEGIN IMMEDIATE` transaction with the ledger row.
 
 use super::config::{Dialect, SqlSinkConfig, WriteMode};
-use super::db;
+use super::db::{self, Conn, ConnOps};
 use super::error::{Endpoint, Failure};
 use super::ident::{quote, quote_list};
 use super::multirow::{self, InsertSql, Limits, Plan};
@@ -10,9 +10,7 @@ use super::sink::{Backend, Job, Settings, TableColumn};
 use super::types::{self, Column, Kind, Value};
 use async_trait::async_trait;
 use sluice_core::ConnectorError;
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Arguments, SqliteConnection};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -23,10 +21,7 @@ const MAX_VARIABLES: usize = 32_766;
 const DEFAULT_ROWS: usize = 1_000;
 
 pub(crate) struct SqliteBackend {
-    pool: SqlitePool,
-    options: SqliteConnectOptions,
-    endpoint: Endpoint,
-    settings: Settings,
+    conn: Conn<sqlx::Sqlite>,
 }
 
 /// Connection options to write (WAL journal) and the endpoint of a SQLite URL; whether
@@ -82,39 +77,30 @@ impl SqliteBackend {
         .acquire_timeout(timeout)
         .connect_lazy_with(options.clone());
         Ok(SqliteBackend {
-            pool,
-            options,
-            endpoint,
-            settings: Settings::from_config(config, Dialect::Sqlite),
+            conn: Conn {
+                pool,
+                options,
+                endpoint,
+                settings: Settings::from_config(config, Dialect::Sqlite),
+            },
         })
-    }
-
-    fn t(&self) -> String {
-        self.settings.table.sql(Dialect::Sqlite)
     }
 }
 
 #[async_trait]
 impl Backend for SqliteBackend {
+    fn conn(&self) -> &dyn ConnOps {
+        &self.conn
+    }
+
+    fn conn_mut(&mut self) -> &mut dyn ConnOps {
+        &mut self.conn
+    }
+
     type Plan = Plan;
 
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    fn settings(&self) -> &Settings {
-        &self.settings
-    }
-    fn settings_mut(&mut self) -> &mut Settings {
-        &mut self.settings
-    }
-
-    async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError> {
-        db::execute(&self.pool, &self.endpoint, sql, doing).await
-    }
-
     async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError> {
-        let table = &self.settings.table;
+        let table = &self.conn.settings.table;
         let query = match &table.schema {
             Some(schema) => sqlx::query_as("SELECT name, type FROM pragma_table_info(?, ?)")
                 .bind(&table.table)
@@ -124,9 +110,9 @@ impl Backend for SqliteBackend {
             }
         };
         let rows: Vec<(String, String)> = query
-            .fetch_all(&self.pool)
+            .fetch_all(&self.conn.pool)
             .await
-            .map_err(|e| self.endpoint.fatal(e, "reading the table's columns"))?;
+            .map_err(|e| self.conn.endpoint.fatal(e, "reading the table's columns"))?;
         Ok((!rows.is_empty()).then(|| {
             rows.into_iter()
                 .map(|(name, sql_type)| TableColumn { name, sql_type })
@@ -141,11 +127,11 @@ impl Backend for SqliteBackend {
     ) -> Result<Plan, ConnectorError> {
         let d = Dialect::Sqlite;
         let names = quote_list(d, columns.iter().map(|c| c.name.as_str()));
-        let suffix = if self.settings.mode == WriteMode::Upsert {
-            let keys = quote_list(d, self.settings.key.iter().map(String::as_str));
+        let suffix = if self.conn.settings.mode == WriteMode::Upsert {
+            let keys = quote_list(d, self.conn.settings.key.iter().map(String::as_str));
             let updates: Vec<String> = columns
                 .iter()
-                .filter(|c| !self.settings.is_key(&c.name))
+                .filter(|c| !self.conn.settings.is_key(&c.name))
                 .map(|c| format!("{0} = excluded.{0}", quote(d, &c.name)))
                 .collect();
             if updates.is_empty() {
@@ -158,39 +144,42 @@ impl Backend for SqliteBackend {
         };
         Ok(Plan {
             insert: InsertSql::new(
-                format!("INSERT INTO {} ({names}) VALUES ", self.t()),
+                format!("INSERT INTO {} ({names}) VALUES ", self.conn.table()),
                 columns.len(),
                 suffix,
             ),
             kinds: columns.iter().map(|c| c.kind).collect(),
             limits: Limits {
-                max_rows: self.settings.max_rows.unwrap_or(DEFAULT_ROWS),
+                max_rows: self.conn.settings.max_rows.unwrap_or(DEFAULT_ROWS),
                 max_params: MAX_VARIABLES,
-                max_bytes: self.settings.max_bytes.unwrap_or(usize::MAX),
+                max_bytes: self.conn.settings.max_bytes.unwrap_or(usize::MAX),
             },
-            truncate: format!("DELETE FROM {}", self.t()),
+            truncate: format!("DELETE FROM {}", self.conn.table()),
         })
-    }
-
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
-        db::covered(&self.pool, &self.endpoint, &self.settings, parent).await
-    }
-    async fn current_load(&self) -> Result<Option<String>, Failure> {
-        db::current_load(&self.pool, &self.endpoint, &self.settings).await
     }
 
     async fn write(&self, plan: &Plan, job: &Job<'_>) -> Result<usize, Failure> {
         let tx = self
+            .conn
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| self.endpoint.classify(e, "starting a transaction"))?;
-        multirow::write::<sqlx::Sqlite>(tx, &self.endpoint, &self.settings, plan, job, bind).await
+            .map_err(|e| self.conn.endpoint.classify(e, "starting a transaction"))?;
+        multirow::write::<sqlx::Sqlite>(
+            tx,
+            &self.conn.endpoint,
+            &self.conn.settings,
+            plan,
+            job,
+            bind,
+        )
+        .await
     }
 
     async fn health(&self) -> Result<Duration, ConnectorError> {
         // An in-memory database exists only in the pool's one connection.
         if self
+            .conn
             .options
             .get_filename()
             .to_string_lossy()
@@ -198,15 +187,15 @@ impl Backend for SqliteBackend {
         {
             let started = Instant::now();
             db::execute(
-                &self.pool,
-                &self.endpoint,
+                &self.conn.pool,
+                &self.conn.endpoint,
                 "SELECT 1".into(),
                 "checking health",
             )
             .await?;
             return Ok(started.elapsed());
         }
-        db::health::<SqliteConnection>(&self.options, &self.endpoint).await
+        db::health::<SqliteConnection>(&self.conn.options, &self.conn.endpoint).await
     }
 }
 

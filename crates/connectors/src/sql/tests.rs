@@ -3,6 +3,7 @@
 //! exercised by `tests/sql_*.rs`.
 
 use super::config::{Dialect, SchemaPolicy, SqlSinkConfig, WriteMode};
+use super::db::ConnOps;
 use super::error::{Endpoint, Failure};
 use super::ledger::Entry;
 use super::sink::{Backend, Job, Settings, SqlSink, TableColumn};
@@ -55,9 +56,7 @@ fn err(class: ErrorClass, m: &str) -> ConnectorError {
 }
 
 #[async_trait]
-impl Backend for Fake {
-    type Plan = ();
-
+impl ConnOps for Fake {
     fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
@@ -87,6 +86,33 @@ impl Backend for Fake {
         }
         Ok(())
     }
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+        let s = self.state.lock().unwrap();
+        Ok(s.ledger
+            .iter()
+            .filter(|e| e.parent == parent)
+            .map(|e| (e.first_row, e.rows))
+            .collect())
+    }
+    async fn current_load(&self) -> Result<Option<String>, Failure> {
+        Ok(self.state.lock().unwrap().load.clone())
+    }
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        Ok(Duration::ZERO)
+    }
+}
+
+#[async_trait]
+impl Backend for Fake {
+    type Plan = ();
+
+    fn conn(&self) -> &dyn ConnOps {
+        self
+    }
+    fn conn_mut(&mut self) -> &mut dyn ConnOps {
+        self
+    }
+
     async fn table_columns(&self) -> Result<Option<Vec<TableColumn>>, ConnectorError> {
         Ok(self.state.lock().unwrap().table.as_ref().map(|cols| {
             cols.iter()
@@ -99,17 +125,6 @@ impl Backend for Fake {
     }
     async fn plan(&self, _: &[Column], _: &[TableColumn]) -> Result<(), ConnectorError> {
         Ok(())
-    }
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
-        let s = self.state.lock().unwrap();
-        Ok(s.ledger
-            .iter()
-            .filter(|e| e.parent == parent)
-            .map(|e| (e.first_row, e.rows))
-            .collect())
-    }
-    async fn current_load(&self) -> Result<Option<String>, Failure> {
-        Ok(self.state.lock().unwrap().load.clone())
     }
     async fn write(&self, _: &(), job: &Job<'_>) -> Result<usize, Failure> {
         let mut s = self.state.lock().unwrap();
@@ -151,9 +166,6 @@ impl Backend for Fake {
         }
         s.ledger.push(job.entry.clone());
         Ok(ids.len())
-    }
-    async fn health(&self) -> Result<Duration, ConnectorError> {
-        Ok(Duration::ZERO)
     }
 }
 
