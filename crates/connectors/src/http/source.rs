@@ -433,22 +433,83 @@ impl HttpSource {
         ev
     }
 
+    /// Turns a fetched page into batches, in named steps: its records, the schema
+    /// policy, the watermark, Arrow, then the batches and their checkpoints. A page whose
+    /// content fails (bad records under `fail`, drift under `quarantine`) is still passed:
+    /// the next call goes on with the next page.
     fn page(&mut self, f: Fetched) -> Result<Option<Vec<SourceBatch>>, ConnectorError> {
         let label = self.page_label();
-        let extracted = match extract(&f.body, &self.records_at) {
+        let PageRecords {
+            mut records,
+            places,
+            bad,
+            exact,
+            total,
+            doc,
+        } = self.records_of(&f, &label)?;
+        let page = PageAt {
+            start: self.pager.pos.clone(),
+            next: self.pager.next(&PageMeta {
+                records: total,
+                doc: doc.as_ref(),
+                headers: &f.headers,
+                url: &f.url,
+            }),
+            position: {
+                let redactor = self.fetcher.redactor();
+                self.pager.source_position(|u| position_url(&redactor, u))
+            },
+            total,
+            label,
+        };
+        if let Err(e) = self.bad_records(&bad, &page.label, &f, &page.start, &page.position) {
+            self.advance(&page);
+            return Err(e);
+        }
+        if self.schema_policy(&records, &places, &page, &f)? == Drift::Quarantined {
+            self.advance(&page);
+            return Ok(Some(Vec::new()));
+        }
+        self.learn_watermark(&records, &page.label);
+        // What the batch id hashes: each record as read (never the envelope around them,
+        // which may carry a request id or a timestamp that differs on every response).
+        let digests: Vec<blake3::Hash> = records.iter().map(record_digest).collect();
+        let converted = self.arrow_of(std::mem::take(&mut records), exact, &places, &page, &f);
+        let (batch, delivered) = match converted {
+            Ok(x) => x,
+            Err(Stop::Fail(e)) => return Err(e),
+            Err(Stop::Pass(e)) => {
+                self.advance(&page);
+                return Err(e);
+            }
+        };
+        self.advance(&page);
+        let out = match batch.filter(|b| b.num_rows() > 0) {
+            Some(records) => self.batches(records, &digests, &delivered, &page, f.body.len()),
+            None => Vec::new(),
+        };
+        self.stop_at_max_pages(&page);
+        Ok(Some(out))
+    }
+
+    /// The page's records (and, for a replay of quarantined records, only those): the
+    /// records, each one's place on the page, the bad ones, whether numbers were kept as
+    /// text, how many records the page held, and the document (for pagination).
+    fn records_of(&self, f: &Fetched, label: &str) -> Result<PageRecords, ConnectorError> {
+        let mut extracted = match extract(&f.body, &self.records_at) {
             Ok(x) => x,
             Err(ExtractError::Malformed(m)) => {
                 return Err(invalid(format!(
                     "{label} is not valid JSON ({m}): the API sent a broken or truncated body; the run can be retried, and if it persists, report it to the API's owner"
                 ))
-                .with_evidence(self.page_evidence(&f, "")));
+                .with_evidence(self.page_evidence(f, "")));
             }
             Err(ExtractError::Shape(m)) => {
                 return Err(ConnectorError::new(
                     ErrorClass::ContractChanged,
                     format!("{label}: {m}"),
                 )
-                .with_evidence(self.page_evidence(&f, "")));
+                .with_evidence(self.page_evidence(f, "")));
             }
         };
         let total = extracted.records.len() + extracted.bad.len();
@@ -458,7 +519,6 @@ impl HttpSource {
                 extracted.bad.iter().map(|b| b.index).collect();
             (0..total).filter(|i| !bad.contains(i)).collect()
         };
-        let mut extracted = extracted;
         if let Some(only) = &self.only {
             // Reading quarantined records again: just those.
             let keep = |i: &usize| only.contains(i);
@@ -473,185 +533,212 @@ impl HttpSource {
             extracted.records = kept;
             extracted.bad.retain(|b| keep(&b.index));
         }
-        let page_start = self.pager.pos.clone();
-        let next = self.pager.next(&PageMeta {
-            records: total,
-            doc: extracted.doc.as_ref(),
-            headers: &f.headers,
-            url: &f.url,
-        });
-        let position = {
-            let redactor = self.fetcher.redactor();
-            self.pager.source_position(|u| position_url(&redactor, u))
-        };
-        let exact = extracted.exact;
-        let mut records = extracted.records;
+        Ok(PageRecords {
+            records: extracted.records,
+            places,
+            bad: extracted.bad,
+            exact: extracted.exact,
+            total,
+            doc: extracted.doc,
+        })
+    }
 
-        // A content failure skips this page: the next call goes on with the next one.
-        let advance = |me: &mut Self| {
-            me.pager.records += total as u64;
-            match &next {
-                Some(p) => me.pager.pos = p.clone(),
-                None => me.finished = true,
-            }
-        };
-        if let Err(e) = self.bad_records(&extracted.bad, &label, &f, &page_start, &position) {
-            advance(self);
-            return Err(e);
+    /// Moves past the page: the next call reads the next one (or the source is done).
+    fn advance(&mut self, page: &PageAt) {
+        self.pager.records += page.total as u64;
+        match &page.next {
+            Some(p) => self.pager.pos = p.clone(),
+            None => self.finished = true,
         }
-        if let Some(drift) = self.converter.check(&records) {
-            let summary = drift.summary();
-            match self.cfg.schema_policy {
-                SchemaPolicy::Evolve | SchemaPolicy::Warn => {
-                    self.converter.evolve(&records);
-                    let class = (self.cfg.schema_policy == SchemaPolicy::Warn)
-                        .then_some(ErrorClass::ContractChanged);
-                    self.fetcher
-                        .event(class, format!("schema evolved at {label}: {summary}"));
-                }
-                SchemaPolicy::Quarantine => {
-                    let first = records
-                        .first()
-                        .map(|r| crate::cut(&super::records::json_text(r), 200))
-                        .unwrap_or_default();
-                    let error = ConnectorError::new(
-                        ErrorClass::ContractChanged,
-                        format!("{label} differs from the schema ({summary}): its {} records are quarantined and the source goes on; once the schema is updated (or schema_policy: evolve), `sluice replay` reads them again", records.len()),
-                    )
-                    .with_evidence(self.page_evidence(&f, &format!("first record: {first}")));
-                    let raw: Vec<(usize, String)> = places
-                        .iter()
-                        .zip(&records)
-                        .map(|(&i, r)| (i, crate::cut(&super::records::json_text(r), 2000)))
-                        .collect();
-                    self.quarantine(raw, error, &page_start, &position);
-                    advance(self);
-                    return Ok(Some(Vec::new()));
-                }
-                SchemaPolicy::Fail => {
-                    let first = records
-                        .first()
-                        .map(|r| crate::cut(&super::records::json_text(r), 200))
-                        .unwrap_or_default();
-                    let e = ConnectorError::new(
-                        ErrorClass::ContractChanged,
-                        format!("{label} differs from the schema ({summary}): the API changed its records; update the declared schema, or set schema_policy to evolve, warn or quarantine"),
-                    )
-                    .with_evidence(self.page_evidence(&f, &format!("first record: {first}")));
-                    self.stopped = Some(e.clone());
-                    return Err(e);
-                }
-            }
-        }
+    }
 
-        // The watermark: the greatest value of the field on this page, of those the guard
-        // admits (a value far in the future or of another type would stall the source).
-        if let (Some(inc), Some(guard)) = (&self.cfg.incremental, &mut self.guard) {
-            let values: Vec<&Value> = records
-                .iter()
-                .filter_map(|r| field(r, &inc.field))
-                .collect();
-            guard.learn(values.iter().copied());
-            for v in values {
-                if guard.admit(v) {
-                    self.max_seen = newer(self.max_seen.take(), Some(v.clone()));
-                }
-            }
-            for message in guard.report(&label) {
+    /// Compares the page with the schema and applies `schema_policy`: the schema evolves
+    /// (`evolve`, `warn`), the page's records are kept for replay (`quarantine`), or the
+    /// source stops (`fail`).
+    fn schema_policy(
+        &mut self,
+        records: &[Value],
+        places: &[usize],
+        page: &PageAt,
+        f: &Fetched,
+    ) -> Result<Drift, ConnectorError> {
+        let Some(drift) = self.converter.check(records) else {
+            return Ok(Drift::None);
+        };
+        let summary = drift.summary();
+        let label = &page.label;
+        let first = || {
+            records
+                .first()
+                .map(|r| crate::cut(&super::records::json_text(r), 200))
+                .unwrap_or_default()
+        };
+        match self.cfg.schema_policy {
+            SchemaPolicy::Evolve | SchemaPolicy::Warn => {
+                self.converter.evolve(records);
+                let class = (self.cfg.schema_policy == SchemaPolicy::Warn)
+                    .then_some(ErrorClass::ContractChanged);
                 self.fetcher
-                    .event(Some(ErrorClass::ContractChanged), message);
+                    .event(class, format!("schema evolved at {label}: {summary}"));
+                Ok(Drift::None)
+            }
+            SchemaPolicy::Quarantine => {
+                let error = ConnectorError::new(
+                    ErrorClass::ContractChanged,
+                    format!("{label} differs from the schema ({summary}): its {} records are quarantined and the source goes on; once the schema is updated (or schema_policy: evolve), `sluice replay` reads them again", records.len()),
+                )
+                .with_evidence(self.page_evidence(f, &format!("first record: {}", first())));
+                let raw: Vec<(usize, String)> = places
+                    .iter()
+                    .zip(records)
+                    .map(|(&i, r)| (i, crate::cut(&super::records::json_text(r), 2000)))
+                    .collect();
+                self.quarantine(raw, error, &page.start, &page.position);
+                Ok(Drift::Quarantined)
+            }
+            SchemaPolicy::Fail => {
+                let e = ConnectorError::new(
+                    ErrorClass::ContractChanged,
+                    format!("{label} differs from the schema ({summary}): the API changed its records; update the declared schema, or set schema_policy to evolve, warn or quarantine"),
+                )
+                .with_evidence(self.page_evidence(f, &format!("first record: {}", first())));
+                self.stopped = Some(e.clone());
+                Err(e)
             }
         }
+    }
 
-        // What the batch id hashes: each record as read (never the envelope around them,
-        // which may carry a request id or a timestamp that differs on every response).
-        let digests: Vec<blake3::Hash> = records.iter().map(record_digest).collect();
-        let mut delivered: Vec<bool> = vec![true; digests.len()];
-        let batch = if records.is_empty() {
-            None
-        } else {
-            let converted = self
-                .converter
-                .convert(std::mem::take(&mut records), exact)
-                .map_err(|m| {
-                    ConnectorError::new(
-                        ErrorClass::Internal,
-                        format!("{label} could not become an Arrow batch: {m}"),
-                    )
-                })?;
-            for b in &converted.bad {
-                if let Some(d) = delivered.get_mut(b.index) {
-                    *d = false;
-                }
-            }
-            // Converted records are numbered among the good ones: back to page places.
-            let bad: Vec<BadRecord> = converted
-                .bad
-                .into_iter()
-                .map(|b| BadRecord {
-                    index: places.get(b.index).copied().unwrap_or(b.index),
-                    ..b
-                })
-                .collect();
-            if let Err(e) = self.bad_records(&bad, &label, &f, &page_start, &position) {
-                advance(self);
-                return Err(e);
-            }
-            Some(converted.batch)
+    /// The watermark: the greatest value of the field on this page, of those the guard
+    /// admits (a value far in the future or of another type would stall the source).
+    fn learn_watermark(&mut self, records: &[Value], label: &str) {
+        let (Some(inc), Some(guard)) = (&self.cfg.incremental, &mut self.guard) else {
+            return;
         };
-        advance(self);
+        let values: Vec<&Value> = records
+            .iter()
+            .filter_map(|r| field(r, &inc.field))
+            .collect();
+        guard.learn(values.iter().copied());
+        for v in values {
+            if guard.admit(v) {
+                self.max_seen = newer(self.max_seen.take(), Some(v.clone()));
+            }
+        }
+        for message in guard.report(label) {
+            self.fetcher
+                .event(Some(ErrorClass::ContractChanged), message);
+        }
+    }
 
-        let mut out = Vec::new();
-        if let Some(records) = batch.filter(|b| b.num_rows() > 0) {
-            // The records delivered and the schema they were declared with. An inferred
-            // schema is left out on purpose: it depends on the pages read before in the
-            // run, so a page re-read after a resume would otherwise change its id.
-            let mut hasher = blake3::Hasher::new();
-            for (digest, _) in digests.iter().zip(&delivered).filter(|(_, d)| **d) {
-                hasher.update(digest.as_bytes());
+    /// The records as an Arrow batch, and which of them were delivered: a record whose
+    /// value does not fit its column goes through `bad_records`.
+    fn arrow_of(
+        &mut self,
+        records: Vec<Value>,
+        exact: bool,
+        places: &[usize],
+        page: &PageAt,
+        f: &Fetched,
+    ) -> Result<(Option<arrow::array::RecordBatch>, Vec<bool>), Stop> {
+        let mut delivered: Vec<bool> = vec![true; records.len()];
+        if records.is_empty() {
+            return Ok((None, delivered));
+        }
+        let converted = self.converter.convert(records, exact).map_err(|m| {
+            Stop::Fail(ConnectorError::new(
+                ErrorClass::Internal,
+                format!("{} could not become an Arrow batch: {m}", page.label),
+            ))
+        })?;
+        for b in &converted.bad {
+            if let Some(d) = delivered.get_mut(b.index) {
+                *d = false;
             }
-            hasher.update(&serde_json::to_vec(&self.cfg.schema).unwrap_or_default());
-            hasher.update(&serde_json::to_vec(&self.cfg.nested).unwrap_or_default());
-            if let Some(only) = &self.only {
-                for i in only {
-                    hasher.update(&(*i as u64).to_le_bytes());
-                }
+        }
+        // Converted records are numbered among the good ones: back to page places.
+        let bad: Vec<BadRecord> = converted
+            .bad
+            .into_iter()
+            .map(|b| BadRecord {
+                index: places.get(b.index).copied().unwrap_or(b.index),
+                ..b
+            })
+            .collect();
+        self.bad_records(&bad, &page.label, f, &page.start, &page.position)
+            .map_err(Stop::Pass)?;
+        Ok((Some(converted.batch), delivered))
+    }
+
+    /// The page's records as batches of at most `batching` rows and bytes, each with the
+    /// checkpoint the engine stores once the batch is durable downstream.
+    ///
+    /// The exactly-once rule: only the page's last batch carries the checkpoint after the
+    /// page; every other one carries the page's start. A crash between two of them resumes
+    /// at the page's start, reads the same records into the same batches (their ids come
+    /// from the records and the position, not from the read), and the sinks' ledgers skip
+    /// the ones already written. Checkpointing past the page after its first batch would
+    /// lose the rest of the page.
+    fn batches(
+        &self,
+        records: arrow::array::RecordBatch,
+        digests: &[blake3::Hash],
+        delivered: &[bool],
+        page: &PageAt,
+        body_bytes: usize,
+    ) -> Vec<SourceBatch> {
+        // The records delivered and the schema they were declared with. An inferred
+        // schema is left out on purpose: it depends on the pages read before in the
+        // run, so a page re-read after a resume would otherwise change its id.
+        let mut hasher = blake3::Hasher::new();
+        for (digest, _) in digests.iter().zip(delivered).filter(|(_, d)| **d) {
+            hasher.update(digest.as_bytes());
+        }
+        hasher.update(&serde_json::to_vec(&self.cfg.schema).unwrap_or_default());
+        hasher.update(&serde_json::to_vec(&self.cfg.nested).unwrap_or_default());
+        if let Some(only) = &self.only {
+            for i in only {
+                hasher.update(&(*i as u64).to_le_bytes());
             }
-            let whole = Batch::with_content_hash(
-                self.pipeline.clone(),
-                self.node.clone(),
-                position,
-                hasher.finalize().as_bytes(),
-                records,
-            );
-            let rows = whole.num_rows();
-            let per_record = (f.body.len() / total.max(1)).max(1);
-            let by_bytes = (self.cfg.batching.max_bytes / per_record).max(1);
-            let chunk = self.cfg.batching.max_rows.min(by_bytes).max(1);
-            let parts = if rows <= chunk {
-                vec![whole]
-            } else {
-                (0..rows)
-                    .step_by(chunk)
-                    .map(|start| whole.slice(start, chunk.min(rows - start)))
-                    .collect()
-            };
-            let n = parts.len();
-            let here = self.checkpoint(Some(&self.page_start()));
-            let after = self.checkpoint(next.as_ref());
-            for (i, batch) in parts.into_iter().enumerate() {
-                let checkpoint = if i + 1 == n {
+        }
+        let whole = Batch::with_content_hash(
+            self.pipeline.clone(),
+            self.node.clone(),
+            page.position.clone(),
+            hasher.finalize().as_bytes(),
+            records,
+        );
+        let rows = whole.num_rows();
+        let per_record = (body_bytes / page.total.max(1)).max(1);
+        let by_bytes = (self.cfg.batching.max_bytes / per_record).max(1);
+        let chunk = self.cfg.batching.max_rows.min(by_bytes).max(1);
+        let parts = if rows <= chunk {
+            vec![whole]
+        } else {
+            (0..rows)
+                .step_by(chunk)
+                .map(|start| whole.slice(start, chunk.min(rows - start)))
+                .collect()
+        };
+        let n = parts.len();
+        let here = self.checkpoint(Some(&self.page_start()));
+        let after = self.checkpoint(page.next.as_ref());
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, batch)| SourceBatch {
+                batch,
+                checkpoint: Some(if i + 1 == n {
                     after.clone()
                 } else {
                     here.clone()
-                };
-                out.push(SourceBatch {
-                    batch,
-                    checkpoint: Some(checkpoint),
-                });
-            }
-        }
-        if next.is_some() && self.pages_read >= self.cfg.max_pages {
+                }),
+            })
+            .collect()
+    }
+
+    /// Stops after `max_pages` pages, saying so, when the API has more.
+    fn stop_at_max_pages(&mut self, page: &PageAt) {
+        if page.next.is_some() && self.pages_read >= self.cfg.max_pages {
             self.finished = true;
             self.guard_stopped = true;
             self.fetcher.event(
@@ -662,7 +749,6 @@ impl HttpSource {
                 ),
             );
         }
-        Ok(Some(out))
     }
 
     /// The position of the page just read (to re-read it after a crash mid-page).
@@ -993,4 +1079,46 @@ impl Source for HttpSource {
         }
         Ok(batches.into_iter().map(|b| b.batch).collect())
     }
+}
+
+/// Where a page is: its label (for messages), where it started and where the next one is,
+/// its source position (the batch ids), and how many records it held.
+struct PageAt {
+    label: String,
+    start: Position,
+    next: Option<Position>,
+    position: sluice_core::SourcePosition,
+    total: usize,
+}
+
+/// A page's records as read.
+struct PageRecords {
+    /// The good records.
+    records: Vec<Value>,
+    /// Each good record's place on the page.
+    places: Vec<usize>,
+    /// The records that are not JSON objects.
+    bad: Vec<BadRecord>,
+    /// Some records hold numbers kept as their text.
+    exact: bool,
+    /// Records on the page, good and bad.
+    total: usize,
+    /// The document around them (for pagination).
+    doc: Option<Value>,
+}
+
+/// What the schema policy made of a page.
+#[derive(Debug, PartialEq, Eq)]
+enum Drift {
+    /// The page goes on (no drift, or the schema evolved).
+    None,
+    /// Its records were kept for replay; nothing of it is delivered.
+    Quarantined,
+}
+
+/// Why a page's conversion stopped: the source stops (`Fail`), or the page is passed and
+/// the error reported (`Pass`: bad records under `bad_records: fail`).
+enum Stop {
+    Fail(ConnectorError),
+    Pass(ConnectorError),
 }
