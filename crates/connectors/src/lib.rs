@@ -1,13 +1,48 @@
 //! # sluice-connectors
 //!
-//! Where data comes from and goes to. Each connector lives in its own folder; only its
-//! config and constructor are public. Sources implement [`sluice_core::Source`], sinks
-//! [`sluice_core::Sink`], and every failure is a [`sluice_core::ConnectorError`] with
-//! its class.
+//! Where data comes from and goes to: one folder per node kind, each with its spec (the
+//! YAML fields), its `kind.rs` (read, check, build, links) and its connector, and
+//! [`registry()`], the one list of kinds. Sources implement [`sluice_core::Source`],
+//! sinks [`sluice_core::Sink`], and every failure is a [`sluice_core::ConnectorError`]
+//! with its class.
 //!
-//! - [`http`]: the HTTP API source (auth, pagination, incremental cursors, rate limits).
+//! - [`http`]: the HTTP API source (auth, pagination, incremental cursors, rate limits);
+//!   [`http_sink`]: batches POSTed to an endpoint.
 //! - [`sql`]: PostgreSQL, MySQL/MariaDB and SQLite sinks with idempotent upserts and a
 //!   batch ledger, and the incremental SQL source.
+//! - [`file`]: files read (NDJSON, JSON, CSV) and written; [`kafka`]: JSON records of an
+//!   external topic.
+//! - [`transform`]: declarative operations on batches; [`task`]: SQL statements and
+//!   programs run once (also as `compensate`).
+//!
+//! ```
+//! use sluice_config::{Env, validate};
+//!
+//! let yaml = r#"
+//! pipeline: quickstart
+//! nodes:
+//!   users:
+//!     type: http
+//!     url: https://api.example.com/users
+//!     records: { path: $.data }
+//!   db:
+//!     type: sqlite
+//!     inputs: [users]
+//!     url: sqlite://users.db
+//!     table: users
+//! "#;
+//! let registry = sluice_connectors::registry();
+//! let plan = validate(yaml, &Env::new(), registry).expect("valid");
+//! assert_eq!(plan.nodes[0].id, "users");
+//! assert_eq!(plan.nodes[0].kind_label(), "http source");
+//! assert_eq!(plan.edges[0].topic.as_deref(), Some("quickstart.users"));
+//!
+//! let broken = yaml.replace("records:", "recrods:");
+//! let err = validate(&broken, &Env::new(), registry).unwrap_err();
+//! let d = &err.diagnostics()[0];
+//! assert_eq!((d.pos.line, d.pos.column), (7, 5));
+//! assert_eq!(d.message, "unknown field `recrods`, did you mean `records`?");
+//! ```
 
 pub mod file;
 pub mod http;

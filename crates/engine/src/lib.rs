@@ -5,9 +5,10 @@
 //!
 //! - A [`Pipeline`] is a list of [`NodeDef`]s in execution order: sources, transforms,
 //!   sinks and tasks, each with its retry policy and its disposition per error class.
-//!   Building one from a validated YAML plan is the binary's job (it owns the connector
-//!   registry); the engine runs whatever implements [`Source`](sluice_core::Source),
-//!   [`Sink`](sluice_core::Sink), [`Transform`] and [`Task`].
+//!   [`build::build_pipeline`] makes one from a validated plan, each node built by its
+//!   kind (`sluice_connectors::registry()`); the engine runs whatever implements
+//!   [`Source`](sluice_core::Source), [`Sink`](sluice_core::Sink), [`Transform`] and
+//!   [`Task`].
 //! - [`Executor::run`] runs every node as a tokio task. Data flows through the durable
 //!   buffer: each producing node publishes to its own topic, each consuming node reads
 //!   its inputs' topics as its own consumer group and commits only after it handled a

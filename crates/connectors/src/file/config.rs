@@ -1,5 +1,6 @@
-//! The file source's and file sink's configs, as plain structs (the engine copies the
-//! pipeline spec into them field by field).
+//! The file source's and file sink's run-time configs: what their specs (`spec.rs`) say,
+//! resolved (paths from the pipeline's folder) and joined with the node's effective
+//! batching, as `kind.rs` builds them.
 
 pub use super::spec::{FileFormat, FileWriteMode};
 use crate::http::{BadRecordPolicy, NestedMode, SchemaConfig, SchemaPolicy};

@@ -1,9 +1,11 @@
-//! `HttpSourceConfig`: everything a `type: http` source node says, as plain serde.
+//! `HttpSourceConfig`: what a `type: http` source runs with: its spec (`spec.rs`) with
+//! secrets resolved and paths parsed, joined with the node's effective retry, batching
+//! and timeouts, as `kind.rs` builds it. The enums are the spec's own.
 //!
-//! The shapes follow the pipeline YAML (`sluice-config`'s `HttpSource`): the same field
-//! names and the same externally tagged enums, so that mapping the YAML onto this struct
-//! is a field-by-field copy. Durations are written `"250ms"`, `"30s"`, `"5m"`, `"1h"` (or
-//! a number of seconds).
+//! It also reads from JSON (the same field names as the pipeline YAML), for callers of the
+//! library that build a source without a pipeline, and [`HttpSourceConfig::validate`]
+//! guards those: a pipeline's node was checked, with positions, by its spec. Durations
+//! are written `"250ms"`, `"30s"`, `"5m"`, `"1h"` (or a number of seconds).
 
 pub use super::spec::{
     CredentialsIn, HmacAlgorithm, HttpMethod, KeyLocation, SignatureEncoding, SignedPart,

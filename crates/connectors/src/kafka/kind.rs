@@ -2,7 +2,7 @@
 //! and health-checked.
 
 use super::spec::KafkaSourceSpec;
-use super::{KafkaSource, KafkaSourceConfig, check_topic};
+use super::{KafkaSource, KafkaSourceConfig};
 use crate::spec::check_schema;
 use sluice_config::kind::schema_of;
 use sluice_config::plan::PlannedNode;
@@ -148,11 +148,14 @@ impl NodeConfig for KafkaSourceSpec {
         vec![Link {
             kind: LinkKind::Kafka,
             name: format!("kafka {} topic {}", brokers.join(","), self.topic.value),
-            check: Box::pin(check_topic(
-                config(self, node),
-                ctx.pipeline.clone(),
-                node.id.clone(),
-            )),
+            check: {
+                let (config, pipeline, id) =
+                    (config(self, node), ctx.pipeline.clone(), node.id.clone());
+                Box::pin(async move {
+                    let mut source = KafkaSource::open(config, &pipeline, &id, None).await?;
+                    source.health().await.map(Option::unwrap_or_default)
+                })
+            },
         }]
     }
 }

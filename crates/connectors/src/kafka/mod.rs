@@ -423,24 +423,20 @@ impl Source for KafkaSource {
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         std::mem::take(&mut self.events)
     }
-}
 
-/// Checks that the cluster answers and the topic exists: its latency.
-pub async fn check_topic(
-    config: KafkaSourceConfig,
-    pipeline: String,
-    node: String,
-) -> Result<Duration, ConnectorError> {
-    let started = Instant::now();
-    let client_config = client(&config, &pipeline, &node);
-    let topic = config.spec.topic.value.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client_config
-            .create()
-            .map_err(|e| kafka_error("cannot create a consumer", e))?;
-        partitions(&consumer, &topic).map(|_| ())
-    })
-    .await
-    .map_err(|e| ConnectorError::new(ErrorClass::Internal, e.to_string()))??;
-    Ok(started.elapsed())
+    /// The cluster answers and the topic exists (its metadata and offsets are read).
+    async fn health(&mut self) -> Result<Option<Duration>, ConnectorError> {
+        let started = Instant::now();
+        let client_config = client(&self.config, &self.pipeline, &self.node);
+        let topic = self.config.spec.topic.value.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = client_config
+                .create()
+                .map_err(|e| kafka_error("cannot create a consumer", e))?;
+            partitions(&consumer, &topic).map(|_| ())
+        })
+        .await
+        .map_err(|e| ConnectorError::new(ErrorClass::Internal, e.to_string()))??;
+        Ok(Some(started.elapsed()))
+    }
 }
