@@ -118,19 +118,19 @@ pub fn schema_of<T: schemars::JsonSchema>(generator: &mut SchemaGenerator) -> Sc
     T::json_schema(generator)
 }
 
-/// What kind of thing a link is.
+/// What kind of thing a link is (in the order `sluice health` lists them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LinkKind {
     /// An HTTP API (a source's or a sink's).
     Api,
+    /// The pipeline's buffer.
+    Buffer,
     /// A database.
     Database,
     /// A folder or file.
     Files,
     /// A Kafka cluster read or written by a node.
     Kafka,
-    /// The pipeline's buffer.
-    Buffer,
     /// The state store.
     State,
 }
@@ -151,7 +151,7 @@ impl LinkKind {
 
 impl fmt::Display for LinkKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

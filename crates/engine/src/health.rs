@@ -4,6 +4,7 @@
 //! the built source or sink); the buffer and the state store are the pipeline's own.
 
 use futures::future::join_all;
+use sluice_config::LinkKind;
 use sluice_config::plan::Plan;
 use sluice_core::{ConnectorError, ErrorClass};
 use sluice_state::StateStore;
@@ -20,8 +21,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 /// One link of a pipeline and how its check went.
 #[derive(Debug, Clone)]
 pub struct LinkCheck {
-    /// `api`, `database`, `buffer` or `state`.
-    pub kind: &'static str,
+    /// What kind of link.
+    pub kind: LinkKind,
     /// What is checked, without secrets: `127.0.0.1:5432/sluice (PostgreSQL)`.
     pub link: String,
     /// The nodes that use it (empty for the buffer and the state store).
@@ -41,7 +42,7 @@ type Check = Pin<Box<dyn Future<Output = Result<Duration, ConnectorError>> + Sen
 
 /// A link to check: what, who uses it, how.
 struct Probe {
-    kind: &'static str,
+    kind: LinkKind,
     link: String,
     nodes: Vec<String>,
     check: Check,
@@ -51,8 +52,8 @@ struct Probe {
 /// auth), each database (connect and `SELECT 1`), the buffer, the state store. Links used
 /// by several nodes are checked once. Nothing is read on, written or checkpointed.
 pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
-    let mut probes: BTreeMap<(&'static str, String), Probe> = BTreeMap::new();
-    let mut add = |kind: &'static str, link: String, node: Option<&str>, check: Check| {
+    let mut probes: BTreeMap<(LinkKind, String), Probe> = BTreeMap::new();
+    let mut add = |kind: LinkKind, link: String, node: Option<&str>, check: Check| {
         let probe = probes.entry((kind, link.clone())).or_insert(Probe {
             kind,
             link,
@@ -70,7 +71,7 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
         let compensate = node.compensate.iter().map(|t| &t.config);
         for config in std::iter::once(&node.config).chain(compensate) {
             for link in config.links(node, ctx) {
-                add(link.kind.as_str(), link.name, Some(&node.id), link.check);
+                add(link.kind, link.name, Some(&node.id), link.check);
             }
         }
     }
@@ -93,7 +94,7 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
         ),
     };
     add(
-        "buffer",
+        LinkKind::Buffer,
         buffer_link,
         None,
         Box::pin(async move {
@@ -114,7 +115,7 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
     );
     let state_url = ctx.database_url(plan.state.expose());
     add(
-        "state",
+        LinkKind::State,
         sluice_state::redact_url(plan.state.expose()),
         None,
         Box::pin(async move {

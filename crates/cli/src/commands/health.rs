@@ -218,7 +218,7 @@ fn json(checks: &[LinkCheck]) -> serde_json::Value {
             .iter()
             .map(|c| {
                 serde_json::json!({
-                    "kind": c.kind,
+                    "kind": c.kind.as_str(),
                     "link": c.link,
                     "nodes": c.nodes,
                     "up": c.is_up(),
