@@ -73,7 +73,7 @@ fn main() {
             let mut rates = Vec::new();
             let n = if page == 10 { records.min(5_000) } else { records };
             for _ in 0..runs {
-                let mut cfg: HttpSourceConfig = serde_json::from_value(serde_json::json!({
+                let mut cfg = HttpSourceConfig::from_spec(serde_json::json!({
                     "url": mock.url("/offset/items"),
                     "pagination": {"offset_limit": {"limit": page}},
                     "records": {"path": "$.data.items"},

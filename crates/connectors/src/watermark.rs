@@ -13,9 +13,6 @@ use serde_json::Value;
 use std::cmp::Ordering;
 use std::time::Duration;
 
-/// The default of `future_tolerance`: clocks that disagree by less are not flagged.
-pub(crate) const DEFAULT_FUTURE_TOLERANCE: Duration = Duration::from_secs(3600);
-
 /// Times without a zone may be local times, up to 14 hours ahead of UTC: they get this
 /// much more room before they count as in the future.
 const LOCAL_TIME_ALLOWANCE: i64 = 14 * 3600;
@@ -315,7 +312,7 @@ mod tests {
 
     fn guard() -> Guard {
         let started = parse_time("2025-06-01T12:00:00Z").unwrap().0;
-        Guard::new("updated_at", started, DEFAULT_FUTURE_TOLERANCE)
+        Guard::new("updated_at", started, Duration::from_secs(3600))
     }
 
     #[test]

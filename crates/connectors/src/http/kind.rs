@@ -93,9 +93,6 @@ impl NodeConfig for HttpSourceSpec {
     ) -> BoxFuture<'a, Result<NodeRunner, ConnectorError>> {
         Box::pin(async move {
             let config = source_config(self, node);
-            config
-                .validate()
-                .map_err(|e| ConnectorError::new(ErrorClass::InvalidRequest, e.to_string()))?;
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
             let breakers = ctx.shared::<crate::http::BreakerRegistry>();
             Ok(NodeRunner::Source(Box::new(move |checkpoint| {
@@ -138,6 +135,33 @@ impl NodeConfig for HttpSourceSpec {
                     .map(Option::unwrap_or_default)
             }),
         }]
+    }
+}
+
+impl crate::http::HttpSourceConfig {
+    /// The config of an HTTP source node written as a pipeline file writes it (its
+    /// fields, `retry`, `batching`, `timeouts`, ...; `type: http` implied), here as JSON:
+    /// checked as `sluice validate` checks a pipeline, with every problem named. For
+    /// callers that run a source without a pipeline (tests, benchmarks).
+    pub fn from_spec(
+        node: serde_json::Value,
+    ) -> Result<crate::http::HttpSourceConfig, sluice_config::Invalid> {
+        let mut node = node;
+        if let Some(fields) = node.as_object_mut() {
+            fields.insert("type".into(), serde_json::Value::from("http"));
+        }
+        let text = format!(
+            "pipeline: http_source\nnodes:\n  api: {node}\n  out: {{ type: file_sink, inputs: [api], path: out.ndjson, format: ndjson }}\n"
+        );
+        let plan = sluice_config::validate(&text, &sluice_config::Env::new(), crate::registry())?;
+        let planned = plan
+            .node("api")
+            .unwrap_or_else(|| unreachable!("the plan has the node it was validated with"));
+        let spec = planned
+            .config
+            .downcast_ref::<HttpSourceSpec>()
+            .unwrap_or_else(|| unreachable!("`type: http` is read into its spec"));
+        Ok(source_config(spec, planned))
     }
 }
 
@@ -381,6 +405,7 @@ pub(crate) fn check_source(c: &mut Checker<'_>, node: &NodeSpec, h: &HttpSourceS
         }
     }
     c.redacted_map(&h.headers, "header");
+    header_names(c, &h.headers);
     c.redacted_map(&h.query, "query parameter");
     for host in &h.allowed_hosts {
         if !is_host_entry(&host.value) {
@@ -502,6 +527,19 @@ pub(crate) fn auth(c: &mut Checker<'_>, auth: &Spanned<AuthSpec>, plain_http: bo
                     c.error_at(part, "this part is listed twice", "remove the second one");
                 }
             }
+            for (field, name) in [
+                ("signature_header", &h.signature_header),
+                ("timestamp_header", &h.timestamp_header),
+                ("key_id_header", &h.key_id_header),
+            ] {
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    c.error_at(
+                        auth,
+                        format!("`{field}`: `{name}` is not a valid header name"),
+                        "header names are letters, digits and `-`, e.g. `X-Signature`",
+                    );
+                }
+            }
         }
     }
     if plain_http {
@@ -566,6 +604,19 @@ fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
         serde_json::Value::Array(a) => a.iter().for_each(|v| collect_strings(v, out)),
         serde_json::Value::Object(o) => o.values().for_each(|v| collect_strings(v, out)),
         _ => {}
+    }
+}
+
+/// Every header's name can be sent.
+pub(crate) fn header_names(c: &mut Checker<'_>, headers: &sluice_config::values::SecretMap) {
+    for (k, _) in headers.entries() {
+        if reqwest::header::HeaderName::from_bytes(k.value.as_bytes()).is_err() {
+            c.error_at(
+                k,
+                format!("`{}` is not a valid header name", k.value),
+                "header names are letters, digits and `-`, e.g. `X-Api-Key`",
+            );
+        }
     }
 }
 

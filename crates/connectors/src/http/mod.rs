@@ -27,7 +27,7 @@
 //! # async fn demo() -> Result<(), sluice_core::ConnectorError> {
 //! use sluice_connectors::http::{HttpSource, HttpSourceConfig, HttpSourceContext};
 //! use sluice_core::Source;
-//! let config: HttpSourceConfig = serde_json::from_value(serde_json::json!({
+//! let config = HttpSourceConfig::from_spec(serde_json::json!({
 //!     "url": "https://api.example.com/v1/orders",
 //!     "pagination": {"cursor": {"path": "$.meta.next_cursor"}},
 //!     "records": {"path": "$.data.items"},

@@ -87,7 +87,6 @@ fn invalid(message: impl Into<String>) -> ConnectorError {
 impl HttpSource {
     /// Validates the config and builds the source (no request is sent yet).
     pub fn new(config: HttpSourceConfig, ctx: HttpSourceContext) -> Result<Self, ConnectorError> {
-        config.validate().map_err(|e| invalid(e.to_string()))?;
         let auth = Auth::new(config.auth.as_ref())?;
         let redactor = Redactor::new(
             config_secrets(&config, auth.secrets()),

@@ -2,7 +2,7 @@
 //! health-checked.
 
 use super::spec::{HttpSinkSpec, SinkFormat};
-use crate::http::kind::{api_link, auth, plain_http, rate_limit};
+use crate::http::kind::{api_link, auth, header_names, plain_http, rate_limit};
 use sluice_config::kind::schema_of;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::TimeoutsSpec;
@@ -64,6 +64,7 @@ impl NodeConfig for HttpSinkSpec {
         rate_limit(c, &s.rate_limit);
         c.timeouts(&s.timeouts);
         c.redacted_map(&s.headers, "header");
+        header_names(c, &s.headers);
     }
 
     fn shown(&self) -> serde_json::Value {

@@ -1,15 +1,11 @@
 //! The typed configuration of the SQL sink and source, and its validation (no I/O).
 
 pub use super::spec::WriteMode;
-use serde::{Deserialize, Serialize};
+
 pub use sluice_config::spec::SchemaPolicy;
 use sluice_core::{ConnectorError, ErrorClass, Secret};
 
 pub(crate) use sluice_config::values::Dialect;
-
-fn default_true() -> bool {
-    true
-}
 
 fn default_max_connections() -> u32 {
     4
@@ -43,8 +39,7 @@ fn default_batch_rows() -> usize {
 ///
 /// Every batch is written together with a row of the ledger table in one transaction, so
 /// a batch delivered again is recognised and written only once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SqlSinkConfig {
     /// The connection URL; its scheme picks the engine: `postgres://user:pass@host:5432/db`,
     /// `mysql://user:pass@host:3306/db` (MariaDB too), `sqlite://path/to/file.db`. A secret:
@@ -53,61 +48,47 @@ pub struct SqlSinkConfig {
     /// The schema (PostgreSQL), database (MySQL) or attached database (SQLite) of the
     /// table. Unset: the table is looked up as `schema.table` when it holds a dot, else in
     /// the connection's default (`search_path`, the URL's database, `main`).
-    #[serde(default)]
     pub schema: Option<String>,
     /// The table. Quoted as an identifier, never spliced into SQL.
     pub table: String,
     /// `append`, `upsert` (by `key`) or `replace`.
-    #[serde(default)]
     pub mode: WriteMode,
     /// The key columns: required by `upsert`; when the sink creates the table they become
     /// its primary key (in every mode).
-    #[serde(default)]
     pub key: Vec<String>,
     /// Create the table from the first batch's Arrow schema when it is missing.
-    #[serde(default = "default_true")]
     pub create_table: bool,
     /// Batches with columns the table lacks: `evolve` adds them, `warn` adds them and
     /// reports it, `fail` fails the batch with `contract_changed`.
-    #[serde(default)]
     pub schema_policy: SchemaPolicy,
     /// How record fields become column names: `verbatim` (as they are; a name the
     /// engine cannot store fails the batch) or `snake_case` (normalised, recorded and
     /// reused; `key` names fields and is mapped the same way).
-    #[serde(default)]
     pub naming: sluice_core::naming::Naming,
     /// Connections in the pool. At least 1.
-    #[serde(default = "default_max_connections")]
     pub max_connections: u32,
     /// Rows per statement (one multi-row `INSERT`, or one `COPY` on PostgreSQL). Unset:
     /// 1,000 for MySQL and SQLite, no limit for PostgreSQL's `COPY`. The engines' own
     /// limits (65,535 placeholders on MySQL, 32,766 variables on SQLite) always apply.
-    #[serde(default)]
     pub max_rows_per_statement: Option<usize>,
     /// Bytes per statement. Unset: MySQL reads the server's `max_allowed_packet`, the
     /// others have no limit. A single row larger than this is rejected with
     /// `payload_too_large`.
-    #[serde(default)]
     pub max_statement_bytes: Option<usize>,
     /// Time to open a connection (and to wait for a free one in the pool), in
     /// milliseconds. More than zero.
-    #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time for one transaction (ledger row and data), in milliseconds, before the write
     /// fails with `dependency`. More than zero.
-    #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
     /// The ledger table, created next to the target table when missing.
-    #[serde(default = "default_ledger_table")]
     pub ledger_table: String,
     /// Retries of a transaction that hit a deadlock, a serialization failure or a busy
     /// database, before the write fails with `dependency`.
-    #[serde(default = "default_lock_retries")]
     pub lock_retries: u32,
     /// How many failed statements one batch may spend isolating rows the database
     /// refuses (by bisection). When spent, the rest of the failing part is rejected whole
     /// (kept for replay, not lost).
-    #[serde(default = "default_max_isolation_statements")]
     pub max_isolation_statements: u32,
 }
 
@@ -173,8 +154,7 @@ impl SqlSinkConfig {
 }
 
 /// The incremental watermark of a SQL source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WatermarkConfig {
     /// The result column whose value, on the last row of each batch, becomes the
     /// checkpoint. The query must `ORDER BY` it.
@@ -186,17 +166,11 @@ pub struct WatermarkConfig {
     /// A later one (an upstream clock gone wrong) is delivered but left out of the
     /// checkpoint and reported as `contract_changed`. Times without a zone get 14 hours
     /// more (they may be local times).
-    #[serde(default = "default_future_tolerance", with = "crate::http::duration")]
     pub future_tolerance: std::time::Duration,
 }
 
-fn default_future_tolerance() -> std::time::Duration {
-    crate::watermark::DEFAULT_FUTURE_TOLERANCE
-}
-
 /// A database read by `type: postgres | mysql | sqlite` with `query`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SqlSourceConfig {
     /// The connection URL, as for the sink. A secret.
     pub url: Secret,
@@ -205,14 +179,11 @@ pub struct SqlSourceConfig {
     /// `SELECT * FROM orders WHERE updated_at > :watermark ORDER BY updated_at`.
     pub query: String,
     /// Incremental reading by a column.
-    #[serde(default)]
     pub watermark: Option<WatermarkConfig>,
     /// Rows per batch. At least 1. The result is streamed: at most about two batches are
     /// in memory at a time.
-    #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// Time to open the connection, in milliseconds. More than zero.
-    #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
 }
 

@@ -26,7 +26,8 @@ pub fn config(url: String, extra: serde_json::Value) -> HttpSourceConfig {
             b.insert(k.clone(), v.clone());
         }
     }
-    let mut cfg: HttpSourceConfig = serde_json::from_value(base).expect("test config parses");
+    let mut cfg = HttpSourceConfig::from_spec(base)
+        .unwrap_or_else(|e| panic!("the test config is valid: {:#?}", e.diagnostics()));
     cfg.retry = fast_retry();
     cfg
 }
