@@ -1,6 +1,6 @@
 //! Buffer errors, each with its error class.
 
-use sluice_core::ErrorClass;
+use sluice_core::{ConnectorError, ErrorClass};
 use std::path::PathBuf;
 
 /// What went wrong in a buffer.
@@ -42,6 +42,14 @@ pub enum BufferError {
         /// The batch.
         batch_id: String,
         /// What failed.
+        message: String,
+    },
+    /// A message that does not decode: written by another producer, truncated, of an
+    /// unknown format version, or a part that disagrees with its batch's other parts. It
+    /// is poison: to be quarantined, consumption goes on after it.
+    #[error("{message}")]
+    Undecodable {
+        /// What is wrong with it.
         message: String,
     },
     /// Another process has the embedded log (or this pipeline's part of it) open.
@@ -99,10 +107,16 @@ impl BufferError {
             BufferError::Kafka { class, .. } => *class,
             BufferError::RecordTooLarge { .. } => ErrorClass::PayloadTooLarge,
             BufferError::Encode { .. } => ErrorClass::Internal,
-            BufferError::InvalidName { .. } | BufferError::NotOwned { .. } => {
-                ErrorClass::InvalidRequest
-            }
+            BufferError::InvalidName { .. }
+            | BufferError::NotOwned { .. }
+            | BufferError::Undecodable { .. } => ErrorClass::InvalidRequest,
             BufferError::Locked { .. } => ErrorClass::Dependency,
+        }
+    }
+
+    pub(crate) fn undecodable(message: impl Into<String>) -> Self {
+        BufferError::Undecodable {
+            message: message.into(),
         }
     }
 
@@ -111,6 +125,14 @@ impl BufferError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// A buffer failure met by a node: the node's error of the same class, its message
+/// starting with `buffer:` so that the run record says where it happened.
+impl From<BufferError> for ConnectorError {
+    fn from(e: BufferError) -> Self {
+        ConnectorError::new(e.class(), format!("buffer: {e}"))
     }
 }
 

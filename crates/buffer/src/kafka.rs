@@ -553,7 +553,7 @@ impl Subscription for KafkaSubscription {
                             partition,
                             offset,
                             payload: message.payload,
-                            error,
+                            error: error.to_string(),
                         },
                         ack: ack(next),
                     });

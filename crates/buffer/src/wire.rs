@@ -120,8 +120,13 @@ impl Message {
         out
     }
 
-    /// Parses a frame written by [`Message::to_frame`].
-    pub fn from_frame(frame: &[u8]) -> Result<Message, String> {
+    /// Parses a frame written by [`Message::to_frame`]. A frame that does not parse is
+    /// [`BufferError::Undecodable`].
+    pub fn from_frame(frame: &[u8]) -> Result<Message, BufferError> {
+        Message::parse_frame(frame).map_err(BufferError::undecodable)
+    }
+
+    fn parse_frame(frame: &[u8]) -> Result<Message, String> {
         let len_bytes: [u8; 4] = frame
             .get(..4)
             .and_then(|b| b.try_into().ok())
@@ -325,8 +330,13 @@ fn parse_split(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
-/// Decodes a message. An error here means the message is poison: quarantine it.
-pub fn decode(message: &Message) -> Result<Decoded, String> {
+/// Decodes a message. An error here ([`BufferError::Undecodable`]) means the message is
+/// poison: quarantine it.
+pub fn decode(message: &Message) -> Result<Decoded, BufferError> {
+    decode_message(message).map_err(BufferError::undecodable)
+}
+
+fn decode_message(message: &Message) -> Result<Decoded, String> {
     let version = message.header("sluice.version")?;
     if version != VERSION {
         return Err(format!(
@@ -434,8 +444,19 @@ impl Reassembler {
     }
 
     /// Adds a decoded message seen at `offset`. Returns the whole batch when this message
-    /// completed it (or was whole already).
+    /// completed it (or was whole already); a part that disagrees with its batch's other
+    /// parts is [`BufferError::Undecodable`].
     pub fn add(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        decoded: Decoded,
+    ) -> Result<Option<Batch>, BufferError> {
+        self.add_part(partition, offset, decoded)
+            .map_err(BufferError::undecodable)
+    }
+
+    fn add_part(
         &mut self,
         partition: i32,
         offset: i64,
@@ -645,7 +666,7 @@ mod tests {
         m.headers
             .insert("sluice.split".into(), "0/100000000000".into());
         let err = decode(&m).unwrap_err();
-        assert!(err.contains("sluice.split"), "{err}");
+        assert!(err.to_string().contains("sluice.split"), "{err}");
         // Even past `decode`, the reassembler holds parts in a map, never `n` slots.
         let mut d = decode(&encode(&batch(3), WireFormat::Arrow, usize::MAX).unwrap()[0]).unwrap();
         d.split = Some((0, usize::MAX));
@@ -728,8 +749,12 @@ mod tests {
         m.payload.truncate(m.payload.len() / 2);
         assert!(decode(&m).is_err());
         m.headers.insert("sluice.version".into(), "9".into());
-        assert!(decode(&m).unwrap_err().contains("version"));
+        let err = decode(&m).unwrap_err();
+        assert!(err.to_string().contains("version"), "{err}");
+        assert_eq!(err.class(), sluice_core::ErrorClass::InvalidRequest);
         m.headers.clear();
-        assert!(decode(&m).unwrap_err().contains("missing header"));
+        let err = decode(&m).unwrap_err();
+        assert_eq!(err.to_string(), "missing header `sluice.version`");
+        assert!(matches!(err, BufferError::Undecodable { .. }), "{err:?}");
     }
 }

@@ -79,15 +79,30 @@ pub struct SourceBatch {
 pub struct ConnectorEvent {
     /// The class of the failure that was handled, if any.
     pub class: Option<ErrorClass>,
-    /// What happened, past tense: "retried after 429 (waited 2s)". A retry's message
-    /// starts with `retried`: the engine counts those as the node's retries.
+    /// What happened, past tense: "retried after 429 (waited 2s)".
     pub message: String,
+    /// Whether the connector tried a failed request again: the engine counts these as
+    /// the node's retries. Set by [`ConnectorEvent::retried`].
+    pub retry: bool,
 }
 
 impl ConnectorEvent {
-    /// Whether the event tells of a retry inside the connector.
-    pub fn is_retry(&self) -> bool {
-        self.message.starts_with("retried")
+    /// Something handled that is not a retry: a token refresh, a smaller page, a skip.
+    pub fn new(class: Option<ErrorClass>, message: impl Into<String>) -> Self {
+        ConnectorEvent {
+            class,
+            message: message.into(),
+            retry: false,
+        }
+    }
+
+    /// A failure of `class` the connector handled by trying again.
+    pub fn retried(class: ErrorClass, message: impl Into<String>) -> Self {
+        ConnectorEvent {
+            class: Some(class),
+            message: message.into(),
+            retry: true,
+        }
     }
 }
 

@@ -128,6 +128,13 @@ impl BuildError {
     }
 }
 
+/// A build failure where a node's error is expected (a health check), class kept.
+impl From<BuildError> for ConnectorError {
+    fn from(e: BuildError) -> Self {
+        ConnectorError::new(e.class(), e.to_string())
+    }
+}
+
 fn node_error(node: &PlannedNode, error: ConnectorError) -> BuildError {
     BuildError::Node {
         node: node.id.clone(),

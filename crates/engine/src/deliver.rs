@@ -7,16 +7,12 @@ use sluice_core::{
     Batch, ConnectorError, ConnectorEvent, Disposition, ErrorClass, RetryPolicy, WriteReport,
 };
 use sluice_state::{NewFailedBatch, NodeRunRow, StateStore};
-use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Dispositions;
+use crate::retry::{Attempt, GaveUp, retrying};
 use crate::{Event, EventKind};
-
-/// A last guard on a server's `Retry-After`: connectors bound it by the node's own
-/// `rate_limit.max_retry_after` (which this must not cut short), this only by a day.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Where a consuming node sends a batch: a sink's write, or a transform and a publish.
 #[async_trait]
@@ -169,6 +165,32 @@ impl NodeCtx {
         Ok(())
     }
 
+    /// Whether the node's disposition for the error's class is `retry`.
+    pub(crate) fn retries(&self, error: &ConnectorError) -> bool {
+        self.dispositions.get(error.class) == Disposition::Retry
+    }
+
+    /// Counts a batch the target took, and keeps the rows it refused.
+    async fn written(&mut self, batch: &Batch, report: WriteReport) -> Result<(), ConnectorError> {
+        self.link_down = false;
+        if report.duplicate {
+            self.stats.duplicates += 1;
+            self.emit(EventKind::DuplicateSkipped {
+                rows: batch.num_rows(),
+            });
+        } else {
+            self.stats.records_out += report.written as i64;
+            self.emit(EventKind::BatchWritten {
+                rows: report.written,
+            });
+        }
+        for rejected in report.rejected {
+            self.record_attempt(&rejected.error).await;
+            self.quarantine(&rejected.rows, &rejected.error, 1).await?;
+        }
+        Ok(())
+    }
+
     fn forward_events(&mut self, target: &mut dyn Target) -> Vec<ConnectorEvent> {
         let events = target.drain_events();
         self.connector_events(events.clone(), true);
@@ -180,16 +202,12 @@ impl NodeCtx {
     /// With `show` false, the events were shown live already (a listener).
     pub(crate) fn connector_events(&mut self, events: Vec<ConnectorEvent>, show: bool) {
         for e in events {
-            if e.is_retry() {
+            if e.retry {
                 self.stats.retries += 1;
             }
-            if !show {
-                continue;
+            if show {
+                self.emit(EventKind::from(e));
             }
-            self.emit(EventKind::Connector {
-                class: e.class,
-                message: e.message,
-            });
         }
     }
 
@@ -202,6 +220,29 @@ impl NodeCtx {
                     .await;
             }
         }
+    }
+}
+
+/// One attempt of a target at a batch, the connector's events passed on.
+struct Handle<'a> {
+    target: &'a mut dyn Target,
+    batch: &'a Batch,
+}
+
+#[async_trait]
+impl Attempt for Handle<'_> {
+    type Output = WriteReport;
+
+    async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<WriteReport, ConnectorError> {
+        let result = self.target.handle(self.batch).await;
+        let events = ctx.forward_events(self.target);
+        ctx.record_events(&events).await;
+        result
+    }
+
+    /// Once the link is down, a batch gets one attempt until one succeeds.
+    fn retry_on(&self, ctx: &NodeCtx, error: &ConnectorError) -> bool {
+        !ctx.link_down && ctx.retries(error)
     }
 }
 
@@ -218,104 +259,62 @@ pub(crate) async fn deliver(
     // Work stack: halves of split batches are pushed right first, so order is kept.
     let mut stack = vec![batch];
     while let Some(batch) = stack.pop() {
-        let started = Instant::now();
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let result = target.handle(&batch).await;
-            let events = ctx.forward_events(target);
-            ctx.record_events(&events).await;
-            let error = match result {
-                Ok(report) => {
-                    ctx.link_down = false;
-                    if report.duplicate {
-                        ctx.stats.duplicates += 1;
-                        ctx.emit(EventKind::DuplicateSkipped {
-                            rows: batch.num_rows(),
-                        });
-                    } else {
-                        ctx.stats.records_out += report.written as i64;
-                        ctx.emit(EventKind::BatchWritten {
-                            rows: report.written,
-                        });
-                    }
-                    for rejected in report.rejected {
-                        ctx.record_attempt(&rejected.error).await;
-                        ctx.quarantine(&rejected.rows, &rejected.error, 1).await?;
-                    }
-                    break;
+        let handled = retrying(
+            ctx,
+            &mut Handle {
+                target: &mut *target,
+                batch: &batch,
+            },
+        )
+        .await;
+        let GaveUp {
+            error, attempts, ..
+        } = match handled {
+            Ok(report) => {
+                ctx.written(&batch, report).await?;
+                continue;
+            }
+            Err(gave_up) => gave_up,
+        };
+        match ctx.dispositions.get(error.class) {
+            Disposition::Retry => {
+                // Out of retries (or shutting down): keep the batch for replay.
+                if error.class.is_transient() {
+                    ctx.link_down = true;
                 }
-                Err(e) => e,
-            };
-            ctx.record_attempt(&error).await;
-            match ctx.dispositions.get(error.class) {
-                Disposition::Retry => {
-                    let budget_left =
-                        !ctx.link_down && ctx.retry.allows(attempt, started.elapsed());
-                    if budget_left && !ctx.cancel.is_cancelled() {
-                        let wait = retry_wait(&ctx.retry, attempt, &error);
-                        ctx.stats.retries += 1;
-                        ctx.emit(EventKind::Retried {
-                            class: error.class,
-                            wait,
-                            message: error.message.clone(),
-                        });
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => continue,
-                            _ = ctx.cancel.cancelled() => {}
-                        }
-                    }
-                    // Out of retries (or shutting down): keep the batch for replay.
-                    if error.class.is_transient() {
-                        ctx.link_down = true;
-                    }
-                    ctx.quarantine(&batch, &error, attempt as i64).await?;
-                    if !error.class.is_transient() {
-                        return Err(error);
-                    }
-                    break;
+                ctx.quarantine(&batch, &error, attempts as i64).await?;
+                if !error.class.is_transient() {
+                    return Err(error);
                 }
-                Disposition::Split => {
-                    if let Some((left, right)) = batch.split() {
-                        ctx.emit(EventKind::Split {
-                            class: error.class,
-                            rows: batch.num_rows(),
-                        });
-                        stack.push(right);
-                        stack.push(left);
-                    } else {
-                        // A single record that still fails is quarantined, not lost.
-                        ctx.quarantine(&batch, &error, attempt as i64).await?;
-                    }
-                    break;
-                }
-                Disposition::Quarantine => {
-                    ctx.quarantine(&batch, &error, attempt as i64).await?;
-                    break;
-                }
-                Disposition::Skip => {
-                    ctx.stats.skipped += batch.num_rows() as i64;
-                    ctx.emit(EventKind::Skipped {
+            }
+            Disposition::Split => {
+                if let Some((left, right)) = batch.split() {
+                    ctx.emit(EventKind::Split {
                         class: error.class,
                         rows: batch.num_rows(),
                     });
-                    break;
+                    stack.push(right);
+                    stack.push(left);
+                } else {
+                    // A single record that still fails is quarantined, not lost.
+                    ctx.quarantine(&batch, &error, attempts as i64).await?;
                 }
-                Disposition::Fail => {
-                    ctx.quarantine(&batch, &error, attempt as i64).await?;
-                    return Err(error);
-                }
+            }
+            Disposition::Quarantine => {
+                ctx.quarantine(&batch, &error, attempts as i64).await?;
+            }
+            Disposition::Skip => {
+                ctx.stats.skipped += batch.num_rows() as i64;
+                ctx.emit(EventKind::Skipped {
+                    class: error.class,
+                    rows: batch.num_rows(),
+                });
+            }
+            Disposition::Fail => {
+                ctx.quarantine(&batch, &error, attempts as i64).await?;
+                return Err(error);
             }
         }
     }
     Ok(())
-}
-
-/// The wait before the next attempt: the server's `Retry-After` when it gave one
-/// (capped), else a full-jitter backoff.
-pub(crate) fn retry_wait(policy: &RetryPolicy, attempt: u32, error: &ConnectorError) -> Duration {
-    match error.retry_after {
-        Some(wait) => wait.min(MAX_RETRY_AFTER),
-        None => policy.backoff(attempt, &mut rand::rng()),
-    }
 }

@@ -1,6 +1,6 @@
 //! What a run reports as it goes: the progress display and the logs are built from these.
 
-use sluice_core::ErrorClass;
+use sluice_core::{ConnectorEvent, ErrorClass};
 use std::time::Duration;
 
 /// Something that happened at a node.
@@ -70,6 +70,8 @@ pub enum EventKind {
         class: Option<ErrorClass>,
         /// What happened.
         message: String,
+        /// Whether the connector tried a failed request again (one of the node's retries).
+        retry: bool,
     },
     /// A compensation task ran.
     Compensated {
@@ -85,4 +87,14 @@ pub enum EventKind {
         /// Why it failed, if it did.
         error: Option<String>,
     },
+}
+
+impl From<ConnectorEvent> for EventKind {
+    fn from(event: ConnectorEvent) -> Self {
+        EventKind::Connector {
+            class: event.class,
+            message: event.message,
+            retry: event.retry,
+        }
+    }
 }

@@ -105,12 +105,9 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
                 Err(build::BuildError::Buffer(sluice_buffer::BufferError::Locked { .. })) => {
                     return Ok(started.elapsed());
                 }
-                Err(e) => return Err(ConnectorError::new(e.class(), e.to_string())),
+                Err(e) => return Err(e.into()),
             };
-            buffer
-                .health()
-                .await
-                .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))
+            Ok(buffer.health().await?)
         }),
     );
     let state_url = ctx.database_url(plan.state.expose());
@@ -122,7 +119,7 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
             let started = Instant::now();
             StateStore::open(&state_url)
                 .await
-                .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
+                .map_err(crate::state_error)?;
             Ok(started.elapsed())
         }),
     );

@@ -29,6 +29,7 @@ mod load;
 mod names;
 mod pipeline;
 mod replay;
+mod retry;
 mod run;
 
 pub use events::{Event, EventKind};
@@ -41,6 +42,8 @@ pub use run::{Executor, NodeSummary, RunSummary};
 pub use sluice_connectors::task::{CommandTask, SqlTask};
 pub use sluice_connectors::transform::CompiledTransform;
 
+use sluice_core::{ConnectorError, ErrorClass};
+
 /// Errors of the engine itself (not of a node: those are recorded in the run).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -50,7 +53,30 @@ pub enum EngineError {
     /// The buffer failed outside of a node.
     #[error(transparent)]
     Buffer(#[from] sluice_buffer::BufferError),
-    /// The pipeline cannot run as given.
-    #[error("{0}")]
-    Pipeline(String),
+    /// The pipeline cannot run as given (class `invalid_request`).
+    #[error("{}", .0.message)]
+    Pipeline(ConnectorError),
+}
+
+impl EngineError {
+    /// A pipeline that cannot run as given: a node refers to one that is not before it,
+    /// an id used twice, a consumer without inputs.
+    pub(crate) fn pipeline(message: impl Into<String>) -> Self {
+        EngineError::Pipeline(ConnectorError::new(ErrorClass::InvalidRequest, message))
+    }
+
+    /// The failure's class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::State(e) => e.class(),
+            EngineError::Buffer(e) => e.class(),
+            EngineError::Pipeline(e) => e.class,
+        }
+    }
+}
+
+/// A state store failure inside a node, as the node's error of the same class.
+/// (`From<StateError> for ConnectorError` would belong in `sluice-state`.)
+pub(crate) fn state_error(e: sluice_state::StateError) -> ConnectorError {
+    ConnectorError::new(e.class(), e.to_string())
 }

@@ -1,15 +1,18 @@
 //! `sluice replay`: re-delivers failed batches from the node where they failed, then
 //! lets the nodes downstream of it read them from the buffer, so that they reach the sinks.
 
+use futures::FutureExt;
 use serde::Serialize;
 use sluice_buffer::wire;
-use sluice_state::{FailedBatchFilter, RunStatus};
+use sluice_core::{Batch, ConnectorError, RunInfo, Sink, Source};
+use sluice_state::{FailedBatchFilter, FailedBatchRow, RunStatus};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use crate::EngineError;
 use crate::deliver::{NodeCtx, Stats, Target, deliver};
-use crate::pipeline::{NodeRunner, Pipeline, topic_name};
+use crate::pipeline::{NodeDef, NodeRunner, Pipeline, topic_name};
 use crate::run::{Executor, REREAD_KEY, TransformTarget};
-use futures::FutureExt;
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -44,198 +47,275 @@ pub async fn replay(
     let store = executor.store().clone();
     let failed = store.failed_batches(&filter, true).await?;
     let run_id = store.start_run(&pipeline.name, "replay").await?;
-    let namespace = pipeline.namespace();
-    let mut report = ReplayReport {
+    let mut replay = Replay {
+        executor,
+        pipeline: pipeline.name.clone(),
+        namespace: pipeline.namespace(),
         run_id: run_id.clone(),
-        ..ReplayReport::default()
+        sources: HashMap::new(),
+        published: false,
+        report: ReplayReport {
+            run_id,
+            ..ReplayReport::default()
+        },
     };
-    let mut published = false;
-    let mut sources: std::collections::HashMap<String, Box<dyn sluice_core::Source>> =
-        std::collections::HashMap::new();
     for row in failed {
-        let Some(node) = pipeline.nodes.iter_mut().find(|n| n.id == row.node) else {
-            report.not_replayable.push((
-                row.id,
-                format!("node `{}` is no longer in the pipeline", row.node),
+        let result = replay.redeliver(&mut pipeline.nodes, &row).await;
+        replay.settle(row, result).await?;
+    }
+    replay.finish(pipeline).await
+}
+
+/// A replay under way: what it opened and what it did so far.
+struct Replay<'a> {
+    executor: &'a Executor,
+    pipeline: String,
+    /// Start of topic and group names (see `Pipeline::namespace`).
+    namespace: String,
+    run_id: String,
+    /// One source per node, opened at its first batch, reads all of that node's batches.
+    sources: HashMap<String, Box<dyn Source>>,
+    /// Whether batches went to the buffer, for the nodes downstream to carry on.
+    published: bool,
+    report: ReplayReport,
+}
+
+/// Why a kept batch was not delivered.
+enum Refused {
+    /// It cannot be replayed this way; the reason says what to do instead.
+    NotReplayable(String),
+    /// Its node failed it again: it stays in the failed-batch store.
+    FailedAgain(String),
+}
+
+impl From<ConnectorError> for Refused {
+    fn from(e: ConnectorError) -> Self {
+        Refused::FailedAgain(e.to_string())
+    }
+}
+
+impl Replay<'_> {
+    /// Delivers one kept batch again from the node where it failed.
+    async fn redeliver(
+        &mut self,
+        nodes: &mut [NodeDef],
+        row: &FailedBatchRow,
+    ) -> Result<(), Refused> {
+        let Some(node) = nodes.iter_mut().find(|n| n.id == row.node) else {
+            return Err(Refused::NotReplayable(format!(
+                "node `{}` is no longer in the pipeline",
+                row.node
+            )));
+        };
+        let batch = kept_batch(&row.payload).map_err(Refused::NotReplayable)?;
+        let mut ctx = self.node_ctx(node);
+        match node.runner {
+            NodeRunner::Source(_) => self.at_source(node, &mut ctx, &batch).await?,
+            NodeRunner::Sink(ref mut sink) => at_sink(&mut ctx, sink.as_mut(), batch).await?,
+            NodeRunner::Transform(_) => self.at_transform(node, &mut ctx, batch).await?,
+            ref other => {
+                return Err(Refused::NotReplayable(format!(
+                    "batches failed at a {} node cannot be replayed; run the pipeline again",
+                    other.role()
+                )));
+            }
+        }
+        // Handled, but by keeping it in the failed-batch store again.
+        if ctx.quarantined_ids.contains(&row.id) {
+            return Err(Refused::FailedAgain(
+                "failed again; it stays in the failed-batch store".into(),
             ));
-            continue;
-        };
-        let decoded = wire::Message::from_frame(&row.payload).and_then(|m| wire::decode(&m));
-        let batch = match decoded {
-            // An orphaned part (its batch never arrived whole): delivering it under the
-            // batch's id would let the ledger skip the whole batch once it does arrive.
-            Ok(d) if d.split.is_some() => {
-                report.not_replayable.push((
-                    row.id,
-                    "an orphaned part of a split batch (the rest of the batch never reached the buffer): inspect it with `sluice failed show`; run the pipeline again to read its page again, then `sluice failed drop` it".into(),
-                ));
-                continue;
-            }
-            Ok(d) => d.batch,
-            Err(e) => {
-                report.not_replayable.push((
-                    row.id,
-                    format!("the kept payload does not decode ({e}); inspect it with `sluice failed show`, then `sluice failed drop` it"),
-                ));
-                continue;
-            }
-        };
-        let mut ctx = NodeCtx {
-            pipeline: pipeline.name.clone(),
-            namespace: namespace.clone(),
+        }
+        Ok(())
+    }
+
+    /// What a node needs to handle the batch's failures, in the replay's run.
+    fn node_ctx(&self, node: &NodeDef) -> NodeCtx {
+        NodeCtx {
+            pipeline: self.pipeline.clone(),
+            namespace: self.namespace.clone(),
             node: node.id.clone(),
-            run_id: run_id.clone(),
+            run_id: self.run_id.clone(),
             load: None,
             retry: node.retry.clone(),
             dispositions: node.dispositions.clone(),
-            store: store.clone(),
+            store: self.executor.store().clone(),
             events: None,
-            cancel: executor.shutdown_token(),
+            cancel: self.executor.shutdown_token(),
             stats: Stats::default(),
             link_down: false,
             quarantined_ids: Vec::new(),
-        };
-        let topic = topic_name(&namespace, &node.id);
-        let result = match &mut node.runner {
-            NodeRunner::Source(_) => {
-                let Some(reread) = batch
-                    .records
-                    .schema()
-                    .metadata()
-                    .get(REREAD_KEY)
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-                else {
-                    report.not_replayable.push((
-                        row.id,
-                        "the kept batch does not say where its source can read it again; run the pipeline again".into(),
-                    ));
-                    continue;
-                };
-                // One source per node, opened at its first batch, reads them all.
-                if !sources.contains_key(&node.id) {
-                    let NodeRunner::Source(factory) =
-                        std::mem::replace(&mut node.runner, empty_source())
-                    else {
-                        unreachable!("matched a source")
-                    };
-                    match factory(None).await {
-                        Ok(source) => {
-                            sources.insert(node.id.clone(), source);
-                        }
-                        Err(e) => {
-                            report.failed_again.push((row.id, e.to_string()));
-                            continue;
-                        }
-                    }
-                }
-                let source = sources.get_mut(&node.id).expect("opened above");
-                let result =
-                    reread_and_publish(executor, &mut ctx, source.as_mut(), &reread, &topic).await;
-                if result.is_ok() {
-                    published = true;
-                }
-                result
-            }
-            NodeRunner::Sink(sink) => match crate::names::begin_sink(&ctx, sink.as_mut()) {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let mut target = BorrowedSink {
-                        sink: sink.as_mut(),
-                    };
-                    deliver(&mut ctx, &mut target, batch).await
-                }
-            },
-            NodeRunner::Transform(_) => {
-                let NodeRunner::Transform(transform) =
-                    std::mem::replace(&mut node.runner, NodeRunner::Task(Box::new(Noop)))
-                else {
-                    unreachable!("matched a transform")
-                };
-                let mut target = TransformTarget {
-                    transform,
-                    buffer: executor.buffer().clone(),
-                    topic,
-                    pipeline: pipeline.name.clone(),
-                    node: node.id.clone(),
-                };
-                let result = deliver(&mut ctx, &mut target, batch).await;
-                node.runner = NodeRunner::Transform(target.transform);
-                published |= result.is_ok();
-                result
-            }
-            other => {
-                report.not_replayable.push((
-                    row.id,
-                    format!(
-                        "batches failed at a {} node cannot be replayed; run the pipeline again",
-                        other.role()
-                    ),
-                ));
-                continue;
-            }
-        };
-        let again = ctx.quarantined_ids.contains(&row.id);
-        match result {
-            Ok(()) if !again => {
-                store
-                    .resolve_failed(&row.pipeline, &row.node, &row.id)
-                    .await?;
-                report.delivered.push((row.id, row.rows));
-            }
-            Ok(()) => report.failed_again.push((
-                row.id,
-                "failed again; it stays in the failed-batch store".into(),
-            )),
-            Err(e) => report.failed_again.push((row.id, e.to_string())),
         }
     }
-    if published {
-        // Carry what was published to the sinks: the consumers read their topics to the
-        // end; sources read nothing new, tasks and compensations do not run.
-        for node in &mut pipeline.nodes {
-            node.compensate = None;
-            match node.runner {
-                NodeRunner::Source(_) => node.runner = empty_source(),
-                NodeRunner::Task(_) => node.runner = NodeRunner::Task(Box::new(Noop)),
-                _ => {}
+
+    /// Records quarantined by a source: read again from where the source found them, and
+    /// published to its topic.
+    async fn at_source(
+        &mut self,
+        node: &mut NodeDef,
+        ctx: &mut NodeCtx,
+        batch: &Batch,
+    ) -> Result<(), Refused> {
+        let Some(reread) = batch
+            .records
+            .schema()
+            .metadata()
+            .get(REREAD_KEY)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        else {
+            return Err(Refused::NotReplayable(
+                "the kept batch does not say where its source can read it again; run the pipeline again".into(),
+            ));
+        };
+        let (executor, topic) = (self.executor, topic_name(&self.namespace, &node.id));
+        let source = self.open_source(node).await?;
+        reread_and_publish(executor, ctx, source, &reread, &topic).await?;
+        self.published = true;
+        Ok(())
+    }
+
+    /// The node's source, opened (from no checkpoint) at its first batch; its runner is
+    /// then a source that reads nothing, for the run downstream.
+    async fn open_source(&mut self, node: &mut NodeDef) -> Result<&mut dyn Source, ConnectorError> {
+        let source = match self.sources.entry(node.id.clone()) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(slot) => {
+                let NodeRunner::Source(factory) =
+                    std::mem::replace(&mut node.runner, empty_source())
+                else {
+                    unreachable!("a source node's runner is a source")
+                };
+                slot.insert(factory(None).await?)
             }
+        };
+        Ok(source.as_mut())
+    }
+
+    /// A batch that failed at a transform: transformed again and published to its topic.
+    async fn at_transform(
+        &mut self,
+        node: &mut NodeDef,
+        ctx: &mut NodeCtx,
+        batch: Batch,
+    ) -> Result<(), ConnectorError> {
+        let NodeRunner::Transform(transform) =
+            std::mem::replace(&mut node.runner, NodeRunner::Task(Box::new(Noop)))
+        else {
+            unreachable!("a transform node's runner is a transform")
+        };
+        let mut target = TransformTarget {
+            transform,
+            buffer: self.executor.buffer().clone(),
+            topic: topic_name(&self.namespace, &node.id),
+            pipeline: self.pipeline.clone(),
+            node: node.id.clone(),
+        };
+        let result = deliver(ctx, &mut target, batch).await;
+        node.runner = NodeRunner::Transform(target.transform);
+        self.published |= result.is_ok();
+        result
+    }
+
+    /// Marks a delivered batch resolved, or tells why it was not.
+    async fn settle(
+        &mut self,
+        row: FailedBatchRow,
+        result: Result<(), Refused>,
+    ) -> Result<(), EngineError> {
+        match result {
+            Ok(()) => {
+                self.executor
+                    .store()
+                    .resolve_failed(&row.pipeline, &row.node, &row.id)
+                    .await?;
+                self.report.delivered.push((row.id, row.rows));
+            }
+            Err(Refused::FailedAgain(why)) => self.report.failed_again.push((row.id, why)),
+            Err(Refused::NotReplayable(why)) => self.report.not_replayable.push((row.id, why)),
         }
-        let summary = executor
-            .run_as(pipeline, sluice_core::RunInfo::replay(run_id.clone()))
+        Ok(())
+    }
+
+    /// Carries what was published to the sinks, if anything, and finishes the run.
+    async fn finish(mut self, pipeline: Pipeline) -> Result<ReplayReport, EngineError> {
+        let store = self.executor.store();
+        let run_id = &self.report.run_id;
+        if !self.published {
+            let status = if self.report.failed_again.is_empty() {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::PartiallySucceeded
+            };
+            store.finish_run(run_id, status, None).await?;
+            return Ok(self.report);
+        }
+        let summary = self
+            .executor
+            .run_as(downstream_only(pipeline), RunInfo::replay(run_id.clone()))
             .await?;
-        if summary.status != RunStatus::Succeeded || !report.failed_again.is_empty() {
+        if summary.status != RunStatus::Succeeded || !self.report.failed_again.is_empty() {
             let status = match summary.status {
                 RunStatus::Succeeded => RunStatus::PartiallySucceeded,
                 other => other,
             };
-            store.finish_run(&run_id, status, None).await?;
+            store.finish_run(run_id, status, None).await?;
         }
-        report.downstream = Some(summary);
-        return Ok(report);
+        self.report.downstream = Some(summary);
+        Ok(self.report)
     }
-    let status = if report.failed_again.is_empty() {
-        RunStatus::Succeeded
-    } else {
-        RunStatus::PartiallySucceeded
-    };
-    store.finish_run(&run_id, status, None).await?;
-    Ok(report)
+}
+
+/// The batch kept in the failed-batch store, or why it cannot be delivered again.
+fn kept_batch(payload: &[u8]) -> Result<Batch, String> {
+    match wire::Message::from_frame(payload).and_then(|m| wire::decode(&m)) {
+        // An orphaned part (its batch never arrived whole): delivering it under the
+        // batch's id would let the ledger skip the whole batch once it does arrive.
+        Ok(d) if d.split.is_some() => Err(
+            "an orphaned part of a split batch (the rest of the batch never reached the buffer): inspect it with `sluice failed show`; run the pipeline again to read its page again, then `sluice failed drop` it".into(),
+        ),
+        Ok(d) => Ok(d.batch),
+        Err(e) => Err(format!(
+            "the kept payload does not decode ({e}); inspect it with `sluice failed show`, then `sluice failed drop` it"
+        )),
+    }
+}
+
+/// A batch that failed at a sink: written again.
+async fn at_sink(
+    ctx: &mut NodeCtx,
+    sink: &mut dyn Sink,
+    batch: Batch,
+) -> Result<(), ConnectorError> {
+    crate::names::begin_sink(ctx, sink)?;
+    deliver(ctx, &mut BorrowedSink { sink }, batch).await
+}
+
+/// The pipeline with only its consumers doing anything: the sources read nothing new,
+/// tasks and compensations do not run.
+fn downstream_only(mut pipeline: Pipeline) -> Pipeline {
+    for node in &mut pipeline.nodes {
+        node.compensate = None;
+        match node.runner {
+            NodeRunner::Source(_) => node.runner = empty_source(),
+            NodeRunner::Task(_) => node.runner = NodeRunner::Task(Box::new(Noop)),
+            _ => {}
+        }
+    }
+    pipeline
 }
 
 /// A source that reads nothing: stands in for the sources while a replay drains.
 fn empty_source() -> NodeRunner {
     NodeRunner::Source(Box::new(|_| {
-        async { Ok(Box::new(EmptySource) as Box<dyn sluice_core::Source>) }.boxed()
+        async { Ok(Box::new(EmptySource) as Box<dyn Source>) }.boxed()
     }))
 }
 
 struct EmptySource;
 
 #[async_trait::async_trait]
-impl sluice_core::Source for EmptySource {
-    async fn next_batch(
-        &mut self,
-    ) -> Result<Option<sluice_core::SourceBatch>, sluice_core::ConnectorError> {
+impl Source for EmptySource {
+    async fn next_batch(&mut self) -> Result<Option<sluice_core::SourceBatch>, ConnectorError> {
         Ok(None)
     }
 }
@@ -244,21 +324,17 @@ impl sluice_core::Source for EmptySource {
 async fn reread_and_publish(
     executor: &Executor,
     ctx: &mut NodeCtx,
-    source: &mut dyn sluice_core::Source,
+    source: &mut dyn Source,
     reread: &serde_json::Value,
     topic: &str,
-) -> Result<(), sluice_core::ConnectorError> {
+) -> Result<(), ConnectorError> {
     let batches = source.reread(reread).await;
     let events = source.drain_events();
     ctx.record_events(&events).await;
     ctx.connector_events(events, true);
     let batches = batches?;
     for batch in batches {
-        executor
-            .buffer()
-            .publish(topic, &batch)
-            .await
-            .map_err(|e| sluice_core::ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+        executor.buffer().publish(topic, &batch).await?;
         ctx.stats.records_out += batch.num_rows() as i64;
         ctx.stats.batches += 1;
     }
@@ -266,15 +342,12 @@ async fn reread_and_publish(
 }
 
 struct BorrowedSink<'a> {
-    sink: &'a mut dyn sluice_core::Sink,
+    sink: &'a mut dyn Sink,
 }
 
 #[async_trait::async_trait]
 impl Target for BorrowedSink<'_> {
-    async fn handle(
-        &mut self,
-        batch: &sluice_core::Batch,
-    ) -> Result<sluice_core::WriteReport, sluice_core::ConnectorError> {
+    async fn handle(&mut self, batch: &Batch) -> Result<sluice_core::WriteReport, ConnectorError> {
         self.sink.write(batch).await
     }
 }
@@ -283,7 +356,7 @@ struct Noop;
 
 #[async_trait::async_trait]
 impl crate::Task for Noop {
-    async fn run(&self, _: &crate::TaskContext) -> Result<(), sluice_core::ConnectorError> {
+    async fn run(&self, _: &crate::TaskContext) -> Result<(), ConnectorError> {
         Ok(())
     }
     fn describe(&self) -> String {

@@ -4,7 +4,7 @@
 use futures::future::join_all;
 use serde::Serialize;
 use sluice_buffer::{Buffer, Delivery, PoisonMessage, Subscription};
-use sluice_core::{Batch, ConnectorError, Disposition, ErrorClass, RunInfo, WriteReport};
+use sluice_core::{Batch, ConnectorError, ErrorClass, RunInfo, WriteReport};
 use sluice_state::{AlertRow, RunStatus, StateStore, now_ms};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,9 +13,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{NodeCtx, Stats, Target, deliver, retry_wait};
+use crate::deliver::{NodeCtx, Stats, Target, deliver};
 use crate::pipeline::{NodeDef, NodeRunner, Pipeline, Task, Transform, group_name, topic_name};
-use crate::{EngineError, Event, EventKind};
+use crate::retry::{Attempt, GaveUp, Stop, retrying};
+use crate::{EngineError, Event, EventKind, state_error};
 
 /// How a node ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,9 +121,7 @@ impl Executor {
     /// Fails unless this process still owns the pipeline (its run lease, when the state
     /// store is fenced): checked before every buffer offset commit.
     fn check_owner(&self) -> Result<(), ConnectorError> {
-        self.store
-            .check_owner()
-            .map_err(|e| ConnectorError::new(e.class(), e.to_string()))
+        self.store.check_owner().map_err(state_error)
     }
 
     /// The state store.
@@ -412,7 +411,7 @@ impl Executor {
             .store
             .checkpoint(&ctx.pipeline, &ctx.node)
             .await
-            .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
+            .map_err(state_error)?;
         let mut source = factory(checkpoint).await?;
         // Events as they happen (a retry wait of a minute shows at once), when the source
         // can tell them; else when `next_batch` returns.
@@ -423,118 +422,86 @@ impl Executor {
                     move |e: &sluice_core::ConnectorEvent| {
                         let _ = tx.send(crate::Event {
                             node: node.clone(),
-                            kind: EventKind::Connector {
-                                class: e.class,
-                                message: e.message.clone(),
-                            },
+                            kind: EventKind::from(e.clone()),
                         });
                     },
                 ))
             }
             None => false,
         };
+        let retries_inside = source.retries_inside();
         let topic = topic_name(&ctx.namespace, &ctx.node);
-        let started = Instant::now();
-        let mut attempt = 0u32;
         loop {
             if ctx.cancel.is_cancelled() {
                 return Ok(RunStatus::Cancelled);
             }
-            let next = source.next_batch().await;
-            let events = source.drain_events();
-            ctx.record_events(&events).await;
-            ctx.connector_events(events, !live);
-            // Records the source kept for replay: stored before any later checkpoint
-            // passes them, so a crash cannot lose them (kept twice, they are kept once).
-            for q in source.take_quarantined() {
-                ctx.record_attempt(&q.error).await;
-                ctx.quarantine(&with_reread(q.batch, &q.reread), &q.error, 1)
-                    .await?;
-            }
-            match next {
-                Ok(Some(read)) => {
-                    attempt = 0;
-                    let rows = read.batch.num_rows();
-                    self.publish_with_retry(ctx, &topic, &read.batch).await?;
-                    crate::killpoint::reached("before_checkpoint", &ctx.node).await;
-                    // The buffer acknowledged the batch: only now may the source move on.
-                    if let Some(checkpoint) = &read.checkpoint {
-                        self.store
-                            .save_checkpoint(&ctx.pipeline, &ctx.node, checkpoint)
-                            .await
-                            .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
-                    }
-                    ctx.stats.records_in += rows as i64;
-                    ctx.stats.records_out += rows as i64;
-                    ctx.stats.batches += 1;
-                    ctx.emit(EventKind::BatchRead { rows });
-                }
-                Ok(None) => return Ok(RunStatus::Succeeded),
-                Err(error) => {
-                    attempt += 1;
-                    ctx.record_attempt(&error).await;
-                    // A source has no batch to split, keep or skip: only retry or fail. A
-                    // source that retries inside spent the node's budget already.
-                    let disposed_retry = ctx.dispositions.get(error.class) == Disposition::Retry;
+            let mut read = Read {
+                source: source.as_mut(),
+                retries_inside,
+                live,
+            };
+            let next = retrying(ctx, &mut read).await;
+            let read = match next {
+                Ok(Ok(Some(read))) => read,
+                Ok(Ok(None)) => return Ok(RunStatus::Succeeded),
+                Ok(Err(error)) => return Err(error),
+                Err(GaveUp {
+                    stop: Stop::Cancelled,
+                    ..
+                }) => return Ok(RunStatus::Cancelled),
+                Err(GaveUp { mut error, .. }) => {
                     if let Some(at) = error.resume_at {
                         // The quota resets later than the node may wait: park it (its
                         // checkpoint is the last acked batch's); with a disposition other
                         // than `retry`, fail instead.
-                        let mut error = error;
-                        if !disposed_retry {
-                            error.resume_at = None;
-                        } else {
+                        if ctx.retries(&error) {
                             tracing::info!(node = %ctx.node, resume_at = ?at, "source parked");
-                        }
-                        return Err(error);
-                    }
-                    let retry = disposed_retry && !source.retries_inside();
-                    if retry && ctx.retry.allows(attempt, started.elapsed()) {
-                        let wait = retry_wait(&ctx.retry, attempt, &error);
-                        ctx.stats.retries += 1;
-                        ctx.emit(EventKind::Retried {
-                            class: error.class,
-                            wait,
-                            message: error.message.clone(),
-                        });
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => continue,
-                            _ = ctx.cancel.cancelled() => return Ok(RunStatus::Cancelled),
+                        } else {
+                            error.resume_at = None;
                         }
                     }
                     return Err(error);
                 }
+            };
+            let rows = read.batch.num_rows();
+            match self.publish_with_retry(ctx, &topic, &read.batch).await {
+                Ok(()) => {}
+                // Not published, so not checkpointed: the next run reads the batch again.
+                Err(GaveUp {
+                    stop: Stop::Cancelled,
+                    ..
+                }) => return Ok(RunStatus::Cancelled),
+                Err(gave_up) => return Err(gave_up.error),
             }
+            crate::killpoint::reached("before_checkpoint", &ctx.node).await;
+            // The buffer acknowledged the batch: only now may the source move on.
+            if let Some(checkpoint) = &read.checkpoint {
+                self.store
+                    .save_checkpoint(&ctx.pipeline, &ctx.node, checkpoint)
+                    .await
+                    .map_err(state_error)?;
+            }
+            ctx.stats.records_in += rows as i64;
+            ctx.stats.records_out += rows as i64;
+            ctx.stats.batches += 1;
+            ctx.emit(EventKind::BatchRead { rows });
         }
     }
 
+    /// Publishes a source's batch, retrying the buffer's transient failures (the buffer
+    /// is not the node's connector: its dispositions do not apply).
     async fn publish_with_retry(
         &self,
         ctx: &mut NodeCtx,
         topic: &str,
         batch: &Batch,
-    ) -> Result<(), ConnectorError> {
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.buffer.publish(topic, batch).await {
-                Ok(()) => return Ok(()),
-                Err(e) => ConnectorError::new(e.class(), format!("buffer: {e}")),
-            };
-            ctx.record_attempt(&error).await;
-            if !error.class.is_transient() || !ctx.retry.allows(attempt, started.elapsed()) {
-                return Err(error);
-            }
-            let wait = retry_wait(&ctx.retry, attempt, &error);
-            ctx.stats.retries += 1;
-            ctx.emit(EventKind::Retried {
-                class: error.class,
-                wait,
-                message: error.message.clone(),
-            });
-            tokio::time::sleep(wait).await;
-        }
+    ) -> Result<(), GaveUp> {
+        let mut publish = Publish {
+            buffer: self.buffer.as_ref(),
+            topic,
+            batch,
+        };
+        retrying(ctx, &mut publish).await
     }
 
     async fn run_consumer(
@@ -548,11 +515,7 @@ impl Executor {
         let mut subs: Vec<(String, Box<dyn Subscription>)> = Vec::new();
         for input in inputs {
             let topic = topic_name(&ctx.namespace, input);
-            let sub = self
-                .buffer
-                .subscribe(&topic, &group)
-                .await
-                .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+            let sub = self.buffer.subscribe(&topic, &group).await?;
             subs.push((topic, sub));
         }
         let mut finished: HashSet<usize> = HashSet::new();
@@ -570,32 +533,22 @@ impl Executor {
                 if finished.contains(&i) {
                     continue;
                 }
-                let delivery = sub
-                    .next_within(self.idle_poll)
-                    .await
-                    .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+                let delivery = sub.next_within(self.idle_poll).await?;
                 match delivery {
                     Some(Delivery::Batch { batch, ack }) => {
                         idle = false;
                         deliver(ctx, target, batch).await?;
                         self.check_owner()?;
-                        sub.commit(&ack)
-                            .await
-                            .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+                        sub.commit(&ack).await?;
                     }
                     Some(Delivery::Poison { poison, ack }) => {
                         idle = false;
                         keep_poison(ctx, &poison).await?;
                         self.check_owner()?;
-                        sub.commit(&ack)
-                            .await
-                            .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+                        sub.commit(&ack).await?;
                     }
                     None if ended[i] => {
-                        let lag =
-                            self.buffer.lag(topic, &group).await.map_err(|e| {
-                                ConnectorError::new(e.class(), format!("buffer: {e}"))
-                            })?;
+                        let lag = self.buffer.lag(topic, &group).await?;
                         if lag == 0 {
                             finished.insert(i);
                         }
@@ -627,6 +580,91 @@ impl Executor {
 /// it again.
 pub(crate) const REREAD_KEY: &str = "sluice.reread";
 
+/// One read of a source, its events passed on and its quarantined records kept.
+struct Read<'a> {
+    source: &'a mut dyn sluice_core::Source,
+    /// The source spends the node's retry budget itself.
+    retries_inside: bool,
+    /// Its events were shown as they happened (a listener).
+    live: bool,
+}
+
+#[async_trait::async_trait]
+impl Attempt for Read<'_> {
+    /// The inner `Err` is a failure to keep the quarantined records: not retried, it
+    /// fails the node at once.
+    type Output = Result<Option<sluice_core::SourceBatch>, ConnectorError>;
+
+    async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<Self::Output, ConnectorError> {
+        let next = self.source.next_batch().await;
+        let events = self.source.drain_events();
+        ctx.record_events(&events).await;
+        ctx.connector_events(events, !self.live);
+        match keep_quarantined(ctx, self.source).await {
+            Ok(()) => next.map(Ok),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+
+    /// A source has no batch to split, keep or skip: it is retried or fails. Not when it
+    /// retries inside (it spent the node's budget already), nor when it is parked until
+    /// its quota resets.
+    fn retry_on(&self, ctx: &NodeCtx, error: &ConnectorError) -> bool {
+        error.resume_at.is_none() && !self.retries_inside && ctx.retries(error)
+    }
+}
+
+/// A publish of a source's batch to its topic. The buffer is not the node's connector,
+/// so its dispositions do not apply: transient failures are retried.
+struct Publish<'a> {
+    buffer: &'a dyn Buffer,
+    topic: &'a str,
+    batch: &'a Batch,
+}
+
+#[async_trait::async_trait]
+impl Attempt for Publish<'_> {
+    type Output = ();
+
+    async fn attempt(&mut self, _: &mut NodeCtx) -> Result<(), ConnectorError> {
+        Ok(self.buffer.publish(self.topic, self.batch).await?)
+    }
+
+    fn retry_on(&self, _: &NodeCtx, error: &ConnectorError) -> bool {
+        error.class.is_transient()
+    }
+}
+
+/// A run of a task node.
+struct RunTask<'a> {
+    task: &'a dyn Task,
+    ctx: crate::TaskContext,
+}
+
+#[async_trait::async_trait]
+impl Attempt for RunTask<'_> {
+    type Output = ();
+
+    async fn attempt(&mut self, _: &mut NodeCtx) -> Result<(), ConnectorError> {
+        self.task.run(&self.ctx).await
+    }
+}
+
+/// Keeps the records the source quarantined in the failed-batch store: taken after every
+/// read, before any later checkpoint passes them, so a crash cannot lose them (kept
+/// twice, they are kept once).
+async fn keep_quarantined(
+    ctx: &mut NodeCtx,
+    source: &mut dyn sluice_core::Source,
+) -> Result<(), ConnectorError> {
+    for q in source.take_quarantined() {
+        ctx.record_attempt(&q.error).await;
+        ctx.quarantine(&with_reread(q.batch, &q.reread), &q.error, 1)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The batch with `reread` in its schema's metadata (it travels with the payload into
 /// the failed-batch store).
 fn with_reread(mut batch: Batch, reread: &serde_json::Value) -> Batch {
@@ -647,13 +685,13 @@ fn check(pipeline: &Pipeline) -> Result<(), EngineError> {
         for id in node.inputs.iter().chain(&node.after) {
             match seen.get(id.as_str()) {
                 None => {
-                    return Err(EngineError::Pipeline(format!(
+                    return Err(EngineError::pipeline(format!(
                         "node `{}` refers to `{id}`, which is not an earlier node of the pipeline",
                         node.id
                     )));
                 }
                 Some(false) if node.inputs.contains(id) => {
-                    return Err(EngineError::Pipeline(format!(
+                    return Err(EngineError::pipeline(format!(
                         "node `{}` reads from `{id}`, which produces no batches",
                         node.id
                     )));
@@ -662,7 +700,7 @@ fn check(pipeline: &Pipeline) -> Result<(), EngineError> {
             }
         }
         if seen.insert(&node.id, node.runner.produces()).is_some() {
-            return Err(EngineError::Pipeline(format!(
+            return Err(EngineError::pipeline(format!(
                 "node id `{}` is used twice",
                 node.id
             )));
@@ -670,7 +708,7 @@ fn check(pipeline: &Pipeline) -> Result<(), EngineError> {
         if matches!(node.runner, NodeRunner::Transform(_) | NodeRunner::Sink(_))
             && node.inputs.is_empty()
         {
-            return Err(EngineError::Pipeline(format!(
+            return Err(EngineError::pipeline(format!(
                 "node `{}` has no inputs",
                 node.id
             )));
@@ -793,7 +831,7 @@ async fn keep_poison(ctx: &mut NodeCtx, poison: &PoisonMessage) -> Result<(), Co
             payload: &poison.payload,
         })
         .await
-        .map_err(|e| ConnectorError::new(e.class(), e.to_string()))?;
+        .map_err(state_error)?;
     ctx.emit(EventKind::Quarantined {
         class: ErrorClass::InvalidRequest,
         rows: 0,
@@ -803,32 +841,20 @@ async fn keep_poison(ctx: &mut NodeCtx, poison: &PoisonMessage) -> Result<(), Co
 }
 
 async fn run_task(ctx: &mut NodeCtx, task: &dyn Task) -> Result<RunStatus, ConnectorError> {
-    let started = Instant::now();
     let task_ctx = crate::TaskContext {
         pipeline: ctx.pipeline.clone(),
         run_id: ctx.run_id.clone(),
     };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let error = match task.run(&task_ctx).await {
-            Ok(()) => return Ok(RunStatus::Succeeded),
-            Err(e) => e,
-        };
-        ctx.record_attempt(&error).await;
-        let retry = ctx.dispositions.get(error.class) == Disposition::Retry;
-        if !retry || !ctx.retry.allows(attempt, started.elapsed()) || ctx.cancel.is_cancelled() {
-            return Err(error);
-        }
-        let wait = retry_wait(&ctx.retry, attempt, &error);
-        ctx.stats.retries += 1;
-        ctx.emit(EventKind::Retried {
-            class: error.class,
-            wait,
-            message: error.message.clone(),
-        });
-        tokio::time::sleep(wait).await;
-    }
+    retrying(
+        ctx,
+        &mut RunTask {
+            task,
+            ctx: task_ctx,
+        },
+    )
+    .await
+    .map(|()| RunStatus::Succeeded)
+    .map_err(|gave_up| gave_up.error)
 }
 
 /// A sink as a delivery target.
@@ -862,10 +888,7 @@ impl Target for TransformTarget {
         let records = self.transform.apply(batch.records.clone())?;
         let rows = records.num_rows();
         let out = Batch::derived(&self.pipeline, &self.node, batch, records);
-        self.buffer
-            .publish(&self.topic, &out)
-            .await
-            .map_err(|e| ConnectorError::new(e.class(), format!("buffer: {e}")))?;
+        self.buffer.publish(&self.topic, &out).await?;
         Ok(WriteReport {
             written: rows,
             ..WriteReport::default()

@@ -305,7 +305,7 @@ impl Subscription for EmbeddedSubscription {
             let decoded = Message::from_frame(&frame).and_then(|m| wire::decode(&m));
             let decoded = match decoded {
                 Ok(d) => d,
-                Err(error) => return Ok(Some(self.poison(offset, frame, error))),
+                Err(error) => return Ok(Some(self.poison(offset, frame, error.to_string()))),
             };
             let added = self.reassembler.add(0, offset, decoded);
             self.orphans(offset, false);
@@ -319,7 +319,7 @@ impl Subscription for EmbeddedSubscription {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    let poison = self.poison(offset, frame, error);
+                    let poison = self.poison(offset, frame, error.to_string());
                     self.ready.push_back(poison);
                 }
             }

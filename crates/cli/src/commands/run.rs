@@ -348,10 +348,12 @@ fn describe(kind: &EventKind) -> Option<String> {
         EventKind::Connector {
             class: Some(class),
             message,
+            ..
         } => format!("[{class}] {message}"),
         EventKind::Connector {
             class: None,
             message,
+            ..
         } => message.clone(),
         EventKind::Compensated { message, .. } => message.clone(),
         EventKind::NodeFinished { status, error } => match error {
@@ -421,10 +423,8 @@ pub(crate) async fn show_progress(
                 state.batches += 1;
             }
             EventKind::Retried { .. } => state.retries += 1,
-            // A retry inside the connector (its messages start with `retried`).
-            EventKind::Connector { message, .. } if message.starts_with("retried") => {
-                state.retries += 1;
-            }
+            // A retry inside the connector.
+            EventKind::Connector { retry: true, .. } => state.retries += 1,
             EventKind::Quarantined { rows, .. } => state.quarantined += rows,
             _ => {}
         }

@@ -187,7 +187,7 @@ impl Sink for FileSink {
 impl SinkState {
     fn event(&mut self, class: Option<ErrorClass>, message: String) {
         tracing::info!(class = class.map(|c| c.as_str()), "{message}");
-        self.events.push(ConnectorEvent { class, message });
+        self.events.push(ConnectorEvent::new(class, message));
     }
 
     fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {

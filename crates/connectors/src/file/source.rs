@@ -190,7 +190,7 @@ struct Current {
 impl ReadState {
     fn event(&mut self, class: Option<ErrorClass>, message: String) {
         tracing::info!(class = class.map(|c| c.as_str()), "{message}");
-        self.events.push(ConnectorEvent { class, message });
+        self.events.push(ConnectorEvent::new(class, message));
     }
 
     fn next_chunk(&mut self) -> Result<Option<Chunk>, ConnectorError> {

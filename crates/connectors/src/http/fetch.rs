@@ -64,9 +64,16 @@ struct Failure {
 
 impl Fetcher {
     pub(crate) fn event(&self, class: Option<ErrorClass>, message: impl Into<String>) {
-        let message = message.into();
-        tracing::info!(class = class.map(|c| c.as_str()), "{message}");
-        let event = ConnectorEvent { class, message };
+        self.push(ConnectorEvent::new(class, message));
+    }
+
+    /// Tells of a failed request sent again (counted as one of the node's retries).
+    fn retried(&self, class: ErrorClass, message: String) {
+        self.push(ConnectorEvent::retried(class, message));
+    }
+
+    fn push(&self, event: ConnectorEvent) {
+        tracing::info!(class = event.class.map(|c| c.as_str()), "{}", event.message);
         if let Some(listener) = &*self.listener.lock().unwrap_or_else(|e| e.into_inner()) {
             listener(&event);
         }
@@ -248,8 +255,8 @@ impl Fetcher {
                 self.limiter
                     .pause_until(super::instant_after(Instant::now(), wait));
                 let rate = self.limiter.slow_down();
-                self.event(
-                    Some(class),
+                self.retried(
+                    class,
                     format!(
                         "retried after {what} from {host} (attempt {} of {}): waited {} {source}; slowed to {rate:.2} requests/s",
                         failed_attempts + 1,
@@ -259,8 +266,8 @@ impl Fetcher {
                 );
                 // The pause holds this request and every other one until `wait` passed.
             } else {
-                self.event(
-                    Some(class),
+                self.retried(
+                    class,
                     format!(
                         "retried after {what} from {host} (attempt {} of {}): waited {} {source}",
                         failed_attempts + 1,

@@ -192,7 +192,7 @@ impl HttpSink {
 
     fn event(&mut self, class: Option<ErrorClass>, message: String) {
         tracing::info!(class = class.map(|c| c.as_str()), "{message}");
-        self.events.push(ConnectorEvent { class, message });
+        self.events.push(ConnectorEvent::new(class, message));
     }
 
     /// The request body of a batch.

@@ -174,13 +174,13 @@ impl KafkaSource {
         for (&p, &(low, high)) in &marks {
             let start = match saved.get(&p) {
                 Some(&at) if at < low => {
-                    events.push(ConnectorEvent {
-                        class: Some(ErrorClass::ContractChanged),
-                        message: format!(
+                    events.push(ConnectorEvent::new(
+                        Some(ErrorClass::ContractChanged),
+                        format!(
                             "partition {p}: {} message(s) from offset {at} were deleted by the topic's retention before they were read; reading on from {low}",
                             low - at
                         ),
-                    });
+                    ));
                     low
                 }
                 Some(&at) => at,
@@ -245,10 +245,10 @@ impl KafkaSource {
         );
         match self.config.spec.bad_records {
             SkipOrFail::Skip => {
-                self.events.push(ConnectorEvent {
-                    class: Some(ErrorClass::InvalidRequest),
-                    message: format!("skipped the message at {at}: {why}"),
-                });
+                self.events.push(ConnectorEvent::new(
+                    Some(ErrorClass::InvalidRequest),
+                    format!("skipped the message at {at}: {why}"),
+                ));
                 Ok(())
             }
             SkipOrFail::Fail => Err(ConnectorError::new(
@@ -338,10 +338,10 @@ impl KafkaSource {
                     self.converter.evolve(&records);
                     let class = (self.config.spec.schema_policy.value == SchemaPolicy::Warn)
                         .then_some(ErrorClass::ContractChanged);
-                    self.events.push(ConnectorEvent {
+                    self.events.push(ConnectorEvent::new(
                         class,
-                        message: format!("schema evolved at `{topic}`: {summary}"),
-                    });
+                        format!("schema evolved at `{topic}`: {summary}"),
+                    ));
                 }
                 SchemaPolicy::Quarantine | SchemaPolicy::Fail => {
                     let first = records
@@ -366,10 +366,10 @@ impl KafkaSource {
         for b in &converted.bad {
             let why = format!("{}: {}", b.reason, b.snippet);
             match self.config.spec.bad_records {
-                SkipOrFail::Skip => self.events.push(ConnectorEvent {
-                    class: Some(ErrorClass::InvalidRequest),
-                    message: format!("skipped a record of `{topic}`: {why}"),
-                }),
+                SkipOrFail::Skip => self.events.push(ConnectorEvent::new(
+                    Some(ErrorClass::InvalidRequest),
+                    format!("skipped a record of `{topic}`: {why}"),
+                )),
                 SkipOrFail::Fail => {
                     return Err(ConnectorError::new(
                         ErrorClass::InvalidRequest,

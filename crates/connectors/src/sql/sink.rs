@@ -329,8 +329,12 @@ impl<B: Backend> SqlSink<B> {
     }
 
     fn event(&mut self, class: Option<ErrorClass>, message: String) {
-        tracing::info!(target: "sluice::sql", table = %self.settings().target(), "{message}");
-        self.events.push(ConnectorEvent { class, message });
+        self.push_event(ConnectorEvent::new(class, message));
+    }
+
+    fn push_event(&mut self, event: ConnectorEvent) {
+        tracing::info!(target: "sluice::sql", table = %self.settings().target(), "{}", event.message);
+        self.events.push(event);
     }
 
     /// Checks the batch's column names against the engine's rules and the key.
@@ -490,10 +494,10 @@ impl<B: Backend> SqlSink<B> {
             match result {
                 Err(Failure::Conflict(e)) if attempt <= self.lock_retries => {
                     let wait = conflict_backoff(attempt);
-                    self.event(
-                        Some(ErrorClass::Dependency),
+                    self.push_event(ConnectorEvent::retried(
+                        ErrorClass::Dependency,
                         format!("retried a transaction after {wait:?}: {}", e.message),
-                    );
+                    ));
                     tokio::time::sleep(wait).await;
                 }
                 Err(Failure::Conflict(mut e)) => {

@@ -122,13 +122,13 @@ impl SqlSource {
                 // A stored watermark in the future (as an older version could store)
                 // would read nothing ever again: start from `initial` instead.
                 Some(v) if Guard::new(&w.column, started, w.future_tolerance).refuse(&v).is_some() => {
-                    events.push(ConnectorEvent {
-                        class: Some(ErrorClass::ContractChanged),
-                        message: format!(
+                    events.push(ConnectorEvent::new(
+                        Some(ErrorClass::ContractChanged),
+                        format!(
                             "the stored watermark {v} of `{}` is later than the run's start plus future_tolerance: starting from the initial {} instead",
                             w.column, w.initial
                         ),
-                    });
+                    ));
                     w.initial.clone()
                 }
                 Some(v) => v,
@@ -419,10 +419,10 @@ impl Reader {
             );
             let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
             for message in g.report(&at) {
-                events.push(ConnectorEvent {
-                    class: Some(ErrorClass::ContractChanged),
+                events.push(ConnectorEvent::new(
+                    Some(ErrorClass::ContractChanged),
                     message,
-                });
+                ));
             }
         }
         let position = match start {

@@ -303,7 +303,7 @@ async fn deadlocks_are_retried_then_reported_as_dependency() {
     assert_eq!(
         s.drain_events()
             .iter()
-            .filter(|e| e.message.contains("retried"))
+            .filter(|e| e.retry && e.message.starts_with("retried"))
             .count(),
         2
     );
