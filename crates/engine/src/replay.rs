@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use sluice_buffer::wire;
-use sluice_state::{FailedBatchFilter, RunStatus};
+use sluice_state::{FailedBatchFilter, RunStatus, Trigger};
 
 use crate::EngineError;
 use crate::deliver::{NodeCtx, Stats, Target, deliver};
@@ -43,7 +43,7 @@ pub async fn replay(
     filter.include_resolved = false;
     let store = executor.store().clone();
     let failed = store.failed_batches(&filter, true).await?;
-    let run_id = store.start_run(&pipeline.name, "replay").await?;
+    let run_id = store.start_run(&pipeline.name, Trigger::Replay).await?;
     let namespace = pipeline.namespace();
     let mut report = ReplayReport {
         run_id: run_id.clone(),
