@@ -14,6 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_buffer::wire::{self, Message, WireFormat};
 use sluice_buffer::{Buffer, EmbeddedLog, EmbeddedOptions, FsyncPolicy, KafkaBuffer, KafkaOptions};
 use sluice_core::{Batch, SourcePosition};
+use sluice_testkit::batches::page_ids;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,7 @@ fn env(name: &str, default: usize) -> usize {
 
 /// A batch of `rows` records shaped like an API page: ids, timestamps, short and long text.
 fn batch(page: u64, rows: usize) -> Batch {
-    let ids: Vec<i64> = (0..rows as i64)
-        .map(|i| page as i64 * 1_000_000 + i)
-        .collect();
+    let ids = page_ids(page, rows as i64, 1_000_000);
     let names: Vec<String> = ids.iter().map(|i| format!("customer-{i}")).collect();
     let notes: Vec<String> = ids
         .iter()

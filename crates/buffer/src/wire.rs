@@ -598,19 +598,12 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray};
+    use sluice_testkit::batches::named;
 
+    /// `n` records of about 50 bytes, ids from 0, read at a cursor.
     fn batch(n: i64) -> Batch {
         let ids: Vec<i64> = (0..n).collect();
-        let names: Vec<String> = ids
-            .iter()
-            .map(|i| format!("name-{i}-{}", "x".repeat(40)))
-            .collect();
-        let records = RecordBatch::try_from_iter([
-            ("id", Arc::new(Int64Array::from(ids)) as _),
-            ("name", Arc::new(StringArray::from(names)) as _),
-        ])
-        .unwrap();
+        let records = named(&ids, |i| format!("name-{i}-{}", "x".repeat(40)));
         Batch::new("p", "n", SourcePosition::Cursor("c1".into()), records)
     }
 

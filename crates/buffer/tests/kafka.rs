@@ -1,24 +1,17 @@
 //! The Kafka buffer against the real broker (`SLUICE_TEST_KAFKA`).
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
 use sluice_buffer::{Buffer, Delivery, KafkaBuffer, KafkaOptions, Subscription, WireFormat};
 use sluice_core::{Batch, SourcePosition};
+use sluice_testkit::batches::{named_batch, page_ids};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Page `page`: `rows` records of about 55 bytes, ids from `page * 100_000`.
 fn batch(page: u64, rows: i64) -> Batch {
-    let ids: Vec<i64> = (0..rows).map(|i| page as i64 * 100_000 + i).collect();
-    let names: Vec<String> = ids
-        .iter()
-        .map(|i| format!("record {i} {}", "z".repeat(40)))
-        .collect();
-    let records = RecordBatch::try_from_iter([
-        ("id", Arc::new(Int64Array::from(ids)) as _),
-        ("name", Arc::new(StringArray::from(names)) as _),
-    ])
-    .unwrap();
-    Batch::new("p", "src", SourcePosition::page(page), records)
+    named_batch(page, &page_ids(page, rows, 100_000), |i| {
+        format!("record {i} {}", "z".repeat(40))
+    })
 }
 
 fn buffer(bootstrap: &str, partitions: i32) -> KafkaBuffer {

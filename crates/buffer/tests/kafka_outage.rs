@@ -2,30 +2,16 @@
 //! publish during the outage fails with class `dependency` (or succeeds once it is back).
 //! Kept in its own test binary: it stops the shared broker, so nothing may run beside it.
 
-use arrow::array::{Int64Array, RecordBatch};
 use sluice_buffer::{Buffer, Delivery, KafkaBuffer, KafkaOptions};
 use sluice_core::{Batch, ErrorClass, SourcePosition};
+use sluice_testkit::batches::ids_batch;
+use sluice_testkit::services_script;
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-fn batch(page: u64) -> Batch {
-    let records =
-        RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![page as i64])) as _)])
-            .unwrap();
-    Batch::new("p", "src", SourcePosition::page(page), records)
-}
-
-fn services(args: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let status = Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/services.sh {args:?} failed");
+/// Page `n` holds one record, whose id is `n`.
+fn page_of_one(n: u64) -> Batch {
+    ids_batch(n, &[n as i64])
 }
 
 #[tokio::test]
@@ -40,29 +26,32 @@ async fn broker_restart_mid_stream_loses_no_acked_batch() {
     .unwrap();
     let mut acked = BTreeSet::new();
     for p in 0..5 {
-        kafka.publish(&topic.name, &batch(p)).await.unwrap();
+        kafka.publish(&topic.name, &page_of_one(p)).await.unwrap();
         acked.insert(p);
     }
 
-    services(&["down", "kafka"]);
+    services_script("down", "kafka");
     let addr = topic.bootstrap.split(',').next().unwrap().to_owned();
     assert!(
         std::net::TcpStream::connect(&addr).is_err(),
         "Kafka at {addr} still answers after `scripts/services.sh down kafka`: it was started by another checkout; stop it there (or run the suite from that checkout)"
     );
-    let err = kafka.publish(&topic.name, &batch(100)).await.unwrap_err();
+    let err = kafka
+        .publish(&topic.name, &page_of_one(100))
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Dependency, "{err}");
     assert!(
         err.to_string().contains("scripts/services.sh status"),
         "{err}"
     );
-    services(&["up", "kafka"]);
+    services_script("up", "kafka");
 
     // Flow resumes by itself once the broker is back (the producer reconnects).
     let mut p = 5;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while p < 10 && tokio::time::Instant::now() < deadline {
-        match kafka.publish(&topic.name, &batch(p)).await {
+        match kafka.publish(&topic.name, &page_of_one(p)).await {
             Ok(()) => {
                 acked.insert(p);
                 p += 1;

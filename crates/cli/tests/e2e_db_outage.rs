@@ -21,8 +21,9 @@
 
 mod e2e_common;
 
-use e2e_common::{Sandbox, address, assert_exactly_once, count, node, services};
+use e2e_common::{Sandbox, address, assert_exactly_once, count, node};
 use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig, MockHandle};
+use sluice_testkit::services_script;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -36,7 +37,7 @@ struct Outage {
 
 impl Outage {
     fn start(server: &str) -> Outage {
-        services("down", "postgres");
+        services_script("down", "postgres");
         let outage = Outage { up: false };
         assert!(
             std::net::TcpStream::connect(server).is_err(),
@@ -47,7 +48,7 @@ impl Outage {
     }
 
     fn end(mut self) {
-        services("up", "postgres");
+        services_script("up", "postgres");
         self.up = true;
     }
 }
@@ -55,7 +56,7 @@ impl Outage {
 impl Drop for Outage {
     fn drop(&mut self) {
         if !self.up {
-            services("up", "postgres");
+            services_script("up", "postgres");
         }
     }
 }

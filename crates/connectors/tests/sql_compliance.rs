@@ -9,7 +9,8 @@ mod sql_common;
 
 use sluice_connectors::sql::{SchemaPolicy, WriteMode, build_sink};
 use sluice_core::{ErrorClass, RunInfo};
-use sql_common::{Target, batch, names, records};
+use sluice_testkit::batches::page_batch;
+use sql_common::{Target, names, records};
 use std::time::Instant;
 
 async fn suite(t: Target) {
@@ -68,7 +69,7 @@ async fn every_record_is_delivered(t: &Target) {
     // Sizes on both sides of PostgreSQL's COPY threshold.
     let mut total = 0;
     for (page, rows) in [500usize, 1_500, 500].into_iter().enumerate() {
-        let b = batch(page as u64, records(total, rows));
+        let b = page_batch(page as u64, records(total, rows));
         let r = sink.write(&b).await.unwrap();
         assert_eq!(
             (r.written, r.duplicate, r.rejected.len()),
@@ -111,7 +112,7 @@ async fn every_record_is_delivered(t: &Target) {
 
 async fn a_redelivered_batch_writes_nothing_twice(t: &Target) {
     let mut sink = build_sink(t.config("redelivered")).await.unwrap();
-    let b = batch(1, records(0, 300));
+    let b = page_batch(1, records(0, 300));
     assert_eq!(sink.write(&b).await.unwrap().written, 300);
     let again = sink.write(&b).await.unwrap();
     assert!(
@@ -125,7 +126,7 @@ async fn a_redelivered_batch_writes_nothing_twice(t: &Target) {
     let (_, right) = b.split().unwrap();
     assert!(fresh.write(&right).await.unwrap().duplicate, "{}", t.name);
     // The same page with changed content is a new batch, and is written.
-    let changed = batch(1, records(300, 10));
+    let changed = page_batch(1, records(300, 10));
     assert_eq!(fresh.write(&changed).await.unwrap().written, 10);
     assert_eq!(t.count("redelivered").await, 310, "{}", t.name);
 }
@@ -142,7 +143,7 @@ async fn an_oversized_batch_is_split_and_fully_delivered(t: &Target) {
             config.max_rows_per_statement = Some(max_rows);
             config.max_statement_bytes = Some(max_bytes);
             let mut sink = build_sink(config).await.unwrap();
-            let b = batch(1, records(0, rows));
+            let b = page_batch(1, records(0, rows));
             let r = sink.write(&b).await.unwrap();
             let what = format!("{} {mode:?} {rows} rows by {max_rows}", t.name);
             assert_eq!((r.written, r.rejected.len()), (rows, 0), "{what}");
@@ -156,7 +157,7 @@ async fn an_oversized_batch_is_split_and_fully_delivered(t: &Target) {
     config.max_statement_bytes = Some(300);
     let mut sink = build_sink(config).await.unwrap();
     let big = "x".repeat(1_000);
-    let b = batch(1, names(&[1, 2, 3], &[Some("a"), Some(&big), Some("c")]));
+    let b = page_batch(1, names(&[1, 2, 3], &[Some("a"), Some(&big), Some("c")]));
     let r = sink.write(&b).await.unwrap();
     assert_eq!(r.written, 2, "{}", t.name);
     assert_eq!(r.rejected.len(), 1, "{}", t.name);
@@ -180,7 +181,7 @@ async fn one_bad_row_is_rejected_and_the_others_delivered(t: &Target) {
     let long = "ok ".repeat(40);
     let mut values: Vec<Option<&str>> = vec![Some(&long); 1_200];
     values[137] = None;
-    let b = batch(1, names(&ids, &values));
+    let b = page_batch(1, names(&ids, &values));
     let r = sink.write(&b).await.unwrap();
     assert_eq!(r.written, 1_199, "{}", t.name);
     assert_eq!(r.rejected.len(), 1, "{}", t.name);
@@ -211,11 +212,11 @@ async fn a_duplicate_key_on_append_is_rejected_alone(t: &Target) {
     let mut config = t.config("keyed");
     config.key = vec!["id".into()];
     let mut sink = build_sink(config).await.unwrap();
-    sink.write(&batch(1, names(&[5], &[Some("first")])))
+    sink.write(&page_batch(1, names(&[5], &[Some("first")])))
         .await
         .unwrap();
     let r = sink
-        .write(&batch(
+        .write(&page_batch(
             2,
             names(
                 &[1, 2, 5, 8],
@@ -251,7 +252,7 @@ async fn hostile_identifiers_are_stored_verbatim(t: &Target) {
     let records = arrow::array::RecordBatch::try_from_iter(fields).unwrap();
     let table = "weird \"table\" name";
     let mut sink = build_sink(t.config(table)).await.unwrap();
-    let r = sink.write(&batch(1, records)).await.unwrap();
+    let r = sink.write(&page_batch(1, records)).await.unwrap();
     assert_eq!(r.written, 2, "{}", t.name);
     let mut want = vec!["id".to_owned()];
     want.extend(hostile.iter().map(|h| h.to_string()));
@@ -272,7 +273,7 @@ async fn upsert_updates_by_key(t: &Target) {
     config.mode = WriteMode::Upsert;
     config.key = vec!["id".into()];
     let mut sink = build_sink(config).await.unwrap();
-    sink.write(&batch(
+    sink.write(&page_batch(
         1,
         names(&[1, 2, 3], &[Some("a"), Some("b"), Some("c")]),
     ))
@@ -280,7 +281,7 @@ async fn upsert_updates_by_key(t: &Target) {
     .unwrap();
     // Key 2 twice in one batch: the last row wins.
     let r = sink
-        .write(&batch(
+        .write(&page_batch(
             2,
             names(&[2, 4, 2], &[Some("b1"), Some("d"), Some("b2")]),
         ))
@@ -333,7 +334,7 @@ async fn rows_with_a_null_key_are_rejected_and_the_others_written(t: &Target) {
             ),
         ])
         .unwrap();
-        let b = batch(1, records);
+        let b = page_batch(1, records);
         let r = sink.write(&b).await.unwrap();
         let rejected: usize = r.rejected.iter().map(|x| x.rows.num_rows()).sum();
         assert_eq!((r.written, rejected), (2, 3), "{} {table}: {r:?}", t.name);
@@ -352,7 +353,7 @@ async fn rows_with_a_null_key_are_rejected_and_the_others_written(t: &Target) {
 
 async fn new_columns_evolve_or_fail_by_policy(t: &Target) {
     let mut sink = build_sink(t.config("evolving")).await.unwrap();
-    sink.write(&batch(1, names(&[1], &[Some("a")])))
+    sink.write(&page_batch(1, names(&[1], &[Some("a")])))
         .await
         .unwrap();
     let wider = arrow::array::RecordBatch::try_from_iter([
@@ -370,7 +371,7 @@ async fn new_columns_evolve_or_fail_by_policy(t: &Target) {
         ),
     ])
     .unwrap();
-    let e = sink.write(&batch(2, wider.clone())).await.unwrap_err();
+    let e = sink.write(&page_batch(2, wider.clone())).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::ContractChanged, "{}: {e}", t.name);
     assert!(
         e.message.contains("extra") && e.message.contains("schema_policy"),
@@ -379,7 +380,7 @@ async fn new_columns_evolve_or_fail_by_policy(t: &Target) {
     let mut config = t.config("evolving");
     config.schema_policy = SchemaPolicy::Evolve;
     let mut sink = build_sink(config).await.unwrap();
-    assert_eq!(sink.write(&batch(2, wider)).await.unwrap().written, 1);
+    assert_eq!(sink.write(&page_batch(2, wider)).await.unwrap().written, 1);
     assert!(
         sink.drain_events()
             .iter()
@@ -393,16 +394,16 @@ async fn replace_starts_over_once_per_sink(t: &Target) {
     let mut config = t.config("replaced");
     config.mode = WriteMode::Replace;
     let mut sink = build_sink(config.clone()).await.unwrap();
-    sink.write(&batch(1, names(&[1, 2], &[Some("a"), Some("b")])))
+    sink.write(&page_batch(1, names(&[1, 2], &[Some("a"), Some("b")])))
         .await
         .unwrap();
-    sink.write(&batch(2, names(&[3], &[Some("c")])))
+    sink.write(&page_batch(2, names(&[3], &[Some("c")])))
         .await
         .unwrap();
     assert_eq!(t.ids("replaced").await, vec![1, 2, 3]);
     let mut next_run = build_sink(config).await.unwrap();
     next_run
-        .write(&batch(1, names(&[1, 2], &[Some("a"), Some("b")])))
+        .write(&page_batch(1, names(&[1, 2], &[Some("a"), Some("b")])))
         .await
         .unwrap();
     assert_eq!(t.ids("replaced").await, vec![1, 2], "{}", t.name);
@@ -419,7 +420,7 @@ async fn replace_empties_the_table_once_per_load(t: &Target) {
             let mut sink = build_sink(config).await.unwrap();
             sink.begin_run(&run).unwrap();
             let labels: Vec<Option<&str>> = ids.iter().map(|_| Some("x")).collect();
-            sink.write(&batch(page, names(&ids, &labels)))
+            sink.write(&page_batch(page, names(&ids, &labels)))
                 .await
                 .unwrap()
         }
@@ -457,7 +458,7 @@ async fn health_reports_latency_and_outages(t: &Target) {
     assert_eq!(e.class, ErrorClass::Dependency, "{e}");
     assert!(e.message.contains("127.0.0.1:1"), "{e}");
     let e = sink
-        .write(&batch(1, names(&[1], &[Some("a")])))
+        .write(&page_batch(1, names(&[1], &[Some("a")])))
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Dependency, "{e}");
@@ -472,7 +473,7 @@ async fn health_reports_latency_and_outages(t: &Target) {
     let e = sink.health().await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Auth, "{e}");
     let e = sink
-        .write(&batch(1, names(&[1], &[Some("a")])))
+        .write(&page_batch(1, names(&[1], &[Some("a")])))
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Auth, "{e}");

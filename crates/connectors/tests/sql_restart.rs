@@ -17,23 +17,10 @@ mod sql_common;
 
 use sluice_connectors::sql::{WriteMode, build_sink};
 use sluice_core::{ErrorClass, Sink};
-use sql_common::{Target, batch, records};
-use std::path::PathBuf;
-use std::process::Command;
+use sluice_testkit::batches::page_batch;
+use sluice_testkit::services_script;
+use sql_common::{Target, records};
 use std::time::{Duration, Instant};
-
-fn services(action: &str, service: &str) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let status = Command::new("bash")
-        .arg(&script)
-        .args([action, service])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "`scripts/services.sh {action} {service}` failed"
-    );
-}
 
 /// Writes `b`, retrying like the engine does (every `dependency` error) until it succeeds.
 async fn write_until_it_succeeds(
@@ -82,15 +69,15 @@ async fn restart_mid_load(t: Target, service: &str) {
         config.connect_timeout_ms = 2_000;
         let mut sink = build_sink(config).await.unwrap();
         let mut batches: Vec<_> = (0..9u64)
-            .map(|p| batch(p, records(p as i64 * 1_000, 1_000)))
+            .map(|p| page_batch(p, records(p as i64 * 1_000, 1_000)))
             .collect();
         // The last one is large, so that the server can go down while it is being written.
-        batches.push(batch(9, records(9_000, 60_000)));
+        batches.push(page_batch(9, records(9_000, 60_000)));
         for b in &batches[..5] {
             assert_eq!(write_until_it_succeeds(&mut sink, b).await.0, 1_000);
         }
 
-        services("down", service);
+        services_script("down", service);
         assert!(
             std::net::TcpStream::connect(port).is_err(),
             "{port} still answers after `scripts/services.sh down {service}`: the server was started by \
@@ -109,7 +96,7 @@ async fn restart_mid_load(t: Target, service: &str) {
         assert!(!e.message.contains("sluice:sluice"), "no password: {e}");
         println!("[{}] {mode:?}: while down: {e}", t.name);
         assert!(sink.health().await.is_err());
-        services("up", service);
+        services_script("up", service);
 
         // The batch that failed, retried, is written once; the ones already written are not.
         let (written, failures) = write_until_it_succeeds(&mut sink, &batches[5]).await;
@@ -128,9 +115,9 @@ async fn restart_mid_load(t: Target, service: &str) {
         let service_name = service.to_owned();
         let outage = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            services("down", &service_name);
+            services_script("down", &service_name);
             std::thread::sleep(Duration::from_secs(1));
-            services("up", &service_name);
+            services_script("up", &service_name);
         });
         let first = sink.write(&batches[9]).await;
         println!(

@@ -7,7 +7,8 @@ mod sql_common;
 use arrow::datatypes::DataType;
 use sluice_connectors::sql::{SqlSourceConfig, WatermarkConfig, build_sink, build_source};
 use sluice_core::{ErrorClass, Source};
-use sql_common::{Target, batch, records};
+use sluice_testkit::batches::page_batch;
+use sql_common::{Target, records};
 
 async fn read_all(source: &mut Box<dyn Source>) -> (Vec<sluice_core::SourceBatch>, usize) {
     let mut out = Vec::new();
@@ -43,7 +44,7 @@ fn incremental(t: &Target, table: &str) -> SqlSourceConfig {
 
 async fn source_suite(t: Target) {
     let mut sink = build_sink(t.config("src")).await.unwrap();
-    sink.write(&batch(1, records(0, 1_000))).await.unwrap();
+    sink.write(&page_batch(1, records(0, 1_000))).await.unwrap();
 
     // Batches of the asked size, in watermark order, with a checkpoint each.
     let mut source = build_source(incremental(&t, "src"), "p", "src", None)
@@ -75,7 +76,9 @@ async fn source_suite(t: Target) {
         .await
         .unwrap();
     assert!(resumed.next_batch().await.unwrap().is_none(), "{}", t.name);
-    sink.write(&batch(2, records(1_000, 50))).await.unwrap();
+    sink.write(&page_batch(2, records(1_000, 50)))
+        .await
+        .unwrap();
     let mut resumed = build_source(incremental(&t, "src"), "p", "src", Some(last))
         .await
         .unwrap();

@@ -12,7 +12,7 @@
 
 use serde_json::json;
 use sluice_core::RunInfo;
-use sluice_state::{RunStatus, StateStore};
+use sluice_state::{RunStatus, StateStore, Trigger};
 
 use crate::EngineError;
 use crate::pipeline::{NodeRunner, Pipeline};
@@ -31,7 +31,7 @@ const RUNS_LOOKED_AT: i64 = 200;
 pub(crate) async fn start_run(
     store: &StateStore,
     pipeline: &Pipeline,
-    trigger: &str,
+    trigger: Trigger,
 ) -> Result<RunInfo, EngineError> {
     let run_id = store.start_run(&pipeline.name, trigger).await?;
     match load_of(store, pipeline, &run_id).await {
@@ -67,10 +67,12 @@ async fn load_of(
             .runs(Some(name), RUNS_LOOKED_AT)
             .await?
             .into_iter()
-            .find(|r| r.id != run_id && r.trigger != "replay");
+            .find(|r| r.id != run_id && r.trigger != Trigger::Replay);
         let unfinished = previous.is_some_and(|r| {
-            r.status != RunStatus::Succeeded.as_str()
-                && r.status != RunStatus::PartiallySucceeded.as_str()
+            !matches!(
+                r.status,
+                RunStatus::Succeeded | RunStatus::PartiallySucceeded
+            )
         });
         if unfinished {
             let current = store.checkpoint(name, LOAD_ENTRY).await?;

@@ -5,7 +5,7 @@ use futures::FutureExt;
 use serde::Serialize;
 use sluice_buffer::wire;
 use sluice_core::{Batch, ConnectorError, RunInfo, Sink, Source};
-use sluice_state::{FailedBatchFilter, FailedBatchRow, RunStatus};
+use sluice_state::{FailedBatchFilter, FailedBatchRow, RunStatus, Trigger};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
@@ -46,7 +46,7 @@ pub async fn replay(
     filter.include_resolved = false;
     let store = executor.store().clone();
     let failed = store.failed_batches(&filter, true).await?;
-    let run_id = store.start_run(&pipeline.name, "replay").await?;
+    let run_id = store.start_run(&pipeline.name, Trigger::Replay).await?;
     let mut replay = Replay {
         executor,
         pipeline: pipeline.name.clone(),

@@ -5,7 +5,7 @@ use futures::future::join_all;
 use serde::Serialize;
 use sluice_buffer::{Buffer, Delivery, PoisonMessage, Subscription};
 use sluice_core::{Batch, ConnectorError, ErrorClass, RunInfo, WriteReport};
-use sluice_state::{AlertRow, RunStatus, StateStore, now_ms};
+use sluice_state::{AlertKind, AlertRow, AlertSeverity, RunStatus, StateStore, Trigger, now_ms};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,10 +135,14 @@ impl Executor {
     }
 
     /// Runs the pipeline once, to the end of its sources.
-    pub async fn run(&self, pipeline: Pipeline, trigger: &str) -> Result<RunSummary, EngineError> {
+    pub async fn run(
+        &self,
+        pipeline: Pipeline,
+        trigger: Trigger,
+    ) -> Result<RunSummary, EngineError> {
         check(&pipeline)?;
         let run = crate::load::start_run(&self.store, &pipeline, trigger).await?;
-        tracing::info!(pipeline = %pipeline.name, run = %run.run_id, trigger, "run started");
+        tracing::info!(pipeline = %pipeline.name, run = %run.run_id, %trigger, "run started");
         self.run_as(pipeline, run).await
     }
 
@@ -240,23 +244,24 @@ impl Executor {
         } else {
             RunStatus::Succeeded
         };
-        let error = outcomes
+        let cause = outcomes
             .iter()
-            .find(|o| o.summary.status == status && o.summary.error.is_some())
-            .and_then(|o| {
-                o.summary
-                    .error
-                    .as_ref()
-                    .map(|e| format!("node `{}`: {e}", o.summary.id))
-            });
+            .find(|o| o.summary.status == status && o.summary.error.is_some());
+        let error = cause.and_then(|o| {
+            o.summary
+                .error
+                .as_ref()
+                .map(|e| format!("node `{}`: {e}", o.summary.id))
+        });
         if let Some(message) = error.as_ref().filter(|_| status == RunStatus::Failed) {
             let _ = self
                 .store
                 .record_alert(&AlertRow {
                     pipeline: name.clone(),
                     node: None,
-                    class: "run_failed".into(),
-                    severity: "critical".into(),
+                    kind: AlertKind::RunFailed,
+                    class: cause.and_then(|o| o.summary.error_class),
+                    severity: AlertSeverity::Critical,
                     message: message.clone(),
                     at: now_ms(),
                 })

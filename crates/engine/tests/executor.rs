@@ -12,7 +12,7 @@ use sluice_core::{
 use sluice_engine::{
     Dispositions, Executor, NodeDef, NodeRunner, Pipeline, Task, Transform, replay,
 };
-use sluice_state::{FailedBatchFilter, RunStatus, StateStore};
+use sluice_state::{FailedBatchFilter, RunStatus, StateStore, Trigger};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -215,14 +215,14 @@ async fn fan_out_and_join_deliver_every_record_once_and_resume_from_checkpoints(
             ],
         )
     };
-    let summary = exec.run(build(0), "manual").await.unwrap();
+    let summary = exec.run(build(0), Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
     assert_eq!(ids(&direct), (0..50).collect());
     let expected: BTreeSet<i64> = (0..50).map(|i| i * 2 + 1000).chain(0..30).collect();
     assert_eq!(ids(&joined), expected);
 
     // The next run resumes from the checkpoints: only the new pages flow.
-    let summary = exec.run(build(2), "manual").await.unwrap();
+    let summary = exec.run(build(2), Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded);
     let a = summary.nodes.iter().find(|n| n.id == "a").unwrap();
     assert_eq!(a.records_out, 20);
@@ -252,7 +252,7 @@ async fn outages_are_retried_oversized_batches_split_and_bad_rows_replayed() {
             ],
         )
     };
-    let summary = exec.run(build(), "manual").await.unwrap();
+    let summary = exec.run(build(), Trigger::Manual).await.unwrap();
     assert_eq!(
         summary.status,
         RunStatus::PartiallySucceeded,
@@ -271,7 +271,7 @@ async fn outages_are_retried_oversized_batches_split_and_bad_rows_replayed() {
     assert!(
         failed
             .iter()
-            .all(|f| f.class == "invalid_request" && f.rows == 1)
+            .all(|f| f.class == ErrorClass::InvalidRequest && f.rows == 1)
     );
 
     // Heal the target, replay: the two rows arrive; replaying again writes nothing.
@@ -309,7 +309,7 @@ async fn a_long_outage_fills_the_failed_store_and_replay_delivers_all() {
             ],
         )
     };
-    let summary = exec.run(build(), "manual").await.unwrap();
+    let summary = exec.run(build(), Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(summary.nodes[1].quarantined, 30);
     assert!(
@@ -358,7 +358,7 @@ async fn a_failed_node_compensates_completed_nodes_in_reverse_order_and_skips_do
             task("notify", &["publish"], false, None),
         ],
     );
-    let summary = exec.run(pipeline, "manual").await.unwrap();
+    let summary = exec.run(pipeline, Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
     let status: Vec<_> = summary
         .nodes
@@ -405,7 +405,7 @@ async fn dispositions_can_be_overridden_per_node() {
     let summary = exec
         .run(
             Pipeline::new("p", vec![pages("src", 2, 10), sink]),
-            "manual",
+            Trigger::Manual,
         )
         .await
         .unwrap();
@@ -470,10 +470,11 @@ async fn a_panic_in_a_node_fails_the_run_instead_of_hanging_it() {
             ),
         ],
     );
-    let summary = tokio::time::timeout(Duration::from_secs(10), exec.run(pipeline, "manual"))
-        .await
-        .expect("the run ends (a panicked node used to leave its consumers waiting forever)")
-        .unwrap();
+    let summary =
+        tokio::time::timeout(Duration::from_secs(10), exec.run(pipeline, Trigger::Manual))
+            .await
+            .expect("the run ends (a panicked node used to leave its consumers waiting forever)")
+            .unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
     let src = summary.nodes.iter().find(|n| n.id == "src").unwrap();
     assert_eq!(src.error_class, Some(ErrorClass::Internal));
@@ -485,11 +486,11 @@ async fn a_panic_in_a_node_fails_the_run_instead_of_hanging_it() {
         "{src:?}"
     );
     let (run, nodes, attempts) = exec.store().run(&summary.run_id).await.unwrap();
-    assert_eq!(run.status, "failed");
+    assert_eq!(run.status, RunStatus::Failed);
     assert!(
         nodes
             .iter()
             .any(|n| n.node == "src" && n.status == "failed")
     );
-    assert!(attempts.iter().any(|a| a.class == "internal"));
+    assert!(attempts.iter().any(|a| a.class == ErrorClass::Internal));
 }

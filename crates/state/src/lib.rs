@@ -12,23 +12,28 @@
 //! | `checkpoints` | per pipeline and node: the source's cursor or watermark (JSON) |
 //! | `failed_batches` | the failed-batch store: payload, node, run, class, error, attempts, resolved-at |
 //! | `schema_fingerprints` | the schemas each node has produced, to detect drift |
-//! | `alerts` | alerts raised, with their class and message |
+//! | `alerts` | alerts raised: kind, error class, severity, message |
 //! | `leases` | per pipeline: who owns it now (host, pid, since), until when, fencing token |
 //!
-//! Text stored here never holds a secret: callers pass redacted details only.
+//! Text stored here never holds a secret: callers pass redacted details only. Closed
+//! vocabularies (a run's [`RunStatus`] and [`Trigger`], an alert's [`AlertKind`] and
+//! [`AlertSeverity`], error classes) are enums; their names exist only in the store's SQL.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_state::StateError> {
-//! use sluice_state::{RunStatus, StateStore};
+//! use sluice_state::{RunStatus, StateStore, Trigger};
 //! let store = StateStore::open("sqlite:///tmp/sluice-state.db").await?;
-//! let run = store.start_run("orders", "manual").await?;
+//! let run = store.start_run("orders", Trigger::Manual).await?;
 //! store.finish_run(&run, RunStatus::Succeeded, None).await?;
 //! # Ok(()) }
 //! ```
 
+mod kinds;
 mod lease;
 mod names;
 mod store;
+
+pub use kinds::{AlertKind, AlertSeverity, RunStatus, Trigger, UnknownName};
 
 pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder};
 pub use names::ColumnNameRow;
@@ -36,5 +41,5 @@ pub use store::{now_ms, redact_url};
 
 pub use store::{
     AlertRow, AttemptRow, FailedBatchFilter, FailedBatchRow, NewFailedBatch, NodeRunRow, RunRow,
-    RunStatus, StateError, StateStore,
+    StateError, StateStore,
 };

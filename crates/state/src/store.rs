@@ -1,10 +1,10 @@
 //! The state store on sqlx's `Any` driver: one set of queries for SQLite and PostgreSQL.
 
+use crate::kinds::{AlertKind, AlertSeverity, RunStatus, Trigger};
 use serde::Serialize;
 use sluice_core::ErrorClass;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
-use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,65 +85,6 @@ impl StateError {
     }
 }
 
-/// The status of a run (and of a node within it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Still going.
-    Running,
-    /// Every batch was delivered.
-    Succeeded,
-    /// Done, but something was quarantined for replay.
-    PartiallySucceeded,
-    /// A node failed.
-    Failed,
-    /// Stopped by a signal or a user.
-    Cancelled,
-    /// Not run because an upstream node failed (nodes only).
-    Skipped,
-    /// Parked: an API's quota is used up until a time later than the node may wait. The
-    /// node kept its checkpoint; the next run after the resume time goes on from there.
-    RateLimited,
-}
-
-impl RunStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::PartiallySucceeded => "partially_succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::Skipped => "skipped",
-            RunStatus::RateLimited => "rate_limited",
-        }
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RunStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "partially_succeeded" => RunStatus::PartiallySucceeded,
-            "failed" => RunStatus::Failed,
-            "cancelled" => RunStatus::Cancelled,
-            "skipped" => RunStatus::Skipped,
-            "rate_limited" => RunStatus::RateLimited,
-            other => return Err(format!("unknown run status `{other}`")),
-        })
-    }
-}
-
 /// A run, as listed by `sluice runs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
@@ -151,10 +92,10 @@ pub struct RunRow {
     pub id: String,
     /// Pipeline name.
     pub pipeline: String,
-    /// `manual`, `cron`, `realtime`, `replay`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// Status.
-    pub status: String,
+    pub status: RunStatus,
     /// Start, milliseconds since the epoch.
     pub started_at: i64,
     /// End, if over.
@@ -171,7 +112,7 @@ pub struct RunRow {
 pub struct NodeRunRow {
     /// Node id.
     pub node: String,
-    /// Status.
+    /// Status: the name of a [`RunStatus`].
     pub status: String,
     /// Records received (sinks, transforms) or read (sources).
     pub records_in: i64,
@@ -185,7 +126,7 @@ pub struct NodeRunRow {
     pub quarantined: i64,
     /// Duplicate batches skipped through the ledger.
     pub duplicates: i64,
-    /// The class of the error that failed the node.
+    /// The class of the error that failed the node: the name of an [`ErrorClass`].
     pub error_class: Option<String>,
     /// The error, redacted.
     pub error: Option<String>,
@@ -197,7 +138,7 @@ pub struct AttemptRow {
     /// Node id.
     pub node: String,
     /// Error class.
-    pub class: String,
+    pub class: ErrorClass,
     /// What happened and what was done, redacted.
     pub detail: String,
     /// When, milliseconds since the epoch.
@@ -241,7 +182,7 @@ pub struct FailedBatchRow {
     /// Run where it last failed.
     pub run_id: String,
     /// Error class.
-    pub class: String,
+    pub class: ErrorClass,
     /// The error, redacted.
     pub error: String,
     /// Redacted evidence.
@@ -279,16 +220,18 @@ pub struct FailedBatchFilter {
 }
 
 /// An alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertRow {
     /// Pipeline.
     pub pipeline: String,
     /// Node, if the alert is about one.
     pub node: Option<String>,
-    /// Error class.
-    pub class: String,
-    /// `warning` or `critical`.
-    pub severity: String,
+    /// What it is about.
+    pub kind: AlertKind,
+    /// The class of the error behind it, if one is (a recovery has none).
+    pub class: Option<ErrorClass>,
+    /// How urgent it is.
+    pub severity: AlertSeverity,
     /// What happened, redacted.
     pub message: String,
     /// When, ms since the epoch.
@@ -362,6 +305,20 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE IF NOT EXISTS run_column_names (
         run_id TEXT NOT NULL, node TEXT NOT NULL, field TEXT NOT NULL,
         column_name TEXT NOT NULL, PRIMARY KEY (run_id, node, field));",
+    // An alert's kind and its error class, in columns of their own: `class` held either
+    // (`run_failed`, `link_recovered`, or the error class of a link that went down) and
+    // could not be null. SQLite cannot drop a NOT NULL, so the table is copied.
+    "CREATE TABLE alerts_v7 (
+        id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, node TEXT, kind TEXT NOT NULL,
+        class TEXT, severity TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL);
+     INSERT INTO alerts_v7 (id, pipeline, node, kind, class, severity, message, at)
+        SELECT id, pipeline, node,
+            CASE WHEN class IN ('run_failed', 'link_recovered') THEN class ELSE 'link_down' END,
+            CASE WHEN class IN ('run_failed', 'link_recovered') THEN NULL ELSE class END,
+            severity, message, at
+        FROM alerts;
+     DROP TABLE alerts;
+     ALTER TABLE alerts_v7 RENAME TO alerts;",
 ];
 
 /// The state store.
@@ -536,7 +493,7 @@ impl StateStore {
     }
 
     /// Starts a run and returns its id.
-    pub async fn start_run(&self, pipeline: &str, trigger: &str) -> Result<String, StateError> {
+    pub async fn start_run(&self, pipeline: &str, trigger: Trigger) -> Result<String, StateError> {
         self.close_abandoned_runs(Some(pipeline)).await?;
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         sqlx::query(
@@ -544,7 +501,7 @@ impl StateStore {
         )
         .bind(&id)
         .bind(pipeline)
-        .bind(trigger)
+        .bind(trigger.as_str())
         .bind(RunStatus::Running.as_str())
         .bind(now_ms())
         .bind(host_id())
@@ -650,7 +607,7 @@ impl StateStore {
         Ok(latest
             .into_iter()
             .next()
-            .filter(|r| r.status == RunStatus::RateLimited.as_str())
+            .filter(|r| r.status == RunStatus::RateLimited)
             .and_then(|r| r.resume_at)
             .filter(|&at| at > now_ms()))
     }
@@ -797,7 +754,7 @@ impl StateStore {
             pipeline: row.try_get("pipeline")?,
             node: row.try_get("node")?,
             run_id: row.try_get("run_id")?,
-            class: row.try_get("class")?,
+            class: parsed(row, "class")?,
             error: row.try_get("error")?,
             evidence: row.try_get("evidence")?,
             attempts: row.try_get("attempts")?,
@@ -909,8 +866,8 @@ impl StateStore {
         Ok(RunRow {
             id: row.try_get("id")?,
             pipeline: row.try_get("pipeline")?,
-            trigger: row.try_get("trigger_kind")?,
-            status: row.try_get("status")?,
+            trigger: parsed(row, "trigger_kind")?,
+            status: parsed(row, "status")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
             error: row.try_get("error")?,
@@ -1005,7 +962,7 @@ impl StateStore {
         .map(|r| {
             Ok(AttemptRow {
                 node: r.try_get("node")?,
-                class: r.try_get("class")?,
+                class: parsed(r, "class")?,
                 detail: r.try_get("detail")?,
                 at: r.try_get("at")?,
             })
@@ -1069,14 +1026,15 @@ impl StateStore {
     /// Records an alert.
     pub async fn record_alert(&self, alert: &AlertRow) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO alerts (id, pipeline, node, class, severity, message, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO alerts (id, pipeline, node, kind, class, severity, message, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(uuid::Uuid::new_v4().simple().to_string())
         .bind(&alert.pipeline)
         .bind(alert.node.as_deref())
-        .bind(&alert.class)
-        .bind(&alert.severity)
+        .bind(alert.kind.as_str())
+        .bind(alert.class.map(ErrorClass::as_str))
+        .bind(alert.severity.as_str())
         .bind(&alert.message)
         .bind(alert.at)
         .execute(&self.pool)
@@ -1088,7 +1046,7 @@ impl StateStore {
     /// The latest alerts, newest first.
     pub async fn alerts(&self, limit: i64) -> Result<Vec<AlertRow>, StateError> {
         let rows = sqlx::query(
-            "SELECT pipeline, node, class, severity, message, at FROM alerts ORDER BY at DESC LIMIT $1",
+            "SELECT pipeline, node, kind, class, severity, message, at FROM alerts ORDER BY at DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -1099,8 +1057,12 @@ impl StateStore {
                 Ok(AlertRow {
                     pipeline: r.try_get("pipeline")?,
                     node: r.try_get("node")?,
-                    class: r.try_get("class")?,
-                    severity: r.try_get("severity")?,
+                    kind: parsed(r, "kind")?,
+                    class: r
+                        .try_get::<Option<String>, _>("class")?
+                        .map(|c| parse_column(&c, "class"))
+                        .transpose()?,
+                    severity: parsed(r, "severity")?,
                     message: r.try_get("message")?,
                     at: r.try_get("at")?,
                 })
@@ -1108,6 +1070,27 @@ impl StateStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.err(e))
     }
+}
+
+/// A text column holding one of an enum's names (see `crate::kinds`), as that enum.
+fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    parse_column(&row.try_get::<String, _>(column)?, column)
+}
+
+/// `text`, read from `column`, as the enum whose name it is.
+fn parse_column<T>(text: &str, column: &str) -> Result<T, sqlx::Error>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
 }
 
 /// This machine, as recorded with a run: its host name and boot id (after a restart no
@@ -1152,20 +1135,5 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-    }
-
-    #[test]
-    fn statuses_round_trip() {
-        for s in [
-            RunStatus::Running,
-            RunStatus::Succeeded,
-            RunStatus::PartiallySucceeded,
-            RunStatus::Failed,
-            RunStatus::Cancelled,
-            RunStatus::Skipped,
-            RunStatus::RateLimited,
-        ] {
-            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
-        }
     }
 }

@@ -2,7 +2,7 @@
 //! its lease from writing a checkpoint, on SQLite (OS lock) and PostgreSQL (expiry).
 
 use serde_json::json;
-use sluice_state::{StateError, StateStore};
+use sluice_state::{RunStatus, StateError, StateStore, Trigger};
 use std::time::Duration;
 
 #[tokio::test]
@@ -55,7 +55,7 @@ async fn sqlite_a_dead_owner_frees_the_lease_at_once() {
         .acquire_lease("orders", Duration::from_secs(60))
         .await
         .unwrap();
-    let run = a.start_run("orders", "manual").await.unwrap();
+    let run = a.start_run("orders", Trigger::Manual).await.unwrap();
     // The process "dies": its OS lock goes, its lease row still says it is valid.
     drop(lease);
     drop(a);
@@ -65,7 +65,11 @@ async fn sqlite_a_dead_owner_frees_the_lease_at_once() {
         .await
         .unwrap();
     let row = b.run(&run).await.unwrap();
-    assert_eq!(row.0.status, "failed", "its run is closed as aborted");
+    assert_eq!(
+        row.0.status,
+        RunStatus::Failed,
+        "its run is closed as aborted"
+    );
     lease.release().await.unwrap();
 }
 

@@ -1,11 +1,14 @@
 //! The state store against SQLite and the real PostgreSQL.
 
 use sluice_core::ErrorClass;
-use sluice_state::{FailedBatchFilter, NewFailedBatch, NodeRunRow, RunStatus, StateStore};
+use sluice_state::{
+    AlertKind, AlertRow, AlertSeverity, FailedBatchFilter, NewFailedBatch, NodeRunRow, RunStatus,
+    StateStore, Trigger,
+};
 
 async fn exercise(store: &StateStore) {
     // Runs and nodes.
-    let run = store.start_run("orders", "manual").await.unwrap();
+    let run = store.start_run("orders", Trigger::Manual).await.unwrap();
     let node = NodeRunRow {
         node: "api".into(),
         status: "succeeded".into(),
@@ -39,11 +42,12 @@ async fn exercise(store: &StateStore) {
         .await
         .unwrap();
     let (row, nodes, attempts) = store.run(&run).await.unwrap();
-    assert_eq!(row.status, "partially_succeeded");
+    assert_eq!(row.status, RunStatus::PartiallySucceeded);
+    assert_eq!(row.trigger, Trigger::Manual);
     assert!(row.finished_at.is_some());
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].records_out, 20);
-    assert_eq!(attempts[0].class, "rate_limited");
+    assert_eq!(attempts[0].class, ErrorClass::RateLimited);
     let runs = store.runs(Some("orders"), 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert!(store.runs(Some("other"), 10).await.unwrap().is_empty());
@@ -96,6 +100,7 @@ async fn exercise(store: &StateStore) {
         (b1.attempts, b1.rows, b1.payload.as_slice()),
         (5, 100, &[1u8, 2, 3][..])
     );
+    assert_eq!(b1.class, ErrorClass::Dependency);
     let only_db = FailedBatchFilter {
         node: Some("db".into()),
         pipeline: Some("orders".into()),
@@ -148,6 +153,55 @@ async fn exercise(store: &StateStore) {
             .await
             .unwrap()
     );
+
+    // Replays are runs of their own trigger.
+    let replay = store.start_run("orders", Trigger::Replay).await.unwrap();
+    store
+        .finish_run(&replay, RunStatus::Succeeded, None)
+        .await
+        .unwrap();
+    let runs = store.runs(Some("orders"), 10).await.unwrap();
+    let listed = runs.iter().find(|r| r.id == replay).unwrap();
+    assert_eq!(
+        (listed.trigger, listed.status),
+        (Trigger::Replay, RunStatus::Succeeded)
+    );
+
+    // Alerts: the kind and the error class apart, a recovery without a class.
+    let alerts = [
+        AlertRow {
+            pipeline: "orders".into(),
+            node: None,
+            kind: AlertKind::RunFailed,
+            class: Some(ErrorClass::Permission),
+            severity: AlertSeverity::Critical,
+            message: "node `db`: permission denied".into(),
+            at: 1_000,
+        },
+        AlertRow {
+            pipeline: "orders".into(),
+            node: Some("db".into()),
+            kind: AlertKind::LinkDown,
+            class: Some(ErrorClass::Dependency),
+            severity: AlertSeverity::Critical,
+            message: "database db is down".into(),
+            at: 2_000,
+        },
+        AlertRow {
+            pipeline: "orders".into(),
+            node: Some("db".into()),
+            kind: AlertKind::LinkRecovered,
+            class: None,
+            severity: AlertSeverity::Info,
+            message: "database db is up again after 3s".into(),
+            at: 3_000,
+        },
+    ];
+    for alert in &alerts {
+        store.record_alert(alert).await.unwrap();
+    }
+    let newest_first: Vec<AlertRow> = alerts.iter().rev().cloned().collect();
+    assert_eq!(store.alerts(10).await.unwrap(), newest_first);
 }
 
 #[tokio::test]
@@ -157,9 +211,9 @@ async fn sqlite_store() {
     let store = StateStore::open(&url).await.unwrap();
     exercise(&store).await;
     drop(store);
-    // Reopening applies no migration twice and keeps the data.
+    // Reopening applies no migration twice and keeps the data (a run and a replay).
     let store = StateStore::open(&url).await.unwrap();
-    assert_eq!(store.runs(None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.runs(None, 10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -168,7 +222,7 @@ async fn postgres_store() {
     let store = StateStore::open(&pg.url).await.unwrap();
     exercise(&store).await;
     let again = StateStore::open(&pg.url).await.unwrap();
-    assert_eq!(again.runs(None, 10).await.unwrap().len(), 1);
+    assert_eq!(again.runs(None, 10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -190,8 +244,8 @@ async fn runs_of_dead_processes_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/state.db", dir.path().display());
     let store = StateStore::open(&url).await.unwrap();
-    let dead = store.start_run("orders", "manual").await.unwrap();
-    let live = store.start_run("other", "manual").await.unwrap();
+    let dead = store.start_run("orders", Trigger::Manual).await.unwrap();
+    let live = store.start_run("other", Trigger::Manual).await.unwrap();
     // A pid no process has: the first run's process is gone.
     let gone = {
         let mut child = std::process::Command::new("true").spawn().unwrap();
@@ -210,11 +264,75 @@ async fn runs_of_dead_processes_are_closed() {
             .unwrap();
     }
     assert_eq!(store.close_abandoned_runs(Some("other")).await.unwrap(), 0);
-    let next = store.start_run("orders", "manual").await.unwrap();
+    let next = store.start_run("orders", Trigger::Manual).await.unwrap();
     let (row, _, _) = store.run(&dead).await.unwrap();
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status, RunStatus::Failed);
     assert!(row.error.unwrap().starts_with("aborted"));
     for id in [&live, &next] {
-        assert_eq!(store.run(id).await.unwrap().0.status, "running");
+        assert_eq!(store.run(id).await.unwrap().0.status, RunStatus::Running);
     }
+}
+
+/// Alerts recorded before the kind had a column of its own (`class` held `run_failed`,
+/// `link_recovered` or the class of a link that went down) read back as their kind and
+/// class.
+async fn old_alerts_are_migrated(url: &str) {
+    use sqlx::{AnyConnection, Connection};
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(url).await.unwrap();
+    // A store at version 6, as far as its alerts are concerned.
+    for statement in [
+        "CREATE TABLE sluice_state_version (version BIGINT NOT NULL)",
+        "INSERT INTO sluice_state_version (version) VALUES (1), (2), (3), (4), (5), (6)",
+        "CREATE TABLE alerts (
+            id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, node TEXT, class TEXT NOT NULL,
+            severity TEXT NOT NULL, message TEXT NOT NULL, at BIGINT NOT NULL)",
+        "INSERT INTO alerts (id, pipeline, node, class, severity, message, at) VALUES
+            ('a1', 'orders', NULL, 'run_failed', 'critical', 'node `db` failed', 1),
+            ('a2', 'orders', 'api', 'auth', 'critical', 'http api is down', 2),
+            ('a3', 'orders', 'api', 'link_recovered', 'info', 'http api is up again', 3)",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let store = StateStore::open(url).await.unwrap();
+    let read: Vec<(AlertKind, Option<ErrorClass>, AlertSeverity, Option<String>)> = store
+        .alerts(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.kind, a.class, a.severity, a.node))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            (
+                AlertKind::LinkRecovered,
+                None,
+                AlertSeverity::Info,
+                Some("api".to_owned())
+            ),
+            (
+                AlertKind::LinkDown,
+                Some(ErrorClass::Auth),
+                AlertSeverity::Critical,
+                Some("api".to_owned())
+            ),
+            (AlertKind::RunFailed, None, AlertSeverity::Critical, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_old_alerts_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::File::create(&path).unwrap();
+    old_alerts_are_migrated(&format!("sqlite://{}", path.display())).await;
+}
+
+#[tokio::test]
+async fn postgres_old_alerts_are_migrated() {
+    let pg = sluice_testkit::postgres_schema("state_alerts").await;
+    old_alerts_are_migrated(&pg.url).await;
 }

@@ -7,7 +7,9 @@
 //! - [`postgres_schema`]: a fresh schema in the database at `SLUICE_TEST_POSTGRES`;
 //! - [`mysql_database`]: a fresh database on the server at `SLUICE_TEST_MYSQL`;
 //! - [`mock_api`]: the flaky mock HTTP API ([`MockApi::start`]), which injects each failure
-//!   class on demand.
+//!   class on demand;
+//! - [`batches`]: batches of records with an `id` column, built one way for every test;
+//! - [`services_script`]: `scripts/services.sh down|up SERVICE`, for the outage tests.
 //!
 //! A missing variable is a test failure with a message saying how to start the services,
 //! never a skip: a test must not pass because its service was absent.
@@ -19,12 +21,13 @@
 //! # }
 //! ```
 
+pub mod batches;
 pub mod mock_api;
 mod services;
 
 pub use services::{
     KafkaTopic, MysqlDatabase, PostgresSchema, kafka_bootstrap, kafka_topic, mysql_database,
-    mysql_url, postgres_schema, postgres_url, unique_name,
+    mysql_url, postgres_schema, postgres_url, services_script, unique_name,
 };
 
 pub use mock_api::{MockApi, MockConfig, MockHandle};

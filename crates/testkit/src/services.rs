@@ -40,6 +40,25 @@ pub fn mysql_url() -> String {
     required_env("SLUICE_TEST_MYSQL", "MySQL/MariaDB server")
 }
 
+/// Runs `scripts/services.sh ACTION SERVICE` of this checkout (`down postgres`, `up kafka`):
+/// the outage tests stop a service and start it again with it. It stops only services this
+/// checkout started (see the script).
+///
+/// # Panics
+/// When the script cannot run or fails.
+pub fn services_script(action: &str, service: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .args([action, service])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        status.success(),
+        "`scripts/services.sh {action} {service}` failed"
+    );
+}
+
 /// Runs `cleanup` to completion on a thread of its own with its own runtime, so that
 /// `Drop` can clean up from inside or outside a tokio runtime alike.
 fn cleanup_blocking<F>(what: String, cleanup: F)

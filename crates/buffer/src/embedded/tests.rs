@@ -1,20 +1,13 @@
 use super::*;
-use arrow::array::{Int64Array, RecordBatch, StringArray};
 use sluice_core::SourcePosition;
+use sluice_testkit::batches::{named_batch, page_ids};
 use std::io::Write as _;
 
+/// Page `page`: `rows` records of about 45 bytes, ids from `page * 1000`.
 fn batch(page: u64, rows: i64) -> Batch {
-    let ids: Vec<i64> = (0..rows).map(|i| page as i64 * 1000 + i).collect();
-    let names: Vec<String> = ids
-        .iter()
-        .map(|i| format!("record {i} {}", "y".repeat(30)))
-        .collect();
-    let records = RecordBatch::try_from_iter([
-        ("id", Arc::new(Int64Array::from(ids)) as _),
-        ("name", Arc::new(StringArray::from(names)) as _),
-    ])
-    .unwrap();
-    Batch::new("p", "src", SourcePosition::page(page), records)
+    named_batch(page, &page_ids(page, rows, 1000), |i| {
+        format!("record {i} {}", "y".repeat(30))
+    })
 }
 
 async fn drain(sub: &mut Box<dyn Subscription>) -> Vec<Delivery> {

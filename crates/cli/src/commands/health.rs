@@ -5,7 +5,7 @@
 use clap::Args;
 use sluice_engine::build::{self, BuildContext};
 use sluice_engine::health::{LinkCheck, check_links};
-use sluice_state::{AlertRow, StateStore, now_ms};
+use sluice_state::{AlertKind, AlertRow, AlertSeverity, StateStore, now_ms};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,13 +124,18 @@ pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
         "AT", "SEVERITY", "PIPELINE", "NODE", "CLASS"
     );
     for a in alerts {
+        // The CLASS column names a down link's error class, and otherwise the alert's kind.
+        let class = match (a.kind, a.class) {
+            (AlertKind::LinkDown, Some(class)) => class.as_str(),
+            (kind, _) => kind.as_str(),
+        };
         println!(
             "{:<19}  {:<8}  {:<16} {:<14} {:<18} {}",
             time(a.at),
-            a.severity,
+            a.severity.as_str(),
             a.pipeline,
             a.node.as_deref().unwrap_or("-"),
-            a.class,
+            class,
             a.message
         );
     }
@@ -140,15 +145,17 @@ pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
 /// Records a link's failure (critical) or its recovery (info) in the alerts table.
 async fn alert(store: Option<&StateStore>, pipeline: &str, c: &LinkCheck, up_after: Option<i64>) {
     let Some(store) = store else { return };
-    let (class, severity, message) = match (&c.result, up_after) {
+    let (kind, class, severity, message) = match (&c.result, up_after) {
         (Err(e), _) => (
-            e.class.as_str().to_owned(),
-            "critical",
+            AlertKind::LinkDown,
+            Some(e.class),
+            AlertSeverity::Critical,
             format!("{} {} is down: {}", c.kind, c.link, e.message),
         ),
         (Ok(_), Some(secs)) => (
-            "link_recovered".to_owned(),
-            "info",
+            AlertKind::LinkRecovered,
+            None,
+            AlertSeverity::Info,
             format!("{} {} is up again after {secs}s", c.kind, c.link),
         ),
         (Ok(_), None) => return,
@@ -156,8 +163,9 @@ async fn alert(store: Option<&StateStore>, pipeline: &str, c: &LinkCheck, up_aft
     let row = AlertRow {
         pipeline: pipeline.to_owned(),
         node: c.nodes.first().cloned(),
+        kind,
         class,
-        severity: severity.to_owned(),
+        severity,
         message,
         at: now_ms(),
     };

@@ -8,7 +8,7 @@ use sluice_config::Plan;
 use sluice_config::spec::Schedule;
 use sluice_engine::build::{self, BuildContext};
 use sluice_engine::{Event, EventKind, Executor, RunSummary};
-use sluice_state::RunStatus;
+use sluice_state::{RunStatus, Trigger};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -229,9 +229,9 @@ pub(crate) async fn run_once(
     ctx: &BuildContext,
 ) -> anyhow::Result<RunSummary> {
     let trigger = match plan.schedule {
-        Schedule::Manual => "manual",
-        Schedule::Cron { .. } => "cron",
-        Schedule::Realtime(_) => "realtime",
+        Schedule::Manual => Trigger::Manual,
+        Schedule::Cron { .. } => Trigger::Cron,
+        Schedule::Realtime(_) => Trigger::Realtime,
     };
     let pipeline = build::build_pipeline(plan, ctx).await?;
     Ok(exec.run(pipeline, trigger).await?)

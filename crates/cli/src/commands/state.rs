@@ -117,8 +117,8 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     "{:<13} {:<20} {:<8} {:<20} {:<20} {:>8}",
                     r.id,
                     r.pipeline,
-                    r.trigger,
-                    r.status,
+                    r.trigger.as_str(),
+                    r.status.as_str(),
                     time(r.started_at),
                     secs
                 );
@@ -182,7 +182,12 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 println!("\nfailed attempts and what was done:");
                 for a in &attempts {
                     let first = a.detail.lines().next().unwrap_or_default();
-                    println!("  {}  {:<14} {:<18} {first}", time(a.at), a.node, a.class);
+                    println!(
+                        "  {}  {:<14} {:<18} {first}",
+                        time(a.at),
+                        a.node,
+                        a.class.as_str()
+                    );
                     for line in a.detail.lines().skip(1) {
                         println!("  {:>20}   {line}", "");
                     }
@@ -282,7 +287,12 @@ pub(crate) async fn failed(args: FailedArgs) -> anyhow::Result<ExitCode> {
                 };
                 println!(
                     "{:<44} {:<14} {:<14} {:<18} {:>6} {:>8}  {error}{resolved}",
-                    r.id, r.pipeline, r.node, r.class, r.rows, r.attempts
+                    r.id,
+                    r.pipeline,
+                    r.node,
+                    r.class.as_str(),
+                    r.rows,
+                    r.attempts
                 );
             }
             let waiting = rows.iter().filter(|r| r.resolved_at.is_none()).count();

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sluice_testkit::PostgresSchema;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
@@ -358,20 +358,6 @@ pub(crate) fn node<'a>(show: &'a Value, id: &str) -> &'a Value {
         .as_array()
         .and_then(|nodes| nodes.iter().find(|n| n["node"] == id))
         .unwrap_or_else(|| panic!("no node `{id}` in {show:#}"))
-}
-
-/// Runs `scripts/services.sh ACTION SERVICE` of this checkout.
-pub(crate) fn services(action: &str, service: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let status = std::process::Command::new("bash")
-        .arg(&script)
-        .args([action, service])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "`scripts/services.sh {action} {service}` failed"
-    );
 }
 
 /// `host:port` of a `scheme://user:pass@host:port/db?...` URL.

@@ -259,6 +259,12 @@ impl HttpSink {
 #[async_trait]
 impl Sink for HttpSink {
     async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
+        // A batch without records (a transform that filtered out every record makes
+        // them) sends no request: there is nothing to deliver, and many endpoints refuse
+        // an empty array, which would fail the batch for nothing.
+        if batch.num_rows() == 0 {
+            return Ok(WriteReport::default());
+        }
         let key = batch.ledger_key().to_string();
         if self.sent.contains(&key) {
             return Ok(WriteReport {

@@ -9,7 +9,7 @@
 
 use super::config::{Dialect, SqlSourceConfig};
 use super::error::Endpoint;
-use super::{mysql, postgres, sqlite};
+use super::{db, mysql, postgres, sqlite};
 use crate::watermark::{Guard, Kind as WmKind, parse_time};
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder,
@@ -183,6 +183,29 @@ impl Source for SqlSource {
 
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Opens a connection of its own and runs `SELECT 1`, as `sluice health` checks the
+    /// database; the run's reading is not touched.
+    async fn health(&mut self) -> Result<Option<Duration>, ConnectorError> {
+        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let url = &self.config.url;
+        let took = match self.dialect {
+            Dialect::Postgres => {
+                let (options, ep) = postgres::options(url, timeout)?;
+                db::health::<sqlx::PgConnection>(&options, &ep).await?
+            }
+            Dialect::Mysql => {
+                let (options, ep) = mysql::options(url, timeout)?;
+                db::health::<sqlx::MySqlConnection>(&options, &ep).await?
+            }
+            Dialect::Sqlite => {
+                let (options, ep, _) = sqlite::read_options(url, timeout)?;
+                let options = options.create_if_missing(false).read_only(true);
+                db::health::<sqlx::SqliteConnection>(&options, &ep).await?
+            }
+        };
+        Ok(Some(took))
     }
 }
 

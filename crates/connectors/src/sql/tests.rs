@@ -11,6 +11,7 @@ use super::types::{Column, Typed};
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use async_trait::async_trait;
 use sluice_core::{Batch, ConnectorError, ErrorClass, Secret, Sink, SourcePosition};
+use sluice_testkit::batches::named_batch;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,14 +176,9 @@ fn config() -> SqlSinkConfig {
     c
 }
 
+/// Page 1 with the records `ids`, named `n{id}`.
 fn batch(ids: &[i64]) -> Batch {
-    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
-    let records = RecordBatch::try_from_iter([
-        ("id", Arc::new(Int64Array::from(ids.to_vec())) as _),
-        ("name", Arc::new(StringArray::from(names)) as _),
-    ])
-    .unwrap();
-    Batch::new("p", "src", SourcePosition::page(1), records)
+    named_batch(1, ids, |i| format!("n{i}"))
 }
 
 fn sink(

@@ -1,5 +1,6 @@
 //! What the SQL test binaries share: the three targets (a fresh PostgreSQL schema, a fresh
-//! MariaDB database, a SQLite file), read-back queries, and batches.
+//! MariaDB database, a SQLite file), read-back queries, and records (made batches by
+//! `sluice_testkit::batches::page_batch`).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -9,7 +10,6 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field};
 use sluice_connectors::sql::SqlSinkConfig;
-use sluice_core::{Batch, SourcePosition};
 use sqlx::{AssertSqlSafe, MySqlPool, PgPool, Row, SqlitePool};
 use std::sync::Arc;
 
@@ -245,10 +245,6 @@ pub fn records(start: i64, n: usize) -> RecordBatch {
         ("doc", Arc::new(json)),
     ])
     .unwrap()
-}
-
-pub fn batch(page: u64, records: RecordBatch) -> Batch {
-    Batch::new("compliance", "source", SourcePosition::page(page), records)
 }
 
 /// Two columns: `id` and `name` (with `None` for null names).
