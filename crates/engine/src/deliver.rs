@@ -6,7 +6,7 @@ use sluice_buffer::wire::{self, WireFormat};
 use sluice_core::{
     Batch, ConnectorError, ConnectorEvent, Disposition, ErrorClass, RetryPolicy, WriteReport,
 };
-use sluice_state::{NewFailedBatch, NodeRunRow, StateStore};
+use sluice_state::{NewFailedBatch, NodeCounts, NodeRunRow, RunStatus, StateStore};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -23,37 +23,19 @@ pub(crate) trait Target: Send {
     }
 }
 
-/// Counters of a node in a run.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stats {
-    pub records_in: i64,
-    pub records_out: i64,
-    pub batches: i64,
-    pub retries: i64,
-    pub quarantined: i64,
-    pub duplicates: i64,
-    pub skipped: i64,
-}
-
-impl Stats {
-    pub(crate) fn row(
-        &self,
-        node: &str,
-        status: &str,
-        error: Option<&ConnectorError>,
-    ) -> NodeRunRow {
-        NodeRunRow {
-            node: node.to_owned(),
-            status: status.to_owned(),
-            records_in: self.records_in,
-            records_out: self.records_out,
-            batches: self.batches,
-            retries: self.retries,
-            quarantined: self.quarantined,
-            duplicates: self.duplicates,
-            error_class: error.map(|e| e.class.as_str().to_owned()),
-            error: error.map(|e| e.message.clone()),
-        }
+/// The node's row of a run: its status, its counts, and the error that failed it.
+pub(crate) fn node_row(
+    node: &str,
+    status: RunStatus,
+    counts: NodeCounts,
+    error: Option<&ConnectorError>,
+) -> NodeRunRow {
+    NodeRunRow {
+        node: node.to_owned(),
+        status,
+        counts,
+        error_class: error.map(|e| e.class),
+        error: error.map(|e| e.message.clone()),
     }
 }
 
@@ -71,7 +53,7 @@ pub(crate) struct NodeCtx {
     pub store: StateStore,
     pub events: Option<UnboundedSender<Event>>,
     pub cancel: CancellationToken,
-    pub stats: Stats,
+    pub stats: NodeCounts,
     /// Set after the retries of a transient failure ran out: further batches get one
     /// attempt each until one succeeds (a circuit breaker on the node's link), so an
     /// outage fills the failed-batch store quickly instead of waiting out every budget.
@@ -304,7 +286,6 @@ pub(crate) async fn deliver(
                 ctx.quarantine(&batch, &error, attempts as i64).await?;
             }
             Disposition::Skip => {
-                ctx.stats.skipped += batch.num_rows() as i64;
                 ctx.emit(EventKind::Skipped {
                     class: error.class,
                     rows: batch.num_rows(),

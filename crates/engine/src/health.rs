@@ -117,9 +117,7 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
         None,
         Box::pin(async move {
             let started = Instant::now();
-            StateStore::open(&state_url)
-                .await
-                .map_err(crate::state_error)?;
+            StateStore::open(&state_url).await?;
             Ok(started.elapsed())
         }),
     );

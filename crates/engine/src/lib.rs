@@ -74,9 +74,3 @@ impl EngineError {
         }
     }
 }
-
-/// A state store failure inside a node, as the node's error of the same class.
-/// (`From<StateError> for ConnectorError` would belong in `sluice-state`.)
-pub(crate) fn state_error(e: sluice_state::StateError) -> ConnectorError {
-    ConnectorError::new(e.class(), e.to_string())
-}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use crate::EngineError;
-use crate::deliver::{NodeCtx, Stats, Target, deliver};
+use crate::deliver::{NodeCtx, Target, deliver};
 use crate::pipeline::{NodeDef, NodeRunner, Pipeline, topic_name};
 use crate::run::{Executor, REREAD_KEY, TransformTarget};
 
@@ -142,7 +142,7 @@ impl Replay<'_> {
             store: self.executor.store().clone(),
             events: None,
             cancel: self.executor.shutdown_token(),
-            stats: Stats::default(),
+            stats: sluice_state::NodeCounts::default(),
             link_down: false,
             quarantined_ids: Vec::new(),
         }

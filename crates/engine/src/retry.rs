@@ -121,7 +121,6 @@ fn retry_wait(policy: &RetryPolicy, attempt: u32, error: &ConnectorError) -> Dur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::Stats;
     use crate::pipeline::Dispositions;
     use crate::{Event, EventKind};
     use sluice_core::ErrorClass;
@@ -193,7 +192,7 @@ mod tests {
             store,
             events: Some(tx),
             cancel: CancellationToken::new(),
-            stats: Stats::default(),
+            stats: sluice_state::NodeCounts::default(),
             link_down: false,
             quarantined_ids: Vec::new(),
         };

@@ -5,7 +5,9 @@ use futures::future::join_all;
 use serde::Serialize;
 use sluice_buffer::{Buffer, Delivery, PoisonMessage, Subscription};
 use sluice_core::{Batch, ConnectorError, ErrorClass, RunInfo, WriteReport};
-use sluice_state::{AlertKind, AlertRow, AlertSeverity, RunStatus, StateStore, Trigger, now_ms};
+use sluice_state::{
+    AlertKind, AlertRow, AlertSeverity, NodeCounts, RunStatus, StateStore, Trigger, now_ms,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +15,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{NodeCtx, Stats, Target, deliver};
+use crate::deliver::{NodeCtx, Target, deliver, node_row};
 use crate::pipeline::{NodeDef, NodeRunner, Pipeline, Task, Transform, group_name, topic_name};
 use crate::retry::{Attempt, GaveUp, Stop, retrying};
-use crate::{EngineError, Event, EventKind, state_error};
+use crate::{EngineError, Event, EventKind};
 
 /// How a node ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +36,9 @@ pub struct NodeSummary {
     pub role: &'static str,
     /// Final status.
     pub status: RunStatus,
-    /// Records read or received.
-    pub records_in: i64,
-    /// Records written or passed on.
-    pub records_out: i64,
-    /// Batches handled.
-    pub batches: i64,
-    /// Retries made.
-    pub retries: i64,
-    /// Records kept in the failed-batch store.
-    pub quarantined: i64,
-    /// Redelivered batches skipped through the ledger.
-    pub duplicates: i64,
+    /// What it did.
+    #[serde(flatten)]
+    pub counts: NodeCounts,
     /// Why it failed.
     pub error: Option<String>,
     /// The class of that failure.
@@ -121,7 +114,7 @@ impl Executor {
     /// Fails unless this process still owns the pipeline (its run lease, when the state
     /// store is fenced): checked before every buffer offset commit.
     fn check_owner(&self) -> Result<(), ConnectorError> {
-        self.store.check_owner().map_err(state_error)
+        self.store.check_owner().map_err(ConnectorError::from)
     }
 
     /// The state store.
@@ -179,7 +172,7 @@ impl Executor {
                 store: self.store.clone(),
                 events: self.events.clone(),
                 cancel: run_cancel.clone(),
-                stats: Stats::default(),
+                stats: sluice_state::NodeCounts::default(),
                 link_down: false,
                 quarantined_ids: Vec::new(),
             };
@@ -239,7 +232,7 @@ impl Executor {
             RunStatus::Cancelled
         } else if resume_at.is_some() {
             RunStatus::RateLimited
-        } else if outcomes.iter().any(|o| o.summary.quarantined > 0) {
+        } else if outcomes.iter().any(|o| o.summary.counts.quarantined > 0) {
             RunStatus::PartiallySucceeded
         } else {
             RunStatus::Succeeded
@@ -401,7 +394,7 @@ impl Executor {
     }
 
     async fn record(&self, ctx: &NodeCtx, status: RunStatus, error: Option<&ConnectorError>) {
-        let row = ctx.stats.row(&ctx.node, status.as_str(), error);
+        let row = node_row(&ctx.node, status, ctx.stats, error);
         if let Err(e) = self.store.record_node(&ctx.run_id, &row).await {
             tracing::error!(error = %e, node = %ctx.node, "could not record the node in the state store");
         }
@@ -412,11 +405,7 @@ impl Executor {
         ctx: &mut NodeCtx,
         factory: crate::pipeline::SourceFactory,
     ) -> Result<RunStatus, ConnectorError> {
-        let checkpoint = self
-            .store
-            .checkpoint(&ctx.pipeline, &ctx.node)
-            .await
-            .map_err(state_error)?;
+        let checkpoint = self.store.checkpoint(&ctx.pipeline, &ctx.node).await?;
         let mut source = factory(checkpoint).await?;
         // Events as they happen (a retry wait of a minute shows at once), when the source
         // can tell them; else when `next_batch` returns.
@@ -483,8 +472,7 @@ impl Executor {
             if let Some(checkpoint) = &read.checkpoint {
                 self.store
                     .save_checkpoint(&ctx.pipeline, &ctx.node, checkpoint)
-                    .await
-                    .map_err(state_error)?;
+                    .await?;
             }
             ctx.stats.records_in += rows as i64;
             ctx.stats.records_out += rows as i64;
@@ -760,7 +748,7 @@ async fn panicked(
     let _ = store
         .record_attempt(run_id, &id, error.class, &error.message)
         .await;
-    let row = Stats::default().row(&id, RunStatus::Failed.as_str(), Some(&error));
+    let row = node_row(&id, RunStatus::Failed, Default::default(), Some(&error));
     let _ = store.record_node(run_id, &row).await;
     failed_outcome(id, role, error)
 }
@@ -772,12 +760,7 @@ fn failed_outcome(id: String, role: &'static str, error: ConnectorError) -> Node
             id,
             role,
             status: RunStatus::Failed,
-            records_in: 0,
-            records_out: 0,
-            batches: 0,
-            retries: 0,
-            quarantined: 0,
-            duplicates: 0,
+            counts: NodeCounts::default(),
             error: Some(error.to_string()),
             error_class: Some(error.class),
             resume_at: None,
@@ -796,12 +779,7 @@ fn summary(
         id: ctx.node.clone(),
         role,
         status,
-        records_in: ctx.stats.records_in,
-        records_out: ctx.stats.records_out,
-        batches: ctx.stats.batches,
-        retries: ctx.stats.retries,
-        quarantined: ctx.stats.quarantined,
-        duplicates: ctx.stats.duplicates,
+        counts: ctx.stats,
         error: error.map(ToString::to_string),
         error_class: error.map(|e| e.class),
         resume_at: error.and_then(|e| e.resume_at).map(|at| {
@@ -835,8 +813,7 @@ async fn keep_poison(ctx: &mut NodeCtx, poison: &PoisonMessage) -> Result<(), Co
             rows: 0,
             payload: &poison.payload,
         })
-        .await
-        .map_err(state_error)?;
+        .await?;
     ctx.emit(EventKind::Quarantined {
         class: ErrorClass::InvalidRequest,
         rows: 0,

@@ -225,7 +225,7 @@ async fn fan_out_and_join_deliver_every_record_once_and_resume_from_checkpoints(
     let summary = exec.run(build(2), Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded);
     let a = summary.nodes.iter().find(|n| n.id == "a").unwrap();
-    assert_eq!(a.records_out, 20);
+    assert_eq!(a.counts.records_out, 20);
     assert_eq!(ids(&direct), (0..70).collect());
 }
 
@@ -259,7 +259,7 @@ async fn outages_are_retried_oversized_batches_split_and_bad_rows_replayed() {
         "{summary:#?}"
     );
     let sink = &summary.nodes[1];
-    assert_eq!((sink.retries, sink.quarantined), (2, 2));
+    assert_eq!((sink.counts.retries, sink.counts.quarantined), (2, 2));
     let expected: BTreeSet<i64> = (0..40).filter(|i| ![7, 23].contains(i)).collect();
     assert_eq!(ids(&db), expected);
     let failed = exec
@@ -311,7 +311,7 @@ async fn a_long_outage_fills_the_failed_store_and_replay_delivers_all() {
     };
     let summary = exec.run(build(), Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
-    assert_eq!(summary.nodes[1].quarantined, 30);
+    assert_eq!(summary.nodes[1].counts.quarantined, 30);
     assert!(
         summary.nodes[1]
             .error
@@ -490,7 +490,7 @@ async fn a_panic_in_a_node_fails_the_run_instead_of_hanging_it() {
     assert!(
         nodes
             .iter()
-            .any(|n| n.node == "src" && n.status == "failed")
+            .any(|n| n.node == "src" && n.status == RunStatus::Failed)
     );
     assert!(attempts.iter().any(|a| a.class == ErrorClass::Internal));
 }

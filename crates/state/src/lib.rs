@@ -40,6 +40,6 @@ pub use names::ColumnNameRow;
 pub use store::{now_ms, redact_url};
 
 pub use store::{
-    AlertRow, AttemptRow, FailedBatchFilter, FailedBatchRow, NewFailedBatch, NodeRunRow, RunRow,
-    StateError, StateStore,
+    AlertRow, AttemptRow, FailedBatchFilter, FailedBatchRow, NewFailedBatch, NodeCounts,
+    NodeRunRow, RunRow, StateError, StateStore,
 };

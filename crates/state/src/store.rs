@@ -70,6 +70,14 @@ pub enum StateError {
     },
 }
 
+/// A state-store failure met by a node (reading its checkpoint, recording a batch) fails
+/// the node with the store's class.
+impl From<StateError> for sluice_core::ConnectorError {
+    fn from(e: StateError) -> Self {
+        sluice_core::ConnectorError::new(e.class(), e.to_string())
+    }
+}
+
 impl StateError {
     /// The class: an unreachable state store is a `dependency`.
     pub fn class(&self) -> ErrorClass {
@@ -107,13 +115,10 @@ pub struct RunRow {
     pub resume_at: Option<i64>,
 }
 
-/// A node within a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct NodeRunRow {
-    /// Node id.
-    pub node: String,
-    /// Status: the name of a [`RunStatus`].
-    pub status: String,
+/// What a node did in a run: counted by the engine as it goes, kept in the node's row of
+/// the run, shown by `sluice run` and `sluice runs show`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NodeCounts {
     /// Records received (sinks, transforms) or read (sources).
     pub records_in: i64,
     /// Records emitted or written.
@@ -122,12 +127,24 @@ pub struct NodeRunRow {
     pub batches: i64,
     /// Retries made.
     pub retries: i64,
-    /// Records quarantined.
+    /// Records quarantined (kept in the failed-batch store).
     pub quarantined: i64,
-    /// Duplicate batches skipped through the ledger.
+    /// Redelivered batches skipped through the ledger.
     pub duplicates: i64,
-    /// The class of the error that failed the node: the name of an [`ErrorClass`].
-    pub error_class: Option<String>,
+}
+
+/// A node within a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRunRow {
+    /// Node id.
+    pub node: String,
+    /// Its status at the end of the run (or now, while it runs).
+    pub status: RunStatus,
+    /// What it did.
+    #[serde(flatten)]
+    pub counts: NodeCounts,
+    /// The class of the error that failed the node.
+    pub error_class: Option<ErrorClass>,
     /// The error, redacted.
     pub error: Option<String>,
 }
@@ -626,14 +643,14 @@ impl StateStore {
         )
         .bind(run_id)
         .bind(&node.node)
-        .bind(&node.status)
-        .bind(node.records_in)
-        .bind(node.records_out)
-        .bind(node.batches)
-        .bind(node.retries)
-        .bind(node.quarantined)
-        .bind(node.duplicates)
-        .bind(node.error_class.as_deref())
+        .bind(node.status.as_str())
+        .bind(node.counts.records_in)
+        .bind(node.counts.records_out)
+        .bind(node.counts.batches)
+        .bind(node.counts.retries)
+        .bind(node.counts.quarantined)
+        .bind(node.counts.duplicates)
+        .bind(node.error_class.map(ErrorClass::as_str))
         .bind(node.error.as_deref())
         .execute(&self.pool)
         .await
@@ -938,14 +955,19 @@ impl StateStore {
         .map(|r| {
             Ok(NodeRunRow {
                 node: r.try_get("node")?,
-                status: r.try_get("status")?,
-                records_in: r.try_get("records_in")?,
-                records_out: r.try_get("records_out")?,
-                batches: r.try_get("batches")?,
-                retries: r.try_get("retries")?,
-                quarantined: r.try_get("quarantined")?,
-                duplicates: r.try_get("duplicates")?,
-                error_class: r.try_get("error_class")?,
+                status: parsed(r, "status")?,
+                counts: NodeCounts {
+                    records_in: r.try_get("records_in")?,
+                    records_out: r.try_get("records_out")?,
+                    batches: r.try_get("batches")?,
+                    retries: r.try_get("retries")?,
+                    quarantined: r.try_get("quarantined")?,
+                    duplicates: r.try_get("duplicates")?,
+                },
+                error_class: r
+                    .try_get::<Option<String>, _>("error_class")?
+                    .map(|c| parse_column(&c, "error_class"))
+                    .transpose()?,
                 error: r.try_get("error")?,
             })
         })

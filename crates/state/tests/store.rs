@@ -2,8 +2,8 @@
 
 use sluice_core::ErrorClass;
 use sluice_state::{
-    AlertKind, AlertRow, AlertSeverity, FailedBatchFilter, NewFailedBatch, NodeRunRow, RunStatus,
-    StateStore, Trigger,
+    AlertKind, AlertRow, AlertSeverity, FailedBatchFilter, NewFailedBatch, NodeCounts, NodeRunRow,
+    RunStatus, StateStore, Trigger,
 };
 
 async fn exercise(store: &StateStore) {
@@ -11,18 +11,25 @@ async fn exercise(store: &StateStore) {
     let run = store.start_run("orders", Trigger::Manual).await.unwrap();
     let node = NodeRunRow {
         node: "api".into(),
-        status: "succeeded".into(),
-        records_out: 10,
-        batches: 2,
-        retries: 1,
-        ..NodeRunRow::default()
+        status: RunStatus::Succeeded,
+        counts: NodeCounts {
+            records_out: 10,
+            batches: 2,
+            retries: 1,
+            ..NodeCounts::default()
+        },
+        error_class: Some(ErrorClass::Dependency),
+        error: None,
     };
     store.record_node(&run, &node).await.unwrap();
     store
         .record_node(
             &run,
             &NodeRunRow {
-                records_out: 20,
+                counts: NodeCounts {
+                    records_out: 20,
+                    ..node.counts
+                },
                 ..node.clone()
             },
         )
@@ -46,7 +53,9 @@ async fn exercise(store: &StateStore) {
     assert_eq!(row.trigger, Trigger::Manual);
     assert!(row.finished_at.is_some());
     assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0].records_out, 20);
+    assert_eq!(nodes[0].counts.records_out, 20);
+    assert_eq!(nodes[0].status, RunStatus::Succeeded);
+    assert_eq!(nodes[0].error_class, Some(ErrorClass::Dependency));
     assert_eq!(attempts[0].class, ErrorClass::RateLimited);
     let runs = store.runs(Some("orders"), 10).await.unwrap();
     assert_eq!(runs.len(), 1);

@@ -116,7 +116,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let rows = count_rows(&dir.join("quickstart.db")).await?;
-    let quarantined: i64 = summary.nodes.iter().map(|n| n.quarantined).sum();
+    let quarantined: i64 = summary.nodes.iter().map(|n| n.counts.quarantined).sum();
     eprintln!(
         "\n{rows} of the API's {} orders are in {} (table `orders`); {quarantined} record(s) wait in the failed-batch store.",
         args.records,

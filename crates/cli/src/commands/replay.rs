@@ -119,13 +119,13 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         for node in summary
             .nodes
             .iter()
-            .filter(|n| n.records_in > 0 || n.error.is_some())
+            .filter(|n| n.counts.records_in > 0 || n.error.is_some())
         {
             println!(
                 "downstream     {:<16} {:>8} in {:>8} out  {}{}",
                 node.id,
-                node.records_in,
-                node.records_out,
+                node.counts.records_in,
+                node.counts.records_out,
                 node.status,
                 node.error
                     .as_ref()

@@ -157,7 +157,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             found = summary
                 .nodes
                 .iter()
-                .any(|n| n.role == "source" && n.records_out > 0);
+                .any(|n| n.role == "source" && n.counts.records_out > 0);
         }
         if !scheduled || shutdown.is_cancelled() {
             break Ok(last.unwrap_or(RunStatus::Cancelled));
@@ -249,12 +249,12 @@ pub(crate) fn print_summary(summary: &RunSummary, plan: &Plan, file: &std::path:
             n.id,
             n.role,
             n.status.as_str(),
-            n.records_in,
-            n.records_out,
-            n.batches,
-            n.retries,
-            n.quarantined,
-            n.duplicates
+            n.counts.records_in,
+            n.counts.records_out,
+            n.counts.batches,
+            n.counts.retries,
+            n.counts.quarantined,
+            n.counts.duplicates
         );
         if let Some(e) = &n.error {
             eprintln!("  error: {e}");
@@ -277,7 +277,7 @@ pub(crate) fn print_summary(summary: &RunSummary, plan: &Plan, file: &std::path:
         );
     }
     eprintln!("  details:  sluice runs show {} -f {f}", summary.run_id);
-    if summary.nodes.iter().any(|n| n.quarantined > 0) {
+    if summary.nodes.iter().any(|n| n.counts.quarantined > 0) {
         eprintln!(
             "  kept for replay:  sluice failed list --pipeline {} -f {f}",
             plan.pipeline

@@ -167,15 +167,15 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     "{:<16} {:<20} {:>10} {:>10} {:>8} {:>8} {:>11} {:>10}",
                     n.node,
                     n.status,
-                    n.records_in,
-                    n.records_out,
-                    n.batches,
-                    n.retries,
-                    n.quarantined,
-                    n.duplicates
+                    n.counts.records_in,
+                    n.counts.records_out,
+                    n.counts.batches,
+                    n.counts.retries,
+                    n.counts.quarantined,
+                    n.counts.duplicates
                 );
                 if let Some(e) = &n.error {
-                    println!("  {} error: {e}", n.error_class.as_deref().unwrap_or("?"));
+                    println!("  {} error: {e}", n.error_class.map_or("?", |c| c.as_str()));
                 }
             }
             if !attempts.is_empty() {
