@@ -88,6 +88,15 @@ pub enum NodeRunner {
 }
 
 impl NodeRunner {
+    /// A source, opened by `open` with the node's last checkpoint when the node starts.
+    pub fn source<F, Fut>(open: F) -> NodeRunner
+    where
+        F: FnOnce(Option<serde_json::Value>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Box<dyn Source>, ConnectorError>> + Send + 'static,
+    {
+        NodeRunner::Source(Box::new(move |checkpoint| Box::pin(open(checkpoint))))
+    }
+
     /// `source`, `transform`, `sink` or `task`.
     pub fn role(&self) -> &'static str {
         match self {

@@ -120,12 +120,10 @@ impl NodeConfig for FileSourceSpec {
         Box::pin(async move {
             let config = source_config(self, node, ctx);
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
-            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
-                Box::pin(async move {
-                    let source = super::FileSource::new(config, &pipeline, &id, checkpoint)?;
-                    Ok(Box::new(source) as Box<dyn Source>)
-                })
-            })))
+            Ok(NodeRunner::source(move |checkpoint| async move {
+                let source = super::FileSource::new(config, &pipeline, &id, checkpoint)?;
+                Ok(Box::new(source) as Box<dyn Source>)
+            }))
         })
     }
 

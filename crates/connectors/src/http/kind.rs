@@ -95,20 +95,18 @@ impl NodeConfig for HttpSourceSpec {
             let config = source_config(self, node);
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
             let breakers = ctx.shared::<crate::http::BreakerRegistry>();
-            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
-                Box::pin(async move {
-                    let source = crate::http::HttpSource::new(
-                        config,
-                        crate::http::HttpSourceContext {
-                            pipeline,
-                            node: id,
-                            checkpoint,
-                            breakers: Some(breakers),
-                        },
-                    )?;
-                    Ok(Box::new(source) as Box<dyn sluice_core::Source>)
-                })
-            })))
+            Ok(NodeRunner::source(move |checkpoint| async move {
+                let source = crate::http::HttpSource::new(
+                    config,
+                    crate::http::HttpSourceContext {
+                        pipeline,
+                        node: id,
+                        checkpoint,
+                        breakers: Some(breakers),
+                    },
+                )?;
+                Ok(Box::new(source) as Box<dyn sluice_core::Source>)
+            }))
         })
     }
 

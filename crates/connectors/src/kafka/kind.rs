@@ -129,12 +129,10 @@ impl NodeConfig for KafkaSourceSpec {
         Box::pin(async move {
             let config = config(self, node);
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
-            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
-                Box::pin(async move {
-                    let source = KafkaSource::open(config, &pipeline, &id, checkpoint).await?;
-                    Ok(Box::new(source) as Box<dyn Source>)
-                })
-            })))
+            Ok(NodeRunner::source(move |checkpoint| async move {
+                let source = KafkaSource::open(config, &pipeline, &id, checkpoint).await?;
+                Ok(Box::new(source) as Box<dyn Source>)
+            }))
         })
     }
 

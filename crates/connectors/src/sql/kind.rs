@@ -142,11 +142,9 @@ impl NodeConfig for SqlSourceSpec {
             let config = source_config(self, node, ctx);
             config.validate()?;
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
-            Ok(NodeRunner::Source(Box::new(move |checkpoint| {
-                Box::pin(
-                    async move { super::build_source(config, &pipeline, &id, checkpoint).await },
-                )
-            })))
+            Ok(NodeRunner::source(move |checkpoint| async move {
+                super::build_source(config, &pipeline, &id, checkpoint).await
+            }))
         })
     }
 
