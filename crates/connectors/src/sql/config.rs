@@ -115,29 +115,21 @@ impl SqlSinkConfig {
         }
     }
 
-    /// Checks the config without any I/O; every problem is listed, each saying what to
-    /// change. The error's class is `invalid_request`.
+    /// Checks what the spec of a `postgres`/`mysql`/`sqlite` sink does not (its checks run
+    /// at `sluice validate`, with positions): names that can be quoted, and the settings a
+    /// library caller may set. Every problem is listed; the class is `invalid_request`.
     pub fn validate(&self) -> Result<(), ConnectorError> {
         let mut problems = Vec::new();
         if let Err(e) = Dialect::from_url(self.url.expose()) {
             problems.push(e);
-        }
-        if self.table.trim().is_empty() {
-            problems.push("`table` is empty: name the table to write".to_owned());
         }
         check_identifier("table", &self.table, &mut problems);
         if let Some(schema) = &self.schema {
             check_identifier("schema", schema, &mut problems);
         }
         check_identifier("ledger_table", &self.ledger_table, &mut problems);
-        if self.mode == WriteMode::Upsert && self.key.is_empty() {
-            problems.push("`mode: upsert` needs `key`: the columns that identify a row".to_owned());
-        }
         for k in &self.key {
             check_identifier("key", k, &mut problems);
-        }
-        if self.max_connections == 0 {
-            problems.push("`max_connections` must be at least 1".to_owned());
         }
         if self.max_rows_per_statement == Some(0) {
             problems.push("`max_rows_per_statement` must be at least 1".to_owned());
@@ -199,43 +191,22 @@ impl SqlSourceConfig {
         }
     }
 
-    /// Checks the config without any I/O; every problem is listed. The error's class is
-    /// `invalid_request`.
+    /// Checks what the spec of a SQL source does not (its checks, such as the query's use
+    /// of `:watermark`, run at `sluice validate`): the settings a library caller may set.
+    /// Every problem is listed; the class is `invalid_request`.
     pub fn validate(&self) -> Result<(), ConnectorError> {
         let mut problems = Vec::new();
         if let Err(e) = Dialect::from_url(self.url.expose()) {
             problems.push(e);
         }
-        if self.query.trim().is_empty() {
-            problems.push("`query` is empty".to_owned());
-        }
-        let uses = crate::sql::source::count_watermark_uses(&self.query);
-        match &self.watermark {
-            Some(w) => {
-                if w.column.trim().is_empty() {
-                    problems.push("`watermark.column` is empty".to_owned());
-                }
-                if uses == 0 {
-                    problems.push(
-                        "`watermark` is set but the query never says `:watermark`: add e.g. \
-                         `WHERE updated_at > :watermark ORDER BY updated_at`"
-                            .to_owned(),
-                    );
-                }
-                if !(w.initial.is_string() || w.initial.is_number()) {
-                    problems.push(
-                        "`watermark.initial` must be a string or a number, e.g. \
-                         \"1970-01-01T00:00:00Z\" or 0"
-                            .to_owned(),
-                    );
-                }
-            }
-            None if uses > 0 => problems.push(
-                "the query says `:watermark` but `watermark` is not set: add \
-                 `watermark: {column: ..., initial: ...}`"
+        if let Some(w) = &self.watermark
+            && !(w.initial.is_string() || w.initial.is_number())
+        {
+            problems.push(
+                "`watermark.initial` must be a string or a number, e.g. \
+                 \"1970-01-01T00:00:00Z\" or 0"
                     .to_owned(),
-            ),
-            None => {}
+            );
         }
         if self.batch_rows == 0 {
             problems.push("`batch_rows` must be at least 1".to_owned());

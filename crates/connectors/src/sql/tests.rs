@@ -386,16 +386,18 @@ async fn replace_empties_the_table_once_per_sink() {
 
 #[test]
 fn validation_lists_every_problem() {
-    let mut c = SqlSinkConfig::new("ftp://x", "");
-    c.mode = WriteMode::Upsert;
-    c.max_connections = 0;
+    // What a pipeline's spec checks (an empty table, upsert without key) is checked
+    // there, with positions; the connector checks what the spec cannot.
+    let mut c = SqlSinkConfig::new("ftp://x", "t\0");
+    c.max_rows_per_statement = Some(0);
+    c.write_timeout_ms = 0;
     let e = c.validate().unwrap_err();
     assert_eq!(e.class, ErrorClass::InvalidRequest);
     for needle in [
         "postgres://",
-        "`table` is empty",
-        "needs `key`",
-        "max_connections",
+        "`table` holds a NUL",
+        "max_rows_per_statement",
+        "write_timeout_ms",
     ] {
         assert!(e.message.contains(needle), "{needle}: {}", e.message);
     }
