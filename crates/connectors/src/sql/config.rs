@@ -199,14 +199,21 @@ impl SqlSourceConfig {
         if let Err(e) = Dialect::from_url(self.url.expose()) {
             problems.push(e);
         }
-        if let Some(w) = &self.watermark
-            && !(w.initial.is_string() || w.initial.is_number())
-        {
-            problems.push(
+        // The source binds the watermark once per use: a use without a setting would run
+        // with an unbound parameter (a pipeline's spec refuses it, with its place).
+        let uses = crate::sql::source::count_watermark_uses(&self.query);
+        match &self.watermark {
+            Some(w) if !(w.initial.is_string() || w.initial.is_number()) => problems.push(
                 "`watermark.initial` must be a string or a number, e.g. \
                  \"1970-01-01T00:00:00Z\" or 0"
                     .to_owned(),
-            );
+            ),
+            None if uses > 0 => problems.push(
+                "the query says `:watermark` but `watermark` is not set: add \
+                 `watermark: {column: ..., initial: ...}`"
+                    .to_owned(),
+            ),
+            _ => {}
         }
         if self.batch_rows == 0 {
             problems.push("`batch_rows` must be at least 1".to_owned());

@@ -103,7 +103,9 @@ impl NodeConfig for SqlSourceSpec {
                 "write the SELECT that reads the rows",
             );
         }
-        let uses = s.query.value.contains(":watermark");
+        // The same count the source binds by: uses in strings, quoted names and comments
+        // are not parameters.
+        let uses = super::source::count_watermark_uses(&s.query.value) > 0;
         match (&s.watermark, uses) {
             (Some(w), false) => c.error_at(
                 &w.column,
