@@ -861,7 +861,7 @@ fn page_of(state: &MockState, since: Option<i64>, offset: u64, size: u64) -> Pag
         .min(total);
     let mut items = String::with_capacity((end - start) * 520 + 2);
     items.push('[');
-    for (k, &i) in selected[start..end].iter().enumerate() {
+    for (k, i) in selected.range(start, end).into_iter().enumerate() {
         if k > 0 {
             items.push(',');
         }
@@ -1029,7 +1029,7 @@ fn route(
                 .saturating_add(usize::try_from(size).unwrap_or(usize::MAX))
                 .min(selected.len());
             let mut text = String::new();
-            for &i in &selected[start..end] {
+            for i in selected.range(start, end) {
                 text.push_str(data.json(i));
                 text.push('\n');
             }
