@@ -200,5 +200,6 @@ pub async fn build_pipeline(plan: &Plan, ctx: &BuildContext) -> Result<Pipeline,
         name: plan.pipeline.clone(),
         topic_prefix: topic_prefix(&plan.buffer),
         nodes,
+        alerts: plan.alerts.clone(),
     })
 }

@@ -20,6 +20,7 @@
 //! - [`replay`] re-delivers failed batches from the node where they failed; the sinks'
 //!   ledgers make it idempotent.
 
+pub mod alerts;
 pub mod build;
 mod deliver;
 mod events;

@@ -53,6 +53,8 @@ pub struct Pipeline {
     pub topic_prefix: Option<String>,
     /// Nodes, upstream before downstream.
     pub nodes: Vec<NodeDef>,
+    /// Where the run's alerts go (the pipeline's `alerts:`).
+    pub alerts: sluice_config::spec::AlertsSpec,
 }
 
 impl Pipeline {
@@ -62,6 +64,7 @@ impl Pipeline {
             name: name.into(),
             topic_prefix: None,
             nodes,
+            alerts: Default::default(),
         }
     }
 

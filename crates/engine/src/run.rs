@@ -142,7 +142,7 @@ impl Executor {
     /// Runs the pipeline under a run the caller started (a replay), and finishes it.
     pub(crate) async fn run_as(
         &self,
-        pipeline: Pipeline,
+        mut pipeline: Pipeline,
         run: RunInfo,
     ) -> Result<RunSummary, EngineError> {
         let RunInfo { run_id, load } = run;
@@ -159,6 +159,7 @@ impl Executor {
         let order: Vec<String> = pipeline.nodes.iter().map(|n| n.id.clone()).collect();
         let name = pipeline.name.clone();
         let namespace = pipeline.namespace();
+        let alerts = std::mem::take(&mut pipeline.alerts);
         let mut tasks = Vec::new();
         for node in pipeline.nodes {
             let ctx = NodeCtx {
@@ -246,23 +247,15 @@ impl Executor {
                 .as_ref()
                 .map(|e| format!("node `{}`: {e}", o.summary.id))
         });
-        if let Some(message) = error.as_ref().filter(|_| status == RunStatus::Failed) {
-            let _ = self
-                .store
-                .record_alert(&AlertRow {
-                    pipeline: name.clone(),
-                    node: None,
-                    kind: AlertKind::RunFailed,
-                    class: cause.and_then(|o| o.summary.error_class),
-                    severity: AlertSeverity::Critical,
-                    message: message.clone(),
-                    at: now_ms(),
-                })
-                .await;
-        }
+        let alert = run_alert(&name, status, error.as_deref(), cause, &outcomes);
         self.store
             .finish_run(&run_id, status, error.as_deref())
             .await?;
+        // Delivered once the run is recorded, so that `next` shows it finished.
+        if let Some((alert, next)) = alert {
+            let next = next.replace("{run}", &run_id);
+            crate::alerts::raise(&alerts, &alert, &next, &self.store).await;
+        }
         if let Some(at) = resume_at.filter(|_| status == RunStatus::RateLimited) {
             self.store.set_resume_at(&run_id, at).await?;
         }
@@ -875,5 +868,60 @@ impl Target for TransformTarget {
             written: rows,
             ..WriteReport::default()
         })
+    }
+}
+
+/// The alert a run's end raises, if any, with the command that shows more (`{run}` stands
+/// for the run's id): a failed run (critical), or one that quarantined records (warning).
+fn run_alert(
+    pipeline: &str,
+    status: RunStatus,
+    error: Option<&str>,
+    cause: Option<&NodeOutcome>,
+    outcomes: &[NodeOutcome],
+) -> Option<(AlertRow, String)> {
+    match status {
+        RunStatus::Failed => Some((
+            AlertRow {
+                pipeline: pipeline.to_owned(),
+                node: cause.map(|o| o.summary.id.clone()),
+                kind: AlertKind::RunFailed,
+                class: cause.and_then(|o| o.summary.error_class),
+                severity: AlertSeverity::Critical,
+                message: error.unwrap_or("the run failed").to_owned(),
+                at: now_ms(),
+            },
+            "sluice runs show {run}".to_owned(),
+        )),
+        RunStatus::PartiallySucceeded => {
+            let quarantined: Vec<&NodeOutcome> = outcomes
+                .iter()
+                .filter(|o| o.summary.counts.quarantined > 0)
+                .collect();
+            let total: i64 = quarantined
+                .iter()
+                .map(|o| o.summary.counts.quarantined)
+                .sum();
+            let nodes: Vec<String> = quarantined
+                .iter()
+                .map(|o| format!("`{}`", o.summary.id))
+                .collect();
+            Some((
+                AlertRow {
+                    pipeline: pipeline.to_owned(),
+                    node: quarantined.first().map(|o| o.summary.id.clone()),
+                    kind: AlertKind::RunPartiallySucceeded,
+                    class: quarantined.iter().find_map(|o| o.summary.error_class),
+                    severity: AlertSeverity::Warning,
+                    message: format!(
+                        "{total} record(s) quarantined in node {}; the rest was delivered",
+                        nodes.join(", ")
+                    ),
+                    at: now_ms(),
+                },
+                format!("sluice failed list --pipeline {pipeline}"),
+            ))
+        }
+        _ => None,
     }
 }

@@ -121,6 +121,8 @@ stored_names!(Trigger, "trigger", {
 pub enum AlertKind {
     /// A run failed; the alert's message is the failing node's error.
     RunFailed,
+    /// A run ended with records quarantined (the rest was delivered).
+    RunPartiallySucceeded,
     /// `sluice health --watch` found a link down; the alert's class says why.
     LinkDown,
     /// A link found down before answers again.
@@ -129,6 +131,7 @@ pub enum AlertKind {
 
 stored_names!(AlertKind, "alert kind", {
     RunFailed => "run_failed",
+    RunPartiallySucceeded => "run_partially_succeeded",
     LinkDown => "link_down",
     LinkRecovered => "link_recovered",
 });
@@ -149,6 +152,20 @@ stored_names!(AlertSeverity, "alert severity", {
     Info => "info",
     Warning => "warning",
     Critical => "critical",
+});
+
+/// How the delivery of an alert to one channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// The channel took it (a 2xx answer, a program that exited 0, a log line).
+    Sent,
+    /// Every attempt failed; the delivery's error says the last reason.
+    Failed,
+}
+
+stored_names!(DeliveryStatus, "delivery status", {
+    Sent => "sent",
+    Failed => "failed",
 });
 
 #[cfg(test)]
@@ -175,6 +192,7 @@ mod tests {
         round_trips(Trigger::ALL);
         round_trips(AlertKind::ALL);
         round_trips(AlertSeverity::ALL);
+        round_trips(DeliveryStatus::ALL);
     }
 
     #[test]

@@ -33,13 +33,13 @@ mod lease;
 mod names;
 mod store;
 
-pub use kinds::{AlertKind, AlertSeverity, RunStatus, Trigger, UnknownName};
+pub use kinds::{AlertKind, AlertSeverity, DeliveryStatus, RunStatus, Trigger, UnknownName};
 
 pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder};
 pub use names::ColumnNameRow;
 pub use store::{now_ms, redact_url};
 
 pub use store::{
-    AlertRow, AttemptRow, FailedBatchFilter, FailedBatchRow, NewFailedBatch, NodeCounts,
-    NodeRunRow, RunRow, StateError, StateStore,
+    AlertRow, AttemptRow, DeliveryRow, FailedBatchFilter, FailedBatchRow, NewFailedBatch,
+    NodeCounts, NodeRunRow, RunRow, StateError, StateStore,
 };

@@ -1,6 +1,6 @@
 //! The state store on sqlx's `Any` driver: one set of queries for SQLite and PostgreSQL.
 
-use crate::kinds::{AlertKind, AlertSeverity, RunStatus, Trigger};
+use crate::kinds::{AlertKind, AlertSeverity, DeliveryStatus, RunStatus, Trigger};
 use serde::Serialize;
 use sluice_core::ErrorClass;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -255,6 +255,23 @@ pub struct AlertRow {
     pub at: i64,
 }
 
+/// The outcome of delivering one alert to one of its pipeline's `alerts.channels`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRow {
+    /// The alert's id, as [`StateStore::record_alert`] returned it.
+    pub alert_id: String,
+    /// The channel's name.
+    pub channel: String,
+    /// Sent, or failed after every attempt.
+    pub status: DeliveryStatus,
+    /// How many attempts were made.
+    pub attempts: i64,
+    /// Why the last attempt failed (redacted), if one did.
+    pub error: Option<String>,
+    /// When the delivery ended, ms since the epoch.
+    pub at: i64,
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -336,6 +353,11 @@ const MIGRATIONS: &[&str] = &[
         FROM alerts;
      DROP TABLE alerts;
      ALTER TABLE alerts_v7 RENAME TO alerts;",
+    // Where each alert went: one row per (alert, channel) of the pipeline's `alerts:`.
+    "CREATE TABLE IF NOT EXISTS alert_deliveries (
+        alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL,
+        attempts BIGINT NOT NULL, error TEXT, at BIGINT NOT NULL,
+        PRIMARY KEY (alert_id, channel));",
 ];
 
 /// The state store.
@@ -1045,13 +1067,14 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
-    /// Records an alert.
-    pub async fn record_alert(&self, alert: &AlertRow) -> Result<(), StateError> {
+    /// Records an alert and returns its id (what its deliveries refer to).
+    pub async fn record_alert(&self, alert: &AlertRow) -> Result<String, StateError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
         sqlx::query(
             "INSERT INTO alerts (id, pipeline, node, kind, class, severity, message, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(&id)
         .bind(&alert.pipeline)
         .bind(alert.node.as_deref())
         .bind(alert.kind.as_str())
@@ -1062,13 +1085,68 @@ impl StateStore {
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    /// Records how the delivery of an alert to one channel ended.
+    pub async fn record_delivery(&self, delivery: &DeliveryRow) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO alert_deliveries (alert_id, channel, status, attempts, error, at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (alert_id, channel) DO UPDATE SET status = excluded.status,
+                attempts = excluded.attempts, error = excluded.error, at = excluded.at",
+        )
+        .bind(&delivery.alert_id)
+        .bind(&delivery.channel)
+        .bind(delivery.status.as_str())
+        .bind(delivery.attempts)
+        .bind(delivery.error.as_deref())
+        .bind(delivery.at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// The deliveries of one alert, by channel name.
+    pub async fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryRow>, StateError> {
+        let rows = sqlx::query(
+            "SELECT alert_id, channel, status, attempts, error, at FROM alert_deliveries
+             WHERE alert_id = $1 ORDER BY channel",
+        )
+        .bind(alert_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryRow {
+                    alert_id: r.try_get("alert_id")?,
+                    channel: r.try_get("channel")?,
+                    status: parsed(r, "status")?,
+                    attempts: r.try_get("attempts")?,
+                    error: r.try_get("error")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
     }
 
     /// The latest alerts, newest first.
     pub async fn alerts(&self, limit: i64) -> Result<Vec<AlertRow>, StateError> {
+        Ok(self
+            .alerts_with_ids(limit)
+            .await?
+            .into_iter()
+            .map(|(_, alert)| alert)
+            .collect())
+    }
+
+    /// The latest alerts with their ids (for their deliveries), newest first.
+    pub async fn alerts_with_ids(&self, limit: i64) -> Result<Vec<(String, AlertRow)>, StateError> {
         let rows = sqlx::query(
-            "SELECT pipeline, node, kind, class, severity, message, at FROM alerts ORDER BY at DESC LIMIT $1",
+            "SELECT id, pipeline, node, kind, class, severity, message, at FROM alerts ORDER BY at DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -1076,7 +1154,7 @@ impl StateStore {
         .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|r| {
-                Ok(AlertRow {
+                let alert = AlertRow {
                     pipeline: r.try_get("pipeline")?,
                     node: r.try_get("node")?,
                     kind: parsed(r, "kind")?,
@@ -1087,7 +1165,8 @@ impl StateStore {
                     severity: parsed(r, "severity")?,
                     message: r.try_get("message")?,
                     at: r.try_get("at")?,
-                })
+                };
+                Ok((r.try_get("id")?, alert))
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.err(e))

@@ -2,8 +2,8 @@
 
 use sluice_core::ErrorClass;
 use sluice_state::{
-    AlertKind, AlertRow, AlertSeverity, FailedBatchFilter, NewFailedBatch, NodeCounts, NodeRunRow,
-    RunStatus, StateStore, Trigger,
+    AlertKind, AlertRow, AlertSeverity, DeliveryRow, DeliveryStatus, FailedBatchFilter,
+    NewFailedBatch, NodeCounts, NodeRunRow, RunStatus, StateStore, Trigger,
 };
 
 async fn exercise(store: &StateStore) {
@@ -206,11 +206,43 @@ async fn exercise(store: &StateStore) {
             at: 3_000,
         },
     ];
+    let mut ids = Vec::new();
     for alert in &alerts {
-        store.record_alert(alert).await.unwrap();
+        ids.push(store.record_alert(alert).await.unwrap());
     }
     let newest_first: Vec<AlertRow> = alerts.iter().rev().cloned().collect();
     assert_eq!(store.alerts(10).await.unwrap(), newest_first);
+    let with_ids = store.alerts_with_ids(10).await.unwrap();
+    assert_eq!(with_ids[2], (ids[0].clone(), alerts[0].clone()));
+
+    // Deliveries: one per channel, a second outcome for a channel replaces the first.
+    let sent = DeliveryRow {
+        alert_id: ids[0].clone(),
+        channel: "ops".into(),
+        status: DeliveryStatus::Sent,
+        attempts: 1,
+        error: None,
+        at: 1_001,
+    };
+    let failed = DeliveryRow {
+        channel: "pager".into(),
+        status: DeliveryStatus::Failed,
+        attempts: 3,
+        error: Some("connection refused".into()),
+        ..sent.clone()
+    };
+    store.record_delivery(&failed).await.unwrap();
+    store.record_delivery(&sent).await.unwrap();
+    let again = DeliveryRow {
+        attempts: 4,
+        ..failed.clone()
+    };
+    store.record_delivery(&again).await.unwrap();
+    assert_eq!(
+        store.deliveries(&ids[0]).await.unwrap(),
+        vec![sent.clone(), again]
+    );
+    assert!(store.deliveries(&ids[1]).await.unwrap().is_empty());
 }
 
 #[tokio::test]

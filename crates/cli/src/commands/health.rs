@@ -3,11 +3,13 @@
 //! lists them.
 
 use clap::Args;
+use sluice_config::Plan;
+use sluice_engine::alerts;
 use sluice_engine::build::{self, BuildContext};
 use sluice_engine::health::{LinkCheck, check_links};
 use sluice_state::{AlertKind, AlertRow, AlertSeverity, StateStore, now_ms};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -63,7 +65,7 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
             print_table(&checks);
         }
         for c in checks.iter().filter(|c| !c.is_up()) {
-            alert(store.as_ref(), &plan.pipeline, c, None).await;
+            alert(store.as_ref(), &plan, &args.file, c, None).await;
         }
         return Ok(if checks.iter().all(LinkCheck::is_up) {
             ExitCode::SUCCESS
@@ -87,13 +89,13 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
                     if !first {
                         println!("{} DOWN  {}", stamp(), line(c));
                     }
-                    alert(store.as_ref(), &plan.pipeline, c, None).await;
+                    alert(store.as_ref(), &plan, &args.file, c, None).await;
                 }
                 (Ok(_), Some(since)) => {
                     down_since.remove(&key);
                     let secs = (now_ms() - since) / 1000;
                     println!("{} UP    {} (after {secs}s down)", stamp(), line(c));
-                    alert(store.as_ref(), &plan.pipeline, c, Some(secs)).await;
+                    alert(store.as_ref(), &plan, &args.file, c, Some(secs)).await;
                 }
                 _ => {}
             }
@@ -108,11 +110,11 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open().await?;
-    let alerts: Vec<AlertRow> = store
-        .alerts(args.limit.max(1) * 4)
+    let alerts: Vec<(String, AlertRow)> = store
+        .alerts_with_ids(args.limit.max(1) * 4)
         .await?
         .into_iter()
-        .filter(|a| args.pipeline.as_ref().is_none_or(|p| *p == a.pipeline))
+        .filter(|(_, a)| args.pipeline.as_ref().is_none_or(|p| *p == a.pipeline))
         .take(args.limit.max(1) as usize)
         .collect();
     if alerts.is_empty() {
@@ -123,7 +125,7 @@ pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
         "{:<19}  {:<8}  {:<16} {:<14} {:<18} MESSAGE",
         "AT", "SEVERITY", "PIPELINE", "NODE", "CLASS"
     );
-    for a in alerts {
+    for (id, a) in alerts {
         // The CLASS column names a down link's error class, and otherwise the alert's kind.
         let class = match (a.kind, a.class) {
             (AlertKind::LinkDown, Some(class)) => class.as_str(),
@@ -138,13 +140,34 @@ pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
             class,
             a.message
         );
+        // Where it went: one line per channel of the pipeline's `alerts:`.
+        for d in store.deliveries(&id).await? {
+            let attempts = if d.attempts == 1 {
+                String::new()
+            } else {
+                format!(" after {} attempts", d.attempts)
+            };
+            match &d.error {
+                Some(error) => println!(
+                    "{:<21}-> {}: {}{attempts}: {error}",
+                    "", d.channel, d.status
+                ),
+                None => println!("{:<21}-> {}: {}{attempts}", "", d.channel, d.status),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Records a link's failure (critical) or its recovery (info) in the alerts table.
-async fn alert(store: Option<&StateStore>, pipeline: &str, c: &LinkCheck, up_after: Option<i64>) {
-    let Some(store) = store else { return };
+/// Raises a link's failure (critical) or its recovery (info): records it in the alerts
+/// table and delivers it to the pipeline's alert channels.
+async fn alert(
+    store: Option<&StateStore>,
+    plan: &Plan,
+    file: &Path,
+    c: &LinkCheck,
+    up_after: Option<i64>,
+) {
     let (kind, class, severity, message) = match (&c.result, up_after) {
         (Err(e), _) => (
             AlertKind::LinkDown,
@@ -161,7 +184,7 @@ async fn alert(store: Option<&StateStore>, pipeline: &str, c: &LinkCheck, up_aft
         (Ok(_), None) => return,
     };
     let row = AlertRow {
-        pipeline: pipeline.to_owned(),
+        pipeline: plan.pipeline.clone(),
         node: c.nodes.first().cloned(),
         kind,
         class,
@@ -169,8 +192,10 @@ async fn alert(store: Option<&StateStore>, pipeline: &str, c: &LinkCheck, up_aft
         message,
         at: now_ms(),
     };
-    if let Err(e) = store.record_alert(&row).await {
-        eprintln!("sluice: could not record the alert: {e}");
+    let next = format!("sluice health {}", file.display());
+    match store {
+        Some(store) => alerts::raise(&plan.alerts, &row, &next, store).await,
+        None => alerts::deliver_unrecorded(&plan.alerts, &row, &next).await,
     }
 }
 

@@ -160,6 +160,9 @@ impl Checker<'_> {
                 ChannelSpec::Log(_) => {}
                 ChannelSpec::Webhook(w) => {
                     self.redacted_map(&w.headers, "header");
+                    if let Some(secret) = &w.secret {
+                        self.secret(secret, "secret");
+                    }
                     self.positive_duration(&w.timeout, "timeout");
                 }
                 ChannelSpec::Command(c) => {

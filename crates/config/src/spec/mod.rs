@@ -8,8 +8,8 @@ pub mod policy;
 
 use crate::de::Spanned;
 use crate::values::{
-    ByteSize, CronExpr, DatabaseUrl, Duration, HttpUrl, Name, RedactedMap, SecretMap, SpannedMap,
-    Timezone,
+    ByteSize, CronExpr, DatabaseUrl, Duration, HttpUrl, Name, RedactedMap, SecretMap, SecretValue,
+    SpannedMap, Timezone, secret_schema,
 };
 use nodes::Nodes;
 use policy::ErrorClassName;
@@ -455,6 +455,12 @@ pub struct WebhookChannel {
     /// Time for the whole request.
     #[serde(default = "default_channel_timeout")]
     pub timeout: Spanned<Duration>,
+    /// A key (a secret) to sign each POST with: the header `X-Sluice-Signature:
+    /// sha256=<hex>` carries the HMAC-SHA256 of the body, so the receiver can check that
+    /// the alert came from this pipeline. The key itself is never sent.
+    #[serde(default)]
+    #[schemars(schema_with = "secret_schema", example = &"${ALERT_WEBHOOK_SECRET}")]
+    pub secret: Option<SecretValue>,
 }
 
 fn default_channel_timeout() -> Spanned<Duration> {

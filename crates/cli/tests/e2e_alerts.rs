@@ -1,0 +1,248 @@
+//! End to end through the `sluice` binary: a run whose sink cannot open its database fails,
+//! and its alert goes to the pipeline's `alerts.channels`: a signed webhook POST to a
+//! local receiver and a program fed the alert on stdin. `sluice alerts` shows where it
+//! went; a route can keep a channel out; a webhook that cannot be reached is recorded as
+//! failed without changing the run's exit code.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request the receiver got: its header block and its body.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A minimal HTTP/1.1 receiver that answers 200 to everything and keeps what it got.
+async fn receiver() -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(connection(sock, kept.clone()));
+        }
+    });
+    (format!("http://{addr}/hooks/sluice"), seen)
+}
+
+async fn connection(mut sock: TcpStream, seen: Seen) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let len: usize = header(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+        seen.lock().unwrap().push((head, body));
+        let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if sock.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+const SECRET: &str = "hook-s3cret-key";
+
+/// A pipeline whose sink cannot open its database (its folder is a file), with a webhook
+/// and a command channel; `routes` is put under `alerts:` as given.
+fn pipeline(dir: &Path, routes: &str) {
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::write(dir.join("in/orders.ndjson"), "{\"id\":1}\n{\"id\":2}\n").unwrap();
+    std::fs::write(dir.join("blocker"), "a file, not a folder").unwrap();
+    let yaml = format!(
+        r#"
+pipeline: alerts_e2e
+alerts:
+  channels:
+    hook:
+      webhook:
+        url: ${{HOOK}}
+        secret: ${{HOOK_SECRET}}
+        headers: {{ X-Team: data }}
+        timeout: 2s
+    script:
+      command: {{ program: /bin/sh, args: ["-c", "cat > alert.json"], timeout: 5s }}
+{routes}
+nodes:
+  orders:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+  db:
+    type: sqlite
+    inputs: [orders]
+    url: sqlite://blocker/out.db
+    table: orders
+"#
+    );
+    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
+}
+
+/// Runs `sluice ARGS` in `dir` (blocking, off the runtime's threads).
+async fn sluice(dir: &Path, hook: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = dir.to_path_buf();
+    let hook = hook.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&args)
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOOK", &hook)
+            .env("HOOK_SECRET", SECRET)
+            .output()
+            .expect("the sluice binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    })
+    .await
+    .unwrap()
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_posted_signed_and_handed_to_a_program() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), "");
+    let (url, seen) = receiver().await;
+
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_ne!(code, Some(0), "the run should fail: {out}");
+    assert!(!out.contains(SECRET), "the secret printed: {out}");
+
+    let (head, body) = {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one POST expected: {seen:?}");
+        seen[0].clone()
+    };
+    assert!(head.starts_with("POST /hooks/sluice "), "{head}");
+    assert_eq!(header(&head, "x-team").as_deref(), Some("data"), "{head}");
+    assert_eq!(
+        header(&head, "x-sluice-signature"),
+        Some(sign(&body)),
+        "{head}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&body).contains(SECRET),
+        "the secret was sent in the body"
+    );
+    let alert: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(alert["pipeline"], "alerts_e2e", "{alert}");
+    assert_eq!(alert["node"], "db", "{alert}");
+    assert_eq!(alert["kind"], "run_failed", "{alert}");
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    assert!(alert["class"].is_string(), "{alert}");
+    assert!(alert["message"].as_str().unwrap().contains("db"), "{alert}");
+    assert!(alert["at"].as_i64().unwrap() > 0, "{alert}");
+    assert!(
+        alert["next"]
+            .as_str()
+            .unwrap()
+            .starts_with("sluice runs show "),
+        "{alert}"
+    );
+
+    // The program got the same alert on its standard input.
+    let handed: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("alert.json")).unwrap())
+            .unwrap();
+    assert_eq!(handed, alert);
+
+    let (code, out) = sluice(dir.path(), &url, &["alerts"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("run_failed"), "{out}");
+    assert!(out.contains("-> hook: sent"), "{out}");
+    assert!(out.contains("-> script: sent"), "{out}");
+    assert!(!out.contains(SECRET), "the secret printed: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_keeps_other_classes_from_a_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sink's failure is not an auth error, so only the program hears of it.
+    pipeline(
+        dir.path(),
+        "  routes:\n    - { channel: hook, classes: [auth] }\n    - { channel: script }",
+    );
+    let (url, seen) = receiver().await;
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_ne!(code, Some(0), "the run should fail: {out}");
+    assert!(seen.lock().unwrap().is_empty(), "the route let it through");
+    assert!(dir.path().join("alert.json").exists(), "{out}");
+    let (_, out) = sluice(dir.path(), &url, &["alerts"]).await;
+    assert!(out.contains("-> script: sent"), "{out}");
+    assert!(!out.contains("-> hook"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_webhook_is_recorded_as_failed_and_the_exit_code_holds() {
+    // The same run with a webhook that answers, for its exit code.
+    let answered = tempfile::tempdir().unwrap();
+    pipeline(answered.path(), "");
+    let (reachable, _seen) = receiver().await;
+    let (expected, out) = sluice(
+        answered.path(),
+        &reachable,
+        &["run", "pipeline.yaml", "--once"],
+    )
+    .await;
+    assert_ne!(expected, Some(0), "{out}");
+
+    // Nothing listens on port 1.
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), "");
+    let closed = "http://127.0.0.1:1/hooks/sluice";
+    let (code, out) = sluice(dir.path(), closed, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, expected, "{out}");
+    let (_, out) = sluice(dir.path(), closed, &["alerts"]).await;
+    let newest = out
+        .split("run_failed")
+        .nth(1)
+        .expect("the newest alert is listed");
+    assert!(newest.contains("-> hook: failed after 3 attempts"), "{out}");
+    assert!(newest.contains("-> script: sent"), "{out}");
+}
