@@ -255,8 +255,11 @@ fn log_line(log: &LogChannel, channel: &str, a: &AlertRow) {
 /// query, a header value or the secret.
 async fn post(hook: &WebhookChannel, body: &[u8]) -> Result<(), String> {
     let timeout = hook.timeout.value.get();
+    // No redirects: the headers and the signature go to the address the pipeline names,
+    // never to one an answer points at.
     let client = reqwest::Client::builder()
         .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let url = hook.url.value.to_string();
@@ -276,6 +279,10 @@ async fn post(hook: &WebhookChannel, body: &[u8]) -> Result<(), String> {
     let shown = sluice_core::redact::redact_url(&url);
     match request.send().await {
         Ok(answer) if answer.status().is_success() => Ok(()),
+        Ok(answer) if answer.status().is_redirection() => Err(format!(
+            "{shown} answered HTTP {} (a redirect, not followed: point the webhook at the final address)",
+            answer.status()
+        )),
         Ok(answer) => Err(format!("{shown} answered HTTP {}", answer.status())),
         Err(e) if e.is_timeout() => Err(format!("{shown} did not answer within {timeout:?}")),
         Err(e) => Err(format!("POST {shown}: {}", error_chain(&e.without_url()))),
@@ -391,5 +398,35 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_headers_go_nowhere_else() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere_at = elsewhere.local_addr().unwrap();
+        let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook_at = hook.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = hook.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{elsewhere_at}/steal\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        });
+        let spec = spec(&format!(
+            "  channels:\n    hook:\n      webhook: {{ url: \"http://{hook_at}/in\", headers: {{ X-Token: abc }} }}"
+        ));
+        let Some(sluice_config::spec::ChannelSpec::Webhook(hook)) = spec.channels.get("hook")
+        else {
+            panic!("a webhook")
+        };
+        let e = post(hook, b"{}").await.unwrap_err();
+        assert!(e.contains("not followed"), "{e}");
+        let reached =
+            tokio::time::timeout(std::time::Duration::from_millis(300), elsewhere.accept()).await;
+        assert!(reached.is_err(), "the redirect target was contacted");
     }
 }
