@@ -2,7 +2,8 @@
 //! and its alert goes to the pipeline's `alerts.channels`: a signed webhook POST to a
 //! local receiver and a program fed the alert on stdin. `sluice alerts` shows where it
 //! went; a route can keep a channel out; a webhook that cannot be reached is recorded as
-//! failed without changing the run's exit code.
+//! failed without changing the run's exit code; a run that quarantined records raises a
+//! warning, and a clean run raises nothing.
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -245,4 +246,64 @@ async fn an_unreachable_webhook_is_recorded_as_failed_and_the_exit_code_holds() 
         .expect("the newest alert is listed");
     assert!(newest.contains("-> hook: failed after 3 attempts"), "{out}");
     assert!(newest.contains("-> script: sent"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_quarantined_records_raises_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(
+        dir.path().join("in/orders.ndjson"),
+        format!(
+            "{{\"id\":1}}\n{{\"id\":2,\"note\":\"{}\"}}\n{{\"id\":3}}\n",
+            "x".repeat(400)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        r#"
+pipeline: alerts_partial
+alerts:
+  channels:
+    hook:
+      webhook: { url: "${HOOK}", secret: "${HOOK_SECRET}" }
+nodes:
+  orders:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+    max_record_bytes: 200B
+    bad_records: quarantine
+  db:
+    type: sqlite
+    inputs: [orders]
+    url: sqlite://out.db
+    table: orders
+"#,
+    )
+    .unwrap();
+    let (url, seen) = receiver().await;
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(3), "partially succeeded: {out}");
+    let body = {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one POST expected: {seen:?}");
+        seen[0].1.clone()
+    };
+    let alert: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(alert["kind"], "run_partially_succeeded", "{alert}");
+    assert_eq!(alert["severity"], "warning", "{alert}");
+    assert!(
+        alert["next"]
+            .as_str()
+            .unwrap()
+            .contains("sluice failed list --pipeline alerts_partial"),
+        "{alert}"
+    );
+    // A run that delivers everything raises nothing.
+    std::fs::write(dir.path().join("in/more.ndjson"), "{\"id\":4}\n").unwrap();
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "a clean run raised an alert");
 }
