@@ -307,3 +307,44 @@ nodes:
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(seen.lock().unwrap().len(), 1, "a clean run raised an alert");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_found_down_by_health_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.ndjson"), "{\"id\":1}\n").unwrap();
+    // Port 1 on the loopback interface: nothing listens there.
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        r#"
+pipeline: alerts_link
+alerts:
+  channels:
+    hook:
+      webhook: { url: "${HOOK}" }
+nodes:
+  orders:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+  db:
+    type: postgres
+    inputs: [orders]
+    url: postgres://sluice@127.0.0.1:1/nowhere
+    table: orders
+"#,
+    )
+    .unwrap();
+    let (url, seen) = receiver().await;
+    let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(1), "a link is down: {out}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "one POST for the one link down: {seen:?}");
+    let alert: Value = serde_json::from_slice(&seen[0].1).unwrap();
+    assert_eq!(alert["kind"], "link_down", "{alert}");
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    assert!(
+        alert["message"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{alert}"
+    );
+}
