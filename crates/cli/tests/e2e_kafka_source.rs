@@ -146,3 +146,51 @@ nodes:
         "the failure names the topic and its class: {out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_latest_reads_only_what_comes_after_the_first_run() {
+    let topic = sluice_testkit::kafka_topic("e2e_kafka_latest", 2).await;
+    let mut sb = Sandbox::new("e2e_kafka_latest").await;
+    sb.set("BROKERS", topic.bootstrap.clone());
+    sb.set("TOPIC", topic.name.clone());
+    produce(&topic.bootstrap, &topic.name, &orders(0..50)).await;
+    let file = sb.write(
+        "p.yaml",
+        r#"
+pipeline: kafka_latest
+nodes:
+  events:
+    type: kafka
+    brokers: ["${BROKERS}"]
+    topic: ${TOPIC}
+    start: latest
+  out:
+    type: file_sink
+    inputs: [events]
+    path: out.ndjson
+    format: ndjson
+"#,
+    );
+    let file = file.to_str().unwrap().to_owned();
+    let lines = |sb: &Sandbox| {
+        std::fs::read_to_string(sb.path("out.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // The first run starts at the end: nothing of what was there before.
+    sb.sluice(&["run", &file, "--once", "--plain"])
+        .await
+        .expect_code(0);
+    assert_eq!(lines(&sb), 0);
+    // What comes after it is read by the next run, once.
+    produce(&topic.bootstrap, &topic.name, &orders(50..80)).await;
+    sb.sluice(&["run", &file, "--once", "--plain"])
+        .await
+        .expect_code(0);
+    assert_eq!(lines(&sb), 30);
+    sb.sluice(&["run", &file, "--once", "--plain"])
+        .await
+        .expect_code(0);
+    assert_eq!(lines(&sb), 30);
+}

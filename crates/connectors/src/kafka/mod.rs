@@ -55,6 +55,10 @@ pub struct KafkaSource {
     next: BTreeMap<i32, i64>,
     /// The partition assigned now, if any.
     assigned: Option<i32>,
+    /// The offsets of the last checkpoint handed out (or given at open): when a run moves
+    /// them without a batch (a first run at `latest`, messages all skipped), it ends with
+    /// an empty batch carrying them, so the next run starts there.
+    saved: Option<BTreeMap<i32, i64>>,
     converter: Converter,
     events: Vec<ConnectorEvent>,
 }
@@ -205,8 +209,30 @@ impl KafkaSource {
             ends,
             next,
             assigned: None,
+            saved: checkpoint.is_some().then(|| saved.clone()),
             converter,
             events,
+        })
+    }
+
+    /// At the end of a run: an empty batch with the checkpoint when the offsets moved since
+    /// the last one handed out, else nothing.
+    fn last_checkpoint(&mut self) -> Option<SourceBatch> {
+        if self.saved.as_ref() == Some(&self.next) {
+            return None;
+        }
+        self.saved = Some(self.next.clone());
+        let position = SourcePosition::Cursor(
+            self.next
+                .iter()
+                .map(|(p, o)| format!("{p}:{o}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let empty = RecordBatch::new_empty(std::sync::Arc::new(arrow::datatypes::Schema::empty()));
+        Some(SourceBatch {
+            batch: Batch::new(self.pipeline.clone(), self.node.clone(), position, empty),
+            checkpoint: Some(self.checkpoint()),
         })
     }
 
@@ -394,13 +420,13 @@ impl Source for KafkaSource {
                 .find(|(p, o)| **o < self.ends[*p])
                 .map(|(p, _)| *p)
             else {
-                return Ok(None);
+                return Ok(self.last_checkpoint());
             };
             let start = self.next[&partition];
             let (records, exact) = self.read_range(partition).await?;
             if records.is_empty() {
                 // Only bad or skipped messages: nothing to deliver, but their offsets are
-                // done; the next batch's checkpoint carries them.
+                // done; the next batch's checkpoint (or the last one) carries them.
                 continue;
             }
             let records = self.convert(records, exact)?;
@@ -413,6 +439,7 @@ impl Source for KafkaSource {
                 },
                 records,
             );
+            self.saved = Some(self.next.clone());
             return Ok(Some(SourceBatch {
                 batch,
                 checkpoint: Some(self.checkpoint()),
