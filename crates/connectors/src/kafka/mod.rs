@@ -286,6 +286,45 @@ impl KafkaSource {
         }
     }
 
+    /// The next message of `partition`, or `None` when the consumer's position reached
+    /// `end` without one (a transaction's commit marker or a compacted gap holds the last
+    /// offsets: no message will come for them). A partition that holds offsets below `end`
+    /// and sends nothing for `request_timeout` is `dependency`.
+    async fn receive(
+        &self,
+        partition: i32,
+        end: i64,
+    ) -> Result<Option<rdkafka::message::BorrowedMessage<'_>>, ConnectorError> {
+        let started = Instant::now();
+        loop {
+            let wait = Duration::from_millis(500).min(self.config.request_timeout);
+            match tokio::time::timeout(wait, self.consumer.recv()).await {
+                Ok(Ok(message)) => return Ok(Some(message)),
+                Ok(Err(e)) => return Err(kafka_error("cannot read the topic", e)),
+                Err(_) => {}
+            }
+            let position = self.consumer.position().ok().and_then(|tpl| {
+                tpl.find_partition(&self.config.spec.topic.value, partition)
+                    .map(|e| e.offset())
+            });
+            if let Some(Offset::Offset(at)) = position
+                && at >= end
+            {
+                return Ok(None);
+            }
+            if started.elapsed() >= self.config.request_timeout {
+                return Err(ConnectorError::new(
+                    ErrorClass::Dependency,
+                    format!(
+                        "kafka: no message from partition {partition} of `{}` within {:?}, though it holds offsets up to {end}; check the brokers",
+                        self.config.spec.topic.value,
+                        started.elapsed()
+                    ),
+                ));
+            }
+        }
+    }
+
     /// The records of the next range of `partition`: up to the batch limits or the
     /// partition's end for this run.
     async fn read_range(&mut self, partition: i32) -> Result<(Vec<Value>, bool), ConnectorError> {
@@ -297,20 +336,12 @@ impl KafkaSource {
             && records.len() < self.config.max_rows.max(1)
             && bytes < self.config.max_bytes.max(1)
         {
-            let started = Instant::now();
-            let message = tokio::time::timeout(self.config.request_timeout, self.consumer.recv())
-                .await
-                .map_err(|_| {
-                    ConnectorError::new(
-                        ErrorClass::Dependency,
-                        format!(
-                            "kafka: no message from partition {partition} of `{}` within {:?}, though it holds offsets up to {end}; check the brokers",
-                            self.config.spec.topic.value,
-                            started.elapsed()
-                        ),
-                    )
-                })?
-                .map_err(|e| kafka_error("cannot read the topic", e))?;
+            let Some(message) = self.receive(partition, end).await? else {
+                // The consumer's position passed the end without a message there: offsets
+                // taken by transaction markers or removed by compaction.
+                self.next.insert(partition, end);
+                break;
+            };
             if message.partition() != partition || message.offset() < self.next[&partition] {
                 continue;
             }
