@@ -194,3 +194,63 @@ nodes:
         .expect_code(0);
     assert_eq!(lines(&sb), 30);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_s_commit_marker_does_not_hold_the_run() {
+    use rdkafka::producer::Producer;
+    let topic = sluice_testkit::kafka_topic("e2e_kafka_tx", 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &topic.bootstrap)
+        .set("transactional.id", format!("{}-tx", topic.name))
+        .create()
+        .expect("a transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("transactions start");
+    producer.begin_transaction().expect("a transaction");
+    for (_, payload) in orders(0..10) {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic.name).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+    }
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("the transaction commits");
+    let mut sb = Sandbox::new("e2e_kafka_tx").await;
+    sb.set("BROKERS", topic.bootstrap.clone());
+    sb.set("TOPIC", topic.name.clone());
+    let file = sb.write(
+        "p.yaml",
+        r#"
+pipeline: kafka_tx
+nodes:
+  events:
+    type: kafka
+    brokers: ["${BROKERS}"]
+    topic: ${TOPIC}
+  db:
+    type: sqlite
+    inputs: [events]
+    url: sqlite://out.db
+    table: orders
+    mode: append
+"#,
+    );
+    let file = file.to_str().unwrap().to_owned();
+    // The high watermark counts the commit marker, which is no message: the run ends at
+    // the consumer's position, with every record, well before the 30 s it would wait.
+    let started = std::time::Instant::now();
+    sb.sluice(&["run", &file, "--once", "--plain"])
+        .await
+        .expect_code(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(rows(&sb.path("out.db")).await, (10, 10, (0..10).sum()));
+}
