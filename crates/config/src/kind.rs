@@ -18,13 +18,14 @@ use crate::plan::PlannedNode;
 use crate::spec::nodes::{NodeSpec, Role};
 use crate::spec::{SchemaPolicy, TimeoutsSpec};
 use crate::yaml::Node;
-use schemars::{Schema, SchemaGenerator};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use sluice_core::node::{BoxFuture, NodeRunner};
 use sluice_core::{ConnectorError, ErrorClass};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +46,59 @@ pub trait Kind: Send + Sync + 'static {
     /// The JSON Schema of its fields, one per role it can take, in the order of
     /// [`Kind::roles`].
     fn schemas(&self, generator: &mut SchemaGenerator) -> Vec<Schema>;
+}
+
+/// The common kind: one role, its fields read into the spec `T` (which is its
+/// [`NodeConfig`]). Declared as a static in the kind's folder:
+///
+/// ```ignore
+/// pub static HTTP: KindOf<HttpSourceSpec> = KindOf::new("http", Role::Source, "HTTP source");
+/// ```
+pub struct KindOf<T> {
+    name: &'static str,
+    role: Role,
+    what: &'static str,
+    spec: PhantomData<fn() -> T>,
+}
+
+impl<T> KindOf<T> {
+    /// The kind `type: <name>`, whose nodes take `role`; `what` names one in messages
+    /// (`HTTP source`, `SQL task`).
+    pub const fn new(name: &'static str, role: Role, what: &'static str) -> Self {
+        KindOf {
+            name,
+            role,
+            what,
+            spec: PhantomData,
+        }
+    }
+}
+
+impl<T: NodeConfig + DeserializeOwned + JsonSchema> Kind for KindOf<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn roles(&self) -> &'static [Role] {
+        match self.role {
+            Role::Source => &[Role::Source],
+            Role::Transform => &[Role::Transform],
+            Role::Sink => &[Role::Sink],
+            Role::Task => &[Role::Task],
+        }
+    }
+
+    fn what(&self, _role: Role) -> String {
+        self.what.to_owned()
+    }
+
+    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
+        fields.config::<T>()
+    }
+
+    fn schemas(&self, generator: &mut SchemaGenerator) -> Vec<Schema> {
+        vec![schema_of::<T>(generator)]
+    }
 }
 
 /// A node's validated kind-specific spec: what a [`Kind`] read.

@@ -63,17 +63,17 @@ pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
         Registry::new(vec![
-            &http::HttpKind,
-            &http_sink::HttpSinkKind,
+            &http::HTTP,
+            &http_sink::HTTP_SINK,
             &sql::POSTGRES,
             &sql::MYSQL,
             &sql::SQLITE,
-            &file::FileKind,
-            &file::FileSinkKind,
-            &kafka::KafkaKind,
-            &transform::TransformKind,
-            &task::SqlTaskKind,
-            &task::CommandKind,
+            &file::FILE,
+            &file::FILE_SINK,
+            &kafka::KAFKA,
+            &transform::TRANSFORM,
+            &task::SQL_TASK,
+            &task::COMMAND,
         ])
     })
 }

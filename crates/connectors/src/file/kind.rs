@@ -3,68 +3,23 @@
 
 use super::spec::{FileFormat, FileSinkSpec, FileSourceSpec};
 use crate::spec::check_schema;
-use sluice_config::kind::schema_of;
+use sluice_config::kind::KindOf;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::SchemaPolicy;
 use sluice_config::spec::nodes::{NodeSpec, Role};
-use sluice_config::{BuildContext, Checker, Fields, Kind, Link, LinkKind, NodeConfig};
+use sluice_config::{BuildContext, Checker, Kind, Link, LinkKind, NodeConfig};
 use sluice_core::node::{BoxFuture, NodeRunner};
 use sluice_core::{ConnectorError, Sink, Source};
-use std::sync::Arc;
 
 /// `type: file`.
-pub struct FileKind;
+pub static FILE: KindOf<FileSourceSpec> = KindOf::new("file", Role::Source, "file source");
 
 /// `type: file_sink`.
-pub struct FileSinkKind;
-
-impl Kind for FileKind {
-    fn name(&self) -> &'static str {
-        "file"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Source]
-    }
-
-    fn what(&self, role: Role) -> String {
-        format!("file {role}")
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<FileSourceSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<FileSourceSpec>(generator)]
-    }
-}
-
-impl Kind for FileSinkKind {
-    fn name(&self) -> &'static str {
-        "file_sink"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Sink]
-    }
-
-    fn what(&self, role: Role) -> String {
-        format!("file {role}")
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<FileSinkSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<FileSinkSpec>(generator)]
-    }
-}
+pub static FILE_SINK: KindOf<FileSinkSpec> = KindOf::new("file_sink", Role::Sink, "file sink");
 
 impl NodeConfig for FileSourceSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &FileKind
+        &FILE
     }
 
     fn role(&self) -> Role {
@@ -143,7 +98,7 @@ impl NodeConfig for FileSourceSpec {
 
 impl NodeConfig for FileSinkSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &FileSinkKind
+        &FILE_SINK
     }
 
     fn role(&self) -> Role {

@@ -32,7 +32,7 @@ mod source;
 pub mod spec;
 
 pub use config::*;
-pub use kind::{FileKind, FileSinkKind};
+pub use kind::{FILE, FILE_SINK};
 pub use sink::FileSink;
 pub use source::FileSource;
 

@@ -5,44 +5,21 @@ use super::spec::{
     AuthSpec, BreakerSpec, HttpMethod, HttpSourceSpec, PaginationSpec, RateLimitSpec,
 };
 use crate::spec::{check_schema, schema_config};
-use sluice_config::kind::schema_of;
+use sluice_config::kind::KindOf;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::nodes::{NodeSpec, Role};
 use sluice_config::spec::{SchemaPolicy, TimeoutsSpec};
-use sluice_config::{BuildContext, Checker, Fields, Kind, Link, LinkKind, NodeConfig, Spanned};
+use sluice_config::{BuildContext, Checker, Kind, Link, LinkKind, NodeConfig, Spanned};
 use sluice_core::node::{BoxFuture, NodeRunner};
 use sluice_core::{ConnectorError, Disposition, ErrorClass, Secret};
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 /// `type: http`.
-pub struct HttpKind;
-
-impl Kind for HttpKind {
-    fn name(&self) -> &'static str {
-        "http"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Source]
-    }
-
-    fn what(&self, role: Role) -> String {
-        format!("HTTP {role}")
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<HttpSourceSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<HttpSourceSpec>(generator)]
-    }
-}
+pub static HTTP: KindOf<HttpSourceSpec> = KindOf::new("http", Role::Source, "HTTP source");
 
 impl NodeConfig for HttpSourceSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &HttpKind
+        &HTTP
     }
 
     fn role(&self) -> Role {

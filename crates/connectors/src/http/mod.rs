@@ -58,7 +58,7 @@ pub mod spec;
 mod template;
 
 pub use breaker::BreakerRegistry;
-pub use kind::HttpKind;
+pub use kind::HTTP;
 
 /// The longest wait an outside value (`expires_in`, `Retry-After`, a rate-limit reset,
 /// a configured maximum) can put between now and an [`std::time::Instant`]: a century,

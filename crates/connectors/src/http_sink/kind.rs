@@ -3,43 +3,20 @@
 
 use super::spec::{HttpSinkSpec, SinkFormat};
 use crate::http::kind::{api_link, auth, header_names, plain_http, rate_limit};
-use sluice_config::kind::schema_of;
+use sluice_config::kind::KindOf;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::TimeoutsSpec;
 use sluice_config::spec::nodes::{NodeSpec, Role};
-use sluice_config::{BuildContext, Checker, Fields, Kind, Link, LinkKind, NodeConfig};
+use sluice_config::{BuildContext, Checker, Kind, Link, LinkKind, NodeConfig};
 use sluice_core::node::{BoxFuture, NodeRunner};
 use sluice_core::{ConnectorError, Secret, Sink};
-use std::sync::Arc;
 
 /// `type: http_sink`.
-pub struct HttpSinkKind;
-
-impl Kind for HttpSinkKind {
-    fn name(&self) -> &'static str {
-        "http_sink"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Sink]
-    }
-
-    fn what(&self, role: Role) -> String {
-        format!("HTTP {role}")
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<HttpSinkSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<HttpSinkSpec>(generator)]
-    }
-}
+pub static HTTP_SINK: KindOf<HttpSinkSpec> = KindOf::new("http_sink", Role::Sink, "HTTP sink");
 
 impl NodeConfig for HttpSinkSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &HttpSinkKind
+        &HTTP_SINK
     }
 
     fn role(&self) -> Role {

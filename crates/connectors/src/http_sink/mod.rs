@@ -32,7 +32,7 @@ use crate::http::ratelimit::Limiter;
 use crate::http::{AuthConfig, RateLimitConfig, TimeoutsConfig};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
-pub use kind::HttpSinkKind;
+pub use kind::HTTP_SINK;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use sluice_core::{Batch, ConnectorError, ConnectorEvent, ErrorClass, Secret, Sink, WriteReport};
 use std::collections::{BTreeMap, HashSet};

@@ -4,40 +4,17 @@
 use super::spec::KafkaSourceSpec;
 use super::{KafkaSource, KafkaSourceConfig};
 use crate::spec::check_schema;
-use sluice_config::kind::schema_of;
+use sluice_config::kind::KindOf;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::SchemaPolicy;
 use sluice_config::spec::nodes::{NodeSpec, Role};
-use sluice_config::{BuildContext, Checker, Fields, Kind, Link, LinkKind, NodeConfig};
+use sluice_config::{BuildContext, Checker, Kind, Link, LinkKind, NodeConfig};
 use sluice_core::node::{BoxFuture, NodeRunner};
 use sluice_core::{ConnectorError, Source};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// `type: kafka`.
-pub struct KafkaKind;
-
-impl Kind for KafkaKind {
-    fn name(&self) -> &'static str {
-        "kafka"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Source]
-    }
-
-    fn what(&self, role: Role) -> String {
-        format!("Kafka {role}")
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<KafkaSourceSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<KafkaSourceSpec>(generator)]
-    }
-}
+pub static KAFKA: KindOf<KafkaSourceSpec> = KindOf::new("kafka", Role::Source, "Kafka source");
 
 fn config(spec: &KafkaSourceSpec, node: &PlannedNode) -> KafkaSourceConfig {
     let batching = node.batching.clone().unwrap_or_default();
@@ -54,7 +31,7 @@ fn config(spec: &KafkaSourceSpec, node: &PlannedNode) -> KafkaSourceConfig {
 
 impl NodeConfig for KafkaSourceSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &KafkaKind
+        &KAFKA
     }
 
     fn role(&self) -> Role {

@@ -10,7 +10,7 @@
 mod kind;
 pub mod spec;
 
-pub use kind::KafkaKind;
+pub use kind::KAFKA;
 
 use crate::http::records::{Converter, RecordsAt, extract, json_text};
 use crate::spec::schema_config;

@@ -3,64 +3,23 @@
 
 use super::spec::{CommandTaskSpec, SqlTaskSpec};
 use super::{CommandTask, SqlTask};
-use sluice_config::kind::schema_of;
+use sluice_config::kind::KindOf;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::nodes::{NodeSpec, Role};
-use sluice_config::{BuildContext, Checker, Fields, Kind, Link, NodeConfig};
+use sluice_config::{BuildContext, Checker, Kind, Link, NodeConfig};
 use sluice_core::node::{BoxFuture, NodeRunner, Task};
 use sluice_core::{ConnectorError, Secret};
-use std::sync::Arc;
 
 /// `type: sql_task`.
-pub struct SqlTaskKind;
+pub static SQL_TASK: KindOf<SqlTaskSpec> = KindOf::new("sql_task", Role::Task, "SQL task");
 
 /// `type: command`.
-pub struct CommandKind;
+pub static COMMAND: KindOf<CommandTaskSpec> = KindOf::new("command", Role::Task, "command task");
 
 const TASK_VARIABLES: &[&str] = &["run_id", "pipeline"];
 
 fn why(_: &str) -> String {
     "tasks may use `{{run_id}}` and `{{pipeline}}`".to_owned()
-}
-
-impl Kind for SqlTaskKind {
-    fn name(&self) -> &'static str {
-        "sql_task"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Task]
-    }
-
-    fn what(&self, _role: Role) -> String {
-        "SQL task".to_owned()
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<SqlTaskSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<SqlTaskSpec>(generator)]
-    }
-}
-
-impl Kind for CommandKind {
-    fn name(&self) -> &'static str {
-        "command"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Task]
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<CommandTaskSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<CommandTaskSpec>(generator)]
-    }
 }
 
 impl SqlTaskSpec {
@@ -92,7 +51,7 @@ impl CommandTaskSpec {
 
 impl NodeConfig for SqlTaskSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &SqlTaskKind
+        &SQL_TASK
     }
 
     fn role(&self) -> Role {
@@ -139,7 +98,7 @@ impl NodeConfig for SqlTaskSpec {
 
 impl NodeConfig for CommandTaskSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &CommandKind
+        &COMMAND
     }
 
     fn role(&self) -> Role {

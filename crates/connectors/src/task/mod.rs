@@ -4,7 +4,7 @@
 mod kind;
 pub mod spec;
 
-pub use kind::{CommandKind, SqlTaskKind};
+pub use kind::{COMMAND, SQL_TASK};
 
 use async_trait::async_trait;
 use sluice_core::{ConnectorError, ErrorClass, Secret};

@@ -2,43 +2,21 @@
 
 use super::CompiledTransform;
 use super::spec::{TransformOp, TransformSpec};
-use sluice_config::kind::schema_of;
+use sluice_config::kind::KindOf;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::nodes::{NodeSpec, Role};
-use sluice_config::{BuildContext, Checker, Fields, Kind, Link, NodeConfig, Spanned};
+use sluice_config::{BuildContext, Checker, Kind, Link, NodeConfig, Spanned};
 use sluice_core::ConnectorError;
 use sluice_core::node::{BoxFuture, NodeRunner};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// `type: transform`.
-pub struct TransformKind;
-
-impl Kind for TransformKind {
-    fn name(&self) -> &'static str {
-        "transform"
-    }
-
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Transform]
-    }
-
-    fn what(&self, _role: Role) -> String {
-        "transform".to_owned()
-    }
-
-    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
-        fields.config::<TransformSpec>()
-    }
-
-    fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> Vec<schemars::Schema> {
-        vec![schema_of::<TransformSpec>(generator)]
-    }
-}
+pub static TRANSFORM: KindOf<TransformSpec> =
+    KindOf::new("transform", Role::Transform, "transform");
 
 impl NodeConfig for TransformSpec {
     fn kind(&self) -> &'static dyn Kind {
-        &TransformKind
+        &TRANSFORM
     }
 
     fn role(&self) -> Role {

@@ -43,7 +43,7 @@ mod eval;
 mod kind;
 pub mod spec;
 
-pub use kind::TransformKind;
+pub use kind::TRANSFORM;
 
 use crate::spec::ColumnType;
 use crate::transform::spec::{TransformOp, TransformSpec};
