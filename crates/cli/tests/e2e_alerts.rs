@@ -7,67 +7,32 @@
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sluice_testkit::receiver::{Answer, Request, receive};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// A request the receiver got: its header block and its body.
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// A minimal HTTP/1.1 receiver that answers 200 to everything and keeps what it got.
+/// A receiver that answers 200 to everything and keeps what it got.
 async fn receiver() -> (String, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
     let kept = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(connection(sock, kept.clone()));
-        }
-    });
+    let addr = receive(move |r: &Request| {
+        kept.lock().unwrap().push((r.head.clone(), r.body.clone()));
+        Answer::status(200)
+    })
+    .await;
     (format!("http://{addr}/hooks/sluice"), seen)
 }
 
-async fn connection(mut sock: TcpStream, seen: Seen) {
-    let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let len: usize = header(&head, "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
-        seen.lock().unwrap().push((head, body));
-        let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-        if sock.write_all(resp.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
 fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_owned())
-    })
+    Request {
+        head: head.to_owned(),
+        body: Vec::new(),
+    }
+    .header(name)
 }
 
 const SECRET: &str = "hook-s3cret-key";

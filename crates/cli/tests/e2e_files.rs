@@ -4,12 +4,11 @@
 //! that refuses the batches makes the run fail with its class.
 
 use serde_json::Value;
+use sluice_testkit::receiver::{Answer, Request, receive};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// What the receiver does and saw.
 #[derive(Default)]
@@ -31,7 +30,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn answer(&mut self, key: Option<String>, body: &[u8]) -> (u16, &'static str) {
+    fn answer(&mut self, key: Option<String>, body: &[u8]) -> Answer {
         self.requests += 1;
         let status = if let Some(s) = self.always {
             s
@@ -56,82 +55,28 @@ impl Receiver {
             200
         };
         self.answers.push(status);
-        let extra = if status == 429 {
-            "Retry-After: 1\r\n"
+        if status == 429 {
+            Answer::status(status).with_header("Retry-After", "1")
         } else {
-            ""
-        };
-        (status, extra)
-    }
-}
-
-async fn serve(listener: TcpListener, state: Arc<Mutex<Receiver>>) {
-    loop {
-        let Ok((sock, _)) = listener.accept().await else {
-            return;
-        };
-        tokio::spawn(connection(sock, state.clone()));
-    }
-}
-
-/// A minimal HTTP/1.1 server: `Content-Length` bodies, keep-alive.
-async fn connection(mut sock: TcpStream, state: Arc<Mutex<Receiver>>) {
-    let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let header = |name: &str| {
-            head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_owned())
-            })
-        };
-        let len: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
-        let (status, extra) = {
-            let mut s = state.lock().unwrap();
-            s.authorization = header("authorization");
-            s.answer(header("idempotency-key"), &body)
-        };
-        let text = format!("{{\"status\":{status}}}");
-        let resp = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{text}",
-            text.len()
-        );
-        if sock.write_all(resp.as_bytes()).await.is_err() {
-            return;
+            Answer::status(status)
         }
     }
 }
 
 /// Starts a receiver; returns its URL and state.
 async fn receiver(max_body: usize, always: Option<u16>) -> (String, Arc<Mutex<Receiver>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let state = Arc::new(Mutex::new(Receiver {
         max_body,
         always,
         ..Receiver::default()
     }));
-    tokio::spawn(serve(listener, state.clone()));
+    let kept = state.clone();
+    let addr = receive(move |r: &Request| {
+        let mut s = kept.lock().unwrap();
+        s.authorization = r.header("authorization");
+        s.answer(r.header("idempotency-key"), &r.body)
+    })
+    .await;
     (format!("http://{addr}/v1/events"), state)
 }
 

@@ -30,13 +30,12 @@ use sluice_connectors::sql::{SqlSourceConfig, WatermarkConfig, build_sink, build
 use sluice_core::{Batch, ConnectorError, RunInfo, Sink, Source, SourceBatch};
 use sluice_testkit::batches::{ids_of, named, named_batch, page_batch, page_ids};
 use sluice_testkit::mock_api::{MockApi, MockConfig, MockHandle};
+use sluice_testkit::receiver::{Answer, Request, receive};
 use sql_common::Target;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// The longest a health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -393,16 +392,21 @@ struct Received {
 
 impl Receiver {
     async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(Received::default()));
         let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(connection(sock, shared.clone()));
-            }
-        });
-        Receiver { base_url, state }
+        let addr = receive(move |r: &Request| {
+            let status =
+                shared
+                    .lock()
+                    .unwrap()
+                    .answer(r.path(), r.header("idempotency-key"), &r.body);
+            Answer::status(status)
+        })
+        .await;
+        Receiver {
+            base_url: format!("http://{addr}"),
+            state,
+        }
     }
 
     fn ids(&self, target: &str) -> Vec<i64> {
@@ -450,58 +454,6 @@ impl Received {
             .entry(key)
             .or_insert(ids);
         200
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection: requests with `Content-Length` bodies.
-async fn connection(mut sock: TcpStream, state: Arc<Mutex<Received>>) {
-    let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let path = head
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let header = |name: &str| {
-            head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_owned())
-            })
-        };
-        let len: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
-        let status = state
-            .lock()
-            .unwrap()
-            .answer(&path, header("idempotency-key"), &body);
-        let text = format!("{{\"status\":{status}}}");
-        let response = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        if sock.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`mock_api`]: the flaky mock HTTP API ([`MockApi::start`]), which injects each failure
 //!   class on demand;
 //! - [`batches`]: batches of records with an `id` column, built one way for every test;
+//! - [`receiver`]: a local HTTP receiver for what Sluice sends (sinks, webhooks);
 //! - [`services_script`]: `scripts/services.sh down|up SERVICE`, for the outage tests.
 //!
 //! A missing variable is a test failure with a message saying how to start the services,
@@ -23,6 +24,7 @@
 
 pub mod batches;
 pub mod mock_api;
+pub mod receiver;
 mod services;
 
 pub use services::{
