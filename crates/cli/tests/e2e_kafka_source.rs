@@ -242,15 +242,10 @@ nodes:
     );
     let file = file.to_str().unwrap().to_owned();
     // The high watermark counts the commit marker, which is no message: the run ends at
-    // the consumer's position, with every record, well before the 30 s it would wait.
-    let started = std::time::Instant::now();
+    // the consumer's position with every record (waiting for it would end the run as
+    // `dependency` once the source's retries are spent).
     sb.sluice(&["run", &file, "--once", "--plain"])
         .await
         .expect_code(0);
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(rows(&sb.path("out.db")).await, (10, 10, (0..10).sum()));
 }
