@@ -305,3 +305,39 @@ nodes:
         }
     }
 }
+
+mod kafka_specs {
+    use super::*;
+
+    #[test]
+    fn kafka_properties_never_print_from_the_plan() {
+        let text = r#"
+pipeline: k
+nodes:
+  events:
+    type: kafka
+    brokers: ["127.0.0.1:9092"]
+    topic: orders
+    properties: { sasl.password: "${PW}", security.protocol: SASL_SSL }
+  out:
+    type: file_sink
+    inputs: [events]
+    path: o.ndjson
+    format: ndjson
+"#;
+        let env = Env::new().with_var("PW", "hunter2-kafka");
+        let plan = validate(text, &env).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics()));
+        for shown in [
+            format!("{plan:?}"),
+            plan.to_text(),
+            serde_json::to_string(&plan).unwrap(),
+        ] {
+            assert!(!shown.contains("hunter2-kafka"), "{shown}");
+        }
+        let json: serde_json::Value = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["nodes"][0]["config"]["properties"]["security.protocol"],
+            "SASL_SSL"
+        );
+    }
+}
