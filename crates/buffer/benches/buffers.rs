@@ -69,10 +69,20 @@ struct Row {
     bytes: usize,
 }
 
-async fn round_trip(buffer: &dyn Buffer, topic: &str, batches: &[Batch]) -> f64 {
+/// Publishes and consumes every batch: one publish at a time (`in_flight` 1, each acked
+/// before the next), or as the engine's sources do, up to `in_flight` batches started
+/// and their acks taken in order.
+async fn round_trip(buffer: &dyn Buffer, topic: &str, batches: &[Batch], in_flight: usize) -> f64 {
     let start = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
     for b in batches {
-        buffer.publish(topic, b).await.unwrap();
+        acks.push_back(buffer.start_publish(topic, b).await.unwrap());
+        if acks.len() >= in_flight {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
     }
     let mut sub = buffer.subscribe(topic, "bench").await.unwrap();
     let mut seen = 0;
@@ -139,7 +149,7 @@ async fn main() {
                 },
             )
             .unwrap();
-            secs.push(round_trip(&log, "t", &batches).await);
+            secs.push(round_trip(&log, "t", &batches, 1).await);
         }
         table.push(Row {
             name: format!("embedded log publish+consume (fsync {label})"),
@@ -149,23 +159,25 @@ async fn main() {
     }
 
     if let Ok(bootstrap) = std::env::var("SLUICE_TEST_KAFKA") {
-        let mut secs = Vec::new();
-        for run in 0..runs {
-            let kafka = KafkaBuffer::new(KafkaOptions {
-                brokers: bootstrap.clone(),
-                partitions: 1,
-                ..KafkaOptions::default()
-            })
-            .unwrap();
-            let topic = format!("bench.buffer.{}.{run}", std::process::id());
-            kafka.ensure_topic(&topic).await.unwrap();
-            secs.push(round_trip(&kafka, &topic, &batches).await);
+        for (label, in_flight) in [("one at a time", 1), ("8 in flight, as sources publish", 8)] {
+            let mut secs = Vec::new();
+            for run in 0..runs {
+                let kafka = KafkaBuffer::new(KafkaOptions {
+                    brokers: bootstrap.clone(),
+                    partitions: 1,
+                    ..KafkaOptions::default()
+                })
+                .unwrap();
+                let topic = format!("bench.buffer.{}.{in_flight}.{run}", std::process::id());
+                kafka.ensure_topic(&topic).await.unwrap();
+                secs.push(round_trip(&kafka, &topic, &batches, in_flight).await);
+            }
+            table.push(Row {
+                name: format!("kafka publish+consume (acks=all, idempotent; {label})"),
+                secs,
+                bytes: 0,
+            });
         }
-        table.push(Row {
-            name: "kafka publish+consume (acks=all, idempotent)".into(),
-            secs,
-            bytes: 0,
-        });
 
         // The ceiling: librdkafka producing the same encoded bytes, no Sluice in between.
         let frames: Vec<Vec<u8>> = batches

@@ -349,11 +349,20 @@ impl KafkaBuffer {
 #[async_trait]
 impl Buffer for KafkaBuffer {
     async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), BufferError> {
+        self.start_publish(topic, batch).await?.await
+    }
+
+    /// Enqueues every part of the batch with the producer (whose idempotence keeps them
+    /// in order within the partition, after every batch enqueued before), and returns the
+    /// wait for their acks.
+    async fn start_publish(
+        &self,
+        topic: &str,
+        batch: &Batch,
+    ) -> Result<crate::Pending, BufferError> {
         self.ensure_topic(topic).await?;
         let messages = wire::encode(batch, self.options.format, self.options.message_max_bytes)?;
         let key = batch.id.to_string();
-        // Enqueue every part, then wait for all acks: the idempotent producer keeps them
-        // in order within the partition.
         let mut pending = Vec::with_capacity(messages.len());
         for message in &messages {
             let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
@@ -373,19 +382,24 @@ impl Buffer for KafkaBuffer {
                 .map_err(|(e, _)| kafka_error(format!("producing to {topic}"), e))?;
             pending.push(delivery);
         }
-        for delivery in pending {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(kafka_error(format!("producing to {topic}"), e)),
-                Err(_canceled) => {
-                    return Err(kafka_error(
-                        format!("producing to {topic}"),
-                        KafkaError::Canceled,
-                    ));
+        let topic = topic.to_owned();
+        Ok(Box::pin(async move {
+            for delivery in pending {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => {
+                        return Err(kafka_error(format!("producing to {topic}"), e));
+                    }
+                    Err(_canceled) => {
+                        return Err(kafka_error(
+                            format!("producing to {topic}"),
+                            KafkaError::Canceled,
+                        ));
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        }))
     }
 
     async fn subscribe(

@@ -106,12 +106,25 @@ impl Delivery {
     }
 }
 
+/// A publish under way: resolves once the batch is durable.
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BufferError>> + Send>>;
+
 /// A durable buffer of batches, organised in topics (one per DAG edge).
 #[async_trait]
 pub trait Buffer: Send + Sync {
     /// Appends a batch to a topic and returns once it is durable (acked). A batch larger
     /// than the message limit travels as several parts.
     async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), BufferError>;
+
+    /// Starts publishing a batch: when this returns, the batch's place in the topic is
+    /// fixed (after every batch started before it); the future it returns resolves once
+    /// the batch is durable. Lets a caller keep several batches in flight and still take
+    /// their acks in order. By default the whole publish happens here.
+    async fn start_publish(&self, topic: &str, batch: &Batch) -> Result<Pending, BufferError> {
+        self.publish(topic, batch).await?;
+        Ok(Box::pin(async { Ok(()) }))
+    }
 
     /// Subscribes to a topic as a member of the named consumer group, from the group's
     /// committed offset (or the beginning).

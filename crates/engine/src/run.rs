@@ -8,7 +8,7 @@ use sluice_core::{Batch, ConnectorError, ErrorClass, RunInfo, WriteReport};
 use sluice_state::{
     AlertKind, AlertRow, AlertSeverity, NodeCounts, RunStatus, StateStore, Trigger, now_ms,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -418,6 +418,9 @@ impl Executor {
         };
         let retries_inside = source.retries_inside();
         let topic = topic_name(&ctx.namespace, &ctx.node);
+        // Batches published but not acked yet, in the order read: their checkpoints are
+        // saved in that order, each once its batch (and every one before it) is durable.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             if ctx.cancel.is_cancelled() {
                 return Ok(RunStatus::Cancelled);
@@ -430,13 +433,28 @@ impl Executor {
             let next = retrying(ctx, &mut read).await;
             let read = match next {
                 Ok(Ok(Some(read))) => read,
-                Ok(Ok(None)) => return Ok(RunStatus::Succeeded),
-                Ok(Err(error)) => return Err(error),
+                Ok(Ok(None)) => {
+                    return self
+                        .settle(ctx, &topic, &mut in_flight, 0)
+                        .await
+                        .map(|()| RunStatus::Succeeded)
+                        .or_else(cancelled);
+                }
+                Ok(Err(error)) => {
+                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
+                        return cancelled(gave_up);
+                    }
+                    return Err(error);
+                }
                 Err(GaveUp {
                     stop: Stop::Cancelled,
                     ..
                 }) => return Ok(RunStatus::Cancelled),
                 Err(GaveUp { mut error, .. }) => {
+                    // What was read before the failure is still delivered and checkpointed.
+                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
+                        return cancelled(gave_up);
+                    }
                     if let Some(at) = error.resume_at {
                         // The quota resets later than the node may wait: park it (its
                         // checkpoint is the last acked batch's); with a disposition other
@@ -450,28 +468,72 @@ impl Executor {
                     return Err(error);
                 }
             };
-            let rows = read.batch.num_rows();
-            match self.publish_with_retry(ctx, &topic, &read.batch).await {
+            // Its place in the topic is fixed now, after every batch before it. A publish
+            // that cannot start is retried at once, before any later batch starts.
+            let ack = self.buffer.start_publish(&topic, &read.batch).await.ok();
+            let keep = if ack.is_some() { MAX_IN_FLIGHT - 1 } else { 0 };
+            in_flight.push_back(InFlight {
+                ack,
+                batch: read.batch,
+                checkpoint: read.checkpoint,
+            });
+            match self.settle(ctx, &topic, &mut in_flight, keep).await {
                 Ok(()) => {}
-                // Not published, so not checkpointed: the next run reads the batch again.
                 Err(GaveUp {
                     stop: Stop::Cancelled,
                     ..
                 }) => return Ok(RunStatus::Cancelled),
                 Err(gave_up) => return Err(gave_up.error),
             }
+        }
+    }
+
+    /// Takes the acks of the oldest batches in flight until at most `keep` remain (and
+    /// any whose ack has already come), saving each one's checkpoint in order. A publish
+    /// that failed is published again, with retries, before any later checkpoint: a
+    /// batch not acked is never passed (the next run reads it again; the sinks' ledgers
+    /// skip what a second publish duplicates).
+    async fn settle(
+        &self,
+        ctx: &mut NodeCtx,
+        topic: &str,
+        in_flight: &mut VecDeque<InFlight>,
+        keep: usize,
+    ) -> Result<(), GaveUp> {
+        while let Some(mut front) = in_flight.pop_front() {
+            let acked = match front.ack.as_mut() {
+                None => false,
+                Some(ack) if in_flight.len() >= keep => ack.await.is_ok(),
+                Some(ack) => match futures::poll!(ack.as_mut()) {
+                    std::task::Poll::Ready(r) => r.is_ok(),
+                    std::task::Poll::Pending => {
+                        in_flight.push_front(front);
+                        return Ok(());
+                    }
+                },
+            };
+            if !acked {
+                self.publish_with_retry(ctx, topic, &front.batch).await?;
+            }
             crate::killpoint::reached("before_checkpoint", &ctx.node).await;
             // The buffer acknowledged the batch: only now may the source move on.
-            if let Some(checkpoint) = &read.checkpoint {
+            if let Some(checkpoint) = &front.checkpoint {
                 self.store
                     .save_checkpoint(&ctx.pipeline, &ctx.node, checkpoint)
-                    .await?;
+                    .await
+                    .map_err(|e| GaveUp {
+                        error: ConnectorError::from(e),
+                        attempts: 1,
+                        stop: Stop::NotRetried,
+                    })?;
             }
+            let rows = front.batch.num_rows();
             ctx.stats.records_in += rows as i64;
             ctx.stats.records_out += rows as i64;
             ctx.stats.batches += 1;
             ctx.emit(EventKind::BatchRead { rows });
         }
+        Ok(())
     }
 
     /// Publishes a source's batch, retrying the buffer's transient failures (the buffer
@@ -559,6 +621,27 @@ impl Executor {
             ));
         }
         Ok(RunStatus::Succeeded)
+    }
+}
+
+/// Batches a source keeps published but not yet acked (Kafka's acks overlap the next
+/// reads; the embedded log acks at once).
+const MAX_IN_FLIGHT: usize = 8;
+
+/// A source's batch published but not yet checkpointed.
+struct InFlight {
+    /// The wait for its ack; `None` when the publish could not start (it is published
+    /// again, with retries, in its turn).
+    ack: Option<sluice_buffer::Pending>,
+    batch: Batch,
+    checkpoint: Option<serde_json::Value>,
+}
+
+/// A cancelled settle is a cancelled run, any other failure the node's.
+fn cancelled(gave_up: GaveUp) -> Result<RunStatus, ConnectorError> {
+    match gave_up.stop {
+        Stop::Cancelled => Ok(RunStatus::Cancelled),
+        _ => Err(gave_up.error),
     }
 }
 
