@@ -313,3 +313,363 @@ nodes:
         "{alert}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The chat robots and email
+
+/// Runs `sluice ARGS` in `dir` with `envs` (blocking, off the runtime's threads).
+async fn sluice_with(dir: &Path, envs: &[(&str, String)], args: &[&str]) -> (Option<i32>, String) {
+    let dir = dir.to_path_buf();
+    let envs: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&args)
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(envs)
+            .output()
+            .expect("the sluice binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    })
+    .await
+    .unwrap()
+}
+
+fn hmac_base64(key: &[u8], message: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(message);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The query parameters of a request's path, decoded.
+fn query(path: &str) -> Vec<(String, String)> {
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Every file under `dir`, as one lossy string (the state store, its WAL, the buffer).
+fn every_byte_under(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&every_byte_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}
+
+const SLACK_TOKEN: &str = "T0SLACK/B0SLACK/slacktoken123";
+const DINGTALK_TOKEN: &str = "dingtoken456";
+const DINGTALK_SECRET: &str = "SECding789secret";
+const FEISHU_HOOK: &str = "feishuhook-0ab1";
+const FEISHU_SECRET: &str = "feishusecret-cd2";
+const WECOM_KEY: &str = "wecomkey-ef3";
+const SMTP_PASSWORD: &str = "smtp-pa55word";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_chat_robot_and_email_get_the_alert_in_their_own_format() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/orders.ndjson"), "{\"id\":1}\n").unwrap();
+    std::fs::write(dir.path().join("blocker"), "a file, not a folder").unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        r#"
+pipeline: alerts_robots
+alerts:
+  channels:
+    slack: { slack: { url: "${SLACK_URL}" } }
+    dingtalk: { dingtalk: { url: "${DINGTALK_URL}", secret: "${DINGTALK_SECRET}" } }
+    feishu: { feishu: { url: "${FEISHU_URL}", secret: "${FEISHU_SECRET}" } }
+    wecom: { wecom: { url: "${WECOM_URL}" } }
+    mail:
+      email:
+        smtp: "${SMTP_AT}"
+        starttls: false
+        from: "Sluice <sluice@example.com>"
+        to: [oncall@example.com, data-team@example.com]
+        username: alerts
+        password: "${SMTP_PASSWORD}"
+nodes:
+  orders:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+  db:
+    type: sqlite
+    inputs: [orders]
+    url: sqlite://blocker/out.db
+    table: orders
+"#,
+    )
+    .unwrap();
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let kept = seen.clone();
+    let addr = receive(move |r: &Request| {
+        kept.lock().unwrap().push(r.clone());
+        let body = if r.path().starts_with("/robot/send") || r.path().starts_with("/cgi-bin") {
+            r#"{"errcode":0,"errmsg":"ok"}"#
+        } else if r.path().starts_with("/open-apis") {
+            r#"{"code":0,"msg":"success","data":{}}"#
+        } else {
+            "ok"
+        };
+        Answer {
+            status: 200,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    })
+    .await;
+    let smtp = sluice_testkit::smtp::SmtpServer::start().await;
+    let envs = [
+        ("SLACK_URL", format!("http://{addr}/services/{SLACK_TOKEN}")),
+        (
+            "DINGTALK_URL",
+            format!("http://{addr}/robot/send?access_token={DINGTALK_TOKEN}"),
+        ),
+        ("DINGTALK_SECRET", DINGTALK_SECRET.to_owned()),
+        (
+            "FEISHU_URL",
+            format!("http://{addr}/open-apis/bot/v2/hook/{FEISHU_HOOK}"),
+        ),
+        ("FEISHU_SECRET", FEISHU_SECRET.to_owned()),
+        (
+            "WECOM_URL",
+            format!("http://{addr}/cgi-bin/webhook/send?key={WECOM_KEY}"),
+        ),
+        ("SMTP_AT", smtp.addr.to_string()),
+        ("SMTP_PASSWORD", SMTP_PASSWORD.to_owned()),
+    ];
+    let secrets = [
+        SLACK_TOKEN,
+        "slacktoken123",
+        DINGTALK_TOKEN,
+        DINGTALK_SECRET,
+        FEISHU_HOOK,
+        FEISHU_SECRET,
+        WECOM_KEY,
+        SMTP_PASSWORD,
+    ];
+    let mut printed = String::new();
+    let (code, out) = sluice_with(dir.path(), &envs, &["validate", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("`starttls: false` sends the SMTP password in clear"),
+        "{out}"
+    );
+    printed.push_str(&out);
+    let (code, out) = sluice_with(dir.path(), &envs, &["plan", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    printed.push_str(&out);
+    let (_, out) = sluice_with(dir.path(), &envs, &["plan", "pipeline.yaml", "--json"]).await;
+    printed.push_str(&out);
+
+    let (code, out) = sluice_with(dir.path(), &envs, &["run", "pipeline.yaml", "--once"]).await;
+    assert_ne!(code, Some(0), "the run should fail: {out}");
+    printed.push_str(&out);
+
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4, "one request per robot: {requests:?}");
+    let find = |prefix: &str| {
+        requests
+            .iter()
+            .find(|r| r.path().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no request to {prefix}: {requests:?}"))
+            .clone()
+    };
+    let json = |r: &Request| -> Value { serde_json::from_slice(&r.body).unwrap() };
+    let title = "[critical] alerts_robots: run failed";
+
+    // Slack: a fallback text and blocks.
+    let slack = find("/services/");
+    assert_eq!(slack.path(), format!("/services/{SLACK_TOKEN}"));
+    assert!(slack.head.starts_with("POST "), "{}", slack.head);
+    let body = json(&slack);
+    assert_eq!(body["text"], title, "{body}");
+    assert_eq!(body["blocks"][0]["type"], "header", "{body}");
+    assert_eq!(body["blocks"][0]["text"]["text"], title, "{body}");
+    let fields: Vec<&str> = body["blocks"][1]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"*Pipeline*\nalerts_robots"), "{body}");
+    assert!(fields.contains(&"*Node*\ndb"), "{body}");
+    assert!(fields.iter().any(|f| f.starts_with("*Class*\n")), "{body}");
+    let said = body["blocks"][2]["text"]["text"].as_str().unwrap();
+    assert!(said.contains("*What happened*\nnode `db`"), "{body}");
+    assert!(
+        said.contains("*What Sluice did*\nstopped the run"),
+        "{body}"
+    );
+    let next = body["blocks"][3]["elements"][0]["text"].as_str().unwrap();
+    assert!(next.starts_with("Next: `sluice runs show "), "{body}");
+
+    // DingTalk: markdown, signed in the query as DingTalk documents.
+    let ding = find("/robot/send");
+    let q = query(ding.path());
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("access_token").as_deref(), Some(DINGTALK_TOKEN));
+    let timestamp = get("timestamp").expect("a timestamp");
+    assert!(
+        timestamp.parse::<i64>().unwrap() > 1_600_000_000_000,
+        "in ms"
+    );
+    assert_eq!(
+        get("sign").expect("a sign"),
+        hmac_base64(
+            DINGTALK_SECRET.as_bytes(),
+            format!("{timestamp}\n{DINGTALK_SECRET}").as_bytes()
+        )
+    );
+    let body = json(&ding);
+    assert_eq!(body["msgtype"], "markdown", "{body}");
+    assert_eq!(body["markdown"]["title"], title, "{body}");
+    let text = body["markdown"]["text"].as_str().unwrap();
+    assert!(text.starts_with(&format!("#### {title}\n\n")), "{text}");
+    assert!(
+        text.contains("**Pipeline**: alerts_robots\n\n**Node**: db"),
+        "{text}"
+    );
+    assert!(text.contains("**Next**: `sluice runs show "), "{text}");
+
+    // Feishu: an interactive card, signed in the body.
+    let feishu = find("/open-apis/bot/v2/hook/");
+    assert_eq!(
+        feishu.path(),
+        format!("/open-apis/bot/v2/hook/{FEISHU_HOOK}")
+    );
+    let body = json(&feishu);
+    let timestamp = body["timestamp"].as_str().expect("timestamp as a string");
+    assert!(
+        timestamp.parse::<i64>().unwrap() < 100_000_000_000,
+        "in seconds"
+    );
+    assert_eq!(
+        body["sign"].as_str().unwrap(),
+        hmac_base64(format!("{timestamp}\n{FEISHU_SECRET}").as_bytes(), b"")
+    );
+    assert_eq!(body["msg_type"], "interactive", "{body}");
+    assert_eq!(body["card"]["header"]["title"]["content"], title, "{body}");
+    assert_eq!(body["card"]["header"]["template"], "red", "{body}");
+    let content = body["card"]["elements"][0]["text"]["content"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        body["card"]["elements"][0]["text"]["tag"], "lark_md",
+        "{body}"
+    );
+    assert!(
+        content.contains("**Pipeline**: alerts_robots\n**Node**: db"),
+        "{content}"
+    );
+
+    // WeCom: markdown.
+    let wecom = find("/cgi-bin/webhook/send");
+    assert_eq!(
+        query(wecom.path()),
+        [("key".to_owned(), WECOM_KEY.to_owned())]
+    );
+    let body = json(&wecom);
+    assert_eq!(body["msgtype"], "markdown", "{body}");
+    let content = body["markdown"]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with(&format!("**<font color=\"warning\">{title}</font>**\n")),
+        "{content}"
+    );
+    assert!(
+        content.contains("**What Sluice did**: stopped the run"),
+        "{content}"
+    );
+
+    // Email: one mail to both recipients, logged in.
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail.from, "sluice@example.com");
+    assert_eq!(mail.to, ["oncall@example.com", "data-team@example.com"]);
+    assert_eq!(
+        mail.auth.as_deref(),
+        Some(&*format!("alerts\0{SMTP_PASSWORD}"))
+    );
+    assert!(
+        mail.data.contains(&format!("Subject: {title}\r\n")),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data.contains("Pipeline: alerts_robots\r\n"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data.contains("Next: sluice runs show "),
+        "{}",
+        mail.data
+    );
+
+    let (code, out) = sluice_with(dir.path(), &envs, &["alerts"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    for channel in ["slack", "dingtalk", "feishu", "wecom", "mail"] {
+        assert!(out.contains(&format!("-> {channel}: sent")), "{out}");
+    }
+    printed.push_str(&out);
+
+    // No token, signing secret or password printed, or kept in the state store.
+    let kept = every_byte_under(&dir.path().join(".sluice"));
+    assert!(!kept.is_empty());
+    for secret in secrets {
+        assert!(!printed.contains(secret), "`{secret}` printed: {printed}");
+        assert!(!kept.contains(secret), "`{secret}` kept in the state store");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_that_refuses_the_message_is_a_failed_delivery_without_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), "");
+    // The same failing pipeline, its alert to a DingTalk robot that refuses the sign.
+    let yaml = std::fs::read_to_string(dir.path().join("pipeline.yaml"))
+        .unwrap()
+        .replace(
+            "    hook:\n      webhook:\n        url: ${HOOK}\n        secret: ${HOOK_SECRET}\n        headers: { X-Team: data }\n        timeout: 2s\n",
+            "    hook:\n      dingtalk: { url: \"${HOOK}\", secret: \"${HOOK_SECRET}\", timeout: 2s }\n",
+        );
+    assert!(yaml.contains("dingtalk"), "{yaml}");
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    let addr = receive(|_: &Request| Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: r#"{"errcode":310000,"errmsg":"sign not match"}"#.to_owned(),
+    })
+    .await;
+    let url = format!("http://{addr}/robot/send?access_token={DINGTALK_TOKEN}");
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(!out.contains(DINGTALK_TOKEN), "the token printed: {out}");
+    let (_, out) = sluice(dir.path(), &url, &["alerts"]).await;
+    assert!(
+        out.contains("-> hook: failed after 3 attempts: the DingTalk robot refused the message: errcode 310000: sign not match"),
+        "{out}"
+    );
+    assert!(!out.contains(DINGTALK_TOKEN), "the token printed: {out}");
+    assert!(!out.contains(SECRET), "the secret printed: {out}");
+}

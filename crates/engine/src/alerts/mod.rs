@@ -1,6 +1,7 @@
 //! Delivers alerts to a pipeline's `alerts.channels`: a log line, a signed webhook POST,
-//! or a program fed the alert as JSON. The routes pick the channels; each delivery is
-//! retried a few times within a bound and its outcome is kept in the state store
+//! a program fed the alert as JSON, the chat robots (Slack, DingTalk, Feishu/Lark, WeCom)
+//! and email. The routes pick the channels; the channels are tried at once, each retried
+//! a few times within a bound, and each outcome is kept in the state store
 //! (`alert_deliveries`), where `sluice alerts` shows it.
 //!
 //! ```no_run
@@ -9,7 +10,13 @@
 //! # }
 //! ```
 
+pub mod message;
+pub mod robots;
+
+mod email;
+
 use hmac::{Hmac, Mac};
+use message::Message;
 use sluice_config::spec::{
     AlertSeverity as RouteSeverity, AlertsSpec, ChannelSpec, CommandChannel, LogChannel, LogLevel,
     RouteSpec, WebhookChannel,
@@ -89,29 +96,26 @@ async fn send_all(spec: &AlertsSpec, alert: &AlertRow, next: &str) -> Vec<(Strin
         return Vec::new();
     }
     let body = payload(alert, next);
-    let mut outcomes = Vec::new();
-    for name in channels_for(spec, alert) {
-        let Some(channel) = spec
-            .channels
-            .iter()
-            .find(|(k, _)| k.value == name)
-            .map(|(_, c)| c)
-        else {
-            continue;
-        };
-        let outcome = send_with_retries(&name, channel, alert, &body).await;
-        if let Some(error) = &outcome.error {
-            tracing::warn!(
-                pipeline = %alert.pipeline,
-                channel = %name,
-                attempts = outcome.attempts,
-                %error,
-                "alert delivery failed"
-            );
-        }
-        outcomes.push((name, outcome));
-    }
-    outcomes
+    let message = Message::of(alert, next);
+    // Every channel at once: a slow one holds the caller no longer than its own bound.
+    let sends = channels_for(spec, alert).into_iter().filter_map(|name| {
+        let channel = spec.channels.get(&name)?;
+        let (body, message) = (&body, &message);
+        Some(async move {
+            let outcome = send_with_retries(&name, channel, alert, body, message).await;
+            if let Some(error) = &outcome.error {
+                tracing::warn!(
+                    pipeline = %alert.pipeline,
+                    channel = %name,
+                    attempts = outcome.attempts,
+                    %error,
+                    "alert delivery failed"
+                );
+            }
+            (name, outcome)
+        })
+    });
+    futures::future::join_all(sends).await
 }
 
 /// The names of the channels an alert goes to, each once, in the order of the routes (or
@@ -192,6 +196,7 @@ async fn send_with_retries(
     channel: &ChannelSpec,
     alert: &AlertRow,
     body: &[u8],
+    message: &Message,
 ) -> Outcome {
     let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
@@ -204,6 +209,11 @@ async fn send_with_retries(
             }
             ChannelSpec::Webhook(hook) => post(hook, body).await,
             ChannelSpec::Command(command) => run_program(command, body).await,
+            ChannelSpec::Slack(c) => robots::slack(c, message).await,
+            ChannelSpec::Dingtalk(c) => robots::dingtalk(c, message).await,
+            ChannelSpec::Feishu(c) => robots::feishu(c, message, alert.severity).await,
+            ChannelSpec::Wecom(c) => robots::wecom(c, message).await,
+            ChannelSpec::Email(c) => email::send(c, message).await,
         };
         match result {
             Ok(()) => {
@@ -291,7 +301,7 @@ async fn post(hook: &WebhookChannel, body: &[u8]) -> Result<(), String> {
 
 /// An error and its sources, `: `-separated (reqwest's own message is only "error
 /// sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
