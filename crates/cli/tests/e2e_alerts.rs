@@ -673,3 +673,169 @@ async fn a_robot_that_refuses_the_message_is_a_failed_delivery_without_its_token
     assert!(!out.contains(DINGTALK_TOKEN), "the token printed: {out}");
     assert!(!out.contains(SECRET), "the secret printed: {out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// One alert per condition, reminders, recoveries
+
+/// The bodies the receiver got, as JSON.
+fn bodies(seen: &Seen) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| serde_json::from_slice(body).unwrap())
+        .collect()
+}
+
+/// A free port of 127.0.0.1 with nothing on it.
+fn closed_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A pipeline reading the API at `api` (one attempt per request), with a webhook and
+/// `alerts_extra` under `alerts:`, `top` at the top level.
+fn api_pipeline(dir: &Path, name: &str, api: std::net::SocketAddr, alerts_extra: &str, top: &str) {
+    let yaml = format!(
+        r#"
+pipeline: {name}
+{top}
+alerts:
+  channels:
+    hook: {{ webhook: {{ url: "${{HOOK}}" }} }}
+{alerts_extra}
+nodes:
+  orders:
+    type: http
+    url: http://{api}/orders
+    retry: {{ max_attempts: 1 }}
+  db:
+    type: sqlite
+    inputs: [orders]
+    url: sqlite://out.db
+    table: orders
+"#
+    );
+    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
+}
+
+/// Answers `[{"id": 1}]` at `api` from now on.
+async fn api_up(api: std::net::SocketAddr) {
+    sluice_testkit::receiver::receive_at(api, |_: &Request| Answer {
+        status: 200,
+        headers: Vec::new(),
+        body: r#"[{"id":1}]"#.to_owned(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_failing_run_after_run_alerts_once_then_recovers_with_its_downtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = closed_port();
+    api_pipeline(dir.path(), "alerts_again", api, "", "");
+    let (url, seen) = receiver().await;
+    for _ in 0..3 {
+        let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+        assert_ne!(code, Some(0), "the run should fail: {out}");
+    }
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 1, "one alert for three failed runs: {sent:?}");
+    assert_eq!(sent[0]["kind"], "run_failed");
+    assert_eq!(sent[0]["node"], "orders");
+    let (_, out) = sluice(dir.path(), &url, &["alerts"]).await;
+    assert_eq!(out.matches("run_failed").count(), 1, "{out}");
+    assert!(
+        out.contains("-> suppressed: 2 repeat(s) while the condition held"),
+        "{out}"
+    );
+
+    // The API is back: the next run delivers, and says the failure cleared.
+    api_up(api).await;
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let recovered = &sent[1];
+    assert_eq!(recovered["kind"], "recovered", "{recovered}");
+    assert_eq!(recovered["severity"], "info", "{recovered}");
+    assert_eq!(recovered["node"], "orders", "{recovered}");
+    let message = recovered["message"].as_str().unwrap();
+    assert!(
+        message.contains("it had been failing at node `orders` for "),
+        "{message}"
+    );
+    // A clean run after that raises nothing.
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(bodies(&seen).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_down_for_several_checks_alerts_once_reminds_past_repeat_every_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = closed_port();
+    api_pipeline(dir.path(), "alerts_dedup", api, "  repeat_every: 1h", "");
+    let (url, seen) = receiver().await;
+    for _ in 0..5 {
+        let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+        assert_eq!(code, Some(1), "the API is down: {out}");
+    }
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 1, "one alert for five checks: {sent:?}");
+    assert_eq!(sent[0]["kind"], "link_down");
+    let (_, out) = sluice(dir.path(), &url, &["alerts"]).await;
+    assert!(out.contains("-> hook: sent"), "{out}");
+    assert!(out.contains("-> suppressed: 4 repeat(s)"), "{out}");
+
+    // Past `repeat_every` (made short here), the next check reminds.
+    api_pipeline(dir.path(), "alerts_dedup", api, "  repeat_every: 1ms", "");
+    let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1]["kind"], "link_down");
+    let message = sent[1]["message"].as_str().unwrap();
+    assert!(message.contains("(reminder: so for "), "{message}");
+
+    // The API answers again: one recovery with the downtime, then nothing.
+    api_up(api).await;
+    for _ in 0..2 {
+        let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+        assert_eq!(code, Some(0), "the API is up: {out}");
+    }
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[2]["kind"], "link_recovered", "{}", sent[2]);
+    let message = sent[2]["message"].as_str().unwrap();
+    assert!(message.contains(" is up again after "), "{message}");
+    assert!(message.contains(&api.to_string()), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_keeps_failing_raises_one_log_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = closed_port();
+    api_pipeline(dir.path(), "alerts_channel", api, "", "");
+    let closed = "http://127.0.0.1:1/hooks/sluice";
+    let (code, out) = sluice(dir.path(), closed, &["run", "pipeline.yaml", "--once"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("alert channel `hook` failed every attempt"),
+        "{out}"
+    );
+    // A second alert (the recovery of a delivering run) fails on the same channel.
+    api_up(api).await;
+    let (code, out) = sluice(dir.path(), closed, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out) = sluice(dir.path(), closed, &["alerts"]).await;
+    assert!(out.contains("recovered"), "{out}");
+    assert_eq!(
+        out.matches("-> hook: failed after 3 attempts").count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(out.matches("channel_failed").count(), 1, "{out}");
+    assert!(out.contains("-> suppressed: 1 repeat(s)"), "{out}");
+}

@@ -251,10 +251,66 @@ impl Executor {
         self.store
             .finish_run(&run_id, status, error.as_deref())
             .await?;
-        // Delivered once the run is recorded, so that `next` shows it finished.
+        // Delivered once the run is recorded, so that `next` shows it finished. A failing
+        // pipeline (or one that keeps quarantining) is a condition: alerted once, then
+        // reminded; a run that delivers clears it, with a recovery for a failure.
         if let Some((alert, next)) = alert {
             let next = next.replace("{run}", &run_id);
-            crate::alerts::raise(&alerts, &alert, &next, &self.store).await;
+            let subject = alert.node.clone().unwrap_or_default();
+            crate::alerts::raise_condition(&alerts, &alert, &subject, &next, &self.store).await;
+        }
+        if matches!(status, RunStatus::Succeeded | RunStatus::PartiallySucceeded) {
+            let next = format!("sluice runs show {run_id}");
+            crate::alerts::clear(&alerts, &self.store, &name, None, AlertKind::RunFailed, |c, held| {
+                let at = c.subject.as_str();
+                Some((
+                    AlertRow {
+                        pipeline: name.clone(),
+                        node: (!at.is_empty()).then(|| at.to_owned()),
+                        kind: AlertKind::Recovered,
+                        class: None,
+                        severity: AlertSeverity::Info,
+                        message: format!(
+                            "the pipeline runs again (run {run_id} {status}): it had been failing{} for {}",
+                            if at.is_empty() { String::new() } else { format!(" at node `{at}`") },
+                            crate::alerts::message::span(held)
+                        ),
+                        at: now_ms(),
+                    },
+                    next.clone(),
+                ))
+            })
+            .await;
+            crate::alerts::clear(&alerts, &self.store, &name, None, AlertKind::Stale, |_, held| {
+                Some((
+                    AlertRow {
+                        pipeline: name.clone(),
+                        node: None,
+                        kind: AlertKind::Recovered,
+                        class: None,
+                        severity: AlertSeverity::Info,
+                        message: format!(
+                            "the pipeline succeeded again (run {run_id}), after being reported late for {}",
+                            crate::alerts::message::span(held)
+                        ),
+                        at: now_ms(),
+                    },
+                    next.clone(),
+                ))
+            })
+            .await;
+        }
+        if status == RunStatus::Succeeded {
+            // Nothing quarantined this time: the next quarantine is news again.
+            crate::alerts::clear(
+                &alerts,
+                &self.store,
+                &name,
+                None,
+                AlertKind::RunPartiallySucceeded,
+                |_, _| None,
+            )
+            .await;
         }
         if let Some(at) = resume_at.filter(|_| status == RunStatus::RateLimited) {
             self.store.set_resume_at(&run_id, at).await?;

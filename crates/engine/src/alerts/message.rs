@@ -132,7 +132,7 @@ pub fn colour(severity: AlertSeverity) -> &'static str {
 }
 
 /// `2026-01-01 09:00:00 UTC`.
-fn time(ms: i64) -> String {
+pub fn time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rest = secs.rem_euclid(86_400);
