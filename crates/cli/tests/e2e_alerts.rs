@@ -839,3 +839,163 @@ async fn a_channel_that_keeps_failing_raises_one_log_alert() {
     assert_eq!(out.matches("channel_failed").count(), 1, "{out}");
     assert!(out.contains("-> suppressed: 1 repeat(s)"), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// More causes: schema drift under `warn`, a finished replay, a missed freshness bound
+
+/// A file source into SQLite, with a webhook; `sink_extra` goes under the sink, `top` at
+/// the top level, `source_extra` under the source.
+fn file_pipeline(dir: &Path, name: &str, top: &str, source_extra: &str, sink_extra: &str) {
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let yaml = format!(
+        r#"
+pipeline: {name}
+{top}
+alerts:
+  channels:
+    hook: {{ webhook: {{ url: "${{HOOK}}" }} }}
+nodes:
+  orders:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+{source_extra}
+  db:
+    type: sqlite
+    inputs: [orders]
+    url: sqlite://out.db
+    table: orders
+{sink_extra}
+"#
+    );
+    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_drift_let_through_by_warn_raises_one_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    file_pipeline(
+        dir.path(),
+        "alerts_drift",
+        "",
+        "",
+        "    schema_policy: warn",
+    );
+    std::fs::write(dir.path().join("in/a.ndjson"), "{\"id\":1}\n").unwrap();
+    let (url, seen) = receiver().await;
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(bodies(&seen).is_empty(), "no drift yet");
+    // A new field: the sink adds its column (warn lets it through) and says so.
+    std::fs::write(
+        dir.path().join("in/b.ndjson"),
+        "{\"id\":2,\"note\":\"new\"}\n{\"id\":3,\"note\":\"also\"}\n",
+    )
+    .unwrap();
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "warn lets it through: {out}");
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 1, "one drift alert: {sent:?}");
+    let alert = &sent[0];
+    assert_eq!(alert["kind"], "schema_drift", "{alert}");
+    assert_eq!(alert["severity"], "warning", "{alert}");
+    assert_eq!(alert["class"], "contract_changed", "{alert}");
+    assert_eq!(alert["node"], "db", "{alert}");
+    let message = alert["message"].as_str().unwrap();
+    assert!(message.contains("note"), "{message}");
+    assert!(message.contains("`schema_policy: warn`"), "{message}");
+    assert!(
+        alert["next"]
+            .as_str()
+            .unwrap()
+            .starts_with("sluice runs show "),
+        "{alert}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_replay_raises_one_alert_saying_what_still_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "    max_record_bytes: 200B\n    bad_records: quarantine";
+    file_pipeline(dir.path(), "alerts_replay", "", source, "");
+    std::fs::write(
+        dir.path().join("in/orders.ndjson"),
+        format!(
+            "{{\"id\":1}}\n{{\"id\":2,\"note\":\"{}\"}}\n",
+            "x".repeat(400)
+        ),
+    )
+    .unwrap();
+    let (url, seen) = receiver().await;
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(3), "partially succeeded: {out}");
+    assert_eq!(bodies(&seen).len(), 1, "the quarantine's alert");
+
+    // A file source cannot read its records again: the replay ends with the batch still
+    // failing, and says so with the command that lists it.
+    let (code, out) = sluice(dir.path(), &url, &["replay", "-f", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(3), "{out}");
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 2, "one replay alert: {sent:?}");
+    let alert = &sent[1];
+    assert_eq!(alert["kind"], "replay_finished", "{alert}");
+    assert_eq!(alert["severity"], "warning", "{alert}");
+    let message = alert["message"].as_str().unwrap();
+    assert!(
+        message.contains("0 batch(es) / 0 record(s) delivered, 1 still failing"),
+        "{message}"
+    );
+    assert_eq!(
+        alert["next"], "sluice failed list --pipeline alerts_replay",
+        "{alert}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_past_its_freshness_bound_raises_one_alert_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    file_pipeline(dir.path(), "alerts_fresh", "freshness: 2h", "", "");
+    std::fs::write(dir.path().join("in/a.ndjson"), "{\"id\":1}\n").unwrap();
+    let (url, seen) = receiver().await;
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(bodies(&seen).is_empty(), "fresh: {out}");
+
+    // The last success three hours ago, as the state store will say.
+    let state = dir.path().join(".sluice/state.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", state.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE runs SET started_at = started_at - 10800000, finished_at = finished_at - 10800000",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    for _ in 0..2 {
+        let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+        assert_eq!(code, Some(0), "every link is up: {out}");
+        assert!(out.contains("LATE: no successful run for 3h"), "{out}");
+    }
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 1, "one stale alert for two checks: {sent:?}");
+    let alert = &sent[0];
+    assert_eq!(alert["kind"], "stale", "{alert}");
+    assert_eq!(alert["severity"], "warning", "{alert}");
+    let message = alert["message"].as_str().unwrap();
+    assert!(message.contains("the freshness bound is 2h"), "{message}");
+    assert_eq!(alert["next"], "sluice runs -f pipeline.yaml", "{alert}");
+
+    // A successful run clears it, with a recovery.
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1]["kind"], "recovered", "{}", sent[1]);
+    let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(bodies(&seen).len(), 2, "fresh again: nothing more");
+}

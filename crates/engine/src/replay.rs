@@ -59,11 +59,61 @@ pub async fn replay(
             ..ReplayReport::default()
         },
     };
+    let selected = failed.len();
+    let alerts = pipeline.alerts.clone();
+    let name = pipeline.name.clone();
     for row in failed {
         let result = replay.redeliver(&mut pipeline.nodes, &row).await;
         replay.settle(row, result).await?;
     }
-    replay.finish(pipeline).await
+    let report = replay.finish(pipeline).await?;
+    if selected > 0 {
+        let (alert, next) = replay_alert(&name, &report);
+        crate::alerts::raise(&alerts, &alert, &next, &store).await;
+    }
+    Ok(report)
+}
+
+/// The alert of a finished replay: `info` when everything went through, `warning` when
+/// batches still fail (with the command that lists them).
+fn replay_alert(pipeline: &str, report: &ReplayReport) -> (sluice_state::AlertRow, String) {
+    use sluice_state::{AlertKind, AlertRow, AlertSeverity};
+    let records: i64 = report.delivered.iter().map(|(_, n)| n).sum();
+    let downstream_failed = report
+        .downstream
+        .as_ref()
+        .is_some_and(|d| d.status != sluice_state::RunStatus::Succeeded);
+    let still = report.failed_again.len() + report.not_replayable.len();
+    let mut message = format!(
+        "replay {}: {} batch(es) / {records} record(s) delivered, {} still failing, {} not replayable",
+        report.run_id,
+        report.delivered.len(),
+        report.failed_again.len(),
+        report.not_replayable.len()
+    );
+    if let Some(d) = report.downstream.as_ref().filter(|_| downstream_failed) {
+        message.push_str(&format!("; the nodes downstream ended {}", d.status));
+    }
+    let ok = still == 0 && !downstream_failed;
+    let alert = AlertRow {
+        pipeline: pipeline.to_owned(),
+        node: None,
+        kind: AlertKind::ReplayFinished,
+        class: None,
+        severity: if ok {
+            AlertSeverity::Info
+        } else {
+            AlertSeverity::Warning
+        },
+        message,
+        at: sluice_state::now_ms(),
+    };
+    let next = if ok {
+        format!("sluice runs show {}", report.run_id)
+    } else {
+        format!("sluice failed list --pipeline {pipeline}")
+    };
+    (alert, next)
 }
 
 /// A replay under way: what it opened and what it did so far.
@@ -145,6 +195,7 @@ impl Replay<'_> {
             stats: sluice_state::NodeCounts::default(),
             link_down: false,
             quarantined_ids: Vec::new(),
+            schema_drift: Vec::new(),
         }
     }
 

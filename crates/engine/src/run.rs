@@ -45,6 +45,9 @@ pub struct NodeSummary {
     pub error_class: Option<ErrorClass>,
     /// A parked node (`rate_limited`): when it may go on, milliseconds since the epoch.
     pub resume_at: Option<i64>,
+    /// What drifted from the schema and went through under `schema_policy: warn`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema_drift: Vec<String>,
 }
 
 /// What a run did.
@@ -176,6 +179,7 @@ impl Executor {
                 stats: sluice_state::NodeCounts::default(),
                 link_down: false,
                 quarantined_ids: Vec::new(),
+                schema_drift: Vec::new(),
             };
             let status_tx = senders.remove(&node.id).expect("sender per node");
             let watched: HashMap<String, watch::Receiver<NodeState>> = node
@@ -259,7 +263,9 @@ impl Executor {
             let subject = alert.node.clone().unwrap_or_default();
             crate::alerts::raise_condition(&alerts, &alert, &subject, &next, &self.store).await;
         }
-        if matches!(status, RunStatus::Succeeded | RunStatus::PartiallySucceeded) {
+        // A replay (no load) says nothing of whether the pipeline's own runs work.
+        let replay = load.is_none();
+        if !replay && matches!(status, RunStatus::Succeeded | RunStatus::PartiallySucceeded) {
             let next = format!("sluice runs show {run_id}");
             crate::alerts::clear(&alerts, &self.store, &name, None, AlertKind::RunFailed, |c, held| {
                 let at = c.subject.as_str();
@@ -300,7 +306,32 @@ impl Executor {
             })
             .await;
         }
-        if status == RunStatus::Succeeded {
+        // Drift let through under `schema_policy: warn`: one alert per node and run.
+        for o in outcomes
+            .iter()
+            .filter(|o| !o.summary.schema_drift.is_empty())
+        {
+            let drift = &o.summary.schema_drift;
+            let more = match drift.len() {
+                1 => String::new(),
+                n => format!(" (and {} more change(s) in this run)", n - 1),
+            };
+            let alert = AlertRow {
+                pipeline: name.clone(),
+                node: Some(o.summary.id.clone()),
+                kind: AlertKind::SchemaDrift,
+                class: Some(ErrorClass::ContractChanged),
+                severity: AlertSeverity::Warning,
+                message: format!(
+                    "node `{}`: {}{more}; `schema_policy: warn` let the records through",
+                    o.summary.id, drift[0]
+                ),
+                at: now_ms(),
+            };
+            let next = format!("sluice runs show {run_id}");
+            crate::alerts::raise(&alerts, &alert, &next, &self.store).await;
+        }
+        if !replay && status == RunStatus::Succeeded {
             // Nothing quarantined this time: the next quarantine is news again.
             crate::alerts::clear(
                 &alerts,
@@ -813,6 +844,7 @@ fn failed_outcome(id: String, role: &'static str, error: ConnectorError) -> Node
             error: Some(error.to_string()),
             error_class: Some(error.class),
             resume_at: None,
+            schema_drift: Vec::new(),
         },
         compensate: None,
     }
@@ -835,6 +867,7 @@ fn summary(
             at.duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         }),
+        schema_drift: ctx.schema_drift.clone(),
     }
 }
 
