@@ -266,23 +266,28 @@ impl Checker<'_> {
     fn robot_url(&mut self, url: &SecretValue, what: &str, example: &str) {
         let text = url.value.expose();
         let help = format!("the URL of {what} looks like `{example}`");
-        match url::Url::parse(text) {
+        let problem = match url::Url::parse(text) {
             Ok(u)
                 if matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some_and(|h| !h.is_empty()) => {}
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => self.error_at(
-                url,
-                format!(
-                    "`url` must be an `http://` or `https://` URL, found a `{}:` one",
-                    u.scheme()
-                ),
-                help,
+                    && u.host_str().is_some_and(|h| !h.is_empty()) =>
+            {
+                None
+            }
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+                "`url` must be an `http://` or `https://` URL, found a `{}:` one",
+                u.scheme()
+            )),
+            _ => Some(
+                "`url` is not an absolute URL (it is a secret, so it is not repeated here)"
+                    .to_owned(),
             ),
-            _ => self.error_at(
-                url,
-                "`url` is not an absolute URL (it is a secret, so it is not repeated here)",
-                help,
-            ),
+        };
+        if let Some(message) = problem {
+            self.error_at(url, message, help);
+            // The line quoted under the error would show the token.
+            if let Some(d) = self.diags.last_mut() {
+                d.masked = true;
+            }
         }
         if !url.interpolated {
             self.secret_warning(

@@ -96,7 +96,7 @@ pub fn headline(kind: AlertKind) -> &'static str {
 fn did(kind: AlertKind) -> &'static str {
     match kind {
         AlertKind::RunFailed => {
-            "stopped the run and recorded it as failed; nothing past the last delivered batch was committed, so the next run starts from there"
+            "stopped the run and recorded it as failed; batches it could not deliver are kept in the failed-batch store (`sluice failed list`) for `sluice replay` once the cause is fixed"
         }
         AlertKind::RunPartiallySucceeded => {
             "delivered the other records and kept the quarantined ones in the failed-batch store, for `sluice replay` once the cause is fixed"
