@@ -999,3 +999,46 @@ async fn a_pipeline_past_its_freshness_bound_raises_one_alert_and_recovers() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(bodies(&seen).len(), 2, "fresh again: nothing more");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watch_and_other_processes_share_one_alert_per_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = closed_port();
+    api_pipeline(dir.path(), "alerts_watch", api, "", "");
+    let (url, seen) = receiver().await;
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["health", "pipeline.yaml", "--watch", "200ms"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOOK", &url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The watch alerts the link (a deadline only so that a broken build fails, not hangs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while bodies(&seen).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch sent nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Other processes see the same condition: a probe does not alert it again.
+    for _ in 0..3 {
+        let (code, out) = sluice(dir.path(), &url, &["health", "pipeline.yaml"]).await;
+        assert_eq!(code, Some(1), "{out}");
+    }
+    let (_, out) = sluice(dir.path(), &url, &["alerts"]).await;
+    watch.kill().await.unwrap();
+    let sent = bodies(&seen);
+    assert_eq!(
+        sent.iter().filter(|a| a["kind"] == "link_down").count(),
+        1,
+        "{sent:?}"
+    );
+    assert_eq!(out.matches("critical  alerts_watch").count(), 1, "{out}");
+    assert!(out.contains("-> suppressed: "), "{out}");
+}
