@@ -1042,3 +1042,36 @@ async fn health_watch_and_other_processes_share_one_alert_per_condition() {
     assert_eq!(out.matches("critical  alerts_watch").count(), 1, "{out}");
     assert!(out.contains("-> suppressed: "), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_with_starttls_never_falls_back_to_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = closed_port();
+    api_pipeline(dir.path(), "alerts_starttls", api, "", "");
+    // The test server offers no STARTTLS: the mail must not go out in clear.
+    let smtp = sluice_testkit::smtp::SmtpServer::start().await;
+    let yaml = std::fs::read_to_string(dir.path().join("pipeline.yaml"))
+        .unwrap()
+        .replace(
+            "    hook: { webhook: { url: \"${HOOK}\" } }\n",
+            &format!(
+                "    mail:\n      email: {{ smtp: \"{}\", from: sluice@example.com, to: [oncall@example.com], username: alerts, password: \"${{HOOK}}\", timeout: 5s }}\n",
+                smtp.addr
+            ),
+        );
+    assert!(yaml.contains("email:"), "{yaml}");
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    let password = "smtp-never-in-clear";
+    let (code, out) = sluice(dir.path(), password, &["run", "pipeline.yaml", "--once"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(smtp.mails().is_empty(), "a mail went out in clear");
+    let (_, listed) = sluice(dir.path(), password, &["alerts"]).await;
+    assert!(
+        listed.contains("-> mail: failed after 3 attempts"),
+        "{listed}"
+    );
+    assert!(
+        !out.contains(password) && !listed.contains(password),
+        "{out}{listed}"
+    );
+}

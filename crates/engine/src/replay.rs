@@ -414,3 +414,38 @@ impl crate::Task for Noop {
         "nothing".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_that_delivered_everything_is_info_and_one_that_left_batches_a_warning() {
+        let done = ReplayReport {
+            run_id: "r1".into(),
+            delivered: vec![("b1".into(), 2), ("b2".into(), 3)],
+            ..ReplayReport::default()
+        };
+        let (alert, next) = replay_alert("orders", &done);
+        assert_eq!(alert.kind, sluice_state::AlertKind::ReplayFinished);
+        assert_eq!(alert.severity, sluice_state::AlertSeverity::Info);
+        assert_eq!(
+            alert.message,
+            "replay r1: 2 batch(es) / 5 record(s) delivered, 0 still failing, 0 not replayable"
+        );
+        assert_eq!(next, "sluice runs show r1");
+
+        let partly = ReplayReport {
+            failed_again: vec![("b3".into(), "still down".into())],
+            ..done
+        };
+        let (alert, next) = replay_alert("orders", &partly);
+        assert_eq!(alert.severity, sluice_state::AlertSeverity::Warning);
+        assert!(
+            alert.message.contains("1 still failing"),
+            "{}",
+            alert.message
+        );
+        assert_eq!(next, "sluice failed list --pipeline orders");
+    }
+}

@@ -20,8 +20,8 @@ pub struct Message {
 }
 
 /// Longest `what` sent to a chat robot: the services cut or refuse longer messages
-/// (WeCom takes 4096 bytes of markdown).
-const MAX_WHAT: usize = 1500;
+/// (WeCom takes 4096 bytes of markdown: 1000 characters of CJK text are 3000).
+const MAX_WHAT: usize = 1000;
 
 impl Message {
     /// The message of `alert`, with `next` the command that shows more.
