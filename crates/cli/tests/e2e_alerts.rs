@@ -72,30 +72,13 @@ nodes:
     std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
 }
 
-/// Runs `sluice ARGS` in `dir` (blocking, off the runtime's threads).
+/// Runs `sluice ARGS` in `dir` with the webhook at `hook` signed with [`SECRET`].
 async fn sluice(dir: &Path, hook: &str, args: &[&str]) -> (Option<i32>, String) {
-    let dir = dir.to_path_buf();
-    let hook = hook.to_owned();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(&args)
-            .current_dir(&dir)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOOK", &hook)
-            .env("HOOK_SECRET", SECRET)
-            .output()
-            .expect("the sluice binary runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
-    })
-    .await
-    .unwrap()
+    let envs = [
+        ("HOOK", hook.to_owned()),
+        ("HOOK_SECRET", SECRET.to_owned()),
+    ];
+    sluice_with(dir, &envs, args).await
 }
 
 fn sign(body: &[u8]) -> String {
