@@ -609,6 +609,13 @@ nodes:
         mail.data
     );
 
+    for args in [
+        &["runs", "-f", "pipeline.yaml"][..],
+        &["runs", "-f", "pipeline.yaml", "--json"],
+        &["health", "pipeline.yaml"],
+    ] {
+        printed.push_str(&sluice_with(dir.path(), &envs, args).await.1);
+    }
     let (code, out) = sluice_with(dir.path(), &envs, &["alerts"]).await;
     assert_eq!(code, Some(0), "{out}");
     for channel in ["slack", "dingtalk", "feishu", "wecom", "mail"] {
