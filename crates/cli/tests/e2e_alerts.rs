@@ -942,6 +942,39 @@ async fn a_finished_replay_raises_one_alert_saying_what_still_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_delivers_everything_raises_one_info_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    // The sink cannot open its database: the run fails and keeps the batch for replay.
+    pipeline(dir.path(), "");
+    let (url, seen) = receiver().await;
+    let (code, out) = sluice(dir.path(), &url, &["run", "pipeline.yaml", "--once"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert_eq!(bodies(&seen).len(), 1, "the failure's alert");
+    // The folder is back: the replay delivers the kept batch.
+    std::fs::remove_file(dir.path().join("blocker")).unwrap();
+    std::fs::create_dir(dir.path().join("blocker")).unwrap();
+    let (code, out) = sluice(dir.path(), &url, &["replay", "-f", "pipeline.yaml"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let sent = bodies(&seen);
+    assert_eq!(sent.len(), 2, "one replay alert: {sent:?}");
+    let alert = &sent[1];
+    assert_eq!(alert["kind"], "replay_finished", "{alert}");
+    assert_eq!(alert["severity"], "info", "{alert}");
+    let message = alert["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 batch(es) / 2 record(s) delivered, 0 still failing, 0 not replayable"),
+        "{message}"
+    );
+    assert!(
+        alert["next"]
+            .as_str()
+            .unwrap()
+            .starts_with("sluice runs show "),
+        "{alert}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_past_its_freshness_bound_raises_one_alert_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     file_pipeline(dir.path(), "alerts_fresh", "freshness: 2h", "", "");

@@ -81,6 +81,7 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
     // store holds back while the same condition was alerted within `repeat_every`.
     let mut down_since: HashMap<String, i64> = HashMap::new();
     let mut first = true;
+    let mut late = false;
     loop {
         let checks = check_links(&plan, &ctx).await;
         if first {
@@ -100,8 +101,20 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
             }
         }
         report(store.as_ref(), &plan, &args.file, &checks, &mut down_since).await;
-        if let Some(late) = freshness(store.as_ref(), &plan, &args.file).await {
-            println!("{} LATE  {late}", stamp());
+        // A line when the pipeline turns late or fresh again.
+        match (freshness(store.as_ref(), &plan, &args.file).await, late) {
+            (Some(why), false) => {
+                println!("{} LATE  {why}", stamp());
+                late = true;
+            }
+            (None, true) => {
+                println!(
+                    "{} FRESH the pipeline succeeded within its freshness bound",
+                    stamp()
+                );
+                late = false;
+            }
+            _ => {}
         }
         first = false;
         tokio::select! {
