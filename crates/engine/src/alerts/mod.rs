@@ -52,6 +52,38 @@ pub async fn raise(spec: &AlertsSpec, alert: &AlertRow, next: &str, store: &Stat
     }
 }
 
+/// Alerts delivered one after another, off the path of what raised them: a run hands its
+/// alerts over and returns (a realtime pipeline's next run does not wait for a slow
+/// channel). In order, so that a recovery never overtakes the failure it clears. The
+/// process waits for what it handed over with [`AlertQueue::finish`] (each delivery is
+/// bounded, see [`ATTEMPTS`]).
+#[derive(Debug, Clone, Default)]
+pub struct AlertQueue {
+    last: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl AlertQueue {
+    /// Runs `work` once everything handed over before it is done.
+    pub fn push(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let before = last.take();
+        *last = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            work.await;
+        }));
+    }
+
+    /// Waits until everything handed over so far is delivered.
+    pub async fn finish(&self) {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(last) = last {
+            let _ = last.await;
+        }
+    }
+}
+
 /// Raises an alert about a condition that holds until something clears it: a link down
 /// (`subject`: the link), a pipeline failing (the node), late (`""`: the pipeline). The
 /// first alert of the condition goes out; while it holds, a repeat goes out as a reminder
@@ -640,6 +672,23 @@ mod tests {
         let s = spec("  channels:\n    a: { log: {} }\n    b: { log: {} }");
         let any = alert(None, AlertSeverity::Info, None);
         assert_eq!(channels_for(&s, &any), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn the_queue_delivers_in_order_and_finish_waits_for_all() {
+        let queue = AlertQueue::default();
+        let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // The first takes longest: order holds anyway.
+        for (i, ms) in [(1, 30u64), (2, 10), (3, 0)] {
+            let done = done.clone();
+            queue.push(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                done.lock().unwrap().push(i);
+            });
+        }
+        queue.finish().await;
+        assert_eq!(*done.lock().unwrap(), [1, 2, 3]);
+        queue.finish().await;
     }
 
     #[test]
