@@ -66,9 +66,8 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
         }
         let mut down_since = HashMap::new();
         report(store.as_ref(), &plan, &args.file, &checks, &mut down_since).await;
-        if let Some(late) = freshness(store.as_ref(), &plan, &args.file).await
-            && !args.json
-        {
+        let late = freshness(store.as_ref(), &plan, &args.file).await;
+        if let Some(late) = late.filter(|_| !args.json) {
             println!("\nLATE: {late}");
         }
         return Ok(if checks.iter().all(LinkCheck::is_up) {
