@@ -477,6 +477,15 @@ nodes:
             .unwrap_or_else(|| panic!("no request to {prefix}: {requests:?}"))
             .clone()
     };
+    for r in &requests {
+        assert!(r.head.starts_with("POST "), "{}", r.head);
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json; charset=utf-8"),
+            "{}",
+            r.head
+        );
+    }
     let json = |r: &Request| -> Value { serde_json::from_slice(&r.body).unwrap() };
     let title = "[critical] alerts_robots: run failed";
 
