@@ -494,8 +494,9 @@ pub struct DingtalkChannel {
     #[schemars(schema_with = "secret_schema", example = &"${DINGTALK_WEBHOOK_URL}")]
     pub url: SecretValue,
     /// The robot's signing secret (`SEC...`), when its security setting is "sign": each
-    /// request then carries `timestamp` and `sign` (the HMAC-SHA256 of
-    /// `timestamp + "\n" + secret`, base64) in its query, as DingTalk documents.
+    /// request then carries `timestamp` (ms) and `sign` (the base64 HMAC-SHA256 of
+    /// `timestamp + "\n" + secret` keyed with the secret, URL-encoded) in its query, as
+    /// DingTalk documents.
     #[serde(default)]
     #[schemars(schema_with = "secret_schema", example = &"${DINGTALK_SECRET}")]
     pub secret: Option<SecretValue>,
