@@ -481,7 +481,7 @@ async fn send_with_retries(
             ChannelSpec::Slack(c) => robots::slack(c, message).await,
             ChannelSpec::Dingtalk(c) => robots::dingtalk(c, message).await,
             ChannelSpec::Feishu(c) => robots::feishu(c, message, alert.severity).await,
-            ChannelSpec::Wecom(c) => robots::wecom(c, message).await,
+            ChannelSpec::Wecom(c) => robots::wecom(c, message, alert.severity).await,
             ChannelSpec::Email(c) => email::send(c, message).await,
         };
         match result {

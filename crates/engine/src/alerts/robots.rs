@@ -126,11 +126,8 @@ pub(super) async fn feishu(
 /// The JSON a Feishu/Lark bot gets: an interactive card coloured by severity, with the
 /// signature fields when the bot has a secret.
 pub fn feishu_body(m: &Message, severity: AlertSeverity, signed: Option<(i64, String)>) -> Value {
-    let template = match colour(severity) {
-        "red" => "red",
-        "orange" => "orange",
-        _ => "green",
-    };
+    // Card templates are named by colour.
+    let template = colour(severity);
     let mut body = json!({
         "msg_type": "interactive",
         "card": {
@@ -160,8 +157,12 @@ pub fn feishu_sign(secret: &str, timestamp_s: i64) -> String {
 }
 
 /// Posts markdown to a WeCom group robot. WeCom answers `{"errcode": 0}`.
-pub(super) async fn wecom(c: &WecomChannel, m: &Message) -> Result<(), String> {
-    let body = wecom_body(m);
+pub(super) async fn wecom(
+    c: &WecomChannel,
+    m: &Message,
+    severity: AlertSeverity,
+) -> Result<(), String> {
+    let body = wecom_body(m, severity);
     let answer = post(
         "WeCom robot",
         &c.url.value,
@@ -174,17 +175,14 @@ pub(super) async fn wecom(c: &WecomChannel, m: &Message) -> Result<(), String> {
     answer_code("WeCom robot", &answer, &["errcode"], "errmsg")
 }
 
-/// The JSON a WeCom robot gets: a markdown message.
-pub fn wecom_body(m: &Message) -> Value {
-    let colour = match m
-        .facts
-        .iter()
-        .find(|(l, _)| *l == "Severity")
-        .map(|(_, v)| v.as_str())
-    {
-        Some("critical") => "warning",
-        Some("warning") => "comment",
-        _ => "info",
+/// The JSON a WeCom robot gets: a markdown message, its title in the colour WeCom's
+/// markdown has for the severity (`warning` is its orange-red, `comment` its grey,
+/// `info` its green).
+pub fn wecom_body(m: &Message, severity: AlertSeverity) -> Value {
+    let colour = match severity {
+        AlertSeverity::Critical => "warning",
+        AlertSeverity::Warning => "comment",
+        AlertSeverity::Info => "info",
     };
     json!({
         "msgtype": "markdown",
