@@ -34,6 +34,9 @@ impl Secrets {
             ("QKEY", tail("qk")),
             ("APIKEY", tail("ak")),
             ("BEARER", tail("br")),
+            ("ROBOT", tail("rb")),
+            ("ROBOT_SECRET", tail("rs")),
+            ("SMTP_PW", tail("sm")),
         ])
     }
 
@@ -346,9 +349,19 @@ async fn no_secret_reaches_any_output_or_the_state_store() {
 "#
         )
     };
+    // Every alert channel with a secret, none reachable (port 1): their failures are
+    // logged and recorded, and must not carry a robot's token or the SMTP password.
+    let alerts = r#"alerts:
+  channels:
+    slack: { slack: { url: "http://127.0.0.1:1/services/T0/B0/${ROBOT}", timeout: 2s } }
+    ding: { dingtalk: { url: "http://127.0.0.1:1/robot/send?access_token=${ROBOT}", secret: "${ROBOT_SECRET}", timeout: 2s } }
+    feishu: { feishu: { url: "http://127.0.0.1:1/open-apis/bot/v2/hook/${ROBOT}", secret: "${ROBOT_SECRET}", timeout: 2s } }
+    wecom: { wecom: { url: "http://127.0.0.1:1/cgi-bin/webhook/send?key=${ROBOT}", timeout: 2s } }
+    mail: { email: { smtp: "127.0.0.1:1", from: a@example.com, to: [b@example.com], username: sluice, password: "${SMTP_PW}", timeout: 2s } }
+"#;
     let pipeline = |name: &str, state: &str, body: &str| {
         format!(
-            "pipeline: {name}\nstate: {state}\ndefaults:\n  retry: {{ max_attempts: 1 }}\n  timeouts: {{ connect: 3s, request: 10s }}\nnodes:{body}"
+            "pipeline: {name}\nstate: {state}\n{alerts}defaults:\n  retry: {{ max_attempts: 1 }}\n  timeouts: {{ connect: 3s, request: 10s }}\nnodes:{body}"
         )
     };
     let ok = pipeline(
@@ -466,6 +479,17 @@ async fn no_secret_reaches_any_output_or_the_state_store() {
         let lists = matches!(file, "ok.yaml" | "state_fail.yaml");
         inspect(&sb, file, lists, &mut out).await;
     }
+    // The alert channels were tried and failed, so their errors were recorded.
+    let listed = sb.sluice(&["alerts", "-f", "ok.yaml"]).await;
+    for channel in ["slack", "ding", "feishu", "wecom", "mail"] {
+        assert!(
+            listed
+                .stdout
+                .contains(&format!("-> {channel}: failed after 3 attempts")),
+            "{listed}"
+        );
+    }
+    out.add(&listed);
     out.0
         .push(("the PostgreSQL state store".into(), dump_schema(&sb).await));
     files(sb.dir.path(), &mut out);

@@ -225,3 +225,61 @@ fn the_documented_breaker_example_is_valid() {
         text(&out.stderr)
     );
 }
+
+/// Every `alerts:` example of docs/alerts.md (each channel's) is accepted as written, with
+/// no warning: its secrets come from the environment.
+#[test]
+fn every_documented_alerts_example_is_valid() {
+    let doc = std::fs::read_to_string(root().join("docs/alerts.md")).unwrap();
+    let examples: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.contains("alerts:"))
+        .collect();
+    assert!(examples.len() >= 9, "one example per channel: {examples:?}");
+    let vars = [
+        ("ALERT_WEBHOOK_SECRET", "s"),
+        ("HOOK_TOKEN", "t"),
+        (
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/x",
+        ),
+        (
+            "DINGTALK_WEBHOOK_URL",
+            "https://oapi.dingtalk.com/robot/send?access_token=x",
+        ),
+        ("DINGTALK_SECRET", "SECx"),
+        (
+            "FEISHU_WEBHOOK_URL",
+            "https://open.feishu.cn/open-apis/bot/v2/hook/x",
+        ),
+        ("FEISHU_SECRET", "x"),
+        (
+            "WECOM_WEBHOOK_URL",
+            "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=x",
+        ),
+        ("SMTP_USER", "u"),
+        ("SMTP_PASSWORD", "p"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, example) in examples.iter().enumerate() {
+        let head = if example.contains("pipeline:") {
+            String::new()
+        } else {
+            "pipeline: documented\n".to_owned()
+        };
+        let path = dir.path().join(format!("alerts_{i}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "{head}{example}nodes:\n  orders_db:\n    type: file\n    path: in/*.ndjson\n    format: ndjson\n  db:\n    type: sqlite\n    inputs: [orders_db]\n    url: sqlite://out.db\n    table: orders\n"
+            ),
+        )
+        .unwrap();
+        let out = sluice(&["validate", path.to_str().unwrap()], &vars);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{example}\n{said}");
+        assert!(!said.contains("warning"), "{example}\n{said}");
+    }
+}

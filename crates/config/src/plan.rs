@@ -42,6 +42,8 @@ pub struct Plan {
     pub state: DatabaseUrl,
     /// Alert channels and routes.
     pub alerts: AlertsSpec,
+    /// How long the pipeline may go without a successful run (`freshness:`).
+    pub freshness: Option<Duration>,
     /// The nodes in execution order (a topological order; file order among equals).
     pub nodes: Vec<PlannedNode>,
     /// Every edge.

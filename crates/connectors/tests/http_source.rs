@@ -550,6 +550,8 @@ async fn schema_drift_evolves_or_warns() {
             .collect();
         assert_eq!(ev.len(), 1, "{}", r.event_text());
         assert_eq!(ev[0].class, class);
+        // Only `warn` asks the engine for a `schema_drift` alert.
+        assert_eq!(ev[0].drift_warned, policy == "warn");
     }
 }
 

@@ -84,6 +84,10 @@ pub struct ConnectorEvent {
     /// Whether the connector tried a failed request again: the engine counts these as
     /// the node's retries. Set by [`ConnectorEvent::retried`].
     pub retry: bool,
+    /// Whether records drifted from the schema and `schema_policy: warn` let them
+    /// through (the schema evolved): the engine raises a `schema_drift` alert. Set by
+    /// [`ConnectorEvent::schema_evolved`].
+    pub drift_warned: bool,
 }
 
 impl ConnectorEvent {
@@ -93,6 +97,18 @@ impl ConnectorEvent {
             class,
             message: message.into(),
             retry: false,
+            drift_warned: false,
+        }
+    }
+
+    /// The schema evolved to fit drifted records, under `schema_policy: evolve` (`warn`
+    /// false: a note) or `warn` (`warn` true: a `contract_changed` event and an alert).
+    pub fn schema_evolved(warn: bool, message: impl Into<String>) -> Self {
+        ConnectorEvent {
+            class: warn.then_some(ErrorClass::ContractChanged),
+            message: message.into(),
+            retry: false,
+            drift_warned: warn,
         }
     }
 
@@ -102,6 +118,7 @@ impl ConnectorEvent {
             class: Some(class),
             message: message.into(),
             retry: true,
+            drift_warned: false,
         }
     }
 }

@@ -60,6 +60,8 @@ pub(crate) struct NodeCtx {
     pub link_down: bool,
     /// Ledger keys kept in the failed-batch store by this node, in order.
     pub quarantined_ids: Vec<String>,
+    /// What drifted from the schema and went through under `schema_policy: warn`.
+    pub schema_drift: Vec<String>,
 }
 
 impl NodeCtx {
@@ -186,6 +188,9 @@ impl NodeCtx {
         for e in events {
             if e.retry {
                 self.stats.retries += 1;
+            }
+            if e.drift_warned {
+                self.schema_drift.push(e.message.clone());
             }
             if show {
                 self.emit(EventKind::from(e));

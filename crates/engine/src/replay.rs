@@ -59,11 +59,61 @@ pub async fn replay(
             ..ReplayReport::default()
         },
     };
+    let selected = failed.len();
+    let alerts = pipeline.alerts.clone();
+    let name = pipeline.name.clone();
     for row in failed {
         let result = replay.redeliver(&mut pipeline.nodes, &row).await;
         replay.settle(row, result).await?;
     }
-    replay.finish(pipeline).await
+    let report = replay.finish(pipeline).await?;
+    if selected > 0 {
+        let (alert, next) = replay_alert(&name, &report);
+        crate::alerts::raise(&alerts, &alert, &next, &store).await;
+    }
+    Ok(report)
+}
+
+/// The alert of a finished replay: `info` when everything went through, `warning` when
+/// batches still fail (with the command that lists them).
+fn replay_alert(pipeline: &str, report: &ReplayReport) -> (sluice_state::AlertRow, String) {
+    use sluice_state::{AlertKind, AlertRow, AlertSeverity};
+    let records: i64 = report.delivered.iter().map(|(_, n)| n).sum();
+    let downstream_failed = report
+        .downstream
+        .as_ref()
+        .is_some_and(|d| d.status != sluice_state::RunStatus::Succeeded);
+    let still = report.failed_again.len() + report.not_replayable.len();
+    let mut message = format!(
+        "replay {}: {} batch(es) / {records} record(s) delivered, {} still failing, {} not replayable",
+        report.run_id,
+        report.delivered.len(),
+        report.failed_again.len(),
+        report.not_replayable.len()
+    );
+    if let Some(d) = report.downstream.as_ref().filter(|_| downstream_failed) {
+        message.push_str(&format!("; the nodes downstream ended {}", d.status));
+    }
+    let ok = still == 0 && !downstream_failed;
+    let alert = AlertRow {
+        pipeline: pipeline.to_owned(),
+        node: None,
+        kind: AlertKind::ReplayFinished,
+        class: None,
+        severity: if ok {
+            AlertSeverity::Info
+        } else {
+            AlertSeverity::Warning
+        },
+        message,
+        at: sluice_state::now_ms(),
+    };
+    let next = if ok {
+        format!("sluice runs show {}", report.run_id)
+    } else {
+        format!("sluice failed list --pipeline {pipeline}")
+    };
+    (alert, next)
 }
 
 /// A replay under way: what it opened and what it did so far.
@@ -145,6 +195,7 @@ impl Replay<'_> {
             stats: sluice_state::NodeCounts::default(),
             link_down: false,
             quarantined_ids: Vec::new(),
+            schema_drift: Vec::new(),
         }
     }
 
@@ -361,5 +412,40 @@ impl crate::Task for Noop {
     }
     fn describe(&self) -> String {
         "nothing".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_that_delivered_everything_is_info_and_one_that_left_batches_a_warning() {
+        let done = ReplayReport {
+            run_id: "r1".into(),
+            delivered: vec![("b1".into(), 2), ("b2".into(), 3)],
+            ..ReplayReport::default()
+        };
+        let (alert, next) = replay_alert("orders", &done);
+        assert_eq!(alert.kind, sluice_state::AlertKind::ReplayFinished);
+        assert_eq!(alert.severity, sluice_state::AlertSeverity::Info);
+        assert_eq!(
+            alert.message,
+            "replay r1: 2 batch(es) / 5 record(s) delivered, 0 still failing, 0 not replayable"
+        );
+        assert_eq!(next, "sluice runs show r1");
+
+        let partly = ReplayReport {
+            failed_again: vec![("b3".into(), "still down".into())],
+            ..done
+        };
+        let (alert, next) = replay_alert("orders", &partly);
+        assert_eq!(alert.severity, sluice_state::AlertSeverity::Warning);
+        assert!(
+            alert.message.contains("1 still failing"),
+            "{}",
+            alert.message
+        );
+        assert_eq!(next, "sluice failed list --pipeline orders");
     }
 }

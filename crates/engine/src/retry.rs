@@ -195,6 +195,7 @@ mod tests {
             stats: sluice_state::NodeCounts::default(),
             link_down: false,
             quarantined_ids: Vec::new(),
+            schema_drift: Vec::new(),
         };
         (ctx, rx)
     }

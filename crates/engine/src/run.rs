@@ -45,6 +45,9 @@ pub struct NodeSummary {
     pub error_class: Option<ErrorClass>,
     /// A parked node (`rate_limited`): when it may go on, milliseconds since the epoch.
     pub resume_at: Option<i64>,
+    /// What drifted from the schema and went through under `schema_policy: warn`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema_drift: Vec<String>,
 }
 
 /// What a run did.
@@ -73,6 +76,7 @@ pub struct Executor {
     events: Option<UnboundedSender<Event>>,
     shutdown: CancellationToken,
     idle_poll: Duration,
+    alert_queue: Option<crate::alerts::AlertQueue>,
 }
 
 struct NodeOutcome {
@@ -89,7 +93,16 @@ impl Executor {
             events: None,
             shutdown: CancellationToken::new(),
             idle_poll: Duration::from_millis(200),
+            alert_queue: None,
         }
+    }
+
+    /// Hands the alerts of each run's end to `queue` (delivered in order, off the run's
+    /// path) instead of delivering them before `run` returns. The caller waits for them
+    /// with [`crate::alerts::AlertQueue::finish`] before it exits.
+    pub fn with_alert_queue(mut self, queue: crate::alerts::AlertQueue) -> Self {
+        self.alert_queue = Some(queue);
+        self
     }
 
     /// Sends progress events to `tx`.
@@ -176,6 +189,7 @@ impl Executor {
                 stats: sluice_state::NodeCounts::default(),
                 link_down: false,
                 quarantined_ids: Vec::new(),
+                schema_drift: Vec::new(),
             };
             let status_tx = senders.remove(&node.id).expect("sender per node");
             let watched: HashMap<String, watch::Receiver<NodeState>> = node
@@ -251,10 +265,26 @@ impl Executor {
         self.store
             .finish_run(&run_id, status, error.as_deref())
             .await?;
-        // Delivered once the run is recorded, so that `next` shows it finished.
-        if let Some((alert, next)) = alert {
-            let next = next.replace("{run}", &run_id);
-            crate::alerts::raise(&alerts, &alert, &next, &self.store).await;
+        // Delivered once the run is recorded, so that `next` shows it finished: here, or
+        // off the run's path when the caller gave a queue.
+        let drift: Vec<(String, Vec<String>)> = outcomes
+            .iter()
+            .filter(|o| !o.summary.schema_drift.is_empty())
+            .map(|o| (o.summary.id.clone(), o.summary.schema_drift.clone()))
+            .collect();
+        let end = RunEnd {
+            alerts,
+            store: self.store.clone(),
+            name: name.clone(),
+            run_id: run_id.clone(),
+            status,
+            alert,
+            drift,
+            replay: load.is_none(),
+        };
+        match &self.alert_queue {
+            Some(queue) => queue.push(end.raise()),
+            None => end.raise().await,
         }
         if let Some(at) = resume_at.filter(|_| status == RunStatus::RateLimited) {
             self.store.set_resume_at(&run_id, at).await?;
@@ -840,6 +870,7 @@ fn failed_outcome(id: String, role: &'static str, error: ConnectorError) -> Node
             error: Some(error.to_string()),
             error_class: Some(error.class),
             resume_at: None,
+            schema_drift: Vec::new(),
         },
         compensate: None,
     }
@@ -862,6 +893,7 @@ fn summary(
             at.duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         }),
+        schema_drift: ctx.schema_drift.clone(),
     }
 }
 
@@ -951,6 +983,118 @@ impl Target for TransformTarget {
             written: rows,
             ..WriteReport::default()
         })
+    }
+}
+
+/// What a run's end alerts, held so that it can be raised off the run's path.
+struct RunEnd {
+    alerts: sluice_config::spec::AlertsSpec,
+    store: StateStore,
+    name: String,
+    run_id: String,
+    status: RunStatus,
+    /// The run's own alert (failed, or quarantined) with its `next` (`{run}` for the id).
+    alert: Option<(AlertRow, String)>,
+    /// Per node, what drifted from its schema under `schema_policy: warn`.
+    drift: Vec<(String, Vec<String>)>,
+    /// A replay (no load) says nothing of whether the pipeline's own runs work.
+    replay: bool,
+}
+
+impl RunEnd {
+    /// A failing pipeline (or one that keeps quarantining) is a condition: alerted once,
+    /// then reminded; a run that delivers clears it, with a recovery for a failure.
+    /// Drift let through under `schema_policy: warn` is one alert per node and run.
+    async fn raise(self) {
+        let RunEnd {
+            alerts,
+            store,
+            name,
+            run_id,
+            status,
+            alert,
+            drift,
+            replay,
+        } = self;
+        let next = format!("sluice runs show {run_id}");
+        if let Some((alert, next)) = alert {
+            let next = next.replace("{run}", &run_id);
+            let subject = alert.node.clone().unwrap_or_default();
+            crate::alerts::raise_condition(&alerts, &alert, &subject, &next, &store).await;
+        }
+        let recovered = |node: Option<String>, message: String| {
+            Some((
+                AlertRow {
+                    pipeline: name.clone(),
+                    node,
+                    kind: AlertKind::Recovered,
+                    class: None,
+                    severity: AlertSeverity::Info,
+                    message,
+                    at: now_ms(),
+                },
+                next.clone(),
+            ))
+        };
+        if !replay && matches!(status, RunStatus::Succeeded | RunStatus::PartiallySucceeded) {
+            crate::alerts::clear(&alerts, &store, &name, None, AlertKind::RunFailed, |c, held| {
+                let at = c.subject.as_str();
+                let node = (!at.is_empty()).then(|| at.to_owned());
+                let where_ = node
+                    .as_ref()
+                    .map(|n| format!(" at node `{n}`"))
+                    .unwrap_or_default();
+                recovered(
+                    node,
+                    format!(
+                        "the pipeline runs again (run {run_id} {status}): it had been failing{where_} for {}",
+                        crate::alerts::message::span(held)
+                    ),
+                )
+            })
+            .await;
+            crate::alerts::clear(&alerts, &store, &name, None, AlertKind::Stale, |_, held| {
+                recovered(
+                    None,
+                    format!(
+                        "the pipeline succeeded again (run {run_id}), after being reported late for {}",
+                        crate::alerts::message::span(held)
+                    ),
+                )
+            })
+            .await;
+        }
+        for (node, changes) in &drift {
+            let more = match changes.len() {
+                1 => String::new(),
+                n => format!(" (and {} more change(s) in this run)", n - 1),
+            };
+            let alert = AlertRow {
+                pipeline: name.clone(),
+                node: Some(node.clone()),
+                kind: AlertKind::SchemaDrift,
+                class: Some(ErrorClass::ContractChanged),
+                severity: AlertSeverity::Warning,
+                message: format!(
+                    "node `{node}`: {}{more}; `schema_policy: warn` let the records through",
+                    changes[0]
+                ),
+                at: now_ms(),
+            };
+            crate::alerts::raise(&alerts, &alert, &next, &store).await;
+        }
+        if !replay && status == RunStatus::Succeeded {
+            // Nothing quarantined this time: the next quarantine is news again.
+            crate::alerts::clear(
+                &alerts,
+                &store,
+                &name,
+                None,
+                AlertKind::RunPartiallySucceeded,
+                |_, _| None,
+            )
+            .await;
+        }
     }
 }
 

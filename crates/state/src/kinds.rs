@@ -127,6 +127,17 @@ pub enum AlertKind {
     LinkDown,
     /// A link found down before answers again.
     LinkRecovered,
+    /// A source's records drifted from its schema and its `schema_policy: warn` let them
+    /// through.
+    SchemaDrift,
+    /// `sluice replay` finished: how many batches it delivered, how many still fail.
+    ReplayFinished,
+    /// The pipeline has not succeeded within its `freshness:` bound.
+    Stale,
+    /// A condition alerted before (a failing pipeline, a stale one) cleared.
+    Recovered,
+    /// Every attempt to deliver alerts to one of the pipeline's channels failed.
+    ChannelFailed,
 }
 
 stored_names!(AlertKind, "alert kind", {
@@ -134,6 +145,11 @@ stored_names!(AlertKind, "alert kind", {
     RunPartiallySucceeded => "run_partially_succeeded",
     LinkDown => "link_down",
     LinkRecovered => "link_recovered",
+    SchemaDrift => "schema_drift",
+    ReplayFinished => "replay_finished",
+    Stale => "stale",
+    Recovered => "recovered",
+    ChannelFailed => "channel_failed",
 });
 
 /// How urgent an alert is: the same names as the severities a pipeline's `alerts.routes`

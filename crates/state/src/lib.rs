@@ -12,7 +12,9 @@
 //! | `checkpoints` | per pipeline and node: the source's cursor or watermark (JSON) |
 //! | `failed_batches` | the failed-batch store: payload, node, run, class, error, attempts, resolved-at |
 //! | `schema_fingerprints` | the schemas each node has produced, to detect drift |
-//! | `alerts` | alerts raised: kind, error class, severity, message |
+//! | `alerts` | alerts raised: kind, error class, severity, message, repeats held back |
+//! | `alert_deliveries` | per alert and channel: sent or failed, attempts, error |
+//! | `alert_conditions` | conditions alerted and not cleared: since when, last sent when |
 //! | `leases` | per pipeline: who owns it now (host, pid, since), until when, fencing token |
 //!
 //! Text stored here never holds a secret: callers pass redacted details only. Closed
@@ -37,9 +39,9 @@ pub use kinds::{AlertKind, AlertSeverity, DeliveryStatus, RunStatus, Trigger, Un
 
 pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder};
 pub use names::ColumnNameRow;
-pub use store::{now_ms, redact_url};
+pub use store::{new_alert_id, now_ms, redact_url};
 
 pub use store::{
-    AlertRow, AttemptRow, DeliveryRow, FailedBatchFilter, FailedBatchRow, NewFailedBatch,
-    NodeCounts, NodeRunRow, RunRow, StateError, StateStore,
+    AlertRow, AttemptRow, ClearedCondition, ConditionKey, Dedup, DeliveryRow, FailedBatchFilter,
+    FailedBatchRow, NewFailedBatch, NodeCounts, NodeRunRow, RunRow, StateError, StateStore,
 };

@@ -272,6 +272,11 @@ pub struct DeliveryRow {
     pub at: i64,
 }
 
+/// A fresh id for an alert.
+pub fn new_alert_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -358,7 +363,63 @@ const MIGRATIONS: &[&str] = &[
         alert_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL,
         attempts BIGINT NOT NULL, error TEXT, at BIGINT NOT NULL,
         PRIMARY KEY (alert_id, channel));",
+    // Conditions alerted and not yet cleared (a link down, a pipeline failing or late),
+    // so that one alert goes out per condition, a reminder per `repeat_every`, and a
+    // recovery when it clears, whichever process sees it; and per alert, how many repeats
+    // were held back.
+    "CREATE TABLE IF NOT EXISTS alert_conditions (
+        pipeline TEXT NOT NULL, subject TEXT NOT NULL, kind TEXT NOT NULL, class TEXT NOT NULL,
+        alert_id TEXT NOT NULL, since BIGINT NOT NULL, last_sent_at BIGINT NOT NULL,
+        PRIMARY KEY (pipeline, subject, kind, class));
+     ALTER TABLE alerts ADD COLUMN suppressed BIGINT NOT NULL DEFAULT 0;",
 ];
+
+/// A condition an alert is about, which holds until something clears it: the pipeline,
+/// what it is about (a link's address, a node, or empty for the whole pipeline), the
+/// alert's kind and the error class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionKey {
+    /// Pipeline.
+    pub pipeline: String,
+    /// A link's address, a node id, a channel name, or `""` for the pipeline itself.
+    pub subject: String,
+    /// The kind of the alert that opened it.
+    pub kind: AlertKind,
+    /// The class of the error behind it, if any.
+    pub class: Option<ErrorClass>,
+}
+
+/// What to do with an alert about a condition ([`StateStore::open_condition`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dedup {
+    /// The condition is new: send the alert.
+    First,
+    /// The condition has held since `since` and its last alert is older than the repeat
+    /// interval: send the alert as a reminder.
+    Reminder {
+        /// When the condition was first alerted, ms since the epoch.
+        since: i64,
+    },
+    /// The condition was alerted within the repeat interval: hold this one back (it was
+    /// counted on the alert that went out, `alert_id`).
+    Suppressed {
+        /// The alert that went out last for the condition.
+        alert_id: String,
+        /// When the condition was first alerted, ms since the epoch.
+        since: i64,
+    },
+}
+
+/// A condition that cleared ([`StateStore::close_conditions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClearedCondition {
+    /// What it was about (see [`ConditionKey::subject`]).
+    pub subject: String,
+    /// The class of the error behind it, if any.
+    pub class: Option<ErrorClass>,
+    /// When it was first alerted, ms since the epoch.
+    pub since: i64,
+}
 
 /// The state store.
 #[derive(Debug, Clone)]
@@ -948,6 +1009,32 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// For a freshness bound: when the pipeline's last successful run (succeeded or
+    /// partially succeeded, replays aside) finished, and when its first run started.
+    pub async fn last_success(
+        &self,
+        pipeline: &str,
+    ) -> Result<(Option<i64>, Option<i64>), StateError> {
+        let row = sqlx::query(
+            "SELECT
+                (SELECT MAX(finished_at) FROM runs WHERE pipeline = $1 AND status IN ($2, $3)
+                    AND trigger_kind <> $4) AS last_success,
+                (SELECT MIN(started_at) FROM runs WHERE pipeline = $1) AS first_run",
+        )
+        .bind(pipeline)
+        .bind(RunStatus::Succeeded.as_str())
+        .bind(RunStatus::PartiallySucceeded.as_str())
+        .bind(Trigger::Replay.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let get = |column: &str| row.try_get::<Option<i64>, _>(column);
+        Ok((
+            get("last_success").map_err(|e| self.err(e))?,
+            get("first_run").map_err(|e| self.err(e))?,
+        ))
+    }
+
     /// One run with its nodes and attempts.
     pub async fn run(
         &self,
@@ -1069,12 +1156,18 @@ impl StateStore {
 
     /// Records an alert and returns its id (what its deliveries refer to).
     pub async fn record_alert(&self, alert: &AlertRow) -> Result<String, StateError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = new_alert_id();
+        self.record_alert_as(&id, alert).await?;
+        Ok(id)
+    }
+
+    /// Records an alert under the id the caller chose (see [`Self::open_condition`]).
+    pub async fn record_alert_as(&self, id: &str, alert: &AlertRow) -> Result<(), StateError> {
         sqlx::query(
             "INSERT INTO alerts (id, pipeline, node, kind, class, severity, message, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(&id)
+        .bind(id)
         .bind(&alert.pipeline)
         .bind(alert.node.as_deref())
         .bind(alert.kind.as_str())
@@ -1085,7 +1178,132 @@ impl StateStore {
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        Ok(id)
+        Ok(())
+    }
+
+    /// Says whether an alert about `key`, to go out as `alert_id` at `now`, is the first
+    /// for the condition, a reminder (the last one went out `repeat_ms` or more ago), or
+    /// to be held back (then counted on the last one sent). Each step is one statement
+    /// whose condition decides, so two processes raising the same condition at once send
+    /// it once.
+    pub async fn open_condition(
+        &self,
+        key: &ConditionKey,
+        alert_id: &str,
+        now: i64,
+        repeat_ms: i64,
+    ) -> Result<Dedup, StateError> {
+        let class = key.class.map_or("", ErrorClass::as_str);
+        let inserted = sqlx::query(
+            "INSERT INTO alert_conditions (pipeline, subject, kind, class, alert_id, since, last_sent_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.pipeline)
+        .bind(&key.subject)
+        .bind(key.kind.as_str())
+        .bind(class)
+        .bind(alert_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Dedup::First);
+        }
+        let reminded = sqlx::query(
+            "UPDATE alert_conditions SET alert_id = $5, last_sent_at = $6
+             WHERE pipeline = $1 AND subject = $2 AND kind = $3 AND class = $4
+               AND last_sent_at <= $7",
+        )
+        .bind(&key.pipeline)
+        .bind(&key.subject)
+        .bind(key.kind.as_str())
+        .bind(class)
+        .bind(alert_id)
+        .bind(now)
+        .bind(now.saturating_sub(repeat_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let row = sqlx::query(
+            "SELECT alert_id, since FROM alert_conditions
+             WHERE pipeline = $1 AND subject = $2 AND kind = $3 AND class = $4",
+        )
+        .bind(&key.pipeline)
+        .bind(&key.subject)
+        .bind(key.kind.as_str())
+        .bind(class)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let Some(row) = row else {
+            // Cleared in between: this alert opens it again.
+            return Box::pin(self.open_condition(key, alert_id, now, repeat_ms)).await;
+        };
+        let since: i64 = row.try_get("since").map_err(|e| self.err(e))?;
+        if reminded.rows_affected() == 1 {
+            return Ok(Dedup::Reminder { since });
+        }
+        let last: String = row.try_get("alert_id").map_err(|e| self.err(e))?;
+        sqlx::query("UPDATE alerts SET suppressed = suppressed + 1 WHERE id = $1")
+            .bind(&last)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Dedup::Suppressed {
+            alert_id: last,
+            since,
+        })
+    }
+
+    /// Clears the open conditions of `kind` for the pipeline (only those about `subject`,
+    /// if given) and returns them: each one cleared is returned to one caller only.
+    pub async fn close_conditions(
+        &self,
+        pipeline: &str,
+        subject: Option<&str>,
+        kind: AlertKind,
+    ) -> Result<Vec<ClearedCondition>, StateError> {
+        let query = match subject {
+            Some(subject) => sqlx::query(
+                "DELETE FROM alert_conditions WHERE pipeline = $1 AND kind = $2 AND subject = $3
+                 RETURNING subject, class, since",
+            )
+            .bind(pipeline)
+            .bind(kind.as_str())
+            .bind(subject),
+            None => sqlx::query(
+                "DELETE FROM alert_conditions WHERE pipeline = $1 AND kind = $2
+                 RETURNING subject, class, since",
+            )
+            .bind(pipeline)
+            .bind(kind.as_str()),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let class: String = r.try_get("class")?;
+                Ok(ClearedCondition {
+                    subject: r.try_get("subject")?,
+                    class: (!class.is_empty())
+                        .then(|| parse_column(&class, "class"))
+                        .transpose()?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many repeats of an alert were held back while its condition held.
+    pub async fn suppressed(&self, alert_id: &str) -> Result<i64, StateError> {
+        sqlx::query("SELECT suppressed FROM alerts WHERE id = $1")
+            .bind(alert_id)
+            .fetch_optional(&self.pool)
+            .await
+            .and_then(|r| r.map(|r| r.try_get::<i64, _>(0)).transpose())
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.err(e))
     }
 
     /// Records how the delivery of an alert to one channel ended.

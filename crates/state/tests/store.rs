@@ -2,8 +2,9 @@
 
 use sluice_core::ErrorClass;
 use sluice_state::{
-    AlertKind, AlertRow, AlertSeverity, DeliveryRow, DeliveryStatus, FailedBatchFilter,
-    NewFailedBatch, NodeCounts, NodeRunRow, RunStatus, StateStore, Trigger,
+    AlertKind, AlertRow, AlertSeverity, ConditionKey, Dedup, DeliveryRow, DeliveryStatus,
+    FailedBatchFilter, NewFailedBatch, NodeCounts, NodeRunRow, RunStatus, StateStore, Trigger,
+    new_alert_id,
 };
 
 async fn exercise(store: &StateStore) {
@@ -243,6 +244,82 @@ async fn exercise(store: &StateStore) {
         vec![sent.clone(), again]
     );
     assert!(store.deliveries(&ids[1]).await.unwrap().is_empty());
+
+    // Conditions: one alert, repeats held back and counted, a reminder past the interval,
+    // and a clear that only one caller sees.
+    let key = ConditionKey {
+        pipeline: "orders".into(),
+        subject: "postgres://db:5432/x".into(),
+        kind: AlertKind::LinkDown,
+        class: Some(ErrorClass::Network),
+    };
+    let hour = 3_600_000;
+    let first = new_alert_id();
+    assert_eq!(
+        store
+            .open_condition(&key, &first, 10_000, hour)
+            .await
+            .unwrap(),
+        Dedup::First
+    );
+    store.record_alert_as(&first, &alerts[0]).await.unwrap();
+    for at in [20_000, 30_000] {
+        assert_eq!(
+            store
+                .open_condition(&key, &new_alert_id(), at, hour)
+                .await
+                .unwrap(),
+            Dedup::Suppressed {
+                alert_id: first.clone(),
+                since: 10_000
+            }
+        );
+    }
+    assert_eq!(store.suppressed(&first).await.unwrap(), 2);
+    let reminder = new_alert_id();
+    assert_eq!(
+        store
+            .open_condition(&key, &reminder, 10_000 + hour, hour)
+            .await
+            .unwrap(),
+        Dedup::Reminder { since: 10_000 }
+    );
+    // Another class of the same link, or another link, is another condition.
+    let other = ConditionKey {
+        class: Some(ErrorClass::Auth),
+        ..key.clone()
+    };
+    assert_eq!(
+        store
+            .open_condition(&other, &new_alert_id(), 40_000, hour)
+            .await
+            .unwrap(),
+        Dedup::First
+    );
+    let cleared = store
+        .close_conditions("orders", Some("postgres://db:5432/x"), AlertKind::LinkDown)
+        .await
+        .unwrap();
+    assert_eq!(cleared.len(), 2, "{cleared:?}");
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.class == Some(ErrorClass::Network) && c.since == 10_000)
+    );
+    assert!(
+        store
+            .close_conditions("orders", None, AlertKind::LinkDown)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .open_condition(&key, &new_alert_id(), 50_000, hour)
+            .await
+            .unwrap(),
+        Dedup::First
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //!   class on demand;
 //! - [`batches`]: batches of records with an `id` column, built one way for every test;
 //! - [`receiver`]: a local HTTP receiver for what Sluice sends (sinks, webhooks);
+//! - [`smtp`]: a local SMTP server that records the mails it gets (email alerts);
 //! - [`services_script`]: `scripts/services.sh down|up SERVICE`, for the outage tests.
 //!
 //! A missing variable is a test failure with a message saying how to start the services,
@@ -26,6 +27,7 @@ pub mod batches;
 pub mod mock_api;
 pub mod receiver;
 mod services;
+pub mod smtp;
 
 pub use services::{
     KafkaTopic, MysqlDatabase, PostgresSchema, kafka_bootstrap, kafka_topic, mysql_database,

@@ -67,9 +67,16 @@ pub async fn receive<F>(handler: F) -> SocketAddr
 where
     F: FnMut(&Request) -> Answer + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port on 127.0.0.1");
+    receive_at("127.0.0.1:0".parse().expect("an address"), handler).await
+}
+
+/// The same at a given address of 127.0.0.1 (a port that was free before, to bring a
+/// link back up at the address it had).
+pub async fn receive_at<F>(addr: SocketAddr, handler: F) -> SocketAddr
+where
+    F: FnMut(&Request) -> Answer + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await.expect("a port on 127.0.0.1");
     let addr = listener.local_addr().expect("the listener's address");
     let handler = Arc::new(Mutex::new(handler));
     tokio::spawn(async move {

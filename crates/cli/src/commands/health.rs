@@ -64,8 +64,11 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
         } else {
             print_table(&checks);
         }
-        for c in checks.iter().filter(|c| !c.is_up()) {
-            alert(store.as_ref(), &plan, &args.file, c, None).await;
+        let mut down_since = HashMap::new();
+        report(store.as_ref(), &plan, &args.file, &checks, &mut down_since).await;
+        let late = freshness(store.as_ref(), &plan, &args.file).await;
+        if let Some(late) = late.filter(|_| !args.json) {
+            println!("\nLATE: {late}");
         }
         return Ok(if checks.iter().all(LinkCheck::is_up) {
             ExitCode::SUCCESS
@@ -73,32 +76,44 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     };
-    // Watching: a line and an alert when a link changes state.
+    // Watching: a line when a link changes state; alerts for every check, which the state
+    // store holds back while the same condition was alerted within `repeat_every`.
     let mut down_since: HashMap<String, i64> = HashMap::new();
     let mut first = true;
+    let mut late = false;
     loop {
         let checks = check_links(&plan, &ctx).await;
         if first {
             print_table(&checks);
-        }
-        for c in &checks {
-            let key = format!("{} {}", c.kind, c.link);
-            match (&c.result, down_since.get(&key).copied()) {
-                (Err(_), None) => {
-                    down_since.insert(key, now_ms());
-                    if !first {
-                        println!("{} DOWN  {}", stamp(), line(c));
-                    }
-                    alert(store.as_ref(), &plan, &args.file, c, None).await;
+        } else {
+            for c in &checks {
+                match (&c.result, down_since.get(&key(c)).copied()) {
+                    (Err(_), None) => println!("{} DOWN  {}", stamp(), line(c)),
+                    (Ok(_), Some(since)) => println!(
+                        "{} UP    {} (after {}s down)",
+                        stamp(),
+                        line(c),
+                        (now_ms() - since) / 1000
+                    ),
+                    _ => {}
                 }
-                (Ok(_), Some(since)) => {
-                    down_since.remove(&key);
-                    let secs = (now_ms() - since) / 1000;
-                    println!("{} UP    {} (after {secs}s down)", stamp(), line(c));
-                    alert(store.as_ref(), &plan, &args.file, c, Some(secs)).await;
-                }
-                _ => {}
             }
+        }
+        report(store.as_ref(), &plan, &args.file, &checks, &mut down_since).await;
+        // A line when the pipeline turns late or fresh again.
+        match (freshness(store.as_ref(), &plan, &args.file).await, late) {
+            (Some(why), false) => {
+                println!("{} LATE  {why}", stamp());
+                late = true;
+            }
+            (None, true) => {
+                println!(
+                    "{} FRESH the pipeline succeeded within its freshness bound",
+                    stamp()
+                );
+                late = false;
+            }
+            _ => {}
         }
         first = false;
         tokio::select! {
@@ -106,6 +121,94 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
+}
+
+fn key(c: &LinkCheck) -> String {
+    format!("{} {}", c.kind, c.link)
+}
+
+/// Raises an alert for each link down and clears those that answer again, with a
+/// recovery saying how long they were down. The state store holds the conditions, so a
+/// link alerted by another `sluice health` (or an earlier one) is not alerted again
+/// before `repeat_every`. Without a state store, only this process's changes alert.
+/// `down_since` keeps this process's view, for its printed lines.
+async fn report(
+    store: Option<&StateStore>,
+    plan: &Plan,
+    file: &Path,
+    checks: &[LinkCheck],
+    down_since: &mut HashMap<String, i64>,
+) {
+    let next = format!("sluice health {}", file.display());
+    for c in checks {
+        let was_down = down_since.get(&key(c)).copied();
+        match &c.result {
+            Err(e) => {
+                down_since.entry(key(c)).or_insert_with(now_ms);
+                let row = AlertRow {
+                    pipeline: plan.pipeline.clone(),
+                    node: c.nodes.first().cloned(),
+                    kind: AlertKind::LinkDown,
+                    class: Some(e.class),
+                    severity: AlertSeverity::Critical,
+                    message: format!("{} {} is down: {}", c.kind, c.link, e.message),
+                    at: now_ms(),
+                };
+                match store {
+                    Some(store) => {
+                        alerts::raise_condition(&plan.alerts, &row, &key(c), &next, store).await
+                    }
+                    None if was_down.is_none() => {
+                        alerts::deliver_unrecorded(&plan.alerts, &row, &next).await
+                    }
+                    None => {}
+                }
+            }
+            Ok(_) => {
+                down_since.remove(&key(c));
+                let recovered = |held: i64| AlertRow {
+                    pipeline: plan.pipeline.clone(),
+                    node: c.nodes.first().cloned(),
+                    kind: AlertKind::LinkRecovered,
+                    class: None,
+                    severity: AlertSeverity::Info,
+                    message: format!(
+                        "{} {} is up again after {} down",
+                        c.kind,
+                        c.link,
+                        alerts::message::span(held)
+                    ),
+                    at: now_ms(),
+                };
+                match (store, was_down) {
+                    (Some(store), _) => {
+                        alerts::clear(
+                            &plan.alerts,
+                            store,
+                            &plan.pipeline,
+                            Some(&key(c)),
+                            AlertKind::LinkDown,
+                            |_, held| Some((recovered(held), next.clone())),
+                        )
+                        .await
+                    }
+                    (None, Some(since)) => {
+                        let row = recovered(now_ms() - since);
+                        alerts::deliver_unrecorded(&plan.alerts, &row, &next).await
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The pipeline's `freshness:` bound, checked against its last successful run: the text
+/// of the `stale` alert, if it is late.
+async fn freshness(store: Option<&StateStore>, plan: &Plan, file: &Path) -> Option<String> {
+    let (bound, store) = (plan.freshness?, store?);
+    let next = format!("sluice runs -f {}", file.display());
+    alerts::check_freshness(&plan.alerts, &plan.pipeline, bound.get(), &next, store).await
 }
 
 pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
@@ -155,48 +258,15 @@ pub(crate) async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
                 None => println!("{:<21}-> {}: {}{attempts}", "", d.channel, d.status),
             }
         }
+        let held = store.suppressed(&id).await?;
+        if held > 0 {
+            println!(
+                "{:<21}-> suppressed: {held} repeat(s) while the condition held (reminders every `repeat_every`)",
+                ""
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Raises a link's failure (critical) or its recovery (info): records it in the alerts
-/// table and delivers it to the pipeline's alert channels.
-async fn alert(
-    store: Option<&StateStore>,
-    plan: &Plan,
-    file: &Path,
-    c: &LinkCheck,
-    up_after: Option<i64>,
-) {
-    let (kind, class, severity, message) = match (&c.result, up_after) {
-        (Err(e), _) => (
-            AlertKind::LinkDown,
-            Some(e.class),
-            AlertSeverity::Critical,
-            format!("{} {} is down: {}", c.kind, c.link, e.message),
-        ),
-        (Ok(_), Some(secs)) => (
-            AlertKind::LinkRecovered,
-            None,
-            AlertSeverity::Info,
-            format!("{} {} is up again after {secs}s", c.kind, c.link),
-        ),
-        (Ok(_), None) => return,
-    };
-    let row = AlertRow {
-        pipeline: plan.pipeline.clone(),
-        node: c.nodes.first().cloned(),
-        kind,
-        class,
-        severity,
-        message,
-        at: now_ms(),
-    };
-    let next = format!("sluice health {}", file.display());
-    match store {
-        Some(store) => alerts::raise(&plan.alerts, &row, &next, store).await,
-        None => alerts::deliver_unrecorded(&plan.alerts, &row, &next).await,
-    }
 }
 
 fn stamp() -> String {

@@ -124,6 +124,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // A run's alerts are delivered off its path (a slow channel does not hold the next
+    // run); the process waits for them before it exits.
+    let alert_queue = sluice_engine::alerts::AlertQueue::default();
     let outcome = loop {
         // Each run owns the pipeline (its lease, its buffer) and gives it up when done, so
         // that a `sluice replay` or `sluice run --once --wait` gets its turn between runs.
@@ -139,7 +142,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(owned) = owned {
             let exec = Executor::new(owned.store.clone(), owned.buffer.clone())
                 .with_events(tx.clone())
-                .with_shutdown(shutdown.clone());
+                .with_shutdown(shutdown.clone())
+                .with_alert_queue(alert_queue.clone());
             let result = run_once(&exec, &plan, &ctx).await;
             drop(exec);
             owned.release().await;
@@ -209,6 +213,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ = shutdown.cancelled() => break Ok(last.unwrap_or(RunStatus::Cancelled)),
         }
     };
+    alert_queue.finish().await;
     drop(tx);
     let _ = printer.await;
     Ok(exit_code(outcome?))

@@ -169,6 +169,7 @@ pub(super) fn plan(c: &mut Checker<'_>, spec: &PipelineSpec, g: &Graph<'_>) -> O
         buffer: spec.buffer.clone(),
         state: spec.state.value.clone(),
         alerts: spec.alerts.clone(),
+        freshness: spec.freshness.as_ref().map(|f| f.value),
         nodes,
         edges,
         warnings,

@@ -4,8 +4,9 @@
 use super::Checker;
 use crate::diag::suggest;
 use crate::plan::topic_name;
-use crate::spec::{BufferSpec, ChannelSpec, FsyncPolicy, PipelineSpec, Schedule};
+use crate::spec::{BufferSpec, ChannelSpec, EmailChannel, FsyncPolicy, PipelineSpec, Schedule};
 use crate::values::Dialect;
+use crate::values::SecretValue;
 use std::collections::BTreeSet;
 
 impl Checker<'_> {
@@ -165,6 +166,45 @@ impl Checker<'_> {
                     }
                     self.positive_duration(&w.timeout, "timeout");
                 }
+                ChannelSpec::Slack(c) => {
+                    self.robot_url(
+                        &c.url,
+                        "a Slack incoming webhook",
+                        "https://hooks.slack.com/services/...",
+                    );
+                    self.positive_duration(&c.timeout, "timeout");
+                }
+                ChannelSpec::Dingtalk(c) => {
+                    self.robot_url(
+                        &c.url,
+                        "a DingTalk robot",
+                        "https://oapi.dingtalk.com/robot/send?access_token=...",
+                    );
+                    if let Some(secret) = &c.secret {
+                        self.secret(secret, "secret");
+                    }
+                    self.positive_duration(&c.timeout, "timeout");
+                }
+                ChannelSpec::Feishu(c) => {
+                    self.robot_url(
+                        &c.url,
+                        "a Feishu/Lark bot",
+                        "https://open.feishu.cn/open-apis/bot/v2/hook/...",
+                    );
+                    if let Some(secret) = &c.secret {
+                        self.secret(secret, "secret");
+                    }
+                    self.positive_duration(&c.timeout, "timeout");
+                }
+                ChannelSpec::Wecom(c) => {
+                    self.robot_url(
+                        &c.url,
+                        "a WeCom robot",
+                        "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...",
+                    );
+                    self.positive_duration(&c.timeout, "timeout");
+                }
+                ChannelSpec::Email(c) => self.email(c),
                 ChannelSpec::Command(c) => {
                     if c.program.value.trim().is_empty() {
                         self.error_at(
@@ -190,6 +230,10 @@ impl Checker<'_> {
                 );
             }
         }
+        self.positive_duration(&alerts.repeat_every, "repeat_every");
+        if let Some(f) = &spec.freshness {
+            self.positive_duration(f, "freshness");
+        }
         for route in &alerts.routes {
             if !names.contains(&route.channel.value.as_str()) {
                 let help = match suggest(&route.channel.value, names.iter().copied()) {
@@ -213,5 +257,113 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+}
+
+impl Checker<'_> {
+    /// A chat robot's webhook URL: a secret (its path or query is the token), so it must
+    /// come from the environment or a file, and no message repeats it.
+    fn robot_url(&mut self, url: &SecretValue, what: &str, example: &str) {
+        let text = url.value.expose();
+        let help = format!("the URL of {what} looks like `{example}`");
+        let problem = match url::Url::parse(text) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty()) =>
+            {
+                None
+            }
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+                "`url` must be an `http://` or `https://` URL, found a `{}:` one",
+                u.scheme()
+            )),
+            _ => Some(
+                "`url` is not an absolute URL (it is a secret, so it is not repeated here)"
+                    .to_owned(),
+            ),
+        };
+        if let Some(message) = problem {
+            self.error_at(url, message, help);
+            // The line quoted under the error would show the token.
+            if let Some(d) = self.diags.last_mut() {
+                d.masked = true;
+            }
+        }
+        if !url.interpolated {
+            self.secret_warning(
+                url.pos,
+                url.width,
+                format!("the URL of {what} is written in clear in the pipeline file: it holds the token that lets anyone post"),
+                "read it from the environment or a file instead: `${NAME}` or `${file:/run/secrets/name}`",
+            );
+        }
+    }
+
+    fn email(&mut self, c: &EmailChannel) {
+        if let Err(e) = c.host_port() {
+            self.error_at(&c.smtp, e, "e.g. `smtp: smtp.example.com:587`");
+        }
+        if c.to.value.is_empty() {
+            self.error_at(
+                &c.to,
+                "`to` is empty",
+                "list at least one recipient: `to: [oncall@example.com]`",
+            );
+        }
+        for address in std::iter::once(&c.from).chain(&c.to.value) {
+            if !looks_like_mailbox(&address.value) {
+                self.error_at(
+                    address,
+                    format!("`{}` is not an email address", address.value),
+                    "write `name@example.com` or `Name <name@example.com>`",
+                );
+            }
+        }
+        match (&c.username, &c.password) {
+            (Some(_), None) => self.error_at(
+                &c.smtp,
+                "`username` is set without `password`",
+                "add `password: ${SMTP_PASSWORD}`, or remove `username`",
+            ),
+            (None, Some(p)) => self.error_at(
+                p,
+                "`password` is set without `username`",
+                "add `username: ${SMTP_USER}`",
+            ),
+            _ => {}
+        }
+        for secret in c.username.iter().chain(&c.password) {
+            self.secret(secret, "password");
+        }
+        if c.password.is_some() && !c.starttls.value {
+            self.warning(
+                c.starttls.pos,
+                c.starttls.width,
+                "`starttls: false` sends the SMTP password in clear",
+                "keep `starttls: true` (the default) unless the server is on this host",
+            );
+        }
+        self.positive_duration(&c.timeout, "timeout");
+    }
+}
+
+/// `name@domain` or `Name <name@domain>`: checked again by the mail library when sent.
+fn looks_like_mailbox(text: &str) -> bool {
+    let address = match (text.find('<'), text.rfind('>')) {
+        (Some(open), Some(close)) if open < close && close == text.trim_end().len() - 1 => {
+            &text[open + 1..close]
+        }
+        (None, None) => text.trim(),
+        _ => return false,
+    };
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !address.contains(char::is_whitespace)
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        }
+        None => false,
     }
 }

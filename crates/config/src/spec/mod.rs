@@ -60,6 +60,11 @@ pub struct PipelineSpec {
     /// Where alerts go.
     #[serde(default)]
     pub alerts: AlertsSpec,
+    /// How long the pipeline may go without a successful run (`2h`, `1d`). `sluice
+    /// health` (once, or under `--watch`) raises a `stale` alert past it, and a recovery
+    /// once a run succeeds again. Unset: no bound.
+    #[schemars(example = &"2h")]
+    pub freshness: Option<Spanned<Duration>>,
     /// The nodes, by id. An id is lowercase letters, digits, `_` and `-`.
     #[serde(default, deserialize_with = "nodes::read_later")]
     pub nodes: Nodes,
@@ -396,7 +401,7 @@ pub enum Compression {
 ///     - { channel: ops, classes: [auth, permission], severities: [critical] }
 ///     - { channel: log }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsSpec {
     /// Alert channels, by name.
@@ -406,6 +411,26 @@ pub struct AlertsSpec {
     /// routes, every alert goes to every channel.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// While the same condition holds (a link down, the pipeline failing at the same node
+    /// with the same class, the pipeline late), its alert is sent once, then again as a
+    /// reminder every `repeat_every`; the repeats in between are counted as suppressed.
+    /// When the condition clears, a recovery alert says how long it lasted.
+    #[serde(default = "default_repeat_every")]
+    pub repeat_every: Spanned<Duration>,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        AlertsSpec {
+            channels: SpannedMap::default(),
+            routes: Vec::new(),
+            repeat_every: default_repeat_every(),
+        }
+    }
+}
+
+fn default_repeat_every() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(3600), crate::diag::Pos::START)
 }
 
 /// An alert channel.
@@ -418,6 +443,168 @@ pub enum ChannelSpec {
     Webhook(WebhookChannel),
     /// A program run with the alert as JSON on its standard input.
     Command(CommandChannel),
+    /// A Slack incoming webhook.
+    Slack(SlackChannel),
+    /// A DingTalk group robot (钉钉自定义机器人).
+    Dingtalk(DingtalkChannel),
+    /// A Feishu or Lark group bot (飞书自定义机器人).
+    Feishu(FeishuChannel),
+    /// A WeCom group robot (企业微信群机器人).
+    Wecom(WecomChannel),
+    /// An email over SMTP.
+    Email(EmailChannel),
+}
+
+impl ChannelSpec {
+    /// The channel's type as written in YAML (`webhook`, `slack`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ChannelSpec::Log(_) => "log",
+            ChannelSpec::Webhook(_) => "webhook",
+            ChannelSpec::Command(_) => "command",
+            ChannelSpec::Slack(_) => "slack",
+            ChannelSpec::Dingtalk(_) => "dingtalk",
+            ChannelSpec::Feishu(_) => "feishu",
+            ChannelSpec::Wecom(_) => "wecom",
+            ChannelSpec::Email(_) => "email",
+        }
+    }
+}
+
+/// Alerts posted to a Slack incoming webhook.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlackChannel {
+    /// The incoming webhook's URL (`https://hooks.slack.com/services/...`). Its path is
+    /// the token that lets anyone post to the channel, so the whole URL is a secret: it
+    /// never prints.
+    #[schemars(schema_with = "secret_schema", example = &"${SLACK_WEBHOOK_URL}")]
+    pub url: SecretValue,
+    /// Time for the whole request.
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+/// Alerts posted to a DingTalk group robot, as markdown.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DingtalkChannel {
+    /// The robot's webhook URL (`https://oapi.dingtalk.com/robot/send?access_token=...`).
+    /// The access token makes the whole URL a secret: it never prints.
+    #[schemars(schema_with = "secret_schema", example = &"${DINGTALK_WEBHOOK_URL}")]
+    pub url: SecretValue,
+    /// The robot's signing secret (`SEC...`), when its security setting is "sign": each
+    /// request then carries `timestamp` (ms) and `sign` (the base64 HMAC-SHA256 of
+    /// `timestamp + "\n" + secret` keyed with the secret, URL-encoded) in its query, as
+    /// DingTalk documents.
+    #[serde(default)]
+    #[schemars(schema_with = "secret_schema", example = &"${DINGTALK_SECRET}")]
+    pub secret: Option<SecretValue>,
+    /// Time for the whole request.
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+/// Alerts posted to a Feishu or Lark group bot, as a message card.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeishuChannel {
+    /// The bot's webhook URL (`https://open.feishu.cn/open-apis/bot/v2/hook/...`, or
+    /// `open.larksuite.com` for Lark). The hook id makes the whole URL a secret: it never
+    /// prints.
+    #[schemars(schema_with = "secret_schema", example = &"${FEISHU_WEBHOOK_URL}")]
+    pub url: SecretValue,
+    /// The bot's signature secret, when "signature verification" is on: each message then
+    /// carries `timestamp` and `sign` (base64 of the HMAC-SHA256 keyed with
+    /// `timestamp + "\n" + secret` over an empty message), as Feishu documents.
+    #[serde(default)]
+    #[schemars(schema_with = "secret_schema", example = &"${FEISHU_SECRET}")]
+    pub secret: Option<SecretValue>,
+    /// Time for the whole request.
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+/// Alerts posted to a WeCom group robot, as markdown.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WecomChannel {
+    /// The robot's webhook URL (`https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...`).
+    /// The key makes the whole URL a secret: it never prints.
+    #[schemars(schema_with = "secret_schema", example = &"${WECOM_WEBHOOK_URL}")]
+    pub url: SecretValue,
+    /// Time for the whole request.
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+/// Alerts sent as email over SMTP.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChannel {
+    /// The SMTP server: `host`, `host:port` or `smtp://host:port`. The port defaults to
+    /// 587 with `starttls`, 25 without.
+    #[schemars(example = &"smtp.example.com:587")]
+    pub smtp: Spanned<String>,
+    /// Upgrade the connection with STARTTLS before anything is sent (the server's
+    /// certificate is checked); `false` sends in clear, for a relay on the same host.
+    #[serde(default = "default_true")]
+    pub starttls: Spanned<bool>,
+    /// The sender: `alerts@example.com` or `Sluice <alerts@example.com>`.
+    #[schemars(example = &"Sluice <sluice@example.com>")]
+    pub from: Spanned<String>,
+    /// The recipients (at least one).
+    #[schemars(example = &serde_json::json!(["oncall@example.com", "data-team@example.com"]))]
+    pub to: Spanned<Vec<Spanned<String>>>,
+    /// The user to log in as, if the server wants a login (a secret: it never prints).
+    #[serde(default)]
+    #[schemars(schema_with = "secret_schema", example = &"${SMTP_USER}")]
+    pub username: Option<SecretValue>,
+    /// The password of `username` (a secret: it never prints).
+    #[serde(default)]
+    #[schemars(schema_with = "secret_schema", example = &"${SMTP_PASSWORD}")]
+    pub password: Option<SecretValue>,
+    /// Time for the whole conversation with the server.
+    #[serde(default = "default_channel_timeout")]
+    pub timeout: Spanned<Duration>,
+}
+
+fn default_true() -> Spanned<bool> {
+    Spanned::new(true, crate::diag::Pos::START)
+}
+
+impl EmailChannel {
+    /// The server's host and port, or why they cannot be read.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let text = self.smtp.value.trim();
+        let rest = text
+            .strip_prefix("smtp://")
+            .unwrap_or(text)
+            .trim_end_matches('/');
+        if rest.contains("://") {
+            return Err(format!(
+                "`{text}` is not an SMTP server: write `host`, `host:port` or `smtp://host:port`"
+            ));
+        }
+        let default_port = if self.starttls.value { 587 } else { 25 };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') || host.starts_with('[') => (
+                host.trim_start_matches('[').trim_end_matches(']'),
+                port.parse::<u16>()
+                    .map_err(|_| format!("the port of `{text}` is not a number from 1 to 65535"))?,
+            ),
+            _ => (rest, default_port),
+        };
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(format!(
+                "`{text}` names no host: write `host`, `host:port` or `smtp://host:port`"
+            ));
+        }
+        if port == 0 {
+            return Err(format!("the port of `{text}` is 0"));
+        }
+        Ok((host.to_owned(), port))
+    }
 }
 
 /// Alerts as log lines.

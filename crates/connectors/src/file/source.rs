@@ -352,12 +352,12 @@ impl ReadState {
                         format!("{at}: the records' fields changed type ({e})"),
                     )
                 })?;
-                let class = (self.config.schema_policy == SchemaPolicy::Warn)
-                    .then_some(ErrorClass::ContractChanged);
-                self.event(
-                    class,
+                let event = ConnectorEvent::schema_evolved(
+                    self.config.schema_policy == SchemaPolicy::Warn,
                     format!("{at}: new field(s) {} added to the schema", new.join(", ")),
                 );
+                tracing::info!(class = event.class.map(|c| c.as_str()), "{}", event.message);
+                self.events.push(event);
                 self.schema = Some(Arc::new(merged));
                 Ok(())
             }

@@ -72,7 +72,7 @@ impl Fetcher {
         self.push(ConnectorEvent::retried(class, message));
     }
 
-    fn push(&self, event: ConnectorEvent) {
+    pub(crate) fn push(&self, event: ConnectorEvent) {
         tracing::info!(class = event.class.map(|c| c.as_str()), "{}", event.message);
         if let Some(listener) = &*self.listener.lock().unwrap_or_else(|e| e.into_inner()) {
             listener(&event);

@@ -668,10 +668,10 @@ impl HttpSource {
         match self.cfg.schema_policy {
             SchemaPolicy::Evolve | SchemaPolicy::Warn => {
                 self.converter.evolve(records);
-                let class = (self.cfg.schema_policy == SchemaPolicy::Warn)
-                    .then_some(ErrorClass::ContractChanged);
-                self.fetcher
-                    .event(class, format!("schema evolved at {label}: {summary}"));
+                self.fetcher.push(ConnectorEvent::schema_evolved(
+                    self.cfg.schema_policy == SchemaPolicy::Warn,
+                    format!("schema evolved at {label}: {summary}"),
+                ));
                 Ok(Drift::None)
             }
             SchemaPolicy::Quarantine => {

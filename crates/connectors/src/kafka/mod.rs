@@ -393,10 +393,8 @@ impl KafkaSource {
             match self.config.spec.schema_policy.value {
                 SchemaPolicy::Evolve | SchemaPolicy::Warn => {
                     self.converter.evolve(&records);
-                    let class = (self.config.spec.schema_policy.value == SchemaPolicy::Warn)
-                        .then_some(ErrorClass::ContractChanged);
-                    self.events.push(ConnectorEvent::new(
-                        class,
+                    self.events.push(ConnectorEvent::schema_evolved(
+                        self.config.spec.schema_policy.value == SchemaPolicy::Warn,
                         format!("schema evolved at `{topic}`: {summary}"),
                     ));
                 }

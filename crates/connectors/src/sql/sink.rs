@@ -459,11 +459,10 @@ impl<B: Backend> SqlSink<B> {
                     other => other?,
                 }
             }
-            let class = (self.policy == SchemaPolicy::Warn).then_some(ErrorClass::ContractChanged);
-            self.event(
-                class,
+            self.push_event(ConnectorEvent::schema_evolved(
+                self.policy == SchemaPolicy::Warn,
                 format!("added columns to {target}: {}", names.join(", ")),
-            );
+            ));
             existing = self.backend.table_columns().await?.unwrap_or_default();
         }
         if self.settings().mode == WriteMode::Upsert {

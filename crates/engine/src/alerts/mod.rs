@@ -1,6 +1,7 @@
 //! Delivers alerts to a pipeline's `alerts.channels`: a log line, a signed webhook POST,
-//! or a program fed the alert as JSON. The routes pick the channels; each delivery is
-//! retried a few times within a bound and its outcome is kept in the state store
+//! a program fed the alert as JSON, the chat robots (Slack, DingTalk, Feishu/Lark, WeCom)
+//! and email. The routes pick the channels; the channels are tried at once, each retried
+//! a few times within a bound, and each outcome is kept in the state store
 //! (`alert_deliveries`), where `sluice alerts` shows it.
 //!
 //! ```no_run
@@ -9,12 +10,21 @@
 //! # }
 //! ```
 
+pub mod message;
+pub mod robots;
+
+mod email;
+
 use hmac::{Hmac, Mac};
+use message::Message;
 use sluice_config::spec::{
     AlertSeverity as RouteSeverity, AlertsSpec, ChannelSpec, CommandChannel, LogChannel, LogLevel,
     RouteSpec, WebhookChannel,
 };
-use sluice_state::{AlertRow, AlertSeverity, DeliveryRow, DeliveryStatus, StateStore, now_ms};
+use sluice_state::{
+    AlertKind, AlertRow, AlertSeverity, ClearedCondition, ConditionKey, Dedup, DeliveryRow,
+    DeliveryStatus, StateStore, new_alert_id, now_ms,
+};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -42,9 +52,139 @@ pub async fn raise(spec: &AlertsSpec, alert: &AlertRow, next: &str, store: &Stat
     }
 }
 
+/// Alerts delivered one after another, off the path of what raised them: a run hands its
+/// alerts over and returns (a realtime pipeline's next run does not wait for a slow
+/// channel). In order, so that a recovery never overtakes the failure it clears. The
+/// process waits for what it handed over with [`AlertQueue::finish`] (each delivery is
+/// bounded, see [`ATTEMPTS`]).
+#[derive(Debug, Clone, Default)]
+pub struct AlertQueue {
+    last: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl AlertQueue {
+    /// Runs `work` once everything handed over before it is done.
+    pub fn push(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let before = last.take();
+        *last = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            work.await;
+        }));
+    }
+
+    /// Waits until everything handed over so far is delivered.
+    pub async fn finish(&self) {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(last) = last {
+            let _ = last.await;
+        }
+    }
+}
+
+/// Raises an alert about a condition that holds until something clears it: a link down
+/// (`subject`: the link), a pipeline failing (the node), late (`""`: the pipeline). The
+/// first alert of the condition goes out; while it holds, a repeat goes out as a reminder
+/// once `repeat_every` has passed since the last one, and the repeats in between are held
+/// back and counted on that last one (`sluice alerts` shows the count). The state store
+/// decides, so this holds across processes (`sluice run`, `sluice health --watch`).
+pub async fn raise_condition(
+    spec: &AlertsSpec,
+    alert: &AlertRow,
+    subject: &str,
+    next: &str,
+    store: &StateStore,
+) {
+    let key = ConditionKey {
+        pipeline: alert.pipeline.clone(),
+        subject: subject.to_owned(),
+        kind: alert.kind,
+        class: alert.class,
+    };
+    let id = new_alert_id();
+    let repeat = spec.repeat_every.value.get();
+    let repeat_ms = i64::try_from(repeat.as_millis()).unwrap_or(i64::MAX);
+    match store.open_condition(&key, &id, alert.at, repeat_ms).await {
+        Ok(Dedup::First) => record_and_deliver(spec, &id, alert, next, store).await,
+        Ok(Dedup::Reminder { since }) => {
+            let reminder = AlertRow {
+                message: format!(
+                    "{} (reminder: so for {}, since {}; repeated every {})",
+                    alert.message,
+                    message::span(alert.at - since),
+                    message::time(since),
+                    spec.repeat_every.value
+                ),
+                ..alert.clone()
+            };
+            record_and_deliver(spec, &id, &reminder, next, store).await;
+        }
+        Ok(Dedup::Suppressed { since, .. }) => tracing::info!(
+            pipeline = %alert.pipeline,
+            kind = %alert.kind,
+            subject,
+            since = %message::time(since),
+            "alert held back: the same condition was alerted less than `repeat_every` ago"
+        ),
+        Err(e) => {
+            tracing::warn!(pipeline = %alert.pipeline, error = %e, "could not look up an alert's condition; sending it");
+            raise(spec, alert, next, store).await;
+        }
+    }
+}
+
+/// Clears the open conditions of `kind` for the pipeline (those about `subject`, if
+/// given). For each one cleared, `recovery` may give an alert to raise (it is told the
+/// condition and how long it held, in ms) with its `next` command.
+pub async fn clear<F>(
+    spec: &AlertsSpec,
+    store: &StateStore,
+    pipeline: &str,
+    subject: Option<&str>,
+    kind: AlertKind,
+    recovery: F,
+) where
+    F: Fn(&ClearedCondition, i64) -> Option<(AlertRow, String)>,
+{
+    let cleared = match store.close_conditions(pipeline, subject, kind).await {
+        Ok(cleared) => cleared,
+        Err(e) => {
+            tracing::warn!(pipeline, error = %e, "could not clear an alert's condition");
+            return;
+        }
+    };
+    for condition in cleared {
+        if let Some((alert, next)) = recovery(&condition, now_ms() - condition.since) {
+            raise(spec, &alert, &next, store).await;
+        }
+    }
+}
+
+async fn record_and_deliver(
+    spec: &AlertsSpec,
+    id: &str,
+    alert: &AlertRow,
+    next: &str,
+    store: &StateStore,
+) {
+    match store.record_alert_as(id, alert).await {
+        Ok(()) => deliver(spec, id, alert, next, store).await,
+        Err(e) => {
+            tracing::warn!(pipeline = %alert.pipeline, error = %e, "could not record an alert");
+            deliver_unrecorded(spec, alert, next).await;
+        }
+    }
+}
+
 /// Delivers the alert recorded under `alert_id` to the channels its routes pick, and
 /// records each delivery's outcome. `next` is the command that shows more (`sluice runs
 /// show ID`), sent with the alert. Without channels the alert becomes a log line.
+///
+/// A channel whose every attempt failed raises its own alert, as a log line (never to a
+/// channel, which might fail the same way), once while it keeps failing and again every
+/// `repeat_every`; its first delivery that succeeds clears that.
 pub async fn deliver(
     spec: &AlertsSpec,
     alert_id: &str,
@@ -68,6 +208,142 @@ pub async fn deliver(
         if let Err(e) = store.record_delivery(&row).await {
             tracing::warn!(channel = %row.channel, error = %e, "could not record an alert delivery");
         }
+        if alert.kind == AlertKind::ChannelFailed {
+            continue;
+        }
+        match &row.error {
+            Some(error) => channel_failing(spec, &alert.pipeline, &row.channel, error, store).await,
+            None => {
+                let cleared = store
+                    .close_conditions(
+                        &alert.pipeline,
+                        Some(&row.channel),
+                        AlertKind::ChannelFailed,
+                    )
+                    .await
+                    .unwrap_or_default();
+                if let Some(c) = cleared.first() {
+                    tracing::info!(
+                        pipeline = %alert.pipeline,
+                        channel = %row.channel,
+                        "alert channel delivers again, after failing for {}",
+                        message::span(now_ms() - c.since)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The log alert of a channel that failed every attempt (see [`deliver`]).
+async fn channel_failing(
+    spec: &AlertsSpec,
+    pipeline: &str,
+    channel: &str,
+    error: &str,
+    store: &StateStore,
+) {
+    let alert = AlertRow {
+        pipeline: pipeline.to_owned(),
+        node: None,
+        kind: AlertKind::ChannelFailed,
+        class: None,
+        severity: AlertSeverity::Warning,
+        message: format!(
+            "alert channel `{channel}` failed every attempt ({ATTEMPTS}): {error}; alerts stay in `sluice alerts`"
+        ),
+        at: now_ms(),
+    };
+    let only_log = AlertsSpec {
+        channels: sluice_config::values::SpannedMap(vec![(
+            sluice_config::Spanned::new("log".to_owned(), sluice_config::diag::Pos::START),
+            ChannelSpec::Log(LogChannel {
+                level: LogLevel::Error,
+            }),
+        )]),
+        routes: Vec::new(),
+        repeat_every: spec.repeat_every.clone(),
+    };
+    Box::pin(raise_condition(
+        &only_log,
+        &alert,
+        channel,
+        "sluice alerts",
+        store,
+    ))
+    .await;
+}
+
+/// Checks the pipeline's `freshness:` bound against its last successful run: past it, a
+/// `stale` alert (a condition: once, then reminders); within it, clears a `stale` alert
+/// raised before, with a recovery. A pipeline that never ran is not late yet; one that
+/// never succeeded is late once its first run is older than the bound. Returns the alert
+/// raised, if any (for the caller to print).
+pub async fn check_freshness(
+    spec: &AlertsSpec,
+    pipeline: &str,
+    bound: std::time::Duration,
+    next: &str,
+    store: &StateStore,
+) -> Option<String> {
+    let (last, first) = match store.last_success(pipeline).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(pipeline, error = %e, "could not read the last successful run");
+            return None;
+        }
+    };
+    let now = now_ms();
+    let bound_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+    let shown_bound = sluice_config::values::Duration(bound);
+    let late = match (last, first) {
+        (Some(last), _) if now - last > bound_ms => Some(format!(
+            "no successful run for {} (the last one finished at {}); the freshness bound is {shown_bound}",
+            message::span(now - last),
+            message::time(last)
+        )),
+        (None, Some(first)) if now - first > bound_ms => Some(format!(
+            "no successful run since the first one started, {} ago at {}; the freshness bound is {shown_bound}",
+            message::span(now - first),
+            message::time(first)
+        )),
+        _ => None,
+    };
+    match late {
+        Some(text) => {
+            let alert = AlertRow {
+                pipeline: pipeline.to_owned(),
+                node: None,
+                kind: AlertKind::Stale,
+                class: None,
+                severity: AlertSeverity::Warning,
+                message: text.clone(),
+                at: now,
+            };
+            raise_condition(spec, &alert, "", next, store).await;
+            Some(text)
+        }
+        None => {
+            clear(spec, store, pipeline, None, AlertKind::Stale, |_, held| {
+                Some((
+                    AlertRow {
+                        pipeline: pipeline.to_owned(),
+                        node: None,
+                        kind: AlertKind::Recovered,
+                        class: None,
+                        severity: AlertSeverity::Info,
+                        message: format!(
+                            "the pipeline is within its freshness bound ({shown_bound}) again, after being reported late for {}",
+                            message::span(held)
+                        ),
+                        at: now_ms(),
+                    },
+                    next.to_owned(),
+                ))
+            })
+            .await;
+            None
+        }
     }
 }
 
@@ -89,29 +365,26 @@ async fn send_all(spec: &AlertsSpec, alert: &AlertRow, next: &str) -> Vec<(Strin
         return Vec::new();
     }
     let body = payload(alert, next);
-    let mut outcomes = Vec::new();
-    for name in channels_for(spec, alert) {
-        let Some(channel) = spec
-            .channels
-            .iter()
-            .find(|(k, _)| k.value == name)
-            .map(|(_, c)| c)
-        else {
-            continue;
-        };
-        let outcome = send_with_retries(&name, channel, alert, &body).await;
-        if let Some(error) = &outcome.error {
-            tracing::warn!(
-                pipeline = %alert.pipeline,
-                channel = %name,
-                attempts = outcome.attempts,
-                %error,
-                "alert delivery failed"
-            );
-        }
-        outcomes.push((name, outcome));
-    }
-    outcomes
+    let message = Message::of(alert, next);
+    // Every channel at once: a slow one holds the caller no longer than its own bound.
+    let sends = channels_for(spec, alert).into_iter().filter_map(|name| {
+        let channel = spec.channels.get(&name)?;
+        let (body, message) = (&body, &message);
+        Some(async move {
+            let outcome = send_with_retries(&name, channel, alert, body, message).await;
+            if let Some(error) = &outcome.error {
+                tracing::warn!(
+                    pipeline = %alert.pipeline,
+                    channel = %name,
+                    attempts = outcome.attempts,
+                    %error,
+                    "alert delivery failed"
+                );
+            }
+            (name, outcome)
+        })
+    });
+    futures::future::join_all(sends).await
 }
 
 /// The names of the channels an alert goes to, each once, in the order of the routes (or
@@ -192,6 +465,7 @@ async fn send_with_retries(
     channel: &ChannelSpec,
     alert: &AlertRow,
     body: &[u8],
+    message: &Message,
 ) -> Outcome {
     let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
@@ -204,6 +478,11 @@ async fn send_with_retries(
             }
             ChannelSpec::Webhook(hook) => post(hook, body).await,
             ChannelSpec::Command(command) => run_program(command, body).await,
+            ChannelSpec::Slack(c) => robots::slack(c, message).await,
+            ChannelSpec::Dingtalk(c) => robots::dingtalk(c, message).await,
+            ChannelSpec::Feishu(c) => robots::feishu(c, message, alert.severity).await,
+            ChannelSpec::Wecom(c) => robots::wecom(c, message, alert.severity).await,
+            ChannelSpec::Email(c) => email::send(c, message).await,
         };
         match result {
             Ok(()) => {
@@ -291,12 +570,16 @@ async fn post(hook: &WebhookChannel, body: &[u8]) -> Result<(), String> {
 
 /// An error and its sources, `: `-separated (reqwest's own message is only "error
 /// sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        // Some errors (lettre's) repeat their source in their own message already.
+        let said = s.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = s.source();
     }
     text
@@ -389,6 +672,23 @@ mod tests {
         let s = spec("  channels:\n    a: { log: {} }\n    b: { log: {} }");
         let any = alert(None, AlertSeverity::Info, None);
         assert_eq!(channels_for(&s, &any), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn the_queue_delivers_in_order_and_finish_waits_for_all() {
+        let queue = AlertQueue::default();
+        let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // The first takes longest: order holds anyway.
+        for (i, ms) in [(1, 30u64), (2, 10), (3, 0)] {
+            let done = done.clone();
+            queue.push(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                done.lock().unwrap().push(i);
+            });
+        }
+        queue.finish().await;
+        assert_eq!(*done.lock().unwrap(), [1, 2, 3]);
+        queue.finish().await;
     }
 
     #[test]
