@@ -417,6 +417,11 @@ impl StateStore {
         Ok(store)
     }
 
+    /// The SQLite file of the store (`None` on PostgreSQL or in memory).
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite_path.as_deref()
+    }
+
     pub(crate) fn err(&self, source: sqlx::Error) -> StateError {
         StateError::Database {
             url: self.url.clone(),
