@@ -140,6 +140,14 @@ async fn last_run(slot: &Slot) -> Option<RunRow> {
         .and_then(|r| r.into_iter().next())
 }
 
+/// A short fingerprint of the file's text: changes when a reload swapped a new version in.
+fn version(text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 /// What `GET /pipelines` says of one pipeline.
 async fn summary(slot: &Slot) -> Value {
     let loaded = slot.current();
@@ -148,6 +156,7 @@ async fn summary(slot: &Slot) -> Value {
     json!({
         "name": slot.name,
         "file": loaded.file.display().to_string(),
+        "version": version(&loaded.text),
         "description": plan.description,
         "schedule": plan.schedule,
         "schedule_text": describe_schedule(&plan.schedule),
