@@ -792,3 +792,171 @@ async fn hot_reload_edit_break_add_delete() {
     let (code, logs) = serve.stop().await;
     assert_eq!(code, Some(0), "{logs}");
 }
+
+/// The records of the two-worker test: 60 pages of 25 at 25 requests a second, so that
+/// a run lasts a few seconds (time enough to kill its worker in the middle).
+const SHARED_RECORDS: i64 = 1500;
+
+/// A pipeline shared by workers: PostgreSQL state, Kafka buffer, a PostgreSQL sink that
+/// appends (a duplicate would show).
+fn shared_pipeline(name: &str, schedule: &str) -> String {
+    format!(
+        r#"
+pipeline: {name}
+schedule: {schedule}
+state: ${{PG_URL}}
+buffer:
+  kafka:
+    brokers: ["${{KAFKA}}"]
+    topic_prefix: ${{PREFIX}}
+    partitions: 2
+nodes:
+  api:
+    type: http
+    url: ${{MOCK}}/page/items
+    pagination:
+      page_number: {{ param: page, size_param: per_page, size: 25 }}
+    stop:
+      has_more: $.meta.has_more
+    records: {{ path: $.data.items }}
+    rate_limit: {{ requests_per_second: 25, burst: 1 }}
+  db:
+    type: postgres
+    inputs: [api]
+    url: ${{PG_URL}}
+    table: {name}
+    mode: append
+"#
+    )
+}
+
+/// Which of the workers runs `pipeline` now.
+async fn running_on<'s, 'a>(workers: &'s [&'s Serve<'a>], pipeline: &str) -> Option<usize> {
+    for (i, w) in workers.iter().enumerate() {
+        let (_, p) = w.get(&format!("/pipelines/{pipeline}")).await;
+        if !p["running"].is_null() {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_postgresql_one_killed() {
+    let mock = mock(SHARED_RECORDS as u64).await;
+    let mut sb = sandbox("e2e_serve_workers").await.with_kafka();
+    sb.set("MOCK", mock.base_url());
+    sb.set("SLUICE_LEASE_TTL", "3s");
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/shared.yaml",
+        &shared_pipeline("shared", r#"{ cron: "*/2 * * * * *" }"#),
+    );
+    let a = Serve::start(&sb, "a", &["p"]).await;
+    let b = Serve::start(&sb, "b", &["p"]).await;
+    let pool = sb.pool().await;
+    // One worker in a run that has saved a checkpoint: kill it there.
+    let victim = poll(
+        "a worker in the middle of a run",
+        WAIT,
+        Duration::from_millis(100),
+        || {
+            let pool = pool.clone();
+            let workers = [&a, &b];
+            async move {
+                let saved: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM checkpoints WHERE pipeline = 'shared' AND node = 'api'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+                if saved == 0 {
+                    return None;
+                }
+                running_on(&workers, "shared").await
+            }
+        },
+        || format!("{}\n{}", a.logs(), b.logs()),
+    )
+    .await;
+    let (mut killed, survivor) = if victim == 0 { (a, b) } else { (b, a) };
+    signal(&killed.child, "-KILL");
+    sb.wait(&mut killed.child, &killed.log).await;
+    let killed_at = chrono::Utc::now().timestamp_millis();
+
+    // The survivor takes over once the lease expires, and finishes the load.
+    let runs = survivor
+        .wait_runs("a run of the survivor after the kill", "shared", |runs| {
+            runs.iter().any(|r| {
+                r["started_at"].as_i64().unwrap() > killed_at && r["status"] == "succeeded"
+            })
+        })
+        .await;
+    let check = poll(
+        "every record in the table",
+        WAIT,
+        EVERY,
+        || {
+            let pool = pool.clone();
+            async move {
+                let check = e2e_common::check_table(&pool, "shared", "id").await;
+                (check.rows >= SHARED_RECORDS).then_some(check)
+            }
+        },
+        || survivor.logs(),
+    )
+    .await;
+    assert_eq!(
+        (check.rows, check.distinct_keys),
+        (SHARED_RECORDS, SHARED_RECORDS),
+        "every record exactly once: {check:?}"
+    );
+    // The killed worker's run was closed as aborted; no two runs overlapped.
+    let aborted: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["error"].as_str().is_some_and(|e| e.contains("aborted")))
+        .collect();
+    assert_eq!(aborted.len(), 1, "{runs:#?}");
+    assert_eq!(overlapping(&runs), None, "{runs:#?}");
+    let survivor_log = survivor.logs();
+    assert!(
+        survivor_log.contains("run skipped: pipeline `shared` is being run by")
+            || survivor_log.contains("claimed by another worker")
+            || runs.len() > 1,
+        "{survivor_log}"
+    );
+    let (code, logs) = survivor.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_is_refused_for_the_embedded_buffer() {
+    let mut sb = sandbox("e2e_serve_embedded").await;
+    sb.set("SLUICE_LEASE_TTL", "3s");
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/local.yaml",
+        &format!(
+            "{}state: ${{PG_URL}}\n",
+            task_pipeline("local", "manual", "true")
+        ),
+    );
+    let first = Serve::start(&sb, "first", &["p"]).await;
+    let second = sb.sluice(&["serve", "p", "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(second.code, Some(1), "{second}");
+    assert!(
+        second.stderr.contains("uses the embedded buffer")
+            && second.stderr.contains("Kafka buffer"),
+        "{second}"
+    );
+    assert!(!second.stderr.contains("password"), "{second}");
+    let (code, logs) = first.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    // Stopped, the first gave the pipeline up: another worker may serve it now.
+    let again = Serve::start(&sb, "again", &["p"]).await;
+    let (status, _) = again.get("/pipelines/local").await;
+    assert_eq!(status, 200);
+    let (code, logs) = again.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+}

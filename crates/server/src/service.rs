@@ -2,7 +2,6 @@
 //! the state stores they use, and what a run does.
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::json;
 use sluice_config::spec::{CatchUp, Overlap, Schedule};
 use sluice_engine::build::{self, BuildContext};
 use sluice_engine::{EventKind, Executor, ReplayReport, RunSummary};
@@ -81,6 +80,9 @@ pub(crate) struct Slot {
     pub(crate) cancel: CancellationToken,
     /// Cancels the current schedule loop (replaced on reload).
     schedule: Mutex<CancellationToken>,
+    /// With a shared (PostgreSQL) store and the embedded buffer: the lease that keeps
+    /// other workers from serving the pipeline (its buffer is on this machine only).
+    guard: Mutex<Option<sluice_state::Lease>>,
 }
 
 impl Slot {
@@ -348,6 +350,7 @@ impl Service {
         store
             .register_pipeline(&name, &path.display().to_string())
             .await?;
+        let guard = self.guard(&store, &loaded).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let slot = Arc::new(Slot {
             name: name.clone(),
@@ -362,6 +365,7 @@ impl Service {
             tx,
             cancel: self.stopping.child_token(),
             schedule: Mutex::new(CancellationToken::new()),
+            guard: Mutex::new(guard),
         });
         tracing::info!(pipeline = %name, schedule = %describe_schedule(&slot.current().plan.schedule), "serving");
         self.slots
@@ -394,8 +398,44 @@ impl Service {
         }
     }
 
+    /// A pipeline with the embedded buffer is served by one worker: on a store shared by
+    /// several (PostgreSQL), a lease `@serve/<pipeline>` held as long as it is served
+    /// keeps the others off (on SQLite, the store's own lock does).
+    async fn guard(
+        &self,
+        store: &StateStore,
+        loaded: &Loaded,
+    ) -> Result<Option<sluice_state::Lease>, ServeError> {
+        let name = &loaded.plan.pipeline;
+        if store.sqlite_path().is_some()
+            || !matches!(
+                loaded.plan.buffer,
+                sluice_config::spec::BufferSpec::Embedded(_)
+            )
+        {
+            return Ok(None);
+        }
+        match store
+            .acquire_lease(&format!("@serve/{name}"), self.lease_ttl)
+            .await
+        {
+            Ok(lease) => Ok(Some(lease)),
+            Err(sluice_state::StateError::LeaseHeld { holder, .. }) => {
+                Err(ServeError::Refused(format!(
+                    "pipeline `{name}` uses the embedded buffer, which lives on one machine, and another `sluice serve` serves it ({holder}): with the embedded buffer one worker serves a pipeline; give it a Kafka buffer (`buffer: {{ kafka: ... }}`) to share it between workers"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn remove(&self, slot: &Arc<Slot>) {
         slot.cancel.cancel();
+        if let Some(guard) = slot.guard.lock().expect("slot").take() {
+            tokio::spawn(async move {
+                let _ = guard.release().await;
+            });
+        }
         self.slots.write().expect("slots").remove(&slot.name);
         self.metrics.forget(&slot.name);
     }
@@ -444,7 +484,10 @@ impl Service {
         let workers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.workers.lock().expect("w"));
         let mut all = futures_join(workers);
         tokio::select! {
-            _ = &mut all => return,
+            _ = &mut all => {
+                self.release_guards().await;
+                return;
+            }
             _ = tokio::time::sleep(timeout) => {}
         }
         tracing::warn!(
@@ -453,6 +496,16 @@ impl Service {
         );
         self.abort.cancel();
         let _ = all.await;
+        self.release_guards().await;
+    }
+
+    async fn release_guards(&self) {
+        for slot in self.all_slots() {
+            let guard = slot.guard.lock().expect("slot").take();
+            if let Some(guard) = guard {
+                let _ = guard.release().await;
+            }
+        }
     }
 
     /// Runs (or replays) one request of `slot`'s worker.
@@ -679,12 +732,49 @@ pub(crate) async fn last_tick(store: &StateStore, pipeline: &str) -> Option<i64>
     }
 }
 
-async fn save_tick(store: &StateStore, pipeline: &str, tick: i64) {
-    if let Err(e) = store
-        .save_checkpoint(pipeline, TICK_ENTRY, &json!({ "tick": tick }))
-        .await
-    {
-        tracing::warn!(pipeline, error = %e, "cannot keep the last tick (missed ticks may not be caught up after a restart)");
+/// Claims a tick in the state store: `true` when it is this worker's to run. A store
+/// that cannot be reached: the tick runs (the run lease still keeps runs apart).
+async fn claim(store: &StateStore, pipeline: &str, tick: i64) -> bool {
+    match store.claim_tick(pipeline, TICK_ENTRY, tick).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!(pipeline, error = %e, "cannot keep the last tick (missed ticks may not be caught up after a restart)");
+            true
+        }
+    }
+}
+
+/// The runs for the ticks missed while down, by the `catch_up` policy.
+fn catch_up_missed(slot: &Slot, missed: &[DateTime<Utc>], catch_up: CatchUp) {
+    let name = &slot.name;
+    let Some(latest) = missed.last() else { return };
+    let n = missed.len();
+    let many = if n > MAX_CATCH_UP {
+        format!("more than {MAX_CATCH_UP}")
+    } else {
+        n.to_string()
+    };
+    match catch_up {
+        CatchUp::None => {
+            tracing::info!(pipeline = %name, "{many} tick(s) missed while the service was down, the latest at {latest}: not caught up (catch_up: none)");
+        }
+        CatchUp::Last => {
+            tracing::info!(pipeline = %name, "{many} tick(s) missed while the service was down, the latest at {latest}: one run now (catch_up: last)");
+            slot.enqueue(Request::Run {
+                trigger: Trigger::Cron,
+                done: None,
+            });
+        }
+        CatchUp::All => {
+            let runs = n.min(MAX_CATCH_UP);
+            tracing::info!(pipeline = %name, "{many} tick(s) missed while the service was down: {runs} run(s) now, one after another (catch_up: all)");
+            for _ in 0..runs {
+                slot.enqueue(Request::Run {
+                    trigger: Trigger::Cron,
+                    done: None,
+                });
+            }
+        }
     }
 }
 
@@ -716,40 +806,18 @@ async fn cron_loop(
                 .take(MAX_CATCH_UP + 1)
                 .collect();
             if let Some(latest) = missed.last() {
-                let n = missed.len();
-                let many = if n > MAX_CATCH_UP {
-                    format!("more than {MAX_CATCH_UP}")
-                } else {
-                    n.to_string()
-                };
-                match catch_up {
-                    CatchUp::None => {
-                        tracing::info!(pipeline = %name, "{many} tick(s) missed while the service was down, the latest at {latest}: not caught up (catch_up: none)");
-                    }
-                    CatchUp::Last => {
-                        tracing::info!(pipeline = %name, "{many} tick(s) missed while the service was down, the latest at {latest}: one run now (catch_up: last)");
-                        slot.enqueue(Request::Run {
-                            trigger: Trigger::Cron,
-                            done: None,
-                        });
-                    }
-                    CatchUp::All => {
-                        let runs = n.min(MAX_CATCH_UP);
-                        tracing::info!(pipeline = %name, "{many} tick(s) missed while the service was down: {runs} run(s) now, one after another (catch_up: all)");
-                        for _ in 0..runs {
-                            slot.enqueue(Request::Run {
-                                trigger: Trigger::Cron,
-                                done: None,
-                            });
-                        }
-                    }
-                }
-                save_tick(&slot.store, &name, latest.timestamp_millis()).await;
                 from = from.max(*latest);
+                if claim(&slot.store, &name, latest.timestamp_millis()).await {
+                    catch_up_missed(&slot, &missed, catch_up);
+                } else {
+                    tracing::info!(pipeline = %name, "the ticks missed while down were caught up by another worker");
+                }
             }
         }
         // Never ran under `sluice serve`: nothing was missed; from now on, ticks count.
-        None => save_tick(&slot.store, &name, now.timestamp_millis()).await,
+        None => {
+            claim(&slot.store, &name, now.timestamp_millis()).await;
+        }
     }
     loop {
         let base = from.max(Utc::now()).with_timezone(&tz);
@@ -765,7 +833,11 @@ async fn cron_loop(
             _ = cancel.cancelled() => return,
         }
         from = next;
-        save_tick(&slot.store, &name, next.timestamp_millis()).await;
+        // Of several workers sharing the state store, one claims each tick.
+        if !claim(&slot.store, &name, next.timestamp_millis()).await {
+            tracing::debug!(pipeline = %name, "the tick at {next} was claimed by another worker");
+            continue;
+        }
         if !slot.is_busy() {
             slot.enqueue(Request::Run {
                 trigger: Trigger::Cron,
