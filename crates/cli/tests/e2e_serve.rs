@@ -574,6 +574,14 @@ async fn overlap_lease_and_graceful_stop() {
         &task_pipeline("slow", r#"{ cron: "* * * * * *" }"#, "sleep 3"),
     );
     sb.write(
+        "p/queued.yaml",
+        &task_pipeline(
+            "queued",
+            r#"{ cron: "* * * * * *", overlap: queue }"#,
+            "sleep 2",
+        ),
+    );
+    sb.write(
         "held.yaml",
         &task_pipeline("held", "manual", "echo started > held.started; sleep 4"),
     );
@@ -589,6 +597,23 @@ async fn overlap_lease_and_graceful_stop() {
         })
         .await;
     assert_eq!(overlapping(&runs), None, "runs of one pipeline overlapped");
+    // `overlap: queue`: the tick waits for the run in flight; ticks that pile up make one.
+    serve
+        .wait_log("runs once the previous run ends (overlap: queue)")
+        .await;
+    let queued = serve
+        .wait_runs("three runs of queued", "queued", |runs| {
+            runs.iter().filter(|r| finished(r)).count() >= 3
+        })
+        .await;
+    assert_eq!(overlapping(&queued), None, "queued runs overlapped");
+    let logs = serve.logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("pipeline=queued") && l.contains("overlap: skip")),
+        "a queued pipeline skips no tick\n{logs}"
+    );
     let scrape = serve.metrics().await;
     assert!(
         counter(
@@ -958,5 +983,69 @@ async fn a_second_worker_is_refused_for_the_embedded_buffer() {
     let (status, _) = again.get("/pipelines/local").await;
     assert_eq!(status, 200);
     let (code, logs) = again.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_runs_back_to_back_while_there_is_data() {
+    let sb = sandbox("e2e_serve_realtime").await;
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    std::fs::create_dir_all(sb.path("in")).unwrap();
+    sb.write(
+        "p/rt.yaml",
+        r#"
+pipeline: rt
+schedule: { realtime: { poll_interval: 200ms } }
+nodes:
+  files:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+  db:
+    type: sqlite
+    inputs: [files]
+    url: sqlite://out.db
+    table: rt
+"#,
+    );
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+    let db = sb.path("out.db");
+    let rows = || {
+        let db = db.clone();
+        async move {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .ok()?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rt")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            pool.close().await;
+            Some(n)
+        }
+    };
+    for (round, file) in ["a", "b"].iter().enumerate() {
+        let text: String = (0..10)
+            .map(|i| format!("{{\"id\": {}}}\n", round * 10 + i))
+            .collect();
+        let tmp = sb.write(&format!("in/{file}.tmp"), &text);
+        std::fs::rename(&tmp, sb.path(&format!("in/{file}.ndjson"))).unwrap();
+        let expected = (round as i64 + 1) * 10;
+        poll(
+            &format!("{expected} rows"),
+            WAIT,
+            EVERY,
+            || async move { rows().await.filter(|n| *n == expected) },
+            || serve.logs(),
+        )
+        .await;
+    }
+    let (_, body) = serve.get("/runs?pipeline=rt&limit=1000").await;
+    let runs = body["runs"].as_array().unwrap();
+    assert!(runs.len() >= 2, "{body:#}");
+    assert!(runs.iter().all(|r| r["trigger"] == "realtime"), "{body:#}");
+    assert_eq!(overlapping(runs), None);
+    let (code, logs) = serve.stop().await;
     assert_eq!(code, Some(0), "{logs}");
 }

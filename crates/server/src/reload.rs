@@ -24,9 +24,18 @@ pub(crate) fn watch(
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if event.kind.is_access() => {}
-            Ok(_) => {
+            // Only pipeline files matter: the sinks' SQLite files and logs written beside
+            // them in the folder do not make the files be read again.
+            Ok(event)
+                if event.need_rescan()
+                    || event
+                        .paths
+                        .iter()
+                        .any(|p| crate::catalog::is_pipeline_file(p)) =>
+            {
                 let _ = tx.send(());
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "watching the pipeline files"),
         })
         .map_err(|e| ServeError::Watch {
