@@ -495,7 +495,15 @@ impl Service {
             "runs still going after the stop timeout: stopping them (batches in hand are committed; the next run resumes from the checkpoints)"
         );
         self.abort.cancel();
-        let _ = all.await;
+        // A task that does not listen (a long `command`) may not stop: as long again,
+        // then the service exits anyway, as on a second signal (checkpoints and ledgers
+        // keep that safe; leases are freed by the OS or expire).
+        tokio::select! {
+            _ = &mut all => {}
+            _ = tokio::time::sleep(timeout) => {
+                tracing::warn!("runs still going after twice the stop timeout: exiting without them (the next run resumes from the checkpoints)");
+            }
+        }
         self.release_guards().await;
     }
 
