@@ -416,6 +416,14 @@ async fn a_folder_on_cron_with_the_api_and_metrics() {
     let (status, body) = serve.get("/health").await;
     assert_eq!(status, 200, "{body:#}");
     assert_eq!(body["status"], "up", "{body:#}");
+    let (_, alpha) = serve.get("/pipelines/alpha").await;
+    let links = alpha["links"]["links"]
+        .as_array()
+        .expect("the last link check");
+    assert!(
+        links.iter().any(|l| l["kind"] == "api" && l["up"] == true),
+        "{alpha:#}"
+    );
     let scrape = serve.metrics().await;
     assert_eq!(
         counter(

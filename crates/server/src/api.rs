@@ -219,6 +219,10 @@ async fn pipeline(State(svc): Svc, Path(name): Path<String>) -> ApiResult {
     body["plan"] = json!({ "nodes": nodes, "edges": edges, "text": plan.to_text() });
     body["state"] = Value::String(sluice_state::redact_url(&slot.state_url));
     body["last_tick"] = last_tick(&slot.store, &name).await.map_or(Value::Null, iso);
+    body["links"] = match svc.links.read().expect("links").get(&name) {
+        Some((at, links)) => json!({ "checked_at": iso(*at), "links": links }),
+        None => Value::Null,
+    };
     body["recent_runs"] =
         serde_json::to_value(slot.store.runs(Some(&name), 10).await?).unwrap_or(Value::Null);
     Ok(Json(body).into_response())
@@ -405,26 +409,8 @@ async fn health(State(svc): Svc) -> ApiResult {
     let mut all_up = true;
     let mut list = Vec::new();
     for slot in svc.all_slots() {
-        let loaded = slot.current();
-        let checks = sluice_engine::health::check_links(&loaded.plan, &svc.ctx).await;
-        let links: Vec<Value> = checks
-            .iter()
-            .map(|c| {
-                svc.metrics
-                    .link(&slot.name, c.kind.as_str(), &c.link, c.is_up());
-                all_up &= c.is_up();
-                match &c.result {
-                    Ok(latency) => json!({
-                        "kind": c.kind.as_str(), "link": c.link, "nodes": c.nodes,
-                        "up": true, "latency_ms": latency.as_millis() as u64,
-                    }),
-                    Err(e) => json!({
-                        "kind": c.kind.as_str(), "link": c.link, "nodes": c.nodes,
-                        "up": false, "class": e.class.as_str(), "error": e.message,
-                    }),
-                }
-            })
-            .collect();
+        let (up, links) = svc.check_links(&slot).await;
+        all_up &= up;
         list.push(json!({ "pipeline": slot.name, "links": links }));
     }
     let status = if all_up {

@@ -64,6 +64,9 @@ pub struct ServeOptions {
     pub lease_ttl: Duration,
     /// Watch the files and reload them when they change.
     pub watch: bool,
+    /// Check every link of every pipeline this often (the `sluice_link_up` gauges, the
+    /// `links` of `GET /pipelines/{name}`); `None`: only on `GET /health`.
+    pub health_interval: Option<Duration>,
 }
 
 impl ServeOptions {
@@ -77,6 +80,7 @@ impl ServeOptions {
             stop_timeout: Duration::from_secs(30),
             lease_ttl: sluice_state::DEFAULT_LEASE_TTL,
             watch: true,
+            health_interval: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -185,6 +189,9 @@ impl Server {
             None
         };
         service.start_all();
+        if let Some(every) = opts.health_interval {
+            tokio::spawn(service.clone().watch_links(every));
+        }
         service.set_ready(true);
         tracing::info!(%addr, "sluice serve: API listening");
         let app = api::router(service.clone());

@@ -20,7 +20,7 @@
 //! | `sluice_node_duplicates_skipped_total` | pipeline, node | redelivered records the ledger skipped |
 //! | `sluice_failures_handled_total` | pipeline, node, class, action | failures met and what was done: `retried`, `split`, `quarantined`, `skipped`, `handled` |
 //! | `sluice_node_failures_total` | pipeline, node, class | nodes that failed their run, by error class |
-//! | `sluice_link_up` | pipeline, kind, link | 1 up, 0 down, at the last check (`GET /health`) |
+//! | `sluice_link_up` | pipeline, kind, link | 1 up, 0 down, at the last check (every `--health-interval`, and `GET /health`) |
 //! | `sluice_pipelines_loaded` | | pipelines served |
 //! | `sluice_pipeline_files_invalid` | | files that do not validate (not served, or kept on their last good version) |
 //!

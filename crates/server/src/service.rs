@@ -143,6 +143,8 @@ pub(crate) struct Service {
     ready: AtomicBool,
     /// One rescan at a time.
     rescanning: tokio::sync::Mutex<()>,
+    /// The last link check of each pipeline: when (ms) and each link.
+    pub(crate) links: RwLock<BTreeMap<String, (i64, Vec<serde_json::Value>)>>,
 }
 
 impl Service {
@@ -164,6 +166,7 @@ impl Service {
             started: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             rescanning: tokio::sync::Mutex::default(),
+            links: RwLock::default(),
         })
     }
 
@@ -429,8 +432,60 @@ impl Service {
         }
     }
 
+    /// Checks every link of a pipeline now (as `sluice health`): sets the `sluice_link_up`
+    /// gauges and keeps the result for `GET /pipelines/{name}`. `true` when all are up.
+    pub(crate) async fn check_links(&self, slot: &Slot) -> (bool, Vec<serde_json::Value>) {
+        use serde_json::json;
+        let loaded = slot.current();
+        let checks = sluice_engine::health::check_links(&loaded.plan, &self.ctx).await;
+        let mut all_up = true;
+        let links: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| {
+                self.metrics
+                    .link(&slot.name, c.kind.as_str(), &c.link, c.is_up());
+                all_up &= c.is_up();
+                match &c.result {
+                    Ok(latency) => json!({
+                        "kind": c.kind.as_str(), "link": c.link, "nodes": c.nodes,
+                        "up": true, "latency_ms": latency.as_millis() as u64,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(pipeline = %slot.name, link = %c.link, class = %e.class, "link down: {}", e.message);
+                        json!({
+                            "kind": c.kind.as_str(), "link": c.link, "nodes": c.nodes,
+                            "up": false, "class": e.class.as_str(), "error": e.message,
+                        })
+                    }
+                }
+            })
+            .collect();
+        self.links
+            .write()
+            .expect("links")
+            .insert(slot.name.clone(), (now_ms(), links.clone()));
+        (all_up, links)
+    }
+
+    /// Checks every pipeline's links every `every`, until stopped.
+    pub(crate) async fn watch_links(self: Arc<Self>, every: Duration) {
+        loop {
+            for slot in self.all_slots() {
+                if self.stopping.is_cancelled() {
+                    return;
+                }
+                self.check_links(&slot).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stopping.cancelled() => return,
+            }
+        }
+    }
+
     fn remove(&self, slot: &Arc<Slot>) {
         slot.cancel.cancel();
+        self.links.write().expect("links").remove(&slot.name);
         if let Some(guard) = slot.guard.lock().expect("slot").take() {
             tokio::spawn(async move {
                 let _ = guard.release().await;

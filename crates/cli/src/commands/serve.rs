@@ -32,6 +32,10 @@ pub(crate) struct ServeArgs {
     /// Do not watch the files for changes (no hot reload).
     #[arg(long)]
     no_watch: bool,
+    /// Check every link of every pipeline this often (`sluice_link_up` in /metrics);
+    /// `off`: only on `GET /health`.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    health_interval: String,
 }
 
 /// The token: `--token-file`, else `SLUICE_API_TOKEN`; never printed.
@@ -67,6 +71,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     opts.stop_timeout = stop_timeout.get();
     opts.lease_ttl = super::owner::lease_ttl()?;
     opts.watch = !args.no_watch;
+    opts.health_interval = match args.health_interval.trim() {
+        "off" | "0" | "0s" => None,
+        text => Some(
+            text.parse::<sluice_config::values::Duration>()
+                .map_err(|e| anyhow::anyhow!("--health-interval {text}: {e}"))?
+                .get(),
+        ),
+    };
     for path in &opts.paths {
         anyhow::ensure!(
             path.exists(),
