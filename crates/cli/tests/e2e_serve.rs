@@ -141,8 +141,13 @@ impl<'a> Serve<'a> {
     }
 
     /// SIGTERM, then the exit code.
-    async fn stop(mut self) -> (Option<i32>, String) {
+    async fn stop(self) -> (Option<i32>, String) {
         signal(&self.child, "-TERM");
+        self.stop_wait().await
+    }
+
+    /// The exit code, once it exits (after a signal sent).
+    async fn stop_wait(mut self) -> (Option<i32>, String) {
         let code = self.sb.wait(&mut self.child, &self.log).await;
         (code, self.logs())
     }
@@ -1056,4 +1061,48 @@ nodes:
     assert_eq!(overlapping(runs), None);
     let (code, logs) = serve.stop().await;
     assert_eq!(code, Some(0), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_is_bounded_and_a_second_signal_stops_at_once() {
+    let sb = sandbox("e2e_serve_stop").await;
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    // A task that does not listen to the graceful stop.
+    sb.write("p/long.yaml", &task_pipeline("long", "manual", "sleep 8"));
+    for (log, second) in [("bounded", false), ("twice", true)] {
+        let mut args = vec!["p"];
+        if !second {
+            args.extend_from_slice(&["--stop-timeout", "1s"]);
+        }
+        let serve = Serve::start(&sb, log, &args).await;
+        let (status, body) = serve.post("/pipelines/long/runs", None, None).await;
+        assert_eq!(status, 202, "{body}");
+        let s = &serve;
+        poll(
+            "the run in flight",
+            WAIT,
+            EVERY,
+            || async move {
+                let (_, p) = s.get("/pipelines/long").await;
+                (!p["running"].is_null()).then_some(())
+            },
+            || serve.logs(),
+        )
+        .await;
+        signal(&serve.child, "-TERM");
+        serve.wait_log("stopping: no new runs").await;
+        if second {
+            signal(&serve.child, "-TERM");
+            let (code, logs) = serve.stop_wait().await;
+            assert_eq!(code, Some(130), "{logs}");
+            assert!(logs.contains("stopped at once"), "{logs}");
+        } else {
+            let (code, logs) = serve.stop_wait().await;
+            assert_eq!(code, Some(0), "{logs}");
+            assert!(
+                logs.contains("runs still going after the stop timeout"),
+                "{logs}"
+            );
+        }
+    }
 }

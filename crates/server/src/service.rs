@@ -335,6 +335,13 @@ impl Service {
         let loaded = self.slots.read().expect("slots").len();
         let invalid = self.invalid.read().expect("invalid").len();
         self.metrics.catalog(loaded, invalid);
+        if loaded == 0 {
+            let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+            tracing::warn!(
+                "no pipeline is served from {} ({invalid} file(s) do not validate); files added or fixed there are picked up",
+                paths.join(", ")
+            );
+        }
         Ok(())
     }
 
@@ -527,7 +534,7 @@ impl Service {
             }
             Schedule::Realtime(r) => {
                 let poll = r.poll_interval.value.get();
-                tokio::spawn(async move { realtime_loop(svc, slot, poll, cancel).await });
+                tokio::spawn(async move { realtime_loop(slot, poll, cancel).await });
             }
         }
     }
@@ -933,13 +940,7 @@ async fn cron_loop(
 
 /// A realtime pipeline: runs back to back while they find data; `poll` after one that
 /// found nothing (or could not run).
-async fn realtime_loop(
-    svc: Arc<Service>,
-    slot: Arc<Slot>,
-    poll: Duration,
-    cancel: CancellationToken,
-) {
-    let _ = svc;
+async fn realtime_loop(slot: Arc<Slot>, poll: Duration, cancel: CancellationToken) {
     loop {
         let (done, outcome) = oneshot::channel();
         if !slot.enqueue(Request::Run {
