@@ -621,7 +621,13 @@ impl Service {
         let owned = match owner::take(&slot.store, plan, &self.ctx, self.lease_ttl).await {
             Ok(owned) => owned,
             Err(NotTaken::Held(why)) => {
-                tracing::warn!(pipeline = %name, %trigger, "run skipped: {why}");
+                // A realtime pipeline held by another worker would say so at every poll.
+                let again = slot.last_skip.lock().expect("slot").as_deref() == Some(&why);
+                if again {
+                    tracing::debug!(pipeline = %name, %trigger, "run skipped: {why}");
+                } else {
+                    tracing::warn!(pipeline = %name, %trigger, "run skipped: {why}");
+                }
                 self.metrics.run_skipped(name, "lease_held");
                 slot.skipped(why.clone());
                 return Outcome::Skipped(why);
