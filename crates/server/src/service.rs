@@ -83,6 +83,10 @@ pub(crate) struct Slot {
     /// With a shared (PostgreSQL) store and the embedded buffer: the lease that keeps
     /// other workers from serving the pipeline (its buffer is on this machine only).
     guard: Mutex<Option<sluice_state::Lease>>,
+    /// Held by a run (or replay) from taking the pipeline to releasing it, and by a link
+    /// check when no run goes on: a check opens the embedded buffer (locking it) and
+    /// must not make a run starting meanwhile find its own buffer taken.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Slot {
@@ -376,6 +380,7 @@ impl Service {
             cancel: self.stopping.child_token(),
             schedule: Mutex::new(CancellationToken::new()),
             guard: Mutex::new(guard),
+            turn: tokio::sync::Mutex::new(()),
         });
         tracing::info!(pipeline = %name, schedule = %describe_schedule(&slot.current().plan.schedule), "serving");
         self.slots
@@ -444,6 +449,10 @@ impl Service {
     pub(crate) async fn check_links(&self, slot: &Slot) -> (bool, Vec<serde_json::Value>) {
         use serde_json::json;
         let loaded = slot.current();
+        // While a run goes on it holds the buffer (the check says "in use": up); else the
+        // check holds the pipeline's turn, so a run waits for it rather than find its
+        // buffer locked.
+        let _turn = slot.turn.try_lock().ok();
         let checks = sluice_engine::health::check_links(&loaded.plan, &self.ctx).await;
         let mut all_up = true;
         let links: Vec<serde_json::Value> = checks
@@ -618,6 +627,7 @@ impl Service {
                 }
             }
         }
+        let _turn = slot.turn.lock().await;
         let owned = match owner::take(&slot.store, plan, &self.ctx, self.lease_ttl).await {
             Ok(owned) => owned,
             Err(NotTaken::Held(why)) => {
@@ -691,6 +701,7 @@ impl Service {
         let loaded = slot.current();
         let plan = &loaded.plan;
         filter.pipeline = None;
+        let _turn = slot.turn.lock().await;
         let owned = match owner::take(&slot.store, plan, &self.ctx, self.lease_ttl).await {
             Ok(owned) => owned,
             Err(NotTaken::Held(why)) => return Outcome::Skipped(why),
