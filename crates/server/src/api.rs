@@ -455,3 +455,37 @@ async fn metrics(State(svc): Svc) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ServeOptions;
+
+    fn headers(value: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = value {
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_token_is_required_and_compared() {
+        let mut opts = ServeOptions::new(Vec::new());
+        opts.token = Some("t0ken".into());
+        let svc = Service::new(&opts);
+        let status = |h: Option<&str>| authorize(&svc, &headers(h)).err().map(|e| e.status);
+        assert_eq!(status(None), Some(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            status(Some("Basic dXNlcjpw")),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(status(Some("Bearer t0ke")), Some(StatusCode::FORBIDDEN));
+        assert_eq!(status(Some("Bearer t0kenX")), Some(StatusCode::FORBIDDEN));
+        assert_eq!(status(Some("Bearer t0ken")), None);
+        assert_eq!(status(Some("bearer  t0ken ")), None);
+        // Without a token (loopback only), open.
+        let open = Service::new(&ServeOptions::new(Vec::new()));
+        assert!(authorize(&open, &headers(None)).is_ok());
+    }
+}
