@@ -388,7 +388,11 @@ impl Service {
             .expect("slots")
             .insert(name, slot.clone());
         let worker = tokio::spawn(worker(self.clone(), slot.clone(), rx));
-        self.workers.lock().expect("workers").push(worker);
+        let mut workers = self.workers.lock().expect("workers");
+        // Workers of pipelines no longer served have ended.
+        workers.retain(|w| !w.is_finished());
+        workers.push(worker);
+        drop(workers);
         if self.started.load(Ordering::SeqCst) {
             self.start_schedule(&slot);
         }
@@ -553,7 +557,7 @@ impl Service {
     pub(crate) async fn stop(&self, timeout: Duration) {
         self.stopping.cancel();
         let workers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.workers.lock().expect("w"));
-        let mut all = futures_join(workers);
+        let mut all = join_workers(workers);
         tokio::select! {
             _ = &mut all => {
                 self.release_guards().await;
@@ -759,7 +763,7 @@ impl Service {
 }
 
 /// Waits for every worker.
-fn futures_join(
+fn join_workers(
     handles: Vec<JoinHandle<()>>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(async move {
