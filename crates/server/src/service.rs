@@ -312,7 +312,10 @@ impl Service {
                             file.display(),
                             other.current().file.display()
                         );
-                        tracing::error!("not served: {message}");
+                        let known = self.invalid.read().expect("invalid").get(file).cloned();
+                        if known.as_deref() != Some(message.as_str()) {
+                            tracing::error!("not served: {message}");
+                        }
                         self.invalid
                             .write()
                             .expect("invalid")
