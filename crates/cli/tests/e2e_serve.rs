@@ -1106,3 +1106,145 @@ async fn the_stop_is_bounded_and_a_second_signal_stops_at_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_by_class_in_metrics_and_a_replay_through_the_api() {
+    const RECORDS: i64 = 100;
+    let malformed = vec![7, 60];
+    let mock = MockApi::start(MockConfig {
+        records: RECORDS as u64,
+        malformed_records: malformed.clone(),
+        // The first two data requests fail with 503 (`dependency`), then it answers.
+        faults: vec![sluice_testkit::mock_api::Fault::new(
+            1,
+            2,
+            sluice_testkit::mock_api::FaultKind::ServerError { status: 503 },
+        )],
+        ..MockConfig::default()
+    })
+    .await
+    .expect("the mock API starts");
+    let mut sb = sandbox("e2e_serve_failures").await;
+    sb.set("MOCK", mock.base_url());
+    sb.set("SLUICE_API_TOKEN", TOKEN);
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/bad.yaml",
+        r#"
+pipeline: bad
+nodes:
+  api:
+    type: http
+    url: ${MOCK}/page/items
+    pagination:
+      page_number: { param: page, size_param: per_page, size: 25 }
+    stop:
+      has_more: $.meta.has_more
+    records: { path: $.data.items }
+    bad_records: quarantine
+    retry: { initial_backoff: 10ms, max_backoff: 20ms }
+  db:
+    type: sqlite
+    inputs: [api]
+    url: sqlite://out.db
+    table: bad
+"#,
+    );
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+    let (status, body) = serve.post("/pipelines/bad/runs", Some(TOKEN), None).await;
+    assert_eq!(status, 202, "{body}");
+    let runs = serve
+        .wait_runs("the run", "bad", |runs| {
+            runs.len() == 1 && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(runs[0]["status"], "partially_succeeded", "{runs:#?}");
+    let (_, show) = serve
+        .get(&format!("/runs/{}", runs[0]["id"].as_str().unwrap()))
+        .await;
+    let api = show["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "api")
+        .unwrap()
+        .clone();
+    let scrape = serve.metrics().await;
+    let labels = [("pipeline", "bad"), ("node", "api")];
+    assert_eq!(
+        counter(&scrape, "sluice_node_retries_total", &labels),
+        api["retries"].as_i64().unwrap() as f64,
+        "{show:#}"
+    );
+    assert_eq!(
+        counter(&scrape, "sluice_node_records_quarantined_total", &labels),
+        malformed.len() as f64,
+        "{show:#}"
+    );
+    assert!(
+        counter(
+            &scrape,
+            "sluice_failures_handled_total",
+            &[
+                ("pipeline", "bad"),
+                ("class", "dependency"),
+                ("action", "retried")
+            ]
+        ) >= 1.0,
+        "retries of 503s counted by class"
+    );
+    assert!(
+        counter(
+            &scrape,
+            "sluice_failures_handled_total",
+            &[("pipeline", "bad"), ("class", "invalid_request")]
+        ) >= 1.0,
+        "the malformed records counted by class"
+    );
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_runs_total",
+            &[("pipeline", "bad"), ("status", "partially_succeeded")]
+        ),
+        1.0
+    );
+
+    // The failed batches, then a replay once the API serves them well.
+    let (_, failed) = serve.get("/failed?pipeline=bad").await;
+    let kept: i64 = failed["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rows"].as_i64().unwrap())
+        .sum();
+    assert_eq!(kept, malformed.len() as i64, "{failed:#}");
+    mock.repair();
+    let (status, report) = serve
+        .post("/replay", Some(TOKEN), Some(json!({"pipeline": "bad"})))
+        .await;
+    assert_eq!(status, 200, "{report:#}");
+    let delivered: i64 = report["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["records"].as_i64().unwrap())
+        .sum();
+    assert_eq!(delivered, malformed.len() as i64, "{report:#}");
+    let (_, failed) = serve.get("/failed?pipeline=bad").await;
+    assert_eq!(failed["failed"].as_array().unwrap().len(), 0, "{failed:#}");
+    let (_, replays) = serve.get("/runs?pipeline=bad").await;
+    assert_eq!(replays["runs"][0]["trigger"], "replay", "{replays:#}");
+    let (code, logs) = serve.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", sb.path("out.db").display()))
+        .await
+        .unwrap();
+    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT count(*), count(DISTINCT id) FROM bad")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((n, distinct), (RECORDS, RECORDS));
+    mock.shutdown().await;
+}
