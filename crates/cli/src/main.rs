@@ -45,6 +45,9 @@ enum Command {
     Health(commands::health::HealthArgs),
     /// List the alerts: failed runs, broken links, recoveries.
     Alerts(commands::health::AlertsArgs),
+    /// Run every pipeline of a folder on its schedule (cron with catch-up, realtime,
+    /// manual), with a JSON API, Prometheus metrics and hot reload. SIGTERM stops it.
+    Serve(commands::serve::ServeArgs),
     /// Serve the flaky mock API (the stand-in for third-party APIs) on 127.0.0.1.
     MockApi(commands::mock_api::MockApiArgs),
 }
@@ -70,12 +73,18 @@ fn quiet_on_closed_pipe() {
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = Cli::parse();
+    // `sluice serve` is a service: its log is its output (what ran, what was skipped).
+    let default_log = match cli.command {
+        Command::Serve(_) => "warn,sluice_server=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(code) => code,
@@ -108,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => runtime()?.block_on(commands::health::run(args)),
         Command::Alerts(args) => runtime()?.block_on(commands::health::alerts(args)),
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
+        Command::Serve(args) => runtime()?.block_on(commands::serve::run(args)),
         Command::MockApi(args) => runtime()?.block_on(commands::mock_api::run(args)),
     }
 }

@@ -13,7 +13,7 @@
 use crate::diag::Diagnostic;
 use crate::kind::NodeConfig;
 use crate::spec::nodes::{Role, TaskSpec};
-use crate::spec::{AlertsSpec, BufferSpec, FsyncPolicy, PipelineSpec, Schedule};
+use crate::spec::{AlertsSpec, BufferSpec, CatchUp, FsyncPolicy, Overlap, PipelineSpec, Schedule};
 use crate::values::{ByteSize, DatabaseUrl, Duration};
 use serde::Serialize;
 use sluice_core::{Disposition, ErrorClass, RetryPolicy};
@@ -286,14 +286,30 @@ impl Plan {
         }
         let schedule = match &self.schedule {
             Schedule::Manual => "manual (`sluice run`)".to_owned(),
-            Schedule::Cron { cron, timezone } => format!(
-                "cron `{}` ({}), as `{}` for the cron crate",
-                cron.value,
-                timezone
-                    .as_ref()
-                    .map_or("UTC".to_owned(), |t| t.value.to_string()),
-                cron.value.normalized()
-            ),
+            Schedule::Cron {
+                cron,
+                timezone,
+                catch_up,
+                overlap,
+            } => {
+                let mut text = format!(
+                    "cron `{}` ({}), as `{}` for the cron crate",
+                    cron.value,
+                    timezone
+                        .as_ref()
+                        .map_or("UTC".to_owned(), |t| t.value.to_string()),
+                    cron.value.normalized()
+                );
+                if *catch_up != CatchUp::default() || *overlap != Overlap::default() {
+                    let _ = write!(
+                        text,
+                        "; under `sluice serve`: catch_up {}, overlap {}",
+                        catch_up.as_str(),
+                        overlap.as_str()
+                    );
+                }
+                text
+            }
             Schedule::Realtime(r) => format!("realtime, polling every {}", r.poll_interval.value),
         };
         let _ = writeln!(out, "  schedule: {schedule}");

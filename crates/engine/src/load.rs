@@ -26,15 +26,30 @@ pub(crate) const LOAD_ENTRY: &str = "@load";
 /// between are skipped). Past that, a new load begins.
 const RUNS_LOOKED_AT: i64 = 200;
 
-/// Starts a run of `pipeline` in the state store and tells which load it belongs to. A
-/// failure after the run was started finishes it as failed.
+/// The pipeline's name and its sources' ids: what [`start_run`] needs. Only these cross
+/// its awaits: a `&Pipeline` held there would make the run's future need
+/// `Pipeline: Sync` (its nodes are `Send` only), and `sluice serve` spawns runs.
+pub(crate) fn names_of(pipeline: &Pipeline) -> (String, Vec<String>) {
+    let sources = pipeline
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.runner, NodeRunner::Source(_)))
+        .map(|n| n.id.clone())
+        .collect();
+    (pipeline.name.clone(), sources)
+}
+
+/// Starts a run of pipeline `name` (whose sources are `sources`) in the state store and
+/// tells which load it belongs to. A failure after the run was started finishes it as
+/// failed.
 pub(crate) async fn start_run(
     store: &StateStore,
-    pipeline: &Pipeline,
+    name: &str,
+    sources: &[String],
     trigger: Trigger,
 ) -> Result<RunInfo, EngineError> {
-    let run_id = store.start_run(&pipeline.name, trigger).await?;
-    match load_of(store, pipeline, &run_id).await {
+    let run_id = store.start_run(name, trigger).await?;
+    match load_of(store, name, sources, &run_id).await {
         Ok(load) => Ok(RunInfo::new(run_id, load)),
         Err(e) => {
             let message = format!("cannot tell the run's load: {e}");
@@ -49,15 +64,13 @@ pub(crate) async fn start_run(
 /// The load run `run_id` of `pipeline` belongs to; records a new one.
 async fn load_of(
     store: &StateStore,
-    pipeline: &Pipeline,
+    name: &str,
+    sources: &[String],
     run_id: &str,
 ) -> Result<String, EngineError> {
-    let name = &pipeline.name;
     let mut resumable = false;
-    for node in &pipeline.nodes {
-        if matches!(node.runner, NodeRunner::Source(_))
-            && store.checkpoint(name, &node.id).await?.is_some()
-        {
+    for node in sources {
+        if store.checkpoint(name, node).await?.is_some() {
             resumable = true;
             break;
         }

@@ -147,7 +147,8 @@ impl Executor {
         trigger: Trigger,
     ) -> Result<RunSummary, EngineError> {
         check(&pipeline)?;
-        let run = crate::load::start_run(&self.store, &pipeline, trigger).await?;
+        let (name, sources) = crate::load::names_of(&pipeline);
+        let run = crate::load::start_run(&self.store, &name, &sources, trigger).await?;
         tracing::info!(pipeline = %pipeline.name, run = %run.run_id, %trigger, "run started");
         self.run_as(pipeline, run).await
     }

@@ -478,6 +478,11 @@ impl StateStore {
         Ok(store)
     }
 
+    /// The SQLite file of the store (`None` on PostgreSQL or in memory).
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite_path.as_deref()
+    }
+
     pub(crate) fn err(&self, source: sqlx::Error) -> StateError {
         StateError::Database {
             url: self.url.clone(),
@@ -803,6 +808,67 @@ impl StateStore {
         .await
         .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Moves a schedule's last tick (the checkpoint row `entry` of `pipeline`, `{"tick":
+    /// ms}`) forward to `tick`, unless it is there or beyond already: `true` when this call
+    /// moved it. A compare-and-set, so that of several workers sharing the store exactly
+    /// one claims each tick.
+    pub async fn claim_tick(
+        &self,
+        pipeline: &str,
+        entry: &str,
+        tick: i64,
+    ) -> Result<bool, StateError> {
+        let new = serde_json::json!({ "tick": tick }).to_string();
+        for _ in 0..5 {
+            let current: Option<String> =
+                sqlx::query("SELECT value FROM checkpoints WHERE pipeline = $1 AND node = $2")
+                    .bind(pipeline)
+                    .bind(entry)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .and_then(|r| r.try_get::<String, _>(0).ok());
+            let done = match &current {
+                None => sqlx::query(
+                    "INSERT INTO checkpoints (pipeline, node, value, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (pipeline, node) DO NOTHING",
+                )
+                .bind(pipeline)
+                .bind(entry)
+                .bind(&new)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?,
+                Some(old) => {
+                    let at = serde_json::from_str::<serde_json::Value>(old)
+                        .ok()
+                        .and_then(|v| v["tick"].as_i64());
+                    if at.is_some_and(|at| at >= tick) {
+                        return Ok(false);
+                    }
+                    sqlx::query(
+                        "UPDATE checkpoints SET value = $3, updated_at = $4
+                         WHERE pipeline = $1 AND node = $2 AND value = $5",
+                    )
+                    .bind(pipeline)
+                    .bind(entry)
+                    .bind(&new)
+                    .bind(now_ms())
+                    .bind(old)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.err(e))?
+                }
+            };
+            if done.rows_affected() == 1 {
+                return Ok(true);
+            }
+            // Another worker wrote in between: look again.
+        }
+        Ok(false)
     }
 
     /// Forgets a node's checkpoint (a full resync); fenced like [`Self::save_checkpoint`].

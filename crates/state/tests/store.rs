@@ -454,3 +454,34 @@ async fn postgres_old_alerts_are_migrated() {
     let pg = sluice_testkit::postgres_schema("state_alerts").await;
     old_alerts_are_migrated(&pg.url).await;
 }
+
+/// Of two workers claiming the same ticks at once, exactly one gets each; an older tick
+/// is never claimed after a newer one.
+async fn ticks_are_claimed_once(url: &str) {
+    let a = StateStore::open(url).await.unwrap();
+    let b = StateStore::open(url).await.unwrap();
+    for tick in [1_000, 2_000, 3_000] {
+        let (x, y) = tokio::join!(
+            a.claim_tick("orders", "@tick", tick),
+            b.claim_tick("orders", "@tick", tick)
+        );
+        assert!(x.unwrap() ^ y.unwrap(), "tick {tick} claimed once");
+    }
+    assert!(!a.claim_tick("orders", "@tick", 2_500).await.unwrap());
+    assert_eq!(
+        a.checkpoint("orders", "@tick").await.unwrap().unwrap()["tick"],
+        3_000
+    );
+}
+
+#[tokio::test]
+async fn sqlite_ticks_are_claimed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    ticks_are_claimed_once(&format!("sqlite://{}/state.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn postgres_ticks_are_claimed_once() {
+    let pg = sluice_testkit::postgres_schema("ticks").await;
+    ticks_are_claimed_once(&pg.url).await;
+}

@@ -8,6 +8,7 @@ pub(crate) mod plan;
 pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod schema;
+pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod validate;
 

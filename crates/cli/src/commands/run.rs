@@ -168,7 +168,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let wait = match &plan.schedule {
             Schedule::Manual => break Ok(last.unwrap_or(RunStatus::Cancelled)),
-            Schedule::Cron { cron, timezone } => {
+            Schedule::Cron { cron, timezone, .. } => {
                 let tz = timezone.as_ref().map_or(chrono_tz::UTC, |t| t.value.0);
                 let next = cron
                     .value

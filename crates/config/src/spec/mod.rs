@@ -82,6 +82,7 @@ fn default_state() -> Spanned<DatabaseUrl> {
 /// ```yaml
 /// schedule: manual
 /// schedule: { cron: "*/15 * * * *", timezone: Europe/Paris }
+/// schedule: { cron: "0 * * * *", catch_up: all, overlap: queue }
 /// schedule: { realtime: { poll_interval: 10s } }
 /// ```
 // Built once per load; boxing the cron variant would buy nothing.
@@ -97,6 +98,10 @@ pub enum Schedule {
         cron: Spanned<CronExpr>,
         /// The time zone it is read in (UTC when unset).
         timezone: Option<Spanned<Timezone>>,
+        /// What `sluice serve` does with the ticks it missed while it was down.
+        catch_up: CatchUp,
+        /// What `sluice serve` does at a tick while the previous run still runs.
+        overlap: Overlap,
     },
     /// Continuously: sources poll, sinks consume as batches arrive.
     Realtime(RealtimeSpec),
@@ -123,6 +128,54 @@ fn default_poll_interval() -> Spanned<Duration> {
     Spanned::new(Duration::secs(5), crate::diag::Pos::START)
 }
 
+/// What `sluice serve` does, when it starts, with the ticks of a cron schedule that passed
+/// while it was down (the last tick it ran is kept in the state store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Skip them: the next run is at the next tick.
+    None,
+    /// One run for all of them, at once (the default): the sources go on from their
+    /// checkpoints, so one run fetches what the missed ones would have.
+    #[default]
+    Last,
+    /// One run per missed tick, one after another (for pipelines whose runs depend on
+    /// their tick, such as a daily export).
+    All,
+}
+
+impl CatchUp {
+    /// The name as written in a pipeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::None => "none",
+            CatchUp::Last => "last",
+            CatchUp::All => "all",
+        }
+    }
+}
+
+/// What `sluice serve` does at a tick while the pipeline's previous run still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skip the tick, and say so (the default).
+    #[default]
+    Skip,
+    /// Run once the previous run ended (ticks that pile up meanwhile make one run).
+    Queue,
+}
+
+impl Overlap {
+    /// The name as written in a pipeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+        }
+    }
+}
+
 /// The mapping form of `schedule`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +187,14 @@ struct ScheduleFields {
     /// The IANA time zone the cron expression is read in (only with `cron`).
     #[schemars(extend("default" = "UTC"), example = &"Europe/Paris")]
     timezone: Option<Spanned<Timezone>>,
+    /// With `cron`, under `sluice serve`: the ticks missed while the service was down make
+    /// `none` (no run), `last` (one run) or `all` (one run each).
+    #[schemars(extend("default" = "last"))]
+    catch_up: Option<CatchUp>,
+    /// With `cron`, under `sluice serve`: a tick that comes while the previous run still
+    /// runs is skipped (`skip`) or run after it (`queue`).
+    #[schemars(extend("default" = "skip"))]
+    overlap: Option<Overlap>,
     /// Run continuously (instead of `cron`).
     realtime: Option<RealtimeSpec>,
 }
@@ -168,12 +229,24 @@ impl<'de> Deserialize<'de> for Schedule {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Schedule, A::Error> {
                 let fields =
                     ScheduleFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if fields.cron.is_none() && (fields.catch_up.is_some() || fields.overlap.is_some())
+                {
+                    return Err(crate::de::error_with_help(
+                        "`catch_up` and `overlap` apply to a `cron` schedule, and there is none",
+                        "add `cron: \"...\"`, or remove them (a realtime pipeline runs back to back)",
+                    ));
+                }
                 match (fields.cron, fields.realtime, fields.timezone) {
                     (Some(_), Some(_), _) => Err(crate::de::error_with_help(
                         "a schedule is either `cron` or `realtime`, not both",
                         "keep one of them",
                     )),
-                    (Some(cron), None, timezone) => Ok(Schedule::Cron { cron, timezone }),
+                    (Some(cron), None, timezone) => Ok(Schedule::Cron {
+                        cron,
+                        timezone,
+                        catch_up: fields.catch_up.unwrap_or_default(),
+                        overlap: fields.overlap.unwrap_or_default(),
+                    }),
                     (None, _, Some(_)) => Err(crate::de::error_with_help(
                         "`timezone` applies to a `cron` schedule, and there is none",
                         "add `cron: \"...\"` or remove `timezone`",
@@ -191,11 +264,22 @@ impl Serialize for Schedule {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Schedule::Manual => s.serialize_str("manual"),
-            Schedule::Cron { cron, timezone } => {
+            Schedule::Cron {
+                cron,
+                timezone,
+                catch_up,
+                overlap,
+            } => {
                 let mut map = s.serialize_map(None)?;
                 map.serialize_entry("cron", cron)?;
                 if let Some(tz) = timezone {
                     map.serialize_entry("timezone", tz)?;
+                }
+                if *catch_up != CatchUp::default() {
+                    map.serialize_entry("catch_up", catch_up)?;
+                }
+                if *overlap != Overlap::default() {
+                    map.serialize_entry("overlap", overlap)?;
                 }
                 map.end()
             }

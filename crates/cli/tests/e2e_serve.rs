@@ -1,0 +1,1250 @@
+//! `sluice serve` through the binary: a folder with a file that does not validate and two
+//! pipelines on a seconds-level cron against the mock API into SQLite; the API (trigger,
+//! list, replay, token checks), `/metrics` parsed and compared with the run records;
+//! missed ticks with each `catch_up`; overlap; a run whose lease is held elsewhere; hot
+//! reload; graceful stop; the refusals (non-loopback without a token, a second service on
+//! one SQLite state store).
+//!
+//! No timed assertion: every wait is for a condition, with a generous deadline.
+
+mod e2e_common;
+
+use e2e_common::{Sandbox, poll};
+use serde_json::{Value, json};
+use sluice_testkit::mock_api::{MockApi, MockConfig, MockHandle};
+use std::time::Duration;
+use tokio::process::Child;
+
+const TOKEN: &str = "s3cret-token-for-tests";
+const WAIT: Duration = Duration::from_secs(90);
+const EVERY: Duration = Duration::from_millis(200);
+
+/// A running `sluice serve` of a sandbox.
+struct Serve<'a> {
+    sb: &'a Sandbox,
+    child: Child,
+    log: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl<'a> Serve<'a> {
+    /// Starts `sluice serve ARGS --listen 127.0.0.1:0` and waits for its address.
+    async fn start(sb: &'a Sandbox, log: &str, args: &[&str]) -> Serve<'a> {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+        let child = sb.spawn(log, &all);
+        let out = sb.path(&format!("{log}.out"));
+        let base = poll(
+            "sluice serve says where it listens",
+            WAIT,
+            EVERY,
+            || {
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                async move {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("listening on "))
+                        .map(|a| a.trim().to_owned())
+                }
+            },
+            || sb.logs(log),
+        )
+        .await;
+        Serve {
+            sb,
+            child,
+            log: log.to_owned(),
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.sb.logs(&self.log)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.expect("the API answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("a body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        self.send(req).await
+    }
+
+    async fn metrics(&self) -> prometheus_parse::Scrape {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("a body");
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap_or_else(|e| panic!("/metrics does not parse ({e}):\n{text}"))
+    }
+
+    /// The runs of `pipeline` (newest first) once `done` holds for them.
+    async fn wait_runs(
+        &self,
+        what: &str,
+        pipeline: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let done = &done;
+        poll(
+            what,
+            WAIT,
+            EVERY,
+            || async move {
+                let (status, body) = self
+                    .get(&format!("/runs?pipeline={pipeline}&limit=1000"))
+                    .await;
+                let runs = body["runs"].as_array().cloned().unwrap_or_default();
+                (status == 200 && done(&runs)).then_some(runs)
+            },
+            || self.logs(),
+        )
+        .await
+    }
+
+    /// Waits for the log to say `text`.
+    async fn wait_log(&self, text: &str) {
+        poll(
+            &format!("the log says `{text}`"),
+            WAIT,
+            EVERY,
+            || async move { self.logs().contains(text).then_some(()) },
+            || self.logs(),
+        )
+        .await;
+    }
+
+    /// SIGTERM, then the exit code.
+    async fn stop(self) -> (Option<i32>, String) {
+        signal(&self.child, "-TERM");
+        self.stop_wait().await
+    }
+
+    /// The exit code, once it exits (after a signal sent).
+    async fn stop_wait(mut self) -> (Option<i32>, String) {
+        let code = self.sb.wait(&mut self.child, &self.log).await;
+        (code, self.logs())
+    }
+}
+
+/// A sandbox whose `sluice serve` logs what it runs and skips (its info lines).
+async fn sandbox(name: &str) -> Sandbox {
+    let mut sb = Sandbox::new(name).await;
+    sb.set("SLUICE_LOG", "warn,sluice_server=info");
+    sb
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("the process runs").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn finished(run: &Value) -> bool {
+    !run["finished_at"].is_null()
+}
+
+/// A pipeline from the mock API into a SQLite table.
+fn api_pipeline(name: &str, schedule: &str) -> String {
+    format!(
+        r#"
+pipeline: {name}
+schedule: {schedule}
+nodes:
+  api:
+    type: http
+    url: ${{MOCK}}/page/items
+    records: {{ path: $.data.items }}
+  db:
+    type: sqlite
+    inputs: [api]
+    url: sqlite://out.db
+    table: {name}
+"#
+    )
+}
+
+/// A pipeline of one `command` task: `sh -c SCRIPT`.
+fn task_pipeline(name: &str, schedule: &str, script: &str) -> String {
+    format!(
+        r#"
+pipeline: {name}
+schedule: {schedule}
+nodes:
+  task:
+    type: command
+    program: sh
+    args: ["-c", {script:?}]
+"#
+    )
+}
+
+async fn mock(records: u64) -> MockHandle {
+    MockApi::start(MockConfig {
+        records,
+        ..MockConfig::default()
+    })
+    .await
+    .expect("the mock API starts")
+}
+
+/// The sum of a counter's samples with these labels.
+fn counter(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_on_cron_with_the_api_and_metrics() {
+    let mock = mock(40).await;
+    let mut sb = sandbox("e2e_serve").await;
+    sb.set("MOCK", mock.base_url());
+    sb.set("SLUICE_API_TOKEN", TOKEN);
+    std::fs::create_dir_all(sb.path("pipelines")).unwrap();
+    sb.write(
+        "pipelines/alpha.yaml",
+        &api_pipeline("alpha", r#"{ cron: "*/2 * * * * *" }"#),
+    );
+    sb.write(
+        "pipelines/beta.yaml",
+        &api_pipeline(
+            "beta",
+            r#"{ cron: "*/3 * * * * *", timezone: Europe/Paris }"#,
+        ),
+    );
+    sb.write("pipelines/gamma.yaml", &api_pipeline("gamma", "manual"));
+    sb.write(
+        "pipelines/broken.yaml",
+        "pipeline: broken\nnodes:\n  api:\n    type: htp\n",
+    );
+    let serve = Serve::start(&sb, "serve", &["pipelines"]).await;
+
+    // The broken file is reported; the others are served.
+    let (status, list) = serve.get("/pipelines").await;
+    assert_eq!(status, 200, "{list}");
+    let names: Vec<&str> = list["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"], "{list:#}");
+    let invalid = list["invalid"].as_array().unwrap();
+    assert_eq!(invalid.len(), 1, "{list:#}");
+    assert!(
+        invalid[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("broken.yaml")
+    );
+    assert!(
+        invalid[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown node type `htp`"),
+        "{list:#}"
+    );
+    serve.wait_log("unknown node type `htp`").await;
+
+    // Both cron pipelines run on their own, twice each.
+    for p in ["alpha", "beta"] {
+        serve
+            .wait_runs(&format!("two cron runs of {p}"), p, |runs| {
+                runs.iter()
+                    .filter(|r| r["trigger"] == "cron" && r["status"] == "succeeded")
+                    .count()
+                    >= 2
+            })
+            .await;
+    }
+    let (_, alpha) = serve.get("/pipelines/alpha").await;
+    assert!(alpha["next_run"].as_i64().is_some(), "{alpha:#}");
+    assert_eq!(alpha["plan"]["nodes"][0]["id"], "api", "{alpha:#}");
+    assert_eq!(alpha["plan"]["nodes"][1]["type"], "sqlite", "{alpha:#}");
+
+    // The token: 401 without, 403 wrong, 202 right.
+    let (status, body) = serve.post("/pipelines/gamma/runs", None, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["class"], "auth", "{body}");
+    let (status, body) = serve
+        .post("/pipelines/gamma/runs", Some("wrong"), None)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["class"], "permission", "{body}");
+    assert!(
+        !serve.logs().contains(TOKEN),
+        "the token is never logged\n{}",
+        serve.logs()
+    );
+    let (status, body) = serve.post("/pipelines/nope/runs", Some(TOKEN), None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["class"], "invalid_request", "{body}");
+    // gamma (manual) runs twice through the API.
+    for n in 1..=2 {
+        let (status, body) = serve.post("/pipelines/gamma/runs", Some(TOKEN), None).await;
+        assert_eq!(status, 202, "{body}");
+        serve
+            .wait_runs(&format!("manual run {n} of gamma"), "gamma", |runs| {
+                runs.len() == n && runs.iter().all(finished)
+            })
+            .await;
+    }
+    let runs = serve
+        .wait_runs("gamma's runs", "gamma", |runs| runs.len() == 2)
+        .await;
+    for run in &runs {
+        assert_eq!(run["trigger"], "manual", "{run}");
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let (status, show) = serve
+        .get(&format!("/runs/{}", runs[0]["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{show}");
+    assert_eq!(show["nodes"].as_array().unwrap().len(), 2, "{show:#}");
+    let (status, body) = serve.get("/runs/000000000000").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = serve.get("/runs?status=bogus").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["class"], "invalid_request", "{body}");
+
+    // /metrics: gamma's counters equal the sum of its run records.
+    let scrape = serve.metrics().await;
+    let mut expected: std::collections::BTreeMap<(String, &str), i64> = Default::default();
+    for run in &runs {
+        let (_, show) = serve
+            .get(&format!("/runs/{}", run["id"].as_str().unwrap()))
+            .await;
+        for node in show["nodes"].as_array().unwrap() {
+            let id = node["node"].as_str().unwrap().to_owned();
+            for field in ["records_in", "records_out", "batches", "duplicates"] {
+                *expected.entry((id.clone(), field)).or_default() += node[field].as_i64().unwrap();
+            }
+        }
+    }
+    for ((node, field), value) in &expected {
+        let metric = match *field {
+            "records_in" => "sluice_node_records_in_total",
+            "records_out" => "sluice_node_records_out_total",
+            "batches" => "sluice_node_batches_total",
+            _ => "sluice_node_duplicates_skipped_total",
+        };
+        let got = counter(&scrape, metric, &[("pipeline", "gamma"), ("node", node)]);
+        assert_eq!(got, *value as f64, "{metric} of gamma.{node}");
+    }
+    assert_eq!(expected[&("db".to_owned(), "records_out")], 40);
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_runs_total",
+            &[("pipeline", "gamma"), ("status", "succeeded")]
+        ),
+        2.0
+    );
+    assert!(counter(&scrape, "sluice_runs_total", &[("pipeline", "alpha")]) >= 2.0);
+    assert_eq!(counter(&scrape, "sluice_pipeline_files_invalid", &[]), 1.0);
+    assert_eq!(counter(&scrape, "sluice_pipelines_loaded", &[]), 3.0);
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "sluice_run_duration_seconds"
+                && s.labels.get("pipeline") == Some("gamma")),
+        "the run duration histogram"
+    );
+
+    // Failed batches and replay (nothing to replay: every batch was delivered).
+    let (status, body) = serve.get("/failed?pipeline=gamma").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["failed"].as_array().unwrap().len(), 0, "{body}");
+    let (status, body) = serve
+        .post("/replay", None, Some(json!({"pipeline": "gamma"})))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = serve
+        .post("/replay", Some(TOKEN), Some(json!({"pipeline": "gamma"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["delivered"].as_array().unwrap().len(), 0, "{body}");
+    let (status, body) = serve
+        .post("/replay", Some(TOKEN), Some(json!({"pipelin": "gamma"})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Probes and link checks.
+    assert_eq!(serve.get("/healthz").await.0, 200);
+    let (status, body) = serve.get("/readyz").await;
+    assert_eq!(
+        (status, body["pipelines"].as_i64()),
+        (200, Some(3)),
+        "{body}"
+    );
+    let (status, body) = serve.get("/health").await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["status"], "up", "{body:#}");
+    let (_, alpha) = serve.get("/pipelines/alpha").await;
+    let links = alpha["links"]["links"]
+        .as_array()
+        .expect("the last link check");
+    assert!(
+        links.iter().any(|l| l["kind"] == "api" && l["up"] == true),
+        "{alpha:#}"
+    );
+    let scrape = serve.metrics().await;
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_link_up",
+            &[("pipeline", "alpha"), ("kind", "api")]
+        ),
+        1.0
+    );
+
+    // A second service on the same SQLite state store is refused.
+    let second = sb
+        .sluice(&["serve", "pipelines", "--listen", "127.0.0.1:0"])
+        .await;
+    assert_eq!(second.code, Some(1), "{second}");
+    assert!(
+        second.stderr.contains("another `sluice serve` uses it"),
+        "{second}"
+    );
+
+    let (code, logs) = serve.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("stopped"), "{logs}");
+    // Every record once in each table (the sinks' ledgers).
+    let db = sb.path("out.db");
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    for table in ["alpha", "beta", "gamma"] {
+        let (n, distinct): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), count(DISTINCT id) FROM {table}"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((n, distinct), (40, 40), "{table}");
+    }
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_needs_a_token() {
+    let sb = sandbox("e2e_serve_open").await;
+    sb.write("p.yaml", &task_pipeline("p", "manual", "true"));
+    let out = sb
+        .sluice(&["serve", "p.yaml", "--listen", "0.0.0.0:0"])
+        .await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("not a loopback address"), "{out}");
+    assert!(out.stderr.contains("--token-file"), "{out}");
+}
+
+/// Today's midnight (UTC) minus `days`, in ms.
+fn midnight_minus(days: i64) -> i64 {
+    let now = chrono::Utc::now();
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    (midnight - chrono::Duration::days(days)).timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_ticks_are_caught_up_by_policy() {
+    let mock = mock(10).await;
+    let mut sb = sandbox("e2e_serve_catchup").await;
+    sb.set("MOCK", mock.base_url());
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    for policy in ["none", "last", "all"] {
+        sb.write(
+            &format!("p/c_{policy}.yaml"),
+            &api_pipeline(
+                &format!("c_{policy}"),
+                &format!(r#"{{ cron: "0 0 0 * * *", catch_up: {policy} }}"#),
+            ),
+        );
+    }
+    // The state store as it is after a service that ran the tick of 3 days ago, then
+    // was down: 3 daily ticks missed (2 days ago, yesterday, today).
+    sb.sluice(&["runs"]).await.expect_code(0);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!(
+            "sqlite://{}",
+            sb.path(".sluice/state.db").display()
+        ))
+        .await
+        .unwrap();
+    let last = midnight_minus(3);
+    for policy in ["none", "last", "all"] {
+        sqlx::query(
+            "INSERT INTO checkpoints (pipeline, node, value, updated_at) VALUES ($1, '@tick', $2, 0)",
+        )
+        .bind(format!("c_{policy}"))
+        .bind(json!({ "tick": last }).to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+    let all = serve
+        .wait_runs("3 catch-up runs of c_all", "c_all", |runs| {
+            runs.len() >= 3 && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let last_runs = serve
+        .wait_runs("1 catch-up run of c_last", "c_last", |runs| {
+            !runs.is_empty() && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(last_runs.len(), 1, "{last_runs:#?}");
+    serve.wait_log("not caught up (catch_up: none)").await;
+    let (_, none) = serve.get("/runs?pipeline=c_none").await;
+    assert_eq!(none["runs"].as_array().unwrap().len(), 0, "{none:#}");
+    for run in all.iter().chain(&last_runs) {
+        assert_eq!(run["trigger"], "cron", "{run}");
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    // Each pipeline's last tick moved to today's midnight.
+    for policy in ["none", "last", "all"] {
+        let (_, p) = serve.get(&format!("/pipelines/c_{policy}")).await;
+        let expected = chrono::DateTime::from_timestamp_millis(midnight_minus(0))
+            .unwrap()
+            .to_rfc3339();
+        assert_eq!(p["last_tick"], expected, "{p:#}");
+    }
+    let (code, logs) = serve.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    mock.shutdown().await;
+}
+
+/// Whether two runs' [start, end] overlap.
+fn overlapping(runs: &[Value]) -> Option<(Value, Value)> {
+    let mut spans: Vec<(i64, i64, &Value)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["started_at"].as_i64().unwrap(),
+                r["finished_at"].as_i64().unwrap_or(i64::MAX),
+                r,
+            )
+        })
+        .collect();
+    spans.sort_by_key(|s| s.0);
+    spans
+        .windows(2)
+        .find(|w| w[1].0 < w[0].1)
+        .map(|w| (w[0].2.clone(), w[1].2.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_lease_and_graceful_stop() {
+    let sb = sandbox("e2e_serve_overlap").await;
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    // A run takes 3 s; ticks come every second.
+    sb.write(
+        "p/slow.yaml",
+        &task_pipeline("slow", r#"{ cron: "* * * * * *" }"#, "sleep 3"),
+    );
+    sb.write(
+        "p/queued.yaml",
+        &task_pipeline(
+            "queued",
+            r#"{ cron: "* * * * * *", overlap: queue }"#,
+            "sleep 2",
+        ),
+    );
+    sb.write(
+        "held.yaml",
+        &task_pipeline("held", "manual", "echo started > held.started; sleep 4"),
+    );
+    sb.write("p/held.yaml", &task_pipeline("held", "manual", "true"));
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+    let (s, sbr) = (&serve, &sb);
+    serve
+        .wait_log("skipped: the previous run still runs (overlap: skip)")
+        .await;
+    let runs = serve
+        .wait_runs("two runs of slow", "slow", |runs| {
+            runs.iter().filter(|r| finished(r)).count() >= 2
+        })
+        .await;
+    assert_eq!(overlapping(&runs), None, "runs of one pipeline overlapped");
+    // `overlap: queue`: the tick waits for the run in flight; ticks that pile up make one.
+    serve
+        .wait_log("runs once the previous run ends (overlap: queue)")
+        .await;
+    let queued = serve
+        .wait_runs("three runs of queued", "queued", |runs| {
+            runs.iter().filter(|r| finished(r)).count() >= 3
+        })
+        .await;
+    assert_eq!(overlapping(&queued), None, "queued runs overlapped");
+    let logs = serve.logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("pipeline=queued") && l.contains("overlap: skip")),
+        "a queued pipeline skips no tick\n{logs}"
+    );
+    let scrape = serve.metrics().await;
+    assert!(
+        counter(
+            &scrape,
+            "sluice_runs_skipped_total",
+            &[("pipeline", "slow"), ("reason", "overlap")]
+        ) >= 1.0
+    );
+
+    // `held` is being run by a `sluice run` in a terminal: the service's run is skipped.
+    let mut cli = sb.spawn("cli", &["run", "held.yaml", "--once", "--plain"]);
+    poll(
+        "the terminal's run started",
+        WAIT,
+        EVERY,
+        || async move { sbr.path("held.started").exists().then_some(()) },
+        || sb.logs("cli"),
+    )
+    .await;
+    let (status, body) = serve.post("/pipelines/held/runs", None, None).await;
+    assert_eq!(status, 202, "{body}");
+    serve
+        .wait_log("run skipped: pipeline `held` is being run by")
+        .await;
+    let (_, p) = serve.get("/pipelines/held").await;
+    assert!(
+        p["last_skip"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is being run by"),
+        "{p:#}"
+    );
+    assert_eq!(
+        sb.wait(&mut cli, "cli").await,
+        Some(0),
+        "{}",
+        sb.logs("cli")
+    );
+
+    // SIGTERM while `slow` runs: the run finishes (succeeded), then the service exits.
+    poll(
+        "a run of slow in flight",
+        WAIT,
+        EVERY,
+        || async move {
+            let (_, p) = s.get("/pipelines/slow").await;
+            (!p["running"].is_null()).then_some(())
+        },
+        || serve.logs(),
+    )
+    .await;
+    let (code, logs) = serve.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    let out = sb.sluice(&["runs", "--json", "--limit", "1000"]).await;
+    out.expect_code(0);
+    let runs: Vec<Value> = out.json().as_array().unwrap().clone();
+    let slow: Vec<Value> = runs
+        .into_iter()
+        .filter(|r| r["pipeline"] == "slow")
+        .collect();
+    assert_eq!(slow[0]["status"], "succeeded", "{slow:#?}\n{logs}");
+    assert!(slow.iter().all(finished), "{slow:#?}");
+    assert_eq!(overlapping(&slow), None);
+    // The lease was released: a run in a terminal takes the pipeline at once.
+    sb.sluice(&["run", "p/slow.yaml", "--once", "--plain"])
+        .await
+        .expect_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_edit_break_add_delete() {
+    let sb = sandbox("e2e_serve_reload").await;
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    let write = |version: &str, sleep: u32| {
+        sb.write(
+            "p/hr.yaml",
+            &task_pipeline(
+                "hr",
+                "manual",
+                &format!("sleep {sleep}; echo {version} >> marks.txt"),
+            ),
+        );
+    };
+    let marks = || std::fs::read_to_string(sb.path("marks.txt")).unwrap_or_default();
+    write("v1", 0);
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+    let s = &serve;
+    let version = || async move {
+        let (_, p) = s.get("/pipelines/hr").await;
+        p["version"].as_str().unwrap_or_default().to_owned()
+    };
+    let trigger_and_wait = |n: usize| {
+        let serve = &serve;
+        async move {
+            let (status, body) = serve.post("/pipelines/hr/runs", None, None).await;
+            assert_eq!(status, 202, "{body}");
+            serve
+                .wait_runs(&format!("{n} run(s) of hr"), "hr", |runs| {
+                    runs.len() == n && runs.iter().all(finished)
+                })
+                .await;
+        }
+    };
+    trigger_and_wait(1).await;
+    assert_eq!(marks(), "v1\n");
+
+    // An edit: the next run uses it. A slow version, to edit it while it runs.
+    let v1 = &version().await;
+    write("v2", 3);
+    poll(
+        "the edit is loaded",
+        WAIT,
+        EVERY,
+        || async move { (&version().await != v1).then_some(()) },
+        || serve.logs(),
+    )
+    .await;
+    let (status, _) = serve.post("/pipelines/hr/runs", None, None).await;
+    assert_eq!(status, 202);
+    poll(
+        "the v2 run in flight",
+        WAIT,
+        EVERY,
+        || async move {
+            let (_, p) = s.get("/pipelines/hr").await;
+            (!p["running"].is_null()).then_some(())
+        },
+        || serve.logs(),
+    )
+    .await;
+    // Edited while it runs: the run finishes on v2; the next uses v3.
+    let v2 = &version().await;
+    write("v3", 0);
+    poll(
+        "the v3 edit is loaded",
+        WAIT,
+        EVERY,
+        || async move { (&version().await != v2).then_some(()) },
+        || serve.logs(),
+    )
+    .await;
+    serve
+        .wait_runs("the v2 run finished", "hr", |runs| {
+            runs.len() == 2 && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(marks(), "v1\nv2\n");
+    trigger_and_wait(3).await;
+    assert_eq!(marks(), "v1\nv2\nv3\n");
+
+    // A broken edit: the running version stays, and the API says why.
+    sb.write(
+        "p/hr.yaml",
+        "pipeline: hr\nnodes:\n  task:\n    type: comand\n",
+    );
+    let p = poll(
+        "the broken edit is reported",
+        WAIT,
+        EVERY,
+        || async move {
+            let (_, p) = s.get("/pipelines/hr").await;
+            (!p["reload_error"].is_null()).then_some(p)
+        },
+        || serve.logs(),
+    )
+    .await;
+    assert!(
+        p["reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown node type `comand`"),
+        "{p:#}"
+    );
+    serve
+        .wait_log("the edit does not validate: the running version is kept")
+        .await;
+    trigger_and_wait(4).await;
+    assert_eq!(marks(), "v1\nv2\nv3\nv3\n");
+
+    // A new file is served; a deleted one is not any more.
+    sb.write("p/added.yaml", &task_pipeline("added", "manual", "true"));
+    poll(
+        "the new file is served",
+        WAIT,
+        EVERY,
+        || async move { (s.get("/pipelines/added").await.0 == 200).then_some(()) },
+        || serve.logs(),
+    )
+    .await;
+    std::fs::remove_file(sb.path("p/hr.yaml")).unwrap();
+    poll(
+        "the deleted file is no longer served",
+        WAIT,
+        EVERY,
+        || async move { (s.get("/pipelines/hr").await.0 == 404).then_some(()) },
+        || serve.logs(),
+    )
+    .await;
+    let (_, list) = serve.get("/pipelines").await;
+    assert_eq!(list["invalid"].as_array().unwrap().len(), 0, "{list:#}");
+    let (code, logs) = serve.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+/// The records of the two-worker test: 60 pages of 25 at 25 requests a second, so that
+/// a run lasts a few seconds (time enough to kill its worker in the middle).
+const SHARED_RECORDS: i64 = 1500;
+
+/// A pipeline shared by workers: PostgreSQL state, Kafka buffer, a PostgreSQL sink that
+/// appends (a duplicate would show).
+fn shared_pipeline(name: &str, schedule: &str) -> String {
+    format!(
+        r#"
+pipeline: {name}
+schedule: {schedule}
+state: ${{PG_URL}}
+buffer:
+  kafka:
+    brokers: ["${{KAFKA}}"]
+    topic_prefix: ${{PREFIX}}
+    partitions: 2
+nodes:
+  api:
+    type: http
+    url: ${{MOCK}}/page/items
+    pagination:
+      page_number: {{ param: page, size_param: per_page, size: 25 }}
+    stop:
+      has_more: $.meta.has_more
+    records: {{ path: $.data.items }}
+    rate_limit: {{ requests_per_second: 25, burst: 1 }}
+  db:
+    type: postgres
+    inputs: [api]
+    url: ${{PG_URL}}
+    table: {name}
+    mode: append
+"#
+    )
+}
+
+/// Which of the workers runs `pipeline` now.
+async fn running_on<'s, 'a>(workers: &'s [&'s Serve<'a>], pipeline: &str) -> Option<usize> {
+    for (i, w) in workers.iter().enumerate() {
+        let (_, p) = w.get(&format!("/pipelines/{pipeline}")).await;
+        if !p["running"].is_null() {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_postgresql_one_killed() {
+    let mock = mock(SHARED_RECORDS as u64).await;
+    let mut sb = sandbox("e2e_serve_workers").await.with_kafka();
+    sb.set("MOCK", mock.base_url());
+    sb.set("SLUICE_LEASE_TTL", "3s");
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/shared.yaml",
+        &shared_pipeline("shared", r#"{ cron: "*/2 * * * * *" }"#),
+    );
+    let a = Serve::start(&sb, "a", &["p"]).await;
+    let b = Serve::start(&sb, "b", &["p"]).await;
+    let pool = sb.pool().await;
+    // One worker in a run that has saved a checkpoint: kill it there.
+    let victim = poll(
+        "a worker in the middle of a run",
+        WAIT,
+        Duration::from_millis(100),
+        || {
+            let pool = pool.clone();
+            let workers = [&a, &b];
+            async move {
+                let saved: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM checkpoints WHERE pipeline = 'shared' AND node = 'api'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+                if saved == 0 {
+                    return None;
+                }
+                running_on(&workers, "shared").await
+            }
+        },
+        || format!("{}\n{}", a.logs(), b.logs()),
+    )
+    .await;
+    let (mut killed, survivor) = if victim == 0 { (a, b) } else { (b, a) };
+    signal(&killed.child, "-KILL");
+    sb.wait(&mut killed.child, &killed.log).await;
+    let killed_at = chrono::Utc::now().timestamp_millis();
+
+    // The survivor takes over once the lease expires, and finishes the load.
+    let runs = survivor
+        .wait_runs("a run of the survivor after the kill", "shared", |runs| {
+            runs.iter().any(|r| {
+                r["started_at"].as_i64().unwrap() > killed_at && r["status"] == "succeeded"
+            })
+        })
+        .await;
+    let check = poll(
+        "every record in the table",
+        WAIT,
+        EVERY,
+        || {
+            let pool = pool.clone();
+            async move {
+                let check = e2e_common::check_table(&pool, "shared", "id").await;
+                (check.rows >= SHARED_RECORDS).then_some(check)
+            }
+        },
+        || survivor.logs(),
+    )
+    .await;
+    assert_eq!(
+        (check.rows, check.distinct_keys),
+        (SHARED_RECORDS, SHARED_RECORDS),
+        "every record exactly once: {check:?}"
+    );
+    // The killed worker's run was closed as aborted; no two runs overlapped.
+    let aborted: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["error"].as_str().is_some_and(|e| e.contains("aborted")))
+        .collect();
+    assert_eq!(aborted.len(), 1, "{runs:#?}");
+    assert_eq!(overlapping(&runs), None, "{runs:#?}");
+    let survivor_log = survivor.logs();
+    assert!(
+        survivor_log.contains("run skipped: pipeline `shared` is being run by")
+            || survivor_log.contains("claimed by another worker")
+            || runs.len() > 1,
+        "{survivor_log}"
+    );
+    let (code, logs) = survivor.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_is_refused_for_the_embedded_buffer() {
+    let mut sb = sandbox("e2e_serve_embedded").await;
+    sb.set("SLUICE_LEASE_TTL", "3s");
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/local.yaml",
+        &format!(
+            "{}state: ${{PG_URL}}\n",
+            task_pipeline("local", "manual", "true")
+        ),
+    );
+    let first = Serve::start(&sb, "first", &["p"]).await;
+    let second = sb.sluice(&["serve", "p", "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(second.code, Some(1), "{second}");
+    assert!(
+        second.stderr.contains("uses the embedded buffer")
+            && second.stderr.contains("Kafka buffer"),
+        "{second}"
+    );
+    assert!(!second.stderr.contains("password"), "{second}");
+    let (code, logs) = first.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    // Stopped, the first gave the pipeline up: another worker may serve it now.
+    let again = Serve::start(&sb, "again", &["p"]).await;
+    let (status, _) = again.get("/pipelines/local").await;
+    assert_eq!(status, 200);
+    let (code, logs) = again.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_runs_back_to_back_while_there_is_data() {
+    let sb = sandbox("e2e_serve_realtime").await;
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    std::fs::create_dir_all(sb.path("in")).unwrap();
+    sb.write(
+        "p/rt.yaml",
+        r#"
+pipeline: rt
+schedule: { realtime: { poll_interval: 200ms } }
+nodes:
+  files:
+    type: file
+    path: in/*.ndjson
+    format: ndjson
+  db:
+    type: sqlite
+    inputs: [files]
+    url: sqlite://out.db
+    table: rt
+"#,
+    );
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+    let db = sb.path("out.db");
+    let rows = || {
+        let db = db.clone();
+        async move {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .ok()?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rt")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            pool.close().await;
+            Some(n)
+        }
+    };
+    for (round, file) in ["a", "b"].iter().enumerate() {
+        let text: String = (0..10)
+            .map(|i| format!("{{\"id\": {}}}\n", round * 10 + i))
+            .collect();
+        let tmp = sb.write(&format!("in/{file}.tmp"), &text);
+        std::fs::rename(&tmp, sb.path(&format!("in/{file}.ndjson"))).unwrap();
+        let expected = (round as i64 + 1) * 10;
+        poll(
+            &format!("{expected} rows"),
+            WAIT,
+            EVERY,
+            || async move { rows().await.filter(|n| *n == expected) },
+            || serve.logs(),
+        )
+        .await;
+    }
+    let (_, body) = serve.get("/runs?pipeline=rt&limit=1000").await;
+    let runs = body["runs"].as_array().unwrap();
+    assert!(runs.len() >= 2, "{body:#}");
+    assert!(runs.iter().all(|r| r["trigger"] == "realtime"), "{body:#}");
+    assert_eq!(overlapping(runs), None);
+    let (code, logs) = serve.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_is_bounded_and_a_second_signal_stops_at_once() {
+    let sb = sandbox("e2e_serve_stop").await;
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    // A task that does not listen to the graceful stop.
+    sb.write("p/long.yaml", &task_pipeline("long", "manual", "sleep 8"));
+    for (log, second) in [("bounded", false), ("twice", true)] {
+        let mut args = vec!["p"];
+        if !second {
+            args.extend_from_slice(&["--stop-timeout", "1s"]);
+        }
+        let serve = Serve::start(&sb, log, &args).await;
+        let (status, body) = serve.post("/pipelines/long/runs", None, None).await;
+        assert_eq!(status, 202, "{body}");
+        let s = &serve;
+        poll(
+            "the run in flight",
+            WAIT,
+            EVERY,
+            || async move {
+                let (_, p) = s.get("/pipelines/long").await;
+                (!p["running"].is_null()).then_some(())
+            },
+            || serve.logs(),
+        )
+        .await;
+        signal(&serve.child, "-TERM");
+        serve.wait_log("stopping: no new runs").await;
+        if second {
+            signal(&serve.child, "-TERM");
+            let (code, logs) = serve.stop_wait().await;
+            assert_eq!(code, Some(130), "{logs}");
+            assert!(logs.contains("stopped at once"), "{logs}");
+        } else {
+            let (code, logs) = serve.stop_wait().await;
+            assert_eq!(code, Some(0), "{logs}");
+            assert!(
+                logs.contains("runs still going after the stop timeout"),
+                "{logs}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_by_class_in_metrics_and_a_replay_through_the_api() {
+    const RECORDS: i64 = 100;
+    let malformed = vec![7, 60];
+    let mock = MockApi::start(MockConfig {
+        records: RECORDS as u64,
+        malformed_records: malformed.clone(),
+        // The first two data requests fail with 503 (`dependency`), then it answers.
+        faults: vec![sluice_testkit::mock_api::Fault::new(
+            1,
+            2,
+            sluice_testkit::mock_api::FaultKind::ServerError { status: 503 },
+        )],
+        ..MockConfig::default()
+    })
+    .await
+    .expect("the mock API starts");
+    let mut sb = sandbox("e2e_serve_failures").await;
+    sb.set("MOCK", mock.base_url());
+    sb.set("SLUICE_API_TOKEN", TOKEN);
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/bad.yaml",
+        r#"
+pipeline: bad
+nodes:
+  api:
+    type: http
+    url: ${MOCK}/page/items
+    pagination:
+      page_number: { param: page, size_param: per_page, size: 25 }
+    stop:
+      has_more: $.meta.has_more
+    records: { path: $.data.items }
+    bad_records: quarantine
+    retry: { initial_backoff: 10ms, max_backoff: 20ms }
+  db:
+    type: sqlite
+    inputs: [api]
+    url: sqlite://out.db
+    table: bad
+"#,
+    );
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+    let (status, body) = serve.post("/pipelines/bad/runs", Some(TOKEN), None).await;
+    assert_eq!(status, 202, "{body}");
+    let runs = serve
+        .wait_runs("the run", "bad", |runs| {
+            runs.len() == 1 && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(runs[0]["status"], "partially_succeeded", "{runs:#?}");
+    let (_, show) = serve
+        .get(&format!("/runs/{}", runs[0]["id"].as_str().unwrap()))
+        .await;
+    let api = show["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "api")
+        .unwrap()
+        .clone();
+    let scrape = serve.metrics().await;
+    let labels = [("pipeline", "bad"), ("node", "api")];
+    assert_eq!(
+        counter(&scrape, "sluice_node_retries_total", &labels),
+        api["retries"].as_i64().unwrap() as f64,
+        "{show:#}"
+    );
+    assert_eq!(
+        counter(&scrape, "sluice_node_records_quarantined_total", &labels),
+        malformed.len() as f64,
+        "{show:#}"
+    );
+    assert!(
+        counter(
+            &scrape,
+            "sluice_failures_handled_total",
+            &[
+                ("pipeline", "bad"),
+                ("class", "dependency"),
+                ("action", "retried")
+            ]
+        ) >= 1.0,
+        "retries of 503s counted by class"
+    );
+    assert!(
+        counter(
+            &scrape,
+            "sluice_failures_handled_total",
+            &[("pipeline", "bad"), ("class", "invalid_request")]
+        ) >= 1.0,
+        "the malformed records counted by class"
+    );
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_runs_total",
+            &[("pipeline", "bad"), ("status", "partially_succeeded")]
+        ),
+        1.0
+    );
+
+    // The failed batches, then a replay once the API serves them well.
+    let (_, failed) = serve.get("/failed?pipeline=bad").await;
+    let kept: i64 = failed["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rows"].as_i64().unwrap())
+        .sum();
+    assert_eq!(kept, malformed.len() as i64, "{failed:#}");
+    mock.repair();
+    let (status, report) = serve
+        .post("/replay", Some(TOKEN), Some(json!({"pipeline": "bad"})))
+        .await;
+    assert_eq!(status, 200, "{report:#}");
+    let delivered: i64 = report["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["records"].as_i64().unwrap())
+        .sum();
+    assert_eq!(delivered, malformed.len() as i64, "{report:#}");
+    let (_, failed) = serve.get("/failed?pipeline=bad").await;
+    assert_eq!(failed["failed"].as_array().unwrap().len(), 0, "{failed:#}");
+    let (_, replays) = serve.get("/runs?pipeline=bad").await;
+    assert_eq!(replays["runs"][0]["trigger"], "replay", "{replays:#}");
+    let (code, logs) = serve.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", sb.path("out.db").display()))
+        .await
+        .unwrap();
+    let (n, distinct): (i64, i64) = sqlx::query_as("SELECT count(*), count(DISTINCT id) FROM bad")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((n, distinct), (RECORDS, RECORDS));
+    mock.shutdown().await;
+}
