@@ -43,6 +43,10 @@ enum Command {
     /// Check every link of a pipeline (APIs with their auth, databases, the buffer, the
     /// state store), once or with --watch; broken links raise alerts. Exit 1 if one is down.
     Health(commands::health::HealthArgs),
+    /// Walk the troubleshooting flow for each link of a pipeline (symptom, network, auth,
+    /// parameters, dependencies, logic, upstream change), naming the cause with its class,
+    /// evidence and remedy. Exit 1 if a step fails.
+    Doctor(commands::doctor::DoctorArgs),
     /// List the alerts: failed runs, broken links, recoveries.
     Alerts(commands::health::AlertsArgs),
     /// Serve the flaky mock API (the stand-in for third-party APIs) on 127.0.0.1.
@@ -107,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => runtime()?.block_on(commands::replay::run(args)),
         Command::Health(args) => runtime()?.block_on(commands::health::run(args)),
         Command::Alerts(args) => runtime()?.block_on(commands::health::alerts(args)),
+        Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
         Command::MockApi(args) => runtime()?.block_on(commands::mock_api::run(args)),
     }

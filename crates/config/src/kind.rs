@@ -158,6 +158,15 @@ pub trait NodeConfig: fmt::Debug + Send + Sync + Any {
     ) -> BoxFuture<'a, Result<NodeRunner, ConnectorError>>;
     /// The links the node depends on, each with its check (`sluice health`).
     fn links(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Link>;
+    /// The links as `sluice doctor` checks them: where each connects, and the kind's own
+    /// checks placed at their step of the troubleshooting flow. By default, each of
+    /// [`NodeConfig::links`] with its health check and no endpoint.
+    fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<crate::doctor::Probe> {
+        self.links(node, ctx)
+            .into_iter()
+            .map(crate::doctor::Probe::of_link)
+            .collect()
+    }
 }
 
 impl dyn NodeConfig {

@@ -46,6 +46,7 @@
 pub mod check;
 mod de;
 pub mod diag;
+pub mod doctor;
 pub mod expr;
 mod interp;
 pub mod kind;

@@ -23,6 +23,8 @@
 pub mod alerts;
 pub mod build;
 mod deliver;
+pub mod doctor;
+mod doctor_tls;
 mod events;
 pub mod health;
 mod killpoint;

@@ -418,6 +418,9 @@ impl Executor {
         };
         let retries_inside = source.retries_inside();
         let topic = topic_name(&ctx.namespace, &ctx.node);
+        // The schema of the batches delivered, kept once per change (`sluice doctor`
+        // compares a fresh sample with the last one).
+        let mut schema_seen: Option<String> = None;
         loop {
             if ctx.cancel.is_cancelled() {
                 return Ok(RunStatus::Cancelled);
@@ -466,6 +469,19 @@ impl Executor {
                 self.store
                     .save_checkpoint(&ctx.pipeline, &ctx.node, checkpoint)
                     .await?;
+            }
+            let (fingerprint, text) =
+                crate::doctor::schema_fingerprint(&read.batch.records.schema());
+            if schema_seen.as_ref() != Some(&fingerprint) {
+                // A schema not kept costs doctor a comparison, never the run its batch.
+                if let Err(e) = self
+                    .store
+                    .record_schema(&ctx.pipeline, &ctx.node, &fingerprint, &text)
+                    .await
+                {
+                    tracing::warn!(node = %ctx.node, "could not keep the batch's schema: {e}");
+                }
+                schema_seen = Some(fingerprint);
             }
             ctx.stats.records_in += rows as i64;
             ctx.stats.records_out += rows as i64;

@@ -1,6 +1,7 @@
 //! The subcommands that work on pipeline files.
 
 pub(crate) mod demo;
+pub(crate) mod doctor;
 pub(crate) mod health;
 pub(crate) mod mock_api;
 pub(crate) mod owner;

@@ -26,6 +26,7 @@
 
 mod config;
 mod db;
+pub(crate) mod doctor;
 mod error;
 mod ident;
 mod kind;
