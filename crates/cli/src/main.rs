@@ -47,6 +47,10 @@ enum Command {
     /// parameters, dependencies, logic, upstream change), naming the cause with its class,
     /// evidence and remedy. Exit 1 if a step fails.
     Doctor(commands::doctor::DoctorArgs),
+    /// Compare what each source holds with what its sinks hold: counts, key ranges
+    /// checksummed, missing and extra keys, and whether each missing one waits in the
+    /// failed-batch store. Exit 1 if they differ.
+    Reconcile(commands::reconcile::ReconcileArgs),
     /// List the alerts: failed runs, broken links, recoveries.
     Alerts(commands::health::AlertsArgs),
     /// Serve the flaky mock API (the stand-in for third-party APIs) on 127.0.0.1.
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => runtime()?.block_on(commands::health::run(args)),
         Command::Alerts(args) => runtime()?.block_on(commands::health::alerts(args)),
         Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),
+        Command::Reconcile(args) => runtime()?.block_on(commands::reconcile::run(args)),
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
         Command::MockApi(args) => runtime()?.block_on(commands::mock_api::run(args)),
     }

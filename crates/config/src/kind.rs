@@ -167,6 +167,20 @@ pub trait NodeConfig: fmt::Debug + Send + Sync + Any {
             .map(crate::doctor::Probe::of_link)
             .collect()
     }
+    /// The records the node holds (a source) or wrote (a sink), for `sluice reconcile`;
+    /// `None` when the kind cannot count or re-read them.
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn crate::reconcile::KeySet>> {
+        let _ = (node, ctx);
+        None
+    }
+    /// The columns that identify a record at this node (a sink's upsert `key`).
+    fn key_columns(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl dyn NodeConfig {

@@ -52,6 +52,7 @@ mod interp;
 pub mod kind;
 mod load;
 pub mod plan;
+pub mod reconcile;
 pub mod schema;
 pub mod spec;
 pub mod values;

@@ -31,6 +31,7 @@ mod killpoint;
 mod load;
 mod names;
 mod pipeline;
+pub mod reconcile;
 mod replay;
 mod retry;
 mod run;

@@ -6,6 +6,7 @@ pub(crate) mod health;
 pub(crate) mod mock_api;
 pub(crate) mod owner;
 pub(crate) mod plan;
+pub(crate) mod reconcile;
 pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod schema;

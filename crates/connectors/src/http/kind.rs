@@ -87,6 +87,19 @@ impl NodeConfig for HttpSourceSpec {
         })
     }
 
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn sluice_config::reconcile::KeySet>> {
+        Some(Box::new(crate::http::reread::HttpKeySet::new(
+            source_config(self, node),
+            ctx.pipeline.clone(),
+            node.id.clone(),
+            api_link(self.url.value.as_str()),
+        )))
+    }
+
     fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<sluice_config::doctor::Probe> {
         use sluice_config::doctor::{Finding, Probe, ProbeReport};
         let mut config = source_config(self, node);

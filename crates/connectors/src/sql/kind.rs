@@ -155,6 +155,29 @@ impl NodeConfig for SqlSourceSpec {
         vec![database_link(&self.url.value, ctx)]
     }
 
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn sluice_config::reconcile::KeySet>> {
+        let config = source_config(self, node, ctx);
+        // Everything the source holds: `:watermark` is its initial value.
+        let initial = config.watermark.as_ref().map(|w| match &w.initial {
+            serde_json::Value::String(s) => super::doctor::literal(s),
+            other => other.to_string(),
+        });
+        let query = super::source::rewrite_watermark(&config.query, |_| {
+            initial.clone().unwrap_or_else(|| "NULL".to_owned())
+        });
+        Some(Box::new(super::reconcile::SqlKeySet::new(
+            config.url.expose().to_owned(),
+            self.url.value.to_string(),
+            super::reconcile::From::Query(query),
+            std::time::Duration::from_millis(config.connect_timeout_ms),
+            config.watermark.as_ref().map(|w| w.column.clone()),
+        )))
+    }
+
     fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Probe> {
         let config = source_config(self, node, ctx);
         let timeout = std::time::Duration::from_millis(config.connect_timeout_ms);
@@ -265,6 +288,25 @@ impl NodeConfig for SqlSinkSpec {
 
     fn links(&self, _node: &PlannedNode, ctx: &BuildContext) -> Vec<Link> {
         vec![database_link(&self.url.value, ctx)]
+    }
+
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn sluice_config::reconcile::KeySet>> {
+        let config = sink_config(self, node, ctx);
+        Some(Box::new(super::reconcile::SqlKeySet::new(
+            config.url.expose().to_owned(),
+            self.url.value.to_string(),
+            super::reconcile::From::Table(config.table.clone()),
+            std::time::Duration::from_millis(config.connect_timeout_ms),
+            None,
+        )))
+    }
+
+    fn key_columns(&self) -> Vec<String> {
+        self.key.iter().map(|k| k.value.clone()).collect()
     }
 
     fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Probe> {

@@ -34,6 +34,7 @@ pub(crate) mod ledger;
 mod multirow;
 mod mysql;
 mod postgres;
+mod reconcile;
 mod sink;
 mod source;
 pub mod spec;
