@@ -464,3 +464,126 @@ fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// An HTTPS server on 127.0.0.1 with this certificate, answering every request with one
+/// page of one record (and a `Date`); its port.
+async fn https_server(cert: rcgen::Certificate, key: &rcgen::KeyPair) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let body = r#"{"data":{"items":[{"id":1,"name":"a"}]}}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nDate: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    httpdate::fmt_http_date(std::time::SystemTime::now()),
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(body.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_certificates_self_signed_expired_or_for_another_host_are_named() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pipeline = |port: u16| {
+        format!(
+            r#"pipeline: doctor_tls
+nodes:
+  api:
+    type: http
+    url: https://localhost:{port}/items
+    auth: {{ bearer: {{ token: "${{API_TOKEN}}" }} }}
+    records: {{ path: $.data.items }}
+  db:
+    type: sqlite
+    inputs: [api]
+    url: sqlite://out.db
+    table: items
+    create_table: true
+"#
+        )
+    };
+    let leaf = |names: &[&str], expired: bool| {
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        p
+    };
+
+    // Self-signed: no authority of this machine vouches for it.
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf(&["localhost"], false).self_signed(&key).unwrap();
+    std::fs::write(dir.join("p.yaml"), pipeline(https_server(cert, &key).await)).unwrap();
+    let env = [("API_TOKEN", SECRET)];
+    let (report, code) = doctor(dir, &env, &[]);
+    assert_eq!(code, Some(1));
+    let check = failed_at(&report, "api", "network", "network");
+    assert!(
+        check["error"].as_str().unwrap().contains("self-signed"),
+        "{check:#}"
+    );
+
+    // A CA of the test's own, trusted through SSL_CERT_FILE (as the system's store).
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let trusted = [
+        ("API_TOKEN", SECRET),
+        ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+    ];
+    for (names, expired, expect) in [
+        (&["localhost"][..], true, "has expired"),
+        (&["api.example.com"][..], false, "not issued for localhost"),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf(names, expired).signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join("p.yaml"), pipeline(https_server(cert, &key).await)).unwrap();
+        let (report, code) = doctor(dir, &trusted, &[]);
+        assert_eq!(code, Some(1), "{report:#}");
+        let check = failed_at(&report, "api", "network", "network");
+        assert!(
+            check["error"].as_str().unwrap().contains(expect),
+            "{expect}: {check:#}"
+        );
+    }
+
+    // A good certificate from the trusted CA: every step passes.
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf(&["localhost"], false).signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("p.yaml"), pipeline(https_server(cert, &key).await)).unwrap();
+    let (report, code) = doctor(dir, &trusted, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let text = link(&report, "api").to_string();
+    assert!(text.contains("trusted for localhost"), "{text}");
+    assert!(text.contains("clock offset"), "{text}");
+}
