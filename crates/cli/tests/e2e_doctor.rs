@@ -117,6 +117,9 @@ async fn api_faults_are_named_at_their_step_with_their_class() {
             token: SECRET.into(),
         },
         records: 60,
+        // Error answers echo the request, headers and all: the evidence must still hold
+        // no secret.
+        echo_requests: true,
         ..MockConfig::default()
     })
     .await
@@ -586,4 +589,72 @@ nodes:
     let text = link(&report, "api").to_string();
     assert!(text.contains("trusted for localhost"), "{text}");
     assert!(text.contains("clock offset"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transform_that_fails_on_the_sample_and_the_last_runs_failure() {
+    let mock = MockApi::start(MockConfig {
+        auth: MockAuth::Bearer {
+            token: SECRET.into(),
+        },
+        records: 30,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Our logic: a cast the records cannot take.
+    std::fs::write(
+        dir.join("p.yaml"),
+        http_pipeline(&mock.url("/page/items"), "").replace(
+            "  db:\n    type: sqlite\n    inputs: [api]",
+            "  shape:\n    type: transform\n    inputs: [api]\n    ops:\n      - select: [id, currency]\n      - cast: { currency: int64 }\n  db:\n    type: sqlite\n    inputs: [shape]",
+        ),
+    )
+    .unwrap();
+    let good = [("API_TOKEN", SECRET)];
+    let (report, code) = doctor(dir, &good, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let check = failed_at(&report, "api", "logic", "invalid_request");
+    assert!(
+        check["checked"]
+            .as_str()
+            .unwrap()
+            .contains("transform shape"),
+        "{check:#}"
+    );
+    assert!(
+        check["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("keep in the failed-batch store"),
+        "{check:#}"
+    );
+
+    // The symptom: a run that failed on a revoked token is shown, and `--run` narrows
+    // the links to the nodes that failed in it.
+    std::fs::write(
+        dir.join("p.yaml"),
+        http_pipeline(&mock.url("/page/items"), ""),
+    )
+    .unwrap();
+    let revoked = [("API_TOKEN", "revoked-token")];
+    let (out, text) = sluice(dir, &["run", "p.yaml", "--once"], &revoked);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (report, _) = doctor(dir, &revoked, &[]);
+    let run = report["run"].as_str().expect("the latest run").to_owned();
+    let symptom = link(&report, "api")["steps"][0].to_string();
+    assert!(symptom.contains("node api failed with [auth]"), "{symptom}");
+    let (report, code) = doctor(dir, &revoked, &["--run", &run]);
+    assert_eq!(code, Some(1));
+    let kinds: Vec<&str> = report["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["api"], "{report:#}");
+    failed_at(&report, "api", "auth", "auth");
+    mock.shutdown().await;
 }

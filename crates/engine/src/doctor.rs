@@ -20,7 +20,7 @@ use sluice_config::doctor::{Endpoint, Finding, Probe, ProbeReport, Step};
 use sluice_config::plan::Plan;
 use sluice_config::{Link, LinkKind};
 use sluice_core::node::NodeRunner;
-use sluice_core::{ConnectorError, ErrorClass};
+use sluice_core::{ConnectorError, Disposition, ErrorClass};
 use sluice_state::StateStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -782,6 +782,27 @@ async fn logic(
                         batches.insert(node.id.clone(), b);
                     }
                     Err(e) => {
+                        // What a run would do with such a batch: its disposition.
+                        let what = node.on_error.iter().find(|d| d.class == e.class).map(|d| {
+                            format!(
+                                "in a run, node {} would {} such a batch (`on_error.{}: {}`)",
+                                node.id,
+                                match d.disposition {
+                                    Disposition::Quarantine => "keep in the failed-batch store",
+                                    Disposition::Skip => "drop",
+                                    Disposition::Split => "split",
+                                    Disposition::Retry => "retry",
+                                    Disposition::Fail => "fail on",
+                                },
+                                e.class,
+                                d.disposition.as_str()
+                            )
+                        });
+                        let e = match (what, e.evidence.clone()) {
+                            (Some(w), Some(ev)) => e.with_evidence(format!("{ev}\n{w}")),
+                            (Some(w), None) => e.with_evidence(w),
+                            (None, _) => e,
+                        };
                         out.push(Finding::failed(Some(Step::Logic), checked, e));
                         return out;
                     }
