@@ -43,7 +43,7 @@ fn doctor(dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> (Value, Option<i3
     assert_eq!(
         out.status.code(),
         text_out.status.code(),
-        "text and JSON agree on the exit code:\n{text}"
+        "text and JSON agree on the exit code:\n{text}\n--- JSON ---\n{json_text}"
     );
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("JSON on stdout ({e}):\n{json_text}"));
@@ -385,6 +385,17 @@ nodes:
         link(&report, "database").to_string().contains("granted"),
         "{report:#}"
     );
+
+    // The whole pipeline: the records carry fields the table lacks, and the sink's
+    // `schema_policy: fail` would refuse them (our logic: step 6, at the API's link).
+    let (report, code) = doctor(dir, &with_pg, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let check = failed_at(&report, "api", "logic", "contract_changed");
+    assert!(
+        check["error"].as_str().unwrap().contains("`currency`"),
+        "{check:#}"
+    );
+    assert_eq!(link(&report, "database")["ok"], true, "{report:#}");
 
     // A user who may read but not insert: `permission` at the dependencies step.
     let role = sluice_testkit::unique_name("doctor_ro");

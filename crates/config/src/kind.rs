@@ -167,6 +167,18 @@ pub trait NodeConfig: fmt::Debug + Send + Sync + Any {
             .map(crate::doctor::Probe::of_link)
             .collect()
     }
+    /// `sluice doctor`'s step 6 at a sink: whether a sample's columns (name and Arrow
+    /// type, as they reach the node) fit where the node writes them. By default, nothing
+    /// to check.
+    fn probe_sample<'a>(
+        &'a self,
+        node: &'a PlannedNode,
+        ctx: &'a BuildContext,
+        columns: &'a [(String, String)],
+    ) -> BoxFuture<'a, Vec<crate::doctor::Finding>> {
+        let _ = (node, ctx, columns);
+        Box::pin(async { Vec::new() })
+    }
     /// The records the node holds (a source) or wrote (a sink), for `sluice reconcile`;
     /// `None` when the kind cannot count or re-read them.
     fn keyset(

@@ -411,12 +411,23 @@ async fn walk(
     // 6 and 7: what a source's sample tells.
     if let (false, Some(records), Some(node)) = (failed, sample, source.as_deref()) {
         let records: Vec<serde_json::Value> = records.into_iter().take(SAMPLE).collect();
-        for f in logic(plan, ctx, node, &records).await {
+        let ours = logic(plan, ctx, node, &records).await;
+        let theirs = upstream(store, &plan.pipeline, node, &records).await;
+        // A transform or a table that does not fit records the upstream changed is a
+        // consequence: the cause is step 7.
+        let drifted = theirs.iter().any(|f| f.outcome.is_err());
+        for mut f in ours {
+            if drifted && let Err(e) = &f.outcome {
+                f.outcome = Ok(format!(
+                    "[{}] {} (a consequence of the upstream change, step 7)",
+                    e.class, e.message
+                ));
+            }
             failed |= f.outcome.is_err();
             add(f);
         }
         if !failed {
-            for f in upstream(store, &plan.pipeline, node, &records).await {
+            for f in theirs {
                 add(f);
             }
         }
@@ -808,21 +819,34 @@ async fn logic(
                     }
                 }
             }
-            Role::Sink => out.push(Finding::passed(
-                Step::Logic,
-                format!("what sink {} receives", node.id),
-                format!(
-                    "{} columns: {}",
-                    input.num_columns(),
-                    input
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| format!("{} {}", f.name(), f.data_type()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
+            Role::Sink => {
+                let columns: Vec<(String, String)> = input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), f.data_type().to_string()))
+                    .collect();
+                out.push(Finding::passed(
+                    Step::Logic,
+                    format!("what sink {} receives", node.id),
+                    format!(
+                        "{} columns: {}",
+                        columns.len(),
+                        columns
+                            .iter()
+                            .map(|(n, t)| format!("{n} {t}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                for f in node.config.probe_sample(node, ctx, &columns).await {
+                    let failed = f.outcome.is_err();
+                    out.push(f);
+                    if failed {
+                        return out;
+                    }
+                }
+            }
             _ => {}
         }
     }

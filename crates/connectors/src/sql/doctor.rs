@@ -38,6 +38,29 @@ pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Db, Connecto
         Some(rest) => format!("mysql:{rest}"),
         None => url.to_owned(),
     };
+    // One attempt first: a pool retries a refused connection until its timeout, and a
+    // database that is down should say so at once.
+    let once = tokio::time::timeout(
+        timeout,
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&any_url),
+    )
+    .await;
+    match once {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(e)) => return Err(ep.fatal(e, "connecting")),
+        Err(_) => {
+            return Err(ep.error(
+                ErrorClass::Dependency,
+                format!(
+                    "{} did not answer within {} ms while connecting",
+                    ep.describe(),
+                    timeout.as_millis()
+                ),
+            ));
+        }
+    }
     let pool = AnyPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(timeout)
@@ -310,4 +333,179 @@ pub(crate) async fn source_probe(
         Err(e) => out.push(Finding::failed(Some(Step::Parameters), checked, e)),
     }
     report
+}
+
+/// The coarse family of an SQL column type: `number`, `text`, `boolean`, `time`, or
+/// `other` (JSON, arrays, anything that takes many shapes).
+fn sql_family(t: &str) -> &'static str {
+    let t = t.to_ascii_lowercase();
+    if [
+        "int", "numeric", "decimal", "real", "double", "float", "serial",
+    ]
+    .iter()
+    .any(|n| t.contains(n))
+    {
+        "number"
+    } else if t.contains("bool") {
+        "boolean"
+    } else if t.contains("char") || t.contains("text") || t.contains("clob") {
+        "text"
+    } else if t.contains("time") || t.contains("date") {
+        "time"
+    } else {
+        "other"
+    }
+}
+
+/// The coarse family of an Arrow type's text.
+fn arrow_family(t: &str) -> &'static str {
+    if t.starts_with("Int")
+        || t.starts_with("UInt")
+        || t.starts_with("Float")
+        || t.starts_with("Decimal")
+    {
+        "number"
+    } else if t == "Boolean" {
+        "boolean"
+    } else if t.contains("Utf8") {
+        "text"
+    } else if t.starts_with("Timestamp") || t.starts_with("Date") {
+        "time"
+    } else {
+        "other"
+    }
+}
+
+/// Step 6 at a SQL sink: the sample's columns against the table's (the names after
+/// `naming`, the types by family), and what the sink would do with those that do not fit.
+pub(crate) async fn sample_fit(
+    config: super::SqlSinkConfig,
+    node: String,
+    columns: &[(String, String)],
+) -> Vec<Finding> {
+    use super::SchemaPolicy;
+    use sluice_core::naming::{NameLimit, Naming, resolve};
+    let checked = format!(
+        "the sample's columns against sink {node}'s table {}",
+        config.table
+    );
+    let timeout = Duration::from_millis(config.connect_timeout_ms);
+    let url = config.url.expose().to_owned();
+    if sqlite_file(&url).is_some_and(|p| !p.exists()) {
+        return vec![Finding::passed(
+            Step::Logic,
+            checked,
+            "the table does not exist yet: the sink creates it from the records' schema",
+        )];
+    }
+    let Ok(db) = connect(&url, timeout).await else {
+        return vec![Finding::passed(
+            Step::Logic,
+            checked,
+            "not checked: the database does not answer (its own link says why)",
+        )];
+    };
+    let name = TableName::parse(None, &config.table);
+    let Ok(table) = db.columns(&name).await else {
+        return vec![Finding::passed(
+            Step::Logic,
+            checked,
+            "not checked: the table's columns cannot be read (its own link says why)",
+        )];
+    };
+    if table.is_empty() {
+        return vec![Finding::passed(
+            Step::Logic,
+            checked,
+            if config.create_table {
+                "the table does not exist yet: the sink creates it from the records' schema"
+            } else {
+                "the table does not exist (its own link says so)"
+            },
+        )];
+    }
+    let limit = match db.dialect {
+        Dialect::Postgres => NameLimit::Bytes(63),
+        Dialect::Mysql => NameLimit::Chars(64),
+        Dialect::Sqlite => NameLimit::None,
+    };
+    let names: std::collections::BTreeMap<String, String> = match config.naming {
+        Naming::SnakeCase => resolve(
+            &Default::default(),
+            columns.iter().map(|(n, _)| n.as_str()),
+            limit,
+        ),
+        Naming::Verbatim => columns
+            .iter()
+            .map(|(n, _)| (n.clone(), n.clone()))
+            .collect(),
+    };
+    let mut missing = Vec::new();
+    let mut misfits = Vec::new();
+    for (field, arrow) in columns {
+        let column = names.get(field).cloned().unwrap_or_else(|| field.clone());
+        match table.iter().find(|(c, _)| c.eq_ignore_ascii_case(&column)) {
+            None => missing.push(column),
+            Some((c, sql)) => {
+                let (a, s) = (arrow_family(arrow), sql_family(sql));
+                let fits = a == s
+                    || a == "other"
+                    || s == "other"
+                    || s == "text"
+                    || (a == "text" && s == "time");
+                if !fits {
+                    misfits.push(format!(
+                        "`{c}` is {arrow} in the records but {sql} in the table"
+                    ));
+                }
+            }
+        }
+    }
+    let at = db.ep.describe();
+    if !misfits.is_empty() {
+        return vec![Finding::failed(
+            Some(Step::Logic),
+            checked,
+            db.ep.error(
+                ErrorClass::InvalidRequest,
+                format!(
+                    "{} on {at}: the database refuses values that do not convert, and the sink keeps those rows in the failed-batch store; change the column, or cast in a transform",
+                    misfits.join(", ")
+                ),
+            ),
+        )];
+    }
+    if !missing.is_empty() {
+        let list = missing
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return match config.schema_policy {
+            SchemaPolicy::Evolve | SchemaPolicy::Warn => vec![Finding::passed(
+                Step::Logic,
+                checked,
+                format!("the table lacks {list}: the sink adds them (schema_policy)"),
+            )],
+            SchemaPolicy::Fail | SchemaPolicy::Quarantine => vec![Finding::failed(
+                Some(Step::Logic),
+                checked,
+                db.ep.error(
+                    ErrorClass::ContractChanged,
+                    format!(
+                        "table {} on {at} lacks {list}, which the records carry: the sink refuses such batches (schema_policy: fail); add the columns, drop the fields in a transform, or set schema_policy: evolve",
+                        name.display()
+                    ),
+                ),
+            )],
+        };
+    }
+    vec![Finding::passed(
+        Step::Logic,
+        checked,
+        format!(
+            "all {} columns are in the table, of fitting types",
+            columns.len()
+        ),
+    )]
 }

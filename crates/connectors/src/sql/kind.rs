@@ -305,6 +305,19 @@ impl NodeConfig for SqlSinkSpec {
         )))
     }
 
+    fn probe_sample<'a>(
+        &'a self,
+        node: &'a PlannedNode,
+        ctx: &'a BuildContext,
+        columns: &'a [(String, String)],
+    ) -> BoxFuture<'a, Vec<sluice_config::doctor::Finding>> {
+        Box::pin(super::doctor::sample_fit(
+            sink_config(self, node, ctx),
+            node.id.clone(),
+            columns,
+        ))
+    }
+
     fn key_columns(&self) -> Vec<String> {
         self.key.iter().map(|k| k.value.clone()).collect()
     }
