@@ -208,10 +208,7 @@ async fn api_faults_are_named_at_their_step_with_their_class() {
     assert_eq!(code, Some(1));
     let check = failed_at(&report, "api", "network", "network");
     assert!(
-        check["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not resolve"),
+        check["error"].as_str().unwrap().contains("resolv"),
         "{check:#}"
     );
     mock.shutdown().await;
@@ -667,5 +664,8 @@ async fn a_transform_that_fails_on_the_sample_and_the_last_runs_failure() {
         .collect();
     assert_eq!(kinds, ["api"], "{report:#}");
     failed_at(&report, "api", "auth", "auth");
+    let (out, text) = sluice(dir, &["doctor", "p.yaml", "--run", "no-such-run"], &revoked);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("`no-such-run` not found"), "{text}");
     mock.shutdown().await;
 }

@@ -716,7 +716,10 @@ fn proxies() -> Finding {
         if set.is_empty() {
             "none set: connections go direct".to_owned()
         } else {
-            set.join(", ")
+            format!(
+                "{} (the checks above connect directly; requests go through the proxy)",
+                set.join(", ")
+            )
         },
     )
 }

@@ -42,6 +42,12 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
+    if let Some(run) = &args.run {
+        let url =
+            sluice_engine::build::resolve_sqlite(plan.state.expose(), std::path::Path::new("."));
+        let store = sluice_state::StateStore::open(&url).await?;
+        store.run(run).await?;
+    }
     let options = DoctorOptions {
         node: args.node.clone(),
         run: args.run.clone(),
