@@ -458,6 +458,20 @@ nodes:
     assert_eq!(code, Some(1));
     failed_at(&report, "kafka", "dependencies", "dependency");
 
+    // A Kafka buffer whose broker is down.
+    std::fs::write(
+        dir.join("p.yaml"),
+        format!(
+            "{}buffer: {{ kafka: {{ brokers: [\"127.0.0.1:{}\"] }} }}\n",
+            pipeline("${PG_URL}"),
+            closed_port()
+        ),
+    )
+    .unwrap();
+    let (report, code) = doctor(dir, &with_pg, &[]);
+    assert_eq!(code, Some(1));
+    failed_at(&report, "buffer", "dependencies", "dependency");
+
     drop(conn);
     drop(pg); // drops the schema, its table and the role's grants on them
     let mut admin = sqlx::PgConnection::connect(&sluice_testkit::postgres_url())
