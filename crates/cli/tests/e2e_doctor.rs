@@ -681,5 +681,14 @@ async fn a_transform_that_fails_on_the_sample_and_the_last_runs_failure() {
     let (out, text) = sluice(dir, &["doctor", "p.yaml", "--run", "no-such-run"], &revoked);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("`no-such-run` not found"), "{text}");
+    // The token renewed: every step passes, and the failed run is put in its place.
+    let (out, text) = sluice(dir, &["doctor", "p.yaml"], &good);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "run {run} ended failed, but every check passes now"
+        )),
+        "{text}"
+    );
     mock.shutdown().await;
 }

@@ -124,6 +124,8 @@ pub struct DoctorReport {
     pub pipeline: String,
     /// The run shown as the symptom, if any.
     pub run: Option<String>,
+    /// Its status (`failed`, `succeeded`, ...).
+    pub run_status: Option<String>,
     /// Each link.
     pub links: Vec<LinkReport>,
 }
@@ -152,6 +154,7 @@ impl DoctorReport {
         json!({
             "pipeline": self.pipeline,
             "run": self.run,
+            "run_status": self.run_status,
             "healthy": self.healthy(),
             "links": self.links.iter().map(|l| json!({
                 "kind": l.kind.as_str(),
@@ -295,6 +298,7 @@ pub async fn diagnose(plan: &Plan, ctx: &BuildContext, options: &DoctorOptions) 
     .await;
     DoctorReport {
         pipeline: plan.pipeline.clone(),
+        run_status: run.as_ref().map(|(r, _, _)| r.status.as_str().to_owned()),
         run: run.map(|(r, _, _)| r.id),
         links,
     }

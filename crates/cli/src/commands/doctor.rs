@@ -135,6 +135,13 @@ fn print(report: &DoctorReport) {
         .collect();
     if failed.is_empty() {
         println!("\nall {} link(s) passed every step", report.links.len());
+        if let (Some(run), Some(status)) = (&report.run, &report.run_status)
+            && status != "succeeded"
+        {
+            println!(
+                "run {run} ended {status}, but every check passes now: its cause is gone or was transient (`sluice runs show {run}`); `sluice failed list` shows what waits for `sluice replay`"
+            );
+        }
     } else {
         println!(
             "\n{} of {} link(s) failed: {}",
