@@ -4,14 +4,15 @@
 //! 2. requests per second of the whole source against the mock API (small pages);
 //! 3. records per second of the whole source with large pages.
 //!
-//! Run with `bash bench/http_bench.sh` (or `cargo bench -p sluice-connectors --bench
+//! `SLUICE_BENCH_CASE=<part of a label>` runs only the JSON → Arrow cases that match (for a
+//! profile). Run with `bash bench/http_bench.sh` (or `cargo bench -p sluice-connectors --bench
 //! http_json_to_arrow`). `SLUICE_BENCH_RUNS` sets the runs per measurement (default 5).
 
 #![allow(unreachable_pub)]
 
 use sluice_connectors::http::{
-    __bench_page_to_arrow, HttpSource, HttpSourceConfig, HttpSourceContext, NestedMode,
-    RecordsConfig,
+    __BenchPages, ColumnConfig, ColumnType, HttpSource, HttpSourceConfig, HttpSourceContext,
+    NestedMode, RecordsConfig, SchemaConfig,
 };
 use sluice_core::Source;
 use sluice_testkit::mock_api::{MockApi, MockConfig};
@@ -55,21 +56,55 @@ fn main() {
         }
         let bytes: usize = pages.iter().map(Vec::len).sum();
         let path = RecordsConfig::Path("$.data.items".into());
-        for (label, nested) in [("struct columns", NestedMode::Struct), ("json text columns", NestedMode::JsonText)] {
-            let mut rates = Vec::new();
-            for _ in 0..runs {
-                let t = Instant::now();
-                let mut rows = 0;
-                for p in &pages {
-                    rows += __bench_page_to_arrow(p, &path, nested).expect("converts");
+        // The columns of bench/e2e/sluice-embedded.yaml: what `scripts/bench.sh` declares.
+        let col = |name: &str, data_type, nullable| ColumnConfig { name: name.into(), data_type, nullable };
+        let declared = SchemaConfig::Columns(vec![
+            col("id", ColumnType::Int64, false),
+            col("updated_at", ColumnType::Timestamp, true),
+            col("created_at", ColumnType::Timestamp, true),
+            col("status", ColumnType::String, true),
+            col("amount", ColumnType::Float64, true),
+            col("currency", ColumnType::String, true),
+            col("customer", ColumnType::Json, true),
+            col("items", ColumnType::Json, true),
+            col("tags", ColumnType::Json, true),
+            col("notes", ColumnType::String, true),
+        ]);
+        let cases = [
+            ("declared columns, json text", &declared, NestedMode::JsonText),
+            ("inferred, struct columns", &SchemaConfig::Infer, NestedMode::Struct),
+            ("inferred, json text columns", &SchemaConfig::Infer, NestedMode::JsonText),
+        ];
+        for (label, schema, nested) in cases {
+            for (path_label, fast) in [("general path", false), ("fast path", true)] {
+                // `SLUICE_BENCH_CASE=fast` (a part of the label): only those, for a profile.
+                let case = format!("{label}, {path_label}");
+                if std::env::var("SLUICE_BENCH_CASE").is_ok_and(|c| !case.contains(&c)) {
+                    continue;
                 }
-                assert_eq!(rows as u64, records);
-                rates.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
+                let mut rates = Vec::new();
+                for _ in 0..runs {
+                    let mut conv = __BenchPages::new(&path, schema, nested).expect("a converter");
+                    // The first page sets an inferred schema; measured from the second on.
+                    conv.page(&pages[0], fast).expect("converts");
+                    let t = Instant::now();
+                    let mut rows = 0;
+                    for p in &pages[1..] {
+                        rows += conv.page(p, fast).expect("converts");
+                    }
+                    assert_eq!(rows as u64, records - 1000);
+                    let measured: usize = pages[1..].iter().map(Vec::len).sum();
+                    rates.push(measured as f64 / 1e6 / t.elapsed().as_secs_f64());
+                }
+                println!("json→arrow ({label}, {path_label}, pages of 1000 records, {:.1} MB): median {:.1} MB/s per core over {runs} runs", bytes as f64 / 1e6, median(rates));
             }
-            println!("json→arrow ({label}, pages of 1000 records, {:.1} MB): median {:.1} MB/s per core over {runs} runs", bytes as f64 / 1e6, median(rates));
         }
 
+        let only_cases = std::env::var("SLUICE_BENCH_CASE").is_ok();
         for (label, page, unit) in [("small pages (10 records)", 10u32, "requests/s"), ("large pages (1000 records)", 1000, "records/s")] {
+            if only_cases {
+                break;
+            }
             let mut rates = Vec::new();
             let n = if page == 10 { records.min(5_000) } else { records };
             for _ in 0..runs {

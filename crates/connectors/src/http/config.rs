@@ -64,6 +64,11 @@ pub struct HttpSourceConfig {
     /// Most pages read in one run: a guard against an API that never stops paging. The
     /// run stops there and the next run goes on from the page after.
     pub max_pages: u64,
+    /// Fetch the next page while the current one's batches go downstream (the request
+    /// for a page is sent once the page before it is read, as without prefetch; a
+    /// prefetched page not used when the run stops is dropped, and read again by the next
+    /// run from the checkpoint).
+    pub prefetch: bool,
     /// Where the records are in a response.
     pub records: RecordsConfig,
     /// Read only what changed since the last run.
@@ -478,6 +483,7 @@ impl HttpSourceConfig {
             pagination: PaginationConfig::default(),
             stop: StopConfig::default(),
             max_pages: default_max_pages(),
+            prefetch: true,
             records: RecordsConfig::default(),
             incremental: None,
             rate_limit: RateLimitConfig::default(),

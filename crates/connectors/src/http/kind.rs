@@ -302,6 +302,9 @@ pub(crate) fn source_config(
     if let Some(max) = &spec.max_pages {
         c.max_pages = max.value;
     }
+    if let Some(prefetch) = spec.prefetch {
+        c.prefetch = prefetch;
+    }
     if let Some(max) = &spec.max_response_bytes {
         c.max_response_bytes = usize::try_from(max.value.bytes()).unwrap_or(usize::MAX);
     }

@@ -79,23 +79,60 @@ pub(crate) fn instant_after(
 pub use config::*;
 pub use source::{HttpSource, HttpSourceContext};
 
-/// For `benches/http_json_to_arrow.rs` only: one response body through record
-/// extraction, schema inference and Arrow conversion. Returns the rows converted.
+/// For `benches/http_json_to_arrow.rs` only: response bodies through record extraction,
+/// the schema and Arrow conversion, with the records' digests, as the source does it: by
+/// the general path (`fast: false`: a `serde_json::Value` tree, shape checks, arrow-json)
+/// or the fast path where it applies (slices of the body straight into Arrow builders).
 #[doc(hidden)]
-pub fn __bench_page_to_arrow(
-    body: &[u8],
-    records: &RecordsConfig,
-    nested: NestedMode,
-) -> Result<usize, String> {
-    let at = records::RecordsAt::new(records)?;
-    let extracted = match records::extract(body, &at) {
-        Ok(x) => x,
-        Err(records::ExtractError::Malformed(m) | records::ExtractError::Shape(m)) => {
-            return Err(m);
+pub struct __BenchPages {
+    at: records::RecordsAt,
+    raw_at: Option<records::RawAt>,
+    converter: records::Converter,
+}
+
+impl __BenchPages {
+    #[doc(hidden)]
+    pub fn new(
+        records: &RecordsConfig,
+        schema: &SchemaConfig,
+        nested: NestedMode,
+    ) -> Result<Self, String> {
+        Ok(__BenchPages {
+            at: records::RecordsAt::new(records)?,
+            raw_at: records::RawAt::of(records),
+            converter: records::Converter::new(schema, nested),
+        })
+    }
+
+    /// One page; the rows converted.
+    #[doc(hidden)]
+    pub fn page(&mut self, body: &[u8], fast: bool) -> Result<usize, String> {
+        if fast {
+            if let Some(page) = self
+                .raw_at
+                .as_ref()
+                .and_then(|at| records::locate(body, at))
+                .and_then(|raw| self.converter.convert_fast(&raw, body.len(), None))
+            {
+                return Ok(page.batch.num_rows());
+            }
         }
-    };
-    let mut converter = records::Converter::new(&SchemaConfig::Infer, nested);
-    converter.check(&extracted.records);
-    let converted = converter.convert(extracted.records, extracted.exact)?;
-    Ok(converted.batch.num_rows())
+        let extracted = match records::extract(body, &self.at) {
+            Ok(x) => x,
+            Err(records::ExtractError::Malformed(m) | records::ExtractError::Shape(m)) => {
+                return Err(m);
+            }
+        };
+        if self.converter.check(&extracted.records).is_some() {
+            self.converter.evolve(&extracted.records);
+        }
+        let digests: Vec<blake3::Hash> = extracted
+            .records
+            .iter()
+            .map(|r| blake3::hash(&serde_json::to_vec(r).unwrap_or_default()))
+            .collect();
+        let converted = self.converter.convert(extracted.records, extracted.exact)?;
+        debug_assert_eq!(digests.len(), converted.batch.num_rows());
+        Ok(converted.batch.num_rows())
+    }
 }

@@ -10,6 +10,9 @@ use serde_json_path::JsonPath;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod fast;
+pub(crate) use fast::{FastPage, RawAt, RawPage, locate};
+
 /// Where the records are, compiled.
 pub(crate) enum RecordsAt {
     Root,
@@ -739,6 +742,8 @@ pub(crate) struct Converter {
     required: Vec<String>,
     fields: Option<Vec<(String, Shape)>>,
     schema: Option<SchemaRef>,
+    /// The fast path's columns for the current schema, when it can build them all.
+    fast: Option<fast::FastColumns>,
 }
 
 /// How a converted page went.
@@ -756,6 +761,7 @@ impl Converter {
             required: Vec::new(),
             fields: None,
             schema: None,
+            fast: None,
         };
         if let SchemaConfig::Columns(cols) = schema {
             c.declared = true;
@@ -785,9 +791,22 @@ impl Converter {
     }
 
     fn set_fields(&mut self, fields: Vec<(String, Shape)>) {
-        let schema = Schema::new(fields_of(&fields, &self.required));
-        self.schema = Some(Arc::new(schema));
+        let schema: SchemaRef = Arc::new(Schema::new(fields_of(&fields, &self.required)));
+        self.fast = fast::FastColumns::new(&fields, &schema, self.declared);
+        self.schema = Some(schema);
         self.fields = Some(fields);
+    }
+
+    /// The page through the fast path (see [`fast`]), or `None` when it takes the general
+    /// one: no schema yet, a column the fast path does not build, or a record that does
+    /// not fit the schema as it stands.
+    pub(crate) fn convert_fast(
+        &self,
+        page: &RawPage<'_>,
+        body_bytes: usize,
+        watermark: Option<&str>,
+    ) -> Option<FastPage> {
+        self.fast.as_ref()?.convert(page, body_bytes, watermark)
     }
 
     fn flatten_nested(&self, fields: Vec<(String, Shape)>) -> Vec<(String, Shape)> {

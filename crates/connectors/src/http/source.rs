@@ -11,7 +11,9 @@ use super::fetch::{Fetched, Fetcher, RequestSpec};
 use super::origin::{Origins, origin_text};
 use super::pagination::{PageMeta, Pager, Position};
 use super::ratelimit::Limiter;
-use super::records::{BadRecord, Converter, ExtractError, RecordsAt, extract, field};
+use super::records::{
+    BadRecord, Converter, ExtractError, FastPage, RawAt, RecordsAt, extract, field, locate,
+};
 use super::template::{render_json, render_str};
 use crate::watermark::{Guard, Kind, newer};
 use async_trait::async_trait;
@@ -51,6 +53,8 @@ pub struct HttpSource {
     origins: Origins,
     fetcher: Arc<Fetcher>,
     records_at: RecordsAt,
+    /// Where the records are for the fast path (`None`: a JSON path it does not follow).
+    raw_at: Option<RawAt>,
     pager: Pager,
     converter: Converter,
     /// Text of every template, spaces removed: which variables the user placed.
@@ -78,6 +82,16 @@ pub struct HttpSource {
     quarantined: Vec<QuarantinedRecords>,
     /// When reading quarantined records again: their places on the page.
     only: Option<Vec<usize>>,
+    /// The next page, being fetched while the engine takes this one's batches.
+    prefetched: Option<tokio::task::JoinHandle<Result<Fetched, ConnectorError>>>,
+}
+
+impl Drop for HttpSource {
+    fn drop(&mut self) {
+        if let Some(task) = self.prefetched.take() {
+            task.abort();
+        }
+    }
 }
 
 fn invalid(message: impl Into<String>) -> ConnectorError {
@@ -132,6 +146,7 @@ impl HttpSource {
             parked: Mutex::new(None),
         };
         let records_at = RecordsAt::new(&config.records).map_err(invalid)?;
+        let raw_at = RawAt::of(&config.records);
         let mut pager = Pager::new(&config.pagination, &config.stop).map_err(invalid)?;
         let converter = Converter::new(&config.schema, config.nested);
         let mut templates = config.url.clone();
@@ -222,6 +237,7 @@ impl HttpSource {
             origins,
             fetcher: Arc::new(fetcher),
             records_at,
+            raw_at,
             pager,
             converter,
             templates,
@@ -238,6 +254,7 @@ impl HttpSource {
             stopped: None,
             quarantined: Vec::new(),
             only: None,
+            prefetched: None,
         };
         for n in notes {
             source.fetcher.event(None, n);
@@ -394,10 +411,22 @@ impl HttpSource {
 
     /// Reads one page (asking for smaller pages on 413/504) and turns it into batches.
     async fn read_page(&mut self) -> Result<Option<Vec<SourceBatch>>, ConnectorError> {
+        let mut prefetched = self.prefetched.take();
         let fetched = loop {
-            let spec = self.build_request()?;
             let shrinkable = self.pager.shrinkable();
-            match self.fetcher.fetch(&spec, shrinkable).await {
+            let answer = match prefetched.take() {
+                Some(task) => task.await.unwrap_or_else(|e| {
+                    Err(ConnectorError::new(
+                        ErrorClass::Internal,
+                        format!("fetching the next page ahead failed: {e}"),
+                    ))
+                }),
+                None => {
+                    let spec = self.build_request()?;
+                    self.fetcher.fetch(&spec, shrinkable).await
+                }
+            };
+            match answer {
                 Ok(f) => break f,
                 Err(e) if e.class == ErrorClass::PayloadTooLarge && shrinkable => {
                     match self.pager.shrink() {
@@ -412,7 +441,26 @@ impl HttpSource {
             }
         };
         self.pages_read += 1;
-        self.page(fetched)
+        let out = self.page(fetched);
+        self.prefetch();
+        out
+    }
+
+    /// Sends the next page's request now (`prefetch`), when there is a next page to read
+    /// in this run: the request `read_page` would send next, built from the same state.
+    fn prefetch(&mut self) {
+        let more = !self.finished && self.stopped.is_none() && self.pages_read < self.cfg.max_pages;
+        if !self.cfg.prefetch || !more || self.only.is_some() {
+            return;
+        }
+        // A request that cannot be built is built again, and its error told, by the next read.
+        let Ok(spec) = self.build_request() else {
+            return;
+        };
+        let (fetcher, shrinkable) = (self.fetcher.clone(), self.pager.shrinkable());
+        self.prefetched = Some(tokio::spawn(async move {
+            fetcher.fetch(&spec, shrinkable).await
+        }));
     }
 
     fn page_evidence(&self, f: &Fetched, extra: &str) -> String {
@@ -438,6 +486,23 @@ impl HttpSource {
     /// the next call goes on with the next page.
     fn page(&mut self, f: Fetched) -> Result<Option<Vec<SourceBatch>>, ConnectorError> {
         let label = self.page_label();
+        if let Some((fast, doc)) = self.fast_page(&f) {
+            let page = self.page_at(fast.batch.num_rows(), doc.as_ref(), &f, label);
+            let FastPage {
+                batch,
+                digests,
+                watermarks,
+            } = fast;
+            self.learn_watermark(watermarks.iter(), &page.label);
+            self.advance(&page);
+            let delivered = vec![true; digests.len()];
+            let out = match batch.num_rows() {
+                0 => Vec::new(),
+                _ => self.batches(batch, &digests, &delivered, &page, f.body.len()),
+            };
+            self.stop_at_max_pages(&page);
+            return Ok(Some(out));
+        }
         let PageRecords {
             mut records,
             places,
@@ -446,21 +511,7 @@ impl HttpSource {
             total,
             doc,
         } = self.records_of(&f, &label)?;
-        let page = PageAt {
-            start: self.pager.pos.clone(),
-            next: self.pager.next(&PageMeta {
-                records: total,
-                doc: doc.as_ref(),
-                headers: &f.headers,
-                url: &f.url,
-            }),
-            position: {
-                let redactor = self.fetcher.redactor();
-                self.pager.source_position(|u| position_url(&redactor, u))
-            },
-            total,
-            label,
-        };
+        let page = self.page_at(total, doc.as_ref(), &f, label);
         if let Err(e) = self.bad_records(&bad, &page.label, &f, &page.start, &page.position) {
             self.advance(&page);
             return Err(e);
@@ -469,7 +520,13 @@ impl HttpSource {
             self.advance(&page);
             return Ok(Some(Vec::new()));
         }
-        self.learn_watermark(&records, &page.label);
+        if let Some(inc) = &self.cfg.incremental {
+            let values: Vec<&Value> = records
+                .iter()
+                .filter_map(|r| field(r, &inc.field))
+                .collect();
+            self.learn_watermark(values.into_iter(), &page.label);
+        }
         // What the batch id hashes: each record as read (never the envelope around them,
         // which may carry a request id or a timestamp that differs on every response).
         let digests: Vec<blake3::Hash> = records.iter().map(record_digest).collect();
@@ -489,6 +546,42 @@ impl HttpSource {
         };
         self.stop_at_max_pages(&page);
         Ok(Some(out))
+    }
+
+    /// The page through the fast path ([`super::records::fast`]): every record fits the
+    /// schema as it stands, so there is no drift, no bad record and nothing to quarantine.
+    /// `None`: the page takes the general path (which says what is wrong with it, if
+    /// anything). Also the document around the records, for pagination.
+    fn fast_page(&self, f: &Fetched) -> Option<(FastPage, Option<Value>)> {
+        if self.only.is_some() {
+            return None;
+        }
+        let raw = locate(&f.body, self.raw_at.as_ref()?)?;
+        if raw.len() == 0 {
+            return None;
+        }
+        let watermark = self.cfg.incremental.as_ref().map(|i| i.field.as_str());
+        let fast = self.converter.convert_fast(&raw, f.body.len(), watermark)?;
+        Some((fast, raw.doc))
+    }
+
+    /// Where a page of `total` records stands: its start, the next page, its position.
+    fn page_at(&self, total: usize, doc: Option<&Value>, f: &Fetched, label: String) -> PageAt {
+        PageAt {
+            start: self.pager.pos.clone(),
+            next: self.pager.next(&PageMeta {
+                records: total,
+                doc,
+                headers: &f.headers,
+                url: &f.url,
+            }),
+            position: {
+                let redactor = self.fetcher.redactor();
+                self.pager.source_position(|u| position_url(&redactor, u))
+            },
+            total,
+            label,
+        }
     }
 
     /// The page's records (and, for a replay of quarantined records, only those): the
@@ -609,14 +702,11 @@ impl HttpSource {
 
     /// The watermark: the greatest value of the field on this page, of those the guard
     /// admits (a value far in the future or of another type would stall the source).
-    fn learn_watermark(&mut self, records: &[Value], label: &str) {
-        let (Some(inc), Some(guard)) = (&self.cfg.incremental, &mut self.guard) else {
+    fn learn_watermark<'v>(&mut self, values: impl Iterator<Item = &'v Value>, label: &str) {
+        let (Some(_), Some(guard)) = (&self.cfg.incremental, &mut self.guard) else {
             return;
         };
-        let values: Vec<&Value> = records
-            .iter()
-            .filter_map(|r| field(r, &inc.field))
-            .collect();
+        let values: Vec<&Value> = values.collect();
         guard.learn(values.iter().copied());
         for v in values {
             if guard.admit(v) {
@@ -1249,6 +1339,9 @@ impl Source for HttpSource {
             .cloned()
             .and_then(|p| serde_json::from_value(p).ok())
             .ok_or_else(|| unreadable("records"))?;
+        if let Some(ahead) = self.prefetched.take() {
+            ahead.abort();
+        }
         self.pager.pos = page;
         self.start_watermark = at.get("watermark").filter(|v| !v.is_null()).cloned();
         self.only = Some(only);

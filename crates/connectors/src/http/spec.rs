@@ -66,6 +66,13 @@ pub struct HttpSourceSpec {
     /// least 1.
     #[schemars(extend("default" = 10000), example = 500)]
     pub max_pages: Option<Spanned<u64>>,
+    /// Fetch the next page while the current one's batches go downstream, overlapping the
+    /// API's answer time with the buffer's write. The next page's request is the one the
+    /// source would send anyway; a page fetched ahead when the run stops is dropped and
+    /// read again from the checkpoint. Turn it off for an API that must see one request
+    /// at a time per run.
+    #[schemars(extend("default" = true))]
+    pub prefetch: Option<bool>,
     /// Where the records are in a response.
     #[serde(default)]
     pub records: RecordsSpec,

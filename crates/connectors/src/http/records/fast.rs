@@ -1,0 +1,1008 @@
+//! The fast path from page bytes to Arrow, for the common page: every record an object
+//! whose values fit the schema as it stands (declared, or inferred from earlier pages),
+//! in scalar or JSON-text columns.
+//!
+//! The page is never turned into a tree of `serde_json::Value`s: the records are located
+//! as slices of the body ([`RawValue`]s, which `serde_json` validates while it skips them),
+//! each record's members are matched to the columns by name, and each value is parsed
+//! straight into its column's Arrow builder. JSON-text columns and the records' digests
+//! are written by [`canonical`], which gives the very bytes `serde_json` would write for
+//! the `Value` the general path builds, so that a page gives the same batch, the same
+//! batch id and the same JSON text whichever path read it.
+//!
+//! Anything else (a record that is not an object, a value of another type than its
+//! column, a new or missing field, a number `float64` would round, a nested column) makes
+//! [`FastColumns::convert`] answer `None`, and the page takes the general path, which
+//! applies the schema policy and the bad-record policy as it always did.
+
+use super::{EXACT_MARK, Shape, marked, may_round, parse, settle, unmark_all};
+use arrow::array::timezone::Tz;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+};
+use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
+use arrow::datatypes::{Date32Type, SchemaRef};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+/// Where the records are, for the fast path: the root array, NDJSON lines, or a path of
+/// plain member names (`$.data.items`). Other JSON paths (wildcards, filters, indexes)
+/// take the general path.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawAt {
+    Root,
+    Ndjson,
+    Members(Vec<String>),
+}
+
+impl RawAt {
+    /// The fast locator of a `records:` setting, when it has one.
+    pub(crate) fn of(cfg: &crate::http::config::RecordsConfig) -> Option<RawAt> {
+        use crate::http::config::RecordsConfig;
+        match cfg {
+            RecordsConfig::Root => Some(RawAt::Root),
+            RecordsConfig::Ndjson => Some(RawAt::Ndjson),
+            RecordsConfig::Path(p) => {
+                let rest = p.trim().strip_prefix('$')?;
+                let mut keys = Vec::new();
+                for part in rest.split('.').skip(1) {
+                    let plain = !part.is_empty()
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if !plain {
+                        return None;
+                    }
+                    keys.push(part.to_owned());
+                }
+                // `$` alone, or `$foo`: not a plain member path.
+                if keys.is_empty() || !rest.starts_with('.') {
+                    return None;
+                }
+                Some(RawAt::Members(keys))
+            }
+        }
+    }
+}
+
+/// The records of a page, each as its members (slices of the body), and the envelope
+/// around them.
+pub(crate) struct RawPage<'a> {
+    /// Every record's members, one after the other.
+    members: Vec<Member<'a>>,
+    /// Where each record's members end in `members`.
+    ends: Vec<usize>,
+    /// The document with the records replaced by `null` (a member path only), as the
+    /// general path leaves it for pagination.
+    pub(crate) doc: Option<Value>,
+}
+
+impl<'a> RawPage<'a> {
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Each record's members, in the order of the page.
+    fn records(&self) -> impl Iterator<Item = &[Member<'a>]> {
+        self.ends.iter().scan(0, |start, &end| {
+            let r = &self.members[*start..end];
+            *start = end;
+            Some(r)
+        })
+    }
+}
+
+/// A member of an object: its key (borrowed from the body unless it has escapes) and its
+/// value's text.
+type Member<'a> = (Key<'a>, &'a RawValue);
+
+/// An object key, borrowed from the body when it has no escapes. (`Cow<str>`'s own
+/// `Deserialize` always copies.)
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// Appends an object's members to a vector (records, without a vector per record).
+struct MembersInto<'v, 'a>(&'v mut Vec<Member<'a>>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for MembersInto<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for MembersInto<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some(entry) = map.next_entry::<Key<'a>, &'a RawValue>()? {
+            self.0.push(entry);
+        }
+        Ok(())
+    }
+}
+
+/// An object's members in a vector of their own (nested values, for [`canonical`]).
+fn members_of(text: &str) -> Option<Vec<Member<'_>>> {
+    let mut out = Vec::with_capacity(8);
+    let mut de = serde_json::Deserializer::from_str(text);
+    MembersInto(&mut out).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(out)
+}
+
+/// An array of records, each an object, into a [`RawPage`]'s members.
+struct RecordsInto<'v, 'a> {
+    members: &'v mut Vec<Member<'a>>,
+    ends: &'v mut Vec<usize>,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for RecordsInto<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for RecordsInto<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of JSON objects")
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        while seq.next_element_seed(MembersInto(self.members))?.is_some() {
+            self.ends.push(self.members.len());
+        }
+        Ok(())
+    }
+}
+
+/// One level of a member path: the envelope at this level (records replaced by `null`),
+/// the records found below.
+struct Level<'k, 'v, 'a> {
+    keys: &'k [String],
+    members: &'v mut Vec<Member<'a>>,
+    ends: &'v mut Vec<usize>,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for Level<'_, '_, 'a> {
+    /// The envelope, and whether the records were there.
+    type Value = (Value, bool);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.keys.is_empty() {
+            RecordsInto {
+                members: self.members,
+                ends: self.ends,
+            }
+            .deserialize(d)?;
+            return Ok((Value::Null, true));
+        }
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Level<'_, '_, 'a> {
+    type Value = (Value, bool);
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        use serde::de::Error;
+        let mut envelope = serde_json::Map::new();
+        let mut found = false;
+        while let Some(key) = map.next_key::<Key<'a>>()? {
+            let key = key.0.into_owned();
+            if key == self.keys[0] {
+                if found {
+                    // The last of duplicate keys wins in a parsed document: not the
+                    // plain case.
+                    return Err(M::Error::custom("records given twice"));
+                }
+                let (inner, there) = map.next_value_seed(Level {
+                    keys: &self.keys[1..],
+                    members: &mut *self.members,
+                    ends: &mut *self.ends,
+                })?;
+                found = there;
+                envelope.insert(key, inner);
+            } else {
+                // The envelope as the general path reads it (numbers `float64` would
+                // round as their text).
+                let raw: &'a RawValue = map.next_value()?;
+                let (mut v, exact) = parse(raw.get().as_bytes()).map_err(M::Error::custom)?;
+                if exact {
+                    unmark_all(&mut v);
+                }
+                envelope.insert(key, v);
+            }
+        }
+        Ok((Value::Object(envelope), found))
+    }
+}
+
+/// Locates the records of a page in one pass over its body, without building their
+/// tree. `None` when the page is not the plain case (not UTF-8 or not JSON, the path
+/// missing or not an array of objects): the general path then says what is wrong.
+pub(crate) fn locate<'a>(body: &'a [u8], at: &RawAt) -> Option<RawPage<'a>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut members = Vec::with_capacity(body.len() / 24);
+    let mut ends = Vec::with_capacity(body.len() / 256);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let doc = match at {
+        RawAt::Root => {
+            RecordsInto {
+                members: &mut members,
+                ends: &mut ends,
+            }
+            .deserialize(&mut de)
+            .ok()?;
+            None
+        }
+        RawAt::Ndjson => {
+            for line in text.split('\n') {
+                let line = line.trim_ascii();
+                if line.is_empty() {
+                    continue;
+                }
+                let mut de = serde_json::Deserializer::from_str(line);
+                MembersInto(&mut members).deserialize(&mut de).ok()?;
+                de.end().ok()?;
+                ends.push(members.len());
+            }
+            return Some(RawPage {
+                members,
+                ends,
+                doc: None,
+            });
+        }
+        RawAt::Members(keys) => {
+            let (doc, found) = Level {
+                keys,
+                members: &mut members,
+                ends: &mut ends,
+            }
+            .deserialize(&mut de)
+            .ok()?;
+            if !found {
+                return None;
+            }
+            Some(doc)
+        }
+    };
+    de.end().ok()?;
+    Some(RawPage { members, ends, doc })
+}
+
+/// How [`canonical`] writes numbers `float64` would round: as the marked strings the
+/// records hold (for digests), or as the numbers they are (JSON text).
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Numbers {
+    Marked,
+    Literal,
+}
+
+/// Deeper than this, a value takes the general path (which refuses it as the parser does).
+const MAX_DEPTH: usize = 128;
+
+/// Writes `raw` exactly as `serde_json` writes the `Value` the general path parses from
+/// it: compact, members sorted by key (the last of duplicates kept), strings escaped as
+/// `serde_json` escapes them, numbers as they settle ([`settle`]). `None` when the value
+/// is deeper than [`MAX_DEPTH`]; else whether a number was written as its literal where
+/// [`Numbers::Marked`] writes a marked string (the two texts differ only then).
+pub(crate) fn canonical(raw: &RawValue, numbers: Numbers, out: &mut Vec<u8>) -> Option<bool> {
+    canonical_at(raw.get(), numbers, out, 0)
+}
+
+fn canonical_at(text: &str, numbers: Numbers, out: &mut Vec<u8>, depth: usize) -> Option<bool> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let text = text.trim_ascii();
+    let mut literal = false;
+    match text.as_bytes().first()? {
+        b'{' => {
+            let members = members_of(text)?;
+            literal = write_object(&members, numbers, out, depth)?;
+        }
+        b'[' => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                literal |= canonical_at(v.get(), numbers, out, depth + 1)?;
+            }
+            out.push(b']');
+        }
+        b'"' => match text.contains('\\') {
+            // Without escapes the text is what `serde_json` writes (it escapes only
+            // quotes, backslashes and control characters, which must be escaped here).
+            false => out.extend_from_slice(text.as_bytes()),
+            true => {
+                let s: Cow<'_, str> = serde_json::from_str(text).ok()?;
+                serde_json::to_writer(&mut *out, s.as_ref()).ok()?;
+            }
+        },
+        b't' | b'f' | b'n' => out.extend_from_slice(text.as_bytes()),
+        _ => literal = write_number(text, numbers, out)?,
+    }
+    Some(literal)
+}
+
+/// An object's members as `serde_json` writes its map: sorted by key (stable, so that of
+/// equal keys the last, the one a parsed map keeps, is written), compact.
+fn write_object(
+    members: &[Member<'_>],
+    numbers: Numbers,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Option<bool> {
+    let mut literal = false;
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by(|&a, &b| members[a].0.cmp(&members[b].0));
+    out.push(b'{');
+    let mut first = true;
+    for (n, &i) in order.iter().enumerate() {
+        let (k, v) = &members[i];
+        if order.get(n + 1).is_some_and(|&next| members[next].0 == *k) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_key(k, out)?;
+        out.push(b':');
+        literal |= canonical_at(v.get(), numbers, out, depth + 1)?;
+    }
+    out.push(b'}');
+    Some(literal)
+}
+
+/// A key as `serde_json` writes it. Borrowed from the body, it had no escapes, so no
+/// character that needs one (control characters cannot appear raw in JSON strings).
+fn write_key(k: &Key<'_>, out: &mut Vec<u8>) -> Option<()> {
+    match &k.0 {
+        Cow::Borrowed(s) => {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(s) => serde_json::to_writer(&mut *out, s).ok()?,
+    }
+    Some(())
+}
+
+/// An integer literal `serde_json` holds as it is, and writes back unchanged (an `i64` or
+/// a `u64`; `-0` is a float there).
+fn plain_int(token: &str) -> bool {
+    let digits = token.strip_prefix('-').unwrap_or(token);
+    let syntax = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && token != "-0";
+    syntax && (token.len() <= 18 || token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok())
+}
+
+/// Whether the number was written as its literal where a marked string would differ.
+fn write_number(token: &str, numbers: Numbers, out: &mut Vec<u8>) -> Option<bool> {
+    if plain_int(token) {
+        out.extend_from_slice(token.as_bytes());
+        return Some(false);
+    }
+    let v = number_value(token)?;
+    match (&v, numbers) {
+        (Value::String(s), Numbers::Literal) => {
+            out.extend_from_slice(marked(s)?.as_bytes());
+            return Some(true);
+        }
+        _ => serde_json::to_writer(&mut *out, &v).ok()?,
+    }
+    Some(false)
+}
+
+/// The `Value` the general path makes of a number token: a number, or the marked string
+/// of a number `float64` would round.
+fn number_value(token: &str) -> Option<Value> {
+    if may_round(token.as_bytes()) {
+        let mut v = Value::String(format!("{EXACT_MARK}{token}"));
+        let mut exact = false;
+        settle(&mut v, &mut exact);
+        Some(v)
+    } else {
+        serde_json::from_str(token).ok()
+    }
+}
+
+/// A value parsed as the general path parses it (numbers `float64` would round kept as
+/// marked text).
+pub(crate) fn value_of(raw: &RawValue) -> Option<Value> {
+    parse(raw.get().as_bytes()).ok().map(|(v, _)| v)
+}
+
+/// One column's builder.
+enum Builder {
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    UInt(UInt64Builder),
+    Float(Float64Builder),
+    /// `string` (JSON strings only; other scalars take the general path).
+    Str(StringBuilder),
+    /// JSON text of any value.
+    Json(StringBuilder),
+    /// `text`: strings as they are, objects and lists as JSON text (other scalars take
+    /// the general path).
+    Text(StringBuilder),
+    /// A column with no value yet: nulls only.
+    Null(StringBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Date(Date32Builder),
+}
+
+/// The columns of a schema, when the fast path can build them all.
+pub(crate) struct FastColumns {
+    names: Vec<String>,
+    shapes: Vec<Shape>,
+    nullable: Vec<bool>,
+    /// Inferred: a field the schema does not have is drift (the general path says so).
+    strict: bool,
+    schema: SchemaRef,
+    utc: Tz,
+}
+
+/// A page the fast path built.
+pub(crate) struct FastPage {
+    pub(crate) batch: RecordBatch,
+    /// Each record's digest (as `record_digest` of the general path).
+    pub(crate) digests: Vec<blake3::Hash>,
+    /// The value of the incremental field in each record that has it.
+    pub(crate) watermarks: Vec<Value>,
+}
+
+impl FastColumns {
+    /// `None` when a column is of a shape the fast path does not build (structs, lists,
+    /// decimals).
+    pub(crate) fn new(
+        fields: &[(String, Shape)],
+        schema: &SchemaRef,
+        declared: bool,
+    ) -> Option<FastColumns> {
+        let simple = fields.iter().all(|(_, s)| {
+            matches!(
+                s,
+                Shape::Null
+                    | Shape::Bool
+                    | Shape::Int
+                    | Shape::UInt
+                    | Shape::Float
+                    | Shape::Str
+                    | Shape::Text
+                    | Shape::Json
+                    | Shape::Timestamp
+                    | Shape::Date
+            )
+        });
+        if !simple {
+            return None;
+        }
+        Some(FastColumns {
+            names: fields.iter().map(|(n, _)| n.clone()).collect(),
+            shapes: fields.iter().map(|(_, s)| s.clone()).collect(),
+            nullable: schema.fields().iter().map(|f| f.is_nullable()).collect(),
+            strict: !declared,
+            schema: schema.clone(),
+            utc: "UTC".parse().ok()?,
+        })
+    }
+
+    fn builders(&self, rows: usize, bytes: usize) -> Vec<Builder> {
+        let per = bytes / self.shapes.len().max(1);
+        self.shapes
+            .iter()
+            .map(|s| match s {
+                Shape::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+                Shape::Int => Builder::Int(Int64Builder::with_capacity(rows)),
+                Shape::UInt => Builder::UInt(UInt64Builder::with_capacity(rows)),
+                Shape::Float => Builder::Float(Float64Builder::with_capacity(rows)),
+                Shape::Str => Builder::Str(StringBuilder::with_capacity(rows, per)),
+                Shape::Json => Builder::Json(StringBuilder::with_capacity(rows, per)),
+                Shape::Text => Builder::Text(StringBuilder::with_capacity(rows, per)),
+                Shape::Timestamp => Builder::Timestamp(
+                    TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+                ),
+                Shape::Date => Builder::Date(Date32Builder::with_capacity(rows)),
+                _ => Builder::Null(StringBuilder::with_capacity(rows, 0)),
+            })
+            .collect()
+    }
+
+    /// The page as a batch, or `None` when a record does not fit the schema as it is
+    /// (the general path then reads the page). `watermark`: the incremental field's
+    /// dotted path, whose values come back with the batch.
+    pub(crate) fn convert(
+        &self,
+        page: &RawPage<'_>,
+        body_bytes: usize,
+        watermark: Option<&str>,
+    ) -> Option<FastPage> {
+        let rows = page.len();
+        let mut builders = self.builders(rows, body_bytes);
+        let mut slots: Vec<Option<usize>> = vec![None; self.names.len()];
+        let mut seen = vec![false; self.names.len()];
+        let mut digests = Vec::with_capacity(rows);
+        let mut watermarks = Vec::new();
+        let (mark_top, mark_rest) = match watermark {
+            Some(p) => match p.split_once('.') {
+                Some((top, rest)) => (Some(top), Some(rest)),
+                None => (Some(p), None),
+            },
+            None => (None, None),
+        };
+        // The JSON text of the record's JSON-text columns, kept for its digest.
+        let mut texts = Vec::with_capacity(1024);
+        let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
+        let mut scratch = Vec::with_capacity(1024);
+        let mut order = Vec::new();
+        for members in page.records() {
+            slots.iter_mut().for_each(|s| *s = None);
+            let mut mark = None;
+            for (m, (k, v)) in members.iter().enumerate() {
+                match self.names.iter().position(|n| *n == k.0) {
+                    Some(i) => {
+                        slots[i] = Some(m);
+                        seen[i] = true;
+                    }
+                    None if self.strict => return None,
+                    None => {}
+                }
+                if mark_top == Some(k.0.as_ref()) {
+                    mark = Some(*v);
+                }
+            }
+            texts.clear();
+            spans.clear();
+            spans.resize(members.len(), None);
+            for (i, b) in builders.iter_mut().enumerate() {
+                match slots[i] {
+                    None => {
+                        if !self.nullable[i] {
+                            return None;
+                        }
+                        append_null(b);
+                    }
+                    Some(m) => {
+                        let start = texts.len();
+                        let same = self.append(b, members[m].1, self.nullable[i], &mut texts)?;
+                        if same && texts.len() > start {
+                            spans[m] = Some((start, texts.len()));
+                        }
+                    }
+                }
+            }
+            // The digest: the record as `serde_json` writes it, JSON-text columns copied.
+            scratch.clear();
+            order.clear();
+            order.extend(0..members.len());
+            order.sort_by(|&a, &b| members[a].0.cmp(&members[b].0));
+            scratch.push(b'{');
+            let mut first = true;
+            for (n, &m) in order.iter().enumerate() {
+                let (k, v) = &members[m];
+                if order.get(n + 1).is_some_and(|&next| members[next].0 == *k) {
+                    continue;
+                }
+                if !first {
+                    scratch.push(b',');
+                }
+                first = false;
+                write_key(k, &mut scratch)?;
+                scratch.push(b':');
+                match spans[m] {
+                    Some((a, b)) => scratch.extend_from_slice(&texts[a..b]),
+                    None => {
+                        canonical_at(v.get(), Numbers::Marked, &mut scratch, 1)?;
+                    }
+                }
+            }
+            scratch.push(b'}');
+            digests.push(blake3::hash(&scratch));
+            if let Some(m) = mark {
+                let v = value_of(m)?;
+                let v = match mark_rest {
+                    None => Some(v),
+                    Some(rest) => super::field(&v, rest).cloned(),
+                };
+                watermarks.extend(v);
+            }
+        }
+        // A field of an inferred schema that no record of the page has: the general path
+        // reports it as removed.
+        if self.strict && seen.iter().any(|s| !s) {
+            return None;
+        }
+        let columns: Vec<ArrayRef> = builders.into_iter().map(finish).collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).ok()?;
+        Some(FastPage {
+            batch,
+            digests,
+            watermarks,
+        })
+    }
+
+    /// Appends one value to its column, or `None` when it does not fit as it is. JSON
+    /// text goes through `text` (appended), and the answer says whether it is also the
+    /// value's text in the record's digest.
+    fn append(
+        &self,
+        b: &mut Builder,
+        raw: &RawValue,
+        nullable: bool,
+        text: &mut Vec<u8>,
+    ) -> Option<bool> {
+        let t = raw.get().trim_ascii();
+        if t == "null" {
+            if !nullable {
+                return None;
+            }
+            append_null(b);
+            return Some(false);
+        }
+        let first = *t.as_bytes().first()?;
+        match b {
+            Builder::Bool(b) => match t {
+                "true" => b.append_value(true),
+                "false" => b.append_value(false),
+                _ => return None,
+            },
+            Builder::Int(b) => {
+                if !plain_int(t) {
+                    return None;
+                }
+                b.append_value(t.parse().ok()?);
+            }
+            Builder::UInt(b) => {
+                if !(plain_int(t) && first.is_ascii_digit()) {
+                    return None;
+                }
+                b.append_value(t.parse().ok()?);
+            }
+            Builder::Float(b) => {
+                if !(first == b'-' || first.is_ascii_digit()) {
+                    return None;
+                }
+                let v = if plain_int(t) {
+                    // As the general path: an integer to `float64` by `as`.
+                    match t.parse::<i64>() {
+                        Ok(i) => i as f64,
+                        Err(_) => t.parse::<u64>().ok()? as f64,
+                    }
+                } else {
+                    match number_value(t)? {
+                        Value::Number(n) => n.as_f64()?,
+                        // A number `float64` rounds: the general path says how.
+                        _ => return None,
+                    }
+                };
+                b.append_value(v);
+            }
+            Builder::Str(b) => b.append_value(string_of(t)?),
+            Builder::Text(b) => match first {
+                b'"' => b.append_value(string_of(t)?),
+                b'{' | b'[' => return json_into(b, raw, text),
+                _ => return None,
+            },
+            Builder::Json(b) => return json_into(b, raw, text),
+            Builder::Timestamp(b) => {
+                if first != b'"' {
+                    return None;
+                }
+                let s = string_of(t)?;
+                let at = string_to_datetime(&self.utc, &s).ok()?;
+                b.append_value(at.timestamp_micros());
+            }
+            Builder::Date(b) => {
+                if first != b'"' {
+                    return None;
+                }
+                b.append_value(Date32Type::parse(&string_of(t)?)?);
+            }
+            Builder::Null(_) => return None,
+        }
+        Some(false)
+    }
+}
+
+/// A value's JSON text into a column, through `text`; whether that is also its text in
+/// the record's digest.
+fn json_into(b: &mut StringBuilder, raw: &RawValue, text: &mut Vec<u8>) -> Option<bool> {
+    let start = text.len();
+    let literal = canonical(raw, Numbers::Literal, text)?;
+    b.append_value(std::str::from_utf8(&text[start..]).ok()?);
+    Some(!literal)
+}
+
+/// A JSON string's text; `None` when the value is not a string.
+fn string_of(t: &str) -> Option<Cow<'_, str>> {
+    if !t.starts_with('"') {
+        return None;
+    }
+    if !t.contains('\\') {
+        return Some(Cow::Borrowed(&t[1..t.len() - 1]));
+    }
+    serde_json::from_str::<String>(t).ok().map(Cow::Owned)
+}
+
+fn append_null(b: &mut Builder) {
+    match b {
+        Builder::Bool(b) => b.append_null(),
+        Builder::Int(b) => b.append_null(),
+        Builder::UInt(b) => b.append_null(),
+        Builder::Float(b) => b.append_null(),
+        Builder::Str(b) | Builder::Json(b) | Builder::Text(b) | Builder::Null(b) => b.append_null(),
+        Builder::Timestamp(b) => b.append_null(),
+        Builder::Date(b) => b.append_null(),
+    }
+}
+
+fn finish(b: Builder) -> ArrayRef {
+    match b {
+        Builder::Bool(mut b) => Arc::new(b.finish()),
+        Builder::Int(mut b) => Arc::new(b.finish()),
+        Builder::UInt(mut b) => Arc::new(b.finish()),
+        Builder::Float(mut b) => Arc::new(b.finish()),
+        Builder::Str(mut b)
+        | Builder::Json(mut b)
+        | Builder::Text(mut b)
+        | Builder::Null(mut b) => Arc::new(b.finish()),
+        Builder::Timestamp(mut b) => Arc::new(b.finish()),
+        Builder::Date(mut b) => Arc::new(b.finish()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Converter, RecordsAt, extract, json_text};
+    use super::*;
+    use crate::http::config::{ColumnConfig, ColumnType, NestedMode, RecordsConfig, SchemaConfig};
+    use proptest::prelude::*;
+
+    fn raw(t: &str) -> &RawValue {
+        serde_json::from_str(t).expect("valid JSON")
+    }
+
+    /// `canonical` against what the general path writes for the same text.
+    fn same_as_general_path(t: &str) -> Result<(), TestCaseError> {
+        let (v, _) = parse(t.as_bytes()).expect("valid JSON");
+        let mut marked = Vec::new();
+        canonical(raw(t), Numbers::Marked, &mut marked).expect("canonical");
+        prop_assert_eq!(
+            String::from_utf8(marked).unwrap(),
+            serde_json::to_string(&v).unwrap(),
+            "{}",
+            t
+        );
+        let mut literal = Vec::new();
+        canonical(raw(t), Numbers::Literal, &mut literal).expect("canonical");
+        prop_assert_eq!(String::from_utf8(literal).unwrap(), json_text(&v), "{}", t);
+        Ok(())
+    }
+
+    /// JSON text with numbers of any length, escapes, duplicate keys and spaces anywhere.
+    fn json_text_strategy() -> impl Strategy<Value = String> {
+        let ws = prop_oneof![Just(""), Just(" "), Just("\n  ")];
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            "-?[1-9][0-9]{17,40}",
+            "-?(0|[1-9][0-9]{0,20})\\.[0-9]{1,25}",
+            "-?[1-9](\\.[0-9]{1,18})?[eE][+-]?[0-9]{1,3}",
+            Just("-0".to_owned()),
+            Just("-0.0".to_owned()),
+            "\\PC{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just(r#""a\/b\u00e9\n\"""#.to_owned()),
+        ];
+        leaf.prop_recursive(5, 40, 5, move |inner| {
+            let ws = ws.clone();
+            prop_oneof![
+                prop::collection::vec((inner.clone(), ws.clone()), 0..5).prop_map(|items| {
+                    let body: Vec<String> = items
+                        .into_iter()
+                        .map(|(v, w)| format!("{w}{v}{w}"))
+                        .collect();
+                    format!("[{}]", body.join(","))
+                }),
+                prop::collection::vec(("[a-c]{0,2}|\\PC{0,3}", inner, ws), 0..6).prop_map(
+                    |members| {
+                        let body: Vec<String> = members
+                            .into_iter()
+                            .map(|(k, v, w)| {
+                                format!("{w}{}{w}:{w}{v}", serde_json::to_string(&k).unwrap())
+                            })
+                            .collect();
+                        format!("{{{}}}", body.join(","))
+                    }
+                ),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn canonical_text_is_what_the_general_path_writes(t in json_text_strategy()) {
+            same_as_general_path(&t)?;
+        }
+    }
+
+    #[test]
+    fn canonical_text_of_the_odd_cases() {
+        for t in [
+            r#"{"b":1,"a":2,"b":3}"#,
+            r#"{"k\u0041":"\u00e9\/","kA":0}"#,
+            "[1.0, 1e2, -0, 0.1, 12345678901234567890123, 0.12345678901234567890]",
+            r#"{ "x" : [ { "z" : null , "y" : true } ] }"#,
+        ] {
+            same_as_general_path(t).unwrap();
+        }
+    }
+
+    fn declared() -> SchemaConfig {
+        let col = |name: &str, data_type, nullable| ColumnConfig {
+            name: name.into(),
+            data_type,
+            nullable,
+        };
+        SchemaConfig::Columns(vec![
+            col("id", ColumnType::Int64, false),
+            col("amount", ColumnType::Float64, true),
+            col("name", ColumnType::String, true),
+            col("ok", ColumnType::Boolean, true),
+            col("at", ColumnType::Timestamp, true),
+            col("day", ColumnType::Date, true),
+            col("extra", ColumnType::Json, true),
+        ])
+    }
+
+    /// The page through both paths: the same batch and the same record digests.
+    fn both_paths(schema: &SchemaConfig, pages: &[&str]) -> Vec<bool> {
+        let at = RecordsAt::new(&RecordsConfig::Path("$.data".into())).unwrap();
+        let raw_at = RawAt::of(&RecordsConfig::Path("$.data".into())).unwrap();
+        let mut converter = Converter::new(schema, NestedMode::JsonText);
+        let mut fast_taken = Vec::new();
+        for body in pages {
+            let located = locate(body.as_bytes(), &raw_at);
+            let fast = located
+                .as_ref()
+                .and_then(|l| converter.convert_fast(l, body.len(), Some("at")));
+            let e = extract(body.as_bytes(), &at).unwrap();
+            if let Some(l) = &located {
+                assert_eq!(l.doc, e.doc, "the envelope");
+            }
+            let drift = converter.check(&e.records);
+            if drift.is_some() {
+                assert!(
+                    fast.is_none(),
+                    "a page with drift took the fast path: {body}"
+                );
+                converter.evolve(&e.records);
+                fast_taken.push(false);
+                continue;
+            }
+            let digests: Vec<blake3::Hash> = e
+                .records
+                .iter()
+                .map(|r| blake3::hash(&serde_json::to_vec(r).unwrap()))
+                .collect();
+            let watermarks: Vec<Value> = e
+                .records
+                .iter()
+                .filter_map(|r| r.get("at").cloned())
+                .collect();
+            let slow = converter.convert(e.records, e.exact).unwrap();
+            match fast {
+                Some(fast) => {
+                    assert!(slow.bad.is_empty(), "{body}");
+                    assert_eq!(fast.batch, slow.batch, "{body}");
+                    assert_eq!(fast.digests, digests, "{body}");
+                    assert_eq!(fast.watermarks, watermarks, "{body}");
+                    fast_taken.push(true);
+                }
+                None => fast_taken.push(false),
+            }
+        }
+        fast_taken
+    }
+
+    #[test]
+    fn a_declared_page_gives_the_same_batch_on_both_paths() {
+        let page = r#"{"data": [
+            {"id": 1, "amount": 1.5, "name": "a\u00e9\"q", "ok": true, "at": "2024-01-02T03:04:05Z", "day": "2024-01-02", "extra": {"z": 1, "a": [1.0, "x", 123456789012345678901234]}, "unknown": 1},
+            {"id": -9223372036854775808, "amount": 3, "name": null, "ok": false, "at": "2024-01-02T03:04:05.123456+02:00", "day": null, "extra": "text"},
+            {"id": 9223372036854775807, "amount": 1e300, "extra": null, "name": "雪"},
+            {"id": 4, "amount": -0, "extra": [ ], "name": "", "amount": 0.1}
+        ], "meta": {"next": "c", "big": 123456789012345678901234}}"#;
+        assert_eq!(both_paths(&declared(), &[page]), vec![true]);
+    }
+
+    #[test]
+    fn odd_values_take_the_general_path_and_land_the_same() {
+        let pages = [
+            // A string where an int64 is declared: a bad record for the general path.
+            r#"{"data": [{"id": "1"}, {"id": 2}]}"#,
+            // A long decimal in a float64 column (float64 rounds it).
+            r#"{"data": [{"id": 1, "amount": 0.12345678901234567890}]}"#,
+            // A required field missing: drift.
+            r#"{"data": [{"amount": 1}]}"#,
+            // Not an object.
+            r#"{"data": [{"id": 1}, 7]}"#,
+            // A timestamp as Unix seconds.
+            r#"{"data": [{"id": 1, "at": 1700000000}]}"#,
+        ];
+        for p in pages {
+            assert_eq!(both_paths(&declared(), &[p]), vec![false], "{p}");
+        }
+    }
+
+    #[test]
+    fn an_inferred_schema_takes_the_fast_path_from_its_second_page_until_it_drifts() {
+        let first = r#"{"data": [{"id": 1, "name": "a", "tags": [1, 2], "n": null}]}"#;
+        let same = r#"{"data": [{"id": 2, "name": "b", "tags": [3], "n": null}]}"#;
+        let added = r#"{"data": [{"id": 3, "name": "c", "tags": [], "n": null, "new": 1}]}"#;
+        let removed = r#"{"data": [{"id": 4, "tags": [], "n": null, "new": 2}]}"#;
+        let retyped = r#"{"data": [{"id": "5", "name": "e", "tags": [], "n": null, "new": 3}]}"#;
+        assert_eq!(
+            both_paths(
+                &SchemaConfig::Infer,
+                &[first, same, added, same, removed, retyped]
+            ),
+            vec![false, true, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn only_plain_member_paths_are_followed() {
+        let of = |p: &str| RawAt::of(&RecordsConfig::Path(p.into()));
+        assert_eq!(
+            of("$.data.items"),
+            Some(RawAt::Members(vec!["data".into(), "items".into()]))
+        );
+        assert_eq!(of("$.data[*]"), None);
+        assert_eq!(of("$..items"), None);
+        assert_eq!(of("$"), None);
+        assert_eq!(of("$['a b']"), None);
+    }
+}
