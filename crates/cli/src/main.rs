@@ -43,6 +43,14 @@ enum Command {
     /// Check every link of a pipeline (APIs with their auth, databases, the buffer, the
     /// state store), once or with --watch; broken links raise alerts. Exit 1 if one is down.
     Health(commands::health::HealthArgs),
+    /// Walk the troubleshooting flow for each link of a pipeline (symptom, network, auth,
+    /// parameters, dependencies, logic, upstream change), naming the cause with its class,
+    /// evidence and remedy. Exit 1 if a step fails.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Compare what each source holds with what its sinks hold: counts, key ranges
+    /// checksummed, missing and extra keys, and whether each missing one waits in the
+    /// failed-batch store. Exit 1 if they differ.
+    Reconcile(commands::reconcile::ReconcileArgs),
     /// List the alerts: failed runs, broken links, recoveries.
     Alerts(commands::health::AlertsArgs),
     /// Run every pipeline of a folder on its schedule (cron with catch-up, realtime,
@@ -116,6 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => runtime()?.block_on(commands::replay::run(args)),
         Command::Health(args) => runtime()?.block_on(commands::health::run(args)),
         Command::Alerts(args) => runtime()?.block_on(commands::health::alerts(args)),
+        Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args)),
+        Command::Reconcile(args) => runtime()?.block_on(commands::reconcile::run(args)),
         Command::Demo(args) => runtime()?.block_on(commands::demo::run(args)),
         Command::Serve(args) => runtime()?.block_on(commands::serve::run(args)),
         Command::MockApi(args) => runtime()?.block_on(commands::mock_api::run(args)),

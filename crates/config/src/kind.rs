@@ -158,6 +158,41 @@ pub trait NodeConfig: fmt::Debug + Send + Sync + Any {
     ) -> BoxFuture<'a, Result<NodeRunner, ConnectorError>>;
     /// The links the node depends on, each with its check (`sluice health`).
     fn links(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Link>;
+    /// The links as `sluice doctor` checks them: where each connects, and the kind's own
+    /// checks placed at their step of the troubleshooting flow. By default, each of
+    /// [`NodeConfig::links`] with its health check and no endpoint.
+    fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<crate::doctor::Probe> {
+        self.links(node, ctx)
+            .into_iter()
+            .map(crate::doctor::Probe::of_link)
+            .collect()
+    }
+    /// `sluice doctor`'s step 6 at a sink: whether a sample's columns (name and Arrow
+    /// type, as they reach the node) fit where the node writes them. By default, nothing
+    /// to check.
+    fn probe_sample<'a>(
+        &'a self,
+        node: &'a PlannedNode,
+        ctx: &'a BuildContext,
+        columns: &'a [(String, String)],
+    ) -> BoxFuture<'a, Vec<crate::doctor::Finding>> {
+        let _ = (node, ctx, columns);
+        Box::pin(async { Vec::new() })
+    }
+    /// The records the node holds (a source) or wrote (a sink), for `sluice reconcile`;
+    /// `None` when the kind cannot count or re-read them.
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn crate::reconcile::KeySet>> {
+        let _ = (node, ctx);
+        None
+    }
+    /// The columns that identify a record at this node (a sink's upsert `key`).
+    fn key_columns(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl dyn NodeConfig {

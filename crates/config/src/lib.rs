@@ -46,11 +46,13 @@
 pub mod check;
 mod de;
 pub mod diag;
+pub mod doctor;
 pub mod expr;
 mod interp;
 pub mod kind;
 mod load;
 pub mod plan;
+pub mod reconcile;
 pub mod schema;
 pub mod spec;
 pub mod values;

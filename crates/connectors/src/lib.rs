@@ -101,3 +101,13 @@ pub(crate) fn cut(t: &str, max: usize) -> String {
     }
     format!("{} …", &t[..end])
 }
+
+/// The records of a batch as JSON objects (a sample shown or compared by `sluice
+/// doctor`); empty when they cannot be written as JSON.
+pub fn records_json(batch: &arrow::array::RecordBatch) -> Vec<serde_json::Value> {
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    if writer.write(batch).is_err() || writer.finish().is_err() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&writer.into_inner()).unwrap_or_default()
+}

@@ -75,52 +75,9 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
             }
         }
     }
-    let (buffer_link, buffer) = match &plan.buffer {
-        sluice_config::spec::BufferSpec::Kafka(k) => (
-            format!(
-                "kafka {}",
-                k.brokers
-                    .value
-                    .iter()
-                    .map(|b| b.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            build::open_buffer(plan, ctx),
-        ),
-        sluice_config::spec::BufferSpec::Embedded(e) => (
-            format!("embedded {}", ctx.base_dir.join(&e.path).display()),
-            build::open_buffer(plan, ctx),
-        ),
-    };
-    add(
-        LinkKind::Buffer,
-        buffer_link,
-        None,
-        Box::pin(async move {
-            let started = Instant::now();
-            let buffer = match buffer {
-                Ok(buffer) => buffer,
-                // A run owns the embedded log right now: it is up, and in use.
-                Err(build::BuildError::Buffer(sluice_buffer::BufferError::Locked { .. })) => {
-                    return Ok(started.elapsed());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            Ok(buffer.health().await?)
-        }),
-    );
-    let state_url = ctx.database_url(plan.state.expose());
-    add(
-        LinkKind::State,
-        sluice_state::redact_url(plan.state.expose()),
-        None,
-        Box::pin(async move {
-            let started = Instant::now();
-            StateStore::open(&state_url).await?;
-            Ok(started.elapsed())
-        }),
-    );
+    for link in own_links(plan, ctx) {
+        add(link.kind, link.name, None, link.check);
+    }
 
     let checks = probes.into_values().map(|p| async move {
         let result = match tokio::time::timeout(CHECK_TIMEOUT, p.check).await {
@@ -141,4 +98,54 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
         }
     });
     join_all(checks).await
+}
+
+/// The pipeline's own links: its buffer and its state store, each with its check.
+pub(crate) fn own_links(plan: &Plan, ctx: &BuildContext) -> Vec<sluice_config::Link> {
+    let mut out = Vec::new();
+    let (buffer_link, buffer) = match &plan.buffer {
+        sluice_config::spec::BufferSpec::Kafka(k) => (
+            format!(
+                "kafka {}",
+                k.brokers
+                    .value
+                    .iter()
+                    .map(|b| b.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            build::open_buffer(plan, ctx),
+        ),
+        sluice_config::spec::BufferSpec::Embedded(e) => (
+            format!("embedded {}", ctx.base_dir.join(&e.path).display()),
+            build::open_buffer(plan, ctx),
+        ),
+    };
+    out.push(sluice_config::Link {
+        kind: LinkKind::Buffer,
+        name: buffer_link,
+        check: Box::pin(async move {
+            let started = Instant::now();
+            let buffer = match buffer {
+                Ok(buffer) => buffer,
+                // A run owns the embedded log right now: it is up, and in use.
+                Err(build::BuildError::Buffer(sluice_buffer::BufferError::Locked { .. })) => {
+                    return Ok(started.elapsed());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            Ok(buffer.health().await?)
+        }),
+    });
+    let state_url = ctx.database_url(plan.state.expose());
+    out.push(sluice_config::Link {
+        kind: LinkKind::State,
+        name: sluice_state::redact_url(plan.state.expose()),
+        check: Box::pin(async move {
+            let started = Instant::now();
+            StateStore::open(&state_url).await?;
+            Ok(started.elapsed())
+        }),
+    });
+    out
 }

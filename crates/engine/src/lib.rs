@@ -19,16 +19,23 @@
 //!   skipped, and the `compensate` tasks of completed nodes run in reverse order.
 //! - [`replay`] re-delivers failed batches from the node where they failed; the sinks'
 //!   ledgers make it idempotent.
+//! - [`doctor::diagnose`] walks the troubleshooting flow for each link of a pipeline
+//!   (symptom, network, auth, parameters, dependencies, logic, upstream change) and names
+//!   the cause; [`reconcile::reconcile`] compares what each source holds with what its
+//!   sinks hold, by count and key-range checksum.
 
 pub mod alerts;
 pub mod build;
 mod deliver;
+pub mod doctor;
+mod doctor_tls;
 mod events;
 pub mod health;
 mod killpoint;
 mod load;
 mod names;
 mod pipeline;
+pub mod reconcile;
 mod replay;
 mod retry;
 mod run;

@@ -452,6 +452,9 @@ impl Executor {
         // Batches published but not acked yet, in the order read: their checkpoints are
         // saved in that order, each once its batch (and every one before it) is durable.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        // The schema of the batches read, kept once per change (`sluice doctor` compares
+        // a fresh sample with the last one).
+        let mut schema_seen: Option<String> = None;
         loop {
             if ctx.cancel.is_cancelled() {
                 return Ok(RunStatus::Cancelled);
@@ -499,6 +502,19 @@ impl Executor {
                     return Err(error);
                 }
             };
+            let (fingerprint, text) =
+                crate::doctor::schema_fingerprint(&read.batch.records.schema());
+            if schema_seen.as_ref() != Some(&fingerprint) {
+                // A schema not kept costs doctor a comparison, never the run its batch.
+                if let Err(e) = self
+                    .store
+                    .record_schema(&ctx.pipeline, &ctx.node, &fingerprint, &text)
+                    .await
+                {
+                    tracing::warn!(node = %ctx.node, "could not keep the batch's schema: {e}");
+                }
+                schema_seen = Some(fingerprint);
+            }
             // Its place in the topic is fixed now, after every batch before it. A publish
             // that cannot start is retried at once, before any later batch starts.
             let ack = self.buffer.start_publish(&topic, &read.batch).await.ok();

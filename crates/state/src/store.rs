@@ -1192,6 +1192,33 @@ impl StateStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The schema a node produced most recently first: its fingerprint, its text and
+    /// when it was first seen (`sluice doctor` compares a sample with it).
+    pub async fn latest_schema(
+        &self,
+        pipeline: &str,
+        node: &str,
+    ) -> Result<Option<(String, String, i64)>, StateError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, schema_text, first_seen_at FROM schema_fingerprints
+             WHERE pipeline = $1 AND node = $2 ORDER BY first_seen_at DESC, fingerprint LIMIT 1",
+        )
+        .bind(pipeline)
+        .bind(node)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok((
+                r.try_get("fingerprint")?,
+                r.try_get("schema_text")?,
+                r.try_get("first_seen_at")?,
+            ))
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| self.err(e))
+    }
+
     /// Remembers which file defines a pipeline, so that `sluice replay --pipeline P` can
     /// rebuild its nodes.
     pub async fn register_pipeline(&self, name: &str, file: &str) -> Result<(), StateError> {

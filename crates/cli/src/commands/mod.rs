@@ -1,10 +1,12 @@
 //! The subcommands that work on pipeline files.
 
 pub(crate) mod demo;
+pub(crate) mod doctor;
 pub(crate) mod health;
 pub(crate) mod mock_api;
 pub(crate) mod owner;
 pub(crate) mod plan;
+pub(crate) mod reconcile;
 pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod schema;

@@ -107,6 +107,47 @@ impl Auth {
         }
     }
 
+    /// What the credentials are, without a secret (`sluice doctor`).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Auth::None => "none configured: requests go without credentials".to_owned(),
+            Auth::Basic { username, .. } => format!("basic auth as `{username}`, password set"),
+            Auth::Bearer(_) => "a bearer token, set".to_owned(),
+            Auth::ApiKeyHeader { name, .. } => format!("an API key in the `{name}` header, set"),
+            Auth::ApiKeyQuery { name, .. } => {
+                format!("an API key in the `{name}` query parameter, set")
+            }
+            Auth::OAuth2(t) => format!(
+                "OAuth2 client credentials for client `{}` from {}, scopes [{}]",
+                t.config.client_id,
+                host_of(&t.url),
+                t.config.scopes.join(" ")
+            ),
+            Auth::Hmac(h) => format!(
+                "HMAC-signed requests ({:?}), key set; the signature carries this machine's time, so the clock offset (network step) must stay within the API's tolerance",
+                h.algorithm
+            ),
+        }
+    }
+
+    /// For OAuth2, fetches a token now, as the first request of a run does: what came
+    /// back (expiry), or why not. `None` for the other kinds of auth.
+    pub(crate) async fn probe_token(
+        &self,
+        client: &reqwest::Client,
+        redactor: &Redactor,
+    ) -> Option<Result<String, ConnectorError>> {
+        let Auth::OAuth2(cache) = self else {
+            return None;
+        };
+        Some(
+            cache
+                .get(client, redactor)
+                .await
+                .map(|(_, msg)| msg.unwrap_or_else(|| "a cached token".to_owned())),
+        )
+    }
+
     /// Whether a 401 may be cured by fetching new credentials.
     pub(crate) fn refreshable(&self) -> bool {
         matches!(self, Auth::OAuth2(_))

@@ -87,6 +87,50 @@ impl NodeConfig for HttpSourceSpec {
         })
     }
 
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn sluice_config::reconcile::KeySet>> {
+        Some(Box::new(crate::http::reread::HttpKeySet::new(
+            source_config(self, node),
+            ctx.pipeline.clone(),
+            node.id.clone(),
+            api_link(self.url.value.as_str()),
+        )))
+    }
+
+    fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<sluice_config::doctor::Probe> {
+        use sluice_config::doctor::{Finding, Probe, ProbeReport};
+        let mut config = source_config(self, node);
+        // One attempt: doctor says how the link is now, it does not wait it out.
+        config.retry.max_attempts = 1;
+        let source = crate::http::HttpSource::new(
+            config,
+            crate::http::HttpSourceContext {
+                pipeline: ctx.pipeline.clone(),
+                node: node.id.clone(),
+                checkpoint: None,
+                breakers: None,
+            },
+        );
+        let endpoints = source.as_ref().map(|s| s.endpoints()).unwrap_or_default();
+        vec![Probe {
+            kind: LinkKind::Api,
+            name: api_link(self.url.value.as_str()),
+            endpoints,
+            run: Box::pin(async move {
+                match source {
+                    Ok(mut source) => source.probe().await,
+                    Err(e) => ProbeReport {
+                        findings: vec![Finding::failed(None, "the source's settings", e)],
+                        sample: None,
+                    },
+                }
+            }),
+        }]
+    }
+
     fn links(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Link> {
         let mut config = source_config(self, node);
         // One attempt: the check says how the link is now, it does not wait it out.

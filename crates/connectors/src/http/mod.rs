@@ -53,6 +53,7 @@ pub(crate) mod origin;
 mod pagination;
 pub(crate) mod ratelimit;
 pub(crate) mod records;
+mod reread;
 mod source;
 pub mod spec;
 mod template;

@@ -966,6 +966,188 @@ impl HttpSource {
     }
 }
 
+/// `sluice doctor`'s view of the source.
+impl HttpSource {
+    /// Where the source connects: the API and, for OAuth2, the token endpoint.
+    pub(crate) fn endpoints(&self) -> Vec<sluice_config::doctor::Endpoint> {
+        use sluice_config::doctor::Endpoint;
+        let probe = render_str(&self.cfg.url, &super::template::Vars::probe());
+        let mut out: Vec<Endpoint> = Endpoint::of_url(&probe, "HTTP API", false)
+            .into_iter()
+            .collect();
+        if let Some(super::config::AuthConfig::Oauth2ClientCredentials(o)) = &self.cfg.auth
+            && let Some(e) = Endpoint::of_url(&o.token_url, "OAuth2 token endpoint", false)
+            && !out.contains(&e)
+        {
+            out.push(e);
+        }
+        out
+    }
+
+    /// The checks of the auth, parameters and upstream steps: the credentials (an
+    /// OAuth2 token fetched), then one request as a run makes its first (redacted), what
+    /// the page held, whether the next page advances, and whether the records fit the
+    /// declared schema. Stops at the first failure; the page's records are the sample.
+    pub(crate) async fn probe(&mut self) -> sluice_config::doctor::ProbeReport {
+        use sluice_config::doctor::{Finding, ProbeReport, Step};
+        let mut report = ProbeReport::default();
+        let out = &mut report.findings;
+        let redactor = self.fetcher.redactor();
+        out.push(Finding::passed(
+            Step::Auth,
+            "credentials configured",
+            self.fetcher.auth.describe(),
+        ));
+        if let Some(token) = self
+            .fetcher
+            .auth
+            .probe_token(&self.fetcher.client, &redactor)
+            .await
+        {
+            match token {
+                Ok(found) => out.push(Finding::passed(Step::Auth, "OAuth2 token fetch", found)),
+                Err(e) => {
+                    out.push(Finding::failed(Some(Step::Auth), "OAuth2 token fetch", e));
+                    return report;
+                }
+            }
+        }
+        let spec = match self.build_request() {
+            Ok(spec) => spec,
+            Err(e) => {
+                out.push(Finding::failed(
+                    Some(Step::Parameters),
+                    "the first request's URL",
+                    e,
+                ));
+                return report;
+            }
+        };
+        let line = format!(
+            "{} {}",
+            self.fetcher.method.as_str(),
+            self.fetcher.redactor().url(&spec.url)
+        );
+        let fetched = match self.fetcher.fetch(&spec, false).await {
+            Ok(f) => f,
+            Err(e) => {
+                let step = Step::of_class(e.class);
+                if step > Step::Auth {
+                    out.push(Finding::passed(
+                        Step::Auth,
+                        "the API accepts the credentials",
+                        "no 401, 403 or rate limit on the first request",
+                    ));
+                }
+                out.push(Finding::failed(
+                    None,
+                    format!("one request as the pipeline makes it: {line}"),
+                    e,
+                ));
+                return report;
+            }
+        };
+        out.push(Finding::passed(
+            Step::Auth,
+            "the API accepts the credentials",
+            "200 on the first request: no 401, 403 or rate limit",
+        ));
+        let label = self.page_label();
+        let records_at = match &self.cfg.records {
+            RecordsConfig::Root => "the root array".to_owned(),
+            RecordsConfig::Ndjson => "NDJSON lines".to_owned(),
+            RecordsConfig::Path(p) => format!("`{p}`"),
+        };
+        let page = match self.records_of(&fetched, &label) {
+            Ok(page) => page,
+            Err(e) => {
+                out.push(Finding::failed(
+                    None,
+                    format!("the records at {records_at}"),
+                    e,
+                ));
+                return report;
+            }
+        };
+        out.push(Finding::passed(
+            Step::Parameters,
+            format!("one request as the pipeline makes it: {line}"),
+            format!(
+                "200, {} bytes, {} records at {records_at}{}",
+                fetched.body.len(),
+                page.total,
+                if page.bad.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} malformed: bad_records decides; the first: {})",
+                        page.bad.len(),
+                        page.bad[0].reason
+                    )
+                }
+            ),
+        ));
+        let next = self.pager.next(&PageMeta {
+            records: page.total,
+            doc: page.doc.as_ref(),
+            headers: &fetched.headers,
+            url: &fetched.url,
+        });
+        let shown = |p: &Position| match p {
+            Position::First => "the first page".to_owned(),
+            Position::Page { page, .. } => format!("page {page}"),
+            Position::Offset { offset, .. } => format!("offset {offset}"),
+            Position::Cursor(c) => redactor.text(&format!("cursor `{c}`")),
+            Position::Url(u) => position_url(&redactor, u),
+        };
+        match next {
+            None => out.push(Finding::passed(
+                Step::Parameters,
+                "the next page",
+                "none: this page is the last",
+            )),
+            Some(p) if p == self.pager.pos && p != Position::First => {
+                out.push(Finding::failed(
+                    Some(Step::Parameters),
+                    "the next page advances",
+                    invalid(format!(
+                        "the next page is this one again ({}): the pagination would read the same page forever; check `pagination` against the API's answers",
+                        shown(&p)
+                    ))
+                    .with_evidence(self.page_evidence(&fetched, "")),
+                ));
+                return report;
+            }
+            Some(p) => out.push(Finding::passed(
+                Step::Parameters,
+                "the next page advances",
+                format!("{} -> {}", shown(&self.pager.pos), shown(&p)),
+            )),
+        }
+        if let Some(drift) = self.converter.check(&page.records) {
+            let first = page
+                .records
+                .first()
+                .map(|r| crate::cut(&super::records::json_text(r), 200))
+                .unwrap_or_default();
+            out.push(Finding::failed(
+                Some(Step::Upstream),
+                "the records against the declared schema",
+                ConnectorError::new(
+                    ErrorClass::ContractChanged,
+                    format!(
+                        "{label} differs from the declared schema ({}): the API changed its records; update the schema, or set schema_policy to evolve, warn or quarantine",
+                        drift.summary()
+                    ),
+                )
+                .with_evidence(self.page_evidence(&fetched, &format!("first record: {first}"))),
+            ));
+        }
+        report.sample = Some(page.records);
+        report
+    }
+}
+
 /// A page URL given by the API as a batch's position: redacted, and, when redaction
 /// changed it, with a short hash of the full URL, so that two pages whose URLs differ
 /// only in masked values keep distinct positions (and batch ids).

@@ -113,6 +113,19 @@ impl NodeConfig for KafkaSourceSpec {
         })
     }
 
+    fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<sluice_config::doctor::Probe> {
+        let endpoints = self
+            .brokers
+            .value
+            .iter()
+            .filter_map(|b| broker_endpoint(&b.value))
+            .collect::<Vec<_>>();
+        self.links(node, ctx)
+            .into_iter()
+            .map(|link| sluice_config::doctor::Probe::of_link_at(link, endpoints.clone()))
+            .collect()
+    }
+
     fn links(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Link> {
         let brokers: Vec<&str> = self
             .brokers
@@ -133,4 +146,10 @@ impl NodeConfig for KafkaSourceSpec {
             },
         }]
     }
+}
+
+/// A broker's `host:port` as an endpoint of the network step.
+pub(crate) fn broker_endpoint(broker: &str) -> Option<sluice_config::doctor::Endpoint> {
+    sluice_config::doctor::Endpoint::of_url(&format!("kafka://{broker}"), "Kafka broker", true)
+        .filter(|e| e.port != 0)
 }

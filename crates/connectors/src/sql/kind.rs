@@ -2,6 +2,7 @@
 //! `query`) or a sink (with `table`).
 
 use super::spec::{SqlSinkSpec, SqlSourceSpec, WriteMode};
+use sluice_config::doctor::{Endpoint, Probe};
 use sluice_config::kind::schema_of;
 use sluice_config::plan::PlannedNode;
 use sluice_config::spec::nodes::{NodeSpec, Role};
@@ -153,6 +154,45 @@ impl NodeConfig for SqlSourceSpec {
     fn links(&self, _node: &PlannedNode, ctx: &BuildContext) -> Vec<Link> {
         vec![database_link(&self.url.value, ctx)]
     }
+
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn sluice_config::reconcile::KeySet>> {
+        let config = source_config(self, node, ctx);
+        // Everything the source holds: `:watermark` is its initial value.
+        let initial = config.watermark.as_ref().map(|w| match &w.initial {
+            serde_json::Value::String(s) => super::doctor::literal(s),
+            other => other.to_string(),
+        });
+        let query = super::source::rewrite_watermark(&config.query, |_| {
+            initial.clone().unwrap_or_else(|| "NULL".to_owned())
+        });
+        Some(Box::new(super::reconcile::SqlKeySet::new(
+            config.url.expose().to_owned(),
+            self.url.value.to_string(),
+            super::reconcile::From::Query(query),
+            std::time::Duration::from_millis(config.connect_timeout_ms),
+            config.watermark.as_ref().map(|w| w.column.clone()),
+        )))
+    }
+
+    fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Probe> {
+        let config = source_config(self, node, ctx);
+        let timeout = std::time::Duration::from_millis(config.connect_timeout_ms);
+        vec![Probe {
+            kind: LinkKind::Database,
+            name: self.url.value.to_string(),
+            endpoints: database_endpoints(&self.url.value),
+            run: Box::pin(super::doctor::source_probe(
+                config,
+                ctx.pipeline.clone(),
+                node.id.clone(),
+                timeout,
+            )),
+        }]
+    }
 }
 
 impl NodeConfig for SqlSinkSpec {
@@ -249,6 +289,65 @@ impl NodeConfig for SqlSinkSpec {
     fn links(&self, _node: &PlannedNode, ctx: &BuildContext) -> Vec<Link> {
         vec![database_link(&self.url.value, ctx)]
     }
+
+    fn keyset(
+        &self,
+        node: &PlannedNode,
+        ctx: &BuildContext,
+    ) -> Option<Box<dyn sluice_config::reconcile::KeySet>> {
+        let config = sink_config(self, node, ctx);
+        Some(Box::new(super::reconcile::SqlKeySet::new(
+            config.url.expose().to_owned(),
+            self.url.value.to_string(),
+            super::reconcile::From::Table(config.table.clone()),
+            std::time::Duration::from_millis(config.connect_timeout_ms),
+            None,
+        )))
+    }
+
+    fn probe_sample<'a>(
+        &'a self,
+        node: &'a PlannedNode,
+        ctx: &'a BuildContext,
+        columns: &'a [(String, String)],
+    ) -> BoxFuture<'a, Vec<sluice_config::doctor::Finding>> {
+        Box::pin(super::doctor::sample_fit(
+            sink_config(self, node, ctx),
+            node.id.clone(),
+            columns,
+        ))
+    }
+
+    fn key_columns(&self) -> Vec<String> {
+        self.key.iter().map(|k| k.value.clone()).collect()
+    }
+
+    fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Probe> {
+        let config = sink_config(self, node, ctx);
+        vec![Probe {
+            kind: LinkKind::Database,
+            name: self.url.value.to_string(),
+            endpoints: database_endpoints(&self.url.value),
+            run: Box::pin(super::doctor::sink_probe(
+                config.url.expose().to_owned(),
+                config.table.clone(),
+                config.create_table,
+                std::time::Duration::from_millis(config.connect_timeout_ms),
+            )),
+        }]
+    }
+}
+
+/// Where a database listens, for the network step (none for a SQLite file).
+fn database_endpoints(url: &DatabaseUrl) -> Vec<Endpoint> {
+    let service = match url.dialect() {
+        Dialect::Postgres => "PostgreSQL",
+        Dialect::Mysql => "MySQL",
+        Dialect::Sqlite => "SQLite",
+    };
+    Endpoint::of_url(url.expose(), service, true)
+        .into_iter()
+        .collect()
 }
 
 /// A database's link: connect and `SELECT 1`, through the sink of its engine (which

@@ -26,6 +26,7 @@
 
 mod config;
 mod db;
+pub(crate) mod doctor;
 mod error;
 mod ident;
 mod kind;
@@ -33,6 +34,7 @@ pub(crate) mod ledger;
 mod multirow;
 mod mysql;
 mod postgres;
+mod reconcile;
 mod sink;
 mod source;
 pub mod spec;
