@@ -31,9 +31,11 @@ async fn postgres_round_trip() {
         .unwrap();
     let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, [(1, "c".to_owned()), (2, "b".to_owned())]);
-    // The table lives in the test's own schema, not in `public`.
+    // The table lives in the test's own schema, not in `public`. (Resolved by name as the
+    // test's queries resolve it: other tests' schemas may have an `items` table too.)
     let schema: String = sqlx::query_scalar(
-        "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'items'",
+        "SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = 'items'::regclass",
     )
     .fetch_one(&mut conn)
     .await
