@@ -36,6 +36,9 @@ use crate::BufferError;
 /// The current wire format version.
 pub const VERSION: &str = "1";
 
+/// The zstd level of `arrow+zstd` payloads.
+const ZSTD_LEVEL: i32 = 1;
+
 /// How the records of a batch are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum WireFormat {
@@ -165,8 +168,12 @@ fn encode_records(records: &RecordBatch, format: WireFormat) -> Result<Vec<u8>, 
                 WireFormat::ArrowLz4 => Some(CompressionType::LZ4_FRAME),
                 _ => None,
             };
+            // zstd at level 1 rather than arrow's default 3: on API records it compresses
+            // about as well, in less CPU (docs/benchmarks.md, "Buffers").
+            let level = (arrow_format == WireFormat::ArrowZstd).then_some(ZSTD_LEVEL);
             let options = IpcWriteOptions::default()
                 .try_with_compression(compression)
+                .and_then(|o| o.try_with_compression_level(level))
                 .map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             let mut writer =
