@@ -37,6 +37,7 @@ pub mod metrics;
 mod owner;
 mod reload;
 mod service;
+mod web;
 
 use sluice_core::ErrorClass;
 use std::net::SocketAddr;
@@ -194,7 +195,7 @@ impl Server {
         }
         service.set_ready(true);
         tracing::info!(%addr, "sluice serve: API listening");
-        let app = api::router(service.clone());
+        let app = web::router(service.clone()).merge(api::router(service.clone()));
         let http_stop = CancellationToken::new();
         let http = {
             let http_stop = http_stop.clone();

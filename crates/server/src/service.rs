@@ -755,6 +755,7 @@ impl Service {
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
+                crate::web::note_event(&pipeline, &event);
                 metrics.event(&pipeline, &event.node, &event.kind);
                 if let Some(text) = describe(&event.kind) {
                     tracing::info!(pipeline = %pipeline, node = %event.node, "{text}");
