@@ -101,7 +101,7 @@ pub(crate) fn svg(plan: &Plan, states: &BTreeMap<String, NodeState<'_>>) -> Stri
                         if retries.is_empty() {
                             String::new()
                         } else {
-                            format!(" ({retries})")
+                            format!(" · by class: {retries}")
                         }
                     ));
                 }
