@@ -10,8 +10,9 @@ mod e2e_common;
 
 use e2e_common::{Sandbox, poll};
 use serde_json::Value;
-use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig};
+use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig, MockHandle};
 use std::time::Duration;
+use tokio::process::Child;
 
 const TOKEN: &str = "web-t0ken-for-tests";
 const WAIT: Duration = Duration::from_secs(90);
@@ -116,19 +117,20 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_page_after_a_run_and_a_guarded_replay() {
-    let malformed = vec![7, 60];
+/// The folder served: `orders` (the mock API, two malformed records quarantined, two 503s
+/// retried, into SQLite; a hostile description) and a file that does not validate with
+/// markup in its name.
+async fn served(name: &str) -> (Sandbox, MockHandle, Child, Web) {
     let mock = MockApi::start(MockConfig {
         records: 100,
-        malformed_records: malformed.clone(),
+        malformed_records: vec![7, 60],
         // The first two data requests fail with 503 (`dependency`): retries by class.
         faults: vec![Fault::new(1, 2, FaultKind::ServerError { status: 503 })],
         ..MockConfig::default()
     })
     .await
     .expect("the mock API starts");
-    let mut sb = Sandbox::new("e2e_web").await;
+    let mut sb = Sandbox::new(name).await;
     sb.set("SLUICE_LOG", "warn,sluice_server=info");
     sb.set("MOCK", mock.base_url());
     sb.set("SLUICE_API_TOKEN", TOKEN);
@@ -163,7 +165,7 @@ nodes:
         "p/<img src=x onerror=alert(1)>.yaml",
         "pipeline: x\nnodes: {}\n",
     );
-    let mut child = sb.spawn("serve", &["serve", "p", "--listen", "127.0.0.1:0"]);
+    let child = sb.spawn("serve", &["serve", "p", "--listen", "127.0.0.1:0"]);
     let out = sb.path("serve.out");
     let base = poll(
         "sluice serve says where it listens",
@@ -187,6 +189,39 @@ nodes:
             .build()
             .unwrap(),
     };
+    (sb, mock, child, web)
+}
+
+/// The runs of `orders` once one finished.
+async fn one_run(web: &Web, sb: &Sandbox) -> Vec<Value> {
+    poll(
+        "the run ends",
+        WAIT,
+        EVERY,
+        || async {
+            let body = web.json("/runs?pipeline=orders").await;
+            let runs = body["runs"].as_array().cloned().unwrap_or_default();
+            (runs.len() == 1 && !runs[0]["finished_at"].is_null()).then_some(runs)
+        },
+        || sb.logs("serve"),
+    )
+    .await
+}
+
+/// SIGTERM; the service exits 0.
+async fn stop(sb: &Sandbox, mut child: Child) {
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let code = sb.wait(&mut child, "serve").await;
+    assert_eq!(code, Some(0), "{}", sb.logs("serve"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_after_a_run_and_a_guarded_replay() {
+    let (sb, mock, child, web) = served("e2e_web").await;
 
     // Signed out: the pages show, the buttons ask to sign in; a wrong token is refused.
     let home = web.get("/", None).await;
@@ -254,18 +289,7 @@ nodes:
         .await;
     assert_eq!(started.status, 303, "{}", started.text);
     assert_eq!(started.location.as_deref(), Some("/ui/pipelines/orders"));
-    let runs = poll(
-        "the run ends",
-        WAIT,
-        EVERY,
-        || async {
-            let body = web.json("/runs?pipeline=orders").await;
-            let runs = body["runs"].as_array().cloned().unwrap_or_default();
-            (runs.len() == 1 && !runs[0]["finished_at"].is_null()).then_some(runs)
-        },
-        || sb.logs("serve"),
-    )
-    .await;
+    let runs = one_run(&web, &sb).await;
     assert_eq!(runs[0]["status"], "partially_succeeded", "{runs:#?}");
     let run_id = runs[0]["id"].as_str().unwrap().to_owned();
     let show = web.json(&format!("/runs/{run_id}")).await;
@@ -371,10 +395,7 @@ nodes:
     let page = web.get("/ui/failed?pipeline=orders", Some(&cookie)).await;
     let csrf = csrf_of(&page.text);
     let form = |csrf: Option<&str>| {
-        let mut f = format!(
-            "pipeline=orders&batch={}",
-            enc(&format!("orders\u{1f}{batch}"))
-        );
+        let mut f = format!("pipeline=orders&batch={}", enc(&format!("orders:{batch}")));
         if let Some(c) = csrf {
             f.push_str(&format!("&csrf={c}"));
         }
@@ -470,12 +491,293 @@ nodes:
     let gone = web.get(&format!("/ui/failed/{batch}"), None).await;
     assert_eq!(gone.status, 404, "{}", gone.text);
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let code = sb.wait(&mut child, "serve").await;
-    assert_eq!(code, Some(0), "{}", sb.logs("serve"));
+    stop(&sb, child).await;
+    mock.shutdown().await;
+}
+
+/// A WebDriver session on chromedriver, over plain HTTP (the W3C protocol's few calls this
+/// test needs: no client crate).
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    driver: std::process::Child,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52f-4a16e67cd1d0";
+
+impl Browser {
+    /// Headless Chromium through chromedriver; `None` when they are not installed.
+    async fn start() -> Option<Browser> {
+        let which = |b: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {b}")])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let (driver, chromium) = match (which("chromedriver"), which("chromium")) {
+            (Some(d), Some(c)) => (d, c),
+            _ => {
+                let why = "chromium and chromium-driver are not installed (scripts/deps.sh browser installs them)";
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "{why}: CI must run the browser test"
+                );
+                eprintln!("SKIPPED the real-browser test: {why}");
+                return None;
+            }
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        poll(
+            "chromedriver is ready",
+            WAIT,
+            EVERY,
+            || {
+                let http = http.clone();
+                let url = format!("{base}/status");
+                async move {
+                    let r = http.get(url).send().await.ok()?;
+                    let v: Value = serde_json::from_str(&r.text().await.ok()?).ok()?;
+                    (v["value"]["ready"] == true).then_some(())
+                }
+            },
+            String::new,
+        )
+        .await;
+        // Every host but 127.0.0.1 unresolvable: the pages need nothing from outside.
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1400,1000",
+                    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+            }
+        }}});
+        let v: Value = http
+            .post(format!("{base}/session"))
+            .header("content-type", "application/json")
+            .body(caps.to_string())
+            .send()
+            .await
+            .expect("a WebDriver session")
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v:#}"))
+            .to_owned();
+        Some(Browser {
+            http,
+            session: format!("{base}/session/{session}"),
+            driver,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let text = req.send().await.unwrap().text().await.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        assert!(v["value"]["error"].is_null(), "WebDriver {path}: {v:#}");
+        v["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            Some(serde_json::json!({"url": url})),
+        )
+        .await;
+    }
+
+    async fn source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(serde_json::json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT].as_str().unwrap().to_owned()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    }
+
+    async fn type_in(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(serde_json::json!({"text": text})),
+        )
+        .await;
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(serde_json::json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// A PNG of the window, saved as `dir/name.png`.
+    async fn screenshot(&self, dir: &std::path::Path, name: &str) {
+        use base64::Engine;
+        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn quit(mut self) {
+        let _ = self.http.delete(&self.session).send().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_real_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let shots = std::env::var_os("SLUICE_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("sluice-web-screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let (sb, mock, child, web) = served("e2e_web_browser").await;
+    let base = web.base.clone();
+
+    // Signed in through the form, then "Run now".
+    browser.open(&format!("{base}/ui/login")).await;
+    browser.type_in(r#"input[name="token"]"#, TOKEN).await;
+    browser.click(r#"form.login button"#).await;
+    browser.open(&format!("{base}/ui/pipelines/orders")).await;
+    browser
+        .click(r#"form[action="/ui/pipelines/orders/run"] button"#)
+        .await;
+    let runs = one_run(&web, &sb).await;
+    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    let show = web.json(&format!("/runs/{run_id}")).await;
+
+    // The pipelines page: the pipeline listed, styled by the embedded stylesheet (nothing
+    // else reachable: every other host is unresolvable for this browser).
+    browser.open(&format!("{base}/")).await;
+    let row = browser.text(r#"tr[data-pipeline="orders"]"#).await;
+    assert!(row.contains("orders"), "{row}");
+    let header = browser
+        .script("return getComputedStyle(document.querySelector('header')).backgroundColor")
+        .await;
+    assert_eq!(header, "rgb(20, 32, 46)", "the stylesheet is applied");
+    assert!(
+        browser
+            .script("return window.__pwned === undefined && !document.querySelector('main script')")
+            .await
+            == true,
+        "no hostile script ran"
+    );
+    browser.screenshot(&shots, "1-pipelines").await;
+
+    // The DAG: each node drawn with its count.
+    browser.click(r#"a[href="/ui/pipelines/orders"]"#).await;
+    for n in show["nodes"].as_array().unwrap() {
+        let id = n["node"].as_str().unwrap();
+        let text = browser.text(&format!(r#"g[data-node="{id}"]"#)).await;
+        let counts = format!("in {} · out {}", n["records_in"], n["records_out"]);
+        assert!(
+            text.contains(&counts),
+            "node {id}: `{text}` without `{counts}`"
+        );
+    }
+    browser.screenshot(&shots, "2-pipeline").await;
+    browser.open(&format!("{base}/ui/runs/{run_id}")).await;
+    assert!(browser.source().await.contains(r#"data-node="api""#));
+    browser.screenshot(&shots, "3-run").await;
+
+    // A failed batch, opened, replayed through its button.
+    browser
+        .open(&format!("{base}/ui/failed?pipeline=orders"))
+        .await;
+    browser.screenshot(&shots, "4-failed").await;
+    browser.click(r#"tr[data-batch] a"#).await;
+    let batch = browser
+        .script("return document.querySelector('input[name=\"batch\"]').value.split(':')[1]")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.screenshot(&shots, "5-batch").await;
+    mock.repair();
+    browser
+        .click(r#"form[action="/ui/replay"] button[type="submit"]"#)
+        .await;
+    let report = browser.text("ul.report").await;
+    assert!(report.contains("delivered"), "{report}");
+    browser.screenshot(&shots, "6-replayed").await;
+    let all = web.json("/failed?pipeline=orders&all=true").await;
+    let row = all["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == batch.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{batch}: {all:#}"));
+    assert!(!row["resolved_at"].is_null(), "{row:#}");
+    browser.open(&format!("{base}/ui/failed/{batch}")).await;
+    assert!(browser.source().await.contains("st-resolved"));
+
+    browser.open(&format!("{base}/ui/links")).await;
+    browser.screenshot(&shots, "7-links").await;
+    eprintln!("screenshots in {}", shots.display());
+    browser.quit().await;
+    stop(&sb, child).await;
     mock.shutdown().await;
 }

@@ -658,7 +658,7 @@ pub(super) async fn failed(
         let select = if b.resolved_at.is_none() && viewer.0.may_change {
             format!(
                 r#"<input type="checkbox" name="batch" value="{}" form="replay-selection" data-pipeline="{}" aria-label="select">"#,
-                esc(&format!("{}\u{1f}{}", b.pipeline, b.id)),
+                esc(&format!("{}:{}", b.pipeline, b.id)),
                 esc(&b.pipeline)
             )
         } else {
@@ -753,7 +753,7 @@ pub(super) async fn failed_one(
                 &format!(
                     r#"<input type="hidden" name="pipeline" value="{}"><input type="hidden" name="batch" value="{}">"#,
                     esc(&b.pipeline),
-                    esc(&format!("{}\u{1f}{}", b.pipeline, b.id))
+                    esc(&format!("{}:{}", b.pipeline, b.id))
                 ),
                 "Replay this batch",
                 "primary",
@@ -848,7 +848,7 @@ fn records_table(payload: &[u8]) -> String {
     )
 }
 
-/// `POST /ui/replay`: the selected batches (`batch`, repeated, `pipeline␟id`), or every
+/// `POST /ui/replay`: the selected batches (`batch`, repeated, `pipeline:id`), or every
 /// batch of `pipeline` failed `since` a time (or all of it).
 pub(super) async fn replay(State(web): WebState, headers: HeaderMap, body: Bytes) -> Response {
     let form = Form::parse(&body);
@@ -858,7 +858,7 @@ pub(super) async fn replay(State(web): WebState, headers: HeaderMap, body: Bytes
     let selected: Vec<(String, String)> = form
         .all("batch")
         .iter()
-        .filter_map(|b| b.split_once('\u{1f}'))
+        .filter_map(|b| b.split_once(':'))
         .map(|(p, id)| (p.to_owned(), id.to_owned()))
         .collect();
     let mut jobs: Vec<(String, FailedBatchFilter)> = Vec::new();
