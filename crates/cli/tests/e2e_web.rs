@@ -503,7 +503,7 @@ struct Browser {
     driver: std::process::Child,
 }
 
-const ELEMENT: &str = "element-6066-11e4-a52f-4a16e67cd1d0";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
     /// Headless Chromium through chromedriver; `None` when they are not installed.
@@ -626,7 +626,10 @@ impl Browser {
                 Some(serde_json::json!({"using": "css selector", "value": css})),
             )
             .await;
-        v[ELEMENT].as_str().unwrap().to_owned()
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element `{css}`: {v}"))
+            .to_owned()
     }
 
     async fn text(&self, css: &str) -> String {
