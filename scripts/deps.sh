@@ -15,7 +15,7 @@ SERVICE_PKGS=(postgresql mariadb-server mariadb-client)
 JAVA_PKGS=(openjdk-17-jdk-headless maven)
 BUILD_PKGS=(build-essential cmake pkg-config libssl-dev libsasl2-dev zlib1g-dev
   libzstd-dev libcurl4-openssl-dev)
-# The web view's real-browser test (crates/cli/tests/e2e_web_browser.rs) drives Debian's
+# The web view's real-browser test (crates/cli/tests/e2e_web.rs, in_a_real_browser) drives Debian's
 # Chromium headless through its WebDriver.
 BROWSER_PKGS=(chromium chromium-driver)
 

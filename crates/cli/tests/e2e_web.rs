@@ -618,6 +618,18 @@ impl Browser {
             .to_owned()
     }
 
+    /// Waits until the page's source contains `text` (after a click that navigates).
+    async fn wait_for(&self, text: &str) {
+        poll(
+            &format!("the page shows `{text}`"),
+            WAIT,
+            EVERY,
+            || async { self.source().await.contains(text).then_some(()) },
+            String::new,
+        )
+        .await;
+    }
+
     async fn find(&self, css: &str) -> String {
         let v = self
             .call(
@@ -703,6 +715,7 @@ async fn in_a_real_browser() {
     browser.open(&format!("{base}/ui/login")).await;
     browser.type_in(r#"input[name="token"]"#, TOKEN).await;
     browser.click(r#"form.login button"#).await;
+    browser.wait_for("sign out").await;
     browser.open(&format!("{base}/ui/pipelines/orders")).await;
     browser
         .click(r#"form[action="/ui/pipelines/orders/run"] button"#)
@@ -731,6 +744,7 @@ async fn in_a_real_browser() {
 
     // The DAG: each node drawn with its count.
     browser.click(r#"a[href="/ui/pipelines/orders"]"#).await;
+    browser.wait_for("<h2>Graph</h2>").await;
     for n in show["nodes"].as_array().unwrap() {
         let id = n["node"].as_str().unwrap();
         let text = browser.text(&format!(r#"g[data-node="{id}"]"#)).await;
@@ -751,6 +765,7 @@ async fn in_a_real_browser() {
         .await;
     browser.screenshot(&shots, "4-failed").await;
     browser.click(r#"tr[data-batch] a"#).await;
+    browser.wait_for("<h2>Evidence (redacted)</h2>").await;
     let batch = browser
         .script("return document.querySelector('input[name=\"batch\"]').value.split(':')[1]")
         .await
@@ -762,6 +777,7 @@ async fn in_a_real_browser() {
     browser
         .click(r#"form[action="/ui/replay"] button[type="submit"]"#)
         .await;
+    browser.wait_for(r#"<ul class="report">"#).await;
     let report = browser.text("ul.report").await;
     assert!(report.contains("delivered"), "{report}");
     browser.screenshot(&shots, "6-replayed").await;

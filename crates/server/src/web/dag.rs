@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use super::html::esc;
 
-const W: i64 = 200;
-const H: i64 = 92;
+const W: i64 = 230;
+const H: i64 = 104;
 const GAP_X: i64 = 70;
 const GAP_Y: i64 = 34;
 const PAD: i64 = 16;
@@ -21,7 +21,7 @@ const COMP_H: i64 = 26;
 #[derive(Default)]
 pub(crate) struct NodeState<'a> {
     pub(crate) row: Option<&'a NodeRunRow>,
-    /// Failed attempts by class.
+    /// Failed attempts by class (retried, split or quarantined).
     pub(crate) retries: BTreeMap<String, usize>,
 }
 
@@ -94,16 +94,11 @@ pub(crate) fn svg(plan: &Plan, states: &BTreeMap<String, NodeState<'_>>) -> Stri
                             .join(", ")
                     })
                     .unwrap_or_default();
-                if r.counts.retries > 0 || !retries.is_empty() {
-                    lines.push(format!(
-                        "retries {}{}",
-                        r.counts.retries,
-                        if retries.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" · by class: {retries}")
-                        }
-                    ));
+                if r.counts.retries > 0 {
+                    lines.push(format!("retries {}", r.counts.retries));
+                }
+                if !retries.is_empty() {
+                    lines.push(format!("failed: {retries}"));
                 }
                 if r.counts.quarantined > 0 {
                     lines.push(format!("quarantined {}", r.counts.quarantined));
