@@ -177,3 +177,45 @@ pub(crate) fn sparkline(points: &[(i64, i64)]) -> String {
         line.join(" ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fanout_join_example_in_layers_with_order_edges_and_a_compensation() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../pipelines/fanout-join.yaml");
+        let loaded = crate::catalog::load_file(&path).expect("the example validates");
+        let svg = svg(&loaded.plan, &BTreeMap::new());
+        for n in &loaded.plan.nodes {
+            assert!(
+                svg.contains(&format!(r#"class="node st-none" data-node="{}""#, n.id)),
+                "{} missing:\n{svg}",
+                n.id
+            );
+        }
+        // prepare_staging ··> orders_api and customers_db, warehouse ··> publish.
+        assert_eq!(svg.matches(r#"class="edge order""#).count(), 3, "{svg}");
+        assert!(svg.contains("↺ compensate: sql_task"), "{svg}");
+        // Sources after the pre-step, sinks in the last columns: x grows with the stage.
+        let x = |id: &str| {
+            let at = svg.find(&format!(r#"data-node="{id}""#)).unwrap();
+            let rest = &svg[at..];
+            let x = &rest[rest.find(r#"x=""#).unwrap() + 3..];
+            x[..x.find('"').unwrap()].parse::<i64>().unwrap()
+        };
+        assert!(x("prepare_staging") < x("orders_api"));
+        assert!(x("orders_api") < x("combine"));
+        assert!(x("combine") < x("warehouse"));
+        assert!(x("warehouse") < x("publish"));
+    }
+
+    #[test]
+    fn a_sparkline_per_run() {
+        let s = sparkline(&[(10, 1000), (0, 10), (30, 2500)]);
+        assert_eq!(s.matches("<rect").count(), 3, "{s}");
+        assert!(s.contains("<polyline"), "{s}");
+        assert!(sparkline(&[]).contains("no runs yet"));
+    }
+}
