@@ -15,6 +15,9 @@
 //!   back while there is data); `manual` (only through the API).
 //! - A JSON API (axum) with Prometheus metrics ([`metrics`]); mutating endpoints need the
 //!   bearer token.
+//! - A web view on the same address (`web/`, docs/web.md): server-rendered pages of the
+//!   pipelines, their DAG, runs, failed batches, links and alerts; its changes need a
+//!   signed-in session and pass CSRF checks.
 //! - Hot reload: an edited, added or deleted file is picked up; a broken edit keeps the
 //!   running version; a run in flight finishes on the version it started with.
 //! - [`Server::run`] returns once its stop token is cancelled and the runs in flight

@@ -483,10 +483,12 @@ impl Service {
                 }
             })
             .collect();
+        let at = now_ms();
+        crate::web::note_links(&slot.name, at, &links);
         self.links
             .write()
             .expect("links")
-            .insert(slot.name.clone(), (now_ms(), links.clone()));
+            .insert(slot.name.clone(), (at, links.clone()));
         (all_up, links)
     }
 

@@ -178,6 +178,38 @@ pub(crate) fn sparkline(points: &[(i64, i64)]) -> String {
     )
 }
 
+/// A link's latency history: a bar per check (red when it was down).
+pub(crate) fn latency(checks: &[super::Check]) -> String {
+    const SW: i64 = 120;
+    const SH: i64 = 20;
+    if checks.len() < 2 {
+        return String::new();
+    }
+    let max = checks.iter().filter_map(|c| c.1).max().unwrap_or(1).max(1);
+    let step = SW as f64 / checks.len() as f64;
+    let mut bars = String::new();
+    for (i, (at, ms)) in checks.iter().enumerate() {
+        let x = i as f64 * step;
+        let (class, h, what) = match ms {
+            Some(ms) => (
+                "spark-bar",
+                (*ms as f64 / max as f64 * (SH - 2) as f64).max(1.0),
+                format!("{ms} ms"),
+            ),
+            None => ("spark-down", SH as f64, "down".to_owned()),
+        };
+        bars.push_str(&format!(
+            r#"<rect class="{class}" x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}"><title>{}: {what}</title></rect>"#,
+            SH as f64 - h,
+            (step - 1.0).max(1.0),
+            esc(&super::html::when(Some(*at))),
+        ));
+    }
+    format!(
+        r#"<svg class="spark" width="{SW}" height="{SH}" viewBox="0 0 {SW} {SH}" role="img" aria-label="latency of the latest checks">{bars}</svg>"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +249,13 @@ mod tests {
         assert_eq!(s.matches("<rect").count(), 3, "{s}");
         assert!(s.contains("<polyline"), "{s}");
         assert!(sparkline(&[]).contains("no runs yet"));
+    }
+
+    #[test]
+    fn a_latency_bar_per_check_red_when_down() {
+        let s = latency(&[(0, Some(12)), (1, None), (2, Some(40))]);
+        assert_eq!(s.matches(r#"class="spark-bar""#).count(), 2, "{s}");
+        assert_eq!(s.matches(r#"class="spark-down""#).count(), 1, "{s}");
+        assert_eq!(latency(&[(0, Some(1))]), "");
     }
 }

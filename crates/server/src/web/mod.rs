@@ -28,6 +28,8 @@ const SESSION_TTL: i64 = 12 * 3600 * 1000;
 const MAX_SESSIONS: usize = 10_000;
 /// Events kept per pipeline for the run page's timeline.
 const MAX_EVENTS: usize = 2_000;
+/// Checks kept per link for its latency history.
+const MAX_CHECKS: usize = 60;
 
 /// The web view's state: the service and the sessions.
 pub(crate) struct Web {
@@ -454,6 +456,39 @@ pub(crate) fn events_between(pipeline: &str, from: i64, to: i64) -> Vec<Noted> {
                 .cloned()
                 .collect()
         })
+        .unwrap_or_default()
+}
+
+/// One check of a link: when (ms), and its latency (ms) if it was up.
+pub(crate) type Check = (i64, Option<u64>);
+
+/// The checks kept, by (pipeline, link).
+type Checks = BTreeMap<(String, String), VecDeque<Check>>;
+
+static CHECKS: LazyLock<Mutex<Checks>> = LazyLock::new(Mutex::default);
+
+/// Keeps a link check of `pipeline` for the links page's history (the latest
+/// [`MAX_CHECKS`] per link, in memory).
+pub(crate) fn note_links(pipeline: &str, at: i64, links: &[serde_json::Value]) {
+    let mut all = CHECKS.lock().expect("checks");
+    for l in links {
+        let link = l["link"].as_str().unwrap_or("").to_owned();
+        let list = all.entry((pipeline.to_owned(), link)).or_default();
+        if list.len() >= MAX_CHECKS {
+            list.pop_front();
+        }
+        let latency = (l["up"] == true).then(|| l["latency_ms"].as_u64().unwrap_or(0));
+        list.push_back((at, latency));
+    }
+}
+
+/// The checks kept of one link, oldest first.
+pub(crate) fn checks_of(pipeline: &str, link: &str) -> Vec<Check> {
+    CHECKS
+        .lock()
+        .expect("checks")
+        .get(&(pipeline.to_owned(), link.to_owned()))
+        .map(|l| l.iter().copied().collect())
         .unwrap_or_default()
 }
 

@@ -312,6 +312,19 @@ pub(super) async fn pipeline(
 }
 
 fn link_item(l: &serde_json::Value) -> String {
+    link_item_of(l, "")
+}
+
+/// A link, with its latency history when `pipeline` is given.
+fn link_item_of(l: &serde_json::Value, pipeline: &str) -> String {
+    let history = if pipeline.is_empty() {
+        String::new()
+    } else {
+        dag::latency(&super::checks_of(
+            pipeline,
+            l["link"].as_str().unwrap_or(""),
+        ))
+    };
     let s = |k: &str| l[k].as_str().unwrap_or("").to_owned();
     let nodes = l["nodes"]
         .as_array()
@@ -324,7 +337,7 @@ fn link_item(l: &serde_json::Value) -> String {
         .unwrap_or_default();
     if l["up"] == true {
         format!(
-            r#"<li>{} <code>{}</code> <span class="muted">{} · nodes {} · {} ms</span></li>"#,
+            r#"<li>{} <code>{}</code> <span class="muted">{} · nodes {} · {} ms</span> {history}</li>"#,
             badge("up"),
             esc(&s("link")),
             esc(&s("kind")),
@@ -333,7 +346,7 @@ fn link_item(l: &serde_json::Value) -> String {
         )
     } else {
         format!(
-            r#"<li>{} <code>{}</code> <span class="muted">{} · nodes {}</span> [{}] {}</li>"#,
+            r#"<li>{} <code>{}</code> <span class="muted">{} · nodes {}</span> [{}] {} {history}</li>"#,
             badge("down"),
             esc(&s("link")),
             esc(&s("kind")),
@@ -1018,7 +1031,10 @@ pub(super) async fn links(State(web): WebState, headers: HeaderMap) -> Response 
             esc(&url_part(pipeline)),
             esc(pipeline),
             esc(&when(Some(*at))),
-            links.iter().map(link_item).collect::<String>()
+            links
+                .iter()
+                .map(|l| link_item_of(l, pipeline))
+                .collect::<String>()
         ));
     }
     body.push_str("<h2>Alerts</h2>");
