@@ -110,11 +110,16 @@ pub(crate) fn svg(plan: &Plan, states: &BTreeMap<String, NodeState<'_>>) -> Stri
             .and_then(|r| r.error.as_deref())
             .map_or_else(String::new, |e| format!("\n{}", esc(e)));
         out.push_str(&format!(
-            r#"<g class="node st-{status}" data-node="{id}"><title>{id} ({status}){tooltip}</title><rect x="{x}" y="{y}" width="{W}" height="{H}" rx="8"/>
+            r#"<g class="node st-{status}" data-node="{id}"><title>{id} ({status}){tooltip}</title><rect{quarantined} x="{x}" y="{y}" width="{W}" height="{H}" rx="8"/>
 <text x="{tx}" y="{ty}" class="node-id">{id}</text>
 "#,
             id = esc(&n.id),
             status = esc(status),
+            quarantined = if row.is_some_and(|r| r.counts.quarantined > 0) {
+                r#" class="quarantined""#
+            } else {
+                ""
+            },
             tx = x + 10,
             ty = y + 20,
         ));

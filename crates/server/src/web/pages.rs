@@ -277,7 +277,7 @@ pub(super) async fn pipeline(
 <p>{run_now} <a class="button" href="/ui/failed?pipeline={href}">Failed batches</a></p>
 <h2>Graph</h2><p>{shown_text}</p>
 <div class="dag-wrap">{svg}</div>
-<p class="legend"><span class="badge st-succeeded">succeeded</span> <span class="badge st-partially_succeeded">partially succeeded</span> <span class="badge st-failed">failed</span> <span class="badge st-running">running</span> <span class="badge st-skipped">skipped</span> <span class="badge st-none">not run</span> · solid: data · dashed: runs after · dotted: compensation</p>
+<p class="legend"><span class="badge st-succeeded">succeeded</span> <span class="badge st-partially_succeeded">partially succeeded</span> <span class="badge st-failed">failed</span> <span class="badge st-running">running</span> <span class="badge st-skipped">skipped</span> <span class="badge st-none">not run</span> · solid: data · dashed: runs after · dotted: compensation · a dashed amber border: records quarantined</p>
 <h2>Links</h2>{links}
 <h2>Recent runs</h2>
 <table class="list"><thead><tr><th>run</th><th>trigger</th><th>status</th><th>started</th><th>duration</th><th>error</th></tr></thead><tbody>{runs}</tbody></table>
