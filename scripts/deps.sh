@@ -5,7 +5,8 @@
 #
 #   scripts/deps.sh services   # PostgreSQL, MariaDB, JDK + Maven (for Kafka)
 #   scripts/deps.sh build      # C toolchain for rdkafka's bundled librdkafka
-#   scripts/deps.sh all        # both (the default)
+#   scripts/deps.sh browser    # headless Chromium + chromedriver (the web view's browser test)
+#   scripts/deps.sh all        # all three (the default)
 #
 # Needs root (or passwordless sudo) only when something is missing.
 set -euo pipefail
@@ -14,6 +15,9 @@ SERVICE_PKGS=(postgresql mariadb-server mariadb-client)
 JAVA_PKGS=(openjdk-17-jdk-headless maven)
 BUILD_PKGS=(build-essential cmake pkg-config libssl-dev libsasl2-dev zlib1g-dev
   libzstd-dev libcurl4-openssl-dev)
+# The web view's real-browser test (crates/cli/tests/e2e_web.rs, in_a_real_browser) drives Debian's
+# Chromium headless through its WebDriver.
+BROWSER_PKGS=(chromium chromium-driver)
 
 missing_pkgs() {
   local p
@@ -67,9 +71,14 @@ build_deps() {
   apt_install "${BUILD_PKGS[@]}"
 }
 
+browser_deps() {
+  apt_install "${BROWSER_PKGS[@]}"
+}
+
 case "${1:-all}" in
   services) services_deps ;;
   build) build_deps ;;
-  all) services_deps; build_deps ;;
-  *) echo "usage: $0 [services|build|all]" >&2; exit 2 ;;
+  browser) browser_deps ;;
+  all) services_deps; build_deps; browser_deps ;;
+  *) echo "usage: $0 [services|build|browser|all]" >&2; exit 2 ;;
 esac

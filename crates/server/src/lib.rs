@@ -15,6 +15,9 @@
 //!   back while there is data); `manual` (only through the API).
 //! - A JSON API (axum) with Prometheus metrics ([`metrics`]); mutating endpoints need the
 //!   bearer token.
+//! - A web view on the same address (`web/`, docs/web.md): server-rendered pages of the
+//!   pipelines, their DAG, runs, failed batches, links and alerts; its changes need a
+//!   signed-in session and pass CSRF checks.
 //! - Hot reload: an edited, added or deleted file is picked up; a broken edit keeps the
 //!   running version; a run in flight finishes on the version it started with.
 //! - [`Server::run`] returns once its stop token is cancelled and the runs in flight
@@ -37,6 +40,7 @@ pub mod metrics;
 mod owner;
 mod reload;
 mod service;
+mod web;
 
 use sluice_core::ErrorClass;
 use std::net::SocketAddr;
@@ -194,7 +198,7 @@ impl Server {
         }
         service.set_ready(true);
         tracing::info!(%addr, "sluice serve: API listening");
-        let app = api::router(service.clone());
+        let app = web::router(service.clone()).merge(api::router(service.clone()));
         let http_stop = CancellationToken::new();
         let http = {
             let http_stop = http_stop.clone();

@@ -483,10 +483,12 @@ impl Service {
                 }
             })
             .collect();
+        let at = now_ms();
+        crate::web::note_links(&slot.name, at, &links);
         self.links
             .write()
             .expect("links")
-            .insert(slot.name.clone(), (now_ms(), links.clone()));
+            .insert(slot.name.clone(), (at, links.clone()));
         (all_up, links)
     }
 
@@ -755,6 +757,7 @@ impl Service {
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
+                crate::web::note_event(&pipeline, &event);
                 metrics.event(&pipeline, &event.node, &event.kind);
                 if let Some(text) = describe(&event.kind) {
                     tracing::info!(pipeline = %pipeline, node = %event.node, "{text}");
