@@ -351,6 +351,9 @@ pub struct BuildContext {
     /// The pipeline's name.
     pub pipeline: String,
     shared: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+    /// Where the pipeline's rate-limit budgets are shared with other processes (its
+    /// state store, when that is PostgreSQL); `None`: each node limits itself.
+    rate_budgets: Option<Arc<dyn sluice_core::RateBudgets>>,
 }
 
 impl Default for BuildContext {
@@ -359,6 +362,7 @@ impl Default for BuildContext {
             base_dir: PathBuf::from("."),
             pipeline: String::new(),
             shared: Arc::default(),
+            rate_budgets: None,
         }
     }
 }
@@ -368,6 +372,7 @@ impl fmt::Debug for BuildContext {
         f.debug_struct("BuildContext")
             .field("base_dir", &self.base_dir)
             .field("pipeline", &self.pipeline)
+            .field("rate_budgets", &self.rate_budgets.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -387,6 +392,22 @@ impl BuildContext {
             pipeline: pipeline.to_owned(),
             ..self.clone()
         }
+    }
+
+    /// The same context (and shared objects) whose nodes share their rate-limit budgets
+    /// through `budgets` (the state store of the pipeline, when it can share them: see
+    /// `sluice_state::StateStore::rate_budgets`); `None` keeps each node's own limiter.
+    pub fn with_rate_budgets(&self, budgets: Option<Arc<dyn sluice_core::RateBudgets>>) -> Self {
+        BuildContext {
+            rate_budgets: budgets,
+            ..self.clone()
+        }
+    }
+
+    /// Where a node shares its rate-limit budget with every process reading the same API,
+    /// if anywhere.
+    pub fn rate_budgets(&self) -> Option<Arc<dyn sluice_core::RateBudgets>> {
+        self.rate_budgets.clone()
     }
 
     /// The process-wide `T` of this context (made on first use): e.g. the circuit breakers

@@ -678,6 +678,7 @@ impl SourceCase for HttpSourceCase {
             node: "api".into(),
             checkpoint,
             breakers: None,
+            budgets: None,
         };
         Box::new(HttpSource::new(config, context).unwrap())
     }

@@ -666,7 +666,12 @@ impl Service {
             .with_events(events)
             .with_shutdown(self.abort.child_token());
         tracing::info!(pipeline = %name, %trigger, "run starting");
-        let result = match build::build_pipeline(plan, &self.ctx).await {
+        let result = match build::build_pipeline(
+            plan,
+            &self.ctx.with_rate_budgets(slot.store.rate_budgets()),
+        )
+        .await
+        {
             Ok(pipeline) => exec
                 .run(pipeline, trigger)
                 .await
@@ -722,7 +727,12 @@ impl Service {
         let exec = Executor::new(owned.store.clone(), owned.buffer.clone())
             .with_events(events)
             .with_shutdown(self.abort.child_token());
-        let result = match build::build_pipeline(plan, &self.ctx).await {
+        let result = match build::build_pipeline(
+            plan,
+            &self.ctx.with_rate_budgets(slot.store.rate_budgets()),
+        )
+        .await
+        {
             Ok(pipeline) => sluice_engine::replay(&exec, pipeline, filter)
                 .await
                 .map_err(|e| (e.class(), e.to_string())),

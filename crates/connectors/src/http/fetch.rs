@@ -8,7 +8,7 @@ use super::classify::{
     ratelimit_reset, read_capped, status_error, too_large_error, transport_error,
 };
 use super::config::RateLimitSignalConfig;
-use super::ratelimit::Limiter;
+use super::ratelimit::{Gate, Limiter};
 use reqwest::header::HeaderMap;
 use sluice_core::{ConnectorError, ConnectorEvent, ErrorClass, RetryPolicy};
 use std::sync::{Arc, Mutex};
@@ -141,7 +141,21 @@ impl Fetcher {
                 }
             }
 
-            let (permit, _waited) = self.limiter.acquire().await;
+            let permit = match self.limiter.acquire(self.max_retry_after).await {
+                Gate::Go(permit, _waited) => permit,
+                // Another worker (or run) reading this API was told to wait that long.
+                Gate::Parked(wait) => {
+                    let until = system_time_after(wait);
+                    *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+                    return Err(self.park(
+                        &host,
+                        until,
+                        Some(format!(
+                            "the pause was learned by another worker or run reading {host} with the same credentials (the rate-limit budget shared through the state store)"
+                        )),
+                    ));
+                }
+            };
             let mut attempt = self.send_once(spec).await;
             drop(permit);
             if let (Ok(f), Some(signal)) = (&attempt, &self.rate_limit_signal) {
@@ -167,10 +181,12 @@ impl Fetcher {
                             Some(reset) if reset > self.max_retry_after => {
                                 *self.parked.lock().unwrap_or_else(|e| e.into_inner()) =
                                     Some(system_time_after(reset));
+                                self.limiter.share_pause(reset).await;
                             }
                             Some(wait) => {
                                 self.limiter
                                     .pause_until(super::instant_after(Instant::now(), wait));
+                                self.limiter.share_pause(wait).await;
                                 self.event(
                                     Some(ErrorClass::RateLimited),
                                     format!(
@@ -227,6 +243,7 @@ impl Fetcher {
             {
                 let until = system_time_after(wait);
                 *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+                self.limiter.share_pause(wait).await;
                 return Err(self.park(&host, until, error.evidence));
             }
             failed_attempts += 1;
@@ -254,6 +271,9 @@ impl Fetcher {
             if class == ErrorClass::RateLimited {
                 self.limiter
                     .pause_until(super::instant_after(Instant::now(), wait));
+                if asked.is_some() {
+                    self.limiter.share_pause(wait).await;
+                }
                 let rate = self.limiter.slow_down();
                 self.retried(
                     class,

@@ -72,6 +72,7 @@ impl NodeConfig for HttpSourceSpec {
             let config = source_config(self, node);
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
             let breakers = ctx.shared::<crate::http::BreakerRegistry>();
+            let budgets = ctx.rate_budgets();
             Ok(NodeRunner::source(move |checkpoint| async move {
                 let source = crate::http::HttpSource::new(
                     config,
@@ -80,6 +81,7 @@ impl NodeConfig for HttpSourceSpec {
                         node: id,
                         checkpoint,
                         breakers: Some(breakers),
+                        budgets,
                     },
                 )?;
                 Ok(Box::new(source) as Box<dyn sluice_core::Source>)
@@ -112,6 +114,7 @@ impl NodeConfig for HttpSourceSpec {
                 node: node.id.clone(),
                 checkpoint: None,
                 breakers: None,
+                budgets: None,
             },
         );
         let endpoints = source.as_ref().map(|s| s.endpoints()).unwrap_or_default();
@@ -142,6 +145,7 @@ impl NodeConfig for HttpSourceSpec {
                 node: node.id.clone(),
                 checkpoint: None,
                 breakers: None,
+                budgets: None,
             },
         );
         vec![Link {

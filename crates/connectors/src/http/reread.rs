@@ -57,6 +57,7 @@ impl HttpKeySet {
                     node: self.node.clone(),
                     checkpoint: None,
                     breakers: None,
+                    budgets: None,
                 },
             )?;
             let mut rows = Vec::new();
