@@ -1248,3 +1248,66 @@ nodes:
     assert_eq!((n, distinct), (RECORDS, RECORDS));
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_through_the_api() {
+    let mock = mock(20).await;
+    let mut sb = sandbox("e2e_serve_doctor").await;
+    sb.set("MOCK", mock.base_url());
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write("p/good.yaml", &api_pipeline("good", "manual"));
+    // Nothing listens on port 1 of the loopback: the link is down.
+    sb.write(
+        "p/down.yaml",
+        &api_pipeline("down", "manual").replace("${MOCK}", "http://127.0.0.1:1"),
+    );
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+
+    let (status, good) = serve.get("/pipelines/good/doctor").await;
+    assert_eq!(status, 200, "{good:#}");
+    assert_eq!(good["pipeline"], "good", "{good:#}");
+    assert_eq!(good["healthy"], true, "{good:#}");
+    let links = good["links"].as_array().expect("links");
+    assert!(
+        links.iter().any(|l| l["kind"] == "api" && l["ok"] == true),
+        "{good:#}"
+    );
+
+    let (status, down) = serve.get("/pipelines/down/doctor").await;
+    assert_eq!(status, 200, "{down:#}");
+    assert_eq!(down["healthy"], false, "{down:#}");
+    let api = down["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["kind"] == "api")
+        .cloned()
+        .expect("the API link");
+    assert_eq!(api["ok"], false, "{down:#}");
+    assert_eq!(api["class"], "network", "{down:#}");
+    assert!(api["failed_step"].is_string(), "{down:#}");
+
+    // Only one node's links; a node or a run that does not exist; a pipeline not served.
+    let (status, one) = serve.get("/pipelines/good/doctor?node=api").await;
+    assert_eq!(status, 200, "{one:#}");
+    assert!(
+        one["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .all(|l| l["nodes"]
+                .as_array()
+                .is_some_and(|n| n.contains(&json!("api")))),
+        "{one:#}"
+    );
+    let (status, body) = serve.get("/pipelines/good/doctor?node=nope").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["class"], "invalid_request", "{body}");
+    let (status, body) = serve.get("/pipelines/good/doctor?run=nope").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = serve.get("/pipelines/nope/doctor").await;
+    assert_eq!(status, 404, "{body}");
+    signal(&serve.child, "-TERM");
+    let (code, logs) = serve.stop_wait().await;
+    assert_eq!(code, Some(0), "{logs}");
+}
