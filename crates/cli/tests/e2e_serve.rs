@@ -1311,3 +1311,122 @@ async fn doctor_through_the_api() {
     let (code, logs) = serve.stop_wait().await;
     assert_eq!(code, Some(0), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_waits_and_breakers_per_host_in_metrics() {
+    use sluice_testkit::mock_api::{Fault, FaultKind};
+    // 60 records by pages of 20; the 2nd request gets a 503 (retried).
+    let mock = MockApi::start(MockConfig {
+        records: 60,
+        page_size: 20,
+        faults: vec![Fault::new(2, 1, FaultKind::ServerError { status: 503 })],
+        ..MockConfig::default()
+    })
+    .await
+    .expect("the mock API starts");
+    let mut sb = sandbox("e2e_serve_http_metrics").await;
+    sb.set("MOCK", mock.base_url());
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/paged.yaml",
+        r#"
+pipeline: paged
+schedule: manual
+nodes:
+  api:
+    type: http
+    url: ${MOCK}/page/items
+    pagination:
+      page_number: { param: page, size_param: per_page, size: 20 }
+    stop:
+      has_more: $.meta.has_more
+    records: { path: $.data.items }
+    nested: json_text
+    rate_limit: { requests_per_second: 5 }
+    retry: { initial_backoff: 10ms, max_backoff: 50ms }
+  db:
+    type: sqlite
+    inputs: [api]
+    url: sqlite://out.db
+    table: paged
+"#,
+    );
+    // Link checks are requests too (counted): one at the start, no other during the test.
+    let serve = Serve::start(&sb, "serve", &["p", "--health-interval", "1h"]).await;
+    let (status, body) = serve.post("/pipelines/paged/runs", None, None).await;
+    assert_eq!(status, 202, "{body}");
+    let runs = serve
+        .wait_runs("the run of paged", "paged", |runs| {
+            runs.len() == 1 && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:?}");
+
+    let log = mock.data_requests();
+    let ok = log.iter().filter(|r| r.status == 200).count() as f64;
+    let host = mock.addr().to_string();
+    let host = host.as_str();
+    let scrape = serve.metrics().await;
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_http_requests_total",
+            &[("host", host), ("status", "200")]
+        ),
+        ok,
+        "the 200s the mock answered"
+    );
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_http_requests_total",
+            &[("host", host), ("status", "503")]
+        ),
+        1.0
+    );
+    let observed = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sluice_http_request_duration_seconds" && s.labels.get("host") == Some(host)
+        })
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            other => panic!("not a histogram: {other:?}"),
+        })
+        .expect("the latency histogram of the host");
+    assert_eq!(observed, log.len() as f64, "one observation per request");
+    // At 5 requests a second, one request at least waited for its token.
+    assert!(
+        counter(
+            &scrape,
+            "sluice_http_rate_limit_waits_total",
+            &[("host", host)]
+        ) >= 1.0,
+        "rate-limit waits counted"
+    );
+    assert!(
+        counter(
+            &scrape,
+            "sluice_http_rate_limit_wait_seconds_total",
+            &[("host", host)]
+        ) > 0.0
+    );
+    assert_eq!(
+        counter(&scrape, "sluice_http_breaker_state", &[("host", host)]),
+        0.0,
+        "the breaker is closed"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "sluice_http_breaker_state" && s.labels.get("host") == Some(host)),
+        "the breaker's state is shown"
+    );
+    signal(&serve.child, "-TERM");
+    let (code, logs) = serve.stop_wait().await;
+    assert_eq!(code, Some(0), "{logs}");
+}

@@ -342,6 +342,40 @@ impl Fields<'_> {
     }
 }
 
+/// The metrics connectors keep in a process (an HTTP source's request latency and
+/// statuses per host, its rate-limit waits, its breakers' states): one Prometheus registry
+/// per [`BuildContext`] (`ctx.shared::<ConnectorMetrics>()`), which `sluice serve` exports
+/// at `/metrics` beside its own. Nothing here names a kind: each connector registers its
+/// metrics once, with [`ConnectorMetrics::get_or_register`].
+#[derive(Default)]
+pub struct ConnectorMetrics {
+    /// The registry the connectors' metrics are in.
+    pub registry: prometheus::Registry,
+    registered: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl fmt::Debug for ConnectorMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectorMetrics").finish_non_exhaustive()
+    }
+}
+
+impl ConnectorMetrics {
+    /// The connector's metrics `T`, made and registered by `make` on first use.
+    pub fn get_or_register<T: Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce(&prometheus::Registry) -> T,
+    ) -> Arc<T> {
+        let mut map = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(make(&self.registry)));
+        Arc::clone(entry)
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("keyed by its own TypeId"))
+    }
+}
+
 /// What building a node may use beside its spec: where relative paths start, and objects
 /// shared by every node of a process (an HTTP host's circuit breaker, say).
 #[derive(Clone)]

@@ -679,6 +679,7 @@ impl SourceCase for HttpSourceCase {
             checkpoint,
             breakers: None,
             budgets: None,
+            metrics: None,
         };
         Box::new(HttpSource::new(config, context).unwrap())
     }

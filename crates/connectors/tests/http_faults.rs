@@ -383,6 +383,7 @@ async fn a_configured_breaker_opens_after_its_numbers_in_a_shared_registry() {
             checkpoint: None,
             breakers: Some(shared),
             budgets: None,
+            metrics: None,
         },
     )
     .expect("source builds");

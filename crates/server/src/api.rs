@@ -494,7 +494,8 @@ async fn metrics(State(svc): Svc) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        svc.metrics.render(),
+        svc.metrics
+            .render(&[&svc.ctx.shared::<sluice_config::ConnectorMetrics>().registry]),
     )
         .into_response()
 }

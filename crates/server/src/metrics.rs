@@ -24,6 +24,12 @@
 //! | `sluice_pipelines_loaded` | | pipelines served |
 //! | `sluice_pipeline_files_invalid` | | files that do not validate (not served, or kept on their last good version) |
 //!
+//! The connectors' own metrics follow, from the registry they share through the build
+//! context (`sluice_config::ConnectorMetrics`): for the HTTP source, per host,
+//! `sluice_http_requests_total` (status), `sluice_http_request_duration_seconds`,
+//! `sluice_http_rate_limit_waits_total`, `sluice_http_rate_limit_wait_seconds_total`,
+//! `sluice_http_breaker_state`.
+//!
 //! The per-node counters are added when a run ends, from the same numbers the run record
 //! keeps (`sluice runs show`), so they equal the sum over the run records.
 
@@ -195,11 +201,17 @@ impl Metrics {
         }
     }
 
-    /// The text format.
-    pub fn render(&self) -> String {
+    /// The text format: the service's metrics, then those of `also` (the connectors'
+    /// registry: HTTP requests per host, rate-limit waits, breakers; see
+    /// `sluice_config::ConnectorMetrics`).
+    pub fn render(&self, also: &[&Registry]) -> String {
         let mut out = Vec::new();
         let encoder = TextEncoder::new();
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+        let mut families = self.registry.gather();
+        for r in also {
+            families.extend(r.gather());
+        }
+        if let Err(e) = encoder.encode(&families, &mut out) {
             tracing::error!(error = %e, "cannot encode the metrics");
         }
         String::from_utf8(out).unwrap_or_default()
@@ -305,7 +317,7 @@ mod tests {
                 message: String::new(),
             },
         );
-        let text = m.render();
+        let text = m.render(&[]);
         assert!(
             text.contains("sluice_runs_skipped_total{pipeline=\"orders\",reason=\"overlap\"} 1"),
             "{text}"

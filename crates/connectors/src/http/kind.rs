@@ -73,6 +73,7 @@ impl NodeConfig for HttpSourceSpec {
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
             let breakers = ctx.shared::<crate::http::BreakerRegistry>();
             let budgets = ctx.rate_budgets();
+            let metrics = ctx.shared::<sluice_config::ConnectorMetrics>();
             Ok(NodeRunner::source(move |checkpoint| async move {
                 let source = crate::http::HttpSource::new(
                     config,
@@ -82,6 +83,7 @@ impl NodeConfig for HttpSourceSpec {
                         checkpoint,
                         breakers: Some(breakers),
                         budgets,
+                        metrics: Some(metrics),
                     },
                 )?;
                 Ok(Box::new(source) as Box<dyn sluice_core::Source>)
@@ -115,6 +117,7 @@ impl NodeConfig for HttpSourceSpec {
                 checkpoint: None,
                 breakers: None,
                 budgets: None,
+                metrics: Some(ctx.shared::<sluice_config::ConnectorMetrics>()),
             },
         );
         let endpoints = source.as_ref().map(|s| s.endpoints()).unwrap_or_default();
@@ -146,6 +149,7 @@ impl NodeConfig for HttpSourceSpec {
                 checkpoint: None,
                 breakers: None,
                 budgets: None,
+                metrics: Some(ctx.shared::<sluice_config::ConnectorMetrics>()),
             },
         );
         vec![Link {

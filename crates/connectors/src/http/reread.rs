@@ -58,6 +58,7 @@ impl HttpKeySet {
                     checkpoint: None,
                     breakers: None,
                     budgets: None,
+                    metrics: None,
                 },
             )?;
             let mut rows = Vec::new();

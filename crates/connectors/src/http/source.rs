@@ -46,6 +46,9 @@ pub struct HttpSourceContext {
     /// hash of the credentials, and pauses told by the API go there. `None`: the source
     /// limits only its own requests.
     pub budgets: Option<Arc<dyn sluice_core::RateBudgets>>,
+    /// Where the source keeps its metrics (requests by host and status, latency,
+    /// rate-limit waits, breaker state). `None`: not kept.
+    pub metrics: Option<Arc<sluice_config::ConnectorMetrics>>,
 }
 
 /// Reads pages from an HTTP API as batches. Build it with [`HttpSource::new`]; use it
@@ -155,6 +158,10 @@ impl HttpSource {
             max_response_bytes: config.max_response_bytes,
             rate_limit_signal: config.rate_limit_signal.clone(),
             parked: Mutex::new(None),
+            metrics: ctx
+                .metrics
+                .as_ref()
+                .map(|m| m.get_or_register(super::metrics::HttpMetrics::new)),
         };
         let records_at = RecordsAt::new(&config.records).map_err(invalid)?;
         let raw_at = RawAt::of(&config.records);

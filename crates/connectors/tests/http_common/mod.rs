@@ -41,6 +41,7 @@ pub fn source(cfg: HttpSourceConfig, checkpoint: Option<serde_json::Value>) -> H
             checkpoint,
             breakers: None,
             budgets: None,
+            metrics: None,
         },
     )
     .expect("source builds")
