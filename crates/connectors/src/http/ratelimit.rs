@@ -285,6 +285,52 @@ mod tests {
         assert_eq!(l.rate(), Some(8.0));
     }
 
+    /// A budget told to be paused for `pause` (0: none), counting takes.
+    #[derive(Debug, Default)]
+    struct FakeBudgets {
+        pause: Mutex<Duration>,
+        takes: std::sync::atomic::AtomicU32,
+    }
+
+    impl RateBudgets for FakeBudgets {
+        fn take<'a>(
+            &'a self,
+            _key: &'a str,
+            _rate: f64,
+            _burst: f64,
+        ) -> sluice_core::node::BoxFuture<'a, Result<Option<Duration>, sluice_core::ConnectorError>>
+        {
+            self.takes.fetch_add(1, Ordering::SeqCst);
+            let pause = *self.pause.lock().unwrap();
+            Box::pin(async move { Ok((!pause.is_zero()).then_some(pause)) })
+        }
+
+        fn pause<'a>(
+            &'a self,
+            _key: &'a str,
+            wait: Duration,
+        ) -> sluice_core::node::BoxFuture<'a, Result<(), sluice_core::ConnectorError>> {
+            *self.pause.lock().unwrap() = wait;
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_pause_beyond_the_longest_wait_parks_and_a_short_one_is_waited() {
+        let budgets = Arc::new(FakeBudgets::default());
+        let l = Limiter::new(Some(1000.0), 1, 1).shared(budgets.clone(), "k".into());
+        assert!(matches!(
+            l.acquire(Duration::from_secs(1)).await,
+            Gate::Go(..)
+        ));
+        l.share_pause(Duration::from_secs(60)).await;
+        match l.acquire(Duration::from_secs(1)).await {
+            Gate::Parked(wait) => assert_eq!(wait, Duration::from_secs(60)),
+            Gate::Go(..) => panic!("a pause told by another process parks this one"),
+        }
+        assert_eq!(budgets.takes.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn concurrency_caps_requests_in_flight() {
         let l = Limiter::new(None, 1, 2);

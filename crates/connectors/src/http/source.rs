@@ -1468,3 +1468,54 @@ enum Stop {
     Fail(ConnectorError),
     Pass(ConnectorError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: Value) -> HttpSourceConfig {
+        let mut spec = json!({
+            "url": "https://api.example.com/v1/orders",
+            "records": {"path": "$.data"},
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        HttpSourceConfig::from_spec(spec).expect("a valid spec")
+    }
+
+    #[test]
+    fn the_budget_key_is_the_origin_and_a_hash_of_the_credentials_never_a_secret() {
+        let url = "https://api.example.com/v1/orders";
+        let bearer = |t: &str| config(json!({"auth": {"bearer": {"token": t}}}));
+        let key = budget_key(&bearer("tok-secret-1"), url);
+        assert!(key.starts_with("https://api.example.com:443 "), "{key}");
+        assert!(!key.contains("tok-secret-1"), "{key}");
+        // The same credentials share a budget, whatever else differs (a public query).
+        let mut other = bearer("tok-secret-1");
+        other.query.insert("status".into(), "open".into());
+        assert_eq!(budget_key(&other, url), key);
+        // Other credentials, or none, or another host: another budget.
+        assert_ne!(budget_key(&bearer("tok-secret-2"), url), key);
+        assert_ne!(budget_key(&config(json!({})), url), key);
+        assert_ne!(
+            budget_key(&bearer("tok-secret-1"), "https://other.example.com/v1"),
+            key
+        );
+        // A header that is not public is a credential; a public one is not.
+        let header = |v: &str, public: bool| {
+            config(json!({
+                "headers": {"X-Api-Key": v},
+                "public": if public { vec!["x-api-key"] } else { vec![] },
+            }))
+        };
+        assert_ne!(
+            budget_key(&header("a", false), url),
+            budget_key(&header("b", false), url)
+        );
+        assert_eq!(
+            budget_key(&header("a", true), url),
+            budget_key(&header("b", true), url)
+        );
+    }
+}
