@@ -1426,6 +1426,17 @@ nodes:
             .any(|s| s.metric == "sluice_http_breaker_state" && s.labels.get("host") == Some(host)),
         "the breaker's state is shown"
     );
+    // Every batch the source put in the buffer was consumed by the sink.
+    let backlog = scrape.samples.iter().find(|s| {
+        s.metric == "sluice_buffer_backlog_batches"
+            && s.labels.get("pipeline") == Some("paged")
+            && s.labels.get("node") == Some("db")
+            && s.labels.get("input") == Some("api")
+    });
+    assert!(
+        backlog.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0)),
+        "the sink's backlog is measured and empty: {backlog:?}"
+    );
     signal(&serve.child, "-TERM");
     let (code, logs) = serve.stop_wait().await;
     assert_eq!(code, Some(0), "{logs}");

@@ -20,6 +20,7 @@
 //! | `sluice_node_duplicates_skipped_total` | pipeline, node | redelivered records the ledger skipped |
 //! | `sluice_failures_handled_total` | pipeline, node, class, action | failures met and what was done: `retried`, `split`, `quarantined`, `skipped`, `handled` |
 //! | `sluice_node_failures_total` | pipeline, node, class | nodes that failed their run, by error class |
+//! | `sluice_buffer_backlog_batches` | pipeline, node, input | batches of `input` the node has not consumed, at the end of the last run (Kafka consumer lag, the embedded log's backlog) |
 //! | `sluice_link_up` | pipeline, kind, link | 1 up, 0 down, at the last check (every `--health-interval`, and `GET /health`) |
 //! | `sluice_pipelines_loaded` | | pipelines served |
 //! | `sluice_pipeline_files_invalid` | | files that do not validate (not served, or kept on their last good version) |
@@ -57,6 +58,7 @@ pub struct Metrics {
     handled: IntCounterVec,
     node_failures: IntCounterVec,
     link_up: IntGaugeVec,
+    backlog: IntGaugeVec,
     loaded: IntGauge,
     invalid: IntGauge,
 }
@@ -128,6 +130,15 @@ impl Metrics {
         )
         .expect("a valid metric");
         r.register(Box::new(link_up.clone())).expect("registered");
+        let backlog = IntGaugeVec::new(
+            Opts::new(
+                "sluice_buffer_backlog_batches",
+                "Batches in the buffer a node has not consumed yet, from one of its inputs, at the end of the pipeline's last run (Kafka: the consumer group's lag; embedded: the log's backlog).",
+            ),
+            &["pipeline", "node", "input"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(backlog.clone())).expect("registered");
         let loaded =
             IntGauge::new("sluice_pipelines_loaded", "Pipelines served.").expect("a valid metric");
         r.register(Box::new(loaded.clone())).expect("registered");
@@ -195,6 +206,7 @@ impl Metrics {
                 &["pipeline", "node", "class"],
             ),
             link_up,
+            backlog,
             loaded,
             invalid,
             registry: r,
@@ -253,6 +265,13 @@ impl Metrics {
     /// A run was not started, and why (`overlap`, `lease_held`, `parked`, `error`).
     pub fn run_skipped(&self, pipeline: &str, reason: &str) {
         self.skipped.with_label_values(&[pipeline, reason]).inc();
+    }
+
+    /// What `node` has not consumed yet of `input` in the buffer, in batches.
+    pub fn backlog(&self, pipeline: &str, node: &str, input: &str, batches: u64) {
+        self.backlog
+            .with_label_values(&[pipeline, node, input])
+            .set(i64::try_from(batches).unwrap_or(i64::MAX));
     }
 
     /// A run started (`true`) or ended.

@@ -2,6 +2,7 @@
 //! the state stores they use, and what a run does.
 
 use chrono::{DateTime, TimeZone, Utc};
+use sluice_buffer::Buffer;
 use sluice_config::spec::{CatchUp, Overlap, Schedule};
 use sluice_engine::build::{self, BuildContext};
 use sluice_engine::{EventKind, Executor, ReplayReport, RunSummary};
@@ -679,6 +680,7 @@ impl Service {
             Err(e) => Err((e.class(), e.to_string())),
         };
         drop(exec);
+        self.measure_backlog(plan, &owned.buffer).await;
         owned.release().await;
         let _ = logger.await;
         *slot.running.lock().expect("slot") = None;
@@ -703,6 +705,29 @@ impl Service {
                 tracing::error!(pipeline = %name, %trigger, class = %class, "run failed: {why}");
                 self.metrics.run_skipped(name, "error");
                 Outcome::Failed(class, why)
+            }
+        }
+    }
+
+    /// What each consuming node left unconsumed in the buffer, per input, for the
+    /// metrics (a topic not made yet has nothing to say).
+    async fn measure_backlog(&self, plan: &sluice_config::Plan, buffer: &Arc<dyn Buffer>) {
+        let namespace = match build::topic_prefix(&plan.buffer) {
+            Some(prefix) => format!("{prefix}.{}", plan.pipeline),
+            None => plan.pipeline.clone(),
+        };
+        for node in &plan.nodes {
+            let group = sluice_engine::group_name(&namespace, &node.id);
+            for input in &node.inputs {
+                let topic = sluice_engine::topic_name(&namespace, input);
+                match buffer.lag(&topic, &group).await {
+                    Ok(batches) => self
+                        .metrics
+                        .backlog(&plan.pipeline, &node.id, input, batches),
+                    Err(e) => {
+                        tracing::debug!(pipeline = %plan.pipeline, node = %node.id, error = %e, "no backlog measured")
+                    }
+                }
             }
         }
     }
