@@ -1248,3 +1248,196 @@ nodes:
     assert_eq!((n, distinct), (RECORDS, RECORDS));
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_through_the_api() {
+    let mock = mock(20).await;
+    let mut sb = sandbox("e2e_serve_doctor").await;
+    sb.set("MOCK", mock.base_url());
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write("p/good.yaml", &api_pipeline("good", "manual"));
+    // Nothing listens on port 1 of the loopback: the link is down.
+    sb.write(
+        "p/down.yaml",
+        &api_pipeline("down", "manual").replace("${MOCK}", "http://127.0.0.1:1"),
+    );
+    let serve = Serve::start(&sb, "serve", &["p"]).await;
+
+    let (status, good) = serve.get("/pipelines/good/doctor").await;
+    assert_eq!(status, 200, "{good:#}");
+    assert_eq!(good["pipeline"], "good", "{good:#}");
+    assert_eq!(good["healthy"], true, "{good:#}");
+    let links = good["links"].as_array().expect("links");
+    assert!(
+        links.iter().any(|l| l["kind"] == "api" && l["ok"] == true),
+        "{good:#}"
+    );
+
+    let (status, down) = serve.get("/pipelines/down/doctor").await;
+    assert_eq!(status, 200, "{down:#}");
+    assert_eq!(down["healthy"], false, "{down:#}");
+    let api = down["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["kind"] == "api")
+        .cloned()
+        .expect("the API link");
+    assert_eq!(api["ok"], false, "{down:#}");
+    assert_eq!(api["class"], "network", "{down:#}");
+    assert!(api["failed_step"].is_string(), "{down:#}");
+
+    // Only one node's links; a node or a run that does not exist; a pipeline not served.
+    let (status, one) = serve.get("/pipelines/good/doctor?node=api").await;
+    assert_eq!(status, 200, "{one:#}");
+    assert!(
+        one["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .all(|l| l["nodes"]
+                .as_array()
+                .is_some_and(|n| n.contains(&json!("api")))),
+        "{one:#}"
+    );
+    let (status, body) = serve.get("/pipelines/good/doctor?node=nope").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["class"], "invalid_request", "{body}");
+    let (status, body) = serve.get("/pipelines/good/doctor?run=nope").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = serve.get("/pipelines/nope/doctor").await;
+    assert_eq!(status, 404, "{body}");
+    signal(&serve.child, "-TERM");
+    let (code, logs) = serve.stop_wait().await;
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_waits_and_breakers_per_host_in_metrics() {
+    use sluice_testkit::mock_api::{Fault, FaultKind};
+    // 60 records by pages of 20; the 2nd request gets a 503 (retried).
+    let mock = MockApi::start(MockConfig {
+        records: 60,
+        page_size: 20,
+        faults: vec![Fault::new(2, 1, FaultKind::ServerError { status: 503 })],
+        ..MockConfig::default()
+    })
+    .await
+    .expect("the mock API starts");
+    let mut sb = sandbox("e2e_serve_http_metrics").await;
+    sb.set("MOCK", mock.base_url());
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    sb.write(
+        "p/paged.yaml",
+        r#"
+pipeline: paged
+schedule: manual
+nodes:
+  api:
+    type: http
+    url: ${MOCK}/page/items
+    pagination:
+      page_number: { param: page, size_param: per_page, size: 20 }
+    stop:
+      has_more: $.meta.has_more
+    records: { path: $.data.items }
+    nested: json_text
+    rate_limit: { requests_per_second: 5 }
+    retry: { initial_backoff: 10ms, max_backoff: 50ms }
+  db:
+    type: sqlite
+    inputs: [api]
+    url: sqlite://out.db
+    table: paged
+"#,
+    );
+    // Link checks are requests too (counted): one at the start, no other during the test.
+    let serve = Serve::start(&sb, "serve", &["p", "--health-interval", "1h"]).await;
+    let (status, body) = serve.post("/pipelines/paged/runs", None, None).await;
+    assert_eq!(status, 202, "{body}");
+    let runs = serve
+        .wait_runs("the run of paged", "paged", |runs| {
+            runs.len() == 1 && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:?}");
+
+    let log = mock.data_requests();
+    let ok = log.iter().filter(|r| r.status == 200).count() as f64;
+    let host = mock.addr().to_string();
+    let host = host.as_str();
+    let scrape = serve.metrics().await;
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_http_requests_total",
+            &[("host", host), ("status", "200")]
+        ),
+        ok,
+        "the 200s the mock answered"
+    );
+    assert_eq!(
+        counter(
+            &scrape,
+            "sluice_http_requests_total",
+            &[("host", host), ("status", "503")]
+        ),
+        1.0
+    );
+    let observed = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sluice_http_request_duration_seconds" && s.labels.get("host") == Some(host)
+        })
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            other => panic!("not a histogram: {other:?}"),
+        })
+        .expect("the latency histogram of the host");
+    assert_eq!(observed, log.len() as f64, "one observation per request");
+    // At 5 requests a second, one request at least waited for its token.
+    assert!(
+        counter(
+            &scrape,
+            "sluice_http_rate_limit_waits_total",
+            &[("host", host)]
+        ) >= 1.0,
+        "rate-limit waits counted"
+    );
+    assert!(
+        counter(
+            &scrape,
+            "sluice_http_rate_limit_wait_seconds_total",
+            &[("host", host)]
+        ) > 0.0
+    );
+    assert_eq!(
+        counter(&scrape, "sluice_http_breaker_state", &[("host", host)]),
+        0.0,
+        "the breaker is closed"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "sluice_http_breaker_state" && s.labels.get("host") == Some(host)),
+        "the breaker's state is shown"
+    );
+    // Every batch the source put in the buffer was consumed by the sink.
+    let backlog = scrape.samples.iter().find(|s| {
+        s.metric == "sluice_buffer_backlog_batches"
+            && s.labels.get("pipeline") == Some("paged")
+            && s.labels.get("node") == Some("db")
+            && s.labels.get("input") == Some("api")
+    });
+    assert!(
+        backlog.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0)),
+        "the sink's backlog is measured and empty: {backlog:?}"
+    );
+    signal(&serve.child, "-TERM");
+    let (code, logs) = serve.stop_wait().await;
+    assert_eq!(code, Some(0), "{logs}");
+}

@@ -342,6 +342,40 @@ impl Fields<'_> {
     }
 }
 
+/// The metrics connectors keep in a process (an HTTP source's request latency and
+/// statuses per host, its rate-limit waits, its breakers' states): one Prometheus registry
+/// per [`BuildContext`] (`ctx.shared::<ConnectorMetrics>()`), which `sluice serve` exports
+/// at `/metrics` beside its own. Nothing here names a kind: each connector registers its
+/// metrics once, with [`ConnectorMetrics::get_or_register`].
+#[derive(Default)]
+pub struct ConnectorMetrics {
+    /// The registry the connectors' metrics are in.
+    pub registry: prometheus::Registry,
+    registered: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl fmt::Debug for ConnectorMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectorMetrics").finish_non_exhaustive()
+    }
+}
+
+impl ConnectorMetrics {
+    /// The connector's metrics `T`, made and registered by `make` on first use.
+    pub fn get_or_register<T: Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce(&prometheus::Registry) -> T,
+    ) -> Arc<T> {
+        let mut map = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(make(&self.registry)));
+        Arc::clone(entry)
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("keyed by its own TypeId"))
+    }
+}
+
 /// What building a node may use beside its spec: where relative paths start, and objects
 /// shared by every node of a process (an HTTP host's circuit breaker, say).
 #[derive(Clone)]
@@ -351,6 +385,9 @@ pub struct BuildContext {
     /// The pipeline's name.
     pub pipeline: String,
     shared: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+    /// Where the pipeline's rate-limit budgets are shared with other processes (its
+    /// state store, when that is PostgreSQL); `None`: each node limits itself.
+    rate_budgets: Option<Arc<dyn sluice_core::RateBudgets>>,
 }
 
 impl Default for BuildContext {
@@ -359,6 +396,7 @@ impl Default for BuildContext {
             base_dir: PathBuf::from("."),
             pipeline: String::new(),
             shared: Arc::default(),
+            rate_budgets: None,
         }
     }
 }
@@ -368,6 +406,7 @@ impl fmt::Debug for BuildContext {
         f.debug_struct("BuildContext")
             .field("base_dir", &self.base_dir)
             .field("pipeline", &self.pipeline)
+            .field("rate_budgets", &self.rate_budgets.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -387,6 +426,22 @@ impl BuildContext {
             pipeline: pipeline.to_owned(),
             ..self.clone()
         }
+    }
+
+    /// The same context (and shared objects) whose nodes share their rate-limit budgets
+    /// through `budgets` (the state store of the pipeline, when it can share them: see
+    /// `sluice_state::StateStore::rate_budgets`); `None` keeps each node's own limiter.
+    pub fn with_rate_budgets(&self, budgets: Option<Arc<dyn sluice_core::RateBudgets>>) -> Self {
+        BuildContext {
+            rate_budgets: budgets,
+            ..self.clone()
+        }
+    }
+
+    /// Where a node shares its rate-limit budget with every process reading the same API,
+    /// if anywhere.
+    pub fn rate_budgets(&self) -> Option<Arc<dyn sluice_core::RateBudgets>> {
+        self.rate_budgets.clone()
     }
 
     /// The process-wide `T` of this context (made on first use): e.g. the circuit breakers

@@ -62,7 +62,9 @@ pub use check::Checker;
 pub use de::Spanned;
 pub use diag::{Diagnostic, Pos, Severity};
 pub use interp::{Env, file_references};
-pub use kind::{BuildContext, Fields, Kind, Link, LinkKind, NodeConfig, Registry};
+pub use kind::{
+    BuildContext, ConnectorMetrics, Fields, Kind, Link, LinkKind, NodeConfig, Registry,
+};
 pub use plan::Plan;
 pub use spec::PipelineSpec;
 

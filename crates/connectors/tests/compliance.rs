@@ -678,6 +678,8 @@ impl SourceCase for HttpSourceCase {
             node: "api".into(),
             checkpoint,
             breakers: None,
+            budgets: None,
+            metrics: None,
         };
         Box::new(HttpSource::new(config, context).unwrap())
     }

@@ -382,6 +382,8 @@ async fn a_configured_breaker_opens_after_its_numbers_in_a_shared_registry() {
             node: "api".into(),
             checkpoint: None,
             breakers: Some(shared),
+            budgets: None,
+            metrics: None,
         },
     )
     .expect("source builds");

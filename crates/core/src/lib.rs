@@ -29,6 +29,7 @@
 //! ```
 
 mod batch;
+pub mod budget;
 mod connector;
 mod error;
 pub mod flock;
@@ -39,6 +40,7 @@ mod retry;
 mod secret;
 
 pub use batch::{Batch, BatchId, BatchPart, SourcePosition, schema_fingerprint};
+pub use budget::RateBudgets;
 pub use connector::{
     ConnectorError, ConnectorEvent, EventListener, QuarantinedRecords, RejectedRows, RunInfo, Sink,
     Source, SourceBatch, WriteReport,

@@ -25,6 +25,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/pipelines", get(pipelines))
         .route("/pipelines/{name}", get(pipeline))
         .route("/pipelines/{name}/runs", post(trigger))
+        .route("/pipelines/{name}/doctor", get(doctor))
         .route("/runs", get(runs))
         .route("/runs/{id}", get(run))
         .route("/failed", get(failed))
@@ -226,6 +227,48 @@ async fn pipeline(State(svc): Svc, Path(name): Path<String>) -> ApiResult {
     body["recent_runs"] =
         serde_json::to_value(slot.store.runs(Some(&name), 10).await?).unwrap_or(Value::Null);
     Ok(Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct DoctorQuery {
+    node: Option<String>,
+    run: Option<String>,
+}
+
+/// `GET /pipelines/{name}/doctor[?node=&run=]`: the troubleshooting flow of `sluice doctor
+/// --json`, run now on the version of the pipeline being served and its state store.
+async fn doctor(
+    State(svc): Svc,
+    Path(name): Path<String>,
+    Query(q): Query<DoctorQuery>,
+) -> ApiResult {
+    let slot = slot_of(&svc, &name)?;
+    let loaded = slot.current();
+    let mut plan = (*loaded.plan).clone();
+    // The store the service uses for it (`--state` may differ from the file's).
+    plan.state = slot.state_url.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorClass::Internal,
+            format!("the state store URL of `{name}` does not read back: {e}"),
+        )
+    })?;
+    if let Some(node) = &q.node
+        && plan.node(node).is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "pipeline `{name}` has no node `{node}` (GET /pipelines/{name} lists them)"
+        )));
+    }
+    if let Some(run) = &q.run {
+        slot.store.run(run).await?;
+    }
+    let options = sluice_engine::doctor::DoctorOptions {
+        node: q.node,
+        run: q.run,
+    };
+    let report = sluice_engine::doctor::diagnose(&plan, &svc.ctx, &options).await;
+    Ok(Json(report.to_json()).into_response())
 }
 
 async fn trigger(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
@@ -451,7 +494,8 @@ async fn metrics(State(svc): Svc) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        svc.metrics.render(),
+        svc.metrics
+            .render(&[&svc.ctx.shared::<sluice_config::ConnectorMetrics>().registry]),
     )
         .into_response()
 }

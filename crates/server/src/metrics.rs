@@ -20,9 +20,16 @@
 //! | `sluice_node_duplicates_skipped_total` | pipeline, node | redelivered records the ledger skipped |
 //! | `sluice_failures_handled_total` | pipeline, node, class, action | failures met and what was done: `retried`, `split`, `quarantined`, `skipped`, `handled` |
 //! | `sluice_node_failures_total` | pipeline, node, class | nodes that failed their run, by error class |
+//! | `sluice_buffer_backlog_batches` | pipeline, node, input | batches of `input` the node has not consumed, at the end of the last run (Kafka consumer lag, the embedded log's backlog) |
 //! | `sluice_link_up` | pipeline, kind, link | 1 up, 0 down, at the last check (every `--health-interval`, and `GET /health`) |
 //! | `sluice_pipelines_loaded` | | pipelines served |
 //! | `sluice_pipeline_files_invalid` | | files that do not validate (not served, or kept on their last good version) |
+//!
+//! The connectors' own metrics follow, from the registry they share through the build
+//! context (`sluice_config::ConnectorMetrics`): for the HTTP source, per host,
+//! `sluice_http_requests_total` (status), `sluice_http_request_duration_seconds`,
+//! `sluice_http_rate_limit_waits_total`, `sluice_http_rate_limit_wait_seconds_total`,
+//! `sluice_http_breaker_state`.
 //!
 //! The per-node counters are added when a run ends, from the same numbers the run record
 //! keeps (`sluice runs show`), so they equal the sum over the run records.
@@ -51,6 +58,7 @@ pub struct Metrics {
     handled: IntCounterVec,
     node_failures: IntCounterVec,
     link_up: IntGaugeVec,
+    backlog: IntGaugeVec,
     loaded: IntGauge,
     invalid: IntGauge,
 }
@@ -122,6 +130,15 @@ impl Metrics {
         )
         .expect("a valid metric");
         r.register(Box::new(link_up.clone())).expect("registered");
+        let backlog = IntGaugeVec::new(
+            Opts::new(
+                "sluice_buffer_backlog_batches",
+                "Batches in the buffer a node has not consumed yet, from one of its inputs, at the end of the pipeline's last run (Kafka: the consumer group's lag; embedded: the log's backlog).",
+            ),
+            &["pipeline", "node", "input"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(backlog.clone())).expect("registered");
         let loaded =
             IntGauge::new("sluice_pipelines_loaded", "Pipelines served.").expect("a valid metric");
         r.register(Box::new(loaded.clone())).expect("registered");
@@ -189,17 +206,24 @@ impl Metrics {
                 &["pipeline", "node", "class"],
             ),
             link_up,
+            backlog,
             loaded,
             invalid,
             registry: r,
         }
     }
 
-    /// The text format.
-    pub fn render(&self) -> String {
+    /// The text format: the service's metrics, then those of `also` (the connectors'
+    /// registry: HTTP requests per host, rate-limit waits, breakers; see
+    /// `sluice_config::ConnectorMetrics`).
+    pub fn render(&self, also: &[&Registry]) -> String {
         let mut out = Vec::new();
         let encoder = TextEncoder::new();
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+        let mut families = self.registry.gather();
+        for r in also {
+            families.extend(r.gather());
+        }
+        if let Err(e) = encoder.encode(&families, &mut out) {
             tracing::error!(error = %e, "cannot encode the metrics");
         }
         String::from_utf8(out).unwrap_or_default()
@@ -241,6 +265,13 @@ impl Metrics {
     /// A run was not started, and why (`overlap`, `lease_held`, `parked`, `error`).
     pub fn run_skipped(&self, pipeline: &str, reason: &str) {
         self.skipped.with_label_values(&[pipeline, reason]).inc();
+    }
+
+    /// What `node` has not consumed yet of `input` in the buffer, in batches.
+    pub fn backlog(&self, pipeline: &str, node: &str, input: &str, batches: u64) {
+        self.backlog
+            .with_label_values(&[pipeline, node, input])
+            .set(i64::try_from(batches).unwrap_or(i64::MAX));
     }
 
     /// A run started (`true`) or ended.
@@ -305,7 +336,7 @@ mod tests {
                 message: String::new(),
             },
         );
-        let text = m.render();
+        let text = m.render(&[]);
         assert!(
             text.contains("sluice_runs_skipped_total{pipeline=\"orders\",reason=\"overlap\"} 1"),
             "{text}"

@@ -2,6 +2,7 @@
 //! the state stores they use, and what a run does.
 
 use chrono::{DateTime, TimeZone, Utc};
+use sluice_buffer::Buffer;
 use sluice_config::spec::{CatchUp, Overlap, Schedule};
 use sluice_engine::build::{self, BuildContext};
 use sluice_engine::{EventKind, Executor, ReplayReport, RunSummary};
@@ -668,7 +669,12 @@ impl Service {
             .with_events(events)
             .with_shutdown(self.abort.child_token());
         tracing::info!(pipeline = %name, %trigger, "run starting");
-        let result = match build::build_pipeline(plan, &self.ctx).await {
+        let result = match build::build_pipeline(
+            plan,
+            &self.ctx.with_rate_budgets(slot.store.rate_budgets()),
+        )
+        .await
+        {
             Ok(pipeline) => exec
                 .run(pipeline, trigger)
                 .await
@@ -676,6 +682,7 @@ impl Service {
             Err(e) => Err((e.class(), e.to_string())),
         };
         drop(exec);
+        self.measure_backlog(plan, &owned.buffer).await;
         owned.release().await;
         let _ = logger.await;
         *slot.running.lock().expect("slot") = None;
@@ -704,6 +711,29 @@ impl Service {
         }
     }
 
+    /// What each consuming node left unconsumed in the buffer, per input, for the
+    /// metrics (a topic not made yet has nothing to say).
+    async fn measure_backlog(&self, plan: &sluice_config::Plan, buffer: &Arc<dyn Buffer>) {
+        let namespace = match build::topic_prefix(&plan.buffer) {
+            Some(prefix) => format!("{prefix}.{}", plan.pipeline),
+            None => plan.pipeline.clone(),
+        };
+        for node in &plan.nodes {
+            let group = sluice_engine::group_name(&namespace, &node.id);
+            for input in &node.inputs {
+                let topic = sluice_engine::topic_name(&namespace, input);
+                match buffer.lag(&topic, &group).await {
+                    Ok(batches) => self
+                        .metrics
+                        .backlog(&plan.pipeline, &node.id, input, batches),
+                    Err(e) => {
+                        tracing::debug!(pipeline = %plan.pipeline, node = %node.id, error = %e, "no backlog measured")
+                    }
+                }
+            }
+        }
+    }
+
     /// A replay of the pipeline's failed batches, as `sluice replay` does.
     async fn replay(&self, slot: &Slot, mut filter: FailedBatchFilter) -> Outcome {
         let name = slot.name.as_str();
@@ -724,7 +754,12 @@ impl Service {
         let exec = Executor::new(owned.store.clone(), owned.buffer.clone())
             .with_events(events)
             .with_shutdown(self.abort.child_token());
-        let result = match build::build_pipeline(plan, &self.ctx).await {
+        let result = match build::build_pipeline(
+            plan,
+            &self.ctx.with_rate_budgets(slot.store.rate_budgets()),
+        )
+        .await
+        {
             Ok(pipeline) => sluice_engine::replay(&exec, pipeline, filter)
                 .await
                 .map_err(|e| (e.class(), e.to_string())),

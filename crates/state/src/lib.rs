@@ -16,6 +16,7 @@
 //! | `alert_deliveries` | per alert and channel: sent or failed, attempts, error |
 //! | `alert_conditions` | conditions alerted and not cleared: since when, last sent when |
 //! | `leases` | per pipeline: who owns it now (host, pid, since), until when, fencing token |
+//! | `rate_budgets` | per API (host and a hash of the credentials): a token bucket and a pause shared by every worker (PostgreSQL) |
 //!
 //! Text stored here never holds a secret: callers pass redacted details only. Closed
 //! vocabularies (a run's [`RunStatus`] and [`Trigger`], an alert's [`AlertKind`] and
@@ -30,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod kinds;
 mod lease;
 mod names;

@@ -372,6 +372,13 @@ const MIGRATIONS: &[&str] = &[
         alert_id TEXT NOT NULL, since BIGINT NOT NULL, last_sent_at BIGINT NOT NULL,
         PRIMARY KEY (pipeline, subject, kind, class));
      ALTER TABLE alerts ADD COLUMN suppressed BIGINT NOT NULL DEFAULT 0;",
+    // The rate-limit budgets of the APIs read, shared by every worker (used on
+    // PostgreSQL, see `budget.rs`): per host and hash of the credentials, a token bucket
+    // and a pause, in ms on the database's clock; `last_wait_ms` is what the last take
+    // was told (0: it got a token).
+    "CREATE TABLE IF NOT EXISTS rate_budgets (
+        key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, refilled_at BIGINT NOT NULL,
+        paused_until BIGINT NOT NULL, last_wait_ms BIGINT NOT NULL);",
 ];
 
 /// A condition an alert is about, which holds until something clears it: the pipeline,

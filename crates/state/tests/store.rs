@@ -485,3 +485,56 @@ async fn postgres_ticks_are_claimed_once() {
     let pg = sluice_testkit::postgres_schema("ticks").await;
     ticks_are_claimed_once(&pg.url).await;
 }
+
+#[tokio::test]
+async fn postgres_rate_budgets_give_each_token_once_and_share_pauses() {
+    let pg = sluice_testkit::postgres_schema("budgets").await;
+    let one = StateStore::open(&pg.url).await.unwrap();
+    let other = StateStore::open(&pg.url).await.unwrap();
+    let (a, b) = (
+        one.rate_budgets().expect("PostgreSQL shares budgets"),
+        other.rate_budgets().expect("PostgreSQL shares budgets"),
+    );
+    // A bucket of 3 refilling at one token in 1000 s: three tokens, taken by either store
+    // at once, then a wait.
+    let key = "http://api.example.com:443 0123abcd";
+    let takes = futures_join(a.take(key, 0.001, 3.0), b.take(key, 0.001, 3.0)).await;
+    assert_eq!(takes, (None, None));
+    assert_eq!(a.take(key, 0.001, 3.0).await.unwrap(), None);
+    let wait = b
+        .take(key, 0.001, 3.0)
+        .await
+        .unwrap()
+        .expect("the bucket is empty");
+    assert!(wait > std::time::Duration::from_secs(900), "{wait:?}");
+    // A pause told through one holds every take, through the other too; other keys go.
+    let fresh = "http://api.example.com:443 ffff0000";
+    a.pause(fresh, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let paused = b.take(fresh, 100.0, 1.0).await.unwrap().expect("paused");
+    assert!(paused > std::time::Duration::from_secs(50), "{paused:?}");
+    assert_eq!(
+        b.take("http://elsewhere:80 00", 100.0, 1.0).await.unwrap(),
+        None
+    );
+    // SQLite stores keep each source's own limiter.
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = StateStore::open(&format!("sqlite://{}/s.db", dir.path().display()))
+        .await
+        .unwrap();
+    assert!(sqlite.rate_budgets().is_none());
+}
+
+/// Both takes at once, each unwrapped.
+async fn futures_join(
+    x: impl std::future::Future<
+        Output = Result<Option<std::time::Duration>, sluice_core::ConnectorError>,
+    >,
+    y: impl std::future::Future<
+        Output = Result<Option<std::time::Duration>, sluice_core::ConnectorError>,
+    >,
+) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+    let (x, y) = tokio::join!(x, y);
+    (x.unwrap(), y.unwrap())
+}

@@ -92,7 +92,8 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         None => return Ok(ExitCode::from(130)),
     };
     let exec = Executor::new(owned.store.clone(), owned.buffer.clone());
-    let pipeline = build::build_pipeline(&plan, &ctx).await?;
+    let pipeline =
+        build::build_pipeline(&plan, &ctx.with_rate_budgets(store.rate_budgets())).await?;
     let filter = FailedBatchFilter {
         run_id: args.run,
         node: args.node,

@@ -88,6 +88,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = file.plan()?;
     let ctx = BuildContext::default();
     let store = build::open_state(&plan, &ctx).await?;
+    // On a PostgreSQL store the HTTP sources share their rate-limit budgets with every
+    // other process reading the same APIs.
+    let ctx = ctx.with_rate_budgets(store.rate_budgets());
     let path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
     store
         .register_pipeline(&plan.pipeline, &path.display().to_string())

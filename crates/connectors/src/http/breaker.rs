@@ -71,6 +71,16 @@ impl CircuitBreaker {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state for the metrics: 0 closed, 1 half-open, 2 open (until its time passed).
+    pub(crate) fn state_value(&self, now: Instant) -> i64 {
+        match self.lock().state {
+            State::Closed => 0,
+            State::HalfOpen { .. } => 1,
+            State::Open { until } if now < until => 2,
+            State::Open { .. } => 1,
+        }
+    }
+
     /// Whether a request may go now. `Err(wait)`: open, retry in `wait`. `Ok(Some(msg))`
     /// when this call moved the breaker to half-open.
     pub(crate) fn admit(&self, now: Instant) -> Result<Option<String>, Duration> {

@@ -8,7 +8,7 @@ use super::classify::{
     ratelimit_reset, read_capped, status_error, too_large_error, transport_error,
 };
 use super::config::RateLimitSignalConfig;
-use super::ratelimit::Limiter;
+use super::ratelimit::{Gate, Limiter};
 use reqwest::header::HeaderMap;
 use sluice_core::{ConnectorError, ConnectorEvent, ErrorClass, RetryPolicy};
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,8 @@ pub(crate) struct Fetcher {
     /// The quota is used up until then, later than `max_retry_after`: no request is
     /// sent before it, the source parks.
     pub(crate) parked: Mutex<Option<SystemTime>>,
+    /// The process's HTTP metrics (`None`: not kept).
+    pub(crate) metrics: Option<Arc<super::metrics::HttpMetrics>>,
 }
 
 /// A request to send.
@@ -52,6 +54,7 @@ pub(crate) struct RequestSpec {
 #[derive(Debug)]
 pub(crate) struct Fetched {
     pub(crate) url: Url,
+    pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Vec<u8>,
 }
@@ -114,7 +117,11 @@ impl Fetcher {
         }
         loop {
             if let Some(b) = &self.breaker {
-                match b.admit(Instant::now()) {
+                let admitted = b.admit(Instant::now());
+                if let Some(m) = &self.metrics {
+                    m.breaker(&host, b.state_value(Instant::now()));
+                }
+                match admitted {
                     Ok(Some(msg)) => self.event(Some(ErrorClass::Dependency), msg),
                     Ok(None) => {}
                     Err(wait) => {
@@ -141,9 +148,36 @@ impl Fetcher {
                 }
             }
 
-            let (permit, _waited) = self.limiter.acquire().await;
+            let permit = match self.limiter.acquire(self.max_retry_after).await {
+                Gate::Go(permit, waited) => {
+                    if let Some(m) = &self.metrics {
+                        m.waited(&host, waited);
+                    }
+                    permit
+                }
+                // Another worker (or run) reading this API was told to wait that long.
+                Gate::Parked(wait) => {
+                    let until = system_time_after(wait);
+                    *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+                    return Err(self.park(
+                        &host,
+                        until,
+                        Some(format!(
+                            "the pause was learned by another worker or run reading {host} with the same credentials (the rate-limit budget shared through the state store)"
+                        )),
+                    ));
+                }
+            };
+            let sent = Instant::now();
             let mut attempt = self.send_once(spec).await;
             drop(permit);
+            if let Some(m) = &self.metrics {
+                let status = match &attempt {
+                    Ok(f) => Some(f.status),
+                    Err(f) => f.status,
+                };
+                m.request(&host, status, sent.elapsed());
+            }
             if let (Ok(f), Some(signal)) = (&attempt, &self.rate_limit_signal) {
                 let redactor = self.redactor();
                 let method = self.method.as_str();
@@ -159,7 +193,7 @@ impl Fetcher {
 
             let failure = match attempt {
                 Ok(f) => {
-                    self.record(false);
+                    self.record(false, &host);
                     self.limiter.on_success();
                     if quota_exhausted(&f.headers) {
                         match ratelimit_reset(&f.headers, SystemTime::now()) {
@@ -167,10 +201,12 @@ impl Fetcher {
                             Some(reset) if reset > self.max_retry_after => {
                                 *self.parked.lock().unwrap_or_else(|e| e.into_inner()) =
                                     Some(system_time_after(reset));
+                                self.limiter.share_pause(reset).await;
                             }
                             Some(wait) => {
                                 self.limiter
                                     .pause_until(super::instant_after(Instant::now(), wait));
+                                self.limiter.share_pause(wait).await;
                                 self.event(
                                     Some(ErrorClass::RateLimited),
                                     format!(
@@ -197,10 +233,10 @@ impl Fetcher {
             };
             let Failure { error, status } = failure;
             let class = error.class;
-            self.record(matches!(
-                class,
-                ErrorClass::Network | ErrorClass::Dependency
-            ));
+            self.record(
+                matches!(class, ErrorClass::Network | ErrorClass::Dependency),
+                &host,
+            );
 
             if class == ErrorClass::Auth && self.auth.refreshable() && !refreshed {
                 refreshed = true;
@@ -227,6 +263,7 @@ impl Fetcher {
             {
                 let until = system_time_after(wait);
                 *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+                self.limiter.share_pause(wait).await;
                 return Err(self.park(&host, until, error.evidence));
             }
             failed_attempts += 1;
@@ -254,6 +291,9 @@ impl Fetcher {
             if class == ErrorClass::RateLimited {
                 self.limiter
                     .pause_until(super::instant_after(Instant::now(), wait));
+                if asked.is_some() {
+                    self.limiter.share_pause(wait).await;
+                }
                 let rate = self.limiter.slow_down();
                 self.retried(
                     class,
@@ -306,11 +346,15 @@ impl Fetcher {
         }
     }
 
-    fn record(&self, failed: bool) {
-        if let Some(b) = &self.breaker
-            && let Some(msg) = b.record(failed, Instant::now())
-        {
-            self.event(Some(ErrorClass::Dependency), msg);
+    fn record(&self, failed: bool, host: &str) {
+        if let Some(b) = &self.breaker {
+            let now = Instant::now();
+            if let Some(msg) = b.record(failed, now) {
+                self.event(Some(ErrorClass::Dependency), msg);
+            }
+            if let Some(m) = &self.metrics {
+                m.breaker(host, b.state_value(now));
+            }
         }
     }
 
@@ -389,6 +433,7 @@ impl Fetcher {
         }
         Ok(Fetched {
             url: final_url,
+            status,
             headers,
             body: body.bytes,
         })

@@ -72,6 +72,8 @@ impl NodeConfig for HttpSourceSpec {
             let config = source_config(self, node);
             let (pipeline, id) = (ctx.pipeline.clone(), node.id.clone());
             let breakers = ctx.shared::<crate::http::BreakerRegistry>();
+            let budgets = ctx.rate_budgets();
+            let metrics = ctx.shared::<sluice_config::ConnectorMetrics>();
             Ok(NodeRunner::source(move |checkpoint| async move {
                 let source = crate::http::HttpSource::new(
                     config,
@@ -80,6 +82,8 @@ impl NodeConfig for HttpSourceSpec {
                         node: id,
                         checkpoint,
                         breakers: Some(breakers),
+                        budgets,
+                        metrics: Some(metrics),
                     },
                 )?;
                 Ok(Box::new(source) as Box<dyn sluice_core::Source>)
@@ -112,6 +116,8 @@ impl NodeConfig for HttpSourceSpec {
                 node: node.id.clone(),
                 checkpoint: None,
                 breakers: None,
+                budgets: None,
+                metrics: Some(ctx.shared::<sluice_config::ConnectorMetrics>()),
             },
         );
         let endpoints = source.as_ref().map(|s| s.endpoints()).unwrap_or_default();
@@ -142,6 +148,8 @@ impl NodeConfig for HttpSourceSpec {
                 node: node.id.clone(),
                 checkpoint: None,
                 breakers: None,
+                budgets: None,
+                metrics: Some(ctx.shared::<sluice_config::ConnectorMetrics>()),
             },
         );
         vec![Link {

@@ -49,6 +49,7 @@ pub(crate) mod classify;
 mod config;
 mod fetch;
 pub(crate) mod kind;
+mod metrics;
 pub(crate) mod origin;
 mod pagination;
 pub(crate) mod ratelimit;

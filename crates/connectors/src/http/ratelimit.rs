@@ -1,10 +1,24 @@
 //! The per-source request gate: a token bucket (requests per second, burst) whose rate
 //! halves after a 429 and creeps back with successes, a pause that no request passes
 //! (`Retry-After`, an exhausted quota), and a cap on requests in flight.
+//!
+//! With a shared budget (the state store on PostgreSQL, through
+//! [`sluice_config::BuildContext::rate_budgets`]), a request also takes a token of the
+//! API's bucket there, and pauses told by the API are written there: every worker and run
+//! reading the same API with the same credentials keeps within one limit together, and a
+//! quota reset learned by one holds them all.
 
+use sluice_core::RateBudgets;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The share of `requests_per_second` a shared budget fills at: the margin covers the
+/// time between a worker's token and its request reaching the API (a round trip to the
+/// state store, the scheduling of two processes), so that the API never counts more
+/// than its limit in a second however those delays fall.
+const SHARED_HEADROOM: f64 = 0.95;
 
 /// Successes between two steps of recovery after a slow-down.
 const RECOVER_EVERY: u32 = 10;
@@ -14,6 +28,25 @@ const MIN_RATE: f64 = 0.1;
 pub(crate) struct Limiter {
     bucket: Mutex<Bucket>,
     in_flight: Arc<Semaphore>,
+    shared: Option<SharedBudget>,
+}
+
+/// The API's budget shared with other processes.
+struct SharedBudget {
+    budgets: Arc<dyn RateBudgets>,
+    /// The API's host and a hash of the credentials.
+    key: String,
+    /// The store failed once: said once, then this source limits itself.
+    failed: AtomicBool,
+}
+
+/// What [`Limiter::acquire`] found.
+pub(crate) enum Gate {
+    /// Go: hold the slot until the answer is read; how long the rate limit made the
+    /// request wait.
+    Go(OwnedSemaphorePermit, Duration),
+    /// The shared budget is paused for longer than the source may wait: no request.
+    Parked(Duration),
 }
 
 struct Bucket {
@@ -47,16 +80,29 @@ impl Limiter {
                 last_start: None,
             }),
             in_flight: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
+            shared: None,
         }
+    }
+
+    /// The same gate, also taking each request's token from `budgets` under `key` (the
+    /// API's host and a hash of the credentials), where the pauses go too.
+    pub(crate) fn shared(mut self, budgets: Arc<dyn RateBudgets>, key: String) -> Self {
+        self.shared = Some(SharedBudget {
+            budgets,
+            key,
+            failed: AtomicBool::new(false),
+        });
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
         self.bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a slot in flight and a token; returns the slot (hold it until the
-    /// answer is read) and how long the rate limit made the request wait.
-    pub(crate) async fn acquire(&self) -> (OwnedSemaphorePermit, Duration) {
+    /// Waits for a slot in flight and a token (this source's, then the shared budget's):
+    /// [`Gate::Go`] with the slot and how long the rate limit made the request wait, or
+    /// [`Gate::Parked`] when the shared budget is paused longer than `max_wait`.
+    pub(crate) async fn acquire(&self, max_wait: Duration) -> Gate {
         let started = Instant::now();
         let permit = match self.in_flight.clone().acquire_owned().await {
             Ok(p) => p,
@@ -73,7 +119,50 @@ impl Limiter {
                 Some(d) => tokio::time::sleep(d).await,
             }
         }
-        (permit, started.elapsed())
+        if let Some(shared) = &self.shared
+            && !shared.failed.load(Ordering::Relaxed)
+        {
+            let (rate, burst) = {
+                let b = self.lock();
+                // Without a rate, the budget only carries pauses: a bucket never empty.
+                match b.rate {
+                    Some(r) => (r * SHARED_HEADROOM, b.burst),
+                    None => (1e9, 1e9),
+                }
+            };
+            loop {
+                match shared.budgets.take(&shared.key, rate, burst).await {
+                    Ok(None) => break,
+                    Ok(Some(wait)) if wait > max_wait => return Gate::Parked(wait),
+                    Ok(Some(wait)) => tokio::time::sleep(wait).await,
+                    Err(e) => {
+                        shared.failed.store(true, Ordering::Relaxed);
+                        tracing::warn!(
+                            "the shared rate-limit budget is unavailable ({}): this source limits only its own requests from now on",
+                            e.message
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        Gate::Go(permit, started.elapsed())
+    }
+
+    /// Tells the other processes sharing the budget that no request starts within
+    /// `wait` (a `Retry-After`, a quota reset).
+    pub(crate) async fn share_pause(&self, wait: Duration) {
+        let Some(shared) = &self.shared else { return };
+        if shared.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = shared.budgets.pause(&shared.key, wait).await {
+            shared.failed.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                "the shared rate-limit budget is unavailable ({}): this source limits only its own requests from now on",
+                e.message
+            );
+        }
     }
 
     /// No request starts before `until`.
@@ -196,19 +285,68 @@ mod tests {
         assert_eq!(l.rate(), Some(8.0));
     }
 
+    /// A budget told to be paused for `pause` (0: none), counting takes.
+    #[derive(Debug, Default)]
+    struct FakeBudgets {
+        pause: Mutex<Duration>,
+        takes: std::sync::atomic::AtomicU32,
+    }
+
+    impl RateBudgets for FakeBudgets {
+        fn take<'a>(
+            &'a self,
+            _key: &'a str,
+            _rate: f64,
+            _burst: f64,
+        ) -> sluice_core::node::BoxFuture<'a, Result<Option<Duration>, sluice_core::ConnectorError>>
+        {
+            self.takes.fetch_add(1, Ordering::SeqCst);
+            let pause = *self.pause.lock().unwrap();
+            Box::pin(async move { Ok((!pause.is_zero()).then_some(pause)) })
+        }
+
+        fn pause<'a>(
+            &'a self,
+            _key: &'a str,
+            wait: Duration,
+        ) -> sluice_core::node::BoxFuture<'a, Result<(), sluice_core::ConnectorError>> {
+            *self.pause.lock().unwrap() = wait;
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_pause_beyond_the_longest_wait_parks_and_a_short_one_is_waited() {
+        let budgets = Arc::new(FakeBudgets::default());
+        let l = Limiter::new(Some(1000.0), 1, 1).shared(budgets.clone(), "k".into());
+        assert!(matches!(
+            l.acquire(Duration::from_secs(1)).await,
+            Gate::Go(..)
+        ));
+        l.share_pause(Duration::from_secs(60)).await;
+        match l.acquire(Duration::from_secs(1)).await {
+            Gate::Parked(wait) => assert_eq!(wait, Duration::from_secs(60)),
+            Gate::Go(..) => panic!("a pause told by another process parks this one"),
+        }
+        assert_eq!(budgets.takes.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn concurrency_caps_requests_in_flight() {
         let l = Limiter::new(None, 1, 2);
-        let (a, _) = l.acquire().await;
-        let (_b, _) = l.acquire().await;
+        let max = Duration::from_secs(1);
+        let Gate::Go(a, _) = l.acquire(max).await else {
+            panic!("no shared budget, no parking")
+        };
+        let _b = l.acquire(max).await;
         assert!(
-            tokio::time::timeout(Duration::from_millis(20), l.acquire())
+            tokio::time::timeout(Duration::from_millis(20), l.acquire(max))
                 .await
                 .is_err()
         );
         drop(a);
         assert!(
-            tokio::time::timeout(Duration::from_millis(200), l.acquire())
+            tokio::time::timeout(Duration::from_millis(200), l.acquire(max))
                 .await
                 .is_ok()
         );

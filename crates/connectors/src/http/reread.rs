@@ -57,6 +57,8 @@ impl HttpKeySet {
                     node: self.node.clone(),
                     checkpoint: None,
                     breakers: None,
+                    budgets: None,
+                    metrics: None,
                 },
             )?;
             let mut rows = Vec::new();

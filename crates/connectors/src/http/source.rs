@@ -41,6 +41,14 @@ pub struct HttpSourceContext {
     /// Circuit breakers shared with other sources (by host). `None`: this source keeps
     /// its own, configured by `breaker`.
     pub breakers: Option<Arc<BreakerRegistry>>,
+    /// Where the API's rate-limit budget is shared with other processes (the state store
+    /// on PostgreSQL): each request also takes a token there, under the API's host and a
+    /// hash of the credentials, and pauses told by the API go there. `None`: the source
+    /// limits only its own requests.
+    pub budgets: Option<Arc<dyn sluice_core::RateBudgets>>,
+    /// Where the source keeps its metrics (requests by host and status, latency,
+    /// rate-limit waits, breaker state). `None`: not kept.
+    pub metrics: Option<Arc<sluice_config::ConnectorMetrics>>,
 }
 
 /// Reads pages from an HTTP API as batches. Build it with [`HttpSource::new`]; use it
@@ -128,11 +136,17 @@ impl HttpSource {
                 HttpMethod::POST => reqwest::Method::POST,
             },
             auth,
-            limiter: Limiter::new(
-                config.rate_limit.requests_per_second,
-                config.rate_limit.burst,
-                config.rate_limit.concurrency,
-            ),
+            limiter: {
+                let limiter = Limiter::new(
+                    config.rate_limit.requests_per_second,
+                    config.rate_limit.burst,
+                    config.rate_limit.concurrency,
+                );
+                match &ctx.budgets {
+                    Some(b) => limiter.shared(Arc::clone(b), budget_key(&config, &probe)),
+                    None => limiter,
+                }
+            },
             breaker,
             redactor: Mutex::new(redactor),
             events: Mutex::new(Vec::new()),
@@ -144,6 +158,10 @@ impl HttpSource {
             max_response_bytes: config.max_response_bytes,
             rate_limit_signal: config.rate_limit_signal.clone(),
             parked: Mutex::new(None),
+            metrics: ctx
+                .metrics
+                .as_ref()
+                .map(|m| m.get_or_register(super::metrics::HttpMetrics::new)),
         };
         let records_at = RecordsAt::new(&config.records).map_err(invalid)?;
         let raw_at = RawAt::of(&config.records);
@@ -1169,6 +1187,60 @@ fn position_url(redactor: &Redactor, url: &str) -> String {
 /// fields not named in `public`. Values that are only template variables are left out,
 /// and (but for headers) values shorter than 4 characters, which cannot be secrets worth
 /// the noise of masking them everywhere.
+/// The key of the API's shared rate-limit budget: its origin (`scheme://host:port`) and
+/// a hash of the credentials (the `auth` block, the values of headers not `public`), so
+/// that every source reading the API as the same client shares one budget. It holds no
+/// secret: the credentials are hashed (blake3, cut to 128 bits).
+pub(crate) fn budget_key(config: &HttpSourceConfig, url: &str) -> String {
+    use super::config::AuthConfig;
+    let origin = Url::parse(url)
+        .map(|u| {
+            let port = u.port_or_known_default().unwrap_or_default();
+            format!(
+                "{}://{}:{port}",
+                u.scheme(),
+                u.host_str().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let mut h = blake3::Hasher::new();
+    let mut part = |tag: &str, value: &str| {
+        h.update(tag.as_bytes());
+        h.update(&[0]);
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value.as_bytes());
+    };
+    match &config.auth {
+        None => part("auth", "none"),
+        Some(AuthConfig::Basic { username, password }) => {
+            part("basic", username);
+            part("password", password.expose());
+        }
+        Some(AuthConfig::Bearer { token }) => part("bearer", token.expose()),
+        Some(AuthConfig::ApiKey { name, value, .. }) => {
+            part("api_key", name);
+            part("value", value.expose());
+        }
+        Some(AuthConfig::Oauth2ClientCredentials(o)) => {
+            part("oauth2", &o.token_url);
+            part("client_id", &o.client_id);
+            part("client_secret", o.client_secret.expose());
+        }
+        Some(AuthConfig::Hmac(m)) => {
+            part("hmac", m.key_id.as_deref().unwrap_or_default());
+            part("key", m.key.expose());
+        }
+    }
+    let public = |n: &str| config.public.iter().any(|p| p.eq_ignore_ascii_case(n));
+    for (name, value) in &config.headers {
+        if !public(name) {
+            part(&name.to_ascii_lowercase(), value.expose());
+        }
+    }
+    let hash = h.finalize().to_hex();
+    format!("{origin} {}", &hash[..32])
+}
+
 fn config_secrets(config: &HttpSourceConfig, mut secrets: Vec<Secret>) -> Vec<Secret> {
     let public = |n: &str| config.public.iter().any(|p| p.eq_ignore_ascii_case(n));
     let mut add = |v: &str, min: usize| {
@@ -1395,4 +1467,55 @@ enum Drift {
 enum Stop {
     Fail(ConnectorError),
     Pass(ConnectorError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: Value) -> HttpSourceConfig {
+        let mut spec = json!({
+            "url": "https://api.example.com/v1/orders",
+            "records": {"path": "$.data"},
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        HttpSourceConfig::from_spec(spec).expect("a valid spec")
+    }
+
+    #[test]
+    fn the_budget_key_is_the_origin_and_a_hash_of_the_credentials_never_a_secret() {
+        let url = "https://api.example.com/v1/orders";
+        let bearer = |t: &str| config(json!({"auth": {"bearer": {"token": t}}}));
+        let key = budget_key(&bearer("tok-secret-1"), url);
+        assert!(key.starts_with("https://api.example.com:443 "), "{key}");
+        assert!(!key.contains("tok-secret-1"), "{key}");
+        // The same credentials share a budget, whatever else differs (a public query).
+        let mut other = bearer("tok-secret-1");
+        other.query.insert("status".into(), "open".into());
+        assert_eq!(budget_key(&other, url), key);
+        // Other credentials, or none, or another host: another budget.
+        assert_ne!(budget_key(&bearer("tok-secret-2"), url), key);
+        assert_ne!(budget_key(&config(json!({})), url), key);
+        assert_ne!(
+            budget_key(&bearer("tok-secret-1"), "https://other.example.com/v1"),
+            key
+        );
+        // A header that is not public is a credential; a public one is not.
+        let header = |v: &str, public: bool| {
+            config(json!({
+                "headers": {"X-Api-Key": v},
+                "public": if public { vec!["x-api-key"] } else { vec![] },
+            }))
+        };
+        assert_ne!(
+            budget_key(&header("a", false), url),
+            budget_key(&header("b", false), url)
+        );
+        assert_eq!(
+            budget_key(&header("a", true), url),
+            budget_key(&header("b", true), url)
+        );
+    }
 }

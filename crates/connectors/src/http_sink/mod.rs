@@ -28,7 +28,7 @@ use crate::http::classify::{
     ERROR_BODY_CAP, Redactor, host_of, humanize, read_capped, status_error, transport_error,
 };
 use crate::http::origin::Origins;
-use crate::http::ratelimit::Limiter;
+use crate::http::ratelimit::{Gate, Limiter};
 use crate::http::{AuthConfig, RateLimitConfig, TimeoutsConfig};
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
@@ -299,7 +299,11 @@ impl Sink for HttpSink {
             if let Some(msg) = applied.fetched_token {
                 self.event(None, msg);
             }
-            let (permit, _waited) = self.limiter.acquire().await;
+            // A sink's gate has no shared budget: it never parks.
+            let permit = match self.limiter.acquire(std::time::Duration::MAX).await {
+                Gate::Go(permit, _waited) => permit,
+                Gate::Parked(_) => unreachable!("only a shared budget parks"),
+            };
             let sent = self
                 .client
                 .request(self.method.clone(), url.clone())

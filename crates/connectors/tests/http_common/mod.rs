@@ -40,6 +40,8 @@ pub fn source(cfg: HttpSourceConfig, checkpoint: Option<serde_json::Value>) -> H
             node: "api".into(),
             checkpoint,
             breakers: None,
+            budgets: None,
+            metrics: None,
         },
     )
     .expect("source builds")
