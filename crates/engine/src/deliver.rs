@@ -62,6 +62,8 @@ pub(crate) struct NodeCtx {
     pub quarantined_ids: Vec<String>,
     /// What drifted from the schema and went through under `schema_policy: warn`.
     pub schema_drift: Vec<String>,
+    /// The run's gate (health-gated flow), when the pipeline has one.
+    pub gate: Option<std::sync::Arc<crate::gate::Gate>>,
 }
 
 impl NodeCtx {
@@ -220,11 +222,21 @@ struct Handle<'a> {
 impl Attempt for Handle<'_> {
     type Output = WriteReport;
 
+    /// Under `when_link_down: pause`, a failure because the target's link is down waits
+    /// for the link, inside this attempt, then writes again: an outage spends no retries.
     async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<WriteReport, ConnectorError> {
-        let result = self.target.handle(self.batch).await;
-        let events = ctx.forward_events(self.target);
-        ctx.record_events(&events).await;
-        result
+        loop {
+            let result = self.target.handle(self.batch).await;
+            let events = ctx.forward_events(self.target);
+            ctx.record_events(&events).await;
+            let (Err(error), Some(gate)) = (&result, ctx.gate.clone()) else {
+                return result;
+            };
+            match gate.hold_sink(ctx, error).await {
+                crate::gate::Held::Recovered => continue,
+                crate::gate::Held::Up | crate::gate::Held::Cancelled => return result,
+            }
+        }
     }
 
     /// Once the link is down, a batch gets one attempt until one succeeds.

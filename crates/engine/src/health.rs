@@ -100,27 +100,29 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
     join_all(checks).await
 }
 
+/// The buffer as its link is named: `kafka 127.0.0.1:9092`, `embedded .sluice/buffer`.
+pub fn buffer_link(buffer: &sluice_config::spec::BufferSpec, ctx: &BuildContext) -> String {
+    match buffer {
+        sluice_config::spec::BufferSpec::Kafka(k) => format!(
+            "kafka {}",
+            k.brokers
+                .value
+                .iter()
+                .map(|b| b.value.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        sluice_config::spec::BufferSpec::Embedded(e) => {
+            format!("embedded {}", ctx.base_dir.join(&e.path).display())
+        }
+    }
+}
+
 /// The pipeline's own links: its buffer and its state store, each with its check.
 pub(crate) fn own_links(plan: &Plan, ctx: &BuildContext) -> Vec<sluice_config::Link> {
     let mut out = Vec::new();
-    let (buffer_link, buffer) = match &plan.buffer {
-        sluice_config::spec::BufferSpec::Kafka(k) => (
-            format!(
-                "kafka {}",
-                k.brokers
-                    .value
-                    .iter()
-                    .map(|b| b.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            build::open_buffer(plan, ctx),
-        ),
-        sluice_config::spec::BufferSpec::Embedded(e) => (
-            format!("embedded {}", ctx.base_dir.join(&e.path).display()),
-            build::open_buffer(plan, ctx),
-        ),
-    };
+    let buffer_link = buffer_link(&plan.buffer, ctx);
+    let buffer = build::open_buffer(plan, ctx);
     out.push(sluice_config::Link {
         kind: LinkKind::Buffer,
         name: buffer_link,

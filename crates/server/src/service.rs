@@ -1054,6 +1054,21 @@ fn describe(kind: &EventKind) -> Option<String> {
             message,
             ..
         } => format!("[{class}] {message}"),
+        EventKind::LinkWentDown {
+            link,
+            class,
+            message,
+        } => format!("[{class}] {link} is down: {message}; waiting for it (when_link_down: pause)"),
+        EventKind::LinkCameBack { link, down_for } => {
+            format!(
+                "{link} is up again after {:.1}s down: going on",
+                down_for.as_secs_f64()
+            )
+        }
+        EventKind::Paused { cause, class } => format!("[{class}] paused: {cause}"),
+        EventKind::Resumed { paused } => {
+            format!("resumed after {:.1}s paused", paused.as_secs_f64())
+        }
         EventKind::Compensated { message, .. } => message.clone(),
         EventKind::NodeFinished {
             status,

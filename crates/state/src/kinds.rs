@@ -138,6 +138,8 @@ pub enum AlertKind {
     Recovered,
     /// Every attempt to deliver alerts to one of the pipeline's channels failed.
     ChannelFailed,
+    /// A node's backlog in the buffer is above the buffer's `max_lag`.
+    Backlog,
 }
 
 stored_names!(AlertKind, "alert kind", {
@@ -150,6 +152,7 @@ stored_names!(AlertKind, "alert kind", {
     Stale => "stale",
     Recovered => "recovered",
     ChannelFailed => "channel_failed",
+    Backlog => "backlog",
 });
 
 /// How urgent an alert is: the same names as the severities a pipeline's `alerts.routes`

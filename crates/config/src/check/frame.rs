@@ -4,7 +4,9 @@
 use super::Checker;
 use crate::diag::suggest;
 use crate::plan::topic_name;
-use crate::spec::{BufferSpec, ChannelSpec, EmailChannel, FsyncPolicy, PipelineSpec, Schedule};
+use crate::spec::{
+    BufferSpec, ChannelSpec, EmailChannel, FsyncPolicy, PipelineSpec, Schedule, WhenLinkDown,
+};
 use crate::values::Dialect;
 use crate::values::SecretValue;
 use std::collections::BTreeSet;
@@ -35,6 +37,29 @@ impl Checker<'_> {
         self.timeouts(&spec.defaults.timeouts);
         self.on_error(&spec.defaults.on_error, None);
         self.alerts(spec, ids);
+        if let Some(w) = &spec.when_link_down
+            && w.value == WhenLinkDown::Buffer
+            && matches!(spec.buffer, BufferSpec::Embedded(_))
+        {
+            self.error_at(
+                w,
+                "`when_link_down: buffer` needs a Kafka buffer: the embedded log is on this machine's disk, and reading on into it while the sink is down only fills the disk",
+                "use `when_link_down: pause` (the default), or `buffer: { kafka: { brokers: [...] } }`",
+            );
+        }
+        let max_lag = match &spec.buffer {
+            BufferSpec::Embedded(e) => e.max_lag.as_ref(),
+            BufferSpec::Kafka(k) => k.max_lag.as_ref(),
+        };
+        if let Some(m) = max_lag
+            && m.value == 0
+        {
+            self.error_at(
+                m,
+                "`max_lag` must be at least 1",
+                "e.g. `max_lag: 10000` (batches)",
+            );
+        }
     }
 
     fn buffer(&mut self, buffer: &BufferSpec, spec: &PipelineSpec) {
