@@ -149,6 +149,8 @@ pub(crate) struct Service {
     rescanning: tokio::sync::Mutex<()>,
     /// The last link check of each pipeline: when (ms) and each link.
     pub(crate) links: RwLock<BTreeMap<String, (i64, Vec<serde_json::Value>)>>,
+    /// Per pipeline, the links this service saw down (link key -> since, ms).
+    down_since: tokio::sync::Mutex<BTreeMap<String, std::collections::HashMap<String, i64>>>,
 }
 
 impl Service {
@@ -171,6 +173,7 @@ impl Service {
             ready: AtomicBool::new(false),
             rescanning: tokio::sync::Mutex::default(),
             links: RwLock::default(),
+            down_since: tokio::sync::Mutex::default(),
         })
     }
 
@@ -487,10 +490,26 @@ impl Service {
             .write()
             .expect("links")
             .insert(slot.name.clone(), (now_ms(), links.clone()));
+        // The monitor's alerts: a link down once (then reminders), its recovery with the
+        // downtime; the state store's conditions dedup them with `sluice health --watch`
+        // and the runs' gates.
+        drop(_turn);
+        let next = format!("sluice health {}", loaded.file.display());
+        let mut down = self.down_since.lock().await;
+        let seen = down.entry(slot.name.clone()).or_default();
+        sluice_engine::health::report_links(
+            Some(&slot.store),
+            &slot.name,
+            &loaded.plan.alerts,
+            &next,
+            &checks,
+            seen,
+        )
+        .await;
         (all_up, links)
     }
 
-    /// Checks every pipeline's links every `every`, until stopped.
+    /// Checks every pipeline's links every `every` (give or take a fifth), until stopped.
     pub(crate) async fn watch_links(self: Arc<Self>, every: Duration) {
         loop {
             for slot in self.all_slots() {
@@ -500,7 +519,7 @@ impl Service {
                 self.check_links(&slot).await;
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(sluice_engine::gate::jitter(every)) => {}
                 _ = self.stopping.cancelled() => return,
             }
         }
