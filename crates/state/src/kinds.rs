@@ -140,6 +140,8 @@ pub enum AlertKind {
     ChannelFailed,
     /// A node's backlog in the buffer is above the buffer's `max_lag`.
     Backlog,
+    /// `sluice serve` found a pipeline file that does not validate.
+    PipelineInvalid,
 }
 
 stored_names!(AlertKind, "alert kind", {
@@ -153,6 +155,7 @@ stored_names!(AlertKind, "alert kind", {
     Recovered => "recovered",
     ChannelFailed => "channel_failed",
     Backlog => "backlog",
+    PipelineInvalid => "pipeline_invalid",
 });
 
 /// How urgent an alert is: the same names as the severities a pipeline's `alerts.routes`

@@ -5,7 +5,8 @@ use super::Checker;
 use crate::diag::suggest;
 use crate::plan::topic_name;
 use crate::spec::{
-    BufferSpec, ChannelSpec, EmailChannel, FsyncPolicy, PipelineSpec, Schedule, WhenLinkDown,
+    AlertsSpec, BufferSpec, ChannelSpec, EmailChannel, FsyncPolicy, PipelineSpec, Schedule,
+    WhenLinkDown,
 };
 use crate::values::Dialect;
 use crate::values::SecretValue;
@@ -172,7 +173,15 @@ impl Checker<'_> {
     }
 
     fn alerts(&mut self, spec: &PipelineSpec, ids: &BTreeSet<String>) {
-        let alerts = &spec.alerts;
+        self.alerts_section(&spec.alerts, Some(ids));
+        if let Some(f) = &spec.freshness {
+            self.positive_duration(f, "freshness");
+        }
+    }
+
+    /// An `alerts:` section; `ids`: the pipeline's nodes (`None`: the service's default
+    /// channels, which name no node).
+    pub(crate) fn alerts_section(&mut self, alerts: &AlertsSpec, ids: Option<&BTreeSet<String>>) {
         let names: Vec<&str> = alerts
             .channels
             .iter()
@@ -256,9 +265,6 @@ impl Checker<'_> {
             }
         }
         self.positive_duration(&alerts.repeat_every, "repeat_every");
-        if let Some(f) = &spec.freshness {
-            self.positive_duration(f, "freshness");
-        }
         for route in &alerts.routes {
             if !names.contains(&route.channel.value.as_str()) {
                 let help = match suggest(&route.channel.value, names.iter().copied()) {
@@ -273,6 +279,14 @@ impl Checker<'_> {
                 );
             }
             for node in &route.nodes {
+                let Some(ids) = ids else {
+                    self.error_at(
+                        node,
+                        "the service's default channels route no node",
+                        "filter by `classes` or `severities`; routes by node belong in a pipeline's `alerts:`",
+                    );
+                    continue;
+                };
                 if !ids.contains(&node.value) {
                     let help = suggest(&node.value, ids.iter().map(String::as_str)).map_or_else(
                         || "list ids of `nodes`".to_owned(),

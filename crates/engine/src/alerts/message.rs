@@ -90,6 +90,7 @@ pub fn headline(kind: AlertKind) -> &'static str {
         AlertKind::Recovered => "recovered",
         AlertKind::ChannelFailed => "an alert channel fails",
         AlertKind::Backlog => "backlog above max_lag",
+        AlertKind::PipelineInvalid => "pipeline file invalid",
     }
 }
 
@@ -116,6 +117,9 @@ fn did(kind: AlertKind) -> &'static str {
         }
         AlertKind::Stale => {
             "nothing: runs start by their schedule; this says none succeeded lately"
+        }
+        AlertKind::PipelineInvalid => {
+            "serves the file's last good version, if it had one, and reads the file again when it changes"
         }
         AlertKind::Backlog => {
             "keeps the batches in the buffer; under `when_link_down: buffer` the sources pause until the backlog is under `max_lag` again"
