@@ -69,9 +69,9 @@ pub struct PipelineSpec {
     /// sink, or the Kafka buffer): `pause` (they read nothing until the link answers
     /// again, then go on by themselves; the default with the embedded buffer) or
     /// `buffer` (they keep reading into Kafka, up to the buffer's `max_lag`; the default
-    /// with a Kafka buffer, and allowed only there). Either way a sink whose database is
-    /// down waits for it under `pause`, and the run records each pause with its cause and
-    /// length.
+    /// with a Kafka buffer, and allowed only there). Under `pause`, a sink whose database
+    /// is down waits for it without spending its retries; the run records each pause
+    /// with its cause and length.
     pub when_link_down: Option<Spanned<WhenLinkDown>>,
     /// The nodes, by id. An id is lowercase letters, digits, `_` and `-`.
     #[serde(default, deserialize_with = "nodes::read_later")]
@@ -405,6 +405,7 @@ pub struct EmbeddedBuffer {
     /// The backlog a node may have: batches published to a topic and not yet taken by a
     /// node reading it. Above it, a `backlog` alert (once while it holds). Unset: no
     /// bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &10000)]
     pub max_lag: Option<Spanned<u64>>,
 }
@@ -485,6 +486,7 @@ pub struct KafkaBuffer {
     /// not yet committed by a node reading it. Above it, a `backlog` alert (once while
     /// it holds); under `when_link_down: buffer`, the sources also pause until the
     /// backlog is back under it. Unset: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &10000)]
     pub max_lag: Option<Spanned<u64>>,
 }
