@@ -216,8 +216,8 @@ pub fn probe_interval() -> std::time::Duration {
         .unwrap_or(std::time::Duration::from_secs(5))
 }
 
-/// The plan's health gate: `when_link_down`, `max_lag`, and each sink's link checks
-/// (its kind's `links`, made anew at each probe).
+/// The plan's health gate: `when_link_down`, `max_lag`, and each sink's database checks
+/// (its kind's `links` of kind `database`, made anew at each probe).
 pub fn gate_spec(plan: &Plan, ctx: &BuildContext) -> crate::gate::GateSpec {
     let ctx = ctx.for_pipeline(&plan.pipeline);
     let mut probes: std::collections::HashMap<String, crate::gate::LinkProbe> =
@@ -227,9 +227,17 @@ pub fn gate_spec(plan: &Plan, ctx: &BuildContext) -> crate::gate::GateSpec {
             continue;
         }
         let (node, ctx) = (node.clone(), ctx.clone());
+        // The databases it writes to: an API down is not gated (its sink retries, then
+        // keeps the batches for replay, as before).
         probes.insert(
             node.id.clone(),
-            Arc::new(move || node.config.links(&node, &ctx)),
+            Arc::new(move || {
+                node.config
+                    .links(&node, &ctx)
+                    .into_iter()
+                    .filter(|l| l.kind == sluice_config::LinkKind::Database)
+                    .collect()
+            }),
         );
     }
     crate::gate::GateSpec {

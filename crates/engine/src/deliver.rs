@@ -64,6 +64,10 @@ pub(crate) struct NodeCtx {
     pub schema_drift: Vec<String>,
     /// The run's gate (health-gated flow), when the pipeline has one.
     pub gate: Option<std::sync::Arc<crate::gate::Gate>>,
+    /// The target took a batch in this run: its link was up, so a failure of it now is
+    /// an outage to wait out (under `when_link_down: pause`), not a target that cannot
+    /// work at all (a wrong path, a database that never answered), which fails as before.
+    pub wrote: bool,
 }
 
 impl NodeCtx {
@@ -159,6 +163,7 @@ impl NodeCtx {
     /// Counts a batch the target took, and keeps the rows it refused.
     async fn written(&mut self, batch: &Batch, report: WriteReport) -> Result<(), ConnectorError> {
         self.link_down = false;
+        self.wrote = true;
         if report.duplicate {
             self.stats.duplicates += 1;
             self.emit(EventKind::DuplicateSkipped {
@@ -229,7 +234,7 @@ impl Attempt for Handle<'_> {
             let result = self.target.handle(self.batch).await;
             let events = ctx.forward_events(self.target);
             ctx.record_events(&events).await;
-            let (Err(error), Some(gate)) = (&result, ctx.gate.clone()) else {
+            let (Err(error), Some(gate), true) = (&result, ctx.gate.clone(), ctx.wrote) else {
                 return result;
             };
             match gate.hold_sink(ctx, error).await {

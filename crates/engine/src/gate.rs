@@ -1,7 +1,8 @@
 //! Health-gated flow: while a link the pipeline needs is down, its sources read nothing.
 //!
-//! One [`Gate`] per run. Under `when_link_down: pause`, a sink whose write fails with a
-//! `network` or `dependency` error checks its links (the kind's own `links` checks, as
+//! One [`Gate`] per run. Under `when_link_down: pause`, a sink that wrote in this run
+//! and whose write now fails with a `network` or `dependency` error checks its database
+//! links (the kind's own `links` checks, as
 //! `sluice health` does): if one is down, the sink closes the gate, raises `link_down`,
 //! and checks again every [`GateSpec::probe_every`] (with jitter) until the link answers;
 //! then it opens the gate, raises `link_recovered` with the downtime and writes the same

@@ -197,6 +197,7 @@ impl Replay<'_> {
             quarantined_ids: Vec::new(),
             schema_drift: Vec::new(),
             gate: None,
+            wrote: false,
         }
     }
 

@@ -197,6 +197,7 @@ mod tests {
             quarantined_ids: Vec::new(),
             schema_drift: Vec::new(),
             gate: None,
+            wrote: false,
         };
         (ctx, rx)
     }

@@ -215,6 +215,7 @@ impl Executor {
                 quarantined_ids: Vec::new(),
                 schema_drift: Vec::new(),
                 gate: gate.clone(),
+                wrote: false,
             };
             let status_tx = senders.remove(&node.id).expect("sender per node");
             let watched: HashMap<String, watch::Receiver<NodeState>> = node

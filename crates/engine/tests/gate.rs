@@ -59,12 +59,13 @@ impl Source for Pages {
     }
 }
 
-/// A sink that fails with `dependency` while `down`, and waits for `open` (if any)
-/// before its first write.
+/// A sink that fails with `dependency` while `down`, waits for `open` (if any) before
+/// its first write, and goes down after its first write when `then_down`.
 struct Flaky {
     down: Arc<AtomicBool>,
     rows: Arc<Mutex<Vec<i64>>>,
     open: Option<Arc<Notify>>,
+    then_down: bool,
 }
 
 #[async_trait]
@@ -87,6 +88,9 @@ impl Sink for Flaky {
             .unwrap();
         let mut rows = self.rows.lock().unwrap();
         rows.extend(ids.iter().flatten());
+        if std::mem::take(&mut self.then_down) {
+            self.down.store(true, Ordering::SeqCst);
+        }
         Ok(WriteReport {
             written: ids.len(),
             ..WriteReport::default()
@@ -166,7 +170,8 @@ async fn a_sink_link_down_pauses_the_source_and_the_flow_resumes_by_itself() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let exec = Executor::new(store.clone(), Arc::new(log)).with_events(tx);
 
-    let down = Arc::new(AtomicBool::new(true));
+    // Up for the first write, then down: an outage in the middle of the run.
+    let down = Arc::new(AtomicBool::new(false));
     let rows = Arc::new(Mutex::new(Vec::new()));
     let reads = Arc::new(AtomicU64::new(0));
     // The source waits at its third page until the probe found the link down.
@@ -208,6 +213,7 @@ async fn a_sink_link_down_pauses_the_source_and_the_flow_resumes_by_itself() {
                     down: down.clone(),
                     rows: rows.clone(),
                     open: None,
+                    then_down: true,
                 })),
             ),
         ],
@@ -315,6 +321,7 @@ async fn a_backlog_above_max_lag_alerts_and_pauses_the_source_under_buffer() {
                     down: Arc::new(AtomicBool::new(false)),
                     rows: rows.clone(),
                     open: Some(open.clone()),
+                    then_down: false,
                 })),
             ),
         ],
