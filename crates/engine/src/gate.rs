@@ -196,7 +196,7 @@ impl Gate {
     where
         F: Fn() -> BoxFuture<'static, Option<Down>>,
     {
-        let Some(mut down) = check().await else {
+        let Some(down) = check().await else {
             return Held::Up;
         };
         let key = link_key(down.kind, &down.link);
@@ -252,7 +252,9 @@ impl Gate {
             }
             match check().await {
                 None => break Held::Recovered,
-                Some(again) => down = again,
+                Some(again) => {
+                    tracing::debug!(node = %ctx.node, link = %key, "still down: {}", again.error.message)
+                }
             }
         };
         self.closed.send_modify(|c| {
@@ -274,7 +276,6 @@ impl Gate {
             self.pipeline.clone(),
             ctx.node.clone(),
         );
-        let _ = down;
         self.queue.push(async move {
             alerts::clear(
                 &spec,
