@@ -87,6 +87,50 @@ impl Invalid {
     }
 }
 
+/// A service's alert file (`sluice serve --alerts FILE`): an `alerts:` section alone.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceAlerts {
+    alerts: spec::AlertsSpec,
+}
+
+/// Validates a service's alert file: one `alerts:` section, as in a pipeline (channels,
+/// routes by class and severity, `repeat_every`), checked the same way. Returns it with
+/// its warnings, or every diagnostic.
+pub fn validate_alerts(
+    text: &str,
+    env: &Env,
+) -> Result<(spec::AlertsSpec, Vec<Diagnostic>), Invalid> {
+    let mut diags = Vec::new();
+    let mut found = None;
+    if let Some(mut tree) = yaml::parse(text, &mut diags) {
+        interp::interpolate(&mut tree, env, text, &mut diags);
+        let lines: Vec<&str> = text.lines().collect();
+        let read = de::recover::<ServiceAlerts>(&tree, &lines, de::Filter::All, &[], &mut diags);
+        if let Some(read) = read {
+            let mut c = Checker {
+                lines,
+                diags: &mut diags,
+            };
+            c.alerts_section(&read.alerts, None);
+            found = Some(read.alerts);
+        }
+    }
+    diag::normalize(&mut diags, text);
+    match found {
+        Some(alerts) if !diags.iter().any(Diagnostic::is_error) => Ok((alerts, diags)),
+        _ => {
+            if !diags.iter().any(Diagnostic::is_error) {
+                diags.push(Diagnostic::error(
+                    Pos::START,
+                    "the alert file could not be read: it holds one `alerts:` section",
+                ));
+            }
+            Err(Invalid { diagnostics: diags })
+        }
+    }
+}
+
 /// Validates a pipeline file's text, its nodes read by the kinds of `registry`. Pure: no
 /// I/O; variables and `${file:...}` contents come from `env`. Returns the plan (with its warnings) or every diagnostic.
 pub fn validate(text: &str, env: &Env, registry: &Registry) -> Result<Plan, Invalid> {

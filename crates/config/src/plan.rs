@@ -44,6 +44,8 @@ pub struct Plan {
     pub alerts: AlertsSpec,
     /// How long the pipeline may go without a successful run (`freshness:`).
     pub freshness: Option<Duration>,
+    /// What the sources do while a link is down (`when_link_down:`, or its default).
+    pub when_link_down: crate::spec::WhenLinkDown,
     /// The nodes in execution order (a topological order; file order among equals).
     pub nodes: Vec<PlannedNode>,
     /// Every edge.

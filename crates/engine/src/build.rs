@@ -201,5 +201,51 @@ pub async fn build_pipeline(plan: &Plan, ctx: &BuildContext) -> Result<Pipeline,
         topic_prefix: topic_prefix(&plan.buffer),
         nodes,
         alerts: plan.alerts.clone(),
+        gate: Some(gate_spec(plan, ctx)),
     })
+}
+
+/// How often a link found down is checked again while the flow waits for it: every 5 s,
+/// or `SLUICE_LINK_PROBE_INTERVAL` (`2s`, `1m`).
+pub fn probe_interval() -> std::time::Duration {
+    std::env::var("SLUICE_LINK_PROBE_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse::<sluice_config::values::Duration>().ok())
+        .map(|d| d.get())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(std::time::Duration::from_secs(5))
+}
+
+/// The plan's health gate: `when_link_down`, `max_lag`, and each sink's database checks
+/// (its kind's `links` of kind `database`, made anew at each probe).
+pub fn gate_spec(plan: &Plan, ctx: &BuildContext) -> crate::gate::GateSpec {
+    let ctx = ctx.for_pipeline(&plan.pipeline);
+    let mut probes: std::collections::HashMap<String, crate::gate::LinkProbe> =
+        std::collections::HashMap::new();
+    for node in &plan.nodes {
+        if node.role != sluice_config::spec::nodes::Role::Sink {
+            continue;
+        }
+        let (node, ctx) = (node.clone(), ctx.clone());
+        // The databases it writes to: an API down is not gated (its sink retries, then
+        // keeps the batches for replay, as before).
+        probes.insert(
+            node.id.clone(),
+            Arc::new(move || {
+                node.config
+                    .links(&node, &ctx)
+                    .into_iter()
+                    .filter(|l| l.kind == sluice_config::LinkKind::Database)
+                    .collect()
+            }),
+        );
+    }
+    crate::gate::GateSpec {
+        when_link_down: plan.when_link_down,
+        max_lag: plan.buffer.max_lag(),
+        probe_every: probe_interval(),
+        buffer_link: crate::health::buffer_link(&plan.buffer, &ctx),
+        probes,
+        file: None,
+    }
 }

@@ -62,6 +62,12 @@ pub(crate) struct NodeCtx {
     pub quarantined_ids: Vec<String>,
     /// What drifted from the schema and went through under `schema_policy: warn`.
     pub schema_drift: Vec<String>,
+    /// The run's gate (health-gated flow), when the pipeline has one.
+    pub gate: Option<std::sync::Arc<crate::gate::Gate>>,
+    /// The target took a batch in this run: its link was up, so a failure of it now is
+    /// an outage to wait out (under `when_link_down: pause`), not a target that cannot
+    /// work at all (a wrong path, a database that never answered), which fails as before.
+    pub wrote: bool,
 }
 
 impl NodeCtx {
@@ -157,6 +163,7 @@ impl NodeCtx {
     /// Counts a batch the target took, and keeps the rows it refused.
     async fn written(&mut self, batch: &Batch, report: WriteReport) -> Result<(), ConnectorError> {
         self.link_down = false;
+        self.wrote = true;
         if report.duplicate {
             self.stats.duplicates += 1;
             self.emit(EventKind::DuplicateSkipped {
@@ -220,11 +227,21 @@ struct Handle<'a> {
 impl Attempt for Handle<'_> {
     type Output = WriteReport;
 
+    /// Under `when_link_down: pause`, a failure because the target's link is down waits
+    /// for the link, inside this attempt, then writes again: an outage spends no retries.
     async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<WriteReport, ConnectorError> {
-        let result = self.target.handle(self.batch).await;
-        let events = ctx.forward_events(self.target);
-        ctx.record_events(&events).await;
-        result
+        loop {
+            let result = self.target.handle(self.batch).await;
+            let events = ctx.forward_events(self.target);
+            ctx.record_events(&events).await;
+            let (Err(error), Some(gate), true) = (&result, ctx.gate.clone(), ctx.wrote) else {
+                return result;
+            };
+            match gate.hold_sink(ctx, error).await {
+                crate::gate::Held::Recovered => continue,
+                crate::gate::Held::Up | crate::gate::Held::Cancelled => return result,
+            }
+        }
     }
 
     /// Once the link is down, a batch gets one attempt until one succeeds.

@@ -80,6 +80,35 @@ pub enum EventKind {
         /// What ran, or why it failed.
         message: String,
     },
+    /// A link the node needs went down; under `when_link_down: pause` the node waits for
+    /// it and the sources pause.
+    LinkWentDown {
+        /// The link (`database 127.0.0.1:5432/shop (PostgreSQL)`).
+        link: String,
+        /// Why it is down.
+        class: ErrorClass,
+        /// What its check said.
+        message: String,
+    },
+    /// The link answers again: the node goes on.
+    LinkCameBack {
+        /// The link.
+        link: String,
+        /// How long it was down.
+        down_for: Duration,
+    },
+    /// A source stopped reading: a link is down, or the backlog is above `max_lag`.
+    Paused {
+        /// Why.
+        cause: String,
+        /// The class of the cause.
+        class: ErrorClass,
+    },
+    /// A paused source reads again.
+    Resumed {
+        /// How long it was paused.
+        paused: Duration,
+    },
     /// The node finished.
     NodeFinished {
         /// Its final status (`succeeded`, `failed`, `skipped`, `cancelled`).

@@ -100,27 +100,29 @@ pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
     join_all(checks).await
 }
 
+/// The buffer as its link is named: `kafka 127.0.0.1:9092`, `embedded .sluice/buffer`.
+pub fn buffer_link(buffer: &sluice_config::spec::BufferSpec, ctx: &BuildContext) -> String {
+    match buffer {
+        sluice_config::spec::BufferSpec::Kafka(k) => format!(
+            "kafka {}",
+            k.brokers
+                .value
+                .iter()
+                .map(|b| b.value.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        sluice_config::spec::BufferSpec::Embedded(e) => {
+            format!("embedded {}", ctx.base_dir.join(&e.path).display())
+        }
+    }
+}
+
 /// The pipeline's own links: its buffer and its state store, each with its check.
 pub(crate) fn own_links(plan: &Plan, ctx: &BuildContext) -> Vec<sluice_config::Link> {
     let mut out = Vec::new();
-    let (buffer_link, buffer) = match &plan.buffer {
-        sluice_config::spec::BufferSpec::Kafka(k) => (
-            format!(
-                "kafka {}",
-                k.brokers
-                    .value
-                    .iter()
-                    .map(|b| b.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            build::open_buffer(plan, ctx),
-        ),
-        sluice_config::spec::BufferSpec::Embedded(e) => (
-            format!("embedded {}", ctx.base_dir.join(&e.path).display()),
-            build::open_buffer(plan, ctx),
-        ),
-    };
+    let buffer_link = buffer_link(&plan.buffer, ctx);
+    let buffer = build::open_buffer(plan, ctx);
     out.push(sluice_config::Link {
         kind: LinkKind::Buffer,
         name: buffer_link,
@@ -148,4 +150,81 @@ pub(crate) fn own_links(plan: &Plan, ctx: &BuildContext) -> Vec<sluice_config::L
         }),
     });
     out
+}
+
+/// Raises a `link_down` alert for each link down and clears those that answer again,
+/// with a `link_recovered` saying how long they were down: the conditions are in the
+/// state store (keyed by [`crate::gate::link_key`]), so `sluice health --watch`, the
+/// monitor of `sluice serve` and a run's gate alert a link once between them, then remind
+/// every `repeat_every`. Without a state store, only this caller's changes alert:
+/// `down_since` keeps its own view (link key -> since, ms).
+pub async fn report_links(
+    store: Option<&StateStore>,
+    pipeline: &str,
+    spec: &sluice_config::spec::AlertsSpec,
+    next: &str,
+    checks: &[LinkCheck],
+    down_since: &mut std::collections::HashMap<String, i64>,
+) {
+    use sluice_state::{AlertKind, AlertRow, AlertSeverity, now_ms};
+    for c in checks {
+        let key = crate::gate::link_key(c.kind, &c.link);
+        let was_down = down_since.get(&key).copied();
+        match &c.result {
+            Err(e) => {
+                down_since.entry(key.clone()).or_insert_with(now_ms);
+                let row = AlertRow {
+                    pipeline: pipeline.to_owned(),
+                    node: c.nodes.first().cloned(),
+                    kind: AlertKind::LinkDown,
+                    class: Some(e.class),
+                    severity: AlertSeverity::Critical,
+                    message: format!("{key} is down: {}", e.message),
+                    at: now_ms(),
+                };
+                match store {
+                    Some(store) => {
+                        crate::alerts::raise_condition(spec, &row, &key, next, store).await
+                    }
+                    None if was_down.is_none() => {
+                        crate::alerts::deliver_unrecorded(spec, &row, next).await
+                    }
+                    None => {}
+                }
+            }
+            Ok(_) => {
+                down_since.remove(&key);
+                let recovered = |held: i64| AlertRow {
+                    pipeline: pipeline.to_owned(),
+                    node: c.nodes.first().cloned(),
+                    kind: AlertKind::LinkRecovered,
+                    class: None,
+                    severity: AlertSeverity::Info,
+                    message: format!(
+                        "{key} is up again after {} down",
+                        crate::alerts::message::span(held)
+                    ),
+                    at: now_ms(),
+                };
+                match (store, was_down) {
+                    (Some(store), _) => {
+                        crate::alerts::clear(
+                            spec,
+                            store,
+                            pipeline,
+                            Some(&key),
+                            AlertKind::LinkDown,
+                            |_, held| Some((recovered(held), next.to_owned())),
+                        )
+                        .await
+                    }
+                    (None, Some(since)) => {
+                        let row = recovered(now_ms() - since);
+                        crate::alerts::deliver_unrecorded(spec, &row, next).await
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+    }
 }

@@ -30,6 +30,7 @@ mod deliver;
 pub mod doctor;
 mod doctor_tls;
 mod events;
+pub mod gate;
 pub mod health;
 mod killpoint;
 mod load;
@@ -41,6 +42,7 @@ mod retry;
 mod run;
 
 pub use events::{Event, EventKind};
+pub use gate::GateSpec;
 pub use pipeline::{
     Dispositions, NodeDef, NodeRunner, Pipeline, SourceFactory, Task, TaskContext, Transform,
     group_name, topic_name,

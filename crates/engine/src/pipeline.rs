@@ -55,6 +55,9 @@ pub struct Pipeline {
     pub nodes: Vec<NodeDef>,
     /// Where the run's alerts go (the pipeline's `alerts:`).
     pub alerts: sluice_config::spec::AlertsSpec,
+    /// How the flow is gated on the health of its links (`when_link_down`, `max_lag`);
+    /// `None`: not gated.
+    pub gate: Option<crate::gate::GateSpec>,
 }
 
 impl Pipeline {
@@ -65,6 +68,7 @@ impl Pipeline {
             topic_prefix: None,
             nodes,
             alerts: Default::default(),
+            gate: None,
         }
     }
 

@@ -196,6 +196,8 @@ impl Replay<'_> {
             link_down: false,
             quarantined_ids: Vec::new(),
             schema_drift: Vec::new(),
+            gate: None,
+            wrote: false,
         }
     }
 

@@ -196,6 +196,8 @@ mod tests {
             link_down: false,
             quarantined_ids: Vec::new(),
             schema_drift: Vec::new(),
+            gate: None,
+            wrote: false,
         };
         (ctx, rx)
     }

@@ -174,6 +174,29 @@ impl Executor {
         let name = pipeline.name.clone();
         let namespace = pipeline.namespace();
         let alerts = std::mem::take(&mut pipeline.alerts);
+        // The gate's alerts go through the executor's queue, or one of this run's.
+        let own_queue = self.alert_queue.is_none() && pipeline.gate.is_some();
+        let gate_queue = self.alert_queue.clone().unwrap_or_default();
+        let gate = pipeline.gate.take().map(|spec| {
+            let mut consumers: HashMap<String, Vec<String>> = HashMap::new();
+            for node in &pipeline.nodes {
+                for input in &node.inputs {
+                    consumers
+                        .entry(input.clone())
+                        .or_default()
+                        .push(group_name(&namespace, &node.id));
+                }
+            }
+            Arc::new(crate::gate::Gate::new(
+                spec,
+                alerts.clone(),
+                self.store.clone(),
+                name.clone(),
+                gate_queue.clone(),
+                self.buffer.clone(),
+                consumers,
+            ))
+        });
         let mut tasks = Vec::new();
         for node in pipeline.nodes {
             let ctx = NodeCtx {
@@ -191,6 +214,8 @@ impl Executor {
                 link_down: false,
                 quarantined_ids: Vec::new(),
                 schema_drift: Vec::new(),
+                gate: gate.clone(),
+                wrote: false,
             };
             let status_tx = senders.remove(&node.id).expect("sender per node");
             let watched: HashMap<String, watch::Receiver<NodeState>> = node
@@ -235,6 +260,10 @@ impl Executor {
             }
         }
 
+        if own_queue {
+            // The gate's alerts (a link down, back up) go out before the run's own.
+            gate_queue.finish().await;
+        }
         let failed = outcomes
             .iter()
             .any(|o| o.summary.status == RunStatus::Failed);
@@ -455,9 +484,21 @@ impl Executor {
         // The schema of the batches read, kept once per change (`sluice doctor` compares
         // a fresh sample with the last one).
         let mut schema_seen: Option<String> = None;
+        let mut lag_checked = Instant::now();
         loop {
             if ctx.cancel.is_cancelled() {
                 return Ok(RunStatus::Cancelled);
+            }
+            if let Some(gate) = ctx.gate.clone() {
+                if gate.is_closed() {
+                    // What was read before the pause is delivered and checkpointed first.
+                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
+                        return cancelled(gave_up);
+                    }
+                }
+                if !gate.before_read(ctx, &mut lag_checked).await {
+                    return Ok(RunStatus::Cancelled);
+                }
             }
             let mut read = Read {
                 source: source.as_mut(),
@@ -628,7 +669,19 @@ impl Executor {
                 if finished.contains(&i) {
                     continue;
                 }
-                let delivery = sub.next_within(self.idle_poll).await?;
+                let delivery = match sub.next_within(self.idle_poll).await {
+                    Ok(delivery) => delivery,
+                    Err(e) => {
+                        let error = ConnectorError::from(e);
+                        match ctx.gate.clone() {
+                            Some(gate) => match gate.hold_buffer(ctx, &error).await {
+                                crate::gate::Held::Recovered => continue,
+                                _ => return Err(error),
+                            },
+                            None => return Err(error),
+                        }
+                    }
+                };
                 match delivery {
                     Some(Delivery::Batch { batch, ack }) => {
                         idle = false;
@@ -742,8 +795,23 @@ struct Publish<'a> {
 impl Attempt for Publish<'_> {
     type Output = ();
 
-    async fn attempt(&mut self, _: &mut NodeCtx) -> Result<(), ConnectorError> {
-        Ok(self.buffer.publish(self.topic, self.batch).await?)
+    /// Under `when_link_down: pause`, a buffer that is down is waited for (the source
+    /// reads nothing meanwhile), then the batch is published again.
+    async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<(), ConnectorError> {
+        loop {
+            let result = self.buffer.publish(self.topic, self.batch).await;
+            let error = match result {
+                Ok(()) => return Ok(()),
+                Err(e) => ConnectorError::from(e),
+            };
+            let Some(gate) = ctx.gate.clone() else {
+                return Err(error);
+            };
+            match gate.hold_buffer(ctx, &error).await {
+                crate::gate::Held::Recovered => continue,
+                _ => return Err(error),
+            }
+        }
     }
 
     fn retry_on(&self, _: &NodeCtx, error: &ConnectorError) -> bool {

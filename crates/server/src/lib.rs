@@ -71,6 +71,9 @@ pub struct ServeOptions {
     /// Check every link of every pipeline this often (the `sluice_link_up` gauges, the
     /// `links` of `GET /pipelines/{name}`); `None`: only on `GET /health`.
     pub health_interval: Option<Duration>,
+    /// The service's default alert channels (`--alerts FILE`): for the pipelines whose
+    /// `alerts:` has no channels, and for pipeline files that do not validate.
+    pub alerts: Option<sluice_config::spec::AlertsSpec>,
 }
 
 impl ServeOptions {
@@ -85,6 +88,7 @@ impl ServeOptions {
             lease_ttl: sluice_state::DEFAULT_LEASE_TTL,
             watch: true,
             health_interval: Some(Duration::from_secs(60)),
+            alerts: None,
         }
     }
 }

@@ -150,6 +150,10 @@ pub(crate) struct Service {
     rescanning: tokio::sync::Mutex<()>,
     /// The last link check of each pipeline: when (ms) and each link.
     pub(crate) links: RwLock<BTreeMap<String, (i64, Vec<serde_json::Value>)>>,
+    /// Per pipeline, the links this service saw down (link key -> since, ms).
+    down_since: tokio::sync::Mutex<BTreeMap<String, std::collections::HashMap<String, i64>>>,
+    /// The service's default alert channels (`--alerts FILE`).
+    default_alerts: Option<sluice_config::spec::AlertsSpec>,
 }
 
 impl Service {
@@ -172,7 +176,87 @@ impl Service {
             ready: AtomicBool::new(false),
             rescanning: tokio::sync::Mutex::default(),
             links: RwLock::default(),
+            down_since: tokio::sync::Mutex::default(),
+            default_alerts: opts.alerts.clone(),
         })
+    }
+
+    /// Where a pipeline's alerts go: its own `alerts:` when it has channels, else the
+    /// service's default channels (`--alerts FILE`), else the log.
+    pub(crate) fn alerts_for(&self, plan: &sluice_config::Plan) -> sluice_config::spec::AlertsSpec {
+        match &self.default_alerts {
+            Some(default) if plan.alerts.channels.is_empty() => default.clone(),
+            _ => plan.alerts.clone(),
+        }
+    }
+
+    /// A built pipeline as the service runs it: its alerts to the default channels when
+    /// it has none of its own; its gate's alerts naming its file.
+    fn serving(
+        &self,
+        mut pipeline: sluice_engine::Pipeline,
+        loaded: &Loaded,
+    ) -> sluice_engine::Pipeline {
+        pipeline.alerts = self.alerts_for(&loaded.plan);
+        if let Some(gate) = &mut pipeline.gate {
+            gate.file = Some(loaded.file.display().to_string());
+        }
+        pipeline
+    }
+
+    /// A pipeline file that does not validate (or clashes): a `pipeline_invalid` alert
+    /// to the service's default channels, once per file while it stays so (a reminder
+    /// every `repeat_every`). Delivered off the rescan's path.
+    async fn file_invalid(&self, file: &std::path::Path, message: &str) {
+        let Some(spec) = self.default_alerts.clone() else {
+            return;
+        };
+        let store = self.stores().await.into_iter().next();
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let summary: Vec<&str> = message.lines().take(2).collect();
+        let alert = sluice_state::AlertRow {
+            pipeline: name,
+            node: None,
+            kind: sluice_state::AlertKind::PipelineInvalid,
+            class: Some(sluice_core::ErrorClass::InvalidRequest),
+            severity: sluice_state::AlertSeverity::Warning,
+            message: summary.join(": "),
+            at: now_ms(),
+        };
+        let next = format!("sluice validate {}", file.display());
+        let subject = file.display().to_string();
+        tokio::spawn(async move {
+            match store {
+                Some(store) => {
+                    sluice_engine::alerts::raise_condition(&spec, &alert, &subject, &next, &store)
+                        .await
+                }
+                None => sluice_engine::alerts::deliver_unrecorded(&spec, &alert, &next).await,
+            }
+        });
+    }
+
+    /// A file that validates again: its `pipeline_invalid` condition is cleared.
+    async fn file_valid(&self, file: &std::path::Path) {
+        if self.default_alerts.is_none() {
+            return;
+        }
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for store in self.stores().await {
+            let _ = store
+                .close_conditions(
+                    &name,
+                    Some(&file.display().to_string()),
+                    sluice_state::AlertKind::PipelineInvalid,
+                )
+                .await;
+        }
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
@@ -276,16 +360,24 @@ impl Service {
                 Err(message) => {
                     match &existing {
                         Some(slot) => {
-                            let mut kept = slot.reload_error.lock().expect("slot");
-                            if kept.as_deref() != Some(message.as_str()) {
-                                tracing::warn!(pipeline = %slot.name, "the edit does not validate: the running version is kept\n{message}");
+                            let new = {
+                                let mut kept = slot.reload_error.lock().expect("slot");
+                                let new = kept.as_deref() != Some(message.as_str());
+                                if new {
+                                    tracing::warn!(pipeline = %slot.name, "the edit does not validate: the running version is kept\n{message}");
+                                }
+                                *kept = Some(message.clone());
+                                new
+                            };
+                            if new {
+                                self.file_invalid(file, &message).await;
                             }
-                            *kept = Some(message.clone());
                         }
                         None => {
                             let known = self.invalid.read().expect("invalid").get(file).cloned();
                             if known.as_deref() != Some(message.as_str()) {
                                 tracing::error!("not served:\n{message}");
+                                self.file_invalid(file, &message).await;
                             }
                         }
                     }
@@ -300,7 +392,10 @@ impl Service {
                     if let Some(slot) = &existing {
                         if slot.name == name && slot.state_url == url {
                             self.update(slot, loaded);
-                            self.invalid.write().expect("invalid").remove(file);
+                            let was = self.invalid.write().expect("invalid").remove(file);
+                            if was.is_some() {
+                                self.file_valid(file).await;
+                            }
                             continue;
                         }
                         // Renamed, or moved to another state store: a new pipeline.
@@ -325,7 +420,10 @@ impl Service {
                     }
                     match self.add(loaded, &url).await {
                         Ok(()) => {
-                            self.invalid.write().expect("invalid").remove(file);
+                            let was = self.invalid.write().expect("invalid").remove(file);
+                            if was.is_some() {
+                                self.file_valid(file).await;
+                            }
                         }
                         Err(e) if initial => return Err(e),
                         Err(e) => {
@@ -490,10 +588,27 @@ impl Service {
             .write()
             .expect("links")
             .insert(slot.name.clone(), (at, links.clone()));
+        // The monitor's alerts: a link down once (then reminders), its recovery with the
+        // downtime; the state store's conditions dedup them with `sluice health --watch`
+        // and the runs' gates.
+        drop(_turn);
+        let next = format!("sluice health {}", loaded.file.display());
+        let mut down = self.down_since.lock().await;
+        let seen = down.entry(slot.name.clone()).or_default();
+        let alerts = self.alerts_for(&loaded.plan);
+        sluice_engine::health::report_links(
+            Some(&slot.store),
+            &slot.name,
+            &alerts,
+            &next,
+            &checks,
+            seen,
+        )
+        .await;
         (all_up, links)
     }
 
-    /// Checks every pipeline's links every `every`, until stopped.
+    /// Checks every pipeline's links every `every` (give or take a fifth), until stopped.
     pub(crate) async fn watch_links(self: Arc<Self>, every: Duration) {
         loop {
             for slot in self.all_slots() {
@@ -503,7 +618,7 @@ impl Service {
                 self.check_links(&slot).await;
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(sluice_engine::gate::jitter(every)) => {}
                 _ = self.stopping.cancelled() => return,
             }
         }
@@ -676,7 +791,7 @@ impl Service {
         .await
         {
             Ok(pipeline) => exec
-                .run(pipeline, trigger)
+                .run(self.serving(pipeline, &loaded), trigger)
                 .await
                 .map_err(|e| (e.class(), e.to_string())),
             Err(e) => Err((e.class(), e.to_string())),
@@ -760,7 +875,7 @@ impl Service {
         )
         .await
         {
-            Ok(pipeline) => sluice_engine::replay(&exec, pipeline, filter)
+            Ok(pipeline) => sluice_engine::replay(&exec, self.serving(pipeline, &loaded), filter)
                 .await
                 .map_err(|e| (e.class(), e.to_string())),
             Err(e) => Err((e.class(), e.to_string())),
@@ -1092,6 +1207,21 @@ fn describe(kind: &EventKind) -> Option<String> {
             message,
             ..
         } => format!("[{class}] {message}"),
+        EventKind::LinkWentDown {
+            link,
+            class,
+            message,
+        } => format!("[{class}] {link} is down: {message}; waiting for it (when_link_down: pause)"),
+        EventKind::LinkCameBack { link, down_for } => {
+            format!(
+                "{link} is up again after {:.1}s down: going on",
+                down_for.as_secs_f64()
+            )
+        }
+        EventKind::Paused { cause, class } => format!("[{class}] paused: {cause}"),
+        EventKind::Resumed { paused } => {
+            format!("resumed after {:.1}s paused", paused.as_secs_f64())
+        }
         EventKind::Compensated { message, .. } => message.clone(),
         EventKind::NodeFinished {
             status,

@@ -138,6 +138,10 @@ pub enum AlertKind {
     Recovered,
     /// Every attempt to deliver alerts to one of the pipeline's channels failed.
     ChannelFailed,
+    /// A node's backlog in the buffer is above the buffer's `max_lag`.
+    Backlog,
+    /// `sluice serve` found a pipeline file that does not validate.
+    PipelineInvalid,
 }
 
 stored_names!(AlertKind, "alert kind", {
@@ -150,6 +154,8 @@ stored_names!(AlertKind, "alert kind", {
     Stale => "stale",
     Recovered => "recovered",
     ChannelFailed => "channel_failed",
+    Backlog => "backlog",
+    PipelineInvalid => "pipeline_invalid",
 });
 
 /// How urgent an alert is: the same names as the severities a pipeline's `alerts.routes`

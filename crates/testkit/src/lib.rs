@@ -11,6 +11,8 @@
 //! - [`batches`]: batches of records with an `id` column, built one way for every test;
 //! - [`receiver`]: a local HTTP receiver for what Sluice sends (sinks, webhooks);
 //! - [`smtp`]: a local SMTP server that records the mails it gets (email alerts);
+//! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, to stop and start (an
+//!   outage) without touching the shared one;
 //! - [`services_script`]: `scripts/services.sh down|up SERVICE`, for the outage tests.
 //!
 //! A missing variable is a test failure with a message saying how to start the services,
@@ -25,6 +27,7 @@
 
 pub mod batches;
 pub mod mock_api;
+mod private_pg;
 pub mod receiver;
 mod services;
 pub mod smtp;
@@ -35,3 +38,4 @@ pub use services::{
 };
 
 pub use mock_api::{MockApi, MockConfig, MockHandle};
+pub use private_pg::PrivatePostgres;

@@ -7,7 +7,7 @@ use sluice_config::Plan;
 use sluice_engine::alerts;
 use sluice_engine::build::{self, BuildContext};
 use sluice_engine::health::{LinkCheck, check_links};
-use sluice_state::{AlertKind, AlertRow, AlertSeverity, StateStore, now_ms};
+use sluice_state::{AlertKind, AlertRow, StateStore, now_ms};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -124,14 +124,12 @@ pub(crate) async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn key(c: &LinkCheck) -> String {
-    format!("{} {}", c.kind, c.link)
+    sluice_engine::gate::link_key(c.kind, &c.link)
 }
 
-/// Raises an alert for each link down and clears those that answer again, with a
-/// recovery saying how long they were down. The state store holds the conditions, so a
-/// link alerted by another `sluice health` (or an earlier one) is not alerted again
-/// before `repeat_every`. Without a state store, only this process's changes alert.
-/// `down_since` keeps this process's view, for its printed lines.
+/// Raises an alert for each link down and clears those that answer again (see
+/// [`sluice_engine::health::report_links`]); `down_since` keeps this process's view, for
+/// its printed lines.
 async fn report(
     store: Option<&StateStore>,
     plan: &Plan,
@@ -140,67 +138,15 @@ async fn report(
     down_since: &mut HashMap<String, i64>,
 ) {
     let next = format!("sluice health {}", file.display());
-    for c in checks {
-        let was_down = down_since.get(&key(c)).copied();
-        match &c.result {
-            Err(e) => {
-                down_since.entry(key(c)).or_insert_with(now_ms);
-                let row = AlertRow {
-                    pipeline: plan.pipeline.clone(),
-                    node: c.nodes.first().cloned(),
-                    kind: AlertKind::LinkDown,
-                    class: Some(e.class),
-                    severity: AlertSeverity::Critical,
-                    message: format!("{} {} is down: {}", c.kind, c.link, e.message),
-                    at: now_ms(),
-                };
-                match store {
-                    Some(store) => {
-                        alerts::raise_condition(&plan.alerts, &row, &key(c), &next, store).await
-                    }
-                    None if was_down.is_none() => {
-                        alerts::deliver_unrecorded(&plan.alerts, &row, &next).await
-                    }
-                    None => {}
-                }
-            }
-            Ok(_) => {
-                down_since.remove(&key(c));
-                let recovered = |held: i64| AlertRow {
-                    pipeline: plan.pipeline.clone(),
-                    node: c.nodes.first().cloned(),
-                    kind: AlertKind::LinkRecovered,
-                    class: None,
-                    severity: AlertSeverity::Info,
-                    message: format!(
-                        "{} {} is up again after {} down",
-                        c.kind,
-                        c.link,
-                        alerts::message::span(held)
-                    ),
-                    at: now_ms(),
-                };
-                match (store, was_down) {
-                    (Some(store), _) => {
-                        alerts::clear(
-                            &plan.alerts,
-                            store,
-                            &plan.pipeline,
-                            Some(&key(c)),
-                            AlertKind::LinkDown,
-                            |_, held| Some((recovered(held), next.clone())),
-                        )
-                        .await
-                    }
-                    (None, Some(since)) => {
-                        let row = recovered(now_ms() - since);
-                        alerts::deliver_unrecorded(&plan.alerts, &row, &next).await
-                    }
-                    (None, None) => {}
-                }
-            }
-        }
-    }
+    sluice_engine::health::report_links(
+        store,
+        &plan.pipeline,
+        &plan.alerts,
+        &next,
+        checks,
+        down_since,
+    )
+    .await;
 }
 
 /// The pipeline's `freshness:` bound, checked against its last successful run: the text

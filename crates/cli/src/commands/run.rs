@@ -363,6 +363,21 @@ fn describe(kind: &EventKind) -> Option<String> {
             message,
             ..
         } => message.clone(),
+        EventKind::LinkWentDown {
+            link,
+            class,
+            message,
+        } => format!("[{class}] {link} is down: {message}; waiting for it (when_link_down: pause)"),
+        EventKind::LinkCameBack { link, down_for } => {
+            format!(
+                "{link} is up again after {:.1}s down: going on",
+                down_for.as_secs_f64()
+            )
+        }
+        EventKind::Paused { cause, class } => format!("[{class}] paused: {cause}"),
+        EventKind::Resumed { paused } => {
+            format!("resumed after {:.1}s paused", paused.as_secs_f64())
+        }
         EventKind::Compensated { message, .. } => message.clone(),
         EventKind::NodeFinished { status, error } => match error {
             Some(e) => format!("{status}: {e}"),
@@ -379,6 +394,8 @@ fn event_class(kind: &EventKind) -> Option<sluice_core::ErrorClass> {
         | EventKind::Split { class, .. }
         | EventKind::Quarantined { class, .. }
         | EventKind::Skipped { class, .. }
+        | EventKind::LinkWentDown { class, .. }
+        | EventKind::Paused { class, .. }
         | EventKind::Connector {
             class: Some(class), ..
         } => Some(*class),
@@ -438,7 +455,14 @@ pub(crate) async fn show_progress(
         }
         if let Some(text) = describe(&event.kind) {
             if live {
-                if class.is_some() || matches!(event.kind, EventKind::Compensated { .. }) {
+                if class.is_some()
+                    || matches!(
+                        event.kind,
+                        EventKind::Compensated { .. }
+                            | EventKind::LinkCameBack { .. }
+                            | EventKind::Resumed { .. }
+                    )
+                {
                     let _ = multi.println(format!(
                         "{} {:<16} {text}",
                         chrono::Local::now().format("%H:%M:%S"),

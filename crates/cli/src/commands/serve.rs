@@ -36,6 +36,33 @@ pub(crate) struct ServeArgs {
     /// `off`: only on `GET /health`.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     health_interval: String,
+    /// The service's default alert channels: a YAML file with one `alerts:` section, as
+    /// in a pipeline (channels, routes by class and severity, `repeat_every`). Used for
+    /// the pipelines whose `alerts:` has no channels, and for pipeline files that do not
+    /// validate.
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
+}
+
+/// Reads and validates `--alerts FILE`.
+fn default_alerts(file: &std::path::Path) -> anyhow::Result<sluice_config::spec::AlertsSpec> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the alert file `{name}`"))?;
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let env = sluice_config::Env::capture(&text, dir);
+    match sluice_config::validate_alerts(&text, &env) {
+        Ok((alerts, warnings)) => {
+            if !warnings.is_empty() {
+                eprint!("{}", sluice_config::diag::render(&name, &text, &warnings));
+            }
+            Ok(alerts)
+        }
+        Err(invalid) => anyhow::bail!(
+            "the alert file `{name}` is invalid:\n{}",
+            sluice_config::diag::render(&name, &text, invalid.diagnostics()).trim_end()
+        ),
+    }
 }
 
 /// The token: `--token-file`, else `SLUICE_API_TOKEN`; never printed.
@@ -78,6 +105,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--health-interval {text}: {e}"))?
                 .get(),
         ),
+    };
+    opts.alerts = match &args.alerts {
+        Some(file) => Some(default_alerts(file)?),
+        None => None,
     };
     for path in &opts.paths {
         anyhow::ensure!(

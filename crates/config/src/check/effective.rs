@@ -170,6 +170,7 @@ pub(super) fn plan(c: &mut Checker<'_>, spec: &PipelineSpec, g: &Graph<'_>) -> O
         state: spec.state.value.clone(),
         alerts: spec.alerts.clone(),
         freshness: spec.freshness.as_ref().map(|f| f.value),
+        when_link_down: spec.when_link_down(),
         nodes,
         edges,
         warnings,

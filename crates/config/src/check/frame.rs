@@ -4,7 +4,10 @@
 use super::Checker;
 use crate::diag::suggest;
 use crate::plan::topic_name;
-use crate::spec::{BufferSpec, ChannelSpec, EmailChannel, FsyncPolicy, PipelineSpec, Schedule};
+use crate::spec::{
+    AlertsSpec, BufferSpec, ChannelSpec, EmailChannel, FsyncPolicy, PipelineSpec, Schedule,
+    WhenLinkDown,
+};
 use crate::values::Dialect;
 use crate::values::SecretValue;
 use std::collections::BTreeSet;
@@ -35,6 +38,29 @@ impl Checker<'_> {
         self.timeouts(&spec.defaults.timeouts);
         self.on_error(&spec.defaults.on_error, None);
         self.alerts(spec, ids);
+        if let Some(w) = &spec.when_link_down
+            && w.value == WhenLinkDown::Buffer
+            && matches!(spec.buffer, BufferSpec::Embedded(_))
+        {
+            self.error_at(
+                w,
+                "`when_link_down: buffer` needs a Kafka buffer: the embedded log is on this machine's disk, and reading on into it while the sink is down only fills the disk",
+                "use `when_link_down: pause` (the default), or `buffer: { kafka: { brokers: [...] } }`",
+            );
+        }
+        let max_lag = match &spec.buffer {
+            BufferSpec::Embedded(e) => e.max_lag.as_ref(),
+            BufferSpec::Kafka(k) => k.max_lag.as_ref(),
+        };
+        if let Some(m) = max_lag
+            && m.value == 0
+        {
+            self.error_at(
+                m,
+                "`max_lag` must be at least 1",
+                "e.g. `max_lag: 10000` (batches)",
+            );
+        }
     }
 
     fn buffer(&mut self, buffer: &BufferSpec, spec: &PipelineSpec) {
@@ -147,7 +173,15 @@ impl Checker<'_> {
     }
 
     fn alerts(&mut self, spec: &PipelineSpec, ids: &BTreeSet<String>) {
-        let alerts = &spec.alerts;
+        self.alerts_section(&spec.alerts, Some(ids));
+        if let Some(f) = &spec.freshness {
+            self.positive_duration(f, "freshness");
+        }
+    }
+
+    /// An `alerts:` section; `ids`: the pipeline's nodes (`None`: the service's default
+    /// channels, which name no node).
+    pub(crate) fn alerts_section(&mut self, alerts: &AlertsSpec, ids: Option<&BTreeSet<String>>) {
         let names: Vec<&str> = alerts
             .channels
             .iter()
@@ -231,9 +265,6 @@ impl Checker<'_> {
             }
         }
         self.positive_duration(&alerts.repeat_every, "repeat_every");
-        if let Some(f) = &spec.freshness {
-            self.positive_duration(f, "freshness");
-        }
         for route in &alerts.routes {
             if !names.contains(&route.channel.value.as_str()) {
                 let help = match suggest(&route.channel.value, names.iter().copied()) {
@@ -248,6 +279,14 @@ impl Checker<'_> {
                 );
             }
             for node in &route.nodes {
+                let Some(ids) = ids else {
+                    self.error_at(
+                        node,
+                        "the service's default channels route no node",
+                        "filter by `classes` or `severities`; routes by node belong in a pipeline's `alerts:`",
+                    );
+                    continue;
+                };
                 if !ids.contains(&node.value) {
                     let help = suggest(&node.value, ids.iter().map(String::as_str)).map_or_else(
                         || "list ids of `nodes`".to_owned(),

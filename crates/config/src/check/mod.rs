@@ -22,8 +22,8 @@ use crate::plan::Plan;
 /// gets one, with the helpers of [`fields`] (errors and warnings at a place, template
 /// variables, secrets written in clear, ranges).
 pub struct Checker<'a> {
-    lines: Vec<&'a str>,
-    diags: &'a mut Vec<Diagnostic>,
+    pub(crate) lines: Vec<&'a str>,
+    pub(crate) diags: &'a mut Vec<Diagnostic>,
 }
 
 /// Runs every check; returns the plan when no error was found.

@@ -65,6 +65,14 @@ pub struct PipelineSpec {
     /// once a run succeeds again. Unset: no bound.
     #[schemars(example = &"2h")]
     pub freshness: Option<Spanned<Duration>>,
+    /// What the sources do while a link the pipeline needs is down (the database of a
+    /// sink, or the Kafka buffer): `pause` (they read nothing until the link answers
+    /// again, then go on by themselves; the default with the embedded buffer) or
+    /// `buffer` (they keep reading into Kafka, up to the buffer's `max_lag`; the default
+    /// with a Kafka buffer, and allowed only there). Under `pause`, a sink whose database
+    /// is down waits for it without spending its retries; the run records each pause
+    /// with its cause and length.
+    pub when_link_down: Option<Spanned<WhenLinkDown>>,
     /// The nodes, by id. An id is lowercase letters, digits, `_` and `-`.
     #[serde(default, deserialize_with = "nodes::read_later")]
     pub nodes: Nodes,
@@ -310,6 +318,38 @@ impl JsonSchema for Schedule {
     }
 }
 
+/// What the sources do while a link the pipeline needs is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenLinkDown {
+    /// The sources stop reading until the link answers again; the sink waits for it.
+    Pause,
+    /// The sources keep reading into the Kafka buffer, up to its `max_lag`.
+    Buffer,
+}
+
+impl WhenLinkDown {
+    /// As written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenLinkDown::Pause => "pause",
+            WhenLinkDown::Buffer => "buffer",
+        }
+    }
+}
+
+impl PipelineSpec {
+    /// The effective `when_link_down`: as written, else `pause` with the embedded buffer
+    /// and `buffer` with Kafka.
+    pub fn when_link_down(&self) -> WhenLinkDown {
+        match (&self.when_link_down, &self.buffer) {
+            (Some(w), _) => w.value,
+            (None, BufferSpec::Embedded(_)) => WhenLinkDown::Pause,
+            (None, BufferSpec::Kafka(_)) => WhenLinkDown::Buffer,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Buffer
 
@@ -326,6 +366,16 @@ pub enum BufferSpec {
     Embedded(EmbeddedBuffer),
     /// Apache Kafka: survives the machine, shares work between many workers.
     Kafka(KafkaBuffer),
+}
+
+impl BufferSpec {
+    /// The buffer's `max_lag`, if set.
+    pub fn max_lag(&self) -> Option<u64> {
+        match self {
+            BufferSpec::Embedded(e) => e.max_lag.as_ref().map(|m| m.value),
+            BufferSpec::Kafka(k) => k.max_lag.as_ref().map(|m| m.value),
+        }
+    }
 }
 
 impl Default for BufferSpec {
@@ -352,6 +402,12 @@ pub struct EmbeddedBuffer {
     /// The largest entry written to the log: larger batches are split into parts.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: Spanned<ByteSize>,
+    /// The backlog a node may have: batches published to a topic and not yet taken by a
+    /// node reading it. Above it, a `backlog` alert (once while it holds). Unset: no
+    /// bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &10000)]
+    pub max_lag: Option<Spanned<u64>>,
 }
 
 impl Default for EmbeddedBuffer {
@@ -361,6 +417,7 @@ impl Default for EmbeddedBuffer {
             segment_size: default_segment_size(),
             fsync: FsyncPolicy::default(),
             max_message_size: default_max_message_size(),
+            max_lag: None,
         }
     }
 }
@@ -425,6 +482,13 @@ pub struct KafkaBuffer {
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.username": "sluice", "sasl.password": "${KAFKA_PASSWORD}"}))]
     pub properties: RedactedMap,
+    /// The backlog a node may have: batches (Kafka messages) published to a topic and
+    /// not yet committed by a node reading it. Above it, a `backlog` alert (once while
+    /// it holds); under `when_link_down: buffer`, the sources also pause until the
+    /// backlog is back under it. Unset: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &10000)]
+    pub max_lag: Option<Spanned<u64>>,
 }
 
 fn default_topic_prefix() -> Spanned<String> {

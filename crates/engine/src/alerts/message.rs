@@ -89,6 +89,8 @@ pub fn headline(kind: AlertKind) -> &'static str {
         AlertKind::Stale => "no successful run within its freshness bound",
         AlertKind::Recovered => "recovered",
         AlertKind::ChannelFailed => "an alert channel fails",
+        AlertKind::Backlog => "backlog above max_lag",
+        AlertKind::PipelineInvalid => "pipeline file invalid",
     }
 }
 
@@ -102,7 +104,7 @@ fn did(kind: AlertKind) -> &'static str {
             "delivered the other records and kept the quarantined ones in the failed-batch store, for `sluice replay` once the cause is fixed"
         }
         AlertKind::LinkDown => {
-            "keeps checking the link; runs that need it retry or fail by the error's class until it answers"
+            "keeps checking the link; under `when_link_down: pause` the pipeline's sources read nothing and its sink waits until the link answers, then they go on by themselves; otherwise runs retry or fail by the error's class"
         }
         AlertKind::LinkRecovered | AlertKind::Recovered => {
             "nothing more: the condition cleared by itself"
@@ -115,6 +117,12 @@ fn did(kind: AlertKind) -> &'static str {
         }
         AlertKind::Stale => {
             "nothing: runs start by their schedule; this says none succeeded lately"
+        }
+        AlertKind::PipelineInvalid => {
+            "serves the file's last good version, if it had one, and reads the file again when it changes"
+        }
+        AlertKind::Backlog => {
+            "keeps the batches in the buffer; under `when_link_down: buffer` the sources pause until the backlog is under `max_lag` again"
         }
         AlertKind::ChannelFailed => {
             "kept the alerts in the state store (`sluice alerts`) and goes on trying the channel with each alert"
