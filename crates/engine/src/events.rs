@@ -127,3 +127,63 @@ impl From<ConnectorEvent> for EventKind {
         }
     }
 }
+
+impl EventKind {
+    /// The event as one line for people (`sluice run`'s log, the service's log), or `None`
+    /// for the ones counted rather than told (batches read and written, a node started).
+    pub fn describe(&self) -> Option<String> {
+        Some(match self {
+            EventKind::Retried {
+                class,
+                wait,
+                message,
+            } => {
+                format!("[{class}] retry in {:.1}s: {message}", wait.as_secs_f64())
+            }
+            EventKind::Split { class, rows } => {
+                format!("[{class}] split a batch of {rows} records in halves")
+            }
+            EventKind::Quarantined {
+                class,
+                rows,
+                message,
+            } => {
+                format!("[{class}] quarantined {rows} record(s): {message}")
+            }
+            EventKind::Skipped { class, rows } => format!("[{class}] skipped {rows} record(s)"),
+            EventKind::Connector {
+                class: Some(class),
+                message,
+                ..
+            } => format!("[{class}] {message}"),
+            EventKind::Connector {
+                class: None,
+                message,
+                ..
+            } => message.clone(),
+            EventKind::LinkWentDown {
+                link,
+                class,
+                message,
+            } => format!(
+                "[{class}] {link} is down: {message}; waiting for it (when_link_down: pause)"
+            ),
+            EventKind::LinkCameBack { link, down_for } => {
+                format!(
+                    "{link} is up again after {:.1}s down: going on",
+                    down_for.as_secs_f64()
+                )
+            }
+            EventKind::Paused { cause, class } => format!("[{class}] paused: {cause}"),
+            EventKind::Resumed { paused } => {
+                format!("resumed after {:.1}s paused", paused.as_secs_f64())
+            }
+            EventKind::Compensated { message, .. } => message.clone(),
+            EventKind::NodeFinished { status, error } => match error {
+                Some(e) => format!("{status}: {e}"),
+                None => status.clone(),
+            },
+            _ => return None,
+        })
+    }
+}

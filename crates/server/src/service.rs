@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sluice_buffer::Buffer;
 use sluice_config::spec::{CatchUp, Overlap, Schedule};
 use sluice_engine::build::{self, BuildContext};
-use sluice_engine::{EventKind, Executor, ReplayReport, RunSummary};
+use sluice_engine::{Executor, ReplayReport, RunSummary};
 use sluice_state::{FailedBatchFilter, RunStatus, StateStore, Trigger, now_ms};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -909,7 +909,7 @@ impl Service {
             while let Some(event) = rx.recv().await {
                 crate::web::note_event(&pipeline, &event);
                 metrics.event(&pipeline, &event.node, &event.kind);
-                if let Some(text) = describe(&event.kind) {
+                if let Some(text) = event.kind.describe() {
                     tracing::info!(pipeline = %pipeline, node = %event.node, "{text}");
                 }
             }
@@ -1183,50 +1183,4 @@ pub(crate) fn describe_schedule(schedule: &Schedule) -> String {
         ),
         Schedule::Realtime(r) => format!("realtime, polling every {}", r.poll_interval.value),
     }
-}
-
-/// A log line for an event that tells a failure handled, or a node's end.
-fn describe(kind: &EventKind) -> Option<String> {
-    Some(match kind {
-        EventKind::Retried {
-            class,
-            wait,
-            message,
-        } => format!("[{class}] retry in {:.1}s: {message}", wait.as_secs_f64()),
-        EventKind::Split { class, rows } => {
-            format!("[{class}] split a batch of {rows} records in halves")
-        }
-        EventKind::Quarantined {
-            class,
-            rows,
-            message,
-        } => format!("[{class}] quarantined {rows} record(s): {message}"),
-        EventKind::Skipped { class, rows } => format!("[{class}] skipped {rows} record(s)"),
-        EventKind::Connector {
-            class: Some(class),
-            message,
-            ..
-        } => format!("[{class}] {message}"),
-        EventKind::LinkWentDown {
-            link,
-            class,
-            message,
-        } => format!("[{class}] {link} is down: {message}; waiting for it (when_link_down: pause)"),
-        EventKind::LinkCameBack { link, down_for } => {
-            format!(
-                "{link} is up again after {:.1}s down: going on",
-                down_for.as_secs_f64()
-            )
-        }
-        EventKind::Paused { cause, class } => format!("[{class}] paused: {cause}"),
-        EventKind::Resumed { paused } => {
-            format!("resumed after {:.1}s paused", paused.as_secs_f64())
-        }
-        EventKind::Compensated { message, .. } => message.clone(),
-        EventKind::NodeFinished {
-            status,
-            error: Some(e),
-        } => format!("{status}: {e}"),
-        _ => return None,
-    })
 }

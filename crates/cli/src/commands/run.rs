@@ -333,60 +333,6 @@ impl Live {
     }
 }
 
-fn describe(kind: &EventKind) -> Option<String> {
-    Some(match kind {
-        EventKind::Retried {
-            class,
-            wait,
-            message,
-        } => {
-            format!("[{class}] retry in {:.1}s: {message}", wait.as_secs_f64())
-        }
-        EventKind::Split { class, rows } => {
-            format!("[{class}] split a batch of {rows} records in halves")
-        }
-        EventKind::Quarantined {
-            class,
-            rows,
-            message,
-        } => {
-            format!("[{class}] quarantined {rows} record(s): {message}")
-        }
-        EventKind::Skipped { class, rows } => format!("[{class}] skipped {rows} record(s)"),
-        EventKind::Connector {
-            class: Some(class),
-            message,
-            ..
-        } => format!("[{class}] {message}"),
-        EventKind::Connector {
-            class: None,
-            message,
-            ..
-        } => message.clone(),
-        EventKind::LinkWentDown {
-            link,
-            class,
-            message,
-        } => format!("[{class}] {link} is down: {message}; waiting for it (when_link_down: pause)"),
-        EventKind::LinkCameBack { link, down_for } => {
-            format!(
-                "{link} is up again after {:.1}s down: going on",
-                down_for.as_secs_f64()
-            )
-        }
-        EventKind::Paused { cause, class } => format!("[{class}] paused: {cause}"),
-        EventKind::Resumed { paused } => {
-            format!("resumed after {:.1}s paused", paused.as_secs_f64())
-        }
-        EventKind::Compensated { message, .. } => message.clone(),
-        EventKind::NodeFinished { status, error } => match error {
-            Some(e) => format!("{status}: {e}"),
-            None => status.clone(),
-        },
-        _ => return None,
-    })
-}
-
 /// The class of a failure an event tells was handled (or not), if any.
 fn event_class(kind: &EventKind) -> Option<sluice_core::ErrorClass> {
     match kind {
@@ -453,7 +399,7 @@ pub(crate) async fn show_progress(
             EventKind::Quarantined { rows, .. } => state.quarantined += rows,
             _ => {}
         }
-        if let Some(text) = describe(&event.kind) {
+        if let Some(text) = event.kind.describe() {
             if live {
                 if class.is_some()
                     || matches!(

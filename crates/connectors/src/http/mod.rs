@@ -108,7 +108,7 @@ impl __BenchPages {
     /// One page; the rows converted.
     #[doc(hidden)]
     pub fn page(&mut self, body: &[u8], fast: bool) -> Result<usize, String> {
-        if fast {
+        if fast && self.converter.fast_ready() {
             if let Some(page) = self
                 .raw_at
                 .as_ref()

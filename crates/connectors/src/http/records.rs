@@ -797,6 +797,13 @@ impl Converter {
         self.fields = Some(fields);
     }
 
+    /// Whether pages may take the fast path: the schema is known and the fast path builds
+    /// every one of its columns (asked before a page is located, so that a schema with
+    /// nested columns costs no wasted pass).
+    pub(crate) fn fast_ready(&self) -> bool {
+        self.fast.is_some()
+    }
+
     /// The page through the fast path (see [`fast`]), or `None` when it takes the general
     /// one: no schema yet, a column the fast path does not build, or a record that does
     /// not fit the schema as it stands.

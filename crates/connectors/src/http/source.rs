@@ -571,7 +571,7 @@ impl HttpSource {
     /// `None`: the page takes the general path (which says what is wrong with it, if
     /// anything). Also the document around the records, for pagination.
     fn fast_page(&self, f: &Fetched) -> Option<(FastPage, Option<Value>)> {
-        if self.only.is_some() {
+        if self.only.is_some() || !self.converter.fast_ready() {
             return None;
         }
         let raw = locate(&f.body, self.raw_at.as_ref()?)?;
