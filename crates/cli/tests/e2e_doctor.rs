@@ -7,25 +7,13 @@ use sluice_testkit::mock_api::{
     Drift, DriftChange, Fault, FaultKind, MockApi, MockAuth, MockConfig, RetryAfter,
 };
 use std::path::Path;
-use std::process::{Command, Output};
 
 /// The secret every pipeline here uses; no output may hold it.
 const SECRET: &str = "S3cret-doctor-7Q";
 
-fn sluice(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Output, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(dir)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("sluice runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
-}
+mod e2e_common;
+
+use e2e_common::sluice_in as sluice;
 
 /// `sluice doctor FILE --json` (and the text form, checked for the secret too): the
 /// report, the exit code.

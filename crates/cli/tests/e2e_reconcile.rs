@@ -5,22 +5,10 @@ use serde_json::Value;
 use sluice_testkit::mock_api::{MockApi, MockConfig};
 use sqlx::{AssertSqlSafe, Connection, Executor};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn sluice(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Output, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(dir)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("sluice runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
-}
+mod e2e_common;
+
+use e2e_common::sluice_in as sluice;
 
 fn reconcile(dir: &Path, env: &[(&str, &str)]) -> (Value, Option<i32>, String) {
     let (_, text) = sluice(dir, &["reconcile", "p.yaml"], env);

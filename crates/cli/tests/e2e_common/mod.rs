@@ -369,3 +369,24 @@ pub(crate) fn address(url: &str) -> String {
         .map_or(authority, |(_, a)| a)
         .to_owned()
 }
+
+/// Runs the `sluice` binary in `dir` with extra environment, waiting for it: its output
+/// and stdout + stderr as one text (for the tests that need no sandbox).
+pub(crate) fn sluice_in(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Output, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("sluice runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
