@@ -110,22 +110,7 @@ nodes:
             "127.0.0.1:0",
         ],
     );
-    let out = sb.path("serve.out");
-    let base = poll(
-        "sluice serve says where it listens",
-        WAIT,
-        EVERY,
-        || {
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            async move {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("listening on "))
-                    .map(|a| a.trim().to_owned())
-            }
-        },
-        || sb.logs("serve"),
-    )
-    .await;
+    let base = sb.listening("serve").await;
     let base = if base.starts_with("http") {
         base
     } else {

@@ -35,22 +35,7 @@ impl<'a> Serve<'a> {
         all.extend_from_slice(args);
         all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
         let child = sb.spawn(log, &all);
-        let out = sb.path(&format!("{log}.out"));
-        let base = poll(
-            "sluice serve says where it listens",
-            WAIT,
-            EVERY,
-            || {
-                let text = std::fs::read_to_string(&out).unwrap_or_default();
-                async move {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix("listening on "))
-                        .map(|a| a.trim().to_owned())
-                }
-            },
-            || sb.logs(log),
-        )
-        .await;
+        let base = sb.listening(log).await;
         Serve {
             sb,
             child,

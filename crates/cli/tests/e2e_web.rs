@@ -166,22 +166,7 @@ nodes:
         "pipeline: x\nnodes: {}\n",
     );
     let child = sb.spawn("serve", &["serve", "p", "--listen", "127.0.0.1:0"]);
-    let out = sb.path("serve.out");
-    let base = poll(
-        "sluice serve says where it listens",
-        WAIT,
-        EVERY,
-        || {
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            async move {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("listening on "))
-                    .map(|a| a.trim().to_owned())
-            }
-        },
-        || sb.logs("serve"),
-    )
-    .await;
+    let base = sb.listening("serve").await;
     let web = Web {
         base,
         http: reqwest::Client::builder()

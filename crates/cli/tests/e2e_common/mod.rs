@@ -390,3 +390,26 @@ pub(crate) fn sluice_in(
     );
     (out, text)
 }
+
+impl Sandbox {
+    /// The address a `sluice serve` spawned with `log` (and `--listen 127.0.0.1:0`) says it
+    /// listens on, once it says so (within 90 s).
+    pub(crate) async fn listening(&self, log: &str) -> String {
+        let out = self.path(&format!("{log}.out"));
+        poll(
+            "sluice serve says where it listens",
+            Duration::from_secs(90),
+            Duration::from_millis(100),
+            || {
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                async move {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("listening on "))
+                        .map(|a| a.trim().to_owned())
+                }
+            },
+            || self.logs(log),
+        )
+        .await
+    }
+}

@@ -416,19 +416,12 @@ pub(crate) fn note_event(pipeline: &str, event: &Event) {
                 None => message.clone(),
             },
         ),
-        EventKind::LinkWentDown { link, class, .. } => (
-            "link",
-            format!("[{class}] {link} is down: the sources pause"),
-        ),
-        EventKind::LinkCameBack { link, down_for } => (
-            "link",
-            format!("{link} is up again after {:.1}s", down_for.as_secs_f64()),
-        ),
-        EventKind::Paused { cause, class } => ("pause", format!("[{class}] paused: {cause}")),
-        EventKind::Resumed { paused } => (
-            "pause",
-            format!("resumed after {:.1}s paused", paused.as_secs_f64()),
-        ),
+        EventKind::LinkWentDown { .. } | EventKind::LinkCameBack { .. } => {
+            ("link", event.kind.describe().unwrap_or_default())
+        }
+        EventKind::Paused { .. } | EventKind::Resumed { .. } => {
+            ("pause", event.kind.describe().unwrap_or_default())
+        }
         EventKind::Compensated { ok, message } => (
             "compensation",
             format!(
