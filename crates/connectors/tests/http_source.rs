@@ -766,3 +766,51 @@ async fn configs_are_validated_with_every_problem_named() {
         e.message
     );
 }
+
+/// `prefetch: true` sends the next page's request while the engine takes the current
+/// page's batches; `prefetch: false` sends none until the next read.
+#[tokio::test]
+async fn prefetch_asks_for_the_next_page_ahead_and_false_turns_it_off() {
+    for prefetch in [true, false] {
+        let m = MockApi::start(MockConfig {
+            records: 50,
+            page_size: 10,
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let cfg = config(
+            m.url("/page/items"),
+            json!({
+                "pagination": {"page_number": {"param": "page", "size_param": "per_page", "size": 10}},
+                "records": {"path": "$.data.items"},
+                "prefetch": prefetch,
+            }),
+        );
+        let mut src = source(cfg, None);
+        // The first batch: page 1, handed over once page 2 says page 1 was not the last.
+        let first = src.next_batch().await.unwrap().expect("a batch");
+        assert_eq!(first.batch.num_rows(), 10);
+        let expected = if prefetch { 3 } else { 2 };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while m.data_requests().len() < expected && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if !prefetch {
+            // Room for a request sent ahead by mistake to reach the mock.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        assert_eq!(m.data_requests().len(), expected, "prefetch: {prefetch}");
+        // Either way every record arrives once.
+        let rest = run(&mut src, false).await;
+        assert_eq!(
+            10 + rest
+                .batches
+                .iter()
+                .map(|b| b.batch.num_rows())
+                .sum::<usize>(),
+            50
+        );
+        m.shutdown().await;
+    }
+}
