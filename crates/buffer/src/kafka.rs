@@ -9,13 +9,21 @@
 //!   engine commits a delivery's offset only after the node handled it. Sessions time out
 //!   after 6 s (not librdkafka's 45 s), so a run started after a crash gets the partitions
 //!   of the dead process quickly.
+//! - Several members of a group (`sluice serve` workers helping a run's sinks) split the
+//!   partitions. A partition taken away in a rebalance is dropped at once: the parts of
+//!   split batches held for it are forgotten, deliveries of it not yet handed out are
+//!   discarded, and its offsets are no longer committed by this member (a commit the
+//!   broker refuses for a rebalance is not an error). Its new owner reads on from the
+//!   committed offset; a batch both wrote is skipped by the sink's ledger.
 //! - A broker that is down makes publishes fail after `message.timeout.ms` with class
 //!   `dependency`; when it is back, flow resumes by itself (librdkafka reconnects).
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -409,9 +417,12 @@ impl Buffer for KafkaBuffer {
     ) -> Result<Box<dyn Subscription>, BufferError> {
         check_name("group", group)?;
         self.ensure_topic(topic).await?;
-        let consumer: StreamConsumer = self
+        let revoked = Arc::new(Mutex::new(HashSet::new()));
+        let consumer: StreamConsumer<Members> = self
             .consumer_config(group)
-            .create()
+            .create_with_context(Members {
+                revoked: revoked.clone(),
+            })
             .map_err(|e| kafka_error("creating a consumer", e))?;
         consumer
             .subscribe(&[topic])
@@ -421,6 +432,7 @@ impl Buffer for KafkaBuffer {
             consumer: Arc::new(consumer),
             reassembler: Reassembler::default(),
             ready: VecDeque::new(),
+            revoked,
         }))
     }
 
@@ -479,10 +491,72 @@ impl Buffer for KafkaBuffer {
 
 struct KafkaSubscription {
     topic: String,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Members>>,
     reassembler: Reassembler,
     /// Deliveries decided but not handed out yet (orphaned parts, then a batch).
     ready: VecDeque<Delivery>,
+    /// Partitions a rebalance took from this member since the last read.
+    revoked: Arc<Mutex<HashSet<i32>>>,
+}
+
+/// A subscription's consumer context: notes the partitions a rebalance takes away.
+struct Members {
+    revoked: Arc<Mutex<HashSet<i32>>>,
+}
+
+impl ClientContext for Members {}
+
+impl ConsumerContext for Members {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().expect("revoked partitions");
+            for elem in list.elements() {
+                revoked.insert(elem.partition());
+            }
+        }
+    }
+}
+
+impl KafkaSubscription {
+    /// Whether `partition` of the topic is this member's now (when librdkafka cannot
+    /// tell, it is taken to be).
+    fn assigned(&self, partition: i32) -> bool {
+        match self.consumer.assignment() {
+            Ok(list) => list.find_partition(&self.topic, partition).is_some(),
+            Err(_) => true,
+        }
+    }
+
+    /// Forgets what was read of the partitions a rebalance took away.
+    fn drop_revoked(&mut self) {
+        let revoked: Vec<i32> = self
+            .revoked
+            .lock()
+            .expect("revoked partitions")
+            .drain()
+            .collect();
+        for partition in revoked {
+            tracing::debug!(topic = %self.topic, partition, "partition given to another member of the group");
+            self.reassembler.forget(partition);
+            self.ready.retain(|d| d.ack().partition != partition);
+        }
+    }
+}
+
+/// Whether a commit was refused because the group is rebalancing or this member left
+/// it: the offset stays where it was, and the partition's next owner reads on from there.
+fn rebalancing(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::AssignmentLost
+                | RDKafkaErrorCode::State
+        )
+    )
 }
 
 fn sluice_headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, String> {
@@ -502,6 +576,7 @@ impl Subscription for KafkaSubscription {
     async fn next_within(&mut self, wait: Duration) -> Result<Option<Delivery>, BufferError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            self.drop_revoked();
             if let Some(ready) = self.ready.pop_front() {
                 return Ok(Some(ready));
             }
@@ -528,6 +603,11 @@ impl Subscription for KafkaSubscription {
                 payload: msg.payload().unwrap_or_default().to_vec(),
             };
             drop(msg);
+            // Read before a rebalance took the partition away: its new owner reads it.
+            self.drop_revoked();
+            if !self.assigned(partition) {
+                continue;
+            }
             let outcome = wire::decode(&message)
                 .and_then(|decoded| self.reassembler.add(partition, offset, decoded));
             // Parts of batches that will never be whole go out first, as poison.
@@ -581,11 +661,17 @@ impl Subscription for KafkaSubscription {
         tpl.add_partition_offset(&ack.topic, ack.partition, Offset::Offset(ack.next_offset))
             .map_err(|e| kafka_error("building a commit", e))?;
         let consumer = self.consumer.clone();
-        let topic = ack.topic.clone();
-        run_blocking(move || {
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| kafka_error(format!("committing offsets of {topic}"), e))
+        let (topic, partition) = (ack.topic.clone(), ack.partition);
+        if !self.assigned(partition) {
+            tracing::debug!(%topic, partition, "not committed: the partition went to another member of the group");
+            return Ok(());
+        }
+        run_blocking(move || match consumer.commit(&tpl, CommitMode::Sync) {
+            Err(e) if rebalancing(&e) => {
+                tracing::info!(%topic, partition, error = %e, "offset not committed: the group is rebalancing (the partition's next owner reads on from the last commit)");
+                Ok(())
+            }
+            result => result.map_err(|e| kafka_error(format!("committing offsets of {topic}"), e)),
         })
         .await
     }

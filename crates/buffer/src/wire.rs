@@ -531,6 +531,21 @@ impl Reassembler {
             .map_or(offset + 1, |low| low.min(offset + 1))
     }
 
+    /// Drops the parts held for `partition`: it was taken from this consumer (a
+    /// rebalance gave it to another member of the group), which reads those batches
+    /// whole from the committed offset.
+    pub fn forget(&mut self, partition: i32) {
+        let mut freed = 0;
+        self.pending.retain(|(p, _), pending| {
+            let keep = *p != partition;
+            if !keep {
+                freed += pending.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
     /// Whether parts of incomplete batches are held for `partition`.
     pub fn holds(&self, partition: i32) -> bool {
         self.pending.keys().any(|(p, _)| *p == partition)

@@ -1426,3 +1426,178 @@ nodes:
     let (code, logs) = serve.stop_wait().await;
     assert_eq!(code, Some(0), "{logs}");
 }
+
+/// Records of the run the workers share: enough pages (at the rate limit) that the
+/// helper joins the sink's consumer group while the run goes on.
+const SPREAD_RECORDS: i64 = 4000;
+
+/// What each worker other than the owner wrote for a run's sink (`node_shares`).
+async fn shares(pool: &sqlx::PgPool, run: &str) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT worker, records_out FROM node_shares WHERE run_id = $1 AND node = 'db'")
+        .bind(run)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_sink_spreads_over_workers_and_survives_a_helper_killed() {
+    let mock = mock(SPREAD_RECORDS as u64).await;
+    let mut sb = sandbox("e2e_serve_spread").await.with_kafka();
+    sb.set("MOCK", mock.base_url());
+    sb.set("SLUICE_LEASE_TTL", "3s");
+    sb.set("SLUICE_API_TOKEN", TOKEN);
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    let four = |name: &str| {
+        shared_pipeline(name, "manual")
+            .replace("partitions: 2", "partitions: 4")
+            .replace("requests_per_second: 25", "requests_per_second: 20")
+    };
+    sb.write("p/spread.yaml", &four("spread"));
+    sb.write("p/victim.yaml", &four("victim"));
+    let a = Serve::start(&sb, "a", &["p"]).await;
+    let b = Serve::start(&sb, "b", &["p"]).await;
+    let pool = sb.pool().await;
+
+    // A run on `a`: `b` joins its sink's group and writes the partitions it gets.
+    let (status, body) = a.post("/pipelines/spread/runs", Some(TOKEN), None).await;
+    assert_eq!(status, 202, "{body}");
+    let runs = a
+        .wait_runs("the run on a", "spread", |runs| {
+            runs.len() == 1 && runs.iter().all(finished)
+        })
+        .await;
+    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:#?}\n{}", a.logs());
+    e2e_common::assert_exactly_once(&pool, "spread", "id", SPREAD_RECORDS).await;
+    let helped = shares(&pool, &run_id).await;
+    let by_b: i64 = helped.iter().map(|(_, n)| n).sum();
+    assert!(
+        by_b > 0 && by_b < SPREAD_RECORDS,
+        "b wrote part of the run: {helped:?}\n--- a\n{}\n--- b\n{}",
+        a.logs(),
+        b.logs()
+    );
+    // The run record counts every record once, whoever wrote it; so does a's metric.
+    let (_, show) = a.get(&format!("/runs/{run_id}")).await;
+    let db = show["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "db")
+        .cloned()
+        .unwrap();
+    assert_eq!(db["records_out"], SPREAD_RECORDS, "{show:#}");
+    let out = counter(
+        &a.metrics().await,
+        "sluice_node_records_out_total",
+        &[("pipeline", "spread"), ("node", "db")],
+    );
+    assert_eq!(out as i64, SPREAD_RECORDS);
+    b.wait_log("helped the run").await;
+    let helped_metric = counter(
+        &b.metrics().await,
+        "sluice_node_records_helped_total",
+        &[("pipeline", "spread"), ("node", "db")],
+    );
+    assert_eq!(helped_metric as i64, by_b, "{}", b.logs());
+
+    // Another run on `a`; `b` killed -9 while it helps: its partitions go back to `a`
+    // once its session ends, and the run still writes every record exactly once.
+    let (status, body) = a.post("/pipelines/victim/runs", Some(TOKEN), None).await;
+    assert_eq!(status, 202, "{body}");
+    let mut b = b;
+    poll(
+        "b writing part of the victim run",
+        WAIT,
+        Duration::from_millis(100),
+        || {
+            let pool = pool.clone();
+            async move {
+                let run: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM runs WHERE pipeline = 'victim' ORDER BY started_at DESC LIMIT 1",
+                )
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten();
+                let run = run?;
+                let written: i64 = shares(&pool, &run).await.iter().map(|(_, n)| n).sum();
+                (written > 0).then_some(())
+            }
+        },
+        || format!("--- a\n{}\n--- b\n{}", a.logs(), b.logs()),
+    )
+    .await;
+    signal(&b.child, "-KILL");
+    sb.wait(&mut b.child, &b.log).await;
+    let runs = a
+        .wait_runs("the victim run on a", "victim", |runs| {
+            runs.len() == 1 && runs.iter().all(finished)
+        })
+        .await;
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:#?}\n{}", a.logs());
+    e2e_common::assert_exactly_once(&pool, "victim", "id", SPREAD_RECORDS).await;
+    let (code, logs) = a.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_queue_waits_for_the_run_on_another_worker() {
+    let sb = sandbox("e2e_serve_queue_workers").await.with_kafka();
+    std::fs::create_dir_all(sb.path("p")).unwrap();
+    // Runs of 3 s on ticks every 2 s, on a store and buffer two workers share.
+    let pipeline = task_pipeline(
+        "queued",
+        r#"{ cron: "*/2 * * * * *", overlap: queue }"#,
+        "sleep 3",
+    )
+    .replace(
+        "nodes:",
+        "state: ${PG_URL}\nbuffer: { kafka: { brokers: [\"${KAFKA}\"], topic_prefix: \"${PREFIX}\" } }\nnodes:",
+    );
+    sb.write("p/queued.yaml", &pipeline);
+    let a = Serve::start(&sb, "a", &["p"]).await;
+    let b = Serve::start(&sb, "b", &["p"]).await;
+    let waiting = "the tick runs once the run on another worker ends (overlap: queue)";
+    let waiter = poll(
+        "a tick waiting for the other worker's run",
+        WAIT,
+        EVERY,
+        || async { [&a, &b].iter().position(|w| w.logs().contains(waiting)) },
+        || format!("--- a\n{}\n--- b\n{}", a.logs(), b.logs()),
+    )
+    .await;
+    let w = [&a, &b][waiter];
+    // The waiting worker runs its tick once the lease is free: a run starts there after
+    // the wait, and runs never overlap.
+    poll(
+        "the waiting worker runs the tick",
+        WAIT,
+        EVERY,
+        || async {
+            let log = w.logs();
+            let at = log.find(waiting)?;
+            log[at..].contains("run starting").then_some(())
+        },
+        || w.logs(),
+    )
+    .await;
+    let runs = a
+        .wait_runs("four runs", "queued", |runs| {
+            runs.iter().filter(|r| finished(r)).count() >= 4
+        })
+        .await;
+    assert_eq!(overlapping(&runs), None, "runs of one pipeline overlapped");
+    for run in runs.iter().filter(|r| finished(r)) {
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    for w in [&a, &b] {
+        assert!(!w.logs().contains("run skipped"), "{}", w.logs());
+    }
+    let (code, logs) = a.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+    let (code, logs) = b.stop().await;
+    assert_eq!(code, Some(0), "{logs}");
+}

@@ -193,6 +193,14 @@ pub trait NodeConfig: fmt::Debug + Send + Sync + Any {
     fn key_columns(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether several processes, on several machines, may write this sink's batches at
+    /// once (`sluice serve` workers helping a run, see docs/operations.md): its target
+    /// is reached over the network and its writes are idempotent per batch whatever
+    /// their order. Not so for a file, or a table replaced once per load.
+    fn shared_writes(&self) -> bool {
+        false
+    }
 }
 
 impl dyn NodeConfig {

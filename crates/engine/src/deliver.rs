@@ -68,6 +68,9 @@ pub(crate) struct NodeCtx {
     /// an outage to wait out (under `when_link_down: pause`), not a target that cannot
     /// work at all (a wrong path, a database that never answered), which fails as before.
     pub wrote: bool,
+    /// A worker helping another's run (see `crate::assist`): a batch that would stop the
+    /// node, or be kept after an outage, is handed back to the run's owner instead.
+    pub hand_back: bool,
 }
 
 impl NodeCtx {
@@ -280,7 +283,11 @@ pub(crate) async fn deliver(
             }
             Err(gave_up) => gave_up,
         };
-        match ctx.dispositions.get(error.class) {
+        let disposition = ctx.dispositions.get(error.class);
+        if ctx.hand_back && matches!(disposition, Disposition::Retry | Disposition::Fail) {
+            return Err(error);
+        }
+        match disposition {
             Disposition::Retry => {
                 // Out of retries (or shutting down): keep the batch for replay.
                 if error.class.is_transient() {

@@ -25,6 +25,7 @@
 //!   sinks hold, by count and key-range checksum.
 
 pub mod alerts;
+mod assist;
 pub mod build;
 mod deliver;
 pub mod doctor;
@@ -41,6 +42,7 @@ mod replay;
 mod retry;
 mod run;
 
+pub use assist::{Assist, running_elsewhere};
 pub use events::{Event, EventKind};
 pub use gate::GateSpec;
 pub use pipeline::{

@@ -198,6 +198,7 @@ impl Replay<'_> {
             schema_drift: Vec::new(),
             gate: None,
             wrote: false,
+            hand_back: false,
         }
     }
 

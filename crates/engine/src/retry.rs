@@ -198,6 +198,7 @@ mod tests {
             schema_drift: Vec::new(),
             gate: None,
             wrote: false,
+            hand_back: false,
         };
         (ctx, rx)
     }

@@ -216,6 +216,7 @@ impl Executor {
                 schema_drift: Vec::new(),
                 gate: gate.clone(),
                 wrote: false,
+                hand_back: false,
             };
             let status_tx = senders.remove(&node.id).expect("sender per node");
             let watched: HashMap<String, watch::Receiver<NodeState>> = node
@@ -429,6 +430,9 @@ impl Executor {
             },
             NodeRunner::Task(task) => run_task(&mut ctx, task.as_ref()).await,
         };
+        if role == "sink" {
+            add_shares(&mut ctx).await;
+        }
         let (status, error) = match result {
             Ok(status) => (status, None),
             // Parked: the API's quota resets later than the node may wait.
@@ -724,6 +728,28 @@ impl Executor {
     }
 }
 
+/// Adds what other workers wrote for this sink in this run (see `crate::assist`): once
+/// the node ended, its group had nothing left, so every helper's share is recorded.
+async fn add_shares(ctx: &mut NodeCtx) {
+    match ctx.store.shares(&ctx.run_id, &ctx.node).await {
+        Ok(shares) => {
+            for (worker, counts) in shares {
+                tracing::info!(node = %ctx.node, run = %ctx.run_id, %worker, records = counts.records_out, "written by a helping worker");
+                let stats = &mut ctx.stats;
+                stats.records_in += counts.records_in;
+                stats.records_out += counts.records_out;
+                stats.batches += counts.batches;
+                stats.retries += counts.retries;
+                stats.quarantined += counts.quarantined;
+                stats.duplicates += counts.duplicates;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(node = %ctx.node, run = %ctx.run_id, error = %e, "cannot read what helping workers wrote (the node's counts may miss it)")
+        }
+    }
+}
+
 /// Batches a source keeps published but not yet acked (Kafka's acks overlap the next
 /// reads; the embedded log acks at once).
 const MAX_IN_FLIGHT: usize = 8;
@@ -984,7 +1010,10 @@ fn summary(
 
 /// Keeps an undecodable buffer message in the failed-batch store (with its topic,
 /// partition and offset), so that consumption goes on.
-async fn keep_poison(ctx: &mut NodeCtx, poison: &PoisonMessage) -> Result<(), ConnectorError> {
+pub(crate) async fn keep_poison(
+    ctx: &mut NodeCtx,
+    poison: &PoisonMessage,
+) -> Result<(), ConnectorError> {
     let id = format!(
         "poison:{}:{}:{}",
         poison.topic, poison.partition, poison.offset

@@ -8,7 +8,10 @@
 //! - Each pipeline has a worker that runs its runs one at a time, through the same engine
 //!   path as `sluice run` (build the plan, take the pipeline's run lease, open its buffer,
 //!   [`sluice_engine::Executor::run`], release). A run whose lease is held elsewhere (a
-//!   `sluice run` in a terminal, another worker) is skipped, and said so.
+//!   `sluice run` in a terminal, another worker) is skipped, and said so; a cron tick under
+//!   `overlap: queue` waits for it instead.
+//! - Workers sharing a PostgreSQL state store and a Kafka buffer help each other's runs:
+//!   the sinks' consumer groups spread over them (`helping`).
 //! - Schedules ([`sluice_config::spec::Schedule`]): `cron` (in its `timezone`) with
 //!   `catch_up` (ticks missed while the service was down: `none`, `last`, `all`; the last
 //!   tick is kept in the state store) and `overlap` (`skip`, `queue`); `realtime` (back to
@@ -36,6 +39,7 @@
 
 mod api;
 mod catalog;
+mod helping;
 pub mod metrics;
 mod owner;
 mod reload;

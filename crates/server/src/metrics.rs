@@ -20,6 +20,7 @@
 //! | `sluice_node_duplicates_skipped_total` | pipeline, node | redelivered records the ledger skipped |
 //! | `sluice_failures_handled_total` | pipeline, node, class, action | failures met and what was done: `retried`, `split`, `quarantined`, `skipped`, `handled` |
 //! | `sluice_node_failures_total` | pipeline, node, class | nodes that failed their run, by error class |
+//! | `sluice_node_records_helped_total` | pipeline, node | records this worker wrote for runs another worker owns (counted again in the owner's `sluice_node_records_out_total`) |
 //! | `sluice_buffer_backlog_batches` | pipeline, node, input | batches of `input` the node has not consumed, at the end of the last run (Kafka consumer lag, the embedded log's backlog) |
 //! | `sluice_link_up` | pipeline, kind, link | 1 up, 0 down, at the last check (every `--health-interval`, and `GET /health`) |
 //! | `sluice_pipelines_loaded` | | pipelines served |
@@ -57,6 +58,7 @@ pub struct Metrics {
     duplicates: IntCounterVec,
     handled: IntCounterVec,
     node_failures: IntCounterVec,
+    helped: IntCounterVec,
     link_up: IntGaugeVec,
     backlog: IntGaugeVec,
     loaded: IntGauge,
@@ -205,6 +207,12 @@ impl Metrics {
                 "Nodes that failed their run, by error class.",
                 &["pipeline", "node", "class"],
             ),
+            helped: counter(
+                &r,
+                "sluice_node_records_helped_total",
+                "Records this worker wrote for runs another worker owns (also in the owner's sluice_node_records_out_total).",
+                pn,
+            ),
             link_up,
             backlog,
             loaded,
@@ -272,6 +280,13 @@ impl Metrics {
         self.backlog
             .with_label_values(&[pipeline, node, input])
             .set(i64::try_from(batches).unwrap_or(i64::MAX));
+    }
+
+    /// Records this worker wrote for a run another worker owns.
+    pub fn helped(&self, pipeline: &str, node: &str, records: i64) {
+        self.helped
+            .with_label_values(&[pipeline, node])
+            .inc_by(u64::try_from(records).unwrap_or(0));
     }
 
     /// A run started (`true`) or ended.

@@ -651,6 +651,11 @@ impl Service {
         old.cancel();
         *slot.next_run.lock().expect("slot") = None;
         let schedule = slot.current().plan.schedule.clone();
+        tokio::spawn(crate::helping::help_loop(
+            self.clone(),
+            slot.clone(),
+            cancel.clone(),
+        ));
         let (svc, slot) = (self.clone(), slot.clone());
         match schedule {
             Schedule::Manual => {}
@@ -752,8 +757,30 @@ impl Service {
                 }
             }
         }
-        let _turn = slot.turn.lock().await;
-        let owned = match owner::take(&slot.store, plan, &self.ctx, self.lease_ttl).await {
+        let mut waited = false;
+        let (_turn, owned) = loop {
+            let turn = slot.turn.lock().await;
+            match owner::take(&slot.store, plan, &self.ctx, self.lease_ttl).await {
+                Ok(owned) => break (turn, Ok(owned)),
+                // A tick another worker's run is still on: under `overlap: queue` it runs
+                // once that run ends, as on one worker.
+                Err(NotTaken::Held(why)) if queues(plan, trigger) => {
+                    drop(turn);
+                    if !waited {
+                        tracing::info!(pipeline = %name, "the tick runs once the run on another worker ends (overlap: queue): {why}");
+                        waited = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(QUEUE_POLL) => continue,
+                        _ = slot.cancel.cancelled() => {
+                            return Outcome::Skipped("the service is stopping, or the pipeline is no longer served".into());
+                        }
+                    }
+                }
+                Err(e) => break (turn, Err(e)),
+            }
+        };
+        let owned = match owned {
             Ok(owned) => owned,
             Err(NotTaken::Held(why)) => {
                 // A realtime pipeline held by another worker would say so at every poll.
@@ -927,6 +954,22 @@ fn join_workers(
             let _ = h.await;
         }
     })
+}
+
+/// How often a queued tick tries the lease another worker's run holds.
+const QUEUE_POLL: Duration = Duration::from_millis(500);
+
+/// Whether a run that finds the pipeline's lease held waits for it: a cron tick under
+/// `overlap: queue`.
+fn queues(plan: &sluice_config::Plan, trigger: Trigger) -> bool {
+    trigger == Trigger::Cron
+        && matches!(
+            plan.schedule,
+            Schedule::Cron {
+                overlap: Overlap::Queue,
+                ..
+            }
+        )
 }
 
 /// A pipeline's worker: its runs and replays, one at a time, until it is no longer

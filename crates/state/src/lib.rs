@@ -15,6 +15,7 @@
 //! | `alerts` | alerts raised: kind, error class, severity, message, repeats held back |
 //! | `alert_deliveries` | per alert and channel: sent or failed, attempts, error |
 //! | `alert_conditions` | conditions alerted and not cleared: since when, last sent when |
+//! | `node_shares` | per run, sink node and worker other than the run's owner: what it wrote |
 //! | `leases` | per pipeline: who owns it now (host, pid, since), until when, fencing token |
 //! | `rate_budgets` | per API (host and a hash of the credentials): a token bucket and a pause shared by every worker (PostgreSQL) |
 //!
@@ -35,12 +36,14 @@ mod budget;
 mod kinds;
 mod lease;
 mod names;
+mod shares;
 mod store;
 
 pub use kinds::{AlertKind, AlertSeverity, DeliveryStatus, RunStatus, Trigger, UnknownName};
 
 pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder};
 pub use names::ColumnNameRow;
+pub use shares::worker_id;
 pub use store::{new_alert_id, now_ms, redact_url};
 
 pub use store::{

@@ -133,6 +133,34 @@ pub struct NodeCounts {
     pub duplicates: i64,
 }
 
+impl NodeCounts {
+    /// The counts of a `node_runs` or `node_shares` row.
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(NodeCounts {
+            records_in: r.try_get("records_in")?,
+            records_out: r.try_get("records_out")?,
+            batches: r.try_get("batches")?,
+            retries: r.try_get("retries")?,
+            quarantined: r.try_get("quarantined")?,
+            duplicates: r.try_get("duplicates")?,
+        })
+    }
+
+    /// Binds the six counts, in the order of [`NodeCounts::from_row`]'s columns.
+    pub(crate) fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        query
+            .bind(self.records_in)
+            .bind(self.records_out)
+            .bind(self.batches)
+            .bind(self.retries)
+            .bind(self.quarantined)
+            .bind(self.duplicates)
+    }
+}
+
 /// A node within a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeRunRow {
@@ -379,6 +407,12 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS rate_budgets (
         key TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, refilled_at BIGINT NOT NULL,
         paused_until BIGINT NOT NULL, last_wait_ms BIGINT NOT NULL);",
+    // What workers other than a run's owner wrote for its sinks (see `shares.rs`).
+    "CREATE TABLE IF NOT EXISTS node_shares (
+        run_id TEXT NOT NULL, node TEXT NOT NULL, worker TEXT NOT NULL,
+        records_in BIGINT NOT NULL, records_out BIGINT NOT NULL, batches BIGINT NOT NULL,
+        retries BIGINT NOT NULL, quarantined BIGINT NOT NULL, duplicates BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL, PRIMARY KEY (run_id, node, worker));",
 ];
 
 /// A condition an alert is about, which holds until something clears it: the pipeline,
@@ -726,7 +760,7 @@ impl StateStore {
 
     /// Writes (or overwrites) a node's row of a run.
     pub async fn record_node(&self, run_id: &str, node: &NodeRunRow) -> Result<(), StateError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO node_runs (run_id, node, status, records_in, records_out, batches, retries,
                 quarantined, duplicates, error_class, error)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -738,18 +772,14 @@ impl StateStore {
         )
         .bind(run_id)
         .bind(&node.node)
-        .bind(node.status.as_str())
-        .bind(node.counts.records_in)
-        .bind(node.counts.records_out)
-        .bind(node.counts.batches)
-        .bind(node.counts.retries)
-        .bind(node.counts.quarantined)
-        .bind(node.counts.duplicates)
-        .bind(node.error_class.map(ErrorClass::as_str))
-        .bind(node.error.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
+        .bind(node.status.as_str());
+        node.counts
+            .bind(query)
+            .bind(node.error_class.map(ErrorClass::as_str))
+            .bind(node.error.as_deref())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -1138,14 +1168,7 @@ impl StateStore {
             Ok(NodeRunRow {
                 node: r.try_get("node")?,
                 status: parsed(r, "status")?,
-                counts: NodeCounts {
-                    records_in: r.try_get("records_in")?,
-                    records_out: r.try_get("records_out")?,
-                    batches: r.try_get("batches")?,
-                    retries: r.try_get("retries")?,
-                    quarantined: r.try_get("quarantined")?,
-                    duplicates: r.try_get("duplicates")?,
-                },
+                counts: NodeCounts::from_row(r)?,
                 error_class: r
                     .try_get::<Option<String>, _>("error_class")?
                     .map(|c| parse_column(&c, "error_class"))

@@ -322,6 +322,14 @@ impl NodeConfig for SqlSinkSpec {
         self.key.iter().map(|k| k.value.clone()).collect()
     }
 
+    /// A server database (not a SQLite file on one machine), appended or upserted: each
+    /// batch's ledger row makes a second write of it a no-op, whoever writes it. A
+    /// `replace` empties the table at the load's first batch, which must be one writer's.
+    fn shared_writes(&self) -> bool {
+        self.url.value.dialect() != Dialect::Sqlite
+            && !matches!(self.mode.value, WriteMode::Replace)
+    }
+
     fn probes(&self, node: &PlannedNode, ctx: &BuildContext) -> Vec<Probe> {
         let config = sink_config(self, node, ctx);
         vec![Probe {
