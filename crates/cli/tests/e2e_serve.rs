@@ -1,11 +1,13 @@
 //! `sluice serve` through the binary: a folder with a file that does not validate and two
 //! pipelines on a seconds-level cron against the mock API into SQLite; the API (trigger,
 //! list, replay, token checks), `/metrics` parsed and compared with the run records;
-//! missed ticks with each `catch_up`; overlap (also across two workers); a run whose lease is held elsewhere; hot
-//! reload; graceful stop; the refusals (non-loopback without a token, a second service on
-//! one SQLite state store).
+//! missed ticks with each `catch_up`; overlap (also across two workers); a run whose
+//! lease is held elsewhere; hot reload; graceful stop; the refusals (non-loopback without
+//! a token, a second service on one SQLite state store); two workers on PostgreSQL state
+//! and Kafka (one killed -9 mid-run; a run's sink spread over both, a helper killed).
 //!
-//! No timed assertion: every wait is for a condition, with a generous deadline.
+//! No timed assertion of speed: every wait is for a condition, with a generous deadline
+//! (the takeover after a kill is bounded by the lease's time, which is what it shows).
 
 mod e2e_common;
 
