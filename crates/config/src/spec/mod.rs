@@ -456,7 +456,10 @@ pub struct KafkaBuffer {
     /// reference). Letters, digits, `.`, `_` and `-`.
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: Spanned<String>,
-    /// Partitions of each topic Sluice creates. At least 1.
+    /// Partitions of each topic Sluice creates. At least 1. Each partition is written in
+    /// order, partitions in no set order between them (and, with several `sluice serve`
+    /// workers, by several writers at once); `1` keeps one run's batches in read order,
+    /// for an `upsert` sink whose source can return two versions of a record in one read.
     #[serde(default = "default_partitions")]
     pub partitions: Spanned<u32>,
     /// Replication factor of each topic Sluice creates. At least 1; 3 on a real cluster.
