@@ -1,7 +1,8 @@
 //! The compliance suite every SQL sink passes, against the real PostgreSQL, MariaDB and
 //! SQLite: every record delivered; a redelivered batch writes nothing twice; an oversized
 //! batch is split and fully delivered; one bad row is rejected and the others delivered;
-//! hostile identifiers are stored verbatim; upserts, schema evolution, replace, health.
+//! hostile identifiers are stored verbatim; upserts, schema evolution, replace, two
+//! writers creating one table at once (workers helping a run), health.
 //!
 //! (The database restarted mid-load is `sql_restart.rs`: it stops the shared servers.)
 
@@ -44,6 +45,8 @@ async fn suite(t: Target) {
     replace_starts_over_once_per_sink(&t).await;
     step("replace once per load");
     replace_empties_the_table_once_per_load(&t).await;
+    step("two writers create one table");
+    two_writers_create_one_table_at_once(&t).await;
     step("health");
     health_reports_latency_and_outages(&t).await;
     step("done");
@@ -440,6 +443,27 @@ async fn replace_empties_the_table_once_per_load(t: &Target) {
     // The next load starts over.
     write(RunInfo::new("r5", "r5"), vec![1, 2], 1).await;
     assert_eq!(t.ids("per_load").await, vec![1, 2], "{}", t.name);
+}
+
+/// Two sinks (two `sluice serve` workers writing one run) whose first batches create the
+/// same table at the same moment: both write, neither fails on the other's create.
+async fn two_writers_create_one_table_at_once(t: &Target) {
+    for round in 0..10 {
+        let table = format!("raced_{round}");
+        let mut one = build_sink(t.config(&table)).await.unwrap();
+        let mut two = build_sink(t.config(&table)).await.unwrap();
+        let (a, b) = (
+            page_batch(1, records(0, 50)),
+            page_batch(2, records(50, 50)),
+        );
+        let (ra, rb) = tokio::join!(one.write(&a), two.write(&b));
+        let (ra, rb) = (
+            ra.unwrap_or_else(|e| panic!("{} round {round}: {e}", t.name)),
+            rb.unwrap_or_else(|e| panic!("{} round {round}: {e}", t.name)),
+        );
+        assert_eq!((ra.written, rb.written), (50, 50), "{}", t.name);
+        assert_eq!(t.count(&table).await, 100, "{} round {round}", t.name);
+    }
 }
 
 async fn health_reports_latency_and_outages(t: &Target) {

@@ -397,6 +397,20 @@ impl<B: Backend> SqlSink<B> {
     }
 
     /// Makes sure the table fits the columns; returns the backend's plan for them.
+    /// Runs a `CREATE ... IF NOT EXISTS`. Two writers creating the same table at once (a
+    /// `sluice serve` worker helping a run, a second pipeline into the table) can make
+    /// PostgreSQL fail one of them on its catalog's unique index, `IF NOT EXISTS`
+    /// notwithstanding: run again, it finds the other's table and does nothing.
+    async fn create_once(&mut self, sql: String, doing: &str) -> Result<(), ConnectorError> {
+        match self.backend.execute(sql.clone(), doing).await {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                tracing::debug!(error = %first, "{doing} failed; once more, in case another writer created it meanwhile");
+                self.backend.execute(sql, doing).await
+            }
+        }
+    }
+
     async fn prepare(&mut self, columns: &[Column]) -> Result<Arc<B::Plan>, ConnectorError> {
         let layout = layout_key(columns);
         if let Some(plan) = self.plans.get(&layout) {
@@ -405,9 +419,7 @@ impl<B: Backend> SqlSink<B> {
         self.check_names(columns)?;
         if !self.ledger_ready {
             for sql in self.settings().ledger.create.clone() {
-                self.backend
-                    .execute(sql, "creating the ledger table")
-                    .await?;
+                self.create_once(sql, "creating the ledger table").await?;
             }
             self.ledger_ready = true;
         }
@@ -421,7 +433,7 @@ impl<B: Backend> SqlSink<B> {
                 )));
             }
             let sql = self.settings().create_table_sql(columns);
-            self.backend.execute(sql, "creating the table").await?;
+            self.create_once(sql, "creating the table").await?;
             self.event(
                 None,
                 format!("created table {target} with {} columns", columns.len()),
