@@ -302,6 +302,14 @@ impl Executor {
             .filter(|o| !o.summary.schema_drift.is_empty())
             .map(|o| (o.summary.id.clone(), o.summary.schema_drift.clone()))
             .collect();
+        let parked: Vec<(String, String)> = outcomes
+            .iter()
+            .filter(|o| o.summary.status == RunStatus::RateLimited)
+            .map(|o| {
+                let why = o.summary.error.clone().unwrap_or_default();
+                (o.summary.id.clone(), why)
+            })
+            .collect();
         let end = RunEnd {
             alerts,
             store: self.store.clone(),
@@ -310,6 +318,7 @@ impl Executor {
             status,
             alert,
             drift,
+            parked,
             replay: load.is_none(),
         };
         match &self.alert_queue {
@@ -462,19 +471,24 @@ impl Executor {
         let mut source = factory(checkpoint).await?;
         // Events as they happen (a retry wait of a minute shows at once), when the source
         // can tell them; else when `next_batch` returns.
-        let live = match &ctx.events {
-            Some(tx) => {
-                let (tx, node) = (tx.clone(), ctx.node.clone());
-                source.listen(std::sync::Arc::new(
-                    move |e: &sluice_core::ConnectorEvent| {
+        // A circuit breaker open too long is alerted while the source waits on it.
+        let live = if ctx.events.is_some() || ctx.gate.is_some() {
+            let (tx, gate, node) = (ctx.events.clone(), ctx.gate.clone(), ctx.node.clone());
+            source.listen(std::sync::Arc::new(
+                move |e: &sluice_core::ConnectorEvent| {
+                    if let Some(gate) = &gate {
+                        gate.connector_event(&node, e);
+                    }
+                    if let Some(tx) = &tx {
                         let _ = tx.send(crate::Event {
                             node: node.clone(),
                             kind: EventKind::from(e.clone()),
                         });
-                    },
-                ))
-            }
-            None => false,
+                    }
+                },
+            ))
+        } else {
+            false
         };
         let retries_inside = source.retries_inside();
         let topic = topic_name(&ctx.namespace, &ctx.node);
@@ -1082,6 +1096,8 @@ struct RunEnd {
     alert: Option<(AlertRow, String)>,
     /// Per node, what drifted from its schema under `schema_policy: warn`.
     drift: Vec<(String, Vec<String>)>,
+    /// The sources parked until their API's quota resets, with why.
+    parked: Vec<(String, String)>,
     /// A replay (no load) says nothing of whether the pipeline's own runs work.
     replay: bool,
 }
@@ -1099,6 +1115,7 @@ impl RunEnd {
             status,
             alert,
             drift,
+            parked,
             replay,
         } = self;
         let next = format!("sluice runs show {run_id}");
@@ -1106,6 +1123,19 @@ impl RunEnd {
             let next = next.replace("{run}", &run_id);
             let subject = alert.node.clone().unwrap_or_default();
             crate::alerts::raise_condition(&alerts, &alert, &subject, &next, &store).await;
+        }
+        // A quota used up beyond `max_retry_after`: once per node while it stays parked.
+        for (node, why) in &parked {
+            let alert = AlertRow {
+                pipeline: name.clone(),
+                node: Some(node.clone()),
+                kind: AlertKind::QuotaExhausted,
+                class: Some(ErrorClass::RateLimited),
+                severity: AlertSeverity::Warning,
+                message: format!("node `{node}`: {why}"),
+                at: now_ms(),
+            };
+            crate::alerts::raise_condition(&alerts, &alert, node, &next, &store).await;
         }
         let recovered = |node: Option<String>, message: String| {
             Some((
@@ -1137,6 +1167,44 @@ impl RunEnd {
                     ),
                 )
             })
+            .await;
+            crate::alerts::clear(
+                &alerts,
+                &store,
+                &name,
+                None,
+                AlertKind::QuotaExhausted,
+                |c, held| {
+                    recovered(
+                        Some(c.subject.clone()),
+                        format!(
+                            "node `{}` reads again (run {run_id} {status}): its API quota had been used up for {}",
+                            c.subject,
+                            crate::alerts::message::span(held)
+                        ),
+                    )
+                },
+            )
+            .await;
+            // A breaker still reported open when a run delivers again (a new process
+            // starts with its breakers closed, and never tells of them closing).
+            crate::alerts::clear(
+                &alerts,
+                &store,
+                &name,
+                None,
+                AlertKind::BreakerOpen,
+                |c, held| {
+                    let host = c.subject.strip_prefix("breaker ").unwrap_or(&c.subject);
+                    recovered(
+                        None,
+                        format!(
+                            "the pipeline runs again (run {run_id} {status}): the circuit breaker for {host} had been reported open for {}",
+                            crate::alerts::message::span(held)
+                        ),
+                    )
+                },
+            )
             .await;
             crate::alerts::clear(&alerts, &store, &name, None, AlertKind::Stale, |_, held| {
                 recovered(
