@@ -598,6 +598,21 @@ impl Subscription for KafkaSubscription {
                     tracing::debug!(topic = %self.topic, error = %e, "topic not in the consumer's metadata yet");
                     continue;
                 }
+                // The brokers went away (or are back and these are the errors queued
+                // while they were away): librdkafka reconnects and goes on by itself;
+                // nothing to hand out meanwhile. A source's publish finds the outage.
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::AllBrokersDown
+                                | RDKafkaErrorCode::BrokerTransportFailure
+                        )
+                    ) =>
+                {
+                    tracing::debug!(topic = %self.topic, error = %e, "brokers unreachable; the consumer reconnects");
+                    continue;
+                }
                 Err(e) => return Err(kafka_error(format!("consuming from {}", self.topic), e)),
             };
             let (partition, offset) = (msg.partition(), msg.offset());
@@ -660,10 +675,20 @@ impl Subscription for KafkaSubscription {
             .map_err(|e| kafka_error("building a commit", e))?;
         let consumer = self.consumer.clone();
         let topic = ack.topic.clone();
-        run_blocking(move || {
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| kafka_error(format!("committing offsets of {topic}"), e))
+        run_blocking(move || match consumer.commit(&tpl, CommitMode::Sync) {
+            // The group moved on without this member (its session timed out while the
+            // brokers were down, say): the commit is refused, and the partition's next
+            // owner gets the batch again from the last commit, which the sinks' ledgers
+            // skip. Not a failure of the node.
+            Err(KafkaError::ConsumerCommit(
+                code @ (RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::RebalanceInProgress),
+            )) => {
+                tracing::warn!(topic = %topic, %code, "commit refused: the consumer group rebalanced; the batch will be delivered again and skipped as a duplicate");
+                Ok(())
+            }
+            other => other.map_err(|e| kafka_error(format!("committing offsets of {topic}"), e)),
         })
         .await
     }

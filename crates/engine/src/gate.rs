@@ -267,7 +267,7 @@ impl Gate {
             let links = probe();
             Box::pin(first_down(links))
         };
-        self.hold(ctx, check).await
+        self.hold(ctx, check, false).await
     }
 
     /// Under `pause`, the buffer failed with `error`: if it is down, waits for it.
@@ -275,8 +275,31 @@ impl Gate {
         if !self.pauses() || !matches!(error.class, ErrorClass::Network | ErrorClass::Dependency) {
             return Held::Up;
         }
+        self.hold(ctx, self.buffer_check(), false).await
+    }
+
+    /// How often a link found down is checked again; under `pause`, a source whose
+    /// publish is not acknowledged within it checks the buffer (see
+    /// [`Gate::hold_unacked`]). `None` when the flow does not pause.
+    pub(crate) fn ack_patience(&self) -> Option<Duration> {
+        self.pauses().then_some(self.spec.probe_every)
+    }
+
+    /// Under `pause`, a source's publish is not acknowledged yet (Kafka's producer
+    /// queues while the brokers are down and reports nothing before its delivery
+    /// timeout): if the buffer is down, the source pauses until it answers, the run
+    /// records the pause at the source, and `link_down` (then `link_recovered`) goes out.
+    pub(crate) async fn hold_unacked(&self, ctx: &mut NodeCtx) -> Held {
+        if !self.pauses() {
+            return Held::Up;
+        }
+        self.hold(ctx, self.buffer_check(), true).await
+    }
+
+    /// The buffer's health check, as a link check.
+    fn buffer_check(&self) -> impl Fn() -> BoxFuture<'static, Option<Down>> + use<> {
         let (buffer, link) = (self.buffer.clone(), self.spec.buffer_link.clone());
-        let check = move || -> BoxFuture<'static, Option<Down>> {
+        move || -> BoxFuture<'static, Option<Down>> {
             let (buffer, link) = (buffer.clone(), link.clone());
             Box::pin(async move {
                 let result = tokio::time::timeout(PROBE_TIMEOUT, buffer.health()).await;
@@ -291,11 +314,13 @@ impl Gate {
                     error,
                 })
             })
-        };
-        self.hold(ctx, check).await
+        }
     }
 
-    async fn hold<F>(&self, ctx: &mut NodeCtx, check: F) -> Held
+    /// Waits while `check` finds a link down (see the module). `source`: the node
+    /// waiting is a source, whose wait is recorded as its pause (`paused: ...`,
+    /// `resumed after ...`), as the other sources record theirs.
+    async fn hold<F>(&self, ctx: &mut NodeCtx, check: F, source: bool) -> Held
     where
         F: Fn() -> BoxFuture<'static, Option<Down>>,
     {
@@ -321,14 +346,30 @@ impl Gate {
             class: down.error.class,
             message: down.error.message.clone(),
         });
-        ctx.record_attempt(&ConnectorError::new(
-            down.error.class,
-            format!(
-                "{key} is down: {}; the node waits for it and the sources pause (when_link_down: pause)",
-                down.error.message
-            ),
-        ))
-        .await;
+        let why = format!(
+            "{key} is down ({}: {})",
+            down.error.class, down.error.message
+        );
+        if source {
+            ctx.emit(EventKind::Paused {
+                cause: why.clone(),
+                class: down.error.class,
+            });
+            ctx.record_attempt(&ConnectorError::new(
+                down.error.class,
+                format!("paused: {why}; no reads until it answers (when_link_down: pause)"),
+            ))
+            .await;
+        } else {
+            ctx.record_attempt(&ConnectorError::new(
+                down.error.class,
+                format!(
+                    "{key} is down: {}; the node waits for it and the sources pause (when_link_down: pause)",
+                    down.error.message
+                ),
+            ))
+            .await;
+        }
         let alert = AlertRow {
             pipeline: self.pipeline.clone(),
             node: Some(ctx.node.clone()),
@@ -372,6 +413,9 @@ impl Gate {
             link: key.clone(),
             down_for: held,
         });
+        if source {
+            self.resumed(ctx, down.error.class, &why, held).await;
+        }
         let (spec, store, next, pipeline, node) = (
             self.alerts.clone(),
             self.store.clone(),

@@ -605,7 +605,7 @@ impl Executor {
         while let Some(mut front) = in_flight.pop_front() {
             let acked = match front.ack.as_mut() {
                 None => false,
-                Some(ack) if in_flight.len() >= keep => ack.await.is_ok(),
+                Some(ack) if in_flight.len() >= keep => await_ack(ctx, ack).await,
                 Some(ack) => match futures::poll!(ack.as_mut()) {
                     std::task::Poll::Ready(r) => r.is_ok(),
                     std::task::Poll::Pending => {
@@ -683,31 +683,30 @@ impl Executor {
                 if finished.contains(&i) {
                     continue;
                 }
-                let delivery = match sub.next_within(self.idle_poll).await {
+                let mut consume = Consume {
+                    sub: sub.as_mut(),
+                    wait: self.idle_poll,
+                };
+                let delivery = match retrying(ctx, &mut consume).await {
                     Ok(delivery) => delivery,
-                    Err(e) => {
-                        let error = ConnectorError::from(e);
-                        match ctx.gate.clone() {
-                            Some(gate) => match gate.hold_buffer(ctx, &error).await {
-                                crate::gate::Held::Recovered => continue,
-                                _ => return Err(error),
-                            },
-                            None => return Err(error),
-                        }
-                    }
+                    Err(GaveUp {
+                        stop: Stop::Cancelled,
+                        ..
+                    }) => return Ok(RunStatus::Cancelled),
+                    Err(gave_up) => return Err(gave_up.error),
                 };
                 match delivery {
                     Some(Delivery::Batch { batch, ack }) => {
                         idle = false;
                         deliver(ctx, target, batch).await?;
                         self.check_owner()?;
-                        sub.commit(&ack).await?;
+                        commit(ctx, sub.as_mut(), &ack).await?;
                     }
                     Some(Delivery::Poison { poison, ack }) => {
                         idle = false;
                         keep_poison(ctx, &poison).await?;
                         self.check_owner()?;
-                        sub.commit(&ack).await?;
+                        commit(ctx, sub.as_mut(), &ack).await?;
                     }
                     None if ended[i] => {
                         let lag = self.buffer.lag(topic, &group).await?;
@@ -735,6 +734,48 @@ impl Executor {
             ));
         }
         Ok(RunStatus::Succeeded)
+    }
+}
+
+/// Waits for a publish's ack. Under `when_link_down: pause`, an ack slower than the
+/// gate's probe interval makes the source check the buffer, and pause while it is down
+/// (a Kafka producer queues while its brokers are down, and says nothing before its
+/// delivery timeout); the ack is then awaited again.
+async fn await_ack(ctx: &mut NodeCtx, ack: &mut sluice_buffer::Pending) -> bool {
+    let gate = ctx.gate.clone();
+    let Some((gate, patience)) = gate.and_then(|g| g.ack_patience().map(|p| (g, p))) else {
+        return ack.await.is_ok();
+    };
+    loop {
+        tokio::select! {
+            acked = ack.as_mut() => return acked.is_ok(),
+            _ = tokio::time::sleep(patience) => {}
+        }
+        if let crate::gate::Held::Cancelled = gate.hold_unacked(ctx).await {
+            return false;
+        }
+    }
+}
+
+/// Commits a delivery; under `when_link_down: pause`, a buffer down meanwhile is
+/// waited for and the commit made again.
+async fn commit(
+    ctx: &mut NodeCtx,
+    sub: &mut dyn Subscription,
+    ack: &sluice_buffer::AckToken,
+) -> Result<(), ConnectorError> {
+    loop {
+        let error = match sub.commit(ack).await {
+            Ok(()) => return Ok(()),
+            Err(e) => ConnectorError::from(e),
+        };
+        match ctx.gate.clone() {
+            Some(gate) => match gate.hold_buffer(ctx, &error).await {
+                crate::gate::Held::Recovered => continue,
+                _ => return Err(error),
+            },
+            None => return Err(error),
+        }
     }
 }
 
@@ -816,6 +857,41 @@ impl Attempt for Publish<'_> {
             let result = self.buffer.publish(self.topic, self.batch).await;
             let error = match result {
                 Ok(()) => return Ok(()),
+                Err(e) => ConnectorError::from(e),
+            };
+            let Some(gate) = ctx.gate.clone() else {
+                return Err(error);
+            };
+            match gate.hold_buffer(ctx, &error).await {
+                crate::gate::Held::Recovered => continue,
+                _ => return Err(error),
+            }
+        }
+    }
+
+    fn retry_on(&self, _: &NodeCtx, error: &ConnectorError) -> bool {
+        error.class.is_transient()
+    }
+}
+
+/// A read of a consumer's subscription. The buffer is not the node's connector, so its
+/// dispositions do not apply: transient failures (a broker that went away a moment ago,
+/// a client still reconnecting) are retried by the node's policy.
+struct Consume<'a> {
+    sub: &'a mut dyn Subscription,
+    wait: Duration,
+}
+
+#[async_trait::async_trait]
+impl Attempt for Consume<'_> {
+    type Output = Option<Delivery>;
+
+    /// Under `when_link_down: pause`, a buffer that is down is waited for (the sources
+    /// read nothing meanwhile), then read again.
+    async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<Option<Delivery>, ConnectorError> {
+        loop {
+            let error = match self.sub.next_within(self.wait).await {
+                Ok(delivery) => return Ok(delivery),
                 Err(e) => ConnectorError::from(e),
             };
             let Some(gate) = ctx.gate.clone() else {
