@@ -487,6 +487,84 @@ impl Buffer for KafkaBuffer {
         })
         .await
     }
+
+    /// Reads the first uncommitted message of each partition behind (a client of its
+    /// own, assigned, never committing) for its `sluice.created_at` header, or its
+    /// timestamp without one.
+    async fn oldest_uncommitted(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Option<i64>, BufferError> {
+        check_name("group", group)?;
+        let committed_config = self.consumer_config(group);
+        let reader_config = self.consumer_config("sluice-lag-probe");
+        let topic = topic.to_owned();
+        run_blocking(move || -> Result<Option<i64>, BufferError> {
+            let consumer: BaseConsumer = committed_config
+                .create()
+                .map_err(|e| kafka_error("creating a consumer", e))?;
+            let timeout = Duration::from_secs(10);
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| kafka_error(format!("reading metadata of {topic}"), e))?;
+            let mut tpl = TopicPartitionList::new();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition(&topic, p.id());
+                }
+            }
+            let committed = consumer
+                .committed_offsets(tpl, timeout)
+                .map_err(|e| kafka_error(format!("reading committed offsets of {topic}"), e))?;
+            let mut behind = TopicPartitionList::new();
+            for elem in committed.elements() {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, elem.partition(), timeout)
+                    .map_err(|e| kafka_error(format!("reading watermarks of {topic}"), e))?;
+                let from = match elem.offset() {
+                    Offset::Offset(o) => o.max(low),
+                    _ => low,
+                };
+                if from < high {
+                    behind
+                        .add_partition_offset(&topic, elem.partition(), Offset::Offset(from))
+                        .map_err(|e| kafka_error("assigning partitions", e))?;
+                }
+            }
+            if behind.count() == 0 {
+                return Ok(None);
+            }
+            let reader: BaseConsumer = reader_config
+                .create()
+                .map_err(|e| kafka_error("creating a consumer", e))?;
+            reader
+                .assign(&behind)
+                .map_err(|e| kafka_error(format!("assigning partitions of {topic}"), e))?;
+            let mut pending: HashSet<i32> =
+                behind.elements().iter().map(|e| e.partition()).collect();
+            let mut oldest: Option<i64> = None;
+            let deadline = std::time::Instant::now() + timeout;
+            while !pending.is_empty() && std::time::Instant::now() < deadline {
+                let Some(received) = reader.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let Ok(msg) = received else { continue };
+                if !pending.remove(&msg.partition()) {
+                    continue;
+                }
+                let created = sluice_headers(&msg)
+                    .get("sluice.created_at")
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .or_else(|| msg.timestamp().to_millis());
+                if let Some(created) = created {
+                    oldest = Some(oldest.map_or(created, |o| o.min(created)));
+                }
+            }
+            Ok(oldest)
+        })
+        .await
+    }
 }
 
 struct KafkaSubscription {
@@ -593,6 +671,21 @@ impl Subscription for KafkaSubscription {
                         == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
                 {
                     tracing::debug!(topic = %self.topic, error = %e, "topic not in the consumer's metadata yet");
+                    continue;
+                }
+                // The brokers went away (or are back and these are the errors queued
+                // while they were away): librdkafka reconnects and goes on by itself;
+                // nothing to hand out meanwhile. A source's publish finds the outage.
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::AllBrokersDown
+                                | RDKafkaErrorCode::BrokerTransportFailure
+                        )
+                    ) =>
+                {
+                    tracing::debug!(topic = %self.topic, error = %e, "brokers unreachable; the consumer reconnects");
                     continue;
                 }
                 Err(e) => return Err(kafka_error(format!("consuming from {}", self.topic), e)),

@@ -137,6 +137,18 @@ pub trait Buffer: Send + Sync {
     /// How many messages of the topic the group has not committed yet.
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError>;
 
+    /// When the oldest message of the topic the group has not committed yet was created
+    /// (its `sluice.created_at` header, milliseconds since the Unix epoch); `None` when
+    /// the group has taken everything, or the buffer cannot tell.
+    async fn oldest_uncommitted(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Option<i64>, BufferError> {
+        let _ = (topic, group);
+        Ok(None)
+    }
+
     /// Checks the buffer can be used: Kafka's brokers answer a metadata request, the
     /// embedded log's folder takes a file. Returns how long it took.
     async fn health(&self) -> Result<std::time::Duration, BufferError>;

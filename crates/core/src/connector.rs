@@ -88,6 +88,28 @@ pub struct ConnectorEvent {
     /// through (the schema evolved): the engine raises a `schema_drift` alert. Set by
     /// [`ConnectorEvent::schema_evolved`].
     pub drift_warned: bool,
+    /// A circuit breaker of the connector is open (since when) or closed again: the
+    /// engine alerts one open longer than the pipeline's `alerts.breaker_open_for`. Set by
+    /// [`ConnectorEvent::breaker`].
+    pub breaker: Option<BreakerNote>,
+}
+
+/// The state of one of a connector's circuit breakers, told with an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BreakerNote {
+    /// The breaker of `host` holds requests back; it first opened at `since` (a failed
+    /// probe that opens it again keeps that time).
+    Open {
+        /// `host:port`.
+        host: String,
+        /// When it first opened, in this episode.
+        since: std::time::SystemTime,
+    },
+    /// The breaker of `host` closed: its probes succeeded.
+    Closed {
+        /// `host:port`.
+        host: String,
+    },
 }
 
 impl ConnectorEvent {
@@ -98,6 +120,19 @@ impl ConnectorEvent {
             message: message.into(),
             retry: false,
             drift_warned: false,
+            breaker: None,
+        }
+    }
+
+    /// A circuit breaker opened, held a request back, or closed (the failures it tells
+    /// of are `dependency`).
+    pub fn breaker(note: BreakerNote, message: impl Into<String>) -> Self {
+        ConnectorEvent {
+            class: Some(ErrorClass::Dependency),
+            message: message.into(),
+            retry: false,
+            drift_warned: false,
+            breaker: Some(note),
         }
     }
 
@@ -109,6 +144,7 @@ impl ConnectorEvent {
             message: message.into(),
             retry: false,
             drift_warned: warn,
+            breaker: None,
         }
     }
 
@@ -119,6 +155,7 @@ impl ConnectorEvent {
             message: message.into(),
             retry: true,
             drift_warned: false,
+            breaker: None,
         }
     }
 }

@@ -42,8 +42,8 @@ mod secret;
 pub use batch::{Batch, BatchId, BatchPart, SourcePosition, schema_fingerprint};
 pub use budget::RateBudgets;
 pub use connector::{
-    ConnectorError, ConnectorEvent, EventListener, QuarantinedRecords, RejectedRows, RunInfo, Sink,
-    Source, SourceBatch, WriteReport,
+    BreakerNote, ConnectorError, ConnectorEvent, EventListener, QuarantinedRecords, RejectedRows,
+    RunInfo, Sink, Source, SourceBatch, WriteReport,
 };
 pub use error::{Disposition, ErrorClass};
 pub use retry::RetryPolicy;

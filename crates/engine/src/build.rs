@@ -243,6 +243,7 @@ pub fn gate_spec(plan: &Plan, ctx: &BuildContext) -> crate::gate::GateSpec {
     crate::gate::GateSpec {
         when_link_down: plan.when_link_down,
         max_lag: plan.buffer.max_lag(),
+        max_lag_age: plan.buffer.max_lag_age(),
         probe_every: probe_interval(),
         buffer_link: crate::health::buffer_link(&plan.buffer, &ctx),
         probes,

@@ -202,6 +202,10 @@ impl NodeCtx {
             if e.drift_warned {
                 self.schema_drift.push(e.message.clone());
             }
+            if show && let Some(gate) = &self.gate {
+                // Not live: the breaker is weighed now (a live listener did it already).
+                gate.connector_event(&self.node, &e);
+            }
             if show {
                 self.emit(EventKind::from(e));
             }

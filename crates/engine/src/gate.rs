@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use sluice_buffer::Buffer;
 use sluice_config::spec::{AlertsSpec, WhenLinkDown};
 use sluice_config::{Link, LinkKind};
-use sluice_core::{ConnectorError, ErrorClass};
+use sluice_core::{BreakerNote, ConnectorError, ErrorClass};
 use sluice_state::{AlertKind, AlertRow, AlertSeverity, StateStore, now_ms};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -46,6 +46,8 @@ pub struct GateSpec {
     pub when_link_down: WhenLinkDown,
     /// The buffer's `max_lag`, in batches.
     pub max_lag: Option<u64>,
+    /// The buffer's `max_lag` as the age of the oldest batch waiting.
+    pub max_lag_age: Option<Duration>,
     /// How often a link found down is checked again (jittered by up to a fifth).
     pub probe_every: Duration,
     /// The buffer as `sluice health` names it (`kafka 127.0.0.1:9092`).
@@ -61,6 +63,7 @@ impl std::fmt::Debug for GateSpec {
         f.debug_struct("GateSpec")
             .field("when_link_down", &self.when_link_down)
             .field("max_lag", &self.max_lag)
+            .field("max_lag_age", &self.max_lag_age)
             .field("probe_every", &self.probe_every)
             .finish_non_exhaustive()
     }
@@ -70,6 +73,11 @@ impl std::fmt::Debug for GateSpec {
 /// monitor of `sluice serve`: one alert per link whoever sees it down.
 pub fn link_key(kind: LinkKind, link: &str) -> String {
     format!("{kind} {link}")
+}
+
+/// The condition key of a host's circuit breaker (`breaker api.example.com:443`).
+pub fn breaker_key(host: &str) -> String {
+    format!("breaker {host}")
 }
 
 /// A link found down.
@@ -110,6 +118,9 @@ pub(crate) struct Gate {
     buffer: Arc<dyn Buffer>,
     /// The consumer groups reading each source's topic.
     consumers: HashMap<String, Vec<String>>,
+    /// When each open breaker (by host) was last weighed against
+    /// `alerts.breaker_open_for` past it: the state store is asked at most once a second.
+    breakers: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Gate {
@@ -132,6 +143,98 @@ impl Gate {
             queue,
             buffer,
             consumers,
+            breakers: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A connector's event, as it happens: a circuit breaker open longer than
+    /// `alerts.breaker_open_for` raises `breaker_open` (a condition, once while it
+    /// holds); the breaker closing clears it with a `recovered` alert. Never waits: the
+    /// alerts go through the run's queue.
+    pub(crate) fn connector_event(&self, node: &str, event: &sluice_core::ConnectorEvent) {
+        let Some(note) = &event.breaker else {
+            return;
+        };
+        match note {
+            BreakerNote::Open { host, since } => {
+                let held = std::time::SystemTime::now()
+                    .duration_since(*since)
+                    .unwrap_or_default();
+                let bound = self.alerts.breaker_open_for.value.get();
+                if held < bound {
+                    return;
+                }
+                {
+                    let mut last = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+                    if last.get(host).is_some_and(|t| t.elapsed() < LAG_EVERY) {
+                        return;
+                    }
+                    last.insert(host.clone(), Instant::now());
+                }
+                let since_ms = since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let alert = AlertRow {
+                    pipeline: self.pipeline.clone(),
+                    node: Some(node.to_owned()),
+                    kind: AlertKind::BreakerOpen,
+                    class: Some(ErrorClass::Dependency),
+                    severity: AlertSeverity::Critical,
+                    message: format!(
+                        "node `{node}`: the circuit breaker for {host} has been open for {} (since {}), longer than `breaker_open_for` ({}): the API keeps failing",
+                        alerts::message::span(held.as_millis() as i64),
+                        alerts::message::time(since_ms),
+                        self.alerts.breaker_open_for.value
+                    ),
+                    at: now_ms(),
+                };
+                let (spec, store, subject) =
+                    (self.alerts.clone(), self.store.clone(), breaker_key(host));
+                self.queue.push(async move {
+                    alerts::raise_condition(&spec, &alert, &subject, "sluice runs", &store).await;
+                });
+            }
+            BreakerNote::Closed { host } => {
+                self.breakers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(host);
+                let (spec, store, pipeline, node, host) = (
+                    self.alerts.clone(),
+                    self.store.clone(),
+                    self.pipeline.clone(),
+                    node.to_owned(),
+                    host.clone(),
+                );
+                self.queue.push(async move {
+                    let subject = breaker_key(&host);
+                    alerts::clear(
+                        &spec,
+                        &store,
+                        &pipeline,
+                        Some(&subject),
+                        AlertKind::BreakerOpen,
+                        |_, held| {
+                            Some((
+                                AlertRow {
+                                    pipeline: pipeline.clone(),
+                                    node: Some(node.clone()),
+                                    kind: AlertKind::Recovered,
+                                    class: None,
+                                    severity: AlertSeverity::Info,
+                                    message: format!(
+                                        "node `{node}`: the circuit breaker for {host} closed (its probes succeeded); it had been reported open for {}",
+                                        alerts::message::span(held)
+                                    ),
+                                    at: now_ms(),
+                                },
+                                "sluice runs".to_owned(),
+                            ))
+                        },
+                    )
+                    .await;
+                });
+            }
         }
     }
 
@@ -164,7 +267,7 @@ impl Gate {
             let links = probe();
             Box::pin(first_down(links))
         };
-        self.hold(ctx, check).await
+        self.hold(ctx, check, false).await
     }
 
     /// Under `pause`, the buffer failed with `error`: if it is down, waits for it.
@@ -172,8 +275,31 @@ impl Gate {
         if !self.pauses() || !matches!(error.class, ErrorClass::Network | ErrorClass::Dependency) {
             return Held::Up;
         }
+        self.hold(ctx, self.buffer_check(), false).await
+    }
+
+    /// How often a link found down is checked again; under `pause`, a source whose
+    /// publish is not acknowledged within it checks the buffer (see
+    /// [`Gate::hold_unacked`]). `None` when the flow does not pause.
+    pub(crate) fn ack_patience(&self) -> Option<Duration> {
+        self.pauses().then_some(self.spec.probe_every)
+    }
+
+    /// Under `pause`, a source's publish is not acknowledged yet (Kafka's producer
+    /// queues while the brokers are down and reports nothing before its delivery
+    /// timeout): if the buffer is down, the source pauses until it answers, the run
+    /// records the pause at the source, and `link_down` (then `link_recovered`) goes out.
+    pub(crate) async fn hold_unacked(&self, ctx: &mut NodeCtx) -> Held {
+        if !self.pauses() {
+            return Held::Up;
+        }
+        self.hold(ctx, self.buffer_check(), true).await
+    }
+
+    /// The buffer's health check, as a link check.
+    fn buffer_check(&self) -> impl Fn() -> BoxFuture<'static, Option<Down>> + use<> {
         let (buffer, link) = (self.buffer.clone(), self.spec.buffer_link.clone());
-        let check = move || -> BoxFuture<'static, Option<Down>> {
+        move || -> BoxFuture<'static, Option<Down>> {
             let (buffer, link) = (buffer.clone(), link.clone());
             Box::pin(async move {
                 let result = tokio::time::timeout(PROBE_TIMEOUT, buffer.health()).await;
@@ -188,11 +314,13 @@ impl Gate {
                     error,
                 })
             })
-        };
-        self.hold(ctx, check).await
+        }
     }
 
-    async fn hold<F>(&self, ctx: &mut NodeCtx, check: F) -> Held
+    /// Waits while `check` finds a link down (see the module). `source`: the node
+    /// waiting is a source, whose wait is recorded as its pause (`paused: ...`,
+    /// `resumed after ...`), as the other sources record theirs.
+    async fn hold<F>(&self, ctx: &mut NodeCtx, check: F, source: bool) -> Held
     where
         F: Fn() -> BoxFuture<'static, Option<Down>>,
     {
@@ -218,14 +346,30 @@ impl Gate {
             class: down.error.class,
             message: down.error.message.clone(),
         });
-        ctx.record_attempt(&ConnectorError::new(
-            down.error.class,
-            format!(
-                "{key} is down: {}; the node waits for it and the sources pause (when_link_down: pause)",
-                down.error.message
-            ),
-        ))
-        .await;
+        let why = format!(
+            "{key} is down ({}: {})",
+            down.error.class, down.error.message
+        );
+        if source {
+            ctx.emit(EventKind::Paused {
+                cause: why.clone(),
+                class: down.error.class,
+            });
+            ctx.record_attempt(&ConnectorError::new(
+                down.error.class,
+                format!("paused: {why}; no reads until it answers (when_link_down: pause)"),
+            ))
+            .await;
+        } else {
+            ctx.record_attempt(&ConnectorError::new(
+                down.error.class,
+                format!(
+                    "{key} is down: {}; the node waits for it and the sources pause (when_link_down: pause)",
+                    down.error.message
+                ),
+            ))
+            .await;
+        }
         let alert = AlertRow {
             pipeline: self.pipeline.clone(),
             node: Some(ctx.node.clone()),
@@ -269,6 +413,9 @@ impl Gate {
             link: key.clone(),
             down_for: held,
         });
+        if source {
+            self.resumed(ctx, down.error.class, &why, held).await;
+        }
         let (spec, store, next, pipeline, node) = (
             self.alerts.clone(),
             self.store.clone(),
@@ -313,7 +460,8 @@ impl Gate {
         if self.pauses() && !self.wait_open(ctx).await {
             return false;
         }
-        if self.spec.max_lag.is_some() && lag_checked.elapsed() >= LAG_EVERY {
+        let bounded = self.spec.max_lag.is_some() || self.spec.max_lag_age.is_some();
+        if bounded && lag_checked.elapsed() >= LAG_EVERY {
             *lag_checked = Instant::now();
             return self.check_lag(ctx).await;
         }
@@ -372,11 +520,8 @@ impl Gate {
     /// The backlog of the source's topic against `max_lag`: above it, a `backlog` alert
     /// (once while it holds), and under `buffer` a pause until it is back under.
     async fn check_lag(&self, ctx: &mut NodeCtx) -> bool {
-        let Some(max) = self.spec.max_lag else {
-            return true;
-        };
         let topic = crate::topic_name(&ctx.namespace, &ctx.node);
-        let Some(over) = self.over_lag(&topic, max).await else {
+        let Some(over) = self.over_lag(&topic).await else {
             alerts::clear(
                 &self.alerts,
                 &self.store,
@@ -394,10 +539,7 @@ impl Gate {
             kind: AlertKind::Backlog,
             class: None,
             severity: AlertSeverity::Warning,
-            message: format!(
-                "{over} batch(es) of `{}` wait in the buffer, above `max_lag` ({max})",
-                ctx.node
-            ),
+            message: format!("the backlog of `{}` in the buffer: {over}", ctx.node),
             at: now_ms(),
         };
         let (spec, store, next, subject) = (
@@ -412,10 +554,7 @@ impl Gate {
         if self.pauses() {
             return true;
         }
-        let why = format!(
-            "the backlog of `{}` is {over} batches, above max_lag ({max})",
-            ctx.node
-        );
+        let why = format!("the backlog of `{}`: {over}", ctx.node);
         let started = Instant::now();
         ctx.emit(EventKind::Paused {
             cause: why.clone(),
@@ -431,7 +570,7 @@ impl Gate {
                 _ = tokio::time::sleep(LAG_EVERY) => {}
                 _ = ctx.cancel.cancelled() => return false,
             }
-            if self.over_lag(&topic, max).await.is_none() {
+            if self.over_lag(&topic).await.is_none() {
                 break;
             }
         }
@@ -440,20 +579,52 @@ impl Gate {
         true
     }
 
-    /// The largest backlog of a group reading `topic`, when above `max`.
-    async fn over_lag(&self, topic: &str, max: u64) -> Option<u64> {
+    /// How the backlog of the groups reading `topic` is above `max_lag` (the largest
+    /// number of batches waiting, the oldest batch waiting), if it is.
+    async fn over_lag(&self, topic: &str) -> Option<String> {
         let source = topic.rsplit('.').next().unwrap_or(topic);
         let groups = self.consumers.get(source)?;
-        let mut worst = 0;
-        for group in groups {
-            match self.buffer.lag(topic, group).await {
-                Ok(lag) => worst = worst.max(lag),
-                Err(e) => {
-                    tracing::debug!(topic, group, error = %e, "cannot read the backlog");
+        let mut over = Vec::new();
+        if let Some(max) = self.spec.max_lag {
+            let mut worst = 0;
+            for group in groups {
+                match self.buffer.lag(topic, group).await {
+                    Ok(lag) => worst = worst.max(lag),
+                    Err(e) => {
+                        tracing::debug!(topic, group, error = %e, "cannot read the backlog");
+                    }
                 }
             }
+            if worst > max {
+                over.push(format!(
+                    "{worst} batch(es) wait, above `max_lag` ({max} batches)"
+                ));
+            }
         }
-        (worst > max).then_some(worst)
+        if let Some(max_age) = self.spec.max_lag_age {
+            let mut oldest: Option<i64> = None;
+            for group in groups {
+                match self.buffer.oldest_uncommitted(topic, group).await {
+                    Ok(Some(at)) => oldest = Some(oldest.map_or(at, |o| o.min(at))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(topic, group, error = %e, "cannot read the oldest batch waiting");
+                    }
+                }
+            }
+            let max_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+            if let Some(at) = oldest
+                && now_ms() - at > max_ms
+            {
+                over.push(format!(
+                    "the oldest batch waiting was created {} ago (at {}), above `max_lag` ({})",
+                    alerts::message::span(now_ms() - at),
+                    alerts::message::time(at),
+                    sluice_config::values::Duration(max_age)
+                ));
+            }
+        }
+        (!over.is_empty()).then(|| over.join("; "))
     }
 }
 
@@ -513,5 +684,37 @@ mod tests {
             );
         }
         assert_eq!(jitter(Duration::from_millis(3)), Duration::from_millis(3));
+    }
+
+    fn buffer_of(max_lag: &str) -> Result<sluice_config::spec::BufferSpec, String> {
+        let text = format!(
+            "pipeline: p\nbuffer: {{ embedded: {{ max_lag: {max_lag} }} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
+        );
+        sluice_config::validate(
+            &text,
+            &sluice_config::Env::new(),
+            sluice_connectors::registry(),
+        )
+        .map(|plan| plan.buffer)
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn max_lag_is_batches_an_age_or_both() {
+        let batches = buffer_of("10000").unwrap();
+        assert_eq!(batches.max_lag(), Some(10000));
+        assert_eq!(batches.max_lag_age(), None);
+        let age = buffer_of("10m").unwrap();
+        assert_eq!(age.max_lag(), None);
+        assert_eq!(age.max_lag_age(), Some(Duration::from_secs(600)));
+        let both = buffer_of("{ batches: 5, age: 30s }").unwrap();
+        assert_eq!(both.max_lag(), Some(5));
+        assert_eq!(both.max_lag_age(), Some(Duration::from_secs(30)));
+        for bad in ["0", "0s", "-3", "\"ten\"", "1.5", "{}", "{ rows: 3 }"] {
+            assert!(
+                buffer_of(bad).is_err(),
+                "`max_lag: {bad}` should not validate"
+            );
+        }
     }
 }

@@ -303,6 +303,14 @@ impl Executor {
             .filter(|o| !o.summary.schema_drift.is_empty())
             .map(|o| (o.summary.id.clone(), o.summary.schema_drift.clone()))
             .collect();
+        let parked: Vec<(String, String)> = outcomes
+            .iter()
+            .filter(|o| o.summary.status == RunStatus::RateLimited)
+            .map(|o| {
+                let why = o.summary.error.clone().unwrap_or_default();
+                (o.summary.id.clone(), why)
+            })
+            .collect();
         let end = RunEnd {
             alerts,
             store: self.store.clone(),
@@ -311,6 +319,7 @@ impl Executor {
             status,
             alert,
             drift,
+            parked,
             replay: load.is_none(),
         };
         match &self.alert_queue {
@@ -466,19 +475,24 @@ impl Executor {
         let mut source = factory(checkpoint).await?;
         // Events as they happen (a retry wait of a minute shows at once), when the source
         // can tell them; else when `next_batch` returns.
-        let live = match &ctx.events {
-            Some(tx) => {
-                let (tx, node) = (tx.clone(), ctx.node.clone());
-                source.listen(std::sync::Arc::new(
-                    move |e: &sluice_core::ConnectorEvent| {
+        // A circuit breaker open too long is alerted while the source waits on it.
+        let live = if ctx.events.is_some() || ctx.gate.is_some() {
+            let (tx, gate, node) = (ctx.events.clone(), ctx.gate.clone(), ctx.node.clone());
+            source.listen(std::sync::Arc::new(
+                move |e: &sluice_core::ConnectorEvent| {
+                    if let Some(gate) = &gate {
+                        gate.connector_event(&node, e);
+                    }
+                    if let Some(tx) = &tx {
                         let _ = tx.send(crate::Event {
                             node: node.clone(),
                             kind: EventKind::from(e.clone()),
                         });
-                    },
-                ))
-            }
-            None => false,
+                    }
+                },
+            ))
+        } else {
+            false
         };
         let retries_inside = source.retries_inside();
         let topic = topic_name(&ctx.namespace, &ctx.node);
@@ -595,7 +609,7 @@ impl Executor {
         while let Some(mut front) = in_flight.pop_front() {
             let acked = match front.ack.as_mut() {
                 None => false,
-                Some(ack) if in_flight.len() >= keep => ack.await.is_ok(),
+                Some(ack) if in_flight.len() >= keep => await_ack(ctx, ack).await,
                 Some(ack) => match futures::poll!(ack.as_mut()) {
                     std::task::Poll::Ready(r) => r.is_ok(),
                     std::task::Poll::Pending => {
@@ -673,31 +687,30 @@ impl Executor {
                 if finished.contains(&i) {
                     continue;
                 }
-                let delivery = match sub.next_within(self.idle_poll).await {
+                let mut consume = Consume {
+                    sub: sub.as_mut(),
+                    wait: self.idle_poll,
+                };
+                let delivery = match retrying(ctx, &mut consume).await {
                     Ok(delivery) => delivery,
-                    Err(e) => {
-                        let error = ConnectorError::from(e);
-                        match ctx.gate.clone() {
-                            Some(gate) => match gate.hold_buffer(ctx, &error).await {
-                                crate::gate::Held::Recovered => continue,
-                                _ => return Err(error),
-                            },
-                            None => return Err(error),
-                        }
-                    }
+                    Err(GaveUp {
+                        stop: Stop::Cancelled,
+                        ..
+                    }) => return Ok(RunStatus::Cancelled),
+                    Err(gave_up) => return Err(gave_up.error),
                 };
                 match delivery {
                     Some(Delivery::Batch { batch, ack }) => {
                         idle = false;
                         deliver(ctx, target, batch).await?;
                         self.check_owner()?;
-                        sub.commit(&ack).await?;
+                        commit(ctx, sub.as_mut(), &ack).await?;
                     }
                     Some(Delivery::Poison { poison, ack }) => {
                         idle = false;
                         keep_poison(ctx, &poison).await?;
                         self.check_owner()?;
-                        sub.commit(&ack).await?;
+                        commit(ctx, sub.as_mut(), &ack).await?;
                     }
                     None if ended[i] => {
                         let lag = self.buffer.lag(topic, &group).await?;
@@ -746,6 +759,48 @@ async fn add_shares(ctx: &mut NodeCtx) {
         }
         Err(e) => {
             tracing::warn!(node = %ctx.node, run = %ctx.run_id, error = %e, "cannot read what helping workers wrote (the node's counts may miss it)")
+        }
+    }
+}
+
+/// Waits for a publish's ack. Under `when_link_down: pause`, an ack slower than the
+/// gate's probe interval makes the source check the buffer, and pause while it is down
+/// (a Kafka producer queues while its brokers are down, and says nothing before its
+/// delivery timeout); the ack is then awaited again.
+async fn await_ack(ctx: &mut NodeCtx, ack: &mut sluice_buffer::Pending) -> bool {
+    let gate = ctx.gate.clone();
+    let Some((gate, patience)) = gate.and_then(|g| g.ack_patience().map(|p| (g, p))) else {
+        return ack.await.is_ok();
+    };
+    loop {
+        tokio::select! {
+            acked = ack.as_mut() => return acked.is_ok(),
+            _ = tokio::time::sleep(patience) => {}
+        }
+        if let crate::gate::Held::Cancelled = gate.hold_unacked(ctx).await {
+            return false;
+        }
+    }
+}
+
+/// Commits a delivery; under `when_link_down: pause`, a buffer down meanwhile is
+/// waited for and the commit made again.
+async fn commit(
+    ctx: &mut NodeCtx,
+    sub: &mut dyn Subscription,
+    ack: &sluice_buffer::AckToken,
+) -> Result<(), ConnectorError> {
+    loop {
+        let error = match sub.commit(ack).await {
+            Ok(()) => return Ok(()),
+            Err(e) => ConnectorError::from(e),
+        };
+        match ctx.gate.clone() {
+            Some(gate) => match gate.hold_buffer(ctx, &error).await {
+                crate::gate::Held::Recovered => continue,
+                _ => return Err(error),
+            },
+            None => return Err(error),
         }
     }
 }
@@ -828,6 +883,41 @@ impl Attempt for Publish<'_> {
             let result = self.buffer.publish(self.topic, self.batch).await;
             let error = match result {
                 Ok(()) => return Ok(()),
+                Err(e) => ConnectorError::from(e),
+            };
+            let Some(gate) = ctx.gate.clone() else {
+                return Err(error);
+            };
+            match gate.hold_buffer(ctx, &error).await {
+                crate::gate::Held::Recovered => continue,
+                _ => return Err(error),
+            }
+        }
+    }
+
+    fn retry_on(&self, _: &NodeCtx, error: &ConnectorError) -> bool {
+        error.class.is_transient()
+    }
+}
+
+/// A read of a consumer's subscription. The buffer is not the node's connector, so its
+/// dispositions do not apply: transient failures (a broker that went away a moment ago,
+/// a client still reconnecting) are retried by the node's policy.
+struct Consume<'a> {
+    sub: &'a mut dyn Subscription,
+    wait: Duration,
+}
+
+#[async_trait::async_trait]
+impl Attempt for Consume<'_> {
+    type Output = Option<Delivery>;
+
+    /// Under `when_link_down: pause`, a buffer that is down is waited for (the sources
+    /// read nothing meanwhile), then read again.
+    async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<Option<Delivery>, ConnectorError> {
+        loop {
+            let error = match self.sub.next_within(self.wait).await {
+                Ok(delivery) => return Ok(delivery),
                 Err(e) => ConnectorError::from(e),
             };
             let Some(gate) = ctx.gate.clone() else {
@@ -1111,6 +1201,8 @@ struct RunEnd {
     alert: Option<(AlertRow, String)>,
     /// Per node, what drifted from its schema under `schema_policy: warn`.
     drift: Vec<(String, Vec<String>)>,
+    /// The sources parked until their API's quota resets, with why.
+    parked: Vec<(String, String)>,
     /// A replay (no load) says nothing of whether the pipeline's own runs work.
     replay: bool,
 }
@@ -1128,6 +1220,7 @@ impl RunEnd {
             status,
             alert,
             drift,
+            parked,
             replay,
         } = self;
         let next = format!("sluice runs show {run_id}");
@@ -1135,6 +1228,19 @@ impl RunEnd {
             let next = next.replace("{run}", &run_id);
             let subject = alert.node.clone().unwrap_or_default();
             crate::alerts::raise_condition(&alerts, &alert, &subject, &next, &store).await;
+        }
+        // A quota used up beyond `max_retry_after`: once per node while it stays parked.
+        for (node, why) in &parked {
+            let alert = AlertRow {
+                pipeline: name.clone(),
+                node: Some(node.clone()),
+                kind: AlertKind::QuotaExhausted,
+                class: Some(ErrorClass::RateLimited),
+                severity: AlertSeverity::Warning,
+                message: format!("node `{node}`: {why}"),
+                at: now_ms(),
+            };
+            crate::alerts::raise_condition(&alerts, &alert, node, &next, &store).await;
         }
         let recovered = |node: Option<String>, message: String| {
             Some((
@@ -1166,6 +1272,44 @@ impl RunEnd {
                     ),
                 )
             })
+            .await;
+            crate::alerts::clear(
+                &alerts,
+                &store,
+                &name,
+                None,
+                AlertKind::QuotaExhausted,
+                |c, held| {
+                    recovered(
+                        Some(c.subject.clone()),
+                        format!(
+                            "node `{}` reads again (run {run_id} {status}): its API quota had been used up for {}",
+                            c.subject,
+                            crate::alerts::message::span(held)
+                        ),
+                    )
+                },
+            )
+            .await;
+            // A breaker still reported open when a run delivers again (a new process
+            // starts with its breakers closed, and never tells of them closing).
+            crate::alerts::clear(
+                &alerts,
+                &store,
+                &name,
+                None,
+                AlertKind::BreakerOpen,
+                |c, held| {
+                    let host = c.subject.strip_prefix("breaker ").unwrap_or(&c.subject);
+                    recovered(
+                        None,
+                        format!(
+                            "the pipeline runs again (run {run_id} {status}): the circuit breaker for {host} had been reported open for {}",
+                            crate::alerts::message::span(held)
+                        ),
+                    )
+                },
+            )
             .await;
             crate::alerts::clear(&alerts, &store, &name, None, AlertKind::Stale, |_, held| {
                 recovered(

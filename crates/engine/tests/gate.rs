@@ -155,6 +155,7 @@ fn gate(when: WhenLinkDown, max_lag: Option<u64>, probes: HashMap<String, LinkPr
     GateSpec {
         when_link_down: when,
         max_lag,
+        max_lag_age: None,
         probe_every: Duration::from_millis(10),
         buffer_link: "embedded test".into(),
         probes,
@@ -342,7 +343,10 @@ async fn a_backlog_above_max_lag_alerts_and_pauses_the_source_under_buffer() {
     let paused = watcher.await.unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
     assert!(!paused.is_empty());
-    assert!(paused[0].contains("above max_lag (3)"), "{paused:?}");
+    assert!(
+        paused[0].contains("above `max_lag` (3 batches)"),
+        "{paused:?}"
+    );
     let written: BTreeSet<i64> = rows.lock().unwrap().iter().copied().collect();
     assert_eq!(written, (0..400).collect());
     let alerts = store.alerts(50).await.unwrap();

@@ -142,6 +142,11 @@ pub enum AlertKind {
     Backlog,
     /// `sluice serve` found a pipeline file that does not validate.
     PipelineInvalid,
+    /// A source's API quota is used up until a reset later than the node may wait
+    /// (`rate_limit.max_retry_after`): the source is parked until then.
+    QuotaExhausted,
+    /// A circuit breaker of an HTTP node stayed open longer than `alerts.breaker_open_for`.
+    BreakerOpen,
 }
 
 stored_names!(AlertKind, "alert kind", {
@@ -156,6 +161,8 @@ stored_names!(AlertKind, "alert kind", {
     ChannelFailed => "channel_failed",
     Backlog => "backlog",
     PipelineInvalid => "pipeline_invalid",
+    QuotaExhausted => "quota_exhausted",
+    BreakerOpen => "breaker_open",
 });
 
 /// How urgent an alert is: the same names as the severities a pipeline's `alerts.routes`

@@ -13,6 +13,7 @@
 //! - [`smtp`]: a local SMTP server that records the mails it gets (email alerts);
 //! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, to stop and start (an
 //!   outage) without touching the shared one;
+//! - [`PrivateKafka`]: a single-node KRaft Kafka broker of the test's own, likewise;
 //! - [`services_script`]: `scripts/services.sh down|up SERVICE`, for the outage tests.
 //!
 //! A missing variable is a test failure with a message saying how to start the services,
@@ -27,6 +28,7 @@
 
 pub mod batches;
 pub mod mock_api;
+mod private_kafka;
 mod private_pg;
 pub mod receiver;
 mod services;
@@ -38,4 +40,5 @@ pub use services::{
 };
 
 pub use mock_api::{MockApi, MockConfig, MockHandle};
+pub use private_kafka::PrivateKafka;
 pub use private_pg::PrivatePostgres;

@@ -249,6 +249,35 @@ impl Buffer for EmbeddedLog {
         let committed = log.committed(group)?.unwrap_or(log.start_offset());
         Ok((log.next_offset() - committed).max(0) as u64)
     }
+
+    async fn oldest_uncommitted(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Option<i64>, BufferError> {
+        check_name("group", group)?;
+        let open = self.topic(topic)?;
+        let (committed, next, dir) = {
+            let log = open.log.lock().expect("topic log lock");
+            let committed = log.committed(group)?.unwrap_or(log.start_offset());
+            (committed, log.next_offset(), log.dir().to_path_buf())
+        };
+        if committed >= next {
+            return Ok(None);
+        }
+        run_blocking(move || {
+            let mut reader = SegmentReader::new(dir, committed);
+            // An entry that cannot be read says nothing of its age: the consumer will
+            // quarantine it.
+            Ok(match reader.read_next()? {
+                ReadOutcome::Entry { body, .. } => Message::from_frame(&body)
+                    .ok()
+                    .and_then(|m| m.headers.get("sluice.created_at")?.parse().ok()),
+                ReadOutcome::Corrupt { .. } => None,
+            })
+        })
+        .await
+    }
 }
 
 struct EmbeddedSubscription {

@@ -52,14 +52,28 @@ impl Checker<'_> {
             BufferSpec::Embedded(e) => e.max_lag.as_ref(),
             BufferSpec::Kafka(k) => k.max_lag.as_ref(),
         };
-        if let Some(m) = max_lag
-            && m.value == 0
-        {
-            self.error_at(
-                m,
-                "`max_lag` must be at least 1",
-                "e.g. `max_lag: 10000` (batches)",
-            );
+        if let Some(m) = max_lag {
+            if m.value.batches == Some(0) {
+                self.error_at(
+                    m,
+                    "`max_lag` must be at least 1 batch",
+                    "e.g. `max_lag: 10000` (batches) or `max_lag: 10m` (the age of the oldest batch waiting)",
+                );
+            }
+            if m.value.age.is_some_and(|a| a.is_zero()) {
+                self.error_at(
+                    m,
+                    "`max_lag` must be an age of more than zero",
+                    "e.g. `max_lag: 10m` (the age of the oldest batch waiting)",
+                );
+            }
+            if m.value.batches.is_none() && m.value.age.is_none() {
+                self.error_at(
+                    m,
+                    "`max_lag` bounds nothing",
+                    "give `batches`, `age` or both: `max_lag: { batches: 10000, age: 10m }`",
+                );
+            }
         }
     }
 
@@ -265,6 +279,7 @@ impl Checker<'_> {
             }
         }
         self.positive_duration(&alerts.repeat_every, "repeat_every");
+        self.positive_duration(&alerts.breaker_open_for, "breaker_open_for");
         for route in &alerts.routes {
             if !names.contains(&route.channel.value.as_str()) {
                 let help = match suggest(&route.channel.value, names.iter().copied()) {

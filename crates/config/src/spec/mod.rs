@@ -369,12 +369,144 @@ pub enum BufferSpec {
 }
 
 impl BufferSpec {
-    /// The buffer's `max_lag`, if set.
+    /// The buffer's `max_lag` in batches, if set.
     pub fn max_lag(&self) -> Option<u64> {
+        self.max_lag_spec().and_then(|m| m.batches)
+    }
+
+    /// The buffer's `max_lag` as an age of the oldest batch waiting, if set.
+    pub fn max_lag_age(&self) -> Option<std::time::Duration> {
+        self.max_lag_spec().and_then(|m| m.age).map(Duration::get)
+    }
+
+    /// The buffer's `max_lag` as written.
+    pub fn max_lag_spec(&self) -> Option<MaxLag> {
         match self {
             BufferSpec::Embedded(e) => e.max_lag.as_ref().map(|m| m.value),
             BufferSpec::Kafka(k) => k.max_lag.as_ref().map(|m| m.value),
         }
+    }
+}
+
+/// A bound on a node's backlog in the buffer: batches waiting (`10000`), the age of the
+/// oldest batch waiting (`10m`), or both (`{ batches: 10000, age: 10m }`); past either,
+/// the backlog is above it.
+///
+/// ```yaml
+/// max_lag: 10000
+/// max_lag: 10m
+/// max_lag: { batches: 10000, age: 10m }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaxLag {
+    /// Batches published to a topic and not yet taken by a node reading it.
+    pub batches: Option<u64>,
+    /// How long the oldest of them has waited (from its creation, the `sluice.created_at`
+    /// header of the wire format).
+    pub age: Option<Duration>,
+}
+
+/// The mapping form of `max_lag`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MaxLagFields {
+    /// Batches waiting. At least 1.
+    #[schemars(example = 10000)]
+    batches: Option<u64>,
+    /// Age of the oldest batch waiting. More than zero.
+    #[schemars(example = &"10m")]
+    age: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for MaxLag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaxLag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of batches (`10000`), an age (`10m`), or `{ batches: ..., age: ... }`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaxLag, E> {
+                Ok(MaxLag {
+                    batches: Some(v),
+                    age: None,
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaxLag, E> {
+                Err(crate::de::error_with_help(
+                    format!("`max_lag` cannot be negative ({v})"),
+                    "write a number of batches (`10000`) or an age (`10m`)",
+                ))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<MaxLag, E> {
+                Err(crate::de::error_with_help(
+                    format!("`max_lag` is a whole number of batches, not {v}"),
+                    "write a number of batches (`10000`) or an age (`10m`)",
+                ))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxLag, E> {
+                match v.parse::<Duration>() {
+                    Ok(age) => Ok(MaxLag {
+                        batches: None,
+                        age: Some(age),
+                    }),
+                    Err(e) => Err(crate::de::error_with_help(
+                        format!("`max_lag: {v}` is neither a number of batches nor an age: {e}"),
+                        "write a number of batches (`10000`), an age (`10m`), or `{ batches: 10000, age: 10m }`",
+                    )),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MaxLag, A::Error> {
+                let fields = MaxLagFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(MaxLag {
+                    batches: fields.batches,
+                    age: fields.age,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for MaxLag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.batches, self.age) {
+            (Some(batches), None) => s.serialize_u64(batches),
+            (None, Some(age)) => age.serialize(s),
+            _ => {
+                let mut map = s.serialize_map(None)?;
+                if let Some(batches) = self.batches {
+                    map.serialize_entry("batches", &batches)?;
+                }
+                if let Some(age) = &self.age {
+                    map.serialize_entry("age", age)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl JsonSchema for MaxLag {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("MaxLag")
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let fields = generator.subschema_for::<MaxLagFields>();
+        let mut age = generator.subschema_for::<Duration>();
+        age.insert(
+            "description".into(),
+            "The age of the oldest batch waiting (`10m`).".into(),
+        );
+        json_schema!({
+            "description": "Batches waiting (`10000`), the age of the oldest batch waiting (`10m`), or both (`{ batches: 10000, age: 10m }`).",
+            "oneOf": [
+                {"type": "integer", "minimum": 1, "description": "Batches waiting (`10000`)."},
+                age,
+                fields,
+            ],
+        })
     }
 }
 
@@ -402,12 +534,13 @@ pub struct EmbeddedBuffer {
     /// The largest entry written to the log: larger batches are split into parts.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: Spanned<ByteSize>,
-    /// The backlog a node may have: batches published to a topic and not yet taken by a
-    /// node reading it. Above it, a `backlog` alert (once while it holds). Unset: no
-    /// bound.
+    /// The backlog a node may have: a number of batches published to a topic and not
+    /// yet taken by a node reading it (`10000`), the age of the oldest of them (`10m`),
+    /// or both (`{ batches: 10000, age: 10m }`). Above it, a `backlog` alert (once while
+    /// it holds). Unset: no bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &10000)]
-    pub max_lag: Option<Spanned<u64>>,
+    pub max_lag: Option<Spanned<MaxLag>>,
 }
 
 impl Default for EmbeddedBuffer {
@@ -485,13 +618,14 @@ pub struct KafkaBuffer {
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.username": "sluice", "sasl.password": "${KAFKA_PASSWORD}"}))]
     pub properties: RedactedMap,
-    /// The backlog a node may have: batches (Kafka messages) published to a topic and
-    /// not yet committed by a node reading it. Above it, a `backlog` alert (once while
-    /// it holds); under `when_link_down: buffer`, the sources also pause until the
-    /// backlog is back under it. Unset: no bound.
+    /// The backlog a node may have: a number of batches (Kafka messages) published to a
+    /// topic and not yet committed by a node reading it (`10000`), the age of the oldest
+    /// of them (`10m`), or both (`{ batches: 10000, age: 10m }`). Above it, a `backlog`
+    /// alert (once while it holds); under `when_link_down: buffer`, the sources also
+    /// pause until the backlog is back under it. Unset: no bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &10000)]
-    pub max_lag: Option<Spanned<u64>>,
+    pub max_lag: Option<Spanned<MaxLag>>,
 }
 
 fn default_topic_prefix() -> Spanned<String> {
@@ -568,6 +702,13 @@ pub struct AlertsSpec {
     /// When the condition clears, a recovery alert says how long it lasted.
     #[serde(default = "default_repeat_every")]
     pub repeat_every: Spanned<Duration>,
+    /// How long a circuit breaker of an HTTP node (see its `breaker`) may stay open
+    /// before a `breaker_open` alert: the API's host has kept failing that long, through
+    /// every probe. Once a condition; a `recovered` alert when the breaker closes (or a
+    /// run of the pipeline succeeds).
+    #[serde(default = "default_breaker_open_for")]
+    #[schemars(example = &"5m")]
+    pub breaker_open_for: Spanned<Duration>,
 }
 
 impl Default for AlertsSpec {
@@ -576,12 +717,17 @@ impl Default for AlertsSpec {
             channels: SpannedMap::default(),
             routes: Vec::new(),
             repeat_every: default_repeat_every(),
+            breaker_open_for: default_breaker_open_for(),
         }
     }
 }
 
 fn default_repeat_every() -> Spanned<Duration> {
     Spanned::new(Duration::secs(3600), crate::diag::Pos::START)
+}
+
+fn default_breaker_open_for() -> Spanned<Duration> {
+    Spanned::new(Duration::secs(300), crate::diag::Pos::START)
 }
 
 /// An alert channel.

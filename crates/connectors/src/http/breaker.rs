@@ -3,7 +3,7 @@
 use super::config::BreakerConfig;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The circuit breakers of every host, by `host:port` and settings. One registry shared
 /// by all the sources of a process (pass the same `Arc` to each) makes the sources with
@@ -46,6 +46,9 @@ struct Inner {
     state: State,
     /// (when, failed) of recent requests, oldest first.
     outcomes: VecDeque<(Instant, bool)>,
+    /// When the breaker last opened from closed: kept while it stays open or half-open
+    /// (a failed probe opens it again), cleared when it closes.
+    opened_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +66,7 @@ impl CircuitBreaker {
             inner: Mutex::new(Inner {
                 state: State::Closed,
                 outcomes: VecDeque::new(),
+                opened_at: None,
             }),
         }
     }
@@ -78,6 +82,15 @@ impl CircuitBreaker {
             State::HalfOpen { .. } => 1,
             State::Open { until } if now < until => 2,
             State::Open { .. } => 1,
+        }
+    }
+
+    /// When the breaker opened, while it is not closed (open, or half-open probing).
+    pub(crate) fn open_since(&self) -> Option<SystemTime> {
+        let inner = self.lock();
+        match inner.state {
+            State::Closed => None,
+            _ => inner.opened_at,
         }
     }
 
@@ -147,6 +160,7 @@ impl CircuitBreaker {
                 if succeeded >= cfg.half_open_probes {
                     inner.state = State::Closed;
                     inner.outcomes.clear();
+                    inner.opened_at = None;
                     return Some(format!(
                         "circuit breaker for {} closed: the probes succeeded",
                         self.host
@@ -177,6 +191,7 @@ impl CircuitBreaker {
                         until: super::instant_after(now, cfg.open_for),
                     };
                     inner.outcomes.clear();
+                    inner.opened_at = Some(SystemTime::now());
                     return Some(format!(
                         "circuit breaker for {} opened: {failures} of the last {total} requests failed within {}s; requests pause for {}s",
                         self.host,
@@ -247,5 +262,33 @@ mod tests {
             assert!(b.record(false, later).is_none());
         }
         assert!(b.record(true, later).is_none(), "1 of 4 in the window");
+    }
+
+    #[test]
+    fn open_since_holds_through_a_failed_probe_and_clears_on_close() {
+        let b = CircuitBreaker::new("h", cfg());
+        let t = Instant::now();
+        assert_eq!(b.open_since(), None);
+        for _ in 0..4 {
+            b.record(true, t);
+        }
+        let since = b.open_since().expect("open");
+        let t2 = t + Duration::from_secs(6);
+        b.admit(t2).unwrap();
+        assert_eq!(
+            b.open_since(),
+            Some(since),
+            "half-open: still the first opening"
+        );
+        b.record(true, t2);
+        assert_eq!(
+            b.open_since(),
+            Some(since),
+            "opened again: still the first opening"
+        );
+        let t3 = t2 + Duration::from_secs(6);
+        b.admit(t3).unwrap();
+        assert!(b.record(false, t3).unwrap().contains("closed"));
+        assert_eq!(b.open_since(), None);
     }
 }

@@ -10,7 +10,7 @@ use super::classify::{
 use super::config::RateLimitSignalConfig;
 use super::ratelimit::{Gate, Limiter};
 use reqwest::header::HeaderMap;
-use sluice_core::{ConnectorError, ConnectorEvent, ErrorClass, RetryPolicy};
+use sluice_core::{BreakerNote, ConnectorError, ConnectorEvent, ErrorClass, RetryPolicy};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use url::Url;
@@ -122,7 +122,7 @@ impl Fetcher {
                     m.breaker(&host, b.state_value(Instant::now()));
                 }
                 match admitted {
-                    Ok(Some(msg)) => self.event(Some(ErrorClass::Dependency), msg),
+                    Ok(Some(msg)) => self.breaker_event(b, &host, msg),
                     Ok(None) => {}
                     Err(wait) => {
                         let err = ConnectorError::new(
@@ -132,8 +132,9 @@ impl Fetcher {
                         .with_retry_after(wait);
                         if self.budget_left(started).is_some_and(|left| wait < left) {
                             if wait >= Duration::from_millis(100) {
-                                self.event(
-                                    Some(ErrorClass::Dependency),
+                                self.breaker_event(
+                                    b,
+                                    &host,
                                     format!(
                                         "waited {} for the circuit breaker of {host}",
                                         humanize(wait)
@@ -339,6 +340,16 @@ impl Fetcher {
         e
     }
 
+    /// Tells of the breaker's state with `message`: open since when, or closed.
+    fn breaker_event(&self, breaker: &CircuitBreaker, host: &str, message: String) {
+        let host = host.to_owned();
+        let note = match breaker.open_since() {
+            Some(since) => BreakerNote::Open { host, since },
+            None => BreakerNote::Closed { host },
+        };
+        self.push(ConnectorEvent::breaker(note, message));
+    }
+
     fn budget_left(&self, started: Instant) -> Option<Duration> {
         match self.retry.max_elapsed {
             Some(max) => Some(max.saturating_sub(started.elapsed())),
@@ -350,7 +361,7 @@ impl Fetcher {
         if let Some(b) = &self.breaker {
             let now = Instant::now();
             if let Some(msg) = b.record(failed, now) {
-                self.event(Some(ErrorClass::Dependency), msg);
+                self.breaker_event(b, host, msg);
             }
             if let Some(m) = &self.metrics {
                 m.breaker(host, b.state_value(now));

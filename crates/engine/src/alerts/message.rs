@@ -91,6 +91,8 @@ pub fn headline(kind: AlertKind) -> &'static str {
         AlertKind::ChannelFailed => "an alert channel fails",
         AlertKind::Backlog => "backlog above max_lag",
         AlertKind::PipelineInvalid => "pipeline file invalid",
+        AlertKind::QuotaExhausted => "API quota used up",
+        AlertKind::BreakerOpen => "circuit breaker open",
     }
 }
 
@@ -123,6 +125,12 @@ fn did(kind: AlertKind) -> &'static str {
         }
         AlertKind::Backlog => {
             "keeps the batches in the buffer; under `when_link_down: buffer` the sources pause until the backlog is under `max_lag` again"
+        }
+        AlertKind::QuotaExhausted => {
+            "parked the source with its checkpoint (the run ends `rate_limited`); the next run after the quota's reset goes on where it stopped, and none starts before"
+        }
+        AlertKind::BreakerOpen => {
+            "holds the node's requests to that host back while the breaker is open and probes it again every `breaker.open_for`; the node goes on by itself once a probe succeeds, or fails when its retries run out"
         }
         AlertKind::ChannelFailed => {
             "kept the alerts in the state store (`sluice alerts`) and goes on trying the channel with each alert"

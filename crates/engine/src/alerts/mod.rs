@@ -263,6 +263,7 @@ async fn channel_failing(
         )]),
         routes: Vec::new(),
         repeat_every: spec.repeat_every.clone(),
+        breaker_open_for: spec.breaker_open_for.clone(),
     };
     Box::pin(raise_condition(
         &only_log,
