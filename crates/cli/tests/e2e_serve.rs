@@ -1516,11 +1516,22 @@ async fn a_runs_sink_spreads_over_workers_and_survives_a_helper_killed() {
         .cloned()
         .unwrap();
     assert_eq!(db["records_out"], SPREAD_RECORDS, "{show:#}");
-    let out = counter(
-        &a.metrics().await,
-        "sluice_node_records_out_total",
-        &[("pipeline", "spread"), ("node", "db")],
-    );
+    // (Counted once the service has the run's summary, a moment after the record.)
+    let out = poll(
+        "a's metric of the run",
+        WAIT,
+        EVERY,
+        || async {
+            let out = counter(
+                &a.metrics().await,
+                "sluice_node_records_out_total",
+                &[("pipeline", "spread"), ("node", "db")],
+            );
+            (out > 0.0).then_some(out)
+        },
+        || a.logs(),
+    )
+    .await;
     assert_eq!(out as i64, SPREAD_RECORDS);
     b.wait_log("helped the run").await;
     let helped_metric = counter(

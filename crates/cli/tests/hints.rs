@@ -132,6 +132,16 @@ nodes:
         || sb.logs("rt"),
     )
     .await;
+    // Idle now: it waits for its hour, not in a loop. Two seconds is ten handover gaps
+    // (200 ms); a busy loop would have run more than two runs by then.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let out = sb.sluice(&["runs", "--json"]).await;
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        runs.len(),
+        2,
+        "an idle realtime pipeline waits for its poll interval: {runs:#?}"
+    );
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
