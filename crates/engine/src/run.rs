@@ -713,7 +713,21 @@ impl Executor {
                         commit(ctx, sub.as_mut(), &ack).await?;
                     }
                     None if ended[i] => {
-                        let lag = self.buffer.lag(topic, &group).await?;
+                        // Under `when_link_down: pause`, a buffer down now is waited for
+                        // like one down during a read.
+                        let lag = match self.buffer.lag(topic, &group).await {
+                            Ok(lag) => lag,
+                            Err(e) => {
+                                let error = ConnectorError::from(e);
+                                match ctx.gate.clone() {
+                                    Some(gate) => match gate.hold_buffer(ctx, &error).await {
+                                        crate::gate::Held::Recovered => continue,
+                                        _ => return Err(error),
+                                    },
+                                    None => return Err(error),
+                                }
+                            }
+                        };
                         if lag == 0 {
                             finished.insert(i);
                         }

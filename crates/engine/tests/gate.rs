@@ -1,7 +1,8 @@
 //! Health-gated flow over the embedded buffer: a sink whose link is down waits for it
 //! while the source reads nothing, then every batch is delivered once without spending
 //! retries; a backlog above `max_lag` raises `backlog` and, under `when_link_down:
-//! buffer`, pauses the source until the sink caught up.
+//! buffer`, pauses the source until the sink caught up; a buffer down after the sources
+//! ended is waited for by the sink checking it caught up.
 
 use arrow::array::{Array, Int64Array, RecordBatch};
 use async_trait::async_trait;
@@ -357,5 +358,108 @@ async fn a_backlog_above_max_lag_alerts_and_pauses_the_source_under_buffer() {
             .count(),
         1,
         "{alerts:#?}"
+    );
+}
+
+/// The embedded log, unreachable from the first `lag` asked of it for `outage`: the
+/// buffer going down after the source ended, while the sink checks it caught up.
+struct LateOutage {
+    inner: EmbeddedLog,
+    down: Arc<AtomicBool>,
+    started: AtomicBool,
+    outage: Duration,
+}
+
+impl LateOutage {
+    fn refused(&self) -> sluice_buffer::BufferError {
+        sluice_buffer::BufferError::Io {
+            path: "buffer".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotConnected, "buffer down"),
+        }
+    }
+}
+
+#[async_trait]
+impl sluice_buffer::Buffer for LateOutage {
+    async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), sluice_buffer::BufferError> {
+        self.inner.publish(topic, batch).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn sluice_buffer::Subscription>, sluice_buffer::BufferError> {
+        self.inner.subscribe(topic, group).await
+    }
+
+    async fn lag(&self, topic: &str, group: &str) -> Result<u64, sluice_buffer::BufferError> {
+        if !self.started.swap(true, Ordering::SeqCst) {
+            self.down.store(true, Ordering::SeqCst);
+            let (down, outage) = (self.down.clone(), self.outage);
+            tokio::spawn(async move {
+                tokio::time::sleep(outage).await;
+                down.store(false, Ordering::SeqCst);
+            });
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err(self.refused());
+        }
+        self.inner.lag(topic, group).await
+    }
+
+    async fn health(&self) -> Result<Duration, sluice_buffer::BufferError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(self.refused());
+        }
+        self.inner.health().await
+    }
+}
+
+#[tokio::test]
+async fn a_buffer_down_after_the_sources_ended_is_waited_for_under_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let log = EmbeddedLog::open(dir.path().join("buffer"), EmbeddedOptions::default()).unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let buffer = LateOutage {
+        inner: log,
+        down: down.clone(),
+        started: AtomicBool::new(false),
+        outage: Duration::from_millis(300),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let exec = Executor::new(store.clone(), Arc::new(buffer)).with_events(tx);
+    let rows = Arc::new(Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::new(
+        "late",
+        vec![
+            source(4, Arc::new(AtomicU64::new(0)), None, Duration::ZERO),
+            node(
+                "db",
+                &["src"],
+                NodeRunner::Sink(Box::new(Flaky {
+                    down: Arc::new(AtomicBool::new(false)),
+                    rows: rows.clone(),
+                    open: None,
+                    then_down: false,
+                })),
+            ),
+        ],
+    );
+    pipeline.gate = Some(gate(WhenLinkDown::Pause, None, HashMap::new()));
+    let summary = exec.run(pipeline, Trigger::Manual).await.unwrap();
+    drop(exec);
+    let mut kinds = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        kinds.push(format!("{:?}", event.kind));
+    }
+    assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
+    assert!(!down.load(Ordering::SeqCst), "the outage ended");
+    let written: BTreeSet<i64> = rows.lock().unwrap().iter().copied().collect();
+    assert_eq!(written, (0..20).collect());
+    assert!(
+        kinds.iter().any(|k| k.starts_with("LinkWentDown")),
+        "{kinds:?}"
     );
 }
