@@ -1450,6 +1450,15 @@ nodes:
         backlog.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0)),
         "the sink's backlog is measured and empty: {backlog:?}"
     );
+    let age = scrape.samples.iter().find(|s| {
+        s.metric == "sluice_buffer_backlog_age_seconds"
+            && s.labels.get("pipeline") == Some("paged")
+            && s.labels.get("node") == Some("db")
+    });
+    assert!(
+        age.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0)),
+        "the age of the oldest waiting batch is measured, and none waits: {age:?}"
+    );
     signal(&serve.child, "-TERM");
     let (code, logs) = serve.stop_wait().await;
     assert_eq!(code, Some(0), "{logs}");

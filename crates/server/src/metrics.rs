@@ -22,6 +22,7 @@
 //! | `sluice_node_failures_total` | pipeline, node, class | nodes that failed their run, by error class |
 //! | `sluice_node_records_helped_total` | pipeline, node | records this worker wrote for runs another worker owns (counted again in the owner's `sluice_node_records_out_total`) |
 //! | `sluice_buffer_backlog_batches` | pipeline, node, input | batches of `input` the node has not consumed, at the end of the last run (Kafka consumer lag, the embedded log's backlog) |
+//! | `sluice_buffer_backlog_age_seconds` | pipeline, node, input | age of the oldest of those batches (0 when none waits) |
 //! | `sluice_link_up` | pipeline, kind, link | 1 up, 0 down, at the last check (every `--health-interval`, and `GET /health`) |
 //! | `sluice_pipelines_loaded` | | pipelines served |
 //! | `sluice_pipeline_files_invalid` | | files that do not validate (not served, or kept on their last good version) |
@@ -61,6 +62,7 @@ pub struct Metrics {
     helped: IntCounterVec,
     link_up: IntGaugeVec,
     backlog: IntGaugeVec,
+    backlog_age: GaugeVec,
     loaded: IntGauge,
     invalid: IntGauge,
 }
@@ -141,6 +143,16 @@ impl Metrics {
         )
         .expect("a valid metric");
         r.register(Box::new(backlog.clone())).expect("registered");
+        let backlog_age = GaugeVec::new(
+            Opts::new(
+                "sluice_buffer_backlog_age_seconds",
+                "Age of the oldest batch in the buffer a node has not consumed yet, from one of its inputs, at the end of the pipeline's last run; 0 when none waits.",
+            ),
+            &["pipeline", "node", "input"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(backlog_age.clone()))
+            .expect("registered");
         let loaded =
             IntGauge::new("sluice_pipelines_loaded", "Pipelines served.").expect("a valid metric");
         r.register(Box::new(loaded.clone())).expect("registered");
@@ -215,6 +227,7 @@ impl Metrics {
             ),
             link_up,
             backlog,
+            backlog_age,
             loaded,
             invalid,
             registry: r,
@@ -280,6 +293,13 @@ impl Metrics {
         self.backlog
             .with_label_values(&[pipeline, node, input])
             .set(i64::try_from(batches).unwrap_or(i64::MAX));
+    }
+
+    /// How old the oldest batch `node` has not consumed yet of `input` is, in seconds.
+    pub fn backlog_age(&self, pipeline: &str, node: &str, input: &str, seconds: f64) {
+        self.backlog_age
+            .with_label_values(&[pipeline, node, input])
+            .set(seconds);
     }
 
     /// Records this worker wrote for a run another worker owns.
