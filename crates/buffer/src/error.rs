@@ -74,6 +74,15 @@ pub enum BufferError {
         /// The namespace owned.
         namespace: String,
     },
+    /// A part of the buffer's cluster is not well: a broker unreachable, a partition
+    /// without a leader.
+    #[error(
+        "{what} (is every broker running and reachable? `kafka-topics --describe` shows the partitions' leaders)"
+    )]
+    Unhealthy {
+        /// What is wrong.
+        what: String,
+    },
     /// A topic or group name that cannot be used.
     #[error("invalid {what} name `{name}`: use letters, digits, `.`, `_` and `-` only")]
     InvalidName {
@@ -110,7 +119,7 @@ impl BufferError {
             BufferError::InvalidName { .. }
             | BufferError::NotOwned { .. }
             | BufferError::Undecodable { .. } => ErrorClass::InvalidRequest,
-            BufferError::Locked { .. } => ErrorClass::Dependency,
+            BufferError::Locked { .. } | BufferError::Unhealthy { .. } => ErrorClass::Dependency,
         }
     }
 

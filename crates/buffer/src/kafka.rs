@@ -770,6 +770,103 @@ impl Subscription for KafkaSubscription {
     }
 }
 
+/// A part of the Kafka cluster the monitor checks on its own (see
+/// [`KafkaBuffer::parts`]).
+pub struct KafkaPart {
+    /// What it is, without secrets: `kafka broker 10.0.0.7:9092`.
+    pub name: String,
+    /// Its check: how long it took, or why it failed.
+    pub check:
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Duration, BufferError>> + Send>>,
+}
+
+impl KafkaBuffer {
+    /// The parts of the cluster checked one by one beyond [`Buffer::health`]: each broker
+    /// of `brokers:` answering a metadata request on its own (the others may hide one
+    /// that is down), and, as one more part, the topics named `prefix*`: every broker
+    /// the cluster lists reachable, and every partition of those topics with a leader.
+    pub fn parts(&self, prefix: &str) -> Vec<KafkaPart> {
+        let mut parts: Vec<KafkaPart> = self
+            .options
+            .brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(|broker| {
+                let mut config = self.options.client_config();
+                config.set("bootstrap.servers", broker);
+                let what = format!("broker {broker}");
+                KafkaPart {
+                    name: format!("kafka broker {broker}"),
+                    check: Box::pin(run_blocking(move || {
+                        let started = std::time::Instant::now();
+                        let client: BaseConsumer = config
+                            .create()
+                            .map_err(|e| kafka_error("creating a client", e))?;
+                        client
+                            .fetch_metadata(None, Duration::from_secs(5))
+                            .map_err(|e| kafka_error(format!("asking {what} for metadata"), e))?;
+                        Ok(started.elapsed())
+                    })),
+                }
+            })
+            .collect();
+        let config = self.options.client_config();
+        let prefix = prefix.to_owned();
+        parts.push(KafkaPart {
+            name: format!("kafka partitions {prefix}*"),
+            check: Box::pin(run_blocking(move || {
+                let started = std::time::Instant::now();
+                let client: BaseConsumer = config
+                    .create()
+                    .map_err(|e| kafka_error("creating a client", e))?;
+                let metadata = client
+                    .fetch_metadata(None, Duration::from_secs(5))
+                    .map_err(|e| kafka_error("reading the cluster's metadata", e))?;
+                let mut problems = Vec::new();
+                for broker in metadata.brokers() {
+                    let address = format!("{}:{}", broker.host(), broker.port());
+                    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .is_some_and(|a| {
+                            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
+                        });
+                    if !reachable {
+                        problems.push(format!(
+                            "broker {} at {address} is unreachable",
+                            broker.id()
+                        ));
+                    }
+                }
+                for topic in metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name().starts_with(&prefix))
+                {
+                    for partition in topic.partitions() {
+                        if partition.leader() < 0 || partition.error().is_some() {
+                            problems.push(format!(
+                                "partition {} of {} has no leader",
+                                partition.id(),
+                                topic.name()
+                            ));
+                        }
+                    }
+                }
+                if problems.is_empty() {
+                    Ok(started.elapsed())
+                } else {
+                    Err(BufferError::Unhealthy {
+                        what: problems.join("; "),
+                    })
+                }
+            })),
+        });
+        parts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ pub mod wire;
 
 pub use embedded::{EmbeddedLog, EmbeddedOptions, FsyncPolicy};
 pub use error::BufferError;
-pub use kafka::{KafkaBuffer, KafkaOptions};
+pub use kafka::{KafkaBuffer, KafkaOptions, KafkaPart};
 pub use wire::WireFormat;
 
 use async_trait::async_trait;

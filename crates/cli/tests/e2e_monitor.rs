@@ -2,7 +2,8 @@
 //! channels (`--alerts FILE`) get a `pipeline_invalid` alert for a file that does not
 //! validate, and, for a pipeline without channels of its own, one `link_down` alert while
 //! its sink's PostgreSQL (a private server this test owns) stays down for at least five
-//! checks, then a `link_recovered` with the downtime.
+//! checks, then a `link_recovered` with the downtime; the sink's backlog is measured
+//! between runs.
 //!
 //! No timed assertion: every wait is for a condition, with a generous deadline.
 
@@ -135,6 +136,36 @@ nodes:
         invalid["message"].as_str().unwrap().contains("broken.yaml"),
         "{invalid:#}"
     );
+
+    // The monitor measures each sink's backlog between runs (none has run: nothing waits).
+    poll(
+        "the sink's backlog measured by the monitor",
+        WAIT,
+        EVERY,
+        || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let text = http
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("sluice_buffer_backlog_batches{")
+                            && l.contains("pipeline=\"mon\"")
+                            && l.contains("node=\"db\"")
+                            && l.ends_with(" 0")
+                    })
+                    .then_some(())
+            }
+        },
+        || sb.logs("serve"),
+    )
+    .await;
 
     // The database up, then down for at least five checks: one alert.
     poll(

@@ -129,5 +129,44 @@ async fn health_names_each_broken_link_with_its_class_and_alerts() {
     let all = checks(&out);
     assert_eq!(check(&all, "buffer")["up"], false, "{text}");
     assert_eq!(check(&all, "api")["up"], true, "{text}");
+
+    // Two brokers named, one of them gone: the cluster answers through the other, and
+    // the gone one is named on its own; the pipeline's partitions all have a leader.
+    let live = sluice_testkit::kafka_bootstrap();
+    std::fs::write(
+        &file,
+        pipeline(
+            mock.base_url(),
+            "good-token",
+            "sqlite://out.db",
+            &format!("buffer: {{ kafka: {{ brokers: [\"{live}\", \"127.0.0.1:1\"] }} }}"),
+        ),
+    )
+    .unwrap();
+    let (out, text) = sluice(dir, &["health", "p.yaml", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let all = checks(&out);
+    let link = |name: &str| {
+        all.iter()
+            .find(|c| c["link"] == name)
+            .unwrap_or_else(|| panic!("no link {name} in {text}"))
+    };
+    assert_eq!(
+        link(&format!("kafka {live},127.0.0.1:1"))["up"],
+        true,
+        "{text}"
+    );
+    assert_eq!(link(&format!("kafka broker {live}"))["up"], true, "{text}");
+    let gone = link("kafka broker 127.0.0.1:1");
+    assert_eq!(gone["up"], false, "{text}");
+    assert!(
+        ["dependency", "network"].contains(&gone["class"].as_str().unwrap()),
+        "{text}"
+    );
+    assert_eq!(
+        link("kafka partitions sluice.health_check.*")["up"],
+        true,
+        "{text}"
+    );
     mock.shutdown().await;
 }

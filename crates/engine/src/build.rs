@@ -63,49 +63,63 @@ pub fn open_buffer(plan: &Plan, ctx: &BuildContext) -> Result<Arc<dyn Buffer>, B
                 options,
             )?))
         }
+        BufferSpec::Kafka(k) => Ok(Arc::new(KafkaBuffer::new(kafka_options(k))?)),
+    }
+}
+
+/// The parts of a Kafka buffer's cluster the monitor checks one by one (each broker, the
+/// pipeline's partitions: see [`KafkaBuffer::parts`]); none for the embedded log.
+pub fn buffer_parts(plan: &Plan) -> Result<Vec<sluice_buffer::KafkaPart>, BuildError> {
+    match &plan.buffer {
+        BufferSpec::Embedded(_) => Ok(Vec::new()),
         BufferSpec::Kafka(k) => {
-            let mut properties: BTreeMap<String, String> = k
-                .properties
-                .iter_exposed()
-                .map(|(key, value)| (key.to_owned(), value.to_owned()))
-                .collect();
-            let arrow_compression = |c: spec::Compression| match c {
-                spec::Compression::Zstd => WireFormat::ArrowZstd,
-                spec::Compression::Lz4 => WireFormat::ArrowLz4,
-                _ => WireFormat::Arrow,
-            };
-            let format = match k.format {
-                spec::WireFormat::Arrow => arrow_compression(k.compression),
-                spec::WireFormat::Json => WireFormat::JsonLines,
-            };
-            // Arrow compresses its own buffers with zstd/lz4; other codecs (and any codec
-            // for JSON lines) are applied by librdkafka to whole messages.
-            let kafka_codec = match (k.format, k.compression) {
-                (spec::WireFormat::Arrow, spec::Compression::Zstd | spec::Compression::Lz4) => None,
-                (_, spec::Compression::None) => None,
-                (_, c) => Some(format!("{c:?}").to_lowercase()),
-            };
-            if let Some(codec) = kafka_codec {
-                properties.entry("compression.type".into()).or_insert(codec);
-            }
-            let options = KafkaOptions {
-                brokers: k
-                    .brokers
-                    .value
-                    .iter()
-                    .map(|b| b.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                partitions: k.partitions.value as i32,
-                replication: i32::from(k.replication.value),
-                retention: Some(k.retention.value.get()),
-                message_max_bytes: k.message_max_bytes.value.bytes() as usize,
-                format,
-                properties,
-                ..KafkaOptions::default()
-            };
-            Ok(Arc::new(KafkaBuffer::new(options)?))
+            let prefix = format!("{}.{}.", k.topic_prefix.value, plan.pipeline);
+            Ok(KafkaBuffer::new(kafka_options(k))?.parts(&prefix))
         }
+    }
+}
+
+/// The Kafka buffer's settings from its spec.
+fn kafka_options(k: &spec::KafkaBuffer) -> KafkaOptions {
+    let mut properties: BTreeMap<String, String> = k
+        .properties
+        .iter_exposed()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    let arrow_compression = |c: spec::Compression| match c {
+        spec::Compression::Zstd => WireFormat::ArrowZstd,
+        spec::Compression::Lz4 => WireFormat::ArrowLz4,
+        _ => WireFormat::Arrow,
+    };
+    let format = match k.format {
+        spec::WireFormat::Arrow => arrow_compression(k.compression),
+        spec::WireFormat::Json => WireFormat::JsonLines,
+    };
+    // Arrow compresses its own buffers with zstd/lz4; other codecs (and any codec
+    // for JSON lines) are applied by librdkafka to whole messages.
+    let kafka_codec = match (k.format, k.compression) {
+        (spec::WireFormat::Arrow, spec::Compression::Zstd | spec::Compression::Lz4) => None,
+        (_, spec::Compression::None) => None,
+        (_, c) => Some(format!("{c:?}").to_lowercase()),
+    };
+    if let Some(codec) = kafka_codec {
+        properties.entry("compression.type".into()).or_insert(codec);
+    }
+    KafkaOptions {
+        brokers: k
+            .brokers
+            .value
+            .iter()
+            .map(|b| b.value.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        partitions: k.partitions.value as i32,
+        replication: i32::from(k.replication.value),
+        retention: Some(k.retention.value.get()),
+        message_max_bytes: k.message_max_bytes.value.bytes() as usize,
+        format,
+        properties,
+        ..KafkaOptions::default()
     }
 }
 

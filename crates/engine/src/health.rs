@@ -49,7 +49,8 @@ struct Probe {
 }
 
 /// Checks every link of the plan at once: each HTTP source's first request (with its
-/// auth), each database (connect and `SELECT 1`), the buffer, the state store. Links used
+/// auth), each database (connect and `SELECT 1`), the buffer (and, for Kafka, each
+/// broker on its own and the pipeline's partitions' leaders), the state store. Links used
 /// by several nodes are checked once. Nothing is read on, written or checkpointed.
 pub async fn check_links(plan: &Plan, ctx: &BuildContext) -> Vec<LinkCheck> {
     let mut probes: BTreeMap<(LinkKind, String), Probe> = BTreeMap::new();
@@ -139,6 +140,19 @@ pub(crate) fn own_links(plan: &Plan, ctx: &BuildContext) -> Vec<sluice_config::L
             Ok(buffer.health().await?)
         }),
     });
+    // Kafka's parts one by one: each broker named in `brokers:` on its own, and the
+    // pipeline's partitions (each with a leader, every broker of the cluster reachable).
+    match build::buffer_parts(plan) {
+        Ok(parts) => out.extend(parts.into_iter().map(|part| {
+            let check = part.check;
+            sluice_config::Link {
+                kind: LinkKind::Buffer,
+                name: part.name,
+                check: Box::pin(async move { Ok(check.await?) }),
+            }
+        })),
+        Err(e) => tracing::debug!(error = %e, "no client for the buffer's parts"),
+    }
     let state_url = ctx.database_url(plan.state.expose());
     out.push(sluice_config::Link {
         kind: LinkKind::State,

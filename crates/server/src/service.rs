@@ -588,6 +588,13 @@ impl Service {
             .write()
             .expect("links")
             .insert(slot.name.clone(), (at, links.clone()));
+        // Each consuming node's backlog (Kafka: its group's lag) between runs too; a run
+        // going on measures it when it ends.
+        if _turn.is_some()
+            && let Ok(buffer) = build::open_buffer(&loaded.plan, &self.ctx)
+        {
+            self.measure_backlog(&loaded.plan, &buffer).await;
+        }
         // The monitor's alerts: a link down once (then reminders), its recovery with the
         // downtime; the state store's conditions dedup them with `sluice health --watch`
         // and the runs' gates.
