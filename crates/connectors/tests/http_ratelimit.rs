@@ -89,6 +89,21 @@ async fn github_403_with_x_ratelimit_headers_waits_for_the_reset() {
     waited_out(403, QuotaDialect::Github).await;
 }
 
+/// GitHub's secondary rate limit: a `403` with `Retry-After` while the primary quota still
+/// has requests left (`X-RateLimit-Remaining: 4990`, its reset an hour away). It is a rate
+/// limit, not `permission`, and it is waited out for `Retry-After`'s seconds, not until the
+/// primary quota's reset (beyond `max_retry_after`, that would park the source).
+#[tokio::test]
+async fn github_secondary_rate_limit_403_with_retry_after_is_waited_out() {
+    let started = std::time::Instant::now();
+    waited_out(403, QuotaDialect::GithubSecondary).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "waited {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn ietf_ratelimit_headers_in_delta_seconds_are_waited_out() {
     waited_out(403, QuotaDialect::Ietf).await;

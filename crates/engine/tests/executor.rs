@@ -448,49 +448,101 @@ impl Source for Panics {
     }
 }
 
-#[tokio::test]
-async fn a_panic_in_a_node_fails_the_run_instead_of_hanging_it() {
+/// A sink that panics on its first batch.
+struct PanicSink;
+
+#[async_trait]
+impl Sink for PanicSink {
+    async fn write(&mut self, _: &Batch) -> Result<WriteReport, ConnectorError> {
+        let ids: Vec<u64> = Vec::new();
+        let _ = ids[0]; // out of bounds: panics
+        Ok(WriteReport::default())
+    }
+
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        Ok(Duration::ZERO)
+    }
+}
+
+/// A transform that panics on its first batch.
+struct PanicTransform;
+
+impl Transform for PanicTransform {
+    fn apply(&mut self, records: RecordBatch) -> Result<RecordBatch, ConnectorError> {
+        let rows = records.num_rows() as u32;
+        let _ = rows - (rows + 1); // overflows: panics
+        Ok(records)
+    }
+}
+
+/// Runs `pipeline`, where node `panics` panics: the run ends within 2 s, failed, that node
+/// `internal` with the panic told, in the store too.
+async fn fails_for_the_panic_of(pipeline: Pipeline, panics: &str) {
     let dir = tempfile::tempdir().unwrap();
     let exec = executor(&dir).await;
-    let db = Arc::new(Mutex::new(Db::default()));
-    let pipeline = Pipeline::new(
-        "p",
-        vec![
-            node(
-                "src",
-                &[],
-                NodeRunner::Source(Box::new(|_| {
-                    async { Ok(Box::new(Panics(0)) as Box<dyn Source>) }.boxed()
-                })),
-            ),
-            node(
-                "db",
-                &["src"],
-                NodeRunner::Sink(Box::new(MemSink(db.clone()))),
-            ),
-        ],
-    );
-    let summary =
-        tokio::time::timeout(Duration::from_secs(10), exec.run(pipeline, Trigger::Manual))
-            .await
-            .expect("the run ends (a panicked node used to leave its consumers waiting forever)")
-            .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(2), exec.run(pipeline, Trigger::Manual))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the run ends (a panicked {panics} used to leave its neighbours waiting forever)"
+            )
+        })
+        .unwrap();
     assert_eq!(summary.status, RunStatus::Failed);
-    let src = summary.nodes.iter().find(|n| n.id == "src").unwrap();
-    assert_eq!(src.error_class, Some(ErrorClass::Internal));
+    let node = summary.nodes.iter().find(|n| n.id == panics).unwrap();
+    assert_eq!(node.error_class, Some(ErrorClass::Internal), "{node:?}");
     assert!(
-        src.error
+        node.error
             .as_deref()
             .unwrap_or_default()
             .contains("panicked"),
-        "{src:?}"
+        "{node:?}"
     );
     let (run, nodes, attempts) = exec.store().run(&summary.run_id).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert!(
         nodes
             .iter()
-            .any(|n| n.node == "src" && n.status == RunStatus::Failed)
+            .any(|n| n.node == panics && n.status == RunStatus::Failed),
+        "{nodes:?}"
     );
     assert!(attempts.iter().any(|a| a.class == ErrorClass::Internal));
+}
+
+#[tokio::test]
+async fn a_panic_in_a_node_fails_the_run_instead_of_hanging_it() {
+    let db = Arc::new(Mutex::new(Db::default()));
+    let source = node(
+        "src",
+        &[],
+        NodeRunner::Source(Box::new(|_| {
+            async { Ok(Box::new(Panics(0)) as Box<dyn Source>) }.boxed()
+        })),
+    );
+    let sink = node("db", &["src"], NodeRunner::Sink(Box::new(MemSink(db))));
+    fails_for_the_panic_of(Pipeline::new("p", vec![source, sink]), "src").await;
+}
+
+#[tokio::test]
+async fn a_panic_in_a_sink_fails_the_run_instead_of_hanging_it() {
+    let sink = node("db", &["src"], NodeRunner::Sink(Box::new(PanicSink)));
+    fails_for_the_panic_of(Pipeline::new("p", vec![pages("src", 3, 10), sink]), "db").await;
+}
+
+#[tokio::test]
+async fn a_panic_in_a_transform_fails_the_run_instead_of_hanging_it() {
+    let db = Arc::new(Mutex::new(Db::default()));
+    let pipeline = Pipeline::new(
+        "p",
+        vec![
+            pages("src", 3, 10),
+            node(
+                "double",
+                &["src"],
+                NodeRunner::Transform(Box::new(PanicTransform)),
+            ),
+            node("db", &["double"], NodeRunner::Sink(Box::new(MemSink(db)))),
+        ],
+    );
+    fails_for_the_panic_of(pipeline, "double").await;
 }

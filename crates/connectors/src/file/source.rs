@@ -13,7 +13,7 @@ use sluice_core::{
 };
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,11 +174,11 @@ struct ReadState {
     quarantined: Vec<(RecordBatch, ConnectorError, Value, String)>,
 }
 
-/// The file being read.
-struct Current {
+/// The file being read (a file; in tests, any reader).
+struct Current<R = BufReader<File>> {
     path: PathBuf,
     key: String,
-    reader: BufReader<File>,
+    reader: R,
     offset: u64,
     line: u64,
     /// JSON arrays: whether the opening `[` was read.
@@ -415,11 +415,14 @@ impl ReadState {
                         self.config.format,
                         &mut buf,
                         self.config.max_record_bytes.max(1),
+                        self.config.bad_records != BadRecordPolicy::Fail,
                     )? {
                         None => break,
                         Some(Found::Record(line)) => line,
                         // Left out of inference; the read applies `bad_records` to it.
-                        Some(Found::Overlong(_)) => continue,
+                        Some(Found::Overlong(o)) if o.complete => continue,
+                        // Not read past (`bad_records: fail`): the read fails there.
+                        Some(Found::Overlong(_)) => break,
                     };
                     for k in key_order(&buf) {
                         if !order.contains(&k) {
@@ -483,10 +486,17 @@ impl ReadState {
     /// A record longer than `max_record_bytes`, by `bad_records`: an error, an event, or
     /// kept for the failed-batch store (its first KiB, file, line and byte offset).
     fn overlong(&mut self, key: &str, o: Overlong, max: usize) -> Result<(), ConnectorError> {
-        let what = format!(
-            "{key} line {}: a record of {} bytes (at byte {}) is longer than max_record_bytes ({max} bytes)",
-            o.line, o.bytes, o.offset
-        );
+        let what = if o.complete {
+            format!(
+                "{key} line {}: a record of {} bytes (at byte {}) is longer than max_record_bytes ({max} bytes)",
+                o.line, o.bytes, o.offset
+            )
+        } else {
+            format!(
+                "{key} line {}: a record (at byte {}) is longer than max_record_bytes ({max} bytes); reading stopped there",
+                o.line, o.offset
+            )
+        };
         match self.config.bad_records {
             BadRecordPolicy::Fail => Err(ConnectorError::new(
                 ErrorClass::InvalidRequest,
@@ -555,8 +565,9 @@ impl ReadState {
         let mut lines = Vec::new();
         let mut ends = Vec::new();
         let mut overlong = Vec::new();
+        let read_past = self.config.bad_records != BadRecordPolicy::Fail;
         while lines.len() < max_rows && buf.len() < max_bytes {
-            match next_record(cur, format, &mut buf, max_record)? {
+            match next_record(cur, format, &mut buf, max_record, read_past)? {
                 None => break,
                 Some(Found::Record(line)) => {
                     buf.push(b'\n');
@@ -564,9 +575,11 @@ impl ReadState {
                     ends.push(buf.len());
                 }
                 Some(Found::Overlong(o)) => {
+                    let complete = o.complete;
                     overlong.push(o);
-                    // A quarantined record is handed over with the chunk it ends.
-                    if self.config.bad_records == BadRecordPolicy::Quarantine {
+                    // A quarantined record is handed over with the chunk it ends; one
+                    // not read past (`bad_records: fail`) ends the reading.
+                    if self.config.bad_records == BadRecordPolicy::Quarantine || !complete {
                         break;
                     }
                 }
@@ -806,22 +819,28 @@ struct Overlong {
     bytes: u64,
     /// Its first bytes.
     prefix: Vec<u8>,
+    /// Whether it was read to its end; not when it is not read past (`bad_records:
+    /// fail`), so that an endless line is not read forever.
+    complete: bool,
 }
 
 /// The next record (an NDJSON line, or an element of the JSON array), appended to `buf`
-/// when it is at most `max` bytes long; a longer one is read past in the reader's chunks.
-fn next_record(
-    cur: &mut Current,
+/// when it is at most `max` bytes long; a longer one is read past in the reader's chunks
+/// with `read_past`, else left where it went over `max` (the reading fails there).
+/// However long the record, `buf` grows by at most `max + 2` bytes for it.
+fn next_record<R: BufRead>(
+    cur: &mut Current<R>,
     format: FileFormat,
     buf: &mut Vec<u8>,
     max: usize,
+    read_past: bool,
 ) -> Result<Option<Found>, ConnectorError> {
     match format {
-        FileFormat::Json => next_array_element(cur, buf, max),
+        FileFormat::Json => next_array_element(cur, buf, max, read_past),
         _ => loop {
             let from = buf.len();
             let start = cur.offset;
-            let (mut n, mut over) = (0u64, false);
+            let (mut n, mut over, mut complete) = (0u64, false, true);
             loop {
                 let avail = cur
                     .reader
@@ -837,11 +856,22 @@ fn next_record(
                 if !over {
                     // `+ 2`: room for the line's own `\r\n`, trimmed below.
                     let room = (max + 2).saturating_sub(buf.len() - from);
-                    if take <= room {
-                        buf.extend_from_slice(&avail[..take]);
-                    } else {
-                        buf.extend_from_slice(&avail[..room]);
-                        over = true;
+                    let keep = take.min(room);
+                    // Grown by doubling, but not past this record's room.
+                    if buf.capacity() - buf.len() < keep {
+                        let want = (buf.capacity() * 2)
+                            .max(buf.len() + keep)
+                            .min(from + max + 2);
+                        buf.reserve_exact(want - buf.len());
+                    }
+                    buf.extend_from_slice(&avail[..keep]);
+                    over = take > room;
+                    if over && !read_past && !done {
+                        // Only as far as kept: the rest of the line is not read.
+                        cur.reader.consume(keep);
+                        n += keep as u64;
+                        complete = false;
+                        break;
                     }
                 }
                 cur.reader.consume(take);
@@ -870,6 +900,7 @@ fn next_record(
                     offset: start,
                     bytes: n,
                     prefix,
+                    complete,
                 })));
             }
             return Ok(Some(Found::Record(cur.line)));
@@ -878,7 +909,7 @@ fn next_record(
 }
 
 /// One byte from the reader, counting offsets and lines.
-fn byte(cur: &mut Current) -> Result<Option<u8>, ConnectorError> {
+fn byte<R: BufRead>(cur: &mut Current<R>) -> Result<Option<u8>, ConnectorError> {
     let mut one = [0u8];
     match cur.reader.read(&mut one) {
         Ok(0) => Ok(None),
@@ -894,10 +925,11 @@ fn byte(cur: &mut Current) -> Result<Option<u8>, ConnectorError> {
 }
 
 /// The next element of the file's JSON array, appended to `buf`.
-fn next_array_element(
-    cur: &mut Current,
+fn next_array_element<R: BufRead>(
+    cur: &mut Current<R>,
     buf: &mut Vec<u8>,
     max: usize,
+    read_past: bool,
 ) -> Result<Option<Found>, ConnectorError> {
     let key = cur.key.clone();
     // Skip whitespace and separators up to the element's first byte.
@@ -955,7 +987,7 @@ fn next_array_element(
     };
     let line = cur.line + 1;
     let (from, start) = (buf.len(), cur.offset - 1);
-    let mut over = false;
+    let (mut over, mut complete) = (false, true);
     buf.push(first);
     let (mut depth, mut in_string, mut escaped) = (1usize, false, false);
     while depth > 0 {
@@ -966,6 +998,11 @@ fn next_array_element(
         if !over && buf.len() - from >= max {
             over = true;
             buf.truncate(from + OVERLONG_PREFIX.min(max));
+            if !read_past {
+                // Not scanned to its end: the reading fails here.
+                complete = false;
+                break;
+            }
         }
         if !over {
             // A line break outside strings is whitespace; keep records on one line.
@@ -995,6 +1032,7 @@ fn next_array_element(
             offset: start,
             bytes: cur.offset - start,
             prefix,
+            complete,
         })));
     }
     Ok(Some(Found::Record(line)))
@@ -1062,4 +1100,141 @@ fn key_order(record: &[u8]) -> Vec<String> {
     serde_json::Deserializer::from_slice(record)
         .deserialize_map(Keys)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    const MIB: usize = 1 << 20;
+    /// The reader's chunk, as the source reads files.
+    const CHUNK: usize = 256 << 10;
+
+    /// A reader counting the bytes read from it.
+    struct Counted<R>(R, Arc<AtomicU64>);
+
+    impl<R: Read> Read for Counted<R> {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(b)?;
+            self.1.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    fn current<R: Read>(reader: R) -> Current<BufReader<R>> {
+        Current {
+            path: PathBuf::from("endless.ndjson"),
+            key: "endless.ndjson".into(),
+            reader: BufReader::with_capacity(CHUNK, reader),
+            offset: 0,
+            line: 0,
+            in_array: false,
+            csv: None,
+        }
+    }
+
+    /// Runs `f` on a thread of its own: a test of an endless input fails after `secs`
+    /// instead of hanging (the thread is left behind).
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(secs))
+            .expect("the read ended (an endless record must not be read forever)")
+    }
+
+    /// With `bad_records: fail`, an endless NDJSON line (no line break, ever) is reported
+    /// once it passes `max_record_bytes`: about the limit read and held, not more.
+    #[test]
+    fn an_endless_ndjson_line_is_overlong_at_the_limit_not_read_forever() {
+        let read = Arc::new(AtomicU64::new(0));
+        let counted = read.clone();
+        let (found, held) = within(30, move || {
+            let mut cur = current(Counted(std::io::repeat(b'x'), counted));
+            let mut buf = Vec::new();
+            let found = next_record(&mut cur, FileFormat::Ndjson, &mut buf, MIB, false);
+            (found, (buf.len(), buf.capacity()))
+        });
+        let Ok(Some(Found::Overlong(o))) = found else {
+            panic!("not an overlong record");
+        };
+        assert!(!o.complete);
+        assert_eq!((o.line, o.offset), (1, 0));
+        assert_eq!(o.prefix, vec![b'x'; OVERLONG_PREFIX]);
+        assert_eq!(held.0, 0, "the record is not kept");
+        assert!(held.1 <= MIB + 2, "held {} bytes for a 1 MiB limit", held.1);
+        let read = read.load(Ordering::Relaxed) as usize;
+        assert!(read <= MIB + 2 + CHUNK, "read {read} bytes");
+    }
+
+    /// The same for an element of a JSON array that never ends.
+    #[test]
+    fn an_endless_json_array_element_is_overlong_at_the_limit_not_read_forever() {
+        let found = within(30, || {
+            let endless = std::io::Cursor::new(&b"[{\"a\": \""[..]).chain(std::io::repeat(b'x'));
+            let mut cur = current(endless);
+            let mut buf = Vec::new();
+            next_record(&mut cur, FileFormat::Json, &mut buf, MIB, false)
+                .map(|f| (f, buf.len(), cur.offset))
+        });
+        let Ok((Some(Found::Overlong(o)), kept, offset)) = found else {
+            panic!("not an overlong record");
+        };
+        assert!(!o.complete);
+        assert_eq!(kept, 0);
+        assert!(offset as usize <= MIB + 16, "read {offset} bytes");
+    }
+
+    /// With `skip` (or `quarantine`), a 64 MiB line is read past to its end in the
+    /// reader's chunks, holding at most the limit, and the next line is read.
+    #[test]
+    fn a_64_mib_line_is_read_past_holding_at_most_the_limit() {
+        let (found, next, held) = within(120, || {
+            let long = std::io::repeat(b'x')
+                .take(64 << 20)
+                .chain(&b"\n{\"a\":1}\n"[..]);
+            let mut cur = current(long);
+            let mut buf = Vec::new();
+            let found = next_record(&mut cur, FileFormat::Ndjson, &mut buf, MIB, true);
+            let held = (buf.len(), buf.capacity());
+            let next = next_record(&mut cur, FileFormat::Ndjson, &mut buf, MIB, true)
+                .map(|f| (f.map(|f| matches!(f, Found::Record(2))), buf.clone()));
+            (found, next, held)
+        });
+        let Ok(Some(Found::Overlong(o))) = found else {
+            panic!("not an overlong record");
+        };
+        assert!(o.complete);
+        assert_eq!(o.bytes, (64 << 20) + 1);
+        assert_eq!(held.0, 0);
+        assert!(held.1 <= MIB + 2, "held {} bytes for a 1 MiB limit", held.1);
+        let (is_line_2, buf) = next.unwrap();
+        assert_eq!(is_line_2, Some(true));
+        assert_eq!(buf, b"{\"a\":1}");
+    }
+
+    /// Through the source: a file that never ends (`/dev/zero`: no line break, ever) with
+    /// `max_record_bytes: 1MiB` fails with the record too long, after inferring the
+    /// schema and reading, instead of reading on forever.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_endless_file_fails_with_a_record_too_long() {
+        let err = within(30, || {
+            let mut config = FileSourceConfig::new("/dev/zero", FileFormat::Ndjson);
+            config.max_record_bytes = MIB;
+            let mut source = FileSource::new(config, "p", "src", None).unwrap();
+            let mut state = source.state.take().unwrap();
+            state.next_chunk().map(|c| c.is_some())
+        })
+        .expect_err("an error");
+        assert_eq!(err.class, ErrorClass::InvalidRequest, "{err}");
+        assert!(
+            err.message.contains("/dev/zero line 1: a record (at byte 0) is longer than max_record_bytes (1048576 bytes)"),
+            "{err}"
+        );
+    }
 }

@@ -248,14 +248,20 @@ pub(crate) async fn read_capped(
     let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = limit.saturating_sub(bytes.len());
+        let take = chunk.len().min(room);
+        // Grown by doubling as usual, but never past `limit`: the buffer holds at most
+        // `limit` bytes (doubling alone could reserve nearly twice that).
+        if bytes.capacity() - bytes.len() < take {
+            let want = (bytes.capacity() * 2).max(bytes.len() + take).min(limit);
+            bytes.reserve_exact(want - bytes.len());
+        }
+        bytes.extend_from_slice(&chunk[..take]);
         if chunk.len() > room {
-            bytes.extend_from_slice(&chunk[..room]);
             return Ok(CappedBody {
                 bytes,
                 over_limit: true,
             });
         }
-        bytes.extend_from_slice(&chunk);
     }
     Ok(CappedBody {
         bytes,
@@ -711,5 +717,59 @@ mod tests {
             reset_value(&serde_json::json!("12"), now),
             Some(Duration::from_secs(12))
         );
+    }
+
+    /// An answer whose body never ends (chunk after chunk, for as long as it is read):
+    /// `read_capped` stops at the cap, having held at most the cap (not a doubling past
+    /// it), and the server sees the connection go.
+    #[tokio::test]
+    async fn an_endless_body_is_read_up_to_the_cap_and_no_further() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const CHUNK: usize = 16 << 10;
+        // Not a power of two: a buffer grown by doubling alone would reserve 256 KiB.
+        const CAP: usize = 200_000;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 8192];
+            let _ = sock.read(&mut request).await;
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            let mut chunk = format!("{CHUNK:x}\r\n").into_bytes();
+            chunk.extend(std::iter::repeat_n(b'x', CHUNK));
+            chunk.extend_from_slice(b"\r\n");
+            let mut sent = 0usize;
+            // Endless: only the client going away stops it.
+            while sock.write_all(&chunk).await.is_ok() {
+                sent += CHUNK;
+            }
+            sent
+        });
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let resp = client
+            .get(format!("http://{addr}/endless"))
+            .send()
+            .await
+            .unwrap();
+        let body = tokio::time::timeout(Duration::from_secs(10), read_capped(resp, CAP))
+            .await
+            .expect("reading stops at the cap")
+            .unwrap();
+        assert!(body.over_limit);
+        assert_eq!(body.bytes.len(), CAP);
+        assert!(
+            body.bytes.capacity() <= CAP,
+            "held {} bytes for a cap of {CAP}",
+            body.bytes.capacity()
+        );
+        drop(client);
+        let sent = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the connection is closed once the cap is reached")
+            .unwrap();
+        // What was sent past the cap sat in the sockets' buffers, not in ours.
+        assert!(sent < 64 << 20, "{sent} bytes were sent");
     }
 }

@@ -99,6 +99,9 @@ pub(crate) struct SqlSource {
     events: Arc<Mutex<Vec<ConnectorEvent>>>,
     rx: Option<mpsc::Receiver<Result<SourceBatch, ConnectorError>>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// How the reading task ended, once its channel closed: `None` read to the end, an
+    /// error (it panicked) is told again by every later call.
+    ended: Option<Option<ConnectorError>>,
 }
 
 impl SqlSource {
@@ -145,6 +148,7 @@ impl SqlSource {
             events: Arc::new(Mutex::new(events)),
             rx: None,
             task: None,
+            ended: None,
         })
     }
 }
@@ -175,10 +179,36 @@ impl Source for SqlSource {
             self.task = Some(tokio::spawn(ctx.run()));
             self.rx = Some(rx);
         }
-        match self.rx.as_mut() {
-            Some(rx) => rx.recv().await.transpose(),
-            None => Ok(None),
+        if let Some(ended) = &self.ended {
+            return ended.clone().map_or(Ok(None), Err);
         }
+        let next = match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => None,
+        };
+        if let Some(next) = next {
+            return next.map(Some);
+        }
+        // The channel closed: the end of the data only if the task returned. A task that
+        // panicked (or was cancelled) closes it too, and its data is not all read.
+        let ended = match self.task.take() {
+            Some(task) => task.await.err().map(|e| {
+                let why = if e.is_panic() {
+                    format!("panicked: {}", panic_message(&*e.into_panic()))
+                } else {
+                    format!("stopped: {e}")
+                };
+                ConnectorError::new(
+                    ErrorClass::Internal,
+                    format!(
+                        "the SQL source's reading task {why}; the query's result was not read to its end"
+                    ),
+                )
+            }),
+            None => None,
+        };
+        self.ended = Some(ended.clone());
+        ended.map_or(Ok(None), Err)
     }
 
     fn drain_events(&mut self) -> Vec<ConnectorEvent> {
@@ -207,6 +237,15 @@ impl Source for SqlSource {
         };
         Ok(Some(took))
     }
+}
+
+/// The message a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The reading task's state.
@@ -395,6 +434,10 @@ impl Reader {
                 let done = self.emit(a, &mut start, &mut offset).map_err(bad)?;
                 if self.tx.send(Ok(done)).await.is_err() {
                     return Ok(());
+                }
+                #[cfg(test)]
+                if self.config.query.contains(tests::PANIC_AFTER_A_BATCH) {
+                    panic!("a test's panic in the reader");
                 }
             }
         }
@@ -857,6 +900,60 @@ fn sqlite_cell(row: &sqlx::sqlite::SqliteRow, i: usize, _kind: Kind) -> Result<C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a query (as a comment), makes the reading task panic after its first batch.
+    pub(super) const PANIC_AFTER_A_BATCH: &str = "/* test: panic after a batch */";
+
+    /// A reading task that panics closes the channel as the end of the data would: the
+    /// source tells it as `internal`, with the panic's message, instead of the end.
+    #[tokio::test]
+    async fn a_panic_in_the_reading_task_is_an_internal_error_not_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
+            .await
+            .unwrap();
+        conn.execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3);",
+        )
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        let mut config = SqlSourceConfig::new(
+            &url,
+            format!("SELECT id FROM t ORDER BY id {PANIC_AFTER_A_BATCH}"),
+        );
+        config.batch_rows = 1;
+        let mut source = SqlSource::new(config, "p", "src", None).unwrap();
+        let first = source.next_batch().await.unwrap().expect("the first batch");
+        assert_eq!(first.batch.num_rows(), 1);
+        let err = source
+            .next_batch()
+            .await
+            .expect_err("the panic is an error, not the end of the data");
+        assert_eq!(err.class, ErrorClass::Internal, "{err}");
+        assert!(
+            err.message
+                .contains("panicked: a test's panic in the reader"),
+            "{err}"
+        );
+        // And it stays one: a later call does not take the closed channel for the end.
+        let again = source.next_batch().await.expect_err("still an error");
+        assert_eq!(again.class, ErrorClass::Internal, "{again}");
+
+        // Without the marker, the same query reads its three rows to the end.
+        let mut config = SqlSourceConfig::new(&url, "SELECT id FROM t ORDER BY id");
+        config.batch_rows = 1;
+        let mut source = SqlSource::new(config, "p", "src", None).unwrap();
+        let mut rows = 0;
+        while let Some(b) = source.next_batch().await.unwrap() {
+            rows += b.batch.num_rows();
+        }
+        assert_eq!(rows, 3);
+        assert!(source.next_batch().await.unwrap().is_none());
+    }
 
     #[test]
     fn watermark_is_found_outside_strings_and_comments() {

@@ -326,6 +326,11 @@ fn default_quota_status() -> u16 {
 pub enum QuotaDialect {
     /// `X-RateLimit-Remaining: 0`, `X-RateLimit-Reset: <Unix time>` (GitHub).
     Github,
+    /// GitHub's secondary rate limit (too many requests at once, whatever the quota):
+    /// `Retry-After: <seconds>`, with the primary quota's headers saying requests are left
+    /// (`X-RateLimit-Remaining: 4990`) and its reset an hour away; the body says
+    /// "You have exceeded a secondary rate limit".
+    GithubSecondary,
     /// `RateLimit-Remaining: 0`, `RateLimit-Reset: <seconds>` (the IETF draft).
     Ietf,
     /// `X-Rate-Limit-Remaining: 0`, `X-Rate-Limit-Reset: <Unix time>` (Twitter, Okta).

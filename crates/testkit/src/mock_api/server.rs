@@ -413,6 +413,20 @@ fn quota_signal(resp: &mut Response, dialect: QuotaDialect, until: SystemTime) {
             insert(h, "x-ratelimit-used", "60");
             insert(h, "x-ratelimit-reset", &unix.to_string());
         }
+        QuotaDialect::GithubSecondary => {
+            insert(h, "retry-after", &delta.to_string());
+            insert(h, "x-ratelimit-limit", "5000");
+            insert(h, "x-ratelimit-remaining", "4990");
+            insert(h, "x-ratelimit-used", "10");
+            insert(h, "x-ratelimit-reset", &(unix + 3600).to_string());
+            h.remove(header::CONTENT_LENGTH);
+            let text = json!({
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
+            })
+            .to_string();
+            *resp.body_mut() = Body::from(text);
+        }
         QuotaDialect::Ietf => {
             insert(h, "ratelimit-limit", "60");
             insert(h, "ratelimit-remaining", "0");
