@@ -270,13 +270,14 @@ fn every_documented_alerts_example_is_valid() {
             "pipeline: documented\n".to_owned()
         };
         let path = dir.path().join(format!("alerts_{i}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                "{head}{example}nodes:\n  orders_db:\n    type: file\n    path: in/*.ndjson\n    format: ndjson\n  db:\n    type: sqlite\n    inputs: [orders_db]\n    url: sqlite://out.db\n    table: orders\n"
-            ),
-        )
-        .unwrap();
+        // An example with its own nodes (ending the example) gets a sink for its node
+        // `orders`; the others get a source and a sink.
+        let nodes = if example.contains("\nnodes:") {
+            "  db:\n    type: sqlite\n    inputs: [orders]\n    url: sqlite://out.db\n    table: orders\n"
+        } else {
+            "nodes:\n  orders_db:\n    type: file\n    path: in/*.ndjson\n    format: ndjson\n  db:\n    type: sqlite\n    inputs: [orders_db]\n    url: sqlite://out.db\n    table: orders\n"
+        };
+        std::fs::write(&path, format!("{head}{example}{nodes}")).unwrap();
         let out = sluice(&["validate", path.to_str().unwrap()], &vars);
         let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
         assert_eq!(out.status.code(), Some(0), "{example}\n{said}");
