@@ -6,9 +6,11 @@
 //! - Topics are created on first use with the configured partitions, replication and
 //!   retention.
 //! - Consumers: one consumer group per downstream node, `enable.auto.commit=false`; the
-//!   engine commits a delivery's offset only after the node handled it. Sessions time out
-//!   after 6 s (not librdkafka's 45 s), so a run started after a crash gets the partitions
-//!   of the dead process quickly.
+//!   engine commits a delivery's offset only after the node handled it. Commits are sent in
+//!   the background, coalesced (at most every 100 ms) and in order, and confirmed with a
+//!   synchronous commit of the latest offsets whenever the topic runs dry (a commit lost in
+//!   a crash is late, never early: the sink's ledger skips what is delivered again). Sessions time out after 6 s (not librdkafka's
+//!   45 s), so a run started after a crash gets the partitions of the dead process quickly.
 //! - A broker that is down makes publishes fail after `message.timeout.ms` with class
 //!   `dependency`; when it is back, flow resumes by itself (librdkafka reconnects).
 
@@ -421,6 +423,9 @@ impl Buffer for KafkaBuffer {
             consumer: Arc::new(consumer),
             reassembler: Reassembler::default(),
             ready: VecDeque::new(),
+            unsent: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
+            sent_at: None,
         }))
     }
 
@@ -483,6 +488,12 @@ struct KafkaSubscription {
     reassembler: Reassembler,
     /// Deliveries decided but not handed out yet (orphaned parts, then a batch).
     ready: VecDeque<Delivery>,
+    /// Per partition, the latest offset committed and not sent yet (see `commit`).
+    unsent: BTreeMap<i32, i64>,
+    /// Per partition, the latest offset sent asynchronously and not confirmed yet.
+    unconfirmed: BTreeMap<i32, i64>,
+    /// When offsets were last sent.
+    sent_at: Option<std::time::Instant>,
 }
 
 fn sluice_headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<String, String> {
@@ -506,7 +517,10 @@ impl Subscription for KafkaSubscription {
                 return Ok(Some(ready));
             }
             let received = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Err(_) => return Ok(None),
+                Err(_) => {
+                    self.confirm_commits().await?;
+                    return Ok(None);
+                }
                 Ok(r) => r,
             };
             let msg = match received {
@@ -576,18 +590,86 @@ impl Subscription for KafkaSubscription {
         }
     }
 
+    /// Commits in the background, coalesced: the offset is noted, and sent (asynchronously:
+    /// librdkafka orders it after every commit before it) with the others noted since, at
+    /// most every [`COMMIT_EVERY`]; the caller goes on with the next delivery at once. The
+    /// broker takes one offset commit at a time (a few ms each), so one per batch would
+    /// make the commits the consumer's pace. An offset is only ever noted after its
+    /// delivery was handled, so a commit is never early; one not sent yet at a crash is
+    /// late, and the next run's ledger skips what is re-delivered. When the topic runs dry
+    /// the latest offsets are committed synchronously ([`KafkaSubscription::confirm_commits`]),
+    /// so that `lag` reads them.
     async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&ack.topic, ack.partition, Offset::Offset(ack.next_offset))
+        self.unsent.insert(ack.partition, ack.next_offset);
+        if self.sent_at.is_none_or(|at| at.elapsed() >= COMMIT_EVERY) {
+            self.send_commits()?;
+        }
+        Ok(())
+    }
+}
+
+/// How often a subscription sends the offsets committed meanwhile (see
+/// [`KafkaSubscription::commit`](Subscription::commit)).
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+/// A commit of the given offsets (one past the last handled message) of a topic.
+fn commit_list(
+    topic: &str,
+    offsets: impl IntoIterator<Item = (i32, i64)>,
+) -> Result<TopicPartitionList, BufferError> {
+    let mut tpl = TopicPartitionList::new();
+    for (partition, next_offset) in offsets {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))
             .map_err(|e| kafka_error("building a commit", e))?;
+    }
+    Ok(tpl)
+}
+
+impl KafkaSubscription {
+    /// Sends the offsets noted since the last commit, asynchronously.
+    fn send_commits(&mut self) -> Result<(), BufferError> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let tpl = commit_list(&self.topic, self.unsent.iter().map(|(p, o)| (*p, *o)))?;
+        self.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| kafka_error(format!("committing offsets of {}", self.topic), e))?;
+        self.unconfirmed.append(&mut self.unsent);
+        self.sent_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Commits the latest offsets committed since the last call, and waits for the
+    /// broker's answer: once the topic runs dry, the group's committed offsets are the
+    /// handled ones (what `lag` reads, and where another member would start).
+    async fn confirm_commits(&mut self) -> Result<(), BufferError> {
+        self.unconfirmed.append(&mut self.unsent);
+        if self.unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let tpl = commit_list(&self.topic, self.unconfirmed.iter().map(|(p, o)| (*p, *o)))?;
         let consumer = self.consumer.clone();
-        let topic = ack.topic.clone();
+        let topic = self.topic.clone();
         run_blocking(move || {
             consumer
                 .commit(&tpl, CommitMode::Sync)
                 .map_err(|e| kafka_error(format!("committing offsets of {topic}"), e))
         })
-        .await
+        .await?;
+        self.unconfirmed.clear();
+        self.sent_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+impl Drop for KafkaSubscription {
+    /// Sends what was noted and not sent (best effort: closing the consumer waits for
+    /// commits under way; a commit lost here is late, never early).
+    fn drop(&mut self) {
+        if let Err(e) = self.send_commits() {
+            tracing::debug!(topic = %self.topic, error = %e, "could not send the last offsets");
+        }
     }
 }
 
