@@ -278,9 +278,13 @@ impl KafkaBuffer {
         // for that: librdkafka's 45 s would stall every restart after a crash. Heartbeats
         // come from librdkafka's own thread, so a short session is safe; `properties` may
         // set other values.
+        // The consumer fetches ahead into a local queue; librdkafka lets it grow to 64 MiB,
+        // which a backlog (a sink catching up after an outage) fills: 16 MiB is still
+        // hundreds of batches ahead of the sink, and keeps the process's memory flat.
         for (key, value) in [
             ("session.timeout.ms", "6000"),
             ("heartbeat.interval.ms", "1500"),
+            ("queued.max.messages.kbytes", "16384"),
         ] {
             if !self.options.properties.contains_key(key) {
                 config.set(key, value);
