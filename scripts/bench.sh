@@ -37,8 +37,8 @@
 #
 # It installs what it needs: python3-venv when missing (apt), a virtualenv with the pinned
 # Python packages of bench/e2e/requirements.txt in ~/.cache/sluice/bench-venv; starts Kafka
-# and PostgreSQL (scripts/services.sh up kafka postgres, unless --services-running); builds `cargo build --release -p
-# sluice` (honours CARGO_TARGET_DIR). Data, logs and raw results (JSON lines, one per run)
+# and PostgreSQL (scripts/services.sh up kafka postgres, unless --services-running); builds
+# `cargo build --release -p sluice` (honours CARGO_TARGET_DIR). Data, logs and raw results (JSON lines, one per run)
 # go to ~/.cache/sluice/bench (SLUICE_BENCH_WORK). Writes only the bench_* schemas of the
 # `sluice` database and Kafka topics named bench*.
 set -euo pipefail

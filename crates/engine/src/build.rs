@@ -55,9 +55,7 @@ pub fn open_buffer(plan: &Plan, ctx: &BuildContext) -> Result<Arc<dyn Buffer>, B
                     spec::FsyncPolicy::Interval(every) => FsyncPolicy::Interval(every.value.get()),
                 },
                 max_message_bytes: e.max_message_size.value.bytes() as usize,
-                // lz4 rather than Kafka's zstd: a local log pays for CPU, not for network
-                // or broker retention (2.3× the bytes of zstd, encoded and decoded faster).
-                format: WireFormat::ArrowLz4,
+                format: WireFormat::ArrowZstd,
             };
             Ok(Arc::new(EmbeddedLog::open_for(
                 ctx.base_dir.join(&e.path),

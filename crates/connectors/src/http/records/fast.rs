@@ -879,8 +879,15 @@ impl FastColumns {
 /// A value's JSON text into a column, through `text`; whether that is also its text in
 /// the record's digest.
 fn json_into(b: &mut StringBuilder, raw: &RawValue, text: &mut Vec<u8>) -> Option<bool> {
+    let t = raw.get().trim_ascii();
+    if is_canonical(t.as_bytes(), 0) {
+        // Copied as it is (see `canonical_text`): text already, no UTF-8 check needed.
+        text.extend_from_slice(t.as_bytes());
+        b.append_value(t);
+        return Some(true);
+    }
     let start = text.len();
-    let literal = canonical(raw, Numbers::Literal, text)?;
+    let literal = canonical_at(t, Numbers::Literal, text, 0)?;
     b.append_value(std::str::from_utf8(&text[start..]).ok()?);
     Some(!literal)
 }
