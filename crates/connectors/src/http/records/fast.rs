@@ -6,7 +6,7 @@
 //! as slices of the body ([`RawValue`]s, which `serde_json` validates while it skips them),
 //! each record's members are matched to the columns by name, and each value is parsed
 //! straight into its column's Arrow builder. JSON-text columns and the records' digests
-//! are written by [`canonical`], which gives the very bytes `serde_json` would write for
+//! are written by [`canonical_text`], which gives the very bytes `serde_json` would write for
 //! the `Value` the general path builds, so that a page gives the same batch, the same
 //! batch id and the same JSON text whichever path read it.
 //!
@@ -151,7 +151,7 @@ impl<'de: 'a, 'a> Visitor<'de> for MembersInto<'_, 'a> {
     }
 }
 
-/// An object's members in a vector of their own (nested values, for [`canonical`]).
+/// An object's members in a vector of their own (nested values, for [`canonical_text`]).
 fn members_of(text: &str) -> Option<Vec<Member<'_>>> {
     let mut out = Vec::with_capacity(8);
     let mut de = serde_json::Deserializer::from_str(text);
@@ -302,7 +302,7 @@ pub(crate) fn locate<'a>(body: &'a [u8], at: &RawAt) -> Option<RawPage<'a>> {
     Some(RawPage { members, ends, doc })
 }
 
-/// How [`canonical`] writes numbers `float64` would round: as the marked strings the
+/// How [`canonical_text`] writes numbers `float64` would round: as the marked strings the
 /// records hold (for digests), or as the numbers they are (JSON text).
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Numbers {
@@ -318,6 +318,7 @@ const MAX_DEPTH: usize = 128;
 /// `serde_json` escapes them, numbers as they settle ([`settle`]). `None` when the value
 /// is deeper than [`MAX_DEPTH`]; else whether a number was written as its literal where
 /// [`Numbers::Marked`] writes a marked string (the two texts differ only then).
+#[cfg(test)]
 pub(crate) fn canonical(raw: &RawValue, numbers: Numbers, out: &mut Vec<u8>) -> Option<bool> {
     canonical_text(raw.get(), numbers, out, 0)
 }
