@@ -16,6 +16,10 @@
 #   4  ceiling: the same records pre-rendered as CSV, loaded by psql's \copy
 #   5  peer: dlt's rest_api source, merge on id           (bench/e2e/dlt_peer.py)
 #   6  hand-written: requests + confluent-kafka + psycopg COPY (bench/e2e/baseline.py)
+#   7  catch-up: scenario 1 into a private PostgreSQL (its own cluster, pg_ctl, on port P+3)
+#      that is stopped for --outage-down seconds (60) once 30% of --outage-records records
+#      (1,000,000) are written; the backlog's drain rate beside the steady rate
+#      (bench/e2e/sluice-kafka-outage.yaml, bench/e2e/outage.py). Not in the default set.
 # Scenarios 1, 2, 5 and 6 run a second time against a flaky API (--fault-scenarios): 2% of
 # requests answered 429 with `Retry-After: 1`, and a burst of three 503s mid-way.
 # Memory check: --memory-records (10,000,000) records through scenario 2, once: peak RSS
@@ -23,14 +27,18 @@
 #
 # Flags: --records N  --runs K  --scenarios LIST  --fault-scenarios LIST (or --no-faults)
 #        --memory-records N  --skip-memory  --no-docs (print, do not edit the docs)
-#        --port P (of the mock API; P and P+1 are used)  --timeout S (per run; 3600)
+#        --outage-records N  --outage-down S (scenario 7)
+#        --port P (of the mock API; P and P+1 are used; P+2 and P+3 by scenario 7)
+#        --timeout S (per run; 3600)
 #        --bin PATH (a sluice binary built before: no cargo build)
 #        --keep-tables (leave the bench_* schemas in place for a look; dropped by default)
+#        --services-running (Kafka and PostgreSQL are up already, shared with others: do not
+#          run `scripts/services.sh up`, only read their addresses)
 #
 # It installs what it needs: python3-venv when missing (apt), a virtualenv with the pinned
 # Python packages of bench/e2e/requirements.txt in ~/.cache/sluice/bench-venv; starts Kafka
-# and PostgreSQL (scripts/services.sh up kafka postgres); builds `cargo build --release -p
-# sluice` (honours CARGO_TARGET_DIR). Data, logs and raw results (JSON lines, one per run)
+# and PostgreSQL (scripts/services.sh up kafka postgres, unless --services-running); builds
+# `cargo build --release -p sluice` (honours CARGO_TARGET_DIR). Data, logs and raw results (JSON lines, one per run)
 # go to ~/.cache/sluice/bench (SLUICE_BENCH_WORK). Writes only the bench_* schemas of the
 # `sluice` database and Kafka topics named bench*.
 set -euo pipefail
@@ -52,6 +60,9 @@ PORT=18181
 RUN_TIMEOUT=3600
 BIN=""
 KEEP_TABLES=0
+OUTAGE_RECORDS=1000000
+OUTAGE_DOWN=60
+SERVICES_UP=1
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -71,6 +82,9 @@ while (($#)); do
     --timeout) RUN_TIMEOUT="$2"; shift 2 ;;
     --bin) BIN="$2"; shift 2 ;;
     --keep-tables) KEEP_TABLES=1; shift ;;
+    --outage-records) OUTAGE_RECORDS="$2"; shift 2 ;;
+    --outage-down) OUTAGE_DOWN="$2"; shift 2 ;;
+    --services-running) SERVICES_UP=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -78,10 +92,12 @@ done
 [[ "$RECORDS" =~ ^[1-9][0-9]*$ ]] || die "--records must be a positive number"
 [[ "$MEMORY_RECORDS" =~ ^[1-9][0-9]*$ ]] || die "--memory-records must be a positive number"
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
+[[ "$OUTAGE_RECORDS" =~ ^[1-9][0-9]*$ ]] || die "--outage-records must be a positive number"
+[[ "$OUTAGE_DOWN" =~ ^[1-9][0-9]*$ ]] || die "--outage-down must be a positive number of seconds"
 
 has() { [[ ",$1," == *",$2,"* ]]; }
 wants() { has "$SCENARIOS" "$1"; }
-for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-6]$ ]] || die "unknown scenario $s (1-6)"; done
+for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-7]$ ]] || die "unknown scenario $s (1-7)"; done
 # The fault variant only for the scenarios that run and read the API.
 FAULTS=""
 for s in ${FAULT_SCENARIOS//,/ }; do
@@ -100,8 +116,10 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     python3-venv >/dev/null
 fi
 
-log "services: kafka, postgres"
-bash "$ROOT/scripts/services.sh" up kafka postgres
+if ((SERVICES_UP)); then
+  log "services: kafka, postgres"
+  bash "$ROOT/scripts/services.sh" up kafka postgres
+fi
 eval "$(bash "$ROOT/scripts/services.sh" env)"
 PG_URL="$SLUICE_TEST_POSTGRES"
 KAFKA="$SLUICE_TEST_KAFKA"
@@ -140,9 +158,43 @@ mkdir -p "$RUNDIR"
 : >"$RESULTS"
 log "results: $RESULTS"
 
-psql_q() { PGOPTIONS="-c client_min_messages=warning" psql "$PG_URL" -X -q -v ON_ERROR_STOP=1 "$@"; }
+# psql_q ARGS...: psql on the shared server (or on $PSQL_URL when set).
+psql_q() { PGOPTIONS="-c client_min_messages=warning" psql "${PSQL_URL:-$PG_URL}" -X -q -v ON_ERROR_STOP=1 "$@"; }
 fresh_schema() { psql_q -c "DROP SCHEMA IF EXISTS $1 CASCADE" -c "CREATE SCHEMA $1" >/dev/null; }
 drop_schema() { psql_q -c "DROP SCHEMA IF EXISTS $1 CASCADE" >/dev/null; }
+
+# ---------------------------------------------------------------------------------------
+# Scenario 7's PostgreSQL: a cluster of its own, since the scenario stops it (the shared
+# server is never stopped). Made by initdb in a temp folder, trust authentication, on
+# 127.0.0.1:P+3; removed on exit.
+
+OUTAGE_PG_DIR=""
+OUTAGE_PG_PORT=$((PORT + 3))
+OUTAGE_PG_URL="postgres://postgres@127.0.0.1:$OUTAGE_PG_PORT/postgres"
+outage_pg_setup() {
+  local bindir as_pg=""
+  bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  [[ -x "$bindir/initdb" ]] || die "scenario 7: no PostgreSQL server binaries under /usr/lib/postgresql"
+  OUTAGE_PG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench-pg.XXXXXX")"
+  # initdb and postgres refuse to run as root.
+  if ((EUID == 0)); then
+    chown postgres:postgres "$OUTAGE_PG_DIR"
+    as_pg="runuser -u postgres -- "
+  fi
+  local ctl="$as_pg$bindir/pg_ctl -D $OUTAGE_PG_DIR/data"
+  OUTAGE_START="$ctl -w -t 60 -l $OUTAGE_PG_DIR/postgres.log -o '-p $OUTAGE_PG_PORT -k $OUTAGE_PG_DIR -c listen_addresses=127.0.0.1' start"
+  OUTAGE_STOP="$ctl -w -t 60 -m fast stop"
+  eval "$as_pg$bindir/initdb -D $OUTAGE_PG_DIR/data -U postgres --auth=trust --encoding=UTF8 --locale=C" \
+    >"$WORK/outage-initdb.log" 2>&1 || { cat "$WORK/outage-initdb.log" >&2; die "scenario 7: initdb failed"; }
+  eval "$OUTAGE_START" >/dev/null || die "scenario 7: the private PostgreSQL did not start ($OUTAGE_PG_DIR/postgres.log)"
+  log "scenario 7: private PostgreSQL on 127.0.0.1:$OUTAGE_PG_PORT ($OUTAGE_PG_DIR)"
+}
+outage_pg_remove() {
+  [[ -n "$OUTAGE_PG_DIR" ]] || return 0
+  eval "${OUTAGE_STOP/-m fast/-m immediate}" >/dev/null 2>&1 || true
+  rm -rf "$OUTAGE_PG_DIR"
+  OUTAGE_PG_DIR=""
+}
 
 # ---------------------------------------------------------------------------------------
 # The mock API.
@@ -151,6 +203,7 @@ MOCK_PIDS=()
 cleanup() {
   local p
   for p in "${MOCK_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  outage_pg_remove
 }
 trap cleanup EXIT
 
@@ -218,7 +271,7 @@ SOURCE_SUM="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["che
 record() {
   local scenario="$1" variant="$2" run="$3" records="$4" dir="$5" table="$6" sluice="${7:-}"
   local check rows sum rc want="$SOURCE_SUM"
-  if [[ "$variant" == memory ]]; then
+  if [[ "$variant" == memory || "$variant" == outage ]]; then
     # Another data set than the source's: the row count only.
     want=""
     check="$(psql_q -A -t -c "SELECT count(*) || '|' FROM $table" 2>"$dir/check.err" || echo "0|")"
@@ -235,6 +288,10 @@ m = json.load(open(sys.argv[1]))
 scenario, variant, run, records, rows, got, want, sluice, out = sys.argv[2:11]
 m.update(scenario=int(scenario), variant=variant, run=int(run), records=int(records),
          rows=int(rows or 0), checksum_ok=(got == want) if want else None)
+import os
+outage = os.path.join(os.path.dirname(sys.argv[1]), "outage.json")
+if os.path.exists(outage):
+    m["outage"] = json.load(open(outage))
 if sluice and m["rc"] == 0:
     try:
         summary = json.load(open(out))
@@ -246,7 +303,7 @@ print(json.dumps(m))
 EOF
   local ok="checksum ok"
   [[ "$sum" == "$SOURCE_SUM" ]] || ok="CHECKSUM MISMATCH"
-  [[ "$variant" == memory ]] && ok="(row count only)"
+  [[ "$variant" == memory || "$variant" == outage ]] && ok="(row count only)"
   log "  scenario $scenario $variant run $run: rc $rc, $rows rows, $ok ($(cut -c1-200 "$dir/measure.json"))"
   if [[ "$rc" != 0 ]]; then
     log "  stderr tail of the failed run ($dir/measure.json.stderr):"
@@ -304,11 +361,38 @@ run_scenario() {
       record 6 "$variant" "$run" "$records" "$dir" bench_baseline.orders
       "$PY" "$E2E/kafka_topics.py" "$KAFKA" delete "$topic" >/dev/null 2>&1 || true
       ;;
+    7)
+      local prefix="bench$STAMP-outage-$run" mpid
+      PSQL_URL="$OUTAGE_PG_URL" fresh_schema bench_outage
+      PSQL_URL="$OUTAGE_PG_URL" psql_q -v table=bench_outage.orders -f "$E2E/table.sql" >/dev/null
+      (cd "$dir" && BENCH_API="$api" BENCH_PG="$OUTAGE_PG_URL" BENCH_TABLE=bench_outage.orders \
+        BENCH_KAFKA="$KAFKA" BENCH_TOPIC_PREFIX="$prefix" \
+        measure "$dir/measure.json" "$BIN" run --once --json "$E2E/sluice-kafka-outage.yaml") &
+      mpid=$!
+      "$PY" "$E2E/outage.py" --pg "$OUTAGE_PG_URL" --records "$records" --at 0.3 \
+        --down "$OUTAGE_DOWN" --pid "$mpid" --out "$dir/outage.json" --stop "$OUTAGE_STOP" \
+        --start "$OUTAGE_START" --kafka "$KAFKA" --topic-prefix "$prefix." ||
+        log "  scenario 7: the outage watch failed"
+      wait "$mpid" || true
+      # The server is up again whatever the watch came to.
+      eval "$OUTAGE_START" >/dev/null 2>&1 || true
+      PSQL_URL="$OUTAGE_PG_URL" record 7 "$variant" "$run" "$records" "$dir" bench_outage.orders sluice
+      "$PY" "$E2E/kafka_topics.py" "$KAFKA" delete "$prefix." >/dev/null 2>&1 || true
+      ;;
   esac
 }
 
 # ---------------------------------------------------------------------------------------
 # The runs: run 1 of every scenario, then run 2, ...
+
+if wants 7; then
+  outage_pg_setup
+  OUTAGE_PORT=$((PORT + 2))
+  log "scenario 7: mock API with $OUTAGE_RECORDS records on 127.0.0.1:$OUTAGE_PORT"
+  start_mock "$OUTAGE_PORT" "$RUNDIR/mock-outage.log" --records "$OUTAGE_RECORDS" --page-size 1000 ||
+    die "cannot start scenario 7's mock API"
+  OUTAGE_MOCK_PID="$MOCK_PID"
+fi
 
 for ((run = 1; run <= RUNS; run++)); do
   for s in 1 2 4 5 6; do
@@ -325,9 +409,18 @@ for ((run = 1; run <= RUNS; run++)); do
       stop_mock
     fi
   done
+  if wants 7; then
+    log "scenario 7 (PostgreSQL stopped for $OUTAGE_DOWN s mid-run), run $run/$RUNS"
+    run_scenario 7 outage "$run" "http://127.0.0.1:$OUTAGE_PORT" "$OUTAGE_RECORDS"
+  fi
 done
 MOCK_PID="$BASE_MOCK_PID"
 stop_mock
+if wants 7; then
+  MOCK_PID="$OUTAGE_MOCK_PID"
+  stop_mock
+  outage_pg_remove
+fi
 
 if ((SKIP_MEMORY == 0)); then
   log "memory check: $MEMORY_RECORDS records through scenario 2"

@@ -274,6 +274,38 @@ def render(a):
                  base["rss"] else "."))
             w("")
 
+    outage = [r for r in results if r["scenario"] == 7]
+    if outage:
+        good = [r for r in outage if r["rc"] == 0 and r["rows"] == r["records"]
+                and "catchup_rows_per_s" in r.get("outage", {})]
+        o = [r["outage"] for r in good]
+        first = outage[0].get("outage", {})
+
+        def med(key, digits=0):
+            xs = [x[key] for x in o if x.get(key) is not None]
+            return fmt(median(xs), digits) if xs else "—"
+
+        w(f"Catch-up after a PostgreSQL outage (scenario 7: scenario 1's pipeline into a "
+          f"private PostgreSQL stopped for {first.get('down_s', 60):.0f} s once "
+          f"{first.get('at', 0.3):.0%} of {outage[0]['records']:,} records were written; "
+          f"`when_link_down: buffer`, the sink retrying its batch; medians of {len(o)} of "
+          f"{len(outage)} run(s)):")
+        w("")
+        w("| steady records/s | outage s | backlog records | reconnect s | catch-up s | "
+          "catch-up records/s | × steady | drain records/s (from the first write) | "
+          "× steady | check |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        bad = [failure_text(r) if r["rc"] != 0 or r["rows"] != r["records"]
+               else r.get("outage", {}).get("error", "no outage figures") for r in outage
+               if r not in good]
+        check = f"{len(good)}/{len(outage)} runs ok" + (
+            " (" + ", ".join(sorted(set(bad))) + ")" if bad else "")
+        w(f"| {med('steady_rows_per_s')} | {med('outage_s', 1)} | {med('backlog_rows')} | "
+          f"{med('reconnect_s', 1)} | {med('catchup_s', 1)} | {med('catchup_rows_per_s')} | "
+          f"{med('catchup_x_steady', 2)}× | {med('drain_rows_per_s')} | "
+          f"{med('drain_x_steady', 2)}× | {check} |")
+        w("")
+
     if faults:
         cfg = json.load(open(a.fault_config))
         n429 = sum(1 for f in cfg["faults"] if f["kind"]["type"] == "rate_limited")

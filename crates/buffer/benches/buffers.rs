@@ -69,10 +69,33 @@ struct Row {
     bytes: usize,
 }
 
+/// Seconds of one round trip's parts.
+struct Trip {
+    /// Subscribing until the first delivery came (Kafka: joining the consumer group), with
+    /// one warm-up batch published before. Once per run in a pipeline, beside the source's
+    /// first reads; not in the other figures.
+    join: f64,
+    publish: f64,
+    /// Consuming every batch, each delivery committed as the engine's sinks do, until the
+    /// topic runs dry (which confirms the commits).
+    consume: f64,
+}
+
 /// Publishes and consumes every batch: one publish at a time (`in_flight` 1, each acked
 /// before the next), or as the engine's sources do, up to `in_flight` batches started
-/// and their acks taken in order.
-async fn round_trip(buffer: &dyn Buffer, topic: &str, batches: &[Batch], in_flight: usize) -> f64 {
+/// and their acks taken in order. The subscriber joins first, as a pipeline's sink does
+/// when the run starts.
+async fn round_trip(buffer: &dyn Buffer, topic: &str, batches: &[Batch], in_flight: usize) -> Trip {
+    let start = Instant::now();
+    buffer.publish(topic, &batch(1_000_000, 10)).await.unwrap();
+    let mut sub = buffer.subscribe(topic, "bench").await.unwrap();
+    loop {
+        if let Some(d) = sub.next_within(Duration::from_secs(10)).await.unwrap() {
+            sub.commit(d.ack()).await.unwrap();
+            break;
+        }
+    }
+    let join = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut acks = std::collections::VecDeque::new();
     for b in batches {
@@ -84,7 +107,8 @@ async fn round_trip(buffer: &dyn Buffer, topic: &str, batches: &[Batch], in_flig
     for ack in acks {
         ack.await.unwrap();
     }
-    let mut sub = buffer.subscribe(topic, "bench").await.unwrap();
+    let publish = start.elapsed().as_secs_f64();
+    let start = Instant::now();
     let mut seen = 0;
     while seen < batches.len() {
         if let Some(d) = sub.next_within(Duration::from_secs(10)).await.unwrap() {
@@ -92,7 +116,18 @@ async fn round_trip(buffer: &dyn Buffer, topic: &str, batches: &[Batch], in_flig
             seen += 1;
         }
     }
-    start.elapsed().as_secs_f64()
+    // Until nothing is left: the commits are confirmed, as when a sink catches up.
+    while sub
+        .next_within(Duration::from_millis(1))
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    Trip {
+        join,
+        publish,
+        consume: start.elapsed().as_secs_f64(),
+    }
 }
 
 #[tokio::main]
@@ -149,7 +184,8 @@ async fn main() {
                 },
             )
             .unwrap();
-            secs.push(round_trip(&log, "t", &batches, 1).await);
+            let trip = round_trip(&log, "t", &batches, 1).await;
+            secs.push(trip.publish + trip.consume);
         }
         table.push(Row {
             name: format!("embedded log publish+consume (fsync {label})"),
@@ -160,7 +196,8 @@ async fn main() {
 
     if let Ok(bootstrap) = std::env::var("SLUICE_TEST_KAFKA") {
         for (label, in_flight) in [("one at a time", 1), ("8 in flight, as sources publish", 8)] {
-            let mut secs = Vec::new();
+            let (mut secs, mut publish_secs, mut consume_secs, mut join_secs) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for run in 0..runs {
                 let kafka = KafkaBuffer::new(KafkaOptions {
                     brokers: bootstrap.clone(),
@@ -170,11 +207,30 @@ async fn main() {
                 .unwrap();
                 let topic = format!("bench.buffer.{}.{in_flight}.{run}", std::process::id());
                 kafka.ensure_topic(&topic).await.unwrap();
-                secs.push(round_trip(&kafka, &topic, &batches, in_flight).await);
+                let trip = round_trip(&kafka, &topic, &batches, in_flight).await;
+                secs.push(trip.publish + trip.consume);
+                publish_secs.push(trip.publish);
+                consume_secs.push(trip.consume);
+                join_secs.push(trip.join);
             }
             table.push(Row {
                 name: format!("kafka publish+consume (acks=all, idempotent; {label})"),
                 secs,
+                bytes: 0,
+            });
+            table.push(Row {
+                name: format!("- of which publish ({label})"),
+                secs: publish_secs,
+                bytes: 0,
+            });
+            table.push(Row {
+                name: format!("- of which consume + commit ({label})"),
+                secs: consume_secs,
+                bytes: 0,
+            });
+            table.push(Row {
+                name: format!("- before them, once: joining the group ({label}; records/s: n/a)"),
+                secs: join_secs,
                 bytes: 0,
             });
         }

@@ -6,9 +6,12 @@
 //! - Topics are created on first use with the configured partitions, replication and
 //!   retention.
 //! - Consumers: one consumer group per downstream node, `enable.auto.commit=false`; the
-//!   engine commits a delivery's offset only after the node handled it. Sessions time out
-//!   after 6 s (not librdkafka's 45 s), so a run started after a crash gets the partitions
-//!   of the dead process quickly.
+//!   engine commits a delivery's offset only after the node handled it. Commits are sent
+//!   in the background, coalesced (at most every 100 ms) and in order, and confirmed with
+//!   a synchronous commit of the latest offsets whenever the topic runs dry (a commit lost
+//!   in a crash is late, never early: the sink's ledger skips what is delivered again).
+//!   Sessions time out after 6 s (not librdkafka's 45 s), so a run started after a crash
+//!   gets the partitions of the dead process quickly.
 //! - Several members of a group (`sluice serve` workers helping a run's sinks) split the
 //!   partitions. A partition taken away in a rebalance is dropped at once: the parts of
 //!   split batches held for it are forgotten, deliveries of it not yet handed out are
@@ -284,9 +287,13 @@ impl KafkaBuffer {
         // for that: librdkafka's 45 s would stall every restart after a crash. Heartbeats
         // come from librdkafka's own thread, so a short session is safe; `properties` may
         // set other values.
+        // The consumer fetches ahead into a local queue; librdkafka lets it grow to 64 MiB,
+        // which a backlog (a sink catching up after an outage) fills: 16 MiB is still
+        // hundreds of batches ahead of the sink, and keeps the process's memory flat.
         for (key, value) in [
             ("session.timeout.ms", "6000"),
             ("heartbeat.interval.ms", "1500"),
+            ("queued.max.messages.kbytes", "16384"),
         ] {
             if !self.options.properties.contains_key(key) {
                 config.set(key, value);
@@ -433,6 +440,9 @@ impl Buffer for KafkaBuffer {
             reassembler: Reassembler::default(),
             ready: VecDeque::new(),
             revoked,
+            unsent: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
+            sent_at: None,
         }))
     }
 
@@ -575,6 +585,12 @@ struct KafkaSubscription {
     ready: VecDeque<Delivery>,
     /// Partitions a rebalance took from this member since the last read.
     revoked: Arc<Mutex<HashSet<i32>>>,
+    /// Per partition, the latest offset committed and not sent yet (see `commit`).
+    unsent: BTreeMap<i32, i64>,
+    /// Per partition, the latest offset sent asynchronously and not confirmed yet.
+    unconfirmed: BTreeMap<i32, i64>,
+    /// When offsets were last sent.
+    sent_at: Option<std::time::Instant>,
 }
 
 /// A subscription's consumer context: notes the partitions a rebalance takes away.
@@ -617,6 +633,10 @@ impl KafkaSubscription {
             tracing::debug!(topic = %self.topic, partition, "partition given to another member of the group");
             self.reassembler.forget(partition);
             self.ready.retain(|d| d.ack().partition != partition);
+            // Its offsets are its new owner's to commit: one of ours sent later could
+            // move the group back behind what the new owner committed.
+            self.unsent.remove(&partition);
+            self.unconfirmed.remove(&partition);
         }
     }
 }
@@ -659,7 +679,10 @@ impl Subscription for KafkaSubscription {
                 return Ok(Some(ready));
             }
             let received = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Err(_) => return Ok(None),
+                Err(_) => {
+                    self.confirm_commits().await?;
+                    return Ok(None);
+                }
                 Ok(r) => r,
             };
             let msg = match received {
@@ -749,24 +772,104 @@ impl Subscription for KafkaSubscription {
         }
     }
 
+    /// Commits in the background, coalesced: the offset is noted, and sent (asynchronously:
+    /// librdkafka orders it after every commit before it) with the others noted since, at
+    /// most every [`COMMIT_EVERY`]; the caller goes on with the next delivery at once. The
+    /// broker takes one offset commit at a time (a few ms each), so one per batch would
+    /// make the commits the consumer's pace. An offset is only ever noted after its
+    /// delivery was handled, so a commit is never early; one not sent yet at a crash is
+    /// late, and the next run's ledger skips what is re-delivered. When the topic runs dry
+    /// the latest offsets are committed synchronously ([`KafkaSubscription::confirm_commits`]),
+    /// so that `lag` reads them.
     async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&ack.topic, ack.partition, Offset::Offset(ack.next_offset))
-            .map_err(|e| kafka_error("building a commit", e))?;
-        let consumer = self.consumer.clone();
-        let (topic, partition) = (ack.topic.clone(), ack.partition);
-        if !self.assigned(partition) {
-            tracing::debug!(%topic, partition, "not committed: the partition went to another member of the group");
+        if !self.assigned(ack.partition) {
+            tracing::debug!(topic = %self.topic, partition = ack.partition, "not committed: the partition went to another member of the group");
             return Ok(());
         }
+        self.unsent.insert(ack.partition, ack.next_offset);
+        if self.sent_at.is_none_or(|at| at.elapsed() >= COMMIT_EVERY) {
+            self.send_commits()?;
+        }
+        Ok(())
+    }
+}
+
+/// How often a subscription sends the offsets committed meanwhile (see
+/// [`KafkaSubscription::commit`](Subscription::commit)).
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+/// A commit of the given offsets (one past the last handled message) of a topic.
+fn commit_list(
+    topic: &str,
+    offsets: impl IntoIterator<Item = (i32, i64)>,
+) -> Result<TopicPartitionList, BufferError> {
+    let mut tpl = TopicPartitionList::new();
+    for (partition, next_offset) in offsets {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))
+            .map_err(|e| kafka_error("building a commit", e))?;
+    }
+    Ok(tpl)
+}
+
+impl KafkaSubscription {
+    /// Sends the offsets noted since the last commit, asynchronously.
+    fn send_commits(&mut self) -> Result<(), BufferError> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let tpl = commit_list(&self.topic, self.unsent.iter().map(|(p, o)| (*p, *o)))?;
+        match self.consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => {}
+            Err(e) if rebalancing(&e) => {
+                tracing::info!(topic = %self.topic, error = %e, "offsets not committed: the group is rebalancing (each partition's next owner reads on from its last commit)");
+                self.unsent.clear();
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(kafka_error(
+                    format!("committing offsets of {}", self.topic),
+                    e,
+                ));
+            }
+        }
+        self.unconfirmed.append(&mut self.unsent);
+        self.sent_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Commits the latest offsets committed since the last call, and waits for the
+    /// broker's answer: once the topic runs dry, the group's committed offsets are the
+    /// handled ones (what `lag` reads, and where another member would start).
+    async fn confirm_commits(&mut self) -> Result<(), BufferError> {
+        self.drop_revoked();
+        self.unconfirmed.append(&mut self.unsent);
+        if self.unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let tpl = commit_list(&self.topic, self.unconfirmed.iter().map(|(p, o)| (*p, *o)))?;
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
         run_blocking(move || match consumer.commit(&tpl, CommitMode::Sync) {
             Err(e) if rebalancing(&e) => {
-                tracing::info!(%topic, partition, error = %e, "offset not committed: the group is rebalancing (the partition's next owner reads on from the last commit)");
+                tracing::info!(%topic, error = %e, "offsets not committed: the group is rebalancing (each partition's next owner reads on from its last commit)");
                 Ok(())
             }
             result => result.map_err(|e| kafka_error(format!("committing offsets of {topic}"), e)),
         })
-        .await
+        .await?;
+        self.unconfirmed.clear();
+        self.sent_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+impl Drop for KafkaSubscription {
+    /// Sends what was noted and not sent (best effort: closing the consumer waits for
+    /// commits under way; a commit lost here is late, never early).
+    fn drop(&mut self) {
+        if let Err(e) = self.send_commits() {
+            tracing::debug!(topic = %self.topic, error = %e, "could not send the last offsets");
+        }
     }
 }
 

@@ -169,6 +169,9 @@ pub trait Subscription: Send {
         self.next_within(std::time::Duration::from_secs(1)).await
     }
 
-    /// Commits everything up to and including the delivery the token belongs to.
+    /// Commits everything up to and including the delivery the token belongs to. The
+    /// commit may complete in the background (Kafka), in order after earlier ones; by the
+    /// time [`next_within`](Subscription::next_within) returns `Ok(None)` every commit made
+    /// before it is confirmed, so a lag read then counts only what was not handled.
     async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError>;
 }

@@ -65,6 +65,13 @@ async fn round_trip_with_commit_and_lag() {
         };
         assert_eq!((&batch.id, &batch.records), (&b.id, &b.records));
     }
+    // Commits go out in the background; a read that finds nothing confirms them.
+    assert!(
+        sub.next_within(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(kafka.lag(&topic.name, &group).await.unwrap(), 0);
 }
 

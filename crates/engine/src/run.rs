@@ -595,7 +595,9 @@ impl Executor {
     }
 
     /// Takes the acks of the oldest batches in flight until at most `keep` remain (and
-    /// any whose ack has already come), saving each one's checkpoint in order. A publish
+    /// any whose ack has already come), saving their checkpoints in order: of the batches
+    /// acked in one call, the last one's checkpoint is saved once (it supersedes the ones
+    /// before it, which a crash in between would only have moved less far). A publish
     /// that failed is published again, with retries, before any later checkpoint: a
     /// batch not acked is never passed (the next run reads it again; the sinks' ledgers
     /// skip what a second publish duplicates).
@@ -605,6 +607,34 @@ impl Executor {
         topic: &str,
         in_flight: &mut VecDeque<InFlight>,
         keep: usize,
+    ) -> Result<(), GaveUp> {
+        // The checkpoint of the last batch acked and not saved yet.
+        let mut unsaved: Option<serde_json::Value> = None;
+        let outcome = self
+            .settle_acked(ctx, topic, in_flight, keep, &mut unsaved)
+            .await;
+        // Whatever stopped the loop, what was acked before it is checkpointed.
+        if let Some(checkpoint) = unsaved {
+            self.store
+                .save_checkpoint(&ctx.pipeline, &ctx.node, &checkpoint)
+                .await
+                .map_err(|e| GaveUp {
+                    error: ConnectorError::from(e),
+                    attempts: 1,
+                    stop: Stop::NotRetried,
+                })?;
+        }
+        outcome
+    }
+
+    /// The loop of [`Self::settle`]: leaves the checkpoint to save in `unsaved`.
+    async fn settle_acked(
+        &self,
+        ctx: &mut NodeCtx,
+        topic: &str,
+        in_flight: &mut VecDeque<InFlight>,
+        keep: usize,
+        unsaved: &mut Option<serde_json::Value>,
     ) -> Result<(), GaveUp> {
         while let Some(mut front) = in_flight.pop_front() {
             let acked = match front.ack.as_mut() {
@@ -623,15 +653,8 @@ impl Executor {
             }
             crate::killpoint::reached("before_checkpoint", &ctx.node).await;
             // The buffer acknowledged the batch: only now may the source move on.
-            if let Some(checkpoint) = &front.checkpoint {
-                self.store
-                    .save_checkpoint(&ctx.pipeline, &ctx.node, checkpoint)
-                    .await
-                    .map_err(|e| GaveUp {
-                        error: ConnectorError::from(e),
-                        attempts: 1,
-                        stop: Stop::NotRetried,
-                    })?;
+            if let Some(checkpoint) = front.checkpoint.take() {
+                *unsaved = Some(checkpoint);
             }
             let rows = front.batch.num_rows();
             ctx.stats.records_in += rows as i64;

@@ -6,7 +6,7 @@
 //! as slices of the body ([`RawValue`]s, which `serde_json` validates while it skips them),
 //! each record's members are matched to the columns by name, and each value is parsed
 //! straight into its column's Arrow builder. JSON-text columns and the records' digests
-//! are written by [`canonical`], which gives the very bytes `serde_json` would write for
+//! are written by [`canonical_text`], which gives the very bytes `serde_json` would write for
 //! the `Value` the general path builds, so that a page gives the same batch, the same
 //! batch id and the same JSON text whichever path read it.
 //!
@@ -151,7 +151,7 @@ impl<'de: 'a, 'a> Visitor<'de> for MembersInto<'_, 'a> {
     }
 }
 
-/// An object's members in a vector of their own (nested values, for [`canonical`]).
+/// An object's members in a vector of their own (nested values, for [`canonical_text`]).
 fn members_of(text: &str) -> Option<Vec<Member<'_>>> {
     let mut out = Vec::with_capacity(8);
     let mut de = serde_json::Deserializer::from_str(text);
@@ -302,7 +302,7 @@ pub(crate) fn locate<'a>(body: &'a [u8], at: &RawAt) -> Option<RawPage<'a>> {
     Some(RawPage { members, ends, doc })
 }
 
-/// How [`canonical`] writes numbers `float64` would round: as the marked strings the
+/// How [`canonical_text`] writes numbers `float64` would round: as the marked strings the
 /// records hold (for digests), or as the numbers they are (JSON text).
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Numbers {
@@ -318,8 +318,143 @@ const MAX_DEPTH: usize = 128;
 /// `serde_json` escapes them, numbers as they settle ([`settle`]). `None` when the value
 /// is deeper than [`MAX_DEPTH`]; else whether a number was written as its literal where
 /// [`Numbers::Marked`] writes a marked string (the two texts differ only then).
+#[cfg(test)]
 pub(crate) fn canonical(raw: &RawValue, numbers: Numbers, out: &mut Vec<u8>) -> Option<bool> {
-    canonical_at(raw.get(), numbers, out, 0)
+    canonical_text(raw.get(), numbers, out, 0)
+}
+
+/// [`canonical_at`], but a value that is written so already (compact, keys in order: what
+/// `serde_json`, Go and other encoders of sorted maps send) is copied after one scan
+/// instead of being taken apart level by level.
+fn canonical_text(text: &str, numbers: Numbers, out: &mut Vec<u8>, depth: usize) -> Option<bool> {
+    let text = text.trim_ascii();
+    if is_canonical(text.as_bytes(), depth) {
+        out.extend_from_slice(text.as_bytes());
+        return Some(false);
+    }
+    canonical_at(text, numbers, out, depth)
+}
+
+/// Whether `text` is exactly what [`canonical_at`] writes for it, in either [`Numbers`]
+/// mode: no whitespace, every object's keys strictly ascending (so no duplicates), no
+/// escapes in keys or strings, numbers as `serde_json` writes them back and none that
+/// `float64` would round. A value it refuses is rewritten, so refusing is always safe.
+fn is_canonical(text: &[u8], depth: usize) -> bool {
+    let mut at = 0;
+    let mut scratch = Vec::new();
+    canonical_value(text, &mut at, depth, &mut scratch) && at == text.len()
+}
+
+fn canonical_value(t: &[u8], at: &mut usize, depth: usize, scratch: &mut Vec<u8>) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match t.get(*at) {
+        Some(b'{') => {
+            *at += 1;
+            if t.get(*at) == Some(&b'}') {
+                *at += 1;
+                return true;
+            }
+            let mut previous: Option<&[u8]> = None;
+            loop {
+                let Some(key) = plain_string(t, at) else {
+                    return false;
+                };
+                if previous.is_some_and(|p| p >= key) || t.get(*at) != Some(&b':') {
+                    return false;
+                }
+                previous = Some(key);
+                *at += 1;
+                if !canonical_value(t, at, depth + 1, scratch) {
+                    return false;
+                }
+                match t.get(*at) {
+                    Some(b',') => *at += 1,
+                    Some(b'}') => {
+                        *at += 1;
+                        return true;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        Some(b'[') => {
+            *at += 1;
+            if t.get(*at) == Some(&b']') {
+                *at += 1;
+                return true;
+            }
+            loop {
+                if !canonical_value(t, at, depth + 1, scratch) {
+                    return false;
+                }
+                match t.get(*at) {
+                    Some(b',') => *at += 1,
+                    Some(b']') => {
+                        *at += 1;
+                        return true;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        Some(b'"') => plain_string(t, at).is_some(),
+        Some(b't') => word(t, at, b"true"),
+        Some(b'f') => word(t, at, b"false"),
+        Some(b'n') => word(t, at, b"null"),
+        Some(b'-' | b'0'..=b'9') => {
+            let start = *at;
+            while matches!(
+                t.get(*at),
+                Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            ) {
+                *at += 1;
+            }
+            let Ok(token) = std::str::from_utf8(&t[start..*at]) else {
+                return false;
+            };
+            if plain_int(token) {
+                return true;
+            }
+            if may_round(token.as_bytes()) {
+                return false;
+            }
+            // Written back as `serde_json` writes the number it parses.
+            let Ok(v) = serde_json::from_str::<Value>(token) else {
+                return false;
+            };
+            scratch.clear();
+            serde_json::to_writer(&mut *scratch, &v).is_ok() && scratch == token.as_bytes()
+        }
+        _ => false,
+    }
+}
+
+/// A string without escapes or control characters at `at`: its contents, `at` moved past
+/// it.
+fn plain_string<'t>(t: &'t [u8], at: &mut usize) -> Option<&'t [u8]> {
+    if t.get(*at) != Some(&b'"') {
+        return None;
+    }
+    let rest = &t[*at + 1..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    *at += end + 2;
+    Some(&rest[..end])
+}
+
+fn word(t: &[u8], at: &mut usize, w: &[u8]) -> bool {
+    if t[*at..].starts_with(w) {
+        *at += w.len();
+        true
+    } else {
+        false
+    }
 }
 
 fn canonical_at(text: &str, numbers: Numbers, out: &mut Vec<u8>, depth: usize) -> Option<bool> {
@@ -630,7 +765,7 @@ impl FastColumns {
                 match spans[m] {
                     Some((a, b)) => scratch.extend_from_slice(&texts[a..b]),
                     None => {
-                        canonical_at(v.get(), Numbers::Marked, &mut scratch, 1)?;
+                        canonical_text(v.get(), Numbers::Marked, &mut scratch, 1)?;
                     }
                 }
             }
@@ -745,8 +880,15 @@ impl FastColumns {
 /// A value's JSON text into a column, through `text`; whether that is also its text in
 /// the record's digest.
 fn json_into(b: &mut StringBuilder, raw: &RawValue, text: &mut Vec<u8>) -> Option<bool> {
+    let t = raw.get().trim_ascii();
+    if is_canonical(t.as_bytes(), 0) {
+        // Copied as it is (see `canonical_text`): text already, no UTF-8 check needed.
+        text.extend_from_slice(t.as_bytes());
+        b.append_value(t);
+        return Some(true);
+    }
     let start = text.len();
-    let literal = canonical(raw, Numbers::Literal, text)?;
+    let literal = canonical_at(t, Numbers::Literal, text, 0)?;
     b.append_value(std::str::from_utf8(&text[start..]).ok()?);
     Some(!literal)
 }
@@ -865,6 +1007,35 @@ mod tests {
         #[test]
         fn canonical_text_is_what_the_general_path_writes(t in json_text_strategy()) {
             same_as_general_path(&t)?;
+        }
+
+        /// Text that is compact and sorted already (as `serde_json` writes it) is copied
+        /// as it is, and that copy is what the general path writes.
+        #[test]
+        fn text_written_so_already_is_copied(t in json_text_strategy()) {
+            // (Numbers out of `f64`'s range do not parse into a `Value`.)
+            let parsed = serde_json::from_str::<Value>(&t);
+            prop_assume!(parsed.is_ok());
+            same_as_general_path(&serde_json::to_string(&parsed.unwrap()).unwrap())?;
+        }
+    }
+
+    #[test]
+    fn only_text_written_so_already_is_copied_as_it_is() {
+        for (t, copied) in [
+            (r#"{"a":[1,2.5,"x",null,true,false,{}],"b":{"c":[]}}"#, true),
+            (r#"{"b":1,"a":2}"#, false),
+            (r#"{"a":1,"a":2}"#, false),
+            (r#"{"a": 1}"#, false),
+            (r#"["\u00e9"]"#, false),
+            ("[1e2]", false),
+            ("[1.0]", true),
+            ("[1.50]", false),
+            ("[-0]", false),
+            ("[12345678901234567890123]", false),
+        ] {
+            assert_eq!(is_canonical(t.as_bytes(), 0), copied, "{t}");
+            same_as_general_path(t).unwrap();
         }
     }
 
