@@ -469,31 +469,8 @@ impl Buffer for KafkaBuffer {
             let consumer: BaseConsumer = config
                 .create()
                 .map_err(|e| kafka_error("creating a consumer", e))?;
-            let timeout = Duration::from_secs(10);
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| kafka_error(format!("reading metadata of {topic}"), e))?;
-            let mut tpl = TopicPartitionList::new();
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    tpl.add_partition(&topic, p.id());
-                }
-            }
-            let committed = consumer
-                .committed_offsets(tpl, timeout)
-                .map_err(|e| kafka_error(format!("reading committed offsets of {topic}"), e))?;
-            let mut lag = 0u64;
-            for elem in committed.elements() {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, elem.partition(), timeout)
-                    .map_err(|e| kafka_error(format!("reading watermarks of {topic}"), e))?;
-                let from = match elem.offset() {
-                    Offset::Offset(o) => o,
-                    _ => low,
-                };
-                lag += (high - from).max(0) as u64;
-            }
-            Ok(lag)
+            let behind = positions(&consumer, &topic)?;
+            Ok(behind.iter().map(|p| (p.high - p.from).max(0) as u64).sum())
         })
         .await
     }
@@ -515,30 +492,11 @@ impl Buffer for KafkaBuffer {
                 .create()
                 .map_err(|e| kafka_error("creating a consumer", e))?;
             let timeout = Duration::from_secs(10);
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| kafka_error(format!("reading metadata of {topic}"), e))?;
-            let mut tpl = TopicPartitionList::new();
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    tpl.add_partition(&topic, p.id());
-                }
-            }
-            let committed = consumer
-                .committed_offsets(tpl, timeout)
-                .map_err(|e| kafka_error(format!("reading committed offsets of {topic}"), e))?;
             let mut behind = TopicPartitionList::new();
-            for elem in committed.elements() {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, elem.partition(), timeout)
-                    .map_err(|e| kafka_error(format!("reading watermarks of {topic}"), e))?;
-                let from = match elem.offset() {
-                    Offset::Offset(o) => o.max(low),
-                    _ => low,
-                };
-                if from < high {
+            for p in positions(&consumer, &topic)? {
+                if p.from < p.high {
                     behind
-                        .add_partition_offset(&topic, elem.partition(), Offset::Offset(from))
+                        .add_partition_offset(&topic, p.partition, Offset::Offset(p.from))
                         .map_err(|e| kafka_error("assigning partitions", e))?;
                 }
             }
@@ -575,6 +533,50 @@ impl Buffer for KafkaBuffer {
         })
         .await
     }
+}
+
+/// Where a group stands in one partition of a topic.
+struct Position {
+    partition: i32,
+    /// The group's next offset to read (its commit, or the log's start).
+    from: i64,
+    /// The log's end.
+    high: i64,
+}
+
+/// Where the group of `consumer` stands in each partition of `topic` (a blocking call).
+fn positions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<Position>, BufferError> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| kafka_error(format!("reading metadata of {topic}"), e))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| kafka_error(format!("reading committed offsets of {topic}"), e))?;
+    committed
+        .elements()
+        .iter()
+        .map(|elem| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, elem.partition(), timeout)
+                .map_err(|e| kafka_error(format!("reading watermarks of {topic}"), e))?;
+            let from = match elem.offset() {
+                Offset::Offset(o) => o.max(low),
+                _ => low,
+            };
+            Ok(Position {
+                partition: elem.partition(),
+                from,
+                high,
+            })
+        })
+        .collect()
 }
 
 struct KafkaSubscription {

@@ -741,14 +741,8 @@ impl Executor {
                         let lag = match self.buffer.lag(topic, &group).await {
                             Ok(lag) => lag,
                             Err(e) => {
-                                let error = ConnectorError::from(e);
-                                match ctx.gate.clone() {
-                                    Some(gate) => match gate.hold_buffer(ctx, &error).await {
-                                        crate::gate::Held::Recovered => continue,
-                                        _ => return Err(error),
-                                    },
-                                    None => return Err(error),
-                                }
+                                wait_for_buffer(ctx, e.into()).await?;
+                                continue;
                             }
                         };
                         if lag == 0 {
@@ -828,16 +822,9 @@ async fn commit(
     ack: &sluice_buffer::AckToken,
 ) -> Result<(), ConnectorError> {
     loop {
-        let error = match sub.commit(ack).await {
+        match sub.commit(ack).await {
             Ok(()) => return Ok(()),
-            Err(e) => ConnectorError::from(e),
-        };
-        match ctx.gate.clone() {
-            Some(gate) => match gate.hold_buffer(ctx, &error).await {
-                crate::gate::Held::Recovered => continue,
-                _ => return Err(error),
-            },
-            None => return Err(error),
+            Err(e) => wait_for_buffer(ctx, e.into()).await?,
         }
     }
 }
@@ -917,23 +904,27 @@ impl Attempt for Publish<'_> {
     /// reads nothing meanwhile), then the batch is published again.
     async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<(), ConnectorError> {
         loop {
-            let result = self.buffer.publish(self.topic, self.batch).await;
-            let error = match result {
+            match self.buffer.publish(self.topic, self.batch).await {
                 Ok(()) => return Ok(()),
-                Err(e) => ConnectorError::from(e),
-            };
-            let Some(gate) = ctx.gate.clone() else {
-                return Err(error);
-            };
-            match gate.hold_buffer(ctx, &error).await {
-                crate::gate::Held::Recovered => continue,
-                _ => return Err(error),
+                Err(e) => wait_for_buffer(ctx, e.into()).await?,
             }
         }
     }
 
     fn retry_on(&self, _: &NodeCtx, error: &ConnectorError) -> bool {
         error.class.is_transient()
+    }
+}
+
+/// Under `when_link_down: pause`, waits out the buffer that failed with `error`: `Ok`
+/// once it answers again (the caller tries again), else the error.
+async fn wait_for_buffer(ctx: &mut NodeCtx, error: ConnectorError) -> Result<(), ConnectorError> {
+    match ctx.gate.clone() {
+        Some(gate) => match gate.hold_buffer(ctx, &error).await {
+            crate::gate::Held::Recovered => Ok(()),
+            _ => Err(error),
+        },
+        None => Err(error),
     }
 }
 
@@ -953,16 +944,9 @@ impl Attempt for Consume<'_> {
     /// read nothing meanwhile), then read again.
     async fn attempt(&mut self, ctx: &mut NodeCtx) -> Result<Option<Delivery>, ConnectorError> {
         loop {
-            let error = match self.sub.next_within(self.wait).await {
+            match self.sub.next_within(self.wait).await {
                 Ok(delivery) => return Ok(delivery),
-                Err(e) => ConnectorError::from(e),
-            };
-            let Some(gate) = ctx.gate.clone() else {
-                return Err(error);
-            };
-            match gate.hold_buffer(ctx, &error).await {
-                crate::gate::Held::Recovered => continue,
-                _ => return Err(error),
+                Err(e) => wait_for_buffer(ctx, e.into()).await?,
             }
         }
     }
