@@ -12,37 +12,9 @@
 
 mod e2e_common;
 
-use e2e_common::{Sandbox, assert_exactly_once};
-use serde_json::Value;
+use e2e_common::{Sandbox, Seen, alerts_of, assert_exactly_once, hook};
 use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig, QuotaDialect};
-use sluice_testkit::receiver::{Answer, Request, receive};
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-/// A webhook receiver keeping each alert it got.
-async fn hook() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let kept = seen.clone();
-    let addr = receive(move |r: &Request| {
-        if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
-            kept.lock().unwrap().push(v);
-        }
-        Answer::status(200)
-    })
-    .await;
-    (format!("http://{addr}/hook"), seen)
-}
-
-fn alerts_of(seen: &Seen, kind: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == kind)
-        .cloned()
-        .collect()
-}
 
 fn all(seen: &Seen) -> String {
     format!("{:#?}", seen.lock().unwrap())

@@ -14,7 +14,7 @@
 
 mod e2e_common;
 
-use e2e_common::Sandbox;
+use e2e_common::{Sandbox, Seen, alerts_of, hook};
 use serde_json::Value;
 use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig, MockHandle};
 use sluice_testkit::receiver::{Answer, Request, receive};
@@ -25,22 +25,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 const RECORDS: u64 = 1_000;
-
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-/// A webhook receiver keeping each alert it got.
-async fn hook() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let kept = seen.clone();
-    let addr = receive(move |r: &Request| {
-        if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
-            kept.lock().unwrap().push(v);
-        }
-        Answer::status(200)
-    })
-    .await;
-    (format!("http://{addr}/hook"), seen)
-}
 
 /// The records the sink's endpoint accepted, by idempotency key.
 type Taken = Arc<Mutex<BTreeMap<String, Vec<i64>>>>;
@@ -65,15 +49,6 @@ async fn endpoint() -> (String, Arc<AtomicBool>, Taken) {
     })
     .await;
     (format!("http://{addr}/ingest"), open, taken)
-}
-
-fn alerts_of(seen: &Seen, kind: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == kind)
-        .cloned()
-        .collect()
 }
 
 /// A mock whose every page (of 50) takes 500 ms: the source reads for about 10 s.

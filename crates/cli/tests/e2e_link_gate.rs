@@ -8,40 +8,14 @@
 
 mod e2e_common;
 
-use e2e_common::{Sandbox, assert_exactly_once};
+use e2e_common::{Sandbox, alerts_of, assert_exactly_once, hook};
 use serde_json::Value;
 use sluice_testkit::PrivatePostgres;
 use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig};
-use sluice_testkit::receiver::{Answer, Request, receive};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::time::Instant;
 
 const RECORDS: i64 = 2_000;
-
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-async fn hook() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let kept = seen.clone();
-    let addr = receive(move |r: &Request| {
-        if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
-            kept.lock().unwrap().push(v);
-        }
-        Answer::status(200)
-    })
-    .await;
-    (format!("http://{addr}/hook"), seen)
-}
-
-fn alerts_of(seen: &Seen, kind: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == kind)
-        .cloned()
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_database_down_pauses_the_source_and_the_run_resumes_by_itself() {

@@ -9,7 +9,7 @@
 
 mod e2e_common;
 
-use e2e_common::{Sandbox, poll};
+use e2e_common::{Sandbox, Seen, alerts_of, poll};
 use serde_json::Value;
 use sluice_testkit::PrivatePostgres;
 use sluice_testkit::mock_api::{MockApi, MockConfig};
@@ -20,17 +20,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
 const EVERY: Duration = Duration::from_millis(100);
-
-type Seen = Arc<Mutex<Vec<Value>>>;
-
-fn alerts_of(seen: &Seen, kind: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == kind)
-        .cloned()
-        .collect()
-}
 
 /// The database link of `mon` in the last check: when it was made and whether it was up.
 async fn db_link(http: &reqwest::Client, base: &str) -> Option<(String, bool)> {

@@ -413,3 +413,31 @@ impl Sandbox {
         .await
     }
 }
+
+/// Alerts a webhook receiver got, as JSON.
+pub(crate) type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A webhook receiver keeping each alert it got: its URL and what it got.
+pub(crate) async fn hook() -> (String, Seen) {
+    use sluice_testkit::receiver::{Answer, Request, receive};
+    let seen: Seen = Seen::default();
+    let kept = seen.clone();
+    let addr = receive(move |r: &Request| {
+        if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
+            kept.lock().unwrap().push(v);
+        }
+        Answer::status(200)
+    })
+    .await;
+    (format!("http://{addr}/hook"), seen)
+}
+
+/// The alerts of `kind` a receiver got.
+pub(crate) fn alerts_of(seen: &Seen, kind: &str) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == kind)
+        .cloned()
+        .collect()
+}
