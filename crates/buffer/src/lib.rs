@@ -137,6 +137,14 @@ pub trait Buffer: Send + Sync {
     /// How many messages of the topic the group has not committed yet.
     async fn lag(&self, topic: &str, group: &str) -> Result<u64, BufferError>;
 
+    /// About how many bytes of the topic the group has not committed yet, where the
+    /// buffer can tell cheaply (the embedded log: from its segment files); `None` where it
+    /// cannot (Kafka: its lag is in messages).
+    async fn backlog_bytes(&self, topic: &str, group: &str) -> Result<Option<u64>, BufferError> {
+        let _ = (topic, group);
+        Ok(None)
+    }
+
     /// When the oldest message of the topic the group has not committed yet was created
     /// (its `sluice.created_at` header, milliseconds since the Unix epoch); `None` when
     /// the group has taken everything, or the buffer cannot tell.

@@ -1459,6 +1459,15 @@ nodes:
         age.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0)),
         "the age of the oldest waiting batch is measured, and none waits: {age:?}"
     );
+    let bytes = scrape.samples.iter().find(|s| {
+        s.metric == "sluice_buffer_backlog_bytes"
+            && s.labels.get("pipeline") == Some("paged")
+            && s.labels.get("node") == Some("db")
+    });
+    assert!(
+        bytes.is_some_and(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0)),
+        "the embedded log's backlog in bytes is measured, and empty: {bytes:?}"
+    );
     signal(&serve.child, "-TERM");
     let (code, logs) = serve.stop_wait().await;
     assert_eq!(code, Some(0), "{logs}");

@@ -23,6 +23,7 @@
 //! | `sluice_node_records_helped_total` | pipeline, node | records this worker wrote for runs another worker owns (counted again in the owner's `sluice_node_records_out_total`) |
 //! | `sluice_buffer_backlog_batches` | pipeline, node, input | batches of `input` the node has not consumed, at the end of the last run (Kafka consumer lag, the embedded log's backlog) |
 //! | `sluice_buffer_backlog_age_seconds` | pipeline, node, input | age of the oldest of those batches (0 when none waits) |
+//! | `sluice_buffer_backlog_bytes` | pipeline, node, input | about how many bytes those batches take in the embedded log (not measured for Kafka) |
 //! | `sluice_link_up` | pipeline, kind, link | 1 up, 0 down, at the last check (every `--health-interval`, and `GET /health`) |
 //! | `sluice_pipelines_loaded` | | pipelines served |
 //! | `sluice_pipeline_files_invalid` | | files that do not validate (not served, or kept on their last good version) |
@@ -63,6 +64,7 @@ pub struct Metrics {
     link_up: IntGaugeVec,
     backlog: IntGaugeVec,
     backlog_age: GaugeVec,
+    backlog_bytes: IntGaugeVec,
     loaded: IntGauge,
     invalid: IntGauge,
 }
@@ -153,6 +155,16 @@ impl Metrics {
         .expect("a valid metric");
         r.register(Box::new(backlog_age.clone()))
             .expect("registered");
+        let backlog_bytes = IntGaugeVec::new(
+            Opts::new(
+                "sluice_buffer_backlog_bytes",
+                "About how many bytes of batches in the embedded buffer a node has not consumed yet, from one of its inputs, at the end of the pipeline's last run (not measured for Kafka).",
+            ),
+            &["pipeline", "node", "input"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(backlog_bytes.clone()))
+            .expect("registered");
         let loaded =
             IntGauge::new("sluice_pipelines_loaded", "Pipelines served.").expect("a valid metric");
         r.register(Box::new(loaded.clone())).expect("registered");
@@ -228,6 +240,7 @@ impl Metrics {
             link_up,
             backlog,
             backlog_age,
+            backlog_bytes,
             loaded,
             invalid,
             registry: r,
@@ -300,6 +313,13 @@ impl Metrics {
         self.backlog_age
             .with_label_values(&[pipeline, node, input])
             .set(seconds);
+    }
+
+    /// About how many bytes of `input` `node` has not consumed yet.
+    pub fn backlog_bytes(&self, pipeline: &str, node: &str, input: &str, bytes: u64) {
+        self.backlog_bytes
+            .with_label_values(&[pipeline, node, input])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Records this worker wrote for a run another worker owns.

@@ -879,6 +879,10 @@ impl Service {
                         tracing::debug!(pipeline = %plan.pipeline, node = %node.id, error = %e, "no backlog measured")
                     }
                 }
+                if let Ok(Some(bytes)) = buffer.backlog_bytes(&topic, &group).await {
+                    self.metrics
+                        .backlog_bytes(&plan.pipeline, &node.id, input, bytes);
+                }
                 if let Ok(oldest) = buffer.oldest_uncommitted(&topic, &group).await {
                     let age = oldest.map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
                     self.metrics

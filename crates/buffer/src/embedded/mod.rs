@@ -253,6 +253,14 @@ impl Buffer for EmbeddedLog {
         Ok((log.next_offset() - committed).max(0) as u64)
     }
 
+    async fn backlog_bytes(&self, topic: &str, group: &str) -> Result<Option<u64>, BufferError> {
+        check_name("group", group)?;
+        let open = self.topic(topic)?;
+        let log = open.log.lock().expect("topic log lock");
+        let committed = log.committed(group)?.unwrap_or(log.start_offset());
+        Ok(Some(log.bytes_from(committed)))
+    }
+
     async fn oldest_uncommitted(
         &self,
         topic: &str,

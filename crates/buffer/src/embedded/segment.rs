@@ -159,6 +159,24 @@ impl TopicLog {
         self.segments.last().expect("at least one segment").next
     }
 
+    /// The bytes on disk from offset `from` to the end: whole segments past it, and the
+    /// segment it falls in in proportion to the entries left there.
+    pub(super) fn bytes_from(&self, from: i64) -> u64 {
+        self.segments
+            .iter()
+            .filter(|seg| seg.next > from)
+            .map(|seg| {
+                if seg.base >= from || seg.next <= seg.base {
+                    seg.bytes
+                } else {
+                    let left = (seg.next - from) as u128;
+                    let all = (seg.next - seg.base) as u128;
+                    (seg.bytes as u128 * left / all) as u64
+                }
+            })
+            .sum()
+    }
+
     /// The first offset still on disk.
     pub(super) fn start_offset(&self) -> i64 {
         self.segments[0].base

@@ -50,8 +50,15 @@ async fn round_trip_and_lag() {
         assert_eq!(batch.id, b.id);
         assert_eq!(batch.records, b.records);
     }
+    let all = log.backlog_bytes("t", "g").await.unwrap().unwrap();
     sub.commit(got[2].ack()).await.unwrap();
     assert_eq!(log.lag("t", "g").await.unwrap(), 2);
+    // Two of the five batches left: about two fifths of the bytes.
+    let left = log.backlog_bytes("t", "g").await.unwrap().unwrap();
+    assert!(left > 0 && left * 5 <= all * 2 + 5, "{left} of {all}");
+    assert!(left * 5 >= all * 2 - 5, "{left} of {all}");
+    sub.commit(got[4].ack()).await.unwrap();
+    assert_eq!(log.backlog_bytes("t", "g").await.unwrap(), Some(0));
 }
 
 #[tokio::test]
