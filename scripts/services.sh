@@ -504,6 +504,7 @@ cmd_env() {
 export SLUICE_TEST_KAFKA=$HOST:$KAFKA_PORT
 export SLUICE_TEST_POSTGRES=postgres://sluice:sluice@$HOST:$PG_PORT/sluice
 export SLUICE_TEST_MYSQL=mysql://sluice:sluice@$HOST:$MY_PORT/sluice
+export SLUICE_KAFKA_LIBS=$(kafka_libs)
 EOF
 }
 

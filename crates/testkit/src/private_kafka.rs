@@ -15,7 +15,6 @@
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -38,37 +37,12 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The folder of Kafka's jars, as `scripts/services.sh` names it: the version of
-/// `scripts/kafka/pom.xml` and the first 8 hex digits of the pom's SHA-256.
+/// The folder of Kafka's jars: `SLUICE_KAFKA_LIBS`, as `scripts/services.sh env` exports
+/// it (the script that fetches them names their folder).
 fn libs() -> PathBuf {
-    if let Some(libs) = std::env::var_os("SLUICE_KAFKA_LIBS") {
-        return PathBuf::from(libs);
-    }
-    let pom_path = repo_root().join("scripts/kafka/pom.xml");
-    let pom = std::fs::read(&pom_path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", pom_path.display()));
-    let text = String::from_utf8_lossy(&pom);
-    let version = text
-        .split("<kafka.version>")
-        .nth(1)
-        .and_then(|rest| rest.split("</kafka.version>").next())
-        .expect("scripts/kafka/pom.xml names <kafka.version>")
-        .trim()
-        .to_owned();
-    let hash: String = sha2::Sha256::digest(&pom)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cache = match std::env::var_os("SLUICE_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => match std::env::var_os("XDG_CACHE_HOME") {
-            Some(x) => PathBuf::from(x).join("sluice"),
-            None => {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sluice")
-            }
-        },
-    };
-    let libs = cache.join(format!("kafka-{version}-{}/libs", &hash[..8]));
+    let libs = PathBuf::from(std::env::var_os("SLUICE_KAFKA_LIBS").unwrap_or_else(|| {
+        panic!("SLUICE_KAFKA_LIBS is not set: run `eval \"$(scripts/services.sh env)\"` (scripts/test.sh does)")
+    }));
     assert!(
         libs.is_dir(),
         "no Kafka jars at {} (`scripts/services.sh up kafka` fetches them once; or set SLUICE_KAFKA_LIBS)",
