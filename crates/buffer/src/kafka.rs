@@ -674,104 +674,14 @@ fn sluice_headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> BTreeMap<Strin
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next_within(&mut self, wait: Duration) -> Result<Option<Delivery>, BufferError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            self.drop_revoked();
-            if let Some(ready) = self.ready.pop_front() {
-                return Ok(Some(ready));
-            }
-            let received = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Err(_) => {
-                    self.confirm_commits().await?;
-                    return Ok(None);
-                }
-                Ok(r) => r,
-            };
-            let msg = match received {
-                Ok(msg) => msg,
-                // The subscription's metadata lags behind a topic created a moment ago:
-                // librdkafka reports it and goes on consuming once the topic shows up.
-                Err(e)
-                    if e.rdkafka_error_code()
-                        == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
-                {
-                    tracing::debug!(topic = %self.topic, error = %e, "topic not in the consumer's metadata yet");
-                    continue;
-                }
-                // The brokers went away (or are back and these are the errors queued
-                // while they were away): librdkafka reconnects and goes on by itself;
-                // nothing to hand out meanwhile. A source's publish finds the outage.
-                Err(e)
-                    if matches!(
-                        e.rdkafka_error_code(),
-                        Some(
-                            RDKafkaErrorCode::AllBrokersDown
-                                | RDKafkaErrorCode::BrokerTransportFailure
-                        )
-                    ) =>
-                {
-                    tracing::debug!(topic = %self.topic, error = %e, "brokers unreachable; the consumer reconnects");
-                    continue;
-                }
-                Err(e) => return Err(kafka_error(format!("consuming from {}", self.topic), e)),
-            };
-            let (partition, offset) = (msg.partition(), msg.offset());
-            let message = Message {
-                headers: sluice_headers(&msg),
-                payload: msg.payload().unwrap_or_default().to_vec(),
-            };
-            drop(msg);
-            // Read before a rebalance took the partition away: its new owner reads it.
-            self.drop_revoked();
-            if !self.assigned(partition) {
-                continue;
-            }
-            let outcome = wire::decode(&message)
-                .and_then(|decoded| self.reassembler.add(partition, offset, decoded));
-            // Parts of batches that will never be whole go out first, as poison.
-            let orphans = self.reassembler.orphans(partition, offset, false);
-            let next = self.reassembler.commit_point(partition, offset);
-            let ack = |next_offset| AckToken {
-                topic: self.topic.clone(),
-                partition,
-                next_offset,
-            };
-            for orphan in orphans {
-                tracing::warn!(topic = %self.topic, partition, offset = orphan.offset, error = %orphan.error, "orphaned part of a split batch; handing it out for quarantine");
-                self.ready.push_back(Delivery::Poison {
-                    poison: PoisonMessage {
-                        topic: self.topic.clone(),
-                        partition,
-                        offset: orphan.offset,
-                        payload: orphan.payload,
-                        error: orphan.error,
-                    },
-                    ack: ack(next),
-                });
-            }
-            match outcome {
-                Ok(Some(batch)) => {
-                    self.ready.push_back(Delivery::Batch {
-                        batch,
-                        ack: ack(next),
-                    });
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(topic = %self.topic, partition, offset, %error, "undecodable Kafka message; handing it out for quarantine");
-                    self.ready.push_back(Delivery::Poison {
-                        poison: PoisonMessage {
-                            topic: self.topic.clone(),
-                            partition,
-                            offset,
-                            payload: message.payload,
-                            error: error.to_string(),
-                        },
-                        ack: ack(next),
-                    });
-                }
-            }
-        }
+        self.next_until(tokio::time::Instant::now() + wait, true)
+            .await
+    }
+
+    async fn next_ready(&mut self) -> Result<Option<Delivery>, BufferError> {
+        // A deadline already past: the consumer's queue is polled once (a message
+        // received already is returned), and nothing is confirmed when it is empty.
+        self.next_until(tokio::time::Instant::now(), false).await
     }
 
     /// Commits in the background, coalesced: the offset is noted, and sent (asynchronously:
@@ -969,6 +879,116 @@ impl KafkaBuffer {
             })),
         });
         parts
+    }
+}
+
+impl KafkaSubscription {
+    /// The next delivery, waiting until `deadline` for one; when none came, the noted
+    /// commits are confirmed first if `confirm_when_dry`.
+    async fn next_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        confirm_when_dry: bool,
+    ) -> Result<Option<Delivery>, BufferError> {
+        loop {
+            self.drop_revoked();
+            if let Some(ready) = self.ready.pop_front() {
+                return Ok(Some(ready));
+            }
+            let received = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => {
+                    if confirm_when_dry {
+                        self.confirm_commits().await?;
+                    }
+                    return Ok(None);
+                }
+                Ok(r) => r,
+            };
+            let msg = match received {
+                Ok(msg) => msg,
+                // The subscription's metadata lags behind a topic created a moment ago:
+                // librdkafka reports it and goes on consuming once the topic shows up.
+                Err(e)
+                    if e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                {
+                    tracing::debug!(topic = %self.topic, error = %e, "topic not in the consumer's metadata yet");
+                    continue;
+                }
+                // The brokers went away (or are back and these are the errors queued
+                // while they were away): librdkafka reconnects and goes on by itself;
+                // nothing to hand out meanwhile. A source's publish finds the outage.
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::AllBrokersDown
+                                | RDKafkaErrorCode::BrokerTransportFailure
+                        )
+                    ) =>
+                {
+                    tracing::debug!(topic = %self.topic, error = %e, "brokers unreachable; the consumer reconnects");
+                    continue;
+                }
+                Err(e) => return Err(kafka_error(format!("consuming from {}", self.topic), e)),
+            };
+            let (partition, offset) = (msg.partition(), msg.offset());
+            let message = Message {
+                headers: sluice_headers(&msg),
+                payload: msg.payload().unwrap_or_default().to_vec(),
+            };
+            drop(msg);
+            // Read before a rebalance took the partition away: its new owner reads it.
+            self.drop_revoked();
+            if !self.assigned(partition) {
+                continue;
+            }
+            let outcome = wire::decode(&message)
+                .and_then(|decoded| self.reassembler.add(partition, offset, decoded));
+            // Parts of batches that will never be whole go out first, as poison.
+            let orphans = self.reassembler.orphans(partition, offset, false);
+            let next = self.reassembler.commit_point(partition, offset);
+            let ack = |next_offset| AckToken {
+                topic: self.topic.clone(),
+                partition,
+                next_offset,
+            };
+            for orphan in orphans {
+                tracing::warn!(topic = %self.topic, partition, offset = orphan.offset, error = %orphan.error, "orphaned part of a split batch; handing it out for quarantine");
+                self.ready.push_back(Delivery::Poison {
+                    poison: PoisonMessage {
+                        topic: self.topic.clone(),
+                        partition,
+                        offset: orphan.offset,
+                        payload: orphan.payload,
+                        error: orphan.error,
+                    },
+                    ack: ack(next),
+                });
+            }
+            match outcome {
+                Ok(Some(batch)) => {
+                    self.ready.push_back(Delivery::Batch {
+                        batch,
+                        ack: ack(next),
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, partition, offset, %error, "undecodable Kafka message; handing it out for quarantine");
+                    self.ready.push_back(Delivery::Poison {
+                        poison: PoisonMessage {
+                            topic: self.topic.clone(),
+                            partition,
+                            offset,
+                            payload: message.payload,
+                            error: error.to_string(),
+                        },
+                        ack: ack(next),
+                    });
+                }
+            }
+        }
     }
 }
 

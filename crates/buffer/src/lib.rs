@@ -172,6 +172,14 @@ pub trait Subscription: Send {
         wait: std::time::Duration,
     ) -> Result<Option<Delivery>, BufferError>;
 
+    /// A delivery already at hand (received, or in the log before its end), without
+    /// waiting for one and without the confirming `next_within` does when it finds
+    /// nothing: `Ok(None)` when there is none right now. A sink that writes several
+    /// batches in one transaction gathers them with it. By default nothing is at hand.
+    async fn next_ready(&mut self) -> Result<Option<Delivery>, BufferError> {
+        Ok(None)
+    }
+
     /// The next delivery, waiting up to a second for one to arrive.
     async fn next(&mut self) -> Result<Option<Delivery>, BufferError> {
         self.next_within(std::time::Duration::from_secs(1)).await

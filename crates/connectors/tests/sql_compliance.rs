@@ -1,7 +1,7 @@
 //! The compliance suite every SQL sink passes, against the real PostgreSQL, MariaDB and
 //! SQLite: every record delivered; a redelivered batch writes nothing twice; an oversized
 //! batch is split and fully delivered; one bad row is rejected and the others delivered;
-//! hostile identifiers are stored verbatim; upserts, schema evolution, replace, two
+//! hostile identifiers are stored verbatim; upserts, group writes, schema evolution, replace, two
 //! writers creating one table at once (workers helping a run), health.
 //!
 //! (The database restarted mid-load is `sql_restart.rs`: it stops the shared servers.)
@@ -37,6 +37,8 @@ async fn suite(t: Target) {
     hostile_identifiers_are_stored_verbatim(&t).await;
     step("upsert");
     upsert_updates_by_key(&t).await;
+    step("group writes");
+    a_group_is_written_whole_or_not_at_all(&t).await;
     step("null keys");
     rows_with_a_null_key_are_rejected_and_the_others_written(&t).await;
     step("schema evolution");
@@ -304,6 +306,98 @@ async fn upsert_updates_by_key(t: &Target) {
         .map(|s| Some(s.to_string()))
         .collect();
     assert_eq!(got, want, "{}", t.name);
+}
+
+/// Several batches in one `write_group` (a sink catching up): one transaction (on
+/// PostgreSQL, their ledger rows share one `xmin`), a report per batch, the last version of
+/// a key repeated across them wins as if written one by one; a group holding a batch
+/// written before, or a row without its key, writes nothing (the engine then writes
+/// the batches one by one).
+async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
+    let mut config = t.config("grouped");
+    config.mode = WriteMode::Upsert;
+    config.key = vec!["id".into()];
+    let mut sink = build_sink(config).await.unwrap();
+    assert!(sink.group_rows() > 1, "{}", t.name);
+    let first = [
+        page_batch(1, names(&[1, 2, 3], &[Some("a"), Some("b"), Some("c")])),
+        page_batch(2, names(&[2, 4, 2], &[Some("b1"), Some("d"), Some("b2")])),
+        page_batch(3, names(&[5, 1], &[Some("e"), Some("a1")])),
+    ];
+    let reports = sink.write_group(&first).await.unwrap();
+    let written: Vec<usize> = reports.iter().map(|r| r.written).collect();
+    assert_eq!(written, [3, 2, 2], "{}: as each batch alone writes", t.name);
+    let got = t
+        .strings(&format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            t.q("name"),
+            t.q("grouped"),
+            t.q("id")
+        ))
+        .await;
+    let want: Vec<Option<String>> = ["a1", "b2", "c", "d", "e"]
+        .iter()
+        .map(|s| Some(s.to_string()))
+        .collect();
+    assert_eq!(got, want, "{}", t.name);
+    let ledger = format!(
+        "FROM {} WHERE {} LIKE '%grouped%'",
+        t.q("_sluice_ledger"),
+        t.q("target")
+    );
+    assert_eq!(
+        t.ints(&format!("SELECT COUNT(*) {ledger}")).await,
+        [3],
+        "{}: a ledger row per batch",
+        t.name
+    );
+    if t.name == "postgres" {
+        assert_eq!(
+            t.ints(&format!("SELECT COUNT(DISTINCT xmin::text) {ledger}"))
+                .await,
+            [1],
+            "one transaction"
+        );
+    }
+    // Each batch again: a duplicate, nothing written twice.
+    for b in &first {
+        assert!(sink.write(b).await.unwrap().duplicate, "{}", t.name);
+    }
+    // A group holding a batch written before writes nothing, not even the new one.
+    let new = page_batch(4, names(&[6], &[Some("f")]));
+    assert!(
+        sink.write_group(&[new.clone(), first[1].clone()])
+            .await
+            .is_err(),
+        "{}",
+        t.name
+    );
+    assert_eq!(t.count("grouped").await, 5, "{}", t.name);
+    assert_eq!(sink.write(&new).await.unwrap().written, 1, "{}", t.name);
+    // A row without its key: nothing of the group either.
+    let keyless = page_batch(
+        5,
+        arrow::array::RecordBatch::try_from_iter([
+            (
+                "id",
+                std::sync::Arc::new(arrow::array::Int64Array::from(vec![None, Some(8)]))
+                    as arrow::array::ArrayRef,
+            ),
+            (
+                "name",
+                std::sync::Arc::new(arrow::array::StringArray::from(vec![Some("x"), Some("h")]))
+                    as arrow::array::ArrayRef,
+            ),
+        ])
+        .unwrap(),
+    );
+    let fine = page_batch(6, names(&[7], &[Some("g")]));
+    assert!(
+        sink.write_group(&[fine, keyless]).await.is_err(),
+        "{}",
+        t.name
+    );
+    assert_eq!(t.count("grouped").await, 6, "{}", t.name);
 }
 
 /// `{id:1},{id:null}×3,{id:2}`: the NULL-key rows are rejected with `invalid_request` (the

@@ -297,6 +297,26 @@ pub trait Sink: Send {
     /// [`ErrorClass::PayloadTooLarge`] and the engine splits it.
     async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError>;
 
+    /// How many rows the sink takes in one [`Sink::write_group`] (0: it writes one batch
+    /// at a time). The engine gathers the batches its buffer has at hand, up to about
+    /// this many rows, when a sink falls behind (a catch-up after an outage).
+    fn group_rows(&self) -> usize {
+        0
+    }
+
+    /// Writes several batches at once, all or nothing: `Ok` with one report per batch, in
+    /// order, when every one was written; `Err` when none was (a batch already written, a
+    /// row the target refuses, a target down: the caller then writes them one by one
+    /// with [`Sink::write`], which deals with each case). Never called when
+    /// [`Sink::group_rows`] is 0.
+    async fn write_group(&mut self, batches: &[Batch]) -> Result<Vec<WriteReport>, ConnectorError> {
+        let _ = batches;
+        Err(ConnectorError::new(
+            ErrorClass::Internal,
+            "this sink writes one batch at a time",
+        ))
+    }
+
     /// Checks the link: connects and runs a trivial request, returns its latency.
     async fn health(&self) -> Result<Duration, ConnectorError>;
 

@@ -21,6 +21,21 @@ pub(crate) trait Target: Send {
     fn drain_events(&mut self) -> Vec<sluice_core::ConnectorEvent> {
         Vec::new()
     }
+    /// See [`sluice_core::Sink::group_rows`]: 0, batches are handled one at a time.
+    fn group_rows(&self) -> usize {
+        0
+    }
+    /// See [`sluice_core::Sink::write_group`].
+    async fn handle_group(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<Vec<WriteReport>, ConnectorError> {
+        let _ = batches;
+        Err(ConnectorError::new(
+            ErrorClass::Internal,
+            "this target handles one batch at a time",
+        ))
+    }
 }
 
 /// The node's row of a run: its status, its counts, and the error that failed it.
@@ -255,6 +270,42 @@ impl Attempt for Handle<'_> {
     fn retry_on(&self, ctx: &NodeCtx, error: &ConnectorError) -> bool {
         !ctx.link_down && ctx.retries(error)
     }
+}
+
+/// Handles batches a sink takes at once ([`Target::handle_group`]): all of them in one
+/// write when it can, else ([`deliver`]) one by one, each by the class of its failures.
+/// A group that failed is not the outage or the refusal itself (the writes one by one
+/// find those and deal with them): nothing of it is recorded.
+pub(crate) async fn deliver_group(
+    ctx: &mut NodeCtx,
+    target: &mut dyn Target,
+    batches: Vec<Batch>,
+) -> Result<(), ConnectorError> {
+    if batches.len() > 1 && !ctx.link_down {
+        let result = target.handle_group(&batches).await;
+        let events = ctx.forward_events(target);
+        match result {
+            Ok(reports) if reports.len() == batches.len() => {
+                ctx.record_events(&events).await;
+                for (batch, report) in batches.iter().zip(reports) {
+                    ctx.stats.records_in += batch.num_rows() as i64;
+                    ctx.stats.batches += 1;
+                    ctx.written(batch, report).await?;
+                }
+                return Ok(());
+            }
+            Ok(reports) => {
+                tracing::warn!(node = %ctx.node, batches = batches.len(), reports = reports.len(), "a group write reported on the wrong number of batches; writing them one by one");
+            }
+            Err(e) => {
+                tracing::debug!(node = %ctx.node, batches = batches.len(), class = %e.class, error = %e.message, "a group write failed; writing its batches one by one");
+            }
+        }
+    }
+    for batch in batches {
+        deliver(ctx, target, batch).await?;
+    }
+    Ok(())
 }
 
 /// Handles one batch: on success or after every failure was dealt with by its

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{NodeCtx, Target, deliver, node_row};
+use crate::deliver::{NodeCtx, Target, deliver, deliver_group, node_row};
 use crate::pipeline::{NodeDef, NodeRunner, Pipeline, Task, Transform, group_name, topic_name};
 use crate::retry::{Attempt, GaveUp, Stop, retrying};
 use crate::{EngineError, Event, EventKind};
@@ -723,6 +723,21 @@ impl Executor {
                     Err(gave_up) => return Err(gave_up.error),
                 };
                 match delivery {
+                    Some(Delivery::Batch { batch, ack }) if target.group_rows() > 0 => {
+                        idle = false;
+                        let (batches, acks, poison) =
+                            gather(sub.as_mut(), batch, ack, target.group_rows()).await;
+                        deliver_group(ctx, target, batches).await?;
+                        self.check_owner()?;
+                        for ack in &acks {
+                            commit(ctx, sub.as_mut(), ack).await?;
+                        }
+                        if let Some((poison, ack)) = poison {
+                            keep_poison(ctx, &poison).await?;
+                            self.check_owner()?;
+                            commit(ctx, sub.as_mut(), &ack).await?;
+                        }
+                    }
                     Some(Delivery::Batch { batch, ack }) => {
                         idle = false;
                         deliver(ctx, target, batch).await?;
@@ -827,6 +842,39 @@ async fn commit(
             Err(e) => wait_for_buffer(ctx, e.into()).await?,
         }
     }
+}
+
+/// The batches a subscription has at hand after `first`, up to about `rows` rows in all
+/// (see [`sluice_core::Sink::group_rows`]), with their acks in order; a poison message
+/// met on the way ends the group and comes back last, to be kept after it. A failure to
+/// read more ends the group too: the next read meets it again and deals with it.
+async fn gather(
+    sub: &mut dyn Subscription,
+    first: Batch,
+    ack: sluice_buffer::AckToken,
+    rows: usize,
+) -> (
+    Vec<Batch>,
+    Vec<sluice_buffer::AckToken>,
+    Option<(sluice_buffer::PoisonMessage, sluice_buffer::AckToken)>,
+) {
+    let mut held = first.num_rows();
+    let mut batches = vec![first];
+    let mut acks = vec![ack];
+    while held < rows {
+        match sub.next_ready().await {
+            Ok(Some(Delivery::Batch { batch, ack })) => {
+                held += batch.num_rows();
+                batches.push(batch);
+                acks.push(ack);
+            }
+            Ok(Some(Delivery::Poison { poison, ack })) => {
+                return (batches, acks, Some((poison, ack)));
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    (batches, acks, None)
 }
 
 /// Batches a source keeps published but not yet acked (Kafka's acks overlap the next
@@ -1185,6 +1233,17 @@ impl Target for SinkTarget {
 
     fn drain_events(&mut self) -> Vec<sluice_core::ConnectorEvent> {
         self.sink.drain_events()
+    }
+
+    fn group_rows(&self) -> usize {
+        self.sink.group_rows()
+    }
+
+    async fn handle_group(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<Vec<WriteReport>, ConnectorError> {
+        self.sink.write_group(batches).await
     }
 }
 

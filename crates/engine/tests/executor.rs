@@ -87,6 +87,15 @@ struct Db {
 
 struct MemSink(Arc<Mutex<Db>>);
 
+/// The `id` column of the test batches.
+fn id_column(records: &RecordBatch) -> &Int64Array {
+    records
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+}
+
 #[async_trait]
 impl Sink for MemSink {
     async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
@@ -110,12 +119,7 @@ impl Sink for MemSink {
                 ..WriteReport::default()
             });
         }
-        let ids = batch
-            .records
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let ids = id_column(&batch.records);
         let mut report = WriteReport::default();
         for i in 0..ids.len() {
             let id = ids.value(i);
@@ -144,11 +148,7 @@ struct Double;
 
 impl Transform for Double {
     fn apply(&mut self, records: RecordBatch) -> Result<RecordBatch, ConnectorError> {
-        let ids = records
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
+        let ids = id_column(&records);
         let doubled: Int64Array = ids.iter().map(|v| v.map(|v| v * 2 + 1000)).collect();
         Ok(RecordBatch::try_from_iter([("id", Arc::new(doubled) as _)]).unwrap())
     }
@@ -547,4 +547,125 @@ async fn a_panic_in_a_transform_fails_the_run_instead_of_hanging_it() {
         ],
     );
     fails_for_the_panic_of(pipeline, "double").await;
+}
+
+/// A sink that takes several batches at once (`group_rows`), all or nothing, over the
+/// same fake database; its first write is slow, so the source runs ahead and the
+/// batches wait in the buffer, as after an outage.
+struct GroupSink {
+    db: Arc<Mutex<Db>>,
+    slow_first: Option<Duration>,
+    /// The batches of each group written, in order.
+    groups: Arc<Mutex<Vec<usize>>>,
+    /// Fail this many group writes (the batches are then written one by one).
+    group_failures: u32,
+}
+
+#[async_trait]
+impl Sink for GroupSink {
+    async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
+        if let Some(wait) = self.slow_first.take() {
+            tokio::time::sleep(wait).await;
+        }
+        MemSink(self.db.clone()).write(batch).await
+    }
+
+    fn group_rows(&self) -> usize {
+        25
+    }
+
+    async fn write_group(&mut self, batches: &[Batch]) -> Result<Vec<WriteReport>, ConnectorError> {
+        if self.group_failures > 0 {
+            self.group_failures -= 1;
+            return Err(ConnectorError::new(
+                ErrorClass::Dependency,
+                "the group's transaction was rolled back",
+            ));
+        }
+        let mut db = self.db.lock().unwrap();
+        if batches
+            .iter()
+            .any(|b| db.ledger.contains(b.ledger_key().as_str()))
+        {
+            return Err(ConnectorError::new(
+                ErrorClass::Internal,
+                "a batch written before",
+            ));
+        }
+        let mut reports = Vec::new();
+        for batch in batches {
+            db.ledger.insert(batch.ledger_key().to_string());
+            let ids = id_column(&batch.records);
+            db.rows.extend(ids.values().iter().copied());
+            reports.push(WriteReport {
+                written: ids.len(),
+                ..WriteReport::default()
+            });
+        }
+        self.groups.lock().unwrap().push(batches.len());
+        Ok(reports)
+    }
+
+    async fn health(&self) -> Result<Duration, ConnectorError> {
+        Ok(Duration::ZERO)
+    }
+}
+
+/// A sink that falls behind takes what waits in the buffer several batches at a time,
+/// up to its `group_rows`, and every record is written once, counted once; a group that
+/// fails is written one batch at a time, recording no failed attempt; a run after it
+/// writes nothing twice.
+#[tokio::test]
+async fn a_sink_behind_takes_batches_in_groups_and_a_failed_group_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = executor(&dir).await;
+    let db = Arc::new(Mutex::new(Db::default()));
+    let groups = Arc::new(Mutex::new(Vec::new()));
+    let build = |extra: u64, group_failures: u32| {
+        Pipeline::new(
+            "p",
+            vec![
+                pages("src", 40 + extra, 10),
+                node(
+                    "db",
+                    &["src"],
+                    NodeRunner::Sink(Box::new(GroupSink {
+                        db: db.clone(),
+                        slow_first: Some(Duration::from_millis(500)),
+                        groups: groups.clone(),
+                        group_failures,
+                    })),
+                ),
+            ],
+        )
+    };
+    let summary = exec.run(build(0, 0), Trigger::Manual).await.unwrap();
+    assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
+    assert_eq!(ids(&db), (0..400).collect());
+    let sink = summary.nodes.iter().find(|n| n.id == "db").unwrap();
+    assert_eq!(sink.counts.records_in, 400);
+    assert_eq!(sink.counts.records_out, 400);
+    assert_eq!(sink.counts.batches, 40);
+    let seen = groups.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|&n| (2..=3).contains(&n)),
+        "groups of 2 or 3 batches of 10 rows (25 rows asked): {seen:?}"
+    );
+    assert!(
+        seen.iter().sum::<usize>() >= 30,
+        "the batches that waited went in groups: {seen:?}"
+    );
+
+    // Every group fails once: the batches are written one by one, each once, and the
+    // failed group is no failed attempt of the node.
+    groups.lock().unwrap().clear();
+    let summary = exec.run(build(20, 100), Trigger::Manual).await.unwrap();
+    assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
+    assert_eq!(ids(&db), (0..600).collect());
+    assert!(groups.lock().unwrap().is_empty());
+    let sink = summary.nodes.iter().find(|n| n.id == "db").unwrap();
+    assert_eq!(sink.counts.records_out, 200);
+    assert_eq!(sink.counts.retries, 0);
+    let (_, _, attempts) = exec.store().run(&summary.run_id).await.unwrap();
+    assert!(attempts.is_empty(), "{attempts:?}");
 }

@@ -305,7 +305,42 @@ struct EmbeddedSubscription {
 #[async_trait]
 impl Subscription for EmbeddedSubscription {
     async fn next_within(&mut self, wait: Duration) -> Result<Option<Delivery>, BufferError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        self.next_until(tokio::time::Instant::now() + wait, true)
+            .await
+    }
+
+    /// What the log holds before its end is at hand; at the end nothing is written to
+    /// disk (`next_within` does that when the topic runs dry).
+    async fn next_ready(&mut self) -> Result<Option<Delivery>, BufferError> {
+        self.next_until(tokio::time::Instant::now(), false).await
+    }
+
+    /// Commits at once for this process, and on disk at most every [`COMMIT_EVERY`] (and
+    /// whenever the topic runs dry): see `TopicLog::commit_soon`.
+    async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError> {
+        let topic = self.topic.clone();
+        let group = self.group.clone();
+        let next = ack.next_offset;
+        run_blocking(move || {
+            let mut log = topic.log.lock().expect("topic log lock");
+            log.commit_soon(&group, next, COMMIT_EVERY)?;
+            log.apply_retention()
+        })
+        .await
+    }
+}
+
+/// How often a group's committed offset is written to disk while batches flow.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+impl EmbeddedSubscription {
+    /// The next delivery, waiting until `deadline` for one; when none came, the group's
+    /// offset is written to disk first if `flush_when_dry`.
+    async fn next_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        flush_when_dry: bool,
+    ) -> Result<Option<Delivery>, BufferError> {
         loop {
             if let Some(ready) = self.ready.pop_front() {
                 return Ok(Some(ready));
@@ -324,7 +359,9 @@ impl Subscription for EmbeddedSubscription {
                     // Timed out, or the log was dropped: nothing more for now (and the
                     // offset on disk is the committed one).
                     Ok(Err(_)) | Err(_) => {
-                        self.flush().await?;
+                        if flush_when_dry {
+                            self.flush().await?;
+                        }
                         return Ok(None);
                     }
                 }
@@ -370,25 +407,6 @@ impl Subscription for EmbeddedSubscription {
         }
     }
 
-    /// Commits at once for this process, and on disk at most every [`COMMIT_EVERY`] (and
-    /// whenever the topic runs dry): see `TopicLog::commit_soon`.
-    async fn commit(&mut self, ack: &AckToken) -> Result<(), BufferError> {
-        let topic = self.topic.clone();
-        let group = self.group.clone();
-        let next = ack.next_offset;
-        run_blocking(move || {
-            let mut log = topic.log.lock().expect("topic log lock");
-            log.commit_soon(&group, next, COMMIT_EVERY)?;
-            log.apply_retention()
-        })
-        .await
-    }
-}
-
-/// How often a group's committed offset is written to disk while batches flow.
-const COMMIT_EVERY: Duration = Duration::from_millis(100);
-
-impl EmbeddedSubscription {
     /// Writes the group's offset to disk if it is behind what was committed.
     async fn flush(&self) -> Result<(), BufferError> {
         let topic = self.topic.clone();

@@ -74,13 +74,13 @@ where
 /// The start of every write transaction: for the first batch of a load in `replace`
 /// (`truncate`: the statement that empties the table, and the load), empty the table and
 /// this target's ledger rows and record the load, so that the load empties it only once
-/// whatever happens after the commit; then insert the ledger row (first, so that a
-/// concurrent writer of the same batch waits on it and then finds it).
+/// whatever happens after the commit; then insert the ledger rows (first, so that a
+/// concurrent writer of the same batch waits on them and then finds them).
 pub(crate) async fn begin_write<DB>(
     conn: &mut DB::Connection,
     ep: &Endpoint,
     settings: &Settings,
-    entry: &Entry,
+    entries: &[Entry],
     truncate: Option<(&str, &str)>,
 ) -> Result<(), Failure>
 where
@@ -90,6 +90,9 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
+    let Some(first) = entries.first() else {
+        return Ok(());
+    };
     if let Some((truncate, load)) = truncate {
         sqlx::query(AssertSqlSafe(settings.ledger.clear.clone()))
             .bind(settings.target())
@@ -105,24 +108,26 @@ where
             .bind(LOAD_PARENT.to_owned())
             .bind(0i64)
             .bind(0i64)
-            .bind(entry.pipeline.clone())
-            .bind(entry.node.clone())
+            .bind(first.pipeline.clone())
+            .bind(first.node.clone())
             .execute(&mut *conn)
             .await
             .map_err(|e| ep.classify(e, "recording the load for replace"))?;
     }
-    sqlx::query(AssertSqlSafe(settings.ledger.insert.clone()))
-        .bind(settings.target())
-        .bind(entry.key.clone())
-        .bind(entry.parent.clone())
-        .bind(entry.first_row)
-        .bind(entry.rows)
-        .bind(entry.pipeline.clone())
-        .bind(entry.node.clone())
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .map_err(|e| ledger_failure(ep, e))
+    for entry in entries {
+        sqlx::query(AssertSqlSafe(settings.ledger.insert.clone()))
+            .bind(settings.target())
+            .bind(entry.key.clone())
+            .bind(entry.parent.clone())
+            .bind(entry.first_row)
+            .bind(entry.rows)
+            .bind(entry.pipeline.clone())
+            .bind(entry.node.clone())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| ledger_failure(ep, e))?;
+    }
+    Ok(())
 }
 
 /// Opens a new connection, runs `SELECT 1`, closes it; the time it took.

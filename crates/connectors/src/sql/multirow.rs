@@ -104,7 +104,7 @@ where
     let cuts = statements(&typed, rows, plan.limits, plan.insert.row_text())
         .map_err(|size| ep.too_large(size, plan.limits.max_bytes))?;
     let truncate = job.truncate.map(|load| (plan.truncate.as_str(), load));
-    db::begin_write::<DB>(&mut tx, ep, settings, job.entry, truncate).await?;
+    db::begin_write::<DB>(&mut tx, ep, settings, job.entries, truncate).await?;
     for (start, len) in cuts {
         let mut args = DB::Arguments::default();
         for row in start..start + len {

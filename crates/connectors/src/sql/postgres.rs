@@ -284,7 +284,7 @@ impl Backend for PgBackend {
             .await;
         }
         let truncate = job.truncate.map(|load| (plan.truncate.as_str(), load));
-        db::begin_write::<sqlx::Postgres>(&mut tx, ep, &self.conn.settings, job.entry, truncate)
+        db::begin_write::<sqlx::Postgres>(&mut tx, ep, &self.conn.settings, job.entries, truncate)
             .await?;
         if let Some((create, _)) = &plan.stage {
             tx.execute(AssertSqlSafe(create.clone()))

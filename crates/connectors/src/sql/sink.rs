@@ -12,6 +12,10 @@
 //!    database refuses is bisected until the bad rows are isolated: the good parts are
 //!    written, each with the ledger key of its slice, and the bad rows are returned in
 //!    [`WriteReport::rejected`].
+//!
+//! `write_group(batches)` (a sink catching up): the batches' rows in one transaction, one
+//! ledger row each, when that is plain (all new, one layout, whole keys); else nothing,
+//! and the engine calls `write` for each.
 
 use super::config::{Dialect, SchemaPolicy, SqlSinkConfig, WriteMode};
 use super::db;
@@ -142,7 +146,9 @@ pub(crate) struct TableColumn {
 
 /// One transaction's worth of work.
 pub(crate) struct Job<'a> {
-    pub(crate) entry: &'a Entry,
+    /// The ledger rows of what the rows are: one batch's, or several batches' written
+    /// together (their rows one after the other in `columns`).
+    pub(crate) entries: &'a [Entry],
     pub(crate) columns: &'a [Column],
     /// Empty the table (and its ledger entries) first and record this load (its id): the
     /// first write of a load in `replace`.
@@ -496,7 +502,7 @@ impl<B: Backend> SqlSink<B> {
                     ErrorClass::Dependency,
                     format!(
                         "writing {} rows to {} took longer than {:?} (`write_timeout_ms`); the write can be retried: the ledger keeps it from being applied twice",
-                        job.entry.rows,
+                        job.entries.iter().map(|e| e.rows).sum::<i64>(),
                         self.backend.endpoint().describe(),
                         self.write_timeout
                     ),
@@ -576,7 +582,7 @@ impl<B: Backend> SqlSink<B> {
                 _ => None,
             };
             let job = Job {
-                entry: &entry,
+                entries: std::slice::from_ref(&entry),
                 columns: &part_columns,
                 truncate,
             };
@@ -638,6 +644,100 @@ impl<B: Backend> SqlSink<B> {
             report.duplicate = true;
         }
         Ok(report)
+    }
+
+    /// Several batches in one transaction (see [`Sink::write_group`]): one COPY or one set
+    /// of statements for all their rows, one ledger row each, one commit. Only when it is
+    /// plain: every batch new to the ledger, of one column layout, with whole keys;
+    /// anything else is `Err`, and the engine writes the batches one by one, which deals
+    /// with each case. A failed group rejects nothing: the writes one by one do.
+    async fn write_grouped(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<Vec<WriteReport>, ConnectorError> {
+        let not_now = |why: &str| {
+            ConnectorError::new(
+                ErrorClass::Internal,
+                format!("not written as one group: {why}"),
+            )
+        };
+        let mut parts: Vec<Vec<Column>> = Vec::with_capacity(batches.len());
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                return Err(not_now("an empty batch"));
+            }
+            let mut columns = types::normalize(&batch.records).map_err(|e| self.contract(e))?;
+            self.map_names(&mut columns).await?;
+            if parts
+                .first()
+                .is_some_and(|first| layout_key(first) != layout_key(&columns))
+            {
+                return Err(not_now("batches of different column layouts"));
+            }
+            let s = self.settings();
+            if columns
+                .iter()
+                .any(|c| s.is_key(&c.name) && c.array.null_count() > 0)
+            {
+                return Err(not_now("a row without its key"));
+            }
+            parts.push(columns);
+        }
+        let plan = self.prepare(&parts[0]).await?;
+        let mut entries = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let (parent, base) = ledger::parent_and_base(batch);
+            let covered = self
+                .backend
+                .covered(&parent)
+                .await
+                .map_err(Failure::into_error)?;
+            if ledger::uncovered(base, batch.num_rows(), &covered) != [(0, batch.num_rows())] {
+                return Err(not_now("a batch written before"));
+            }
+            entries.push(Entry::of(batch));
+        }
+        // What each batch alone would write: its rows, less its own repeated keys (an
+        // upsert writes the last of them).
+        let mut written = Vec::with_capacity(parts.len());
+        let mut joined: Vec<Column> = Vec::with_capacity(parts[0].len());
+        for (i, first) in parts[0].iter().enumerate() {
+            let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[i].array.as_ref()).collect();
+            let array = arrow::compute::concat(&arrays).map_err(|e| not_now(&e.to_string()))?;
+            joined.push(Column {
+                name: first.name.clone(),
+                kind: first.kind,
+                array,
+            });
+        }
+        let rows = joined.first().map_or(0, |c| c.array.len());
+        let joined = self.dedupe(joined)?;
+        let all_written = joined.first().map_or(0, |c| c.array.len());
+        for (part, batch) in parts.into_iter().zip(batches) {
+            let kept = if all_written == rows {
+                batch.num_rows()
+            } else {
+                self.dedupe(part)?.first().map_or(0, |c| c.array.len())
+            };
+            written.push(kept);
+        }
+        let job = Job {
+            entries: &entries,
+            columns: &joined,
+            truncate: None,
+        };
+        match self.write_once(&plan, &job).await {
+            Ok(_) => Ok(written
+                .into_iter()
+                .map(|written| WriteReport {
+                    written,
+                    ..WriteReport::default()
+                })
+                .collect()),
+            Err(Failure::AlreadyWritten) => Err(not_now("a batch written meanwhile")),
+            Err(Failure::TooLarge(e) | Failure::Rows(e)) => Err(not_now(&e.message)),
+            Err(Failure::Conflict(e) | Failure::Fatal(e)) => Err(e),
+        }
     }
 
     /// `replace`: whether this write must empty the table first: the first write of a
@@ -772,6 +872,11 @@ impl<B: Backend> SqlSink<B> {
     }
 }
 
+/// About how many rows a group write takes (see [`Sink::write_group`]): ten pages of a
+/// typical API. Enough to spread a transaction's fixed costs (the ledger lookups, the
+/// staging table, the commit's flush) thin; small enough to hold in memory twice.
+const GROUP_ROWS: usize = 10_000;
+
 /// A key for a column layout: names and kinds.
 fn layout_key(columns: &[Column]) -> String {
     let mut key = String::new();
@@ -824,6 +929,24 @@ impl<B: Backend> Sink for SqlSink<B> {
         };
         self.suspect = matches!(&result, Err(e) if e.class == ErrorClass::Dependency);
         result
+    }
+
+    fn group_rows(&self) -> usize {
+        match self.settings().mode {
+            // Its first write empties the table, once per load: one batch at a time.
+            WriteMode::Replace => 0,
+            WriteMode::Append | WriteMode::Upsert => GROUP_ROWS,
+        }
+    }
+
+    async fn write_group(&mut self, batches: &[Batch]) -> Result<Vec<WriteReport>, ConnectorError> {
+        if self.suspect {
+            return Err(ConnectorError::new(
+                ErrorClass::Dependency,
+                "the database failed the last write: one batch at a time until one succeeds",
+            ));
+        }
+        self.write_grouped(batches).await
     }
 
     async fn health(&self) -> Result<Duration, ConnectorError> {

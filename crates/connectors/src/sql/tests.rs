@@ -139,7 +139,10 @@ impl Backend for Fake {
             s.ledger.clear();
             s.load = Some(load.to_owned());
         }
-        if s.ledger.iter().any(|e| e.key == job.entry.key) {
+        if s.ledger
+            .iter()
+            .any(|e| job.entries.iter().any(|j| j.key == e.key))
+        {
             return Err(Failure::AlreadyWritten);
         }
         let Typed::Int64(ids) = job.columns[0].typed() else {
@@ -165,7 +168,7 @@ impl Backend for Fake {
                 None => s.rows.push(row),
             }
         }
-        s.ledger.push(job.entry.clone());
+        s.ledger.extend(job.entries.iter().cloned());
         Ok(ids.len())
     }
 }
