@@ -55,7 +55,11 @@ pub fn open_buffer(plan: &Plan, ctx: &BuildContext) -> Result<Arc<dyn Buffer>, B
                     spec::FsyncPolicy::Interval(every) => FsyncPolicy::Interval(every.value.get()),
                 },
                 max_message_bytes: e.max_message_size.value.bytes() as usize,
-                format: WireFormat::ArrowZstd,
+                format: match e.compression {
+                    spec::LogCompression::None => WireFormat::Arrow,
+                    spec::LogCompression::Lz4 => WireFormat::ArrowLz4,
+                    spec::LogCompression::Zstd => WireFormat::ArrowZstd,
+                },
             };
             Ok(Arc::new(EmbeddedLog::open_for(
                 ctx.base_dir.join(&e.path),
@@ -262,5 +266,80 @@ pub fn gate_spec(plan: &Plan, ctx: &BuildContext) -> crate::gate::GateSpec {
         buffer_link: crate::health::buffer_link(&plan.buffer, &ctx),
         probes,
         file: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{RecordBatch, StringArray};
+    use sluice_core::{Batch, SourcePosition};
+
+    /// The bytes the embedded log holds after one batch of repetitive text, written with
+    /// `compression: <compression>`.
+    async fn log_bytes(compression: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "pipeline: p\nbuffer: {{ embedded: {{ compression: {compression} }} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
+        );
+        let plan = sluice_config::validate(
+            &text,
+            &sluice_config::Env::new(),
+            sluice_connectors::registry(),
+        )
+        .unwrap();
+        let mut ctx = BuildContext::default();
+        ctx.base_dir = dir.path().to_owned();
+        let buffer = open_buffer(&plan, &ctx).unwrap();
+        let names: Vec<String> = (0..2_000)
+            .map(|i| format!("order {} of many", i % 7))
+            .collect();
+        let records = RecordBatch::try_from_iter([(
+            "name",
+            std::sync::Arc::new(StringArray::from(names)) as _,
+        )])
+        .unwrap();
+        let batch = Batch::new("p", "api", SourcePosition::page(0), records);
+        buffer.publish("p.api", &batch).await.unwrap();
+        drop(buffer);
+        let mut bytes = Vec::new();
+        for entry in walkdir(dir.path()) {
+            bytes.extend(std::fs::read(entry).unwrap());
+        }
+        bytes
+    }
+
+    fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walkdir(&path));
+            } else if path.extension().is_some_and(|e| e == "log") {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    fn holds(bytes: &[u8], text: &str) -> bool {
+        bytes.windows(text.len()).any(|w| w == text.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn the_embedded_logs_compression_is_the_one_configured() {
+        let zstd = log_bytes("zstd").await;
+        let lz4 = log_bytes("lz4").await;
+        let none = log_bytes("none").await;
+        assert!(holds(&zstd, "arrow+zstd") && !holds(&zstd, "arrow+lz4"));
+        assert!(holds(&lz4, "arrow+lz4") && !holds(&lz4, "arrow+zstd"));
+        assert!(!holds(&none, "arrow+zstd") && !holds(&none, "arrow+lz4"));
+        assert!(
+            none.len() > 2 * zstd.len() && none.len() > 2 * lz4.len(),
+            "none {} bytes, zstd {}, lz4 {}",
+            none.len(),
+            zstd.len(),
+            lz4.len()
+        );
     }
 }

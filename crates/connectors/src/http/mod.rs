@@ -127,13 +127,9 @@ impl __BenchPages {
         if self.converter.check(&extracted.records).is_some() {
             self.converter.evolve(&extracted.records);
         }
-        let digests: Vec<blake3::Hash> = extracted
-            .records
-            .iter()
-            .map(|r| blake3::hash(&serde_json::to_vec(r).unwrap_or_default()))
-            .collect();
+        let texts = records::RecordTexts::of(&extracted.records);
         let converted = self.converter.convert(extracted.records, extracted.exact)?;
-        debug_assert_eq!(digests.len(), converted.batch.num_rows());
+        debug_assert_eq!(texts.len(), converted.batch.num_rows());
         Ok(converted.batch.num_rows())
     }
 }

@@ -13,6 +13,77 @@ use std::sync::Arc;
 mod fast;
 pub(crate) use fast::{FastPage, RawAt, RawPage, locate};
 
+/// The records of a page as a batch id hashes them: each one's JSON text as `serde_json`
+/// writes its `Value` (compact, keys in order; the same record gives the same text on
+/// every read), one after the other, each behind its length. One blake3 over the page,
+/// not one per record: blake3 hashes an input of several KiB on all its SIMD lanes at
+/// once, a 500-byte record on one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RecordTexts {
+    bytes: Vec<u8>,
+    /// Where each record (its length, then its text) starts in `bytes`.
+    starts: Vec<usize>,
+}
+
+impl RecordTexts {
+    pub(crate) fn with_capacity(bytes: usize, records: usize) -> RecordTexts {
+        RecordTexts {
+            bytes: Vec::with_capacity(bytes),
+            starts: Vec::with_capacity(records),
+        }
+    }
+
+    /// The general path's: each record written by `serde_json`.
+    pub(crate) fn of(records: &[Value]) -> RecordTexts {
+        let mut texts = RecordTexts::with_capacity(records.len() * 512, records.len());
+        for record in records {
+            let start = texts.open();
+            // Serializing a JSON value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut texts.bytes, record);
+            texts.close(start);
+        }
+        texts
+    }
+
+    /// Adds a record's text (the fast path's, equal to what `serde_json` writes).
+    pub(crate) fn push(&mut self, text: &[u8]) {
+        let start = self.open();
+        self.bytes.extend_from_slice(text);
+        self.close(start);
+    }
+
+    fn open(&mut self) -> usize {
+        let start = self.bytes.len();
+        self.starts.push(start);
+        self.bytes.extend_from_slice(&[0; 8]);
+        start
+    }
+
+    fn close(&mut self, start: usize) {
+        let len = (self.bytes.len() - start - 8) as u64;
+        self.bytes[start..start + 8].copy_from_slice(&len.to_le_bytes());
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Feeds the records `delivered` marks to `hasher`: the whole page at once when that
+    /// is all of them.
+    pub(crate) fn hash_into(&self, hasher: &mut blake3::Hasher, delivered: &[bool]) {
+        if delivered.iter().all(|d| *d) {
+            hasher.update(&self.bytes);
+            return;
+        }
+        for (i, _) in delivered.iter().enumerate().filter(|(_, d)| **d) {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
+            if let Some(record) = self.starts.get(i).and_then(|&s| self.bytes.get(s..end)) {
+                hasher.update(record);
+            }
+        }
+    }
+}
+
 /// Where the records are, compiled.
 pub(crate) enum RecordsAt {
     Root,

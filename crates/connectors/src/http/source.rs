@@ -12,7 +12,8 @@ use super::origin::{Origins, origin_text};
 use super::pagination::{PageMeta, Pager, Position};
 use super::ratelimit::Limiter;
 use super::records::{
-    BadRecord, Converter, ExtractError, FastPage, RawAt, RecordsAt, extract, field, locate,
+    BadRecord, Converter, ExtractError, FastPage, RawAt, RecordTexts, RecordsAt, extract, field,
+    locate,
 };
 use super::template::{render_json, render_str};
 use crate::watermark::{Guard, Kind, newer};
@@ -508,15 +509,15 @@ impl HttpSource {
             let page = self.page_at(fast.batch.num_rows(), doc.as_ref(), &f, label);
             let FastPage {
                 batch,
-                digests,
+                texts,
                 watermarks,
             } = fast;
             self.learn_watermark(watermarks.iter(), &page.label);
             self.advance(&page);
-            let delivered = vec![true; digests.len()];
+            let delivered = vec![true; texts.len()];
             let out = match batch.num_rows() {
                 0 => Vec::new(),
-                _ => self.batches(batch, &digests, &delivered, &page, f.body.len()),
+                _ => self.batches(batch, &texts, &delivered, &page, f.body.len()),
             };
             self.stop_at_max_pages(&page);
             return Ok(Some(out));
@@ -547,7 +548,7 @@ impl HttpSource {
         }
         // What the batch id hashes: each record as read (never the envelope around them,
         // which may carry a request id or a timestamp that differs on every response).
-        let digests: Vec<blake3::Hash> = records.iter().map(record_digest).collect();
+        let texts = RecordTexts::of(&records);
         let converted = self.arrow_of(std::mem::take(&mut records), exact, &places, &page, &f);
         let (batch, delivered) = match converted {
             Ok(x) => x,
@@ -559,7 +560,7 @@ impl HttpSource {
         };
         self.advance(&page);
         let out = match batch.filter(|b| b.num_rows() > 0) {
-            Some(records) => self.batches(records, &digests, &delivered, &page, f.body.len()),
+            Some(records) => self.batches(records, &texts, &delivered, &page, f.body.len()),
             None => Vec::new(),
         };
         self.stop_at_max_pages(&page);
@@ -788,7 +789,7 @@ impl HttpSource {
     fn batches(
         &self,
         records: arrow::array::RecordBatch,
-        digests: &[blake3::Hash],
+        texts: &RecordTexts,
         delivered: &[bool],
         page: &PageAt,
         body_bytes: usize,
@@ -797,9 +798,7 @@ impl HttpSource {
         // schema is left out on purpose: it depends on the pages read before in the
         // run, so a page re-read after a resume would otherwise change its id.
         let mut hasher = blake3::Hasher::new();
-        for (digest, _) in digests.iter().zip(delivered).filter(|(_, d)| **d) {
-            hasher.update(digest.as_bytes());
-        }
+        texts.hash_into(&mut hasher, delivered);
         hasher.update(&serde_json::to_vec(&self.cfg.schema).unwrap_or_default());
         hasher.update(&serde_json::to_vec(&self.cfg.nested).unwrap_or_default());
         if let Some(only) = &self.only {
@@ -1299,14 +1298,6 @@ fn shown_params(config: &HttpSourceConfig) -> Vec<String> {
         out.push(p);
     }
     out
-}
-
-/// A record's hash, from its JSON (the same record gives the same hash on every read).
-fn record_digest(record: &Value) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new();
-    // Writing into a hasher cannot fail, nor can serializing a JSON value.
-    let _ = serde_json::to_writer(&mut hasher, record);
-    hasher.finalize()
 }
 
 #[async_trait]

@@ -15,7 +15,7 @@
 //! [`FastColumns::convert`] answer `None`, and the page takes the general path, which
 //! applies the schema policy and the bad-record policy as it always did.
 
-use super::{EXACT_MARK, Shape, marked, may_round, parse, settle, unmark_all};
+use super::{EXACT_MARK, RecordTexts, Shape, marked, may_round, parse, settle, unmark_all};
 use arrow::array::timezone::Tz;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
@@ -420,12 +420,15 @@ fn canonical_value(t: &[u8], at: &mut usize, depth: usize, scratch: &mut Vec<u8>
             if may_round(token.as_bytes()) {
                 return false;
             }
-            // Written back as `serde_json` writes the number it parses.
-            let Ok(v) = serde_json::from_str::<Value>(token) else {
+            // Written back as `serde_json` writes the number it parses (not an integer:
+            // a float, correctly rounded by both parsers; out of range is not canonical).
+            let Ok(v) = token.parse::<f64>() else {
                 return false;
             };
             scratch.clear();
-            serde_json::to_writer(&mut *scratch, &v).is_ok() && scratch == token.as_bytes()
+            v.is_finite()
+                && serde_json::to_writer(&mut *scratch, &v).is_ok()
+                && scratch == token.as_bytes()
         }
         _ => false,
     }
@@ -618,8 +621,8 @@ pub(crate) struct FastColumns {
 /// A page the fast path built.
 pub(crate) struct FastPage {
     pub(crate) batch: RecordBatch,
-    /// Each record's digest (as `record_digest` of the general path).
-    pub(crate) digests: Vec<blake3::Hash>,
+    /// Each record's JSON text, as the general path's `RecordTexts::of` has it.
+    pub(crate) texts: RecordTexts,
     /// The value of the incremental field in each record that has it.
     pub(crate) watermarks: Vec<Value>,
 }
@@ -694,7 +697,7 @@ impl FastColumns {
         let mut builders = self.builders(rows, body_bytes);
         let mut slots: Vec<Option<usize>> = vec![None; self.names.len()];
         let mut seen = vec![false; self.names.len()];
-        let mut digests = Vec::with_capacity(rows);
+        let mut texts_of_records = RecordTexts::with_capacity(body_bytes, rows);
         let mut watermarks = Vec::new();
         let (mark_top, mark_rest) = match watermark {
             Some(p) => match p.split_once('.') {
@@ -708,11 +711,23 @@ impl FastColumns {
         let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
         let mut scratch = Vec::with_capacity(1024);
         let mut order = Vec::new();
+        // The column of each member of the record before: records of a page mostly list
+        // their fields in one order, so a member's column is looked up once, not compared
+        // with every column's name.
+        let mut guess: Vec<usize> = Vec::new();
         for members in page.records() {
             slots.iter_mut().for_each(|s| *s = None);
             let mut mark = None;
+            guess.resize(members.len(), usize::MAX);
             for (m, (k, v)) in members.iter().enumerate() {
-                match self.names.iter().position(|n| *n == k.0) {
+                let column = match self.names.get(guess[m]) {
+                    Some(n) if *n == k.0 => Some(guess[m]),
+                    _ => self.names.iter().position(|n| *n == k.0),
+                };
+                if let Some(i) = column {
+                    guess[m] = i;
+                }
+                match column {
                     Some(i) => {
                         slots[i] = Some(m);
                         seen[i] = true;
@@ -770,7 +785,7 @@ impl FastColumns {
                 }
             }
             scratch.push(b'}');
-            digests.push(blake3::hash(&scratch));
+            texts_of_records.push(&scratch);
             if let Some(m) = mark {
                 let v = value_of(m)?;
                 let v = match mark_rest {
@@ -789,7 +804,7 @@ impl FastColumns {
         let batch = RecordBatch::try_new(self.schema.clone(), columns).ok()?;
         Some(FastPage {
             batch,
-            digests,
+            texts: texts_of_records,
             watermarks,
         })
     }
@@ -1093,11 +1108,7 @@ mod tests {
                 fast_taken.push(false);
                 continue;
             }
-            let digests: Vec<blake3::Hash> = e
-                .records
-                .iter()
-                .map(|r| blake3::hash(&serde_json::to_vec(r).unwrap()))
-                .collect();
+            let texts = super::RecordTexts::of(&e.records);
             let watermarks: Vec<Value> = e
                 .records
                 .iter()
@@ -1108,7 +1119,7 @@ mod tests {
                 Some(fast) => {
                     assert!(slow.bad.is_empty(), "{body}");
                     assert_eq!(fast.batch, slow.batch, "{body}");
-                    assert_eq!(fast.digests, digests, "{body}");
+                    assert_eq!(fast.texts, texts, "{body}");
                     assert_eq!(fast.watermarks, watermarks, "{body}");
                     fast_taken.push(true);
                 }
