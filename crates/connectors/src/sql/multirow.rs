@@ -99,29 +99,36 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let typed: Vec<Typed<'_>> = job.columns.iter().map(Column::typed).collect();
-    let rows = job.columns.first().map_or(0, |c| c.array.len());
-    let cuts = statements(&typed, rows, plan.limits, plan.insert.row_text())
-        .map_err(|size| ep.too_large(size, plan.limits.max_bytes))?;
+    // Each part its statements (a part's rows are cut to the limits on their own).
+    let mut work = Vec::with_capacity(job.parts.len());
+    for columns in job.parts {
+        let typed: Vec<Typed<'_>> = columns.iter().map(Column::typed).collect();
+        let rows = columns.first().map_or(0, |c| c.array.len());
+        let cuts = statements(&typed, rows, plan.limits, plan.insert.row_text())
+            .map_err(|size| ep.too_large(size, plan.limits.max_bytes))?;
+        work.push((typed, cuts));
+    }
     let truncate = job.truncate.map(|load| (plan.truncate.as_str(), load));
     db::begin_write::<DB>(&mut tx, ep, settings, job.entries, truncate).await?;
-    for (start, len) in cuts {
-        let mut args = DB::Arguments::default();
-        for row in start..start + len {
-            for (t, kind) in typed.iter().zip(&plan.kinds) {
-                let value = t.value(row).map_err(|p| ep.bad_value(p))?;
-                bind(&mut args, value, *kind).map_err(|p| ep.bad_value(p))?;
+    for (typed, cuts) in &work {
+        for &(start, len) in cuts {
+            let mut args = DB::Arguments::default();
+            for row in start..start + len {
+                for (t, kind) in typed.iter().zip(&plan.kinds) {
+                    let value = t.value(row).map_err(|p| ep.bad_value(p))?;
+                    bind(&mut args, value, *kind).map_err(|p| ep.bad_value(p))?;
+                }
             }
+            sqlx::query_with(AssertSqlSafe(plan.insert.statement(len)), args)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| ep.classify(e, "inserting rows"))?;
         }
-        sqlx::query_with(AssertSqlSafe(plan.insert.statement(len)), args)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| ep.classify(e, "inserting rows"))?;
     }
     tx.commit()
         .await
         .map_err(|e| ep.classify(e, "committing"))?;
-    Ok(rows)
+    Ok(super::sink::rows_of(job.parts))
 }
 
 /// The bounds of one statement.

@@ -77,7 +77,7 @@ impl PgBackend {
     }
 
     /// Whether the job is large enough for `COPY` (see [`COPY_MIN_BYTES`]).
-    fn worth_a_copy(&self, columns: &[Column]) -> bool {
+    fn worth_a_copy(&self, parts: &[Vec<Column>]) -> bool {
         let capped = self
             .conn
             .settings
@@ -91,13 +91,15 @@ impl PgBackend {
         if capped {
             return false;
         }
-        let typed: Vec<Typed<'_>> = columns.iter().map(Column::typed).collect();
-        let rows = columns.first().map_or(0, |c| c.array.len());
         let mut bytes = 0;
-        for row in 0..rows {
-            bytes += 2 + typed.iter().map(|t| copy_size(t, row)).sum::<usize>();
-            if bytes >= COPY_MIN_BYTES {
-                return true;
+        for columns in parts {
+            let typed: Vec<Typed<'_>> = columns.iter().map(Column::typed).collect();
+            let rows = columns.first().map_or(0, |c| c.array.len());
+            for row in 0..rows {
+                bytes += 2 + typed.iter().map(|t| copy_size(t, row)).sum::<usize>();
+                if bytes >= COPY_MIN_BYTES {
+                    return true;
+                }
             }
         }
         false
@@ -272,7 +274,7 @@ impl Backend for PgBackend {
             .begin()
             .await
             .map_err(|e| ep.classify(e, "starting a transaction"))?;
-        if !self.worth_a_copy(job.columns) {
+        if !self.worth_a_copy(job.parts) {
             return multirow::write::<sqlx::Postgres>(
                 tx,
                 ep,
@@ -291,7 +293,7 @@ impl Backend for PgBackend {
                 .await
                 .map_err(|e| ep.classify(e, "creating the staging table"))?;
         }
-        let rows = copy_rows(&mut tx, plan, job.columns, &self.conn.settings, ep).await?;
+        let rows = copy_rows(&mut tx, plan, job.parts, &self.conn.settings, ep).await?;
         if let Some((_, insert)) = &plan.stage {
             tx.execute(AssertSqlSafe(insert.clone()))
                 .await
@@ -304,17 +306,26 @@ impl Backend for PgBackend {
     }
 }
 
-/// Sends the job's rows with one or more binary `COPY` commands (each within the
-/// statement limits). Returns the rows sent.
+/// Sends the job's rows, part after part, with one or more binary `COPY` commands (each
+/// within the statement limits). Returns the rows sent.
 async fn copy_rows(
     conn: &mut PgConnection,
     plan: &PgPlan,
-    columns: &[Column],
+    parts: &[Vec<Column>],
     settings: &Settings,
     ep: &Endpoint,
 ) -> Result<usize, Failure> {
-    let rows = columns.first().map_or(0, |c| c.array.len());
-    let typed: Vec<Typed<'_>> = columns.iter().map(Column::typed).collect();
+    let rows = super::sink::rows_of(parts);
+    let typed: Vec<Vec<Typed<'_>>> = parts
+        .iter()
+        .map(|columns| columns.iter().map(Column::typed).collect())
+        .collect();
+    let lens: Vec<usize> = parts
+        .iter()
+        .map(|p| p.first().map_or(0, |c| c.array.len()))
+        .collect();
+    // Row `row` of the job is row `at.1` of part `at.0`.
+    let mut at = (0usize, 0usize);
     let max_rows = settings.max_rows.unwrap_or(usize::MAX);
     let max_bytes = settings.max_bytes.unwrap_or(usize::MAX);
     let mut row = 0;
@@ -335,8 +346,11 @@ async fn copy_rows(
             row += 1;
         }
         while row < rows && in_copy < max_rows {
+            while at.1 >= lens[at.0] {
+                at = (at.0 + 1, 0);
+            }
             let start = buf.len();
-            if let Err(problem) = encode_row(&mut buf, &typed, &plan.kinds, row) {
+            if let Err(problem) = encode_row(&mut buf, &typed[at.0], &plan.kinds, at.1) {
                 let _ = copy.abort(problem.clone()).await;
                 return Err(ep.bad_value(problem));
             }
@@ -347,11 +361,13 @@ async fn copy_rows(
             }
             if copy_bytes + size > max_bytes && in_copy > 0 {
                 carry = buf.split_off(start);
+                at.1 += 1;
                 break;
             }
             copy_bytes += size;
             in_copy += 1;
             row += 1;
+            at.1 += 1;
             if buf.len() >= SEND_CHUNK {
                 copy.send(std::mem::take(&mut buf))
                     .await

@@ -149,7 +149,9 @@ pub(crate) struct Job<'a> {
     /// The ledger rows of what the rows are: one batch's, or several batches' written
     /// together (their rows one after the other in `columns`).
     pub(crate) entries: &'a [Entry],
-    pub(crate) columns: &'a [Column],
+    /// The rows, in parts of one column layout (one batch's, or a group's batches' one
+    /// after the other, not copied into one).
+    pub(crate) parts: &'a [Vec<Column>],
     /// Empty the table (and its ledger entries) first and record this load (its id): the
     /// first write of a load in `replace`.
     pub(crate) truncate: Option<&'a str>,
@@ -571,7 +573,7 @@ impl<B: Backend> SqlSink<B> {
                 .iter()
                 .map(|c| c.slice(off, part.num_rows()))
                 .collect();
-            let part_columns = match self.dedupe(part_columns) {
+            let part_columns = match self.dedupe(vec![part_columns]) {
                 Ok(c) => c,
                 Err(e) => return Err(e),
             };
@@ -583,7 +585,7 @@ impl<B: Backend> SqlSink<B> {
             };
             let job = Job {
                 entries: std::slice::from_ref(&entry),
-                columns: &part_columns,
+                parts: &part_columns,
                 truncate,
             };
             match self.write_once(&plan, &job).await {
@@ -699,31 +701,19 @@ impl<B: Backend> SqlSink<B> {
         }
         // What each batch alone would write: its rows, less its own repeated keys (an
         // upsert writes the last of them).
+        let rows: usize = batches.iter().map(Batch::num_rows).sum();
+        let kept = self.dedupe(parts.clone())?;
         let mut written = Vec::with_capacity(parts.len());
-        let mut joined: Vec<Column> = Vec::with_capacity(parts[0].len());
-        for (i, first) in parts[0].iter().enumerate() {
-            let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[i].array.as_ref()).collect();
-            let array = arrow::compute::concat(&arrays).map_err(|e| not_now(&e.to_string()))?;
-            joined.push(Column {
-                name: first.name.clone(),
-                kind: first.kind,
-                array,
-            });
-        }
-        let rows = joined.first().map_or(0, |c| c.array.len());
-        let joined = self.dedupe(joined)?;
-        let all_written = joined.first().map_or(0, |c| c.array.len());
         for (part, batch) in parts.into_iter().zip(batches) {
-            let kept = if all_written == rows {
+            written.push(if rows_of(&kept) == rows {
                 batch.num_rows()
             } else {
-                self.dedupe(part)?.first().map_or(0, |c| c.array.len())
-            };
-            written.push(kept);
+                rows_of(&self.dedupe(vec![part])?)
+            });
         }
         let job = Job {
             entries: &entries,
-            columns: &joined,
+            parts: &kept,
             truncate: None,
         };
         match self.write_once(&plan, &job).await {
@@ -818,58 +808,78 @@ impl<B: Backend> SqlSink<B> {
         good
     }
 
-    /// `upsert`: keeps the last row of each key, so that one statement never touches a row
-    /// twice (PostgreSQL refuses that). Other modes: unchanged.
-    fn dedupe(&self, columns: Vec<Column>) -> Result<Vec<Column>, ConnectorError> {
+    /// `upsert`: keeps the last row of each key across the parts (in their order), so that
+    /// one statement never touches a row twice (PostgreSQL refuses that). Other modes:
+    /// unchanged. A part that keeps every row is not copied.
+    fn dedupe(&self, parts: Vec<Vec<Column>>) -> Result<Vec<Vec<Column>>, ConnectorError> {
         let s = self.settings();
-        if s.mode != WriteMode::Upsert || columns.first().is_none_or(|c| c.array.len() < 2) {
-            return Ok(columns);
+        if s.mode != WriteMode::Upsert || rows_of(&parts) < 2 {
+            return Ok(parts);
         }
-        let keys: Vec<&Column> = columns.iter().filter(|c| s.is_key(&c.name)).collect();
         let internal = |e: arrow::error::ArrowError| {
             ConnectorError::new(
                 ErrorClass::Internal,
                 format!("cannot compare the key columns: {e}"),
             )
         };
-        let fields = keys
+        let key_arrays = |part: &[Column]| -> Vec<ArrayRef> {
+            part.iter()
+                .filter(|c| s.is_key(&c.name))
+                .map(|c| c.array.clone())
+                .collect()
+        };
+        let fields = key_arrays(&parts[0])
             .iter()
-            .map(|c| SortField::new(c.array.data_type().clone()))
+            .map(|a| SortField::new(a.data_type().clone()))
             .collect();
         let converter = RowConverter::new(fields).map_err(internal)?;
-        let arrays: Vec<ArrayRef> = keys.iter().map(|c| c.array.clone()).collect();
-        let rows = converter.convert_columns(&arrays).map_err(internal)?;
-        // Sort the row numbers by key (byte comparisons of the row format), then keep the
-        // last row of each run of equal keys.
-        let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            rows.row(a as usize)
-                .cmp(&rows.row(b as usize))
-                .then(a.cmp(&b))
-        });
-        let mut keep: Vec<u32> = Vec::with_capacity(order.len());
-        for (i, &at) in order.iter().enumerate() {
-            let next_is_same = order
-                .get(i + 1)
-                .is_some_and(|&n| rows.row(n as usize) == rows.row(at as usize));
-            if !next_is_same {
-                keep.push(at);
+        let keys = parts
+            .iter()
+            .map(|part| converter.convert_columns(&key_arrays(part)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        // Sort (part, row) by key (byte comparisons of the row format), then by place, and
+        // keep the last of each run of equal keys.
+        let row = |&(p, r): &(u32, u32)| keys[p as usize].row(r as usize);
+        let mut order: Vec<(u32, u32)> = keys
+            .iter()
+            .enumerate()
+            .flat_map(|(p, k)| (0..k.num_rows() as u32).map(move |r| (p as u32, r)))
+            .collect();
+        order.sort_unstable_by(|a, b| row(a).cmp(&row(b)).then(a.cmp(b)));
+        let mut keep: Vec<Vec<u32>> = vec![Vec::new(); parts.len()];
+        for (i, at) in order.iter().enumerate() {
+            if order.get(i + 1).is_none_or(|next| row(next) != row(at)) {
+                keep[at.0 as usize].push(at.1);
             }
         }
-        if keep.len() == order.len() {
-            return Ok(columns);
-        }
-        keep.sort_unstable();
-        let indices = UInt32Array::from(keep);
-        columns
+        parts
             .into_iter()
-            .map(|c| {
-                let array =
-                    arrow::compute::take(c.array.as_ref(), &indices, None).map_err(internal)?;
-                Ok(Column { array, ..c })
+            .zip(keep)
+            .map(|(part, mut keep)| {
+                if keep.len() == part.first().map_or(0, |c| c.array.len()) {
+                    return Ok(part);
+                }
+                keep.sort_unstable();
+                let indices = UInt32Array::from(keep);
+                part.into_iter()
+                    .map(|c| {
+                        let array = arrow::compute::take(c.array.as_ref(), &indices, None)
+                            .map_err(internal)?;
+                        Ok(Column { array, ..c })
+                    })
+                    .collect()
             })
             .collect()
     }
+}
+
+/// The rows of parts of one column layout.
+pub(crate) fn rows_of(parts: &[Vec<Column>]) -> usize {
+    parts
+        .iter()
+        .map(|p| p.first().map_or(0, |c| c.array.len()))
+        .sum()
 }
 
 /// About how many rows a group write takes (see [`Sink::write_group`]): ten pages of a

@@ -145,31 +145,35 @@ impl Backend for Fake {
         {
             return Err(Failure::AlreadyWritten);
         }
-        let Typed::Int64(ids) = job.columns[0].typed() else {
-            panic!("id is not int64")
-        };
-        let Typed::Text(names) = job.columns[1].typed() else {
-            panic!("name is not text")
-        };
-        if ids.len() > self.max_rows {
+        let mut rows = Vec::new();
+        for part in job.parts {
+            let Typed::Int64(ids) = part[0].typed() else {
+                panic!("id is not int64")
+            };
+            let Typed::Text(names) = part[1].typed() else {
+                panic!("name is not text")
+            };
+            rows.extend((0..ids.len()).map(|i| (ids.value(i), names.value(i).to_owned())));
+        }
+        if rows.len() > self.max_rows {
             return Err(Failure::TooLarge(err(
                 ErrorClass::PayloadTooLarge,
                 "too many rows",
             )));
         }
-        if ids.iter().flatten().any(|id| self.bad_ids.contains(&id)) {
+        if rows.iter().any(|(id, _)| self.bad_ids.contains(id)) {
             return Err(Failure::Rows(err(ErrorClass::InvalidRequest, "bad value")));
         }
         let upsert = self.settings.mode == WriteMode::Upsert;
-        for i in 0..ids.len() {
-            let row = (ids.value(i), names.value(i).to_owned());
+        let written = rows.len();
+        for row in rows {
             match s.rows.iter_mut().find(|r| upsert && r.0 == row.0) {
                 Some(existing) => *existing = row,
                 None => s.rows.push(row),
             }
         }
         s.ledger.extend(job.entries.iter().cloned());
-        Ok(ids.len())
+        Ok(written)
     }
 }
 

@@ -420,9 +420,10 @@ fn canonical_value(t: &[u8], at: &mut usize, depth: usize, scratch: &mut Vec<u8>
             if may_round(token.as_bytes()) {
                 return false;
             }
-            // Written back as `serde_json` writes the number it parses (not an integer:
-            // a float, correctly rounded by both parsers; out of range is not canonical).
-            let Ok(v) = token.parse::<f64>() else {
+            // Written back as `serde_json` writes the number it parses (not an integer: a
+            // float, parsed as the general path's `Value` has it, which is not always the
+            // correctly rounded one; out of range is not canonical).
+            let Ok(v) = serde_json::from_str::<f64>(token) else {
                 return false;
             };
             scratch.clear();
