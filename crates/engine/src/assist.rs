@@ -94,6 +94,7 @@ impl Executor {
             gate: None,
             wrote: false,
             hand_back: true,
+            poisoned: false,
         };
         crate::names::begin_sink(&ctx, sink.as_mut())?;
         let mut target = SinkTarget { sink };

@@ -86,6 +86,8 @@ pub(crate) struct NodeCtx {
     /// A worker helping another's run (see `crate::assist`): a batch that would stop the
     /// node, or be kept after an outage, is handed back to the run's owner instead.
     pub hand_back: bool,
+    /// An undecodable message was kept (its records cannot be counted).
+    pub poisoned: bool,
 }
 
 impl NodeCtx {

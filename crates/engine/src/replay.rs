@@ -199,6 +199,7 @@ impl Replay<'_> {
             gate: None,
             wrote: false,
             hand_back: false,
+            poisoned: false,
         }
     }
 

@@ -199,6 +199,7 @@ mod tests {
             gate: None,
             wrote: false,
             hand_back: false,
+            poisoned: false,
         };
         (ctx, rx)
     }

@@ -24,7 +24,8 @@ use crate::{EngineError, Event, EventKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NodeState {
     Pending,
-    Done(RunStatus),
+    /// Ended, with the records it handed on (a source's or a transform's `records_out`).
+    Done(RunStatus, i64),
 }
 
 /// A node's part of a run summary.
@@ -217,6 +218,7 @@ impl Executor {
                 gate: gate.clone(),
                 wrote: false,
                 hand_back: false,
+                poisoned: false,
             };
             let status_tx = senders.remove(&node.id).expect("sender per node");
             let watched: HashMap<String, watch::Receiver<NodeState>> = node
@@ -238,7 +240,10 @@ impl Executor {
                     Ok(outcome) => outcome,
                     Err(panic) => panicked(&store, &run, id, role, panic_message(&*panic)).await,
                 };
-                let _ = status_tx.send(NodeState::Done(outcome.summary.status));
+                let _ = status_tx.send(NodeState::Done(
+                    outcome.summary.status,
+                    outcome.summary.counts.records_out,
+                ));
                 if outcome.summary.status == RunStatus::Failed {
                     fail_run.cancel();
                 }
@@ -442,6 +447,13 @@ impl Executor {
         if role == "sink" {
             add_shares(&mut ctx).await;
         }
+        let result = match result {
+            Ok(RunStatus::Succeeded) => match lost_on_the_way(&ctx, &inputs, &watched) {
+                Some(e) => Err(e),
+                None => Ok(RunStatus::Succeeded),
+            },
+            other => other,
+        };
         let (status, error) = match result {
             Ok(status) => (status, None),
             // Parked: the API's quota resets later than the node may wait.
@@ -703,7 +715,7 @@ impl Executor {
             // Inputs that ended before this round: once caught up with them, we are done.
             let ended: Vec<bool> = inputs
                 .iter()
-                .map(|id| matches!(*watched[id].borrow(), NodeState::Done(_)))
+                .map(|id| matches!(*watched[id].borrow(), NodeState::Done(..)))
                 .collect();
             let mut idle = true;
             for (i, (topic, sub)) in subs.iter_mut().enumerate() {
@@ -785,6 +797,41 @@ impl Executor {
         }
         Ok(RunStatus::Succeeded)
     }
+}
+
+/// A consumer that read its inputs to the end in this run took at least every record
+/// they handed on in it (more when a batch came twice, or was left by a run before).
+/// Fewer means records went missing between the buffer and this node — a bug, or a
+/// buffer that dropped messages (Kafka's retention shorter than the backlog): the node
+/// fails, so that the loss is seen rather than a run that "succeeded". Not checked when
+/// an undecodable message was kept (its records cannot be counted).
+fn lost_on_the_way(
+    ctx: &NodeCtx,
+    inputs: &[String],
+    watched: &HashMap<String, watch::Receiver<NodeState>>,
+) -> Option<ConnectorError> {
+    if inputs.is_empty() || ctx.poisoned {
+        return None;
+    }
+    let mut handed_on = 0i64;
+    for input in inputs {
+        match *watched.get(input)?.borrow() {
+            NodeState::Done(_, out) => handed_on += out,
+            NodeState::Pending => return None,
+        }
+    }
+    let took = ctx.stats.records_in;
+    (took < handed_on).then(|| {
+        tracing::error!(node = %ctx.node, took, handed_on, "records lost between the buffer and the node");
+        ConnectorError::new(
+            ErrorClass::Internal,
+            format!(
+                "{} took {took} records from its inputs in this run, but they handed on {handed_on}: {} records went missing between the buffer and the node (a bug, or messages the buffer dropped, such as Kafka's retention shorter than the backlog). The run fails so that this is seen; the sources' checkpoints are past those records: reset them to read again",
+                ctx.node,
+                handed_on - took
+            ),
+        )
+    })
 }
 
 /// Adds what other workers wrote for this sink in this run (see `crate::assist`): once
@@ -1088,7 +1135,7 @@ fn check(pipeline: &Pipeline) -> Result<(), EngineError> {
 
 async fn wait_done(rx: &mut watch::Receiver<NodeState>) -> RunStatus {
     loop {
-        if let NodeState::Done(status) = *rx.borrow_and_update() {
+        if let NodeState::Done(status, _) = *rx.borrow_and_update() {
             return status;
         }
         if rx.changed().await.is_err() {
@@ -1195,6 +1242,7 @@ pub(crate) async fn keep_poison(
             payload: &poison.payload,
         })
         .await?;
+    ctx.poisoned = true;
     ctx.emit(EventKind::Quarantined {
         class: ErrorClass::InvalidRequest,
         rows: 0,
