@@ -245,36 +245,52 @@ impl KafkaBuffer {
         Ok(())
     }
 
-    /// Waits until the broker's metadata lists the topic with its partitions. A topic the
-    /// controller just created takes a moment to reach the brokers' metadata; a consumer
-    /// subscribing in between gets `UnknownTopicOrPartition` instead of its batches.
+    /// Waits until the broker's metadata lists the topic with its partitions, each with a
+    /// leader that answers for it (its offsets). A topic the controller just created takes
+    /// a moment to reach the brokers' metadata, and its partitions' logs a moment more
+    /// (100–200 ms here); a consumer subscribing in between gets `UnknownTopicOrPartition`
+    /// instead of its batches, and is assigned partitions whose start it cannot look up
+    /// yet.
     async fn wait_for_metadata(&self, topic: &str) -> Result<(), BufferError> {
         let producer = self.producer.clone();
         let topic = topic.to_owned();
         run_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let started = std::time::Instant::now();
             loop {
-                let known = producer
-                    .client()
+                let client = producer.client();
+                let metadata = client
                     .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                    .map(|m| {
-                        m.topics().iter().any(|t| {
-                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                        })
-                    });
-                match known {
-                    Ok(true) => return Ok(()),
-                    Ok(false) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Ok(false) => {
+                    .map_err(|e| kafka_error(format!("reading metadata of {topic}"), e))?;
+                let Some(listed) = metadata.topics().iter().find(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                }) else {
+                    if started.elapsed() >= TOPIC_LISTED_WITHIN {
                         return Err(kafka_error(
                             format!("waiting for topic {topic} to appear in the metadata"),
                             KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
                         ));
                     }
-                    Err(e) => return Err(kafka_error(format!("reading metadata of {topic}"), e)),
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                let ready = listed.partitions().iter().all(|p| {
+                    p.error().is_none()
+                        && p.leader() >= 0
+                        && client
+                            .fetch_watermarks(&topic, p.id(), Duration::from_secs(5))
+                            .is_ok()
+                });
+                if ready {
+                    return Ok(());
                 }
+                // A partition without a leader for longer than a new topic's takes is an
+                // outage of part of the cluster: go on with the others (the monitor says
+                // which), as before this wait.
+                if started.elapsed() >= PARTITIONS_READY_WITHIN {
+                    tracing::warn!(%topic, "some partitions have no leader answering for them; going on with the others");
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
         })
         .await
@@ -705,6 +721,14 @@ impl Subscription for KafkaSubscription {
         Ok(())
     }
 }
+
+/// How long a topic may take to appear in the brokers' metadata after it was created.
+const TOPIC_LISTED_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long the partitions of a topic just listed may take to have a leader answering
+/// for them (their logs created: 100–200 ms here) before the subscription goes on
+/// without the ones that do not.
+const PARTITIONS_READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// How often a subscription sends the offsets committed meanwhile (see
 /// [`KafkaSubscription::commit`](Subscription::commit)).
