@@ -8,11 +8,12 @@
 
 mod e2e_common;
 
-use e2e_common::{Sandbox, alerts_of, assert_exactly_once, hook};
-use serde_json::Value;
+use e2e_common::{
+    Sandbox, alerts_of, assert_exactly_once, assert_no_request_between, hook, the_pause_of,
+};
 use sluice_testkit::PrivatePostgres;
 use sluice_testkit::mock_api::{Fault, FaultKind, MockApi, MockConfig};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 const RECORDS: i64 = 2_000;
@@ -128,41 +129,10 @@ nodes:
     assert!(alerts_of(&seen, "run_failed").is_empty());
 
     // The pause is in the run record, at the source, with its cause and length.
-    let runs = sb.runs().await;
-    let show = sb.run_show(runs[0]["id"].as_str().unwrap()).await;
-    let attempts = show["attempts"].as_array().unwrap();
-    let at_source = |prefix: &str| -> Vec<&Value> {
-        attempts
-            .iter()
-            .filter(|a| a["node"] == "api" && a["detail"].as_str().unwrap().starts_with(prefix))
-            .collect()
-    };
-    let paused = at_source("paused:");
-    let resumed = at_source("resumed after");
-    assert_eq!(paused.len(), 1, "{show:#}");
-    assert_eq!(resumed.len(), 1, "{show:#}");
-    assert!(
-        paused[0]["detail"].as_str().unwrap().contains("`db`"),
-        "{show:#}"
-    );
-    let (from, to) = (
-        paused[0]["at"].as_i64().unwrap(),
-        resumed[0]["at"].as_i64().unwrap(),
-    );
+    let (paused, from, to, show) = the_pause_of(&sb, "api").await;
+    assert!(paused.contains("`db`"), "{show:#}");
     assert!(to > from);
     // No request to the API while paused.
-    let during: Vec<u64> = mock
-        .data_requests()
-        .iter()
-        .filter(|r| {
-            let at = r.at.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-            at > from && at < to
-        })
-        .map(|r| r.seq)
-        .collect();
-    assert!(
-        during.is_empty(),
-        "requests {during:?} reached the API while the source was paused ({from}..{to})"
-    );
+    assert_no_request_between(&mock, from, to);
     mock.shutdown().await;
 }

@@ -168,6 +168,16 @@ impl fmt::Display for Disposition {
     }
 }
 
+/// The message a panic was raised with (a caught panic's payload, as `catch_unwind` or a
+/// join error gives it).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,6 @@ pub use connector::{
     BreakerNote, ConnectorError, ConnectorEvent, EventListener, QuarantinedRecords, RejectedRows,
     RunInfo, Sink, Source, SourceBatch, WriteReport,
 };
-pub use error::{Disposition, ErrorClass};
+pub use error::{Disposition, ErrorClass, panic_message};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

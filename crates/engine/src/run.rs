@@ -238,7 +238,9 @@ impl Executor {
                 let run_node = std::panic::AssertUnwindSafe(exec.run_node(ctx, node, watched));
                 let outcome = match futures::FutureExt::catch_unwind(run_node).await {
                     Ok(outcome) => outcome,
-                    Err(panic) => panicked(&store, &run, id, role, panic_message(&*panic)).await,
+                    Err(panic) => {
+                        panicked(&store, &run, id, role, sluice_core::panic_message(&*panic)).await
+                    }
                 };
                 let _ = status_tx.send(NodeState::Done(
                     outcome.summary.status,
@@ -1142,15 +1144,6 @@ async fn wait_done(rx: &mut watch::Receiver<NodeState>) -> RunStatus {
             return RunStatus::Failed;
         }
     }
-}
-
-/// What a panic said.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The outcome of a node that panicked: failed, class `internal`, with the panic's message.

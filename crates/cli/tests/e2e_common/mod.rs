@@ -441,3 +441,53 @@ pub(crate) fn alerts_of(seen: &Seen, kind: &str) -> Vec<Value> {
         .cloned()
         .collect()
 }
+
+/// The one pause of node `node` in the last run's record: its `paused:` attempt's detail,
+/// when it paused and when it resumed (ms since the epoch), and the run as shown (for
+/// messages). Asserts there is exactly one of each.
+pub(crate) async fn the_pause_of(sb: &Sandbox, node: &str) -> (String, i64, i64, Value) {
+    let runs = sb.runs().await;
+    let show = sb.run_show(runs[0]["id"].as_str().unwrap()).await;
+    let attempts = show["attempts"].as_array().unwrap();
+    let at_node = |prefix: &str| -> Vec<&Value> {
+        attempts
+            .iter()
+            .filter(|a| a["node"] == node && a["detail"].as_str().unwrap().starts_with(prefix))
+            .collect()
+    };
+    let paused = at_node("paused:");
+    let resumed = at_node("resumed after");
+    assert_eq!(paused.len(), 1, "{show:#}");
+    assert_eq!(resumed.len(), 1, "{show:#}");
+    let detail = paused[0]["detail"].as_str().unwrap().to_owned();
+    let (from, to) = (
+        paused[0]["at"].as_i64().unwrap(),
+        resumed[0]["at"].as_i64().unwrap(),
+    );
+    (detail, from, to, show)
+}
+
+/// Asserts that no data request reached the mock API between `from` and `to` (ms since
+/// the epoch): a paused source sends none.
+pub(crate) fn assert_no_request_between(
+    mock: &sluice_testkit::mock_api::MockHandle,
+    from: i64,
+    to: i64,
+) {
+    let during: Vec<u64> = mock
+        .data_requests()
+        .iter()
+        .filter(|r| {
+            let at =
+                r.at.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+            at > from && at < to
+        })
+        .map(|r| r.seq)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "requests {during:?} reached the API while the source was paused ({from}..{to})"
+    );
+}

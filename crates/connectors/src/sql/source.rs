@@ -194,7 +194,7 @@ impl Source for SqlSource {
         let ended = match self.task.take() {
             Some(task) => task.await.err().map(|e| {
                 let why = if e.is_panic() {
-                    format!("panicked: {}", panic_message(&*e.into_panic()))
+                    format!("panicked: {}", sluice_core::panic_message(&*e.into_panic()))
                 } else {
                     format!("stopped: {e}")
                 };
@@ -237,15 +237,6 @@ impl Source for SqlSource {
         };
         Ok(Some(took))
     }
-}
-
-/// The message a panic was raised with.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The reading task's state.
