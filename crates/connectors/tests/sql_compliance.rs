@@ -39,6 +39,8 @@ async fn suite(t: Target) {
     upsert_updates_by_key(&t).await;
     step("group writes");
     a_group_is_written_whole_or_not_at_all(&t).await;
+    step("group writes on two connections");
+    a_large_group_is_written_on_two_connections(&t).await;
     step("null keys");
     rows_with_a_null_key_are_rejected_and_the_others_written(&t).await;
     step("schema evolution");
@@ -325,7 +327,10 @@ async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
         page_batch(3, names(&[5, 1], &[Some("e"), Some("a1")])),
     ];
     let reports = sink.write_group(&first).await.unwrap();
-    let written: Vec<usize> = reports.iter().map(|r| r.written).collect();
+    let written: Vec<usize> = reports
+        .iter()
+        .map(|r| r.as_ref().unwrap().written)
+        .collect();
     assert_eq!(written, [3, 2, 2], "{}: as each batch alone writes", t.name);
     let got = t
         .strings(&format!(
@@ -415,7 +420,9 @@ async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
             .collect();
         let reports = sink.write_group(&batches).await.unwrap();
         assert!(
-            reports.iter().all(|r| r.written == 1_500),
+            reports
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.written == 1_500)),
             "{}: {reports:?}",
             t.name
         );
@@ -425,6 +432,108 @@ async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
             "{} {mode:?}",
             t.name
         );
+    }
+}
+
+/// A group of 2,000 rows or more is cut at a batch boundary and written on two
+/// connections at once, a transaction each (on PostgreSQL, two `xmin`s; SQLite writes one
+/// at a time: one transaction); halves with a key in common are written as one. A half
+/// the database refuses is handed back (`None`) while the other is written; its batches
+/// then written alone write their good rows and reject the bad one.
+async fn a_large_group_is_written_on_two_connections(t: &Target) {
+    let two = t.name != "sqlite";
+    let xmins = |table: &str| {
+        let sql = format!(
+            "SELECT COUNT(DISTINCT xmin::text) FROM {} WHERE {} LIKE '%{table}%'",
+            t.q("_sluice_ledger"),
+            t.q("target")
+        );
+        async move {
+            match t.name {
+                "postgres" => Some(t.ints(&sql).await[0]),
+                _ => None,
+            }
+        }
+    };
+    let upsert = |table: &str| {
+        let mut config = t.config(table);
+        config.mode = WriteMode::Upsert;
+        config.key = vec!["id".into()];
+        config
+    };
+    let batch = |page: u64, from: i64, name: &str| {
+        let ids: Vec<i64> = (from..from + 1_000).collect();
+        page_batch(page, names(&ids, &vec![Some(name); 1_000]))
+    };
+    // Four batches of distinct keys: two transactions of two batches each.
+    let mut sink = build_sink(upsert("halves")).await.unwrap();
+    let group: Vec<_> = (0..4).map(|i| batch(i, i as i64 * 1_000, "a")).collect();
+    let reports = sink.write_group(&group).await.unwrap();
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| r.written == 1_000)),
+        "{}: {reports:?}",
+        t.name
+    );
+    assert_eq!(t.ids("halves").await, (0..4_000).collect::<Vec<i64>>());
+    assert_eq!(xmins("halves").await, (t.name == "postgres").then_some(2));
+    // The last batch repeats the first's keys: one transaction, the last version wins.
+    let mut sink = build_sink(upsert("shared")).await.unwrap();
+    let mut group: Vec<_> = (0..3).map(|i| batch(i, i as i64 * 1_000, "a")).collect();
+    group.push(batch(3, 0, "b"));
+    let reports = sink.write_group(&group).await.unwrap();
+    let written: Vec<usize> = reports
+        .iter()
+        .map(|r| r.as_ref().unwrap().written)
+        .collect();
+    assert_eq!(written, [1_000; 4], "{}", t.name);
+    assert_eq!(t.count("shared").await, 3_000, "{}", t.name);
+    let renamed = t
+        .ints(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {} = 'b'",
+            t.q("shared"),
+            t.q("name")
+        ))
+        .await;
+    assert_eq!(renamed, [1_000], "{}", t.name);
+    assert_eq!(xmins("shared").await, (t.name == "postgres").then_some(1));
+    // A row the database refuses (NULL in a NOT NULL column), in one half, then the other.
+    for (table, bad) in [("refused_second", 3usize), ("refused_first", 0)] {
+        t.exec(&format!(
+            "CREATE TABLE {} ({} BIGINT NOT NULL PRIMARY KEY, {} VARCHAR(200) NOT NULL)",
+            t.q(table),
+            t.q("id"),
+            t.q("name")
+        ))
+        .await;
+        let mut sink = build_sink(upsert(table)).await.unwrap();
+        let mut group: Vec<_> = (0..4).map(|i| batch(i, i as i64 * 1_000, "a")).collect();
+        let ids: Vec<i64> = (bad as i64 * 1_000..(bad as i64 + 1) * 1_000).collect();
+        let mut values = vec![Some("a"); 1_000];
+        values[10] = None;
+        group[bad] = page_batch(bad as u64, names(&ids, &values));
+        match sink.write_group(&group).await {
+            Ok(reports) => {
+                assert!(two, "{}: one transaction fails whole: {reports:?}", t.name);
+                let handed_back: Vec<bool> = reports.iter().map(Option::is_none).collect();
+                let half = bad / 2;
+                let want: Vec<bool> = (0..4).map(|i| i / 2 == half).collect();
+                assert_eq!(handed_back, want, "{} {table}", t.name);
+                assert_eq!(t.count(table).await, 2_000, "{} {table}", t.name);
+            }
+            Err(e) => {
+                assert!(!two, "{} {table}: {e}", t.name);
+                assert_eq!(t.count(table).await, 0, "{} {table}", t.name);
+            }
+        }
+        // Each batch alone: the good rows of what was handed back, the bad row rejected.
+        let mut rejected = 0;
+        for b in &group {
+            rejected += sink.write(b).await.unwrap().rejected.len();
+        }
+        assert_eq!(rejected, 1, "{} {table}", t.name);
+        assert_eq!(t.count(table).await, 3_999, "{} {table}", t.name);
     }
 }
 

@@ -304,12 +304,16 @@ pub trait Sink: Send {
         0
     }
 
-    /// Writes several batches at once, all or nothing: `Ok` with one report per batch, in
-    /// order, when every one was written; `Err` when none was (a batch already written, a
-    /// row the target refuses, a target down: the caller then writes them one by one
-    /// with [`Sink::write`], which deals with each case). Never called when
-    /// [`Sink::group_rows`] is 0.
-    async fn write_group(&mut self, batches: &[Batch]) -> Result<Vec<WriteReport>, ConnectorError> {
+    /// Writes several batches at once: `Ok` with one entry per batch, in order —
+    /// `Some(report)` for a batch written, `None` for one the caller then writes alone
+    /// with [`Sink::write`] (which deals with its failures by class); `Err` when none was
+    /// written (a batch already written, a row the target refuses, a target down). A sink
+    /// that writes a batch after one it hands back (`None`) has made sure their order
+    /// does not matter (no key in common). Never called when [`Sink::group_rows`] is 0.
+    async fn write_group(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<Vec<Option<WriteReport>>, ConnectorError> {
         let _ = batches;
         Err(ConnectorError::new(
             ErrorClass::Internal,

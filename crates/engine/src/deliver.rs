@@ -29,7 +29,7 @@ pub(crate) trait Target: Send {
     async fn handle_group(
         &mut self,
         batches: &[Batch],
-    ) -> Result<Vec<WriteReport>, ConnectorError> {
+    ) -> Result<Vec<Option<WriteReport>>, ConnectorError> {
         let _ = batches;
         Err(ConnectorError::new(
             ErrorClass::Internal,
@@ -275,7 +275,8 @@ impl Attempt for Handle<'_> {
 }
 
 /// Handles batches a sink takes at once ([`Target::handle_group`]): all of them in one
-/// write when it can, else ([`deliver`]) one by one, each by the class of its failures.
+/// write when it can, else ([`deliver`]) one by one, each by the class of its failures;
+/// the batches a group write hands back are written one by one after it, in order.
 /// A group that failed is not the outage or the refusal itself (the writes one by one
 /// find those and deal with them): nothing of it is recorded.
 pub(crate) async fn deliver_group(
@@ -283,29 +284,37 @@ pub(crate) async fn deliver_group(
     target: &mut dyn Target,
     batches: Vec<Batch>,
 ) -> Result<(), ConnectorError> {
+    let mut reports: Vec<Option<WriteReport>> = Vec::new();
     if batches.len() > 1 && !ctx.link_down {
         let result = target.handle_group(&batches).await;
         let events = ctx.forward_events(target);
         match result {
-            Ok(reports) if reports.len() == batches.len() => {
+            Ok(got) if got.len() == batches.len() => {
                 ctx.record_events(&events).await;
-                for (batch, report) in batches.iter().zip(reports) {
-                    ctx.stats.records_in += batch.num_rows() as i64;
-                    ctx.stats.batches += 1;
-                    ctx.written(batch, report).await?;
-                }
-                return Ok(());
+                reports = got;
             }
-            Ok(reports) => {
-                tracing::warn!(node = %ctx.node, batches = batches.len(), reports = reports.len(), "a group write reported on the wrong number of batches; writing them one by one");
+            Ok(got) => {
+                tracing::warn!(node = %ctx.node, batches = batches.len(), reports = got.len(), "a group write reported on the wrong number of batches; writing them one by one");
             }
             Err(e) => {
                 tracing::debug!(node = %ctx.node, batches = batches.len(), class = %e.class, error = %e.message, "a group write failed; writing its batches one by one");
             }
         }
     }
-    for batch in batches {
-        deliver(ctx, target, batch).await?;
+    reports.resize_with(batches.len(), || None);
+    let handed_back = reports.iter().filter(|r| r.is_none()).count();
+    if handed_back > 0 && handed_back < batches.len() {
+        tracing::debug!(node = %ctx.node, batches = batches.len(), handed_back, "a group write handed batches back; writing them one by one");
+    }
+    for (batch, report) in batches.into_iter().zip(reports) {
+        match report {
+            Some(report) => {
+                ctx.stats.records_in += batch.num_rows() as i64;
+                ctx.stats.batches += 1;
+                ctx.written(&batch, report).await?;
+            }
+            None => deliver(ctx, target, batch).await?,
+        }
     }
     Ok(())
 }

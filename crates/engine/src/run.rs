@@ -1283,7 +1283,7 @@ impl Target for SinkTarget {
     async fn handle_group(
         &mut self,
         batches: &[Batch],
-    ) -> Result<Vec<WriteReport>, ConnectorError> {
+    ) -> Result<Vec<Option<WriteReport>>, ConnectorError> {
         self.sink.write_group(batches).await
     }
 }

@@ -559,6 +559,9 @@ struct GroupSink {
     groups: Arc<Mutex<Vec<usize>>>,
     /// Fail this many group writes (the batches are then written one by one).
     group_failures: u32,
+    /// In this many group writes, write only the last batch and hand the others back
+    /// (as a sink whose first half failed does).
+    hand_backs: u32,
 }
 
 #[async_trait]
@@ -574,7 +577,10 @@ impl Sink for GroupSink {
         25
     }
 
-    async fn write_group(&mut self, batches: &[Batch]) -> Result<Vec<WriteReport>, ConnectorError> {
+    async fn write_group(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<Vec<Option<WriteReport>>, ConnectorError> {
         if self.group_failures > 0 {
             self.group_failures -= 1;
             return Err(ConnectorError::new(
@@ -592,15 +598,21 @@ impl Sink for GroupSink {
                 "a batch written before",
             ));
         }
-        let mut reports = Vec::new();
-        for batch in batches {
+        let hand_back = if self.hand_backs > 0 {
+            self.hand_backs -= 1;
+            batches.len() - 1
+        } else {
+            0
+        };
+        let mut reports = vec![None; hand_back];
+        for batch in &batches[hand_back..] {
             db.ledger.insert(batch.ledger_key().to_string());
             let ids = id_column(&batch.records);
             db.rows.extend(ids.values().iter().copied());
-            reports.push(WriteReport {
+            reports.push(Some(WriteReport {
                 written: ids.len(),
                 ..WriteReport::default()
-            });
+            }));
         }
         self.groups.lock().unwrap().push(batches.len());
         Ok(reports)
@@ -613,15 +625,15 @@ impl Sink for GroupSink {
 
 /// A sink that falls behind takes what waits in the buffer several batches at a time,
 /// up to its `group_rows`, and every record is written once, counted once; a group that
-/// fails is written one batch at a time, recording no failed attempt; a run after it
-/// writes nothing twice.
+/// fails is written one batch at a time, recording no failed attempt; batches a group
+/// write hands back are written one by one after it; a run after it writes nothing twice.
 #[tokio::test]
 async fn a_sink_behind_takes_batches_in_groups_and_a_failed_group_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     let exec = executor(&dir).await;
     let db = Arc::new(Mutex::new(Db::default()));
     let groups = Arc::new(Mutex::new(Vec::new()));
-    let build = |extra: u64, group_failures: u32| {
+    let build = |extra: u64, group_failures: u32, hand_backs: u32| {
         Pipeline::new(
             "p",
             vec![
@@ -634,12 +646,13 @@ async fn a_sink_behind_takes_batches_in_groups_and_a_failed_group_one_by_one() {
                         slow_first: Some(Duration::from_millis(500)),
                         groups: groups.clone(),
                         group_failures,
+                        hand_backs,
                     })),
                 ),
             ],
         )
     };
-    let summary = exec.run(build(0, 0), Trigger::Manual).await.unwrap();
+    let summary = exec.run(build(0, 0, 0), Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
     assert_eq!(ids(&db), (0..400).collect());
     let sink = summary.nodes.iter().find(|n| n.id == "db").unwrap();
@@ -659,7 +672,7 @@ async fn a_sink_behind_takes_batches_in_groups_and_a_failed_group_one_by_one() {
     // Every group fails once: the batches are written one by one, each once, and the
     // failed group is no failed attempt of the node.
     groups.lock().unwrap().clear();
-    let summary = exec.run(build(20, 100), Trigger::Manual).await.unwrap();
+    let summary = exec.run(build(20, 100, 0), Trigger::Manual).await.unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
     assert_eq!(ids(&db), (0..600).collect());
     assert!(groups.lock().unwrap().is_empty());
@@ -668,6 +681,20 @@ async fn a_sink_behind_takes_batches_in_groups_and_a_failed_group_one_by_one() {
     assert_eq!(sink.counts.retries, 0);
     let (_, _, attempts) = exec.store().run(&summary.run_id).await.unwrap();
     assert!(attempts.is_empty(), "{attempts:?}");
+
+    // Every group writes its last batch and hands the others back: they are written one
+    // by one after it, each once, counted once, no duplicate.
+    groups.lock().unwrap().clear();
+    let summary = exec.run(build(40, 0, 100), Trigger::Manual).await.unwrap();
+    assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
+    assert_eq!(ids(&db), (0..800).collect());
+    assert!(!groups.lock().unwrap().is_empty());
+    let sink = summary.nodes.iter().find(|n| n.id == "db").unwrap();
+    assert_eq!(
+        (sink.counts.records_in, sink.counts.records_out),
+        (200, 200)
+    );
+    assert_eq!((sink.counts.batches, sink.counts.duplicates), (20, 0));
 }
 
 /// The embedded log, but its subscriptions lose the third batch they read and hand out

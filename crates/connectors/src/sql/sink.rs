@@ -25,7 +25,7 @@ use super::ident::{TableName, quote, quote_list};
 use super::ledger::{self, Entry, LedgerSql};
 use super::types::{self, Column, Kind};
 use arrow::array::{Array, ArrayRef, UInt32Array};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{Row, RowConverter, Rows, SortField};
 use async_trait::async_trait;
 use sluice_core::naming::{self, NameBook, NameLimit, Naming};
 use sluice_core::{
@@ -237,10 +237,17 @@ pub(crate) struct SqlSink<B: Backend> {
     names: Option<BTreeMap<String, String>>,
     /// Fields whose mapping was recorded for this run's record.
     reported: HashSet<String>,
+    /// Connections a group write may use at once (see [`TWO_WRITERS_ROWS`]): 2, or 1 for
+    /// SQLite (one writer at a time) and `max_connections: 1`.
+    writers: usize,
 }
 
 impl<B: Backend> SqlSink<B> {
     pub(crate) fn new(backend: B, config: &SqlSinkConfig) -> Self {
+        let writers = match backend.settings().dialect {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres | Dialect::Mysql => (config.max_connections as usize).min(2),
+        };
         SqlSink {
             backend,
             policy: config.schema_policy,
@@ -259,6 +266,7 @@ impl<B: Backend> SqlSink<B> {
             book: None,
             names: None,
             reported: HashSet::new(),
+            writers,
         }
     }
 
@@ -493,24 +501,28 @@ impl<B: Backend> SqlSink<B> {
         Ok(plan)
     }
 
+    /// One transaction, bounded in time (`write_timeout_ms`).
+    async fn write_timed(&self, plan: &B::Plan, job: &Job<'_>) -> Result<usize, Failure> {
+        match tokio::time::timeout(self.write_timeout, self.backend.write(plan, job)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Fatal(self.backend.endpoint().error(
+                ErrorClass::Dependency,
+                format!(
+                    "writing {} rows to {} took longer than {:?} (`write_timeout_ms`); the write can be retried: the ledger keeps it from being applied twice",
+                    job.entries.iter().map(|e| e.rows).sum::<i64>(),
+                    self.backend.endpoint().describe(),
+                    self.write_timeout
+                ),
+            ))),
+        }
+    }
+
     /// One transaction, retried on deadlocks and busy databases, bounded in time.
     async fn write_once(&mut self, plan: &B::Plan, job: &Job<'_>) -> Result<usize, Failure> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let result = match tokio::time::timeout(self.write_timeout, self.backend.write(plan, job)).await {
-                Ok(r) => r,
-                Err(_) => Err(Failure::Fatal(self.backend.endpoint().error(
-                    ErrorClass::Dependency,
-                    format!(
-                        "writing {} rows to {} took longer than {:?} (`write_timeout_ms`); the write can be retried: the ledger keeps it from being applied twice",
-                        job.entries.iter().map(|e| e.rows).sum::<i64>(),
-                        self.backend.endpoint().describe(),
-                        self.write_timeout
-                    ),
-                ))),
-            };
-            match result {
+            match self.write_timed(plan, job).await {
                 Err(Failure::Conflict(e)) if attempt <= self.lock_retries => {
                     let wait = conflict_backoff(attempt);
                     self.push_event(ConnectorEvent::retried(
@@ -656,7 +668,7 @@ impl<B: Backend> SqlSink<B> {
     async fn write_grouped(
         &mut self,
         batches: &[Batch],
-    ) -> Result<Vec<WriteReport>, ConnectorError> {
+    ) -> Result<Vec<Option<WriteReport>>, ConnectorError> {
         let not_now = |why: &str| {
             ConnectorError::new(
                 ErrorClass::Internal,
@@ -699,35 +711,124 @@ impl<B: Backend> SqlSink<B> {
             }
             entries.push(Entry::of(batch));
         }
-        // What each batch alone would write: its rows, less its own repeated keys (an
-        // upsert writes the last of them).
-        let rows: usize = batches.iter().map(Batch::num_rows).sum();
-        let kept = self.dedupe(parts.clone())?;
-        let mut written = Vec::with_capacity(parts.len());
-        for (part, batch) in parts.into_iter().zip(batches) {
-            written.push(if rows_of(&kept) == rows {
-                batch.num_rows()
-            } else {
-                rows_of(&self.dedupe(vec![part])?)
-            });
-        }
-        let job = Job {
-            entries: &entries,
-            parts: &kept,
-            truncate: None,
+        // One job, or two written at once (each with its batches' ledger rows), their
+        // rows less repeated keys (an upsert writes the last of them).
+        let n = batches.len();
+        // (first batch, end) of each job.
+        let cuts: Vec<(usize, usize)> = match self.halves(&parts)? {
+            Some(at) => vec![(0, at), (at, n)],
+            None => vec![(0, n)],
         };
-        match self.write_once(&plan, &job).await {
-            Ok(_) => Ok(written
+        let mut kept = Vec::with_capacity(cuts.len());
+        for &(from, to) in &cuts {
+            kept.push(self.dedupe(parts[from..to].to_vec())?);
+        }
+        // What each batch alone would write: its rows, less its own repeated keys.
+        let rows: usize = batches.iter().map(Batch::num_rows).sum();
+        let all_kept = kept.iter().map(|k| rows_of(k)).sum::<usize>() == rows;
+        let mut written = Vec::with_capacity(n);
+        for part in parts {
+            let part = vec![part];
+            written.push(rows_of(&if all_kept { part } else { self.dedupe(part)? }));
+        }
+        let jobs: Vec<Job<'_>> = cuts
+            .iter()
+            .zip(&kept)
+            .map(|(&(from, to), kept)| Job {
+                entries: &entries[from..to],
+                parts: kept,
+                truncate: None,
+            })
+            .collect();
+        let report = |written| {
+            Some(WriteReport {
+                written,
+                ..WriteReport::default()
+            })
+        };
+        if let [a, b] = jobs.as_slice() {
+            // No retry of a half here: one that failed is handed back, to be written
+            // batch by batch (`write`), which retries, splits and rejects by class.
+            let (ra, rb) = tokio::join!(self.write_timed(&plan, a), self.write_timed(&plan, b));
+            if let (Err(ea), Err(_)) = (&ra, &rb) {
+                tracing::debug!(target: "sluice::sql", error = ?ea, "both halves of a group failed");
+                return Err(not_now("both halves of the group failed"));
+            }
+            let at = cuts[1].0;
+            return Ok(written
                 .into_iter()
-                .map(|written| WriteReport {
-                    written,
-                    ..WriteReport::default()
+                .enumerate()
+                .map(|(i, n)| {
+                    let done = if i < at { ra.is_ok() } else { rb.is_ok() };
+                    if done { report(n) } else { None }
                 })
-                .collect()),
+                .collect());
+        }
+        match self.write_once(&plan, &jobs[0]).await {
+            Ok(_) => Ok(written.into_iter().map(report).collect()),
             Err(Failure::AlreadyWritten) => Err(not_now("a batch written meanwhile")),
             Err(Failure::TooLarge(e) | Failure::Rows(e)) => Err(not_now(&e.message)),
             Err(Failure::Conflict(e) | Failure::Fatal(e)) => Err(e),
         }
+    }
+
+    /// Where a group's parts are cut in two to be written on two connections at once
+    /// (two transactions), or `None` for one transaction: one writer (SQLite, or
+    /// `max_connections: 1`), a group too small to gain by it (under [`TWO_WRITERS_ROWS`]
+    /// rows), or, for `upsert`, a key in both halves (their order would then matter). The
+    /// cut is the batch boundary nearest the middle row.
+    fn halves(&self, parts: &[Vec<Column>]) -> Result<Option<usize>, ConnectorError> {
+        let rows = rows_of(parts);
+        if self.writers < 2 || parts.len() < 2 || rows < TWO_WRITERS_ROWS {
+            return Ok(None);
+        }
+        let mut at = 0;
+        let mut before = 0;
+        while at + 1 < parts.len() && before + rows_of(&parts[at..=at]) <= rows / 2 {
+            before += rows_of(&parts[at..=at]);
+            at += 1;
+        }
+        let at = at.max(1);
+        if self.settings().mode == WriteMode::Upsert && self.share_a_key(parts, at)? {
+            return Ok(None);
+        }
+        Ok(Some(at))
+    }
+
+    /// Whether a key of the parts before `at` is also a key of a part from `at` on.
+    fn share_a_key(&self, parts: &[Vec<Column>], at: usize) -> Result<bool, ConnectorError> {
+        let keys = self.key_rows(parts)?;
+        let (before, after) = keys.split_at(at);
+        let seen: HashSet<Row<'_>> = before.iter().flat_map(|k| k.iter()).collect();
+        Ok(after
+            .iter()
+            .flat_map(|k| k.iter())
+            .any(|key| seen.contains(&key)))
+    }
+
+    /// The key columns of each part in arrow's row format (keys compared as bytes), by
+    /// one converter: rows of different parts compare.
+    fn key_rows(&self, parts: &[Vec<Column>]) -> Result<Vec<Rows>, ConnectorError> {
+        let s = self.settings();
+        let key_arrays = |part: &[Column]| -> Vec<ArrayRef> {
+            part.iter()
+                .filter(|c| s.is_key(&c.name))
+                .map(|c| c.array.clone())
+                .collect()
+        };
+        let Some(first) = parts.first() else {
+            return Ok(Vec::new());
+        };
+        let fields = key_arrays(first)
+            .iter()
+            .map(|a| SortField::new(a.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields).map_err(key_error)?;
+        parts
+            .iter()
+            .map(|part| converter.convert_columns(&key_arrays(part)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(key_error)
     }
 
     /// `replace`: whether this write must empty the table first: the first write of a
@@ -816,28 +917,7 @@ impl<B: Backend> SqlSink<B> {
         if s.mode != WriteMode::Upsert || rows_of(&parts) < 2 {
             return Ok(parts);
         }
-        let internal = |e: arrow::error::ArrowError| {
-            ConnectorError::new(
-                ErrorClass::Internal,
-                format!("cannot compare the key columns: {e}"),
-            )
-        };
-        let key_arrays = |part: &[Column]| -> Vec<ArrayRef> {
-            part.iter()
-                .filter(|c| s.is_key(&c.name))
-                .map(|c| c.array.clone())
-                .collect()
-        };
-        let fields = key_arrays(&parts[0])
-            .iter()
-            .map(|a| SortField::new(a.data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(fields).map_err(internal)?;
-        let keys = parts
-            .iter()
-            .map(|part| converter.convert_columns(&key_arrays(part)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(internal)?;
+        let keys = self.key_rows(&parts)?;
         // Sort (part, row) by key (byte comparisons of the row format), then by place, and
         // keep the last of each run of equal keys.
         let row = |&(p, r): &(u32, u32)| keys[p as usize].row(r as usize);
@@ -865,13 +945,21 @@ impl<B: Backend> SqlSink<B> {
                 part.into_iter()
                     .map(|c| {
                         let array = arrow::compute::take(c.array.as_ref(), &indices, None)
-                            .map_err(internal)?;
+                            .map_err(key_error)?;
                         Ok(Column { array, ..c })
                     })
                     .collect()
             })
             .collect()
     }
+}
+
+/// A failure of arrow's key comparison (a key column of a type it cannot order).
+fn key_error(e: arrow::error::ArrowError) -> ConnectorError {
+    ConnectorError::new(
+        ErrorClass::Internal,
+        format!("cannot compare the key columns: {e}"),
+    )
 }
 
 /// The rows of parts of one column layout.
@@ -886,6 +974,12 @@ pub(crate) fn rows_of(parts: &[Vec<Column>]) -> usize {
 /// typical API. Enough to spread a transaction's fixed costs (the ledger lookups, the
 /// staging table, the commit's flush) thin; small enough to hold in memory twice.
 const GROUP_ROWS: usize = 10_000;
+
+/// Groups of at least this many rows are written on two connections at once (two
+/// transactions, each half's batches with their ledger rows): the database does the
+/// work of both on two cores. Each half is then worth a `COPY` (PostgreSQL's
+/// `COPY_MIN_ROWS`).
+const TWO_WRITERS_ROWS: usize = 2_000;
 
 /// A key for a column layout: names and kinds.
 fn layout_key(columns: &[Column]) -> String {
@@ -949,7 +1043,10 @@ impl<B: Backend> Sink for SqlSink<B> {
         }
     }
 
-    async fn write_group(&mut self, batches: &[Batch]) -> Result<Vec<WriteReport>, ConnectorError> {
+    async fn write_group(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<Vec<Option<WriteReport>>, ConnectorError> {
         if self.suspect {
             return Err(ConnectorError::new(
                 ErrorClass::Dependency,
