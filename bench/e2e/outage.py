@@ -16,7 +16,10 @@ row per batch: cheap to read every half second, unlike a count of the table). Ti
   Kafka holds and the sink has not written) drains; rows/s over that span, from the
   restart (reconnection included) and from the first row written after it.
 Kafka's high watermarks at the restart say how many batches the source had published then
-(whether the source was still reading while the backlog drained).
+(whether the source was still reading while the backlog drained). The CPU each kind of
+process used (Sluice, PostgreSQL, Kafka, the mock API; from /proc) is given per million
+rows written, for the steady phase and for the drain: what bounds the drain's rate beside
+the steady rate when they share the machine's cores.
 """
 
 import argparse
@@ -68,6 +71,49 @@ class Reader:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def cpu_snapshot():
+    """CPU seconds (user + system) of every live process of interest, by pid:
+    `(who, seconds)`, who one of sluice, postgres, kafka, mock-api."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if "mock-api" in cmd:
+            who = "mock-api"
+        elif " run " in cmd and "sluice" in cmd:
+            who = "sluice"
+        elif comm.startswith("postgres") or cmd.startswith("postgres:"):
+            who = "postgres"
+        elif "kafka.Kafka" in cmd:
+            who = "kafka"
+        else:
+            continue
+        out[int(entry)] = (who, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_per_million(start, end, rows):
+    """CPU seconds per million rows between two snapshots, by process kind. A process
+    that ended in between is not counted (PostgreSQL's backends live for the run)."""
+    if rows <= 0:
+        return None
+    spent = {}
+    for pid, (who, secs) in end.items():
+        before = start.get(pid, (who, 0.0))[1]
+        spent[who] = spent.get(who, 0.0) + max(secs - before, 0.0)
+    return {who: round(s * 1e6 / rows, 2) for who, s in sorted(spent.items())}
 
 
 def alive(pid):
@@ -127,6 +173,7 @@ def main():
         rows = sample()
         if rows is not None and rows >= 0.1 * a.records and steady_from is None:
             steady_from = samples[-1]
+            cpu_from = cpu_snapshot()
         if rows is not None and rows >= a.at * a.records:
             break
         time.sleep(0.5)
@@ -135,6 +182,9 @@ def main():
         json.dump(result, open(a.out, "w"))
         return
     steady_to = samples[-1]
+    result["steady_cpu_s_per_m"] = cpu_per_million(
+        cpu_from, cpu_snapshot(), steady_to[1] - steady_from[1]
+    )
     result["steady_rows_per_s"] = round(
         (steady_to[1] - steady_from[1]) / max(steady_to[0] - steady_from[0], 1e-3), 1
     )
@@ -162,8 +212,13 @@ def main():
                 rows_up = rows
             if first is None and rows > steady_to[1]:
                 first = samples[-1]
+                cpu_first = cpu_snapshot()
             if rows >= a.records:
                 done = samples[-1]
+                if first is not None and first is not done:
+                    result["drain_cpu_s_per_m"] = cpu_per_million(
+                        cpu_first, cpu_snapshot(), done[1] - first[1]
+                    )
                 break
         if not alive(a.pid):
             rows = sample()

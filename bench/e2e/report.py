@@ -311,6 +311,26 @@ def render(a):
           f"{med('catchup_x_steady', 2)}× | {med('drain_rows_per_s')} | "
           f"{med('drain_x_steady', 2)}× | {check} |")
         w("")
+        kinds = ["sluice", "postgres", "kafka", "mock-api"]
+
+        def cpu(phase, kind):
+            xs = [x[phase][kind] for x in o if x.get(phase) and kind in x[phase]]
+            return median(xs) if xs else None
+
+        if any(x.get("steady_cpu_s_per_m") for x in o):
+            w("CPU per million rows written in each phase (user + system seconds, from /proc; "
+              "medians), by process: the steady phase carries the source's side (the mock API, "
+              "Sluice's reads and publishes), the drain only the sink's:")
+            w("")
+            w("| phase | Sluice | PostgreSQL | Kafka | mock API | all |")
+            w("|---|---:|---:|---:|---:|---:|")
+            for phase, name in (("steady_cpu_s_per_m", "steady"),
+                                ("drain_cpu_s_per_m", "drain")):
+                xs = [cpu(phase, k) for k in kinds]
+                total = sum(x for x in xs if x is not None)
+                cells = " | ".join(fmt(x, 1) if x is not None else "—" for x in xs)
+                w(f"| {name} | {cells} | {fmt(total, 1)} |")
+            w("")
 
     if faults:
         cfg = json.load(open(a.fault_config))
