@@ -276,11 +276,15 @@ mod tests {
     use sluice_core::{Batch, SourcePosition};
 
     /// The bytes the embedded log holds after one batch of repetitive text, written with
-    /// `compression: <compression>`.
+    /// `compression: <compression>` (`""`: as the default).
     async fn log_bytes(compression: &str) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
+        let embedded = match compression {
+            "" => "{}".to_owned(),
+            c => format!("{{ compression: {c} }}"),
+        };
         let text = format!(
-            "pipeline: p\nbuffer: {{ embedded: {{ compression: {compression} }} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
+            "pipeline: p\nbuffer: {{ embedded: {embedded} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
         );
         let plan = sluice_config::validate(
             &text,
@@ -334,6 +338,8 @@ mod tests {
         assert!(holds(&zstd, "arrow+zstd") && !holds(&zstd, "arrow+lz4"));
         assert!(holds(&lz4, "arrow+lz4") && !holds(&lz4, "arrow+zstd"));
         assert!(!holds(&none, "arrow+zstd") && !holds(&none, "arrow+lz4"));
+        let default = log_bytes("").await;
+        assert!(holds(&default, "arrow+lz4"), "lz4 by default");
         assert!(
             none.len() > 2 * zstd.len() && none.len() > 2 * lz4.len(),
             "none {} bytes, zstd {}, lz4 {}",

@@ -66,7 +66,9 @@ impl Default for EmbeddedOptions {
             segment_bytes: 64 * 1024 * 1024,
             fsync: FsyncPolicy::EveryBatch,
             max_message_bytes: 16 * 1024 * 1024,
-            format: WireFormat::default(),
+            // lz4, as `buffer.embedded.compression` by default: a local log trades disk
+            // for CPU (zstd is the wire's default, for Kafka).
+            format: WireFormat::ArrowLz4,
         }
     }
 }
