@@ -513,25 +513,23 @@ impl Executor {
         // Batches published but not acked yet, in the order read: their checkpoints are
         // saved in that order, each once its batch (and every one before it) is durable.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let mut unsaved = Unsaved::new();
         // The schema of the batches read, kept once per change (`sluice doctor` compares
         // a fresh sample with the last one).
         let mut schema_seen: Option<String> = None;
         let mut lag_checked = Instant::now();
         loop {
             if ctx.cancel.is_cancelled() {
-                return Ok(self.cancel_source(ctx, &mut unsaved).await);
+                return Ok(RunStatus::Cancelled);
             }
             if let Some(gate) = ctx.gate.clone() {
                 if gate.is_closed() {
                     // What was read before the pause is delivered and checkpointed first.
-                    let settled = self.settle(ctx, &topic, &mut in_flight, 0, &mut unsaved);
-                    if let Err(gave_up) = settled.await {
+                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
                         return cancelled(gave_up);
                     }
                 }
                 if !gate.before_read(ctx, &mut lag_checked).await {
-                    return Ok(self.cancel_source(ctx, &mut unsaved).await);
+                    return Ok(RunStatus::Cancelled);
                 }
             }
             let mut read = Read {
@@ -544,14 +542,13 @@ impl Executor {
                 Ok(Ok(Some(read))) => read,
                 Ok(Ok(None)) => {
                     return self
-                        .settle(ctx, &topic, &mut in_flight, 0, &mut unsaved)
+                        .settle(ctx, &topic, &mut in_flight, 0)
                         .await
                         .map(|()| RunStatus::Succeeded)
                         .or_else(cancelled);
                 }
                 Ok(Err(error)) => {
-                    let settled = self.settle(ctx, &topic, &mut in_flight, 0, &mut unsaved);
-                    if let Err(gave_up) = settled.await {
+                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
                         return cancelled(gave_up);
                     }
                     return Err(error);
@@ -559,11 +556,10 @@ impl Executor {
                 Err(GaveUp {
                     stop: Stop::Cancelled,
                     ..
-                }) => return Ok(self.cancel_source(ctx, &mut unsaved).await),
+                }) => return Ok(RunStatus::Cancelled),
                 Err(GaveUp { mut error, .. }) => {
                     // What was read before the failure is still delivered and checkpointed.
-                    let settled = self.settle(ctx, &topic, &mut in_flight, 0, &mut unsaved);
-                    if let Err(gave_up) = settled.await {
+                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
                         return cancelled(gave_up);
                     }
                     if let Some(at) = error.resume_at {
@@ -601,10 +597,7 @@ impl Executor {
                 batch: read.batch,
                 checkpoint: read.checkpoint,
             });
-            match self
-                .settle(ctx, &topic, &mut in_flight, keep, &mut unsaved)
-                .await
-            {
+            match self.settle(ctx, &topic, &mut in_flight, keep).await {
                 Ok(()) => {}
                 Err(GaveUp {
                     stop: Stop::Cancelled,
@@ -616,59 +609,36 @@ impl Executor {
     }
 
     /// Takes the acks of the oldest batches in flight until at most `keep` remain (and
-    /// any whose ack has already come), in order, and saves the checkpoint of the last
-    /// one acked (it supersedes the ones before it): at once when `keep` is 0 (the read
-    /// ends, fails or pauses) or the stop was a failure, else at most every
-    /// [`CHECKPOINT_EVERY`] (a crash in between only makes the next run read those
-    /// batches again, which the sinks' ledgers skip). A publish that failed is published
-    /// again, with retries, before any later checkpoint: a batch not acked is never
-    /// passed.
+    /// any whose ack has already come), saving their checkpoints in order: of the batches
+    /// acked in one call, the last one's checkpoint is saved once (it supersedes the ones
+    /// before it, which a crash in between would only have moved less far). A publish
+    /// that failed is published again, with retries, before any later checkpoint: a
+    /// batch not acked is never passed (the next run reads it again; the sinks' ledgers
+    /// skip what a second publish duplicates).
     async fn settle(
         &self,
         ctx: &mut NodeCtx,
         topic: &str,
         in_flight: &mut VecDeque<InFlight>,
         keep: usize,
-        unsaved: &mut Unsaved,
     ) -> Result<(), GaveUp> {
+        // The checkpoint of the last batch acked and not saved yet.
+        let mut unsaved: Option<serde_json::Value> = None;
         let outcome = self
-            .settle_acked(ctx, topic, in_flight, keep, &mut unsaved.checkpoint)
+            .settle_acked(ctx, topic, in_flight, keep, &mut unsaved)
             .await;
         // Whatever stopped the loop, what was acked before it is checkpointed.
-        if keep == 0 || outcome.is_err() || unsaved.saved.elapsed() >= CHECKPOINT_EVERY {
-            self.save_checkpoint(ctx, unsaved)
+        if let Some(checkpoint) = unsaved {
+            self.store
+                .save_checkpoint(&ctx.pipeline, &ctx.node, &checkpoint)
                 .await
-                .map_err(|error| GaveUp {
-                    error,
+                .map_err(|e| GaveUp {
+                    error: ConnectorError::from(e),
                     attempts: 1,
                     stop: Stop::NotRetried,
                 })?;
         }
         outcome
-    }
-
-    /// Saves the checkpoint acked and not saved yet, if any.
-    async fn save_checkpoint(
-        &self,
-        ctx: &NodeCtx,
-        unsaved: &mut Unsaved,
-    ) -> Result<(), ConnectorError> {
-        if let Some(checkpoint) = unsaved.checkpoint.take() {
-            self.store
-                .save_checkpoint(&ctx.pipeline, &ctx.node, &checkpoint)
-                .await?;
-        }
-        unsaved.saved = Instant::now();
-        Ok(())
-    }
-
-    /// A source stopped by a cancel: what its buffer acknowledged is checkpointed still
-    /// (a failure to is only logged: the next run reads those batches again).
-    async fn cancel_source(&self, ctx: &NodeCtx, unsaved: &mut Unsaved) -> RunStatus {
-        if let Err(e) = self.save_checkpoint(ctx, unsaved).await {
-            tracing::warn!(node = %ctx.node, error = %e, "could not save the checkpoint of a cancelled source; the next run reads its last batches again");
-        }
-        RunStatus::Cancelled
     }
 
     /// The loop of [`Self::settle`]: leaves the checkpoint to save in `unsaved`.
@@ -959,27 +929,6 @@ async fn gather(
 /// Batches a source keeps published but not yet acked (Kafka's acks overlap the next
 /// reads; the embedded log acks at once).
 const MAX_IN_FLIGHT: usize = 8;
-
-/// How often, at most, a source reading on saves its checkpoint: one state-store commit
-/// (an fsync) per batch was a tenth of Sluice's CPU on a fast source, and a checkpoint
-/// a moment behind costs only a re-read after a crash.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// The checkpoint of the last batch a source's buffer acknowledged, not saved yet, and
-/// when the last one was saved.
-struct Unsaved {
-    checkpoint: Option<serde_json::Value>,
-    saved: Instant,
-}
-
-impl Unsaved {
-    fn new() -> Unsaved {
-        Unsaved {
-            checkpoint: None,
-            saved: Instant::now(),
-        }
-    }
-}
 
 /// A source's batch published but not yet checkpointed.
 struct InFlight {

@@ -16,7 +16,6 @@ use sluice_state::{FailedBatchFilter, RunStatus, StateStore, Trigger};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Pages of consecutive ids; the checkpoint is the next page.
 struct Pages {
@@ -791,80 +790,4 @@ async fn records_lost_between_the_buffer_and_a_sink_fail_the_run() {
         "{error}"
     );
     assert_eq!(ids(&db).len(), 90);
-}
-
-/// [`Pages`], a page every 5 ms.
-struct SlowPages(Pages);
-
-#[async_trait]
-impl Source for SlowPages {
-    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        self.0.next_batch().await
-    }
-}
-
-/// A source saves its checkpoint at most every 250 ms while it reads on, but a run
-/// cancelled in between still saves the checkpoint of every batch its buffer
-/// acknowledged: the next run reads on from there, nothing twice, nothing skipped.
-#[tokio::test]
-async fn a_cancelled_source_keeps_the_checkpoint_of_every_batch_acked() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = CancellationToken::new();
-    let exec = executor(&dir).await.with_shutdown(token.clone());
-    let db = Arc::new(Mutex::new(Db::default()));
-    let build = |pages: u64| {
-        Pipeline::new(
-            "p",
-            vec![
-                node(
-                    "src",
-                    &[],
-                    NodeRunner::Source(Box::new(move |checkpoint: Option<serde_json::Value>| {
-                        let next = checkpoint.and_then(|c| c["next"].as_u64()).unwrap_or(0);
-                        async move {
-                            Ok(Box::new(SlowPages(Pages {
-                                next,
-                                pages,
-                                rows: 10,
-                            })) as Box<dyn Source>)
-                        }
-                        .boxed()
-                    })),
-                ),
-                node(
-                    "db",
-                    &["src"],
-                    NodeRunner::Sink(Box::new(MemSink(db.clone()))),
-                ),
-            ],
-        )
-    };
-    let cancel = tokio::spawn({
-        let token = token.clone();
-        async move {
-            // Between two saves: 100 pages take 500 ms or more.
-            tokio::time::sleep(Duration::from_millis(370)).await;
-            token.cancel();
-        }
-    });
-    let summary = exec.run(build(1_000), Trigger::Manual).await.unwrap();
-    cancel.await.unwrap();
-    assert_eq!(summary.status, RunStatus::Cancelled, "{summary:#?}");
-    let src = summary.nodes.iter().find(|n| n.id == "src").unwrap();
-    let read = src.counts.batches as u64;
-    assert!((10..1_000).contains(&read), "{read} batches read");
-    let checkpoint = exec.store().checkpoint("p", "src").await.unwrap();
-    assert_eq!(
-        checkpoint.and_then(|c| c["next"].as_u64()),
-        Some(read),
-        "the checkpoint of the last batch acked"
-    );
-    drop(exec);
-    let exec = executor(&dir).await;
-    let summary = exec.run(build(read + 20), Trigger::Manual).await.unwrap();
-    assert_eq!(summary.status, RunStatus::Succeeded, "{summary:#?}");
-    let src = summary.nodes.iter().find(|n| n.id == "src").unwrap();
-    assert_eq!(src.counts.batches, 20, "read on from the checkpoint");
-    assert_eq!(ids(&db), (0..(read as i64 + 20) * 10).collect());
 }
