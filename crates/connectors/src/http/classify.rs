@@ -245,7 +245,10 @@ pub(crate) async fn read_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<CappedBody, reqwest::Error> {
-    let mut bytes = Vec::new();
+    // Sized by the length the server announces, if any (never past `limit`: a length is
+    // a claim, the cap holds whatever it says); else grown as the chunks come.
+    let announced = resp.content_length().unwrap_or(0);
+    let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(limit).min(limit));
     while let Some(chunk) = resp.chunk().await? {
         let room = limit.saturating_sub(bytes.len());
         let take = chunk.len().min(room);

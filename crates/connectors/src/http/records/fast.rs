@@ -698,7 +698,9 @@ impl FastColumns {
         let mut builders = self.builders(rows, body_bytes);
         let mut slots: Vec<Option<usize>> = vec![None; self.names.len()];
         let mut seen = vec![false; self.names.len()];
-        let mut texts_of_records = RecordTexts::with_capacity(body_bytes, rows);
+        // The records' texts are the body less its envelope, plus an 8-byte length each
+        // (and rarely a little more: a number marked as a string).
+        let mut texts_of_records = RecordTexts::with_capacity(body_bytes + rows * 16, rows);
         let mut watermarks = Vec::new();
         let (mark_top, mark_rest) = match watermark {
             Some(p) => match p.split_once('.') {
