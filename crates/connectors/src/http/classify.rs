@@ -240,15 +240,19 @@ pub(crate) struct CappedBody {
     pub(crate) over_limit: bool,
 }
 
+/// The most a body's buffer is sized to before its bytes arrive (see [`read_capped`]).
+const PRESIZED_BODY: usize = 16 << 20;
+
 /// Reads `resp`'s body up to `limit` decoded bytes (see [`CappedBody`]).
 pub(crate) async fn read_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<CappedBody, reqwest::Error> {
-    // Sized by the length the server announces, if any (never past `limit`: a length is
-    // a claim, the cap holds whatever it says); else grown as the chunks come.
-    let announced = resp.content_length().unwrap_or(0);
-    let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(limit).min(limit));
+    // Sized by the length the server announces, if any, up to 16 MiB (a length is a
+    // claim: a larger one, and the chunks past it, grow the buffer as they come, never
+    // past `limit`).
+    let announced = usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX);
+    let mut bytes = Vec::with_capacity(announced.min(limit).min(PRESIZED_BODY));
     while let Some(chunk) = resp.chunk().await? {
         let room = limit.saturating_sub(bytes.len());
         let take = chunk.len().min(room);
