@@ -8,11 +8,40 @@
 
 mod sql_common;
 
-use sluice_connectors::sql::{SchemaPolicy, WriteMode, build_sink};
-use sluice_core::{ErrorClass, RunInfo};
+use sluice_connectors::sql::{SchemaPolicy, SqlSinkConfig, WriteMode, build_sink};
+use sluice_core::{ErrorClass, RunInfo, WriteReport};
 use sluice_testkit::batches::page_batch;
 use sql_common::{Target, names, records};
 use std::time::Instant;
+
+/// `t`'s sink config for `table` in `upsert` on `id`.
+fn upsert_on_id(t: &Target, table: &str) -> SqlSinkConfig {
+    let mut config = t.config(table);
+    config.mode = WriteMode::Upsert;
+    config.key = vec!["id".into()];
+    config
+}
+
+/// The transactions that wrote `table`'s ledger rows (their distinct `xmin`s): PostgreSQL
+/// only, `None` elsewhere.
+async fn ledger_transactions(t: &Target, table: &str) -> Option<i64> {
+    if t.name != "postgres" {
+        return None;
+    }
+    let sql = format!(
+        "SELECT COUNT(DISTINCT xmin::text) FROM {} WHERE {} LIKE '%{table}%'",
+        t.q("_sluice_ledger"),
+        t.q("target")
+    );
+    Some(t.ints(&sql).await[0])
+}
+
+/// Whether a group write wrote every batch, `rows` rows each.
+fn all_written(reports: &[Option<WriteReport>], rows: usize) -> bool {
+    reports
+        .iter()
+        .all(|r| r.as_ref().is_some_and(|r| r.written == rows))
+}
 
 async fn suite(t: Target) {
     let started = Instant::now();
@@ -276,10 +305,7 @@ async fn hostile_identifiers_are_stored_verbatim(t: &Target) {
 }
 
 async fn upsert_updates_by_key(t: &Target) {
-    let mut config = t.config("upserted");
-    config.mode = WriteMode::Upsert;
-    config.key = vec!["id".into()];
-    let mut sink = build_sink(config).await.unwrap();
+    let mut sink = build_sink(upsert_on_id(t, "upserted")).await.unwrap();
     sink.write(&page_batch(
         1,
         names(&[1, 2, 3], &[Some("a"), Some("b"), Some("c")]),
@@ -316,10 +342,7 @@ async fn upsert_updates_by_key(t: &Target) {
 /// written before, or a row without its key, writes nothing (the engine then writes
 /// the batches one by one).
 async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
-    let mut config = t.config("grouped");
-    config.mode = WriteMode::Upsert;
-    config.key = vec!["id".into()];
-    let mut sink = build_sink(config).await.unwrap();
+    let mut sink = build_sink(upsert_on_id(t, "grouped")).await.unwrap();
     assert!(sink.group_rows() > 1, "{}", t.name);
     let first = [
         page_batch(1, names(&[1, 2, 3], &[Some("a"), Some("b"), Some("c")])),
@@ -358,9 +381,8 @@ async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
     );
     if t.name == "postgres" {
         assert_eq!(
-            t.ints(&format!("SELECT COUNT(DISTINCT xmin::text) {ledger}"))
-                .await,
-            [1],
+            ledger_transactions(t, "grouped").await,
+            Some(1),
             "one transaction"
         );
     }
@@ -419,13 +441,7 @@ async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
             .map(|i| page_batch(10 + i, records(i as i64 * 1_500, 1_500)))
             .collect();
         let reports = sink.write_group(&batches).await.unwrap();
-        assert!(
-            reports
-                .iter()
-                .all(|r| r.as_ref().is_some_and(|r| r.written == 1_500)),
-            "{}: {reports:?}",
-            t.name
-        );
+        assert!(all_written(&reports, 1_500), "{}: {reports:?}", t.name);
         assert_eq!(
             t.ids(&table).await,
             (0..4_500).collect::<Vec<i64>>(),
@@ -442,44 +458,22 @@ async fn a_group_is_written_whole_or_not_at_all(t: &Target) {
 /// then written alone write their good rows and reject the bad one.
 async fn a_large_group_is_written_on_two_connections(t: &Target) {
     let two = t.name != "sqlite";
-    let xmins = |table: &str| {
-        let sql = format!(
-            "SELECT COUNT(DISTINCT xmin::text) FROM {} WHERE {} LIKE '%{table}%'",
-            t.q("_sluice_ledger"),
-            t.q("target")
-        );
-        async move {
-            match t.name {
-                "postgres" => Some(t.ints(&sql).await[0]),
-                _ => None,
-            }
-        }
-    };
-    let upsert = |table: &str| {
-        let mut config = t.config(table);
-        config.mode = WriteMode::Upsert;
-        config.key = vec!["id".into()];
-        config
-    };
     let batch = |page: u64, from: i64, name: &str| {
         let ids: Vec<i64> = (from..from + 1_000).collect();
         page_batch(page, names(&ids, &vec![Some(name); 1_000]))
     };
     // Four batches of distinct keys: two transactions of two batches each.
-    let mut sink = build_sink(upsert("halves")).await.unwrap();
+    let mut sink = build_sink(upsert_on_id(t, "halves")).await.unwrap();
     let group: Vec<_> = (0..4).map(|i| batch(i, i as i64 * 1_000, "a")).collect();
     let reports = sink.write_group(&group).await.unwrap();
-    assert!(
-        reports
-            .iter()
-            .all(|r| r.as_ref().is_some_and(|r| r.written == 1_000)),
-        "{}: {reports:?}",
-        t.name
-    );
+    assert!(all_written(&reports, 1_000), "{}: {reports:?}", t.name);
     assert_eq!(t.ids("halves").await, (0..4_000).collect::<Vec<i64>>());
-    assert_eq!(xmins("halves").await, (t.name == "postgres").then_some(2));
+    assert_eq!(
+        ledger_transactions(t, "halves").await,
+        (t.name == "postgres").then_some(2)
+    );
     // The last batch repeats the first's keys: one transaction, the last version wins.
-    let mut sink = build_sink(upsert("shared")).await.unwrap();
+    let mut sink = build_sink(upsert_on_id(t, "shared")).await.unwrap();
     let mut group: Vec<_> = (0..3).map(|i| batch(i, i as i64 * 1_000, "a")).collect();
     group.push(batch(3, 0, "b"));
     let reports = sink.write_group(&group).await.unwrap();
@@ -497,7 +491,10 @@ async fn a_large_group_is_written_on_two_connections(t: &Target) {
         ))
         .await;
     assert_eq!(renamed, [1_000], "{}", t.name);
-    assert_eq!(xmins("shared").await, (t.name == "postgres").then_some(1));
+    assert_eq!(
+        ledger_transactions(t, "shared").await,
+        (t.name == "postgres").then_some(1)
+    );
     // A row the database refuses (NULL in a NOT NULL column), in one half, then the other.
     for (table, bad) in [("refused_second", 3usize), ("refused_first", 0)] {
         t.exec(&format!(
@@ -507,7 +504,7 @@ async fn a_large_group_is_written_on_two_connections(t: &Target) {
             t.q("name")
         ))
         .await;
-        let mut sink = build_sink(upsert(table)).await.unwrap();
+        let mut sink = build_sink(upsert_on_id(t, table)).await.unwrap();
         let mut group: Vec<_> = (0..4).map(|i| batch(i, i as i64 * 1_000, "a")).collect();
         let ids: Vec<i64> = (bad as i64 * 1_000..(bad as i64 + 1) * 1_000).collect();
         let mut values = vec![Some("a"); 1_000];

@@ -175,11 +175,19 @@ impl Task for Note {
 }
 
 async fn executor(dir: &tempfile::TempDir) -> Executor {
+    executor_over(dir, |log| Arc::new(log)).await
+}
+
+/// An executor in `dir` whose buffer is `wrap` of the embedded log.
+async fn executor_over(
+    dir: &tempfile::TempDir,
+    wrap: impl FnOnce(EmbeddedLog) -> Arc<dyn sluice_buffer::Buffer>,
+) -> Executor {
     let store = StateStore::open(&format!("sqlite://{}/state.db", dir.path().display()))
         .await
         .unwrap();
     let log = EmbeddedLog::open(dir.path().join("buffer"), EmbeddedOptions::default()).unwrap();
-    Executor::new(store, Arc::new(log))
+    Executor::new(store, wrap(log))
 }
 
 fn ids(db: &Arc<Mutex<Db>>) -> BTreeSet<i64> {
@@ -763,11 +771,7 @@ impl sluice_buffer::Subscription for LossySubscription {
 #[tokio::test]
 async fn records_lost_between_the_buffer_and_a_sink_fail_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&format!("sqlite://{}/state.db", dir.path().display()))
-        .await
-        .unwrap();
-    let log = EmbeddedLog::open(dir.path().join("buffer"), EmbeddedOptions::default()).unwrap();
-    let exec = Executor::new(store, Arc::new(Lossy(log)));
+    let exec = executor_over(&dir, |log| Arc::new(Lossy(log))).await;
     let db = Arc::new(Mutex::new(Db::default()));
     let pipeline = Pipeline::new(
         "p",

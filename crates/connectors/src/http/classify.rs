@@ -243,16 +243,20 @@ pub(crate) struct CappedBody {
 /// The most a body's buffer is sized to before its bytes arrive (see [`read_capped`]).
 const PRESIZED_BODY: usize = 16 << 20;
 
+/// The capacity a body's buffer starts with: the length the server announces, if any, up
+/// to [`PRESIZED_BODY`] and `limit` (a length is a claim: a larger one, and the chunks past
+/// it, grow the buffer as they come, never past `limit`).
+fn presized(announced: Option<u64>, limit: usize) -> usize {
+    let announced = usize::try_from(announced.unwrap_or(0)).unwrap_or(usize::MAX);
+    announced.min(limit).min(PRESIZED_BODY)
+}
+
 /// Reads `resp`'s body up to `limit` decoded bytes (see [`CappedBody`]).
 pub(crate) async fn read_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<CappedBody, reqwest::Error> {
-    // Sized by the length the server announces, if any, up to 16 MiB (a length is a
-    // claim: a larger one, and the chunks past it, grow the buffer as they come, never
-    // past `limit`).
-    let announced = usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX);
-    let mut bytes = Vec::with_capacity(announced.min(limit).min(PRESIZED_BODY));
+    let mut bytes = Vec::with_capacity(presized(resp.content_length(), limit));
     while let Some(chunk) = resp.chunk().await? {
         let room = limit.saturating_sub(bytes.len());
         let take = chunk.len().min(room);
@@ -568,6 +572,18 @@ pub(crate) fn quota_exhausted(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// An announced length sizes the buffer only within the cap and 16 MiB: a server that
+    /// claims terabytes gets no more memory for it.
+    #[test]
+    fn a_body_buffer_is_presized_within_bounds() {
+        let cap = 256 << 20;
+        assert_eq!(presized(Some(500_000), cap), 500_000);
+        assert_eq!(presized(None, cap), 0);
+        assert_eq!(presized(Some(1 << 40), cap), PRESIZED_BODY);
+        assert_eq!(presized(Some(u64::MAX), 1_000), 1_000);
+        assert_eq!(presized(Some(5_000), 1_000), 1_000);
+    }
 
     #[test]
     fn secrets_never_reach_the_evidence() {

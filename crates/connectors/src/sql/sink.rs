@@ -784,9 +784,12 @@ impl<B: Backend> SqlSink<B> {
         }
         let mut at = 0;
         let mut before = 0;
-        while at + 1 < parts.len() && before + rows_of(&parts[at..=at]) <= rows / 2 {
-            before += rows_of(&parts[at..=at]);
-            at += 1;
+        while at + 1 < parts.len() {
+            let next = before + rows_of(&parts[at..=at]);
+            if next > rows / 2 {
+                break;
+            }
+            (before, at) = (next, at + 1);
         }
         let at = at.max(1);
         if self.settings().mode == WriteMode::Upsert && self.share_a_key(parts, at)? {
