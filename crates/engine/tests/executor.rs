@@ -16,6 +16,7 @@ use sluice_state::{FailedBatchFilter, RunStatus, StateStore, Trigger};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Pages of consecutive ids; the checkpoint is the next page.
 struct Pages {
@@ -489,8 +490,10 @@ impl Transform for PanicTransform {
 async fn fails_for_the_panic_of(pipeline: Pipeline, panics: &str) {
     let dir = tempfile::tempdir().unwrap();
     let exec = executor(&dir).await;
+    // A bound that tells a hang (forever) from a busy machine: these runs take under a
+    // second alone, yet went past 10 s twice within the whole suite.
     let summary = tokio::time::timeout(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         exec.run(pipeline, Trigger::Manual),
     )
     .await
@@ -557,12 +560,42 @@ async fn a_panic_in_a_transform_fails_the_run_instead_of_hanging_it() {
     fails_for_the_panic_of(pipeline, "double").await;
 }
 
+/// `pages` that says when it has read its last page.
+fn pages_announced(name: &'static str, pages: u64, rows: i64, done: Arc<Notify>) -> NodeDef {
+    struct Announced(Pages, Arc<Notify>);
+
+    #[async_trait]
+    impl Source for Announced {
+        async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError> {
+            let next = self.0.next_batch().await?;
+            if next.is_none() {
+                self.1.notify_one();
+            }
+            Ok(next)
+        }
+    }
+
+    node(
+        name,
+        &[],
+        NodeRunner::Source(Box::new(move |checkpoint: Option<serde_json::Value>| {
+            let next = checkpoint.and_then(|c| c["next"].as_u64()).unwrap_or(0);
+            let done = done.clone();
+            async move {
+                let pages = Pages { next, pages, rows };
+                Ok(Box::new(Announced(pages, done)) as Box<dyn Source>)
+            }
+            .boxed()
+        })),
+    )
+}
+
 /// A sink that takes several batches at once (`group_rows`), all or nothing, over the
-/// same fake database; its first write is slow, so the source runs ahead and the
+/// same fake database; its first write waits for the source's last page, so the
 /// batches wait in the buffer, as after an outage.
 struct GroupSink {
     db: Arc<Mutex<Db>>,
-    slow_first: Option<Duration>,
+    first_waits_for: Option<Arc<Notify>>,
     /// The batches of each group written, in order.
     groups: Arc<Mutex<Vec<usize>>>,
     /// Fail this many group writes (the batches are then written one by one).
@@ -575,8 +608,8 @@ struct GroupSink {
 #[async_trait]
 impl Sink for GroupSink {
     async fn write(&mut self, batch: &Batch) -> Result<WriteReport, ConnectorError> {
-        if let Some(wait) = self.slow_first.take() {
-            tokio::time::sleep(wait).await;
+        if let Some(source_done) = self.first_waits_for.take() {
+            source_done.notified().await;
         }
         MemSink(self.db.clone()).write(batch).await
     }
@@ -642,16 +675,17 @@ async fn a_sink_behind_takes_batches_in_groups_and_a_failed_group_one_by_one() {
     let db = Arc::new(Mutex::new(Db::default()));
     let groups = Arc::new(Mutex::new(Vec::new()));
     let build = |extra: u64, group_failures: u32, hand_backs: u32| {
+        let source_done = Arc::new(Notify::new());
         Pipeline::new(
             "p",
             vec![
-                pages("src", 40 + extra, 10),
+                pages_announced("src", 40 + extra, 10, source_done.clone()),
                 node(
                     "db",
                     &["src"],
                     NodeRunner::Sink(Box::new(GroupSink {
                         db: db.clone(),
-                        slow_first: Some(Duration::from_millis(500)),
+                        first_waits_for: Some(source_done),
                         groups: groups.clone(),
                         group_failures,
                         hand_backs,
