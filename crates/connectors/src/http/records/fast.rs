@@ -3,8 +3,8 @@
 //! in scalar or JSON-text columns.
 //!
 //! The page is never turned into a tree of `serde_json::Value`s: the records are located
-//! as slices of the body ([`RawValue`]s, which `serde_json` validates while it skips them),
-//! each record's members are matched to the columns by name, and each value is parsed
+//! as slices of the body in one validating pass ([`Scan`]), each record's members are
+//! matched to the columns by name, and each value is parsed
 //! straight into its column's Arrow builder. JSON-text columns and the records' digests
 //! are written by [`canonical_text`], which gives the very bytes `serde_json` would write for
 //! the `Value` the general path builds, so that a page gives the same batch, the same
@@ -23,7 +23,7 @@ use arrow::array::{
 };
 use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use arrow::datatypes::{Date32Type, SchemaRef};
-use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -98,8 +98,17 @@ impl<'a> RawPage<'a> {
 }
 
 /// A member of an object: its key (borrowed from the body unless it has escapes) and its
-/// value's text.
-type Member<'a> = (Key<'a>, &'a RawValue);
+/// value.
+type Member<'a> = (Key<'a>, Val<'a>);
+
+/// A member's value: its text (a slice of the body, valid JSON, no space around it), and
+/// whether the scan that found it saw it written as [`canonical_text`] writes it (then it
+/// is copied, not checked again).
+#[derive(Debug, Clone, Copy)]
+struct Val<'a> {
+    text: &'a str,
+    canonical: bool,
+}
 
 /// An object key, borrowed from the body when it has no escapes. (`Cow<str>`'s own
 /// `Deserialize` always copies.)
@@ -128,7 +137,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     }
 }
 
-/// Appends an object's members to a vector (records, without a vector per record).
+/// Appends an object's members to a vector (a nested object, for [`canonical_at`]).
 struct MembersInto<'v, 'a>(&'v mut Vec<Member<'a>>);
 
 impl<'de: 'a, 'a> DeserializeSeed<'de> for MembersInto<'_, 'a> {
@@ -144,8 +153,15 @@ impl<'de: 'a, 'a> Visitor<'de> for MembersInto<'_, 'a> {
         f.write_str("a JSON object")
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        while let Some(entry) = map.next_entry::<Key<'a>, &'a RawValue>()? {
-            self.0.push(entry);
+        while let Some((key, raw)) = map.next_entry::<Key<'a>, &'a RawValue>()? {
+            let text = raw.get().trim_ascii();
+            self.0.push((
+                key,
+                Val {
+                    text,
+                    canonical: false,
+                },
+            ));
         }
         Ok(())
     }
@@ -160,92 +176,192 @@ fn members_of(text: &str) -> Option<Vec<Member<'_>>> {
     Some(out)
 }
 
-/// An array of records, each an object, into a [`RawPage`]'s members.
-struct RecordsInto<'v, 'a> {
-    members: &'v mut Vec<Member<'a>>,
-    ends: &'v mut Vec<usize>,
+/// One pass over a page's text that finds its records' members. Each value is read by
+/// [`canonical_value`], which validates the JSON it accepts (compact, sorted, no escapes:
+/// what most APIs send) and so learns both where it ends and that it needs no rewriting;
+/// a value it refuses is read by `serde_json` instead. Every byte of a value is scanned
+/// once, where a `serde_json` visitor (which validates as it skips) and the canonical
+/// check after it scanned it twice. The structure between the values (objects, arrays,
+/// keys, white space) is JSON's grammar as `serde_json` reads it; anything else is
+/// refused (`None`), and the general path says what is wrong.
+struct Scan<'a> {
+    text: &'a str,
+    at: usize,
+    scratch: Vec<u8>,
 }
 
-impl<'de: 'a, 'a> DeserializeSeed<'de> for RecordsInto<'_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de: 'a, 'a> Visitor<'de> for RecordsInto<'_, 'a> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of JSON objects")
-    }
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
-        while seq.next_element_seed(MembersInto(self.members))?.is_some() {
-            self.ends.push(self.members.len());
+impl<'a> Scan<'a> {
+    fn new(text: &'a str) -> Scan<'a> {
+        Scan {
+            text,
+            at: 0,
+            scratch: Vec::new(),
         }
-        Ok(())
     }
-}
 
-/// One level of a member path: the envelope at this level (records replaced by `null`),
-/// the records found below.
-struct Level<'k, 'v, 'a> {
-    keys: &'k [String],
-    members: &'v mut Vec<Member<'a>>,
-    ends: &'v mut Vec<usize>,
-}
+    fn space(&mut self) {
+        let t = self.text.as_bytes();
+        while matches!(t.get(self.at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
 
-impl<'de: 'a, 'a> DeserializeSeed<'de> for Level<'_, '_, 'a> {
-    /// The envelope, and whether the records were there.
-    type Value = (Value, bool);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        if self.keys.is_empty() {
-            RecordsInto {
-                members: self.members,
-                ends: self.ends,
+    /// The next byte after white space, consumed.
+    fn next(&mut self) -> Option<u8> {
+        self.space();
+        let b = *self.text.as_bytes().get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    /// Whether the next byte after white space is `b` (consumed if so).
+    fn eat(&mut self, b: u8) -> bool {
+        self.space();
+        let there = self.text.as_bytes().get(self.at) == Some(&b);
+        self.at += usize::from(there);
+        there
+    }
+
+    /// Whether only white space is left.
+    fn at_end(&mut self) -> bool {
+        self.space();
+        self.at == self.text.len()
+    }
+
+    /// A value at `at` (after white space), as `serde_json` reads one.
+    fn value(&mut self) -> Option<Val<'a>> {
+        self.space();
+        let start = self.at;
+        if canonical_value(self.text.as_bytes(), &mut self.at, 1, &mut self.scratch) {
+            return Some(Val {
+                text: &self.text[start..self.at],
+                canonical: true,
+            });
+        }
+        self.at = start;
+        let text = self.serde_value()?;
+        Some(Val {
+            text,
+            canonical: false,
+        })
+    }
+
+    /// The value at `at`, read by `serde_json` (which validates it), `at` moved past it.
+    fn serde_value(&mut self) -> Option<&'a str> {
+        let rest = &self.text[self.at..];
+        let mut de = serde_json::Deserializer::from_str(rest);
+        let raw = <&'a RawValue>::deserialize(&mut de).ok()?.get();
+        // A slice of `rest`: where it ends there is where the scan goes on.
+        let offset = (raw.as_ptr() as usize).checked_sub(rest.as_ptr() as usize)?;
+        self.at += offset + raw.len();
+        Some(raw)
+    }
+
+    /// An object key at `at` (after white space), and the `:` after it.
+    fn key(&mut self) -> Option<Key<'a>> {
+        self.space();
+        let quote = self.at;
+        let key = match plain_string(self.text.as_bytes(), &mut self.at) {
+            // Between two ASCII quotes: on char boundaries.
+            Some(_) => Key(Cow::Borrowed(&self.text[quote + 1..self.at - 1])),
+            None if self.text.as_bytes().get(self.at) == Some(&b'"') => {
+                let raw = self.serde_value()?;
+                serde_json::from_str::<String>(raw)
+                    .ok()
+                    .map(|k| Key(Cow::Owned(k)))?
             }
-            .deserialize(d)?;
-            return Ok((Value::Null, true));
-        }
-        d.deserialize_map(self)
+            None => return None,
+        };
+        self.eat(b':').then_some(key)
     }
-}
 
-impl<'de: 'a, 'a> Visitor<'de> for Level<'_, '_, 'a> {
-    type Value = (Value, bool);
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
+    /// An object's members, appended to `out`.
+    fn object(&mut self, out: &mut Vec<Member<'a>>) -> Option<()> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            let value = self.value()?;
+            out.push((key, value));
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
     }
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        use serde::de::Error;
+
+    /// An array of objects, their members appended to `members` and each one's end to
+    /// `ends`.
+    fn records(&mut self, members: &mut Vec<Member<'a>>, ends: &mut Vec<usize>) -> Option<()> {
+        if !self.eat(b'[') {
+            return None;
+        }
+        if self.eat(b']') {
+            return Some(());
+        }
+        loop {
+            self.object(members)?;
+            ends.push(members.len());
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// One level of a member path: the envelope at this level (the records replaced by
+    /// `null`), and whether the records were there.
+    fn level(
+        &mut self,
+        keys: &[String],
+        members: &mut Vec<Member<'a>>,
+        ends: &mut Vec<usize>,
+    ) -> Option<(Value, bool)> {
+        let Some((first, rest)) = keys.split_first() else {
+            self.records(members, ends)?;
+            return Some((Value::Null, true));
+        };
         let mut envelope = serde_json::Map::new();
         let mut found = false;
-        while let Some(key) = map.next_key::<Key<'a>>()? {
-            let key = key.0.into_owned();
-            if key == self.keys[0] {
+        if !self.eat(b'{') {
+            return None;
+        }
+        if self.eat(b'}') {
+            return Some((Value::Object(envelope), false));
+        }
+        loop {
+            let key = self.key()?.0.into_owned();
+            if key == *first {
                 if found {
-                    // The last of duplicate keys wins in a parsed document: not the
-                    // plain case.
-                    return Err(M::Error::custom("records given twice"));
+                    // The last of duplicate keys wins in a parsed document: not the plain
+                    // case.
+                    return None;
                 }
-                let (inner, there) = map.next_value_seed(Level {
-                    keys: &self.keys[1..],
-                    members: &mut *self.members,
-                    ends: &mut *self.ends,
-                })?;
+                let (inner, there) = self.level(rest, members, ends)?;
                 found = there;
                 envelope.insert(key, inner);
             } else {
                 // The envelope as the general path reads it (numbers `float64` would
                 // round as their text).
-                let raw: &'a RawValue = map.next_value()?;
-                let (mut v, exact) = parse(raw.get().as_bytes()).map_err(M::Error::custom)?;
+                let value = self.value()?;
+                let (mut v, exact) = parse(value.text.as_bytes()).ok()?;
                 if exact {
                     unmark_all(&mut v);
                 }
                 envelope.insert(key, v);
             }
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some((Value::Object(envelope), found)),
+                _ => return None,
+            }
         }
-        Ok((Value::Object(envelope), found))
     }
 }
 
@@ -256,16 +372,11 @@ pub(crate) fn locate<'a>(body: &'a [u8], at: &RawAt) -> Option<RawPage<'a>> {
     let text = std::str::from_utf8(body).ok()?;
     let mut members = Vec::with_capacity(body.len() / 24);
     let mut ends = Vec::with_capacity(body.len() / 256);
-    let mut de = serde_json::Deserializer::from_str(text);
     let doc = match at {
         RawAt::Root => {
-            RecordsInto {
-                members: &mut members,
-                ends: &mut ends,
-            }
-            .deserialize(&mut de)
-            .ok()?;
-            None
+            let mut scan = Scan::new(text);
+            scan.records(&mut members, &mut ends)?;
+            scan.at_end().then_some(None)?
         }
         RawAt::Ndjson => {
             for line in text.split('\n') {
@@ -273,32 +384,24 @@ pub(crate) fn locate<'a>(body: &'a [u8], at: &RawAt) -> Option<RawPage<'a>> {
                 if line.is_empty() {
                     continue;
                 }
-                let mut de = serde_json::Deserializer::from_str(line);
-                MembersInto(&mut members).deserialize(&mut de).ok()?;
-                de.end().ok()?;
+                let mut scan = Scan::new(line);
+                scan.object(&mut members)?;
+                if !scan.at_end() {
+                    return None;
+                }
                 ends.push(members.len());
             }
-            return Some(RawPage {
-                members,
-                ends,
-                doc: None,
-            });
+            None
         }
         RawAt::Members(keys) => {
-            let (doc, found) = Level {
-                keys,
-                members: &mut members,
-                ends: &mut ends,
-            }
-            .deserialize(&mut de)
-            .ok()?;
-            if !found {
+            let mut scan = Scan::new(text);
+            let (doc, found) = scan.level(keys, &mut members, &mut ends)?;
+            if !(found && scan.at_end()) {
                 return None;
             }
             Some(doc)
         }
     };
-    de.end().ok()?;
     Some(RawPage { members, ends, doc })
 }
 
@@ -522,7 +625,7 @@ fn write_object(
         first = false;
         write_key(k, out)?;
         out.push(b':');
-        literal |= canonical_at(v.get(), numbers, out, depth + 1)?;
+        literal |= canonical_at(v.text, numbers, out, depth + 1)?;
     }
     out.push(b'}');
     Some(literal)
@@ -585,8 +688,8 @@ fn number_value(token: &str) -> Option<Value> {
 
 /// A value parsed as the general path parses it (numbers `float64` would round kept as
 /// marked text).
-pub(crate) fn value_of(raw: &RawValue) -> Option<Value> {
-    parse(raw.get().as_bytes()).ok().map(|(v, _)| v)
+fn value_of(text: &str) -> Option<Value> {
+    parse(text.as_bytes()).ok().map(|(v, _)| v)
 }
 
 /// One column's builder.
@@ -782,15 +885,16 @@ impl FastColumns {
                 scratch.push(b':');
                 match spans[m] {
                     Some((a, b)) => scratch.extend_from_slice(&texts[a..b]),
+                    None if v.canonical => scratch.extend_from_slice(v.text.as_bytes()),
                     None => {
-                        canonical_text(v.get(), Numbers::Marked, &mut scratch, 1)?;
+                        canonical_text(v.text, Numbers::Marked, &mut scratch, 1)?;
                     }
                 }
             }
             scratch.push(b'}');
             texts_of_records.push(&scratch);
             if let Some(m) = mark {
-                let v = value_of(m)?;
+                let v = value_of(m.text)?;
                 let v = match mark_rest {
                     None => Some(v),
                     Some(rest) => super::field(&v, rest).cloned(),
@@ -818,11 +922,11 @@ impl FastColumns {
     fn append(
         &self,
         b: &mut Builder,
-        raw: &RawValue,
+        value: Val<'_>,
         nullable: bool,
         text: &mut Vec<u8>,
     ) -> Option<bool> {
-        let t = raw.get().trim_ascii();
+        let t = value.text;
         if t == "null" {
             if !nullable {
                 return None;
@@ -871,10 +975,10 @@ impl FastColumns {
             Builder::Str(b) => b.append_value(string_of(t)?),
             Builder::Text(b) => match first {
                 b'"' => b.append_value(string_of(t)?),
-                b'{' | b'[' => return json_into(b, raw, text),
+                b'{' | b'[' => return json_into(b, value, text),
                 _ => return None,
             },
-            Builder::Json(b) => return json_into(b, raw, text),
+            Builder::Json(b) => return json_into(b, value, text),
             Builder::Timestamp(b) => {
                 if first != b'"' {
                     return None;
@@ -897,9 +1001,9 @@ impl FastColumns {
 
 /// A value's JSON text into a column, through `text`; whether that is also its text in
 /// the record's digest.
-fn json_into(b: &mut StringBuilder, raw: &RawValue, text: &mut Vec<u8>) -> Option<bool> {
-    let t = raw.get().trim_ascii();
-    if is_canonical(t.as_bytes(), 0) {
+fn json_into(b: &mut StringBuilder, value: Val<'_>, text: &mut Vec<u8>) -> Option<bool> {
+    let t = value.text;
+    if value.canonical || is_canonical(t.as_bytes(), 0) {
         // Copied as it is (see `canonical_text`): text already, no UTF-8 check needed.
         text.extend_from_slice(t.as_bytes());
         b.append_value(t);
@@ -1036,6 +1140,130 @@ mod tests {
             prop_assume!(parsed.is_ok());
             same_as_general_path(&serde_json::to_string(&parsed.unwrap()).unwrap())?;
         }
+
+        /// The scan finds every record's members as written (keys unescaped, values as
+        /// their text), whatever the white space, escapes and duplicate keys; a value it
+        /// calls canonical is one [`canonical_text`] copies as it is.
+        #[test]
+        fn a_page_is_located_member_by_member(
+            records in prop::collection::vec(
+                prop::collection::vec((key_strategy(), json_text_strategy()), 0..5),
+                0..5,
+            ),
+            ws in prop_oneof![Just(""), Just(" "), Just("\n\t")],
+        ) {
+            let (page, expected) = page_of(&records, ws);
+            let located = locate(page.as_bytes(), &RawAt::Members(vec!["data".into(), "items".into()]))
+                .expect("a valid page is located");
+            let found: Vec<Vec<(String, String)>> = located
+                .records()
+                .map(|r| r.iter().map(|(k, v)| (k.0.to_string(), v.text.to_owned())).collect())
+                .collect();
+            prop_assert_eq!(&found, &expected);
+            for (_, v) in located.records().flatten() {
+                if v.canonical {
+                    prop_assert!(is_canonical(v.text.as_bytes(), 0), "{}", v.text);
+                }
+            }
+            prop_assert_eq!(located.doc, Some(serde_json::json!({"meta": {"n": 1.5}, "data": {"items": null}})));
+        }
+
+        /// Whatever a page's bytes, the scan accepts none that `serde_json` refuses.
+        #[test]
+        fn a_damaged_page_is_never_located(
+            records in prop::collection::vec(
+                prop::collection::vec((key_strategy(), json_text_strategy()), 1..4),
+                1..4,
+            ),
+            cuts in prop::collection::vec((any::<prop::sample::Index>(), 0..12usize, prop_oneof![
+                Just(""), Just("{"), Just("}"), Just("["), Just("]"), Just(","), Just(":"),
+                Just("\""), Just("\\"), Just("1"), Just("-"), Just("e"), Just("."), Just("a"),
+                Just("\u{1}"), Just(" "), Just(",}"), Just(",]"), Just("0"),
+            ]), 1..3),
+        ) {
+            let (mut page, _) = page_of(&records, "");
+            for (at, len, with) in cuts {
+                let mut i = at.index(page.len());
+                while !page.is_char_boundary(i) {
+                    i -= 1;
+                }
+                let end = (i + len.max(1)..=page.len())
+                    .find(|&e| page.is_char_boundary(e))
+                    .unwrap_or(page.len());
+                page.replace_range(i..end, with);
+            }
+            let at = RawAt::Members(vec!["data".into(), "items".into()]);
+            if locate(page.as_bytes(), &at).is_some() {
+                prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&page).is_ok(), "{}", page);
+            }
+        }
+    }
+
+    #[test]
+    fn what_json_refuses_the_scan_refuses() {
+        let at = RawAt::Members(vec!["data".into(), "items".into()]);
+        for page in [
+            r#"{"data":{"items":[{"a":1},]}}"#,
+            r#"{"data":{"items":[{"a":1,}]}}"#,
+            r#"{"data":{"items":[{"a":1}]},}"#,
+            r#"{"data":{"items":[{"a" 1}]}}"#,
+            r#"{"data":{"items":[{"a":01}]}}"#,
+            r#"{"data":{"items":[{"a":1.}]}}"#,
+            r#"{"data":{"items":[{"a":tru}]}}"#,
+            r#"{"data":{"items":[{"a":"x\q"}]}}"#,
+            r#"{"data":{"items":[{"a":"x"#,
+            r#"{"data":{"items":[{a:1}]}}"#,
+            r#"{"data":{"items":[{"a":1}]}} x"#,
+            "{\"data\":{\"items\":[{\"a\":\"\u{1}\"}]}}",
+        ] {
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(page).is_err(),
+                "{page}"
+            );
+            assert!(locate(page.as_bytes(), &at).is_none(), "{page}");
+        }
+        // Not the plain case, though valid JSON: the general path reads them.
+        for page in [
+            r#"{"data":{"items":[1]}}"#,
+            r#"{"data":{"items":{}}}"#,
+            r#"{"data":{"items":[{}]},"data":{"items":[]}}"#,
+            r#"{"data":{}}"#,
+        ] {
+            assert!(locate(page.as_bytes(), &at).is_none(), "{page}");
+        }
+    }
+
+    /// A key as written (with escapes now and then) and as meant.
+    fn key_strategy() -> impl Strategy<Value = (String, String)> {
+        prop_oneof![
+            "[a-c]{0,2}|\\PC{0,3}".prop_map(|k| (serde_json::to_string(&k).unwrap(), k)),
+            Just((r#""\u0061b""#.to_owned(), "ab".to_owned())),
+        ]
+    }
+
+    /// A page with `records` at `$.data.items` between other members, `ws` between its
+    /// tokens, and each record's members as the scan should find them.
+    fn page_of(
+        records: &[Vec<((String, String), String)>],
+        ws: &str,
+    ) -> (String, Vec<Vec<(String, String)>>) {
+        let mut expected = Vec::new();
+        let mut items = Vec::new();
+        for record in records {
+            let mut members = Vec::new();
+            let mut texts = Vec::new();
+            for ((written, key), value) in record {
+                members.push(format!("{ws}{written}{ws}:{ws}{value}{ws}"));
+                texts.push((key.clone(), value.trim_ascii().to_owned()));
+            }
+            items.push(format!("{ws}{{{}}}{ws}", members.join(",")));
+            expected.push(texts);
+        }
+        let page = format!(
+            r#"{ws}{{{ws}"meta"{ws}:{ws}{{"n":1.5}},{ws}"data"{ws}:{ws}{{"items":{ws}[{}]{ws}}}{ws}}}{ws}"#,
+            items.join(",")
+        );
+        (page, expected)
     }
 
     #[test]
