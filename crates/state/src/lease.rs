@@ -455,3 +455,53 @@ fn row_bool(row: &sqlx::any::AnyRow, column: &str) -> bool {
         .or_else(|_| row.try_get::<i64, _>(column).map(|v| v != 0))
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process paused (SIGSTOP, a frozen VM) between the lease renewal of a checkpoint
+    /// write and its commit holds the lease's row locked. PostgreSQL closes its session
+    /// after [`crate::store::IDLE_IN_TRANSACTION`], so that the next owner takes the lease
+    /// instead of waiting for it forever; the paused write, resumed, commits nothing.
+    #[tokio::test]
+    async fn an_owner_paused_inside_a_write_does_not_block_the_next_one() {
+        let pg = sluice_testkit::postgres_schema("lease_paused_tx").await;
+        let a = StateStore::open(&pg.url).await.unwrap();
+        let b = StateStore::open(&pg.url).await.unwrap();
+        let ttl = Duration::from_millis(600);
+        let lease = a.acquire_lease("orders", ttl).await.unwrap();
+        let fenced = a.fenced(&lease);
+        let mut paused = fenced.owner_tx().await.unwrap();
+        drop(lease);
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        let bound = crate::store::IDLE_IN_TRANSACTION + Duration::from_secs(20);
+        let taken = tokio::time::timeout(bound, b.acquire_lease("orders", ttl))
+            .await
+            .expect("the next owner takes the lease (it used to wait for the paused one forever)")
+            .unwrap();
+        b.fenced(&taken)
+            .save_checkpoint("orders", "api", &serde_json::json!({"page": 7}))
+            .await
+            .unwrap();
+        let late = sqlx::query(
+            "INSERT INTO checkpoints (pipeline, node, value, updated_at) VALUES ('orders', 'api', '{\"page\":2}', 0)
+             ON CONFLICT (pipeline, node) DO UPDATE SET value = excluded.value",
+        )
+        .execute(&mut *paused)
+        .await;
+        let committed = match late {
+            Ok(_) => paused.commit().await.is_ok(),
+            Err(_) => false,
+        };
+        assert!(
+            !committed,
+            "the paused write committed after its session was closed"
+        );
+        assert_eq!(
+            b.checkpoint("orders", "api").await.unwrap(),
+            Some(serde_json::json!({"page": 7}))
+        );
+        taken.release().await.unwrap();
+    }
+}

@@ -4,7 +4,7 @@ use crate::kinds::{AlertKind, AlertSeverity, DeliveryStatus, RunStatus, Trigger}
 use serde::Serialize;
 use sluice_core::ErrorClass;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -462,6 +462,12 @@ pub struct ClearedCondition {
     pub since: i64,
 }
 
+/// How long PostgreSQL keeps a store session that is idle inside a transaction before it
+/// closes it (`idle_in_transaction_session_timeout`). The store's transactions are a few
+/// statements sent back to back: one idle this long belongs to a process paused or cut
+/// off mid-write, whose row locks (a lease's) would otherwise stop every other process.
+pub(crate) const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The state store.
 #[derive(Debug, Clone)]
 pub struct StateStore {
@@ -502,9 +508,22 @@ impl StateStore {
             url: shown.clone(),
             source,
         };
+        let postgres = backend == Backend::Postgres;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 1 } else { 5 })
             .acquire_timeout(std::time::Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if postgres {
+                        let ms = IDLE_IN_TRANSACTION.as_millis();
+                        conn.execute(AssertSqlSafe(format!(
+                            "SET idle_in_transaction_session_timeout = {ms}"
+                        )))
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&connect_url)
             .await
             .map_err(db_err)?;
