@@ -513,22 +513,29 @@ impl Executor {
         // Batches published but not acked yet, in the order read: their checkpoints are
         // saved in that order, each once its batch (and every one before it) is durable.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        // The checkpoint of the last batch acked, until it is saved.
+        let mut unsaved = Unsaved::default();
         // The schema of the batches read, kept once per change (`sluice doctor` compares
         // a fresh sample with the last one).
         let mut schema_seen: Option<String> = None;
         let mut lag_checked = Instant::now();
         loop {
             if ctx.cancel.is_cancelled() {
+                self.save_unsaved(ctx, &mut unsaved).await;
                 return Ok(RunStatus::Cancelled);
             }
             if let Some(gate) = ctx.gate.clone() {
                 if gate.is_closed() {
                     // What was read before the pause is delivered and checkpointed first.
-                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
+                    if let Err(gave_up) = self
+                        .settle(ctx, &topic, &mut in_flight, &mut unsaved, 0)
+                        .await
+                    {
                         return cancelled(gave_up);
                     }
                 }
                 if !gate.before_read(ctx, &mut lag_checked).await {
+                    self.save_unsaved(ctx, &mut unsaved).await;
                     return Ok(RunStatus::Cancelled);
                 }
             }
@@ -537,18 +544,41 @@ impl Executor {
                 retries_inside,
                 live,
             };
-            let next = retrying(ctx, &mut read).await;
+            let next = {
+                let (store, pipeline, node) =
+                    (self.store.clone(), ctx.pipeline.clone(), ctx.node.clone());
+                let reading = retrying(ctx, &mut read);
+                tokio::pin!(reading);
+                if unsaved.checkpoint.is_none() {
+                    reading.await
+                } else {
+                    // A checkpoint held back for [`CHECKPOINT_EVERY`] is saved while a slow
+                    // read (a source waiting for new data) goes on.
+                    tokio::select! {
+                        next = &mut reading => next,
+                        () = tokio::time::sleep(CHECKPOINT_EVERY) => {
+                            if let Err(e) = save_to(&store, &pipeline, &node, &mut unsaved).await {
+                                tracing::warn!(%node, error = %e, "could not save the checkpoint (tried again after the next batch)");
+                            }
+                            reading.await
+                        }
+                    }
+                }
+            };
             let read = match next {
                 Ok(Ok(Some(read))) => read,
                 Ok(Ok(None)) => {
                     return self
-                        .settle(ctx, &topic, &mut in_flight, 0)
+                        .settle(ctx, &topic, &mut in_flight, &mut unsaved, 0)
                         .await
                         .map(|()| RunStatus::Succeeded)
                         .or_else(cancelled);
                 }
                 Ok(Err(error)) => {
-                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
+                    if let Err(gave_up) = self
+                        .settle(ctx, &topic, &mut in_flight, &mut unsaved, 0)
+                        .await
+                    {
                         return cancelled(gave_up);
                     }
                     return Err(error);
@@ -556,10 +586,16 @@ impl Executor {
                 Err(GaveUp {
                     stop: Stop::Cancelled,
                     ..
-                }) => return Ok(RunStatus::Cancelled),
+                }) => {
+                    self.save_unsaved(ctx, &mut unsaved).await;
+                    return Ok(RunStatus::Cancelled);
+                }
                 Err(GaveUp { mut error, .. }) => {
                     // What was read before the failure is still delivered and checkpointed.
-                    if let Err(gave_up) = self.settle(ctx, &topic, &mut in_flight, 0).await {
+                    if let Err(gave_up) = self
+                        .settle(ctx, &topic, &mut in_flight, &mut unsaved, 0)
+                        .await
+                    {
                         return cancelled(gave_up);
                     }
                     if let Some(at) = error.resume_at {
@@ -597,7 +633,10 @@ impl Executor {
                 batch: read.batch,
                 checkpoint: read.checkpoint,
             });
-            match self.settle(ctx, &topic, &mut in_flight, keep).await {
+            match self
+                .settle(ctx, &topic, &mut in_flight, &mut unsaved, keep)
+                .await
+            {
                 Ok(()) => {}
                 Err(GaveUp {
                     stop: Stop::Cancelled,
@@ -609,36 +648,47 @@ impl Executor {
     }
 
     /// Takes the acks of the oldest batches in flight until at most `keep` remain (and
-    /// any whose ack has already come), saving their checkpoints in order: of the batches
-    /// acked in one call, the last one's checkpoint is saved once (it supersedes the ones
-    /// before it, which a crash in between would only have moved less far). A publish
-    /// that failed is published again, with retries, before any later checkpoint: a
-    /// batch not acked is never passed (the next run reads it again; the sinks' ledgers
-    /// skip what a second publish duplicates).
+    /// any whose ack has already come), saving their checkpoints in order: the last
+    /// acked batch's checkpoint supersedes the ones before it, so it is saved once, at
+    /// once when the reading stops here (`keep` 0: the source ended, failed or pauses)
+    /// or the loop failed, else the first of the run at once and then at most every
+    /// [`CHECKPOINT_EVERY`] (a crash in between only makes the next run read those pages
+    /// again, and the sinks' ledgers skip them). A publish that failed is published
+    /// again, with retries, before any later checkpoint: a batch not acked is never
+    /// passed.
     async fn settle(
         &self,
         ctx: &mut NodeCtx,
         topic: &str,
         in_flight: &mut VecDeque<InFlight>,
+        unsaved: &mut Unsaved,
         keep: usize,
     ) -> Result<(), GaveUp> {
-        // The checkpoint of the last batch acked and not saved yet.
-        let mut unsaved: Option<serde_json::Value> = None;
         let outcome = self
-            .settle_acked(ctx, topic, in_flight, keep, &mut unsaved)
+            .settle_acked(ctx, topic, in_flight, keep, &mut unsaved.checkpoint)
             .await;
         // Whatever stopped the loop, what was acked before it is checkpointed.
-        if let Some(checkpoint) = unsaved {
-            self.store
-                .save_checkpoint(&ctx.pipeline, &ctx.node, &checkpoint)
-                .await
-                .map_err(|e| GaveUp {
-                    error: ConnectorError::from(e),
-                    attempts: 1,
-                    stop: Stop::NotRetried,
-                })?;
+        if keep == 0 || outcome.is_err() || unsaved.due() {
+            self.save(ctx, unsaved).await.map_err(|e| GaveUp {
+                error: e,
+                attempts: 1,
+                stop: Stop::NotRetried,
+            })?;
         }
         outcome
+    }
+
+    /// Saves the checkpoint of the last batch acked, if not saved yet.
+    async fn save(&self, ctx: &NodeCtx, unsaved: &mut Unsaved) -> Result<(), ConnectorError> {
+        save_to(&self.store, &ctx.pipeline, &ctx.node, unsaved).await
+    }
+
+    /// On a stop, the checkpoint of what was acked is saved if it can be (else the next
+    /// run reads those pages again).
+    async fn save_unsaved(&self, ctx: &NodeCtx, unsaved: &mut Unsaved) {
+        if let Err(e) = self.save(ctx, unsaved).await {
+            tracing::warn!(node = %ctx.node, error = %e, "could not save the checkpoint on stopping: the next run reads the last pages again");
+        }
     }
 
     /// The loop of [`Self::settle`]: leaves the checkpoint to save in `unsaved`.
@@ -929,6 +979,40 @@ async fn gather(
 /// Batches a source keeps published but not yet acked (Kafka's acks overlap the next
 /// reads; the embedded log acks at once).
 const MAX_IN_FLIGHT: usize = 8;
+
+/// How often a source reading on saves its checkpoint at most (see [`Executor::settle`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// The checkpoint of the last batch a source had acked and not saved yet, and when the
+/// last one was saved (none yet: the first is saved at once).
+#[derive(Default)]
+struct Unsaved {
+    checkpoint: Option<serde_json::Value>,
+    saved: Option<Instant>,
+}
+
+impl Unsaved {
+    /// Whether a checkpoint waits and is due: none saved yet, or the last one
+    /// [`CHECKPOINT_EVERY`] ago.
+    fn due(&self) -> bool {
+        self.checkpoint.is_some() && self.saved.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY)
+    }
+}
+
+/// Saves a source's checkpoint held back, if any (see [`Executor::settle`]).
+async fn save_to(
+    store: &StateStore,
+    pipeline: &str,
+    node: &str,
+    unsaved: &mut Unsaved,
+) -> Result<(), ConnectorError> {
+    if let Some(checkpoint) = &unsaved.checkpoint {
+        store.save_checkpoint(pipeline, node, checkpoint).await?;
+        unsaved.checkpoint = None;
+        unsaved.saved = Some(Instant::now());
+    }
+    Ok(())
+}
 
 /// A source's batch published but not yet checkpointed.
 struct InFlight {

@@ -829,3 +829,85 @@ async fn records_lost_between_the_buffer_and_a_sink_fail_the_run() {
     );
     assert_eq!(ids(&db).len(), 90);
 }
+
+/// `pages`, but after every `quick` pages it waits for `more` (new data that is not there
+/// yet) before reading on.
+struct Waits {
+    pages: Pages,
+    quick: u64,
+    more: Arc<Notify>,
+}
+
+#[async_trait]
+impl Source for Waits {
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, ConnectorError> {
+        if self.pages.next > 0 && self.pages.next % self.quick == 0 {
+            self.more.notified().await;
+        }
+        self.pages.next_batch().await
+    }
+}
+
+/// A source's checkpoint may be held back a moment while pages come fast, but never left
+/// behind: a source waiting for new data has it saved within that moment, and a run
+/// stopped saves the checkpoint of every page acked before the stop.
+#[tokio::test]
+async fn a_checkpoint_held_back_is_saved_while_the_source_waits_and_on_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let exec = executor(&dir).await.with_shutdown(shutdown.clone());
+    let more = Arc::new(Notify::new());
+    let db = Arc::new(Mutex::new(Db::default()));
+    let waits = more.clone();
+    let source = node(
+        "src",
+        &[],
+        NodeRunner::Source(Box::new(move |_| {
+            let more = waits.clone();
+            async move {
+                let pages = Pages {
+                    next: 0,
+                    pages: 20,
+                    rows: 10,
+                };
+                Ok(Box::new(Waits {
+                    pages,
+                    quick: 6,
+                    more,
+                }) as Box<dyn Source>)
+            }
+            .boxed()
+        })),
+    );
+    let sink = node("db", &["src"], NodeRunner::Sink(Box::new(MemSink(db))));
+    let store = exec.store().clone();
+    let run = tokio::spawn(async move {
+        exec.run(Pipeline::new("p", vec![source, sink]), Trigger::Manual)
+            .await
+    });
+    let checkpoint = || async { store.checkpoint("p", "src").await.unwrap() };
+    let saved = |next: u64| {
+        let checkpoint = &checkpoint;
+        async move {
+            let waited = std::time::Instant::now();
+            while checkpoint().await != Some(serde_json::json!({ "next": next })) {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(30),
+                    "the checkpoint of the pages read before the wait is saved during it: {:?}",
+                    checkpoint().await
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    saved(6).await;
+    more.notify_one();
+    saved(12).await;
+    // Stopped as soon as that checkpoint is saved: the next page's, read after the stop
+    // was asked for, is too recent to be due, and is saved on the way out.
+    shutdown.cancel();
+    more.notify_one();
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(summary.status, RunStatus::Cancelled, "{summary:#?}");
+    assert_eq!(checkpoint().await, Some(serde_json::json!({ "next": 13 })));
+}
