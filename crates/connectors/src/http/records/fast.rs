@@ -28,7 +28,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Where the records are, for the fast path: the root array, NDJSON lines, or a path of
 /// plain member names (`$.data.items`). Other JSON paths (wildcards, filters, indexes)
@@ -517,7 +517,7 @@ fn canonical_value(t: &[u8], at: &mut usize, depth: usize, scratch: &mut Vec<u8>
             let Ok(token) = std::str::from_utf8(&t[start..*at]) else {
                 return false;
             };
-            if plain_int(token) {
+            if plain_int(token) || plain_decimal(token) {
                 return true;
             }
             if may_round(token.as_bytes()) {
@@ -656,6 +656,28 @@ fn plain_int(token: &str) -> bool {
     syntax && (token.len() <= 18 || token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok())
 }
 
+/// A decimal `serde_json` reads exactly and writes back unchanged, told without parsing
+/// it: at most 15 significant digits, the last one not 0, no exponent, at least 0.1 and
+/// below 10^15 in size. Such a number is one division of integers `f64` holds (so
+/// `serde_json` and `str::parse` both read the correctly rounded `f64`), no two of them
+/// are the same `f64`, so the shortest text that reads back as it is its own, and in that
+/// range it is written without an exponent.
+fn plain_decimal(token: &str) -> bool {
+    let digits = token.strip_prefix('-').unwrap_or(token);
+    let Some((int, frac)) = digits.split_once('.') else {
+        return false;
+    };
+    let significant = if int == "0" { 0 } else { int.len() } + frac.len();
+    (int == "0" || !int.starts_with('0'))
+        && !int.is_empty()
+        && !frac.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !frac.ends_with('0')
+        && (int != "0" || !frac.starts_with('0'))
+        && significant <= 15
+}
+
 /// Whether the number was written as its literal where a marked string would differ.
 fn write_number(token: &str, numbers: Numbers, out: &mut Vec<u8>) -> Option<bool> {
     if plain_int(token) {
@@ -720,6 +742,9 @@ pub(crate) struct FastColumns {
     strict: bool,
     schema: SchemaRef,
     utc: Tz,
+    /// Each text column's bytes per record on the page before (0: none read yet), so that
+    /// its builder is sized once instead of growing by doubling (and copying).
+    per_record: Mutex<Vec<usize>>,
 }
 
 /// A page the fast path built.
@@ -764,14 +789,29 @@ impl FastColumns {
             strict: !declared,
             schema: schema.clone(),
             utc: "UTC".parse().ok()?,
+            per_record: Mutex::new(vec![0; fields.len()]),
         })
     }
 
     fn builders(&self, rows: usize, bytes: usize) -> Vec<Builder> {
-        let per = bytes / self.shapes.len().max(1);
+        let even = bytes / self.shapes.len().max(1);
+        let per_record = self
+            .per_record
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
         self.shapes
             .iter()
-            .map(|s| match s {
+            .enumerate()
+            .map(|(i, s)| {
+                // As on the page before, an eighth more; never past the page's own size.
+                let per = match per_record.get(i) {
+                    Some(&n) if n > 0 => (n * rows + n * rows / 8).min(bytes),
+                    _ => even,
+                };
+                (s, per)
+            })
+            .map(|(s, per)| match s {
                 Shape::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
                 Shape::Int => Builder::Int(Int64Builder::with_capacity(rows)),
                 Shape::UInt => Builder::UInt(UInt64Builder::with_capacity(rows)),
@@ -907,6 +947,15 @@ impl FastColumns {
         if self.strict && seen.iter().any(|s| !s) {
             return None;
         }
+        if rows > 0
+            && let Ok(mut per_record) = self.per_record.lock()
+        {
+            for (n, b) in per_record.iter_mut().zip(&builders) {
+                if let Builder::Str(b) | Builder::Json(b) | Builder::Text(b) = b {
+                    *n = b.values_slice().len() / rows;
+                }
+            }
+        }
         let columns: Vec<ArrayRef> = builders.into_iter().map(finish).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), columns).ok()?;
         Some(FastPage {
@@ -963,6 +1012,9 @@ impl FastColumns {
                         Ok(i) => i as f64,
                         Err(_) => t.parse::<u64>().ok()? as f64,
                     }
+                } else if plain_decimal(t) {
+                    // The `f64` `serde_json` reads too (see `plain_decimal`).
+                    t.parse().ok()?
                 } else {
                     match number_value(t)? {
                         Value::Number(n) => n.as_f64()?,
@@ -1166,6 +1218,19 @@ mod tests {
                 }
             }
             prop_assert_eq!(located.doc, Some(serde_json::json!({"meta": {"n": 1.5}, "data": {"items": null}})));
+        }
+
+        /// A decimal told canonical without parsing is one `serde_json` reads as
+        /// `str::parse` does and writes back as it is.
+        #[test]
+        fn a_plain_decimal_reads_and_writes_back_as_it_is(
+            t in "-?(0|[1-9][0-9]{0,15})\\.[0-9]{0,16}",
+        ) {
+            if plain_decimal(&t) {
+                let v: f64 = serde_json::from_str(&t).unwrap();
+                prop_assert_eq!(v, t.parse::<f64>().unwrap());
+                prop_assert_eq!(serde_json::to_string(&v).unwrap(), t);
+            }
         }
 
         /// Whatever a page's bytes, the scan accepts none that `serde_json` refuses.
