@@ -544,24 +544,21 @@ impl Executor {
                 retries_inside,
                 live,
             };
-            let next = {
-                let (store, pipeline, node) =
-                    (self.store.clone(), ctx.pipeline.clone(), ctx.node.clone());
+            let next = if unsaved.checkpoint.is_none() {
+                retrying(ctx, &mut read).await
+            } else {
+                // A checkpoint held back for [`CHECKPOINT_EVERY`] is saved while a slow read
+                // (a source waiting for new data) goes on.
+                let (pipeline, node) = (ctx.pipeline.clone(), ctx.node.clone());
                 let reading = retrying(ctx, &mut read);
                 tokio::pin!(reading);
-                if unsaved.checkpoint.is_none() {
-                    reading.await
-                } else {
-                    // A checkpoint held back for [`CHECKPOINT_EVERY`] is saved while a slow
-                    // read (a source waiting for new data) goes on.
-                    tokio::select! {
-                        next = &mut reading => next,
-                        () = tokio::time::sleep(CHECKPOINT_EVERY) => {
-                            if let Err(e) = save_to(&store, &pipeline, &node, &mut unsaved).await {
-                                tracing::warn!(%node, error = %e, "could not save the checkpoint (tried again after the next batch)");
-                            }
-                            reading.await
+                tokio::select! {
+                    next = &mut reading => next,
+                    () = tokio::time::sleep(CHECKPOINT_EVERY) => {
+                        if let Err(e) = unsaved.save(&self.store, &pipeline, &node).await {
+                            tracing::warn!(%node, error = %e, "could not save the checkpoint (tried again after the next batch)");
                         }
+                        reading.await
                     }
                 }
             };
@@ -669,7 +666,8 @@ impl Executor {
             .await;
         // Whatever stopped the loop, what was acked before it is checkpointed.
         if keep == 0 || outcome.is_err() || unsaved.due() {
-            self.save(ctx, unsaved).await.map_err(|e| GaveUp {
+            let saved = unsaved.save(&self.store, &ctx.pipeline, &ctx.node).await;
+            saved.map_err(|e| GaveUp {
                 error: e,
                 attempts: 1,
                 stop: Stop::NotRetried,
@@ -678,15 +676,10 @@ impl Executor {
         outcome
     }
 
-    /// Saves the checkpoint of the last batch acked, if not saved yet.
-    async fn save(&self, ctx: &NodeCtx, unsaved: &mut Unsaved) -> Result<(), ConnectorError> {
-        save_to(&self.store, &ctx.pipeline, &ctx.node, unsaved).await
-    }
-
     /// On a stop, the checkpoint of what was acked is saved if it can be (else the next
     /// run reads those pages again).
     async fn save_unsaved(&self, ctx: &NodeCtx, unsaved: &mut Unsaved) {
-        if let Err(e) = self.save(ctx, unsaved).await {
+        if let Err(e) = unsaved.save(&self.store, &ctx.pipeline, &ctx.node).await {
             tracing::warn!(node = %ctx.node, error = %e, "could not save the checkpoint on stopping: the next run reads the last pages again");
         }
     }
@@ -997,21 +990,21 @@ impl Unsaved {
     fn due(&self) -> bool {
         self.checkpoint.is_some() && self.saved.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY)
     }
-}
 
-/// Saves a source's checkpoint held back, if any (see [`Executor::settle`]).
-async fn save_to(
-    store: &StateStore,
-    pipeline: &str,
-    node: &str,
-    unsaved: &mut Unsaved,
-) -> Result<(), ConnectorError> {
-    if let Some(checkpoint) = &unsaved.checkpoint {
-        store.save_checkpoint(pipeline, node, checkpoint).await?;
-        unsaved.checkpoint = None;
-        unsaved.saved = Some(Instant::now());
+    /// Saves the checkpoint held back, if any.
+    async fn save(
+        &mut self,
+        store: &StateStore,
+        pipeline: &str,
+        node: &str,
+    ) -> Result<(), ConnectorError> {
+        if let Some(checkpoint) = &self.checkpoint {
+            store.save_checkpoint(pipeline, node, checkpoint).await?;
+            self.checkpoint = None;
+            self.saved = Some(Instant::now());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A source's batch published but not yet checkpointed.

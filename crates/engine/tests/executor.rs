@@ -45,13 +45,24 @@ impl Source for Pages {
 }
 
 fn pages(name: &'static str, pages: u64, rows: i64) -> NodeDef {
-    let _ = name;
+    pages_as(name, pages, rows, |p| Box::new(p))
+}
+
+/// `pages`, resuming from its checkpoint, as the source `wrap` makes of it.
+fn pages_as(
+    name: &'static str,
+    pages: u64,
+    rows: i64,
+    wrap: impl Fn(Pages) -> Box<dyn Source> + Send + Sync + 'static,
+) -> NodeDef {
+    let wrap = Arc::new(wrap);
     node(
         name,
         &[],
         NodeRunner::Source(Box::new(move |checkpoint: Option<serde_json::Value>| {
             let next = checkpoint.and_then(|c| c["next"].as_u64()).unwrap_or(0);
-            async move { Ok(Box::new(Pages { next, pages, rows }) as Box<dyn Source>) }.boxed()
+            let wrap = wrap.clone();
+            async move { Ok(wrap(Pages { next, pages, rows })) }.boxed()
         })),
     )
 }
@@ -575,19 +586,9 @@ fn pages_announced(name: &'static str, pages: u64, rows: i64, done: Arc<Notify>)
         }
     }
 
-    node(
-        name,
-        &[],
-        NodeRunner::Source(Box::new(move |checkpoint: Option<serde_json::Value>| {
-            let next = checkpoint.and_then(|c| c["next"].as_u64()).unwrap_or(0);
-            let done = done.clone();
-            async move {
-                let pages = Pages { next, pages, rows };
-                Ok(Box::new(Announced(pages, done)) as Box<dyn Source>)
-            }
-            .boxed()
-        })),
-    )
+    pages_as(name, pages, rows, move |p| {
+        Box::new(Announced(p, done.clone()))
+    })
 }
 
 /// A sink that takes several batches at once (`group_rows`), all or nothing, over the
@@ -859,26 +860,13 @@ async fn a_checkpoint_held_back_is_saved_while_the_source_waits_and_on_a_stop() 
     let more = Arc::new(Notify::new());
     let db = Arc::new(Mutex::new(Db::default()));
     let waits = more.clone();
-    let source = node(
-        "src",
-        &[],
-        NodeRunner::Source(Box::new(move |_| {
-            let more = waits.clone();
-            async move {
-                let pages = Pages {
-                    next: 0,
-                    pages: 20,
-                    rows: 10,
-                };
-                Ok(Box::new(Waits {
-                    pages,
-                    quick: 6,
-                    more,
-                }) as Box<dyn Source>)
-            }
-            .boxed()
-        })),
-    );
+    let source = pages_as("src", 20, 10, move |pages| {
+        Box::new(Waits {
+            pages,
+            quick: 6,
+            more: waits.clone(),
+        })
+    });
     let sink = node("db", &["src"], NodeRunner::Sink(Box::new(MemSink(db))));
     let store = exec.store().clone();
     let run = tokio::spawn(async move {
