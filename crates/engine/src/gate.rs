@@ -401,8 +401,13 @@ impl Gate {
                 }
             }
         };
-        self.closed.send_modify(|c| {
-            c.remove(&ctx.node);
+        self.closed.send_modify(|c| match outcome {
+            // The link answers: every node held by it (each probes on its own clock)
+            // stops holding the gate closed now, not at its own next probe.
+            Held::Recovered => c.retain(|node, closed| *node != ctx.node && closed.link != key),
+            _ => {
+                c.remove(&ctx.node);
+            }
         });
         let held = started.elapsed();
         if let Held::Cancelled = outcome {
