@@ -182,9 +182,10 @@ kafka_up() {
     [[ -f "$KAFKA_LOG" ]] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
     if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
       # Random cluster id: 16 bytes, URL-safe base64 without padding (Kafka's Uuid format).
+      # One in 64 starts with '-': given as `--cluster-id=ID`, never as an option of its own.
       local cluster_id
       cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
-      if ! kafka_tool kafka.tools.StorageTool format -t "$cluster_id" \
+      if ! kafka_tool kafka.tools.StorageTool format --cluster-id="$cluster_id" \
         -c "$KAFKA_DIR/server.properties" --ignore-formatted >>"$KAFKA_LOG" 2>&1; then
         start_failed kafka "$KAFKA_LOG"
       fi

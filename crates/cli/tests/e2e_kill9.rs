@@ -89,18 +89,25 @@ nodes:
         (Some(n / 2), true),
         (Some(n * 4 / 5), false),
     ];
-    // Runs started (each killed or stopped), and which of them was stopped gracefully.
+    // Runs started (each killed or stopped), and which of them (counted from 0) was stopped
+    // gracefully.
     let mut interrupted = 0;
     let mut stopped = None;
     for (i, (at_rows, graceful)) in points.into_iter().enumerate() {
-        if count(&pool, "orders").await >= n {
+        let before = count(&pool, "orders").await;
+        if before >= n {
             // A point passed by all the rest: no later point can be reached mid-run.
             break;
         }
-        interrupted += 1;
-        if graceful {
-            stopped = Some(i);
+        if at_rows.is_some_and(|rows| before >= rows) {
+            // Passed already (a stopped run finished the batches in hand past it): killing
+            // now would kill a process that has not yet recorded its run.
+            continue;
         }
+        if graceful {
+            stopped = Some(interrupted);
+        }
+        interrupted += 1;
         let log = format!("run{i}");
         let started = std::time::Instant::now();
         let mut child = sb.spawn(&log, &["run", &file, "--once", "--plain"]);

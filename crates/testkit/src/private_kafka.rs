@@ -103,7 +103,11 @@ impl PrivateKafka {
             ))
             .arg("-cp")
             .arg(format!("{}/*", libs.display()))
-            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
+            // One id in 64 starts with '-', which the tool would read as an option: given as
+            // `--cluster-id=ID`, it is always a value.
+            .args(["kafka.tools.StorageTool", "format"])
+            .arg(format!("--cluster-id={cluster_id}"))
+            .arg("-c")
             .arg(dir.join("server.properties"))
             .arg("--ignore-formatted")
             .output()
