@@ -10,9 +10,11 @@
 
 #![allow(unreachable_pub)]
 
+mod common;
+
 use sluice_connectors::http::{
-    __BenchPages, ColumnConfig, ColumnType, HttpSource, HttpSourceConfig, HttpSourceContext,
-    NestedMode, RecordsConfig, SchemaConfig,
+    __BenchPages, HttpSource, HttpSourceConfig, HttpSourceContext, NestedMode, RecordsConfig,
+    SchemaConfig,
 };
 use sluice_core::Source;
 use sluice_testkit::mock_api::{MockApi, MockConfig};
@@ -40,36 +42,10 @@ fn main() {
         let mock = MockApi::start(MockConfig { records, page_size: 1000, ..MockConfig::default() })
             .await
             .expect("the mock API starts");
-        let client = reqwest::Client::new();
-        let mut pages = Vec::new();
-        for page in 1..=(records / 1000) {
-            let body = client
-                .get(mock.url(&format!("/page/items?page={page}")))
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .expect("a page")
-                .bytes()
-                .await
-                .expect("a body");
-            pages.push(body.to_vec());
-        }
+        let pages = common::fetch_pages(&mock, records / 1000).await;
         let bytes: usize = pages.iter().map(Vec::len).sum();
         let path = RecordsConfig::Path("$.data.items".into());
-        // The columns of bench/e2e/sluice-embedded.yaml: what `scripts/bench.sh` declares.
-        let col = |name: &str, data_type, nullable| ColumnConfig { name: name.into(), data_type, nullable };
-        let declared = SchemaConfig::Columns(vec![
-            col("id", ColumnType::Int64, false),
-            col("updated_at", ColumnType::Timestamp, true),
-            col("created_at", ColumnType::Timestamp, true),
-            col("status", ColumnType::String, true),
-            col("amount", ColumnType::Float64, true),
-            col("currency", ColumnType::String, true),
-            col("customer", ColumnType::Json, true),
-            col("items", ColumnType::Json, true),
-            col("tags", ColumnType::Json, true),
-            col("notes", ColumnType::String, true),
-        ]);
+        let declared = common::declared_columns();
         let cases = [
             ("declared columns, json text", &declared, NestedMode::JsonText),
             ("inferred, struct columns", &SchemaConfig::Infer, NestedMode::Struct),
