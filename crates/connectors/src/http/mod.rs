@@ -80,10 +80,11 @@ pub(crate) fn instant_after(
 pub use config::*;
 pub use source::{HttpSource, HttpSourceContext};
 
-/// For the benchmarks only (`benches/json_to_arrow.rs`, `benches/http_json_to_arrow.rs`): response bodies through record extraction,
-/// the schema and Arrow conversion, with the records' digests, as the source does it: by
-/// the general path (`fast: false`: a `serde_json::Value` tree, shape checks, arrow-json)
-/// or the fast path where it applies (slices of the body straight into Arrow builders).
+/// For the benchmarks only (`benches/json_to_arrow.rs`, `benches/http_json_to_arrow.rs`):
+/// response bodies through record extraction, the schema and Arrow conversion, with the
+/// records' digests, as the source does it: by the general path (`fast: false`: a
+/// `serde_json::Value` tree, shape checks, arrow-json) or the fast path where it applies
+/// (slices of the body straight into Arrow builders).
 #[doc(hidden)]
 pub struct __BenchPages {
     at: records::RecordsAt,
