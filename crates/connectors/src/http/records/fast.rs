@@ -75,8 +75,9 @@ impl RawAt {
 pub(crate) struct RawPage<'a> {
     /// Every record's members, one after the other.
     members: Vec<Member<'a>>,
-    /// Where each record's members end in `members`.
-    ends: Vec<usize>,
+    /// Where each record's members end in `members`, and its text when that is its
+    /// digest text already.
+    ends: Vec<End<'a>>,
     /// The document with the records replaced by `null` (a member path only), as the
     /// general path leaves it for pagination.
     pub(crate) doc: Option<Value>,
@@ -87,14 +88,24 @@ impl<'a> RawPage<'a> {
         self.ends.len()
     }
 
-    /// Each record's members, in the order of the page.
-    fn records(&self) -> impl Iterator<Item = &[Member<'a>]> {
-        self.ends.iter().scan(0, |start, &end| {
-            let r = &self.members[*start..end];
-            *start = end;
-            Some(r)
+    /// Each record's members, in the order of the page, and its text when the record is
+    /// written as [`canonical_text`] writes it.
+    fn records(&self) -> impl Iterator<Item = (&[Member<'a>], Option<&'a str>)> {
+        self.ends.iter().scan(0, |start, end| {
+            let r = &self.members[*start..end.members];
+            *start = end.members;
+            Some((r, end.canonical))
         })
     }
+}
+
+/// The end of a record in [`RawPage::members`].
+#[derive(Debug, Clone, Copy)]
+struct End<'a> {
+    members: usize,
+    /// The record's text, when it is exactly its digest text: compact, keys strictly
+    /// ascending (no duplicates), no escapes in them, every value canonical.
+    canonical: Option<&'a str>,
 }
 
 /// A member of an object: its key (borrowed from the body unless it has escapes) and its
@@ -188,6 +199,8 @@ struct Scan<'a> {
     text: &'a str,
     at: usize,
     scratch: Vec<u8>,
+    /// White space was skipped (since the scan of the current object began).
+    spaced: bool,
 }
 
 impl<'a> Scan<'a> {
@@ -196,6 +209,7 @@ impl<'a> Scan<'a> {
             text,
             at: 0,
             scratch: Vec::new(),
+            spaced: false,
         }
     }
 
@@ -203,6 +217,7 @@ impl<'a> Scan<'a> {
         let t = self.text.as_bytes();
         while matches!(t.get(self.at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
             self.at += 1;
+            self.spaced = true;
         }
     }
 
@@ -275,29 +290,47 @@ impl<'a> Scan<'a> {
         self.eat(b':').then_some(key)
     }
 
-    /// An object's members, appended to `out`.
-    fn object(&mut self, out: &mut Vec<Member<'a>>) -> Option<()> {
+    /// An object's members, appended to `out`; its text when that is written as
+    /// [`canonical_text`] writes it (see [`End::canonical`]).
+    fn object(&mut self, out: &mut Vec<Member<'a>>) -> Option<End<'a>> {
         if !self.eat(b'{') {
             return None;
         }
-        if self.eat(b'}') {
-            return Some(());
-        }
-        loop {
-            let key = self.key()?;
-            let value = self.value()?;
-            out.push((key, value));
-            match self.next()? {
-                b',' => {}
-                b'}' => return Some(()),
-                _ => return None,
+        let start = self.at - 1;
+        self.spaced = false;
+        let mut canonical = true;
+        let mut previous: Option<&'a str> = None;
+        if !self.eat(b'}') {
+            loop {
+                let key = self.key()?;
+                let value = self.value()?;
+                canonical &= value.canonical
+                    && match &key.0 {
+                        Cow::Borrowed(k) => {
+                            let ascending =
+                                previous.is_none_or(|p| before(p.as_bytes(), k.as_bytes()));
+                            previous = Some(k);
+                            ascending
+                        }
+                        Cow::Owned(_) => false,
+                    };
+                out.push((key, value));
+                match self.next()? {
+                    b',' => {}
+                    b'}' => break,
+                    _ => return None,
+                }
             }
         }
+        Some(End {
+            members: out.len(),
+            canonical: (canonical && !self.spaced).then(|| &self.text[start..self.at]),
+        })
     }
 
     /// An array of objects, their members appended to `members` and each one's end to
     /// `ends`.
-    fn records(&mut self, members: &mut Vec<Member<'a>>, ends: &mut Vec<usize>) -> Option<()> {
+    fn records(&mut self, members: &mut Vec<Member<'a>>, ends: &mut Vec<End<'a>>) -> Option<()> {
         if !self.eat(b'[') {
             return None;
         }
@@ -305,8 +338,8 @@ impl<'a> Scan<'a> {
             return Some(());
         }
         loop {
-            self.object(members)?;
-            ends.push(members.len());
+            let end = self.object(members)?;
+            ends.push(end);
             match self.next()? {
                 b',' => {}
                 b']' => return Some(()),
@@ -321,7 +354,7 @@ impl<'a> Scan<'a> {
         &mut self,
         keys: &[String],
         members: &mut Vec<Member<'a>>,
-        ends: &mut Vec<usize>,
+        ends: &mut Vec<End<'a>>,
     ) -> Option<(Value, bool)> {
         let Some((first, rest)) = keys.split_first() else {
             self.records(members, ends)?;
@@ -385,11 +418,11 @@ pub(crate) fn locate<'a>(body: &'a [u8], at: &RawAt) -> Option<RawPage<'a>> {
                     continue;
                 }
                 let mut scan = Scan::new(line);
-                scan.object(&mut members)?;
+                let end = scan.object(&mut members)?;
                 if !scan.at_end() {
                     return None;
                 }
-                ends.push(members.len());
+                ends.push(end);
             }
             None
         }
@@ -465,7 +498,7 @@ fn canonical_value(text: &str, at: &mut usize, depth: usize, scratch: &mut Vec<u
                 let Some(key) = plain_string(t, at) else {
                     return false;
                 };
-                if previous.is_some_and(|p| p >= key) || t.get(*at) != Some(&b':') {
+                if previous.is_some_and(|p| !before(p, key)) || t.get(*at) != Some(&b':') {
                     return false;
                 }
                 previous = Some(key);
@@ -517,7 +550,7 @@ fn canonical_value(text: &str, at: &mut usize, depth: usize, scratch: &mut Vec<u
             }
             // ASCII bytes from `start`: on char boundaries.
             let token = &text[start..*at];
-            if plain_int(token) || plain_decimal(token) {
+            if plain_number(token.as_bytes()) {
                 return true;
             }
             if may_round(token.as_bytes()) {
@@ -536,6 +569,24 @@ fn canonical_value(text: &str, at: &mut usize, depth: usize, scratch: &mut Vec<u
         }
         _ => false,
     }
+}
+
+/// Whether key `a` sorts before key `b` (byte order, as `str`'s), compared in line: keys
+/// are short, shorter than a call of `memcmp` is worth.
+#[inline]
+fn before(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
+}
+
+/// Whether two keys are equal, compared in line (see [`before`]).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// A string without escapes or control characters at `at`: its contents, `at` moved past
@@ -678,6 +729,52 @@ fn plain_decimal(token: &str) -> bool {
         && significant <= 15
 }
 
+/// `plain_int(token) || plain_decimal(token)`, told in one pass over the token.
+fn plain_number(token: &[u8]) -> bool {
+    let digits = token.strip_prefix(b"-").unwrap_or(token);
+    let int_len = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let int = &digits[..int_len];
+    if int.is_empty() || (int[0] == b'0' && int_len > 1) {
+        return false;
+    }
+    let Some((&dot, frac)) = digits[int_len..].split_first() else {
+        // All digits: an integer (long ones checked for range as `plain_int` does).
+        return token != b"-0"
+            && (token.len() <= 18 || std::str::from_utf8(token).is_ok_and(plain_int));
+    };
+    let zero = int == b"0";
+    dot == b'.'
+        && frac.iter().all(u8::is_ascii_digit)
+        && frac.last().is_some_and(|&d| d != b'0')
+        && (!zero || frac[0] != b'0')
+        && (if zero { 0 } else { int_len }) + frac.len() <= 15
+}
+
+/// The `f64` of a [`plain_decimal`]: its digits as an integer below 10^15 divided by a
+/// power of ten up to 10^15, both exact in `f64`, so the one rounding is the division's,
+/// which is the correctly rounded value `str::parse` reads too.
+fn decimal_value(token: &str) -> f64 {
+    const POWERS: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (mut digits, mut after, mut point) = (0u64, 0usize, false);
+    for b in token.bytes() {
+        match b {
+            b'0'..=b'9' => {
+                digits = digits * 10 + u64::from(b - b'0');
+                after += usize::from(point);
+            }
+            b'.' => point = true,
+            _ => {}
+        }
+    }
+    let v = digits as f64 / POWERS[after.min(15)];
+    if token.starts_with('-') { -v } else { v }
+}
+
 /// Whether the number was written as its literal where a marked string would differ.
 fn write_number(token: &str, numbers: Numbers, out: &mut Vec<u8>) -> Option<bool> {
     if plain_int(token) {
@@ -706,6 +803,58 @@ fn number_value(token: &str) -> Option<Value> {
     } else {
         serde_json::from_str(token).ok()
     }
+}
+
+/// Microseconds since the epoch of the one form most APIs send,
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, read without a time zone lookup: `None` for any
+/// other text (the caller then asks arrow's parser, whose answer this one equals).
+fn rfc3339_utc_micros(s: &[u8]) -> Option<i64> {
+    fn digits(s: &[u8]) -> Option<u32> {
+        s.iter().try_fold(0u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    }
+    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || s[10] != b'T' {
+        return None;
+    }
+    if s[13] != b':' || s[16] != b':' || s.last() != Some(&b'Z') {
+        return None;
+    }
+    let (year, month, day) = (digits(&s[0..4])?, digits(&s[5..7])?, digits(&s[8..10])?);
+    let (hour, minute, second) = (
+        digits(&s[11..13])?,
+        digits(&s[14..16])?,
+        digits(&s[17..19])?,
+    );
+    let fraction = &s[19..s.len() - 1];
+    let nanos = match fraction.split_first() {
+        None => 0,
+        Some((b'.', f)) if (1..=9).contains(&f.len()) => digits(f)? * 10u32.pow(9 - f.len() as u32),
+        Some(_) => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    // Year 0 and leap seconds are left to arrow's parser.
+    if year == 0 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar, in eras of
+    // 400 years that begin on 1 March).
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let march_based = i64::from((month + 9) % 12);
+    let day_of_year = (153 * march_based + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Some(seconds * 1_000_000 + i64::from(nanos / 1000))
 }
 
 /// A value parsed as the general path parses it (numbers `float64` would round kept as
@@ -866,7 +1015,7 @@ impl FastColumns {
         // order, and the digest's key order (`written`) is the one worked out for it.
         let mut written: Vec<usize> = Vec::new();
         let mut before_matched = false;
-        for members in page.records() {
+        for (members, written_so) in page.records() {
             slots.iter_mut().for_each(|s| *s = None);
             let mut mark = None;
             let mut as_before = before_matched && members.len() == guess.len();
@@ -874,7 +1023,7 @@ impl FastColumns {
             guess.resize(members.len(), usize::MAX);
             for (m, (k, v)) in members.iter().enumerate() {
                 let column = match self.names.get(guess[m]) {
-                    Some(n) if *n == k.0 => Some(guess[m]),
+                    Some(n) if same(n.as_bytes(), k.0.as_bytes()) => Some(guess[m]),
                     _ => {
                         as_before = false;
                         self.names.iter().position(|n| *n == k.0)
@@ -908,12 +1057,24 @@ impl FastColumns {
                     }
                     Some(m) => {
                         let start = texts.len();
-                        let same = self.append(b, members[m].1, self.nullable[i], &mut texts)?;
+                        let keep = written_so.is_none();
+                        let same =
+                            self.append(b, members[m].1, self.nullable[i], keep, &mut texts)?;
                         if same && texts.len() > start {
                             spans[m] = Some((start, texts.len()));
                         }
                     }
                 }
+            }
+            // A record written as its digest text: that text, as it is.
+            if let Some(text) = written_so {
+                texts_of_records.push(text.as_bytes());
+                // `written` was not worked out for it.
+                before_matched = false;
+                if let Some(m) = mark {
+                    watermarks.extend(self.watermark(m, mark_rest)?);
+                }
+                continue;
             }
             // The digest: the record as `serde_json` writes it (keys in order, the last of
             // equal keys), JSON-text columns copied.
@@ -952,12 +1113,7 @@ impl FastColumns {
             scratch.push(b'}');
             texts_of_records.push(&scratch);
             if let Some(m) = mark {
-                let v = value_of(m.text)?;
-                let v = match mark_rest {
-                    None => Some(v),
-                    Some(rest) => super::field(&v, rest).cloned(),
-                };
-                watermarks.extend(v);
+                watermarks.extend(self.watermark(m, mark_rest)?);
             }
         }
         // A field of an inferred schema that no record of the page has: the general path
@@ -983,14 +1139,25 @@ impl FastColumns {
         })
     }
 
+    /// The incremental field's value in a record (`m`: its top member; `rest`: the
+    /// path below it), when the record has it.
+    fn watermark(&self, m: Val<'_>, rest: Option<&str>) -> Option<Option<Value>> {
+        let v = value_of(m.text)?;
+        Some(match rest {
+            None => Some(v),
+            Some(rest) => super::field(&v, rest).cloned(),
+        })
+    }
+
     /// Appends one value to its column, or `None` when it does not fit as it is. JSON
-    /// text goes through `text` (appended), and the answer says whether it is also the
-    /// value's text in the record's digest.
+    /// text goes through `text` (appended, when `keep`: the record's digest is built),
+    /// and the answer says whether it is also the value's text in the record's digest.
     fn append(
         &self,
         b: &mut Builder,
         value: Val<'_>,
         nullable: bool,
+        keep: bool,
         text: &mut Vec<u8>,
     ) -> Option<bool> {
         let t = value.text;
@@ -1032,7 +1199,7 @@ impl FastColumns {
                     }
                 } else if plain_decimal(t) {
                     // The `f64` `serde_json` reads too (see `plain_decimal`).
-                    t.parse().ok()?
+                    decimal_value(t)
                 } else {
                     match number_value(t)? {
                         Value::Number(n) => n.as_f64()?,
@@ -1042,26 +1209,29 @@ impl FastColumns {
                 };
                 b.append_value(v);
             }
-            Builder::Str(b) => b.append_value(string_of(t)?),
+            Builder::Str(b) => b.append_value(string_of(value)?),
             Builder::Text(b) => match first {
-                b'"' => b.append_value(string_of(t)?),
-                b'{' | b'[' => return json_into(b, value, text),
+                b'"' => b.append_value(string_of(value)?),
+                b'{' | b'[' => return json_into(b, value, keep, text),
                 _ => return None,
             },
-            Builder::Json(b) => return json_into(b, value, text),
+            Builder::Json(b) => return json_into(b, value, keep, text),
             Builder::Timestamp(b) => {
                 if first != b'"' {
                     return None;
                 }
-                let s = string_of(t)?;
-                let at = string_to_datetime(&self.utc, &s).ok()?;
-                b.append_value(at.timestamp_micros());
+                let s = string_of(value)?;
+                let micros = match rfc3339_utc_micros(s.as_bytes()) {
+                    Some(micros) => micros,
+                    None => string_to_datetime(&self.utc, &s).ok()?.timestamp_micros(),
+                };
+                b.append_value(micros);
             }
             Builder::Date(b) => {
                 if first != b'"' {
                     return None;
                 }
-                b.append_value(Date32Type::parse(&string_of(t)?)?);
+                b.append_value(Date32Type::parse(&string_of(value)?)?);
             }
             Builder::Null(_) => return None,
         }
@@ -1071,13 +1241,20 @@ impl FastColumns {
 
 /// A value's JSON text into a column, through `text`; whether that is also its text in
 /// the record's digest.
-fn json_into(b: &mut StringBuilder, value: Val<'_>, text: &mut Vec<u8>) -> Option<bool> {
+fn json_into(
+    b: &mut StringBuilder,
+    value: Val<'_>,
+    keep: bool,
+    text: &mut Vec<u8>,
+) -> Option<bool> {
     let t = value.text;
     if value.canonical || is_canonical(t, 0) {
         // Copied as it is (see `canonical_text`): text already, no UTF-8 check needed.
-        text.extend_from_slice(t.as_bytes());
+        if keep {
+            text.extend_from_slice(t.as_bytes());
+        }
         b.append_value(t);
-        return Some(true);
+        return Some(keep);
     }
     let start = text.len();
     let literal = canonical_at(t, Numbers::Literal, text, 0)?;
@@ -1086,11 +1263,13 @@ fn json_into(b: &mut StringBuilder, value: Val<'_>, text: &mut Vec<u8>) -> Optio
 }
 
 /// A JSON string's text; `None` when the value is not a string.
-fn string_of(t: &str) -> Option<Cow<'_, str>> {
+fn string_of(value: Val<'_>) -> Option<Cow<'_, str>> {
+    let t = value.text;
     if !t.starts_with('"') {
         return None;
     }
-    if !t.contains('\\') {
+    // A canonical string has no escapes (see `plain_string`).
+    if value.canonical || !t.contains('\\') {
         return Some(Cow::Borrowed(&t[1..t.len() - 1]));
     }
     serde_json::from_str::<String>(t).ok().map(Cow::Owned)
@@ -1227,15 +1406,98 @@ mod tests {
                 .expect("a valid page is located");
             let found: Vec<Vec<(String, String)>> = located
                 .records()
-                .map(|r| r.iter().map(|(k, v)| (k.0.to_string(), v.text.to_owned())).collect())
+                .map(|(r, _)| r.iter().map(|(k, v)| (k.0.to_string(), v.text.to_owned())).collect())
                 .collect();
             prop_assert_eq!(&found, &expected);
-            for (_, v) in located.records().flatten() {
-                if v.canonical {
-                    prop_assert!(is_canonical(v.text, 0), "{}", v.text);
+            for (members, written_so) in located.records() {
+                for (_, v) in members {
+                    if v.canonical {
+                        prop_assert!(is_canonical(v.text, 0), "{}", v.text);
+                    }
+                }
+                // A record said to be written as its digest is: the general path's text.
+                if let Some(text) = written_so {
+                    let (v, _) = parse(text.as_bytes()).expect("valid JSON");
+                    prop_assert_eq!(serde_json::to_string(&v).unwrap(), text);
                 }
             }
             prop_assert_eq!(located.doc, Some(serde_json::json!({"meta": {"n": 1.5}, "data": {"items": null}})));
+        }
+
+        /// A record whose keys are in order and whose values are canonical is its own
+        /// digest text when written compact, and not with a space anywhere in it.
+        #[test]
+        fn a_sorted_compact_record_is_its_own_digest(
+            members in prop::collection::btree_map("[a-z]{1,6}", json_text_strategy(), 0..6),
+            space in prop_oneof![Just(" "), Just("\n")],
+            at in any::<prop::sample::Index>(),
+        ) {
+            let body: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap()))
+                .collect();
+            let (v, _) = parse(format!("{{{}}}", body.join(",")).as_bytes()).unwrap();
+            let record = serde_json::to_string(&v).unwrap();
+            let page = format!("[{record}]");
+            let located = locate(page.as_bytes(), &RawAt::Root).expect("located");
+            let (_, written_so) = located.records().next().expect("a record");
+            // Escaped strings are rewritten by the general path, so not copied as they are.
+            let expected = is_canonical(&record, 0).then_some(record.as_str());
+            prop_assert_eq!(written_so, expected);
+            prop_assume!(expected.is_some());
+            // The same record with white space between two of its tokens.
+            let gaps: Vec<usize> = record
+                .char_indices()
+                .filter(|&(i, c)| matches!(c, '{' | ':' | ',') && !inside_string(&record, i))
+                .map(|(i, _)| i + 1)
+                .collect();
+            prop_assume!(!gaps.is_empty());
+            let gap = gaps[at.index(gaps.len())];
+            let spaced = format!("[{}{space}{}]", &record[..gap], &record[gap..]);
+            let located = locate(spaced.as_bytes(), &RawAt::Root).expect("located");
+            prop_assert_eq!(located.records().next().expect("a record").1, None);
+        }
+
+        /// A number told plain in one pass is one `plain_int` or `plain_decimal` says is.
+        #[test]
+        fn a_plain_number_is_a_plain_int_or_decimal(t in "-?[-0-9.eE+]{0,22}|-?[0-9]{15,21}") {
+            prop_assert_eq!(plain_number(t.as_bytes()), plain_int(&t) || plain_decimal(&t), "{}", t);
+        }
+
+        /// A plain decimal's value is the one `str::parse` reads.
+        #[test]
+        fn a_plain_decimal_value_is_the_parsed_one(t in "-?(0|[1-9][0-9]{0,14})\\.[0-9]{1,15}") {
+            if plain_decimal(&t) {
+                prop_assert_eq!(decimal_value(&t), t.parse::<f64>().unwrap(), "{}", t);
+            }
+        }
+
+        /// The keys compared in line compare as `str`s do.
+        #[test]
+        fn keys_compare_as_strs_do(a in "[ab\u{e9}]{0,4}", b in "[ab\u{e9}]{0,4}") {
+            prop_assert_eq!(before(a.as_bytes(), b.as_bytes()), a < b);
+            prop_assert_eq!(same(a.as_bytes(), b.as_bytes()), a == b);
+        }
+
+        /// The timestamps read without arrow's parser are read as it reads them.
+        #[test]
+        fn an_rfc3339_timestamp_is_read_as_arrow_reads_it(
+            date in "[0-9]{4}-(0[0-9]|1[0-3])-([0-2][0-9]|3[0-2])",
+            time in "([01][0-9]|2[0-5]):[0-6][0-9]:[0-6][0-9]",
+            fraction in "(\\.[0-9]{0,11})?",
+            zone in prop_oneof![Just("Z"), Just("z"), Just("+00:00"), Just(""), Just("+01:30")],
+            separator in prop_oneof![Just("T"), Just("t"), Just(" ")],
+        ) {
+            let text = format!("{date}{separator}{time}{fraction}{zone}");
+            let utc: Tz = "UTC".parse().unwrap();
+            let arrow = string_to_datetime(&utc, &text).ok().map(|t| t.timestamp_micros());
+            if let Some(micros) = rfc3339_utc_micros(text.as_bytes()) {
+                prop_assert_eq!(Some(micros), arrow, "{}", text);
+            } else if separator == "T" && zone == "Z" && fraction.len() != 1 && fraction.len() <= 10 {
+                // The usual form is read here unless arrow refuses it too (or it is one
+                // of the cases left to arrow: year 0, a leap second).
+                prop_assert!(arrow.is_none() || date.starts_with("0000") || time.ends_with(":60"), "{}", text);
+            }
         }
 
         /// A decimal told canonical without parsing is one `serde_json` reads as
@@ -1279,6 +1541,52 @@ mod tests {
             if locate(page.as_bytes(), &at).is_some() {
                 prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&page).is_ok(), "{}", page);
             }
+        }
+    }
+
+    /// Whether byte `i` of compact JSON text is inside a string.
+    fn inside_string(text: &str, i: usize) -> bool {
+        let mut inside = false;
+        let mut escaped = false;
+        for &b in &text.as_bytes()[..i] {
+            match (inside, escaped, b) {
+                (true, true, _) => escaped = false,
+                (true, false, b'\\') => escaped = true,
+                (_, false, b'"') => inside = !inside,
+                _ => {}
+            }
+        }
+        inside
+    }
+
+    #[test]
+    fn an_rfc3339_timestamp_of_each_kind() {
+        let utc: Tz = "UTC".parse().unwrap();
+        for text in [
+            "2024-01-01T00:00:30Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999Z",
+            "1600-02-29T12:00:00.5Z",
+            "2000-02-29T23:59:59.123456789Z",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+        ] {
+            let arrow = string_to_datetime(&utc, text).unwrap().timestamp_micros();
+            assert_eq!(rfc3339_utc_micros(text.as_bytes()), Some(arrow), "{text}");
+        }
+        for text in [
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2024-01-01T00:00:60Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00.1234567890Z",
+            "2024-01-01T00:00:00+00:00",
+            "2024-01-01 00:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "２０２４-01-01T00:00:00Z",
+        ] {
+            assert_eq!(rfc3339_utc_micros(text.as_bytes()), None, "{text}");
         }
     }
 
