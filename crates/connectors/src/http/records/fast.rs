@@ -591,19 +591,47 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// A string without escapes or control characters at `at`: its contents, `at` moved past
 /// it.
+#[inline]
 fn plain_string<'t>(t: &'t [u8], at: &mut usize) -> Option<&'t [u8]> {
     if t.get(*at) != Some(&b'"') {
         return None;
     }
     let rest = &t[*at + 1..];
-    let end = rest
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let end = string_stop(rest)?;
     if rest[end] != b'"' {
         return None;
     }
     *at += end + 2;
     Some(&rest[..end])
+}
+
+/// Where the first quote, backslash or control character in `rest` is: eight bytes at a
+/// time, then byte by byte.
+#[inline]
+fn string_stop(rest: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = rest.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // A byte's high bit is set where it is zero (or below 0x20), and in no byte
+        // before the first such one: the lowest set bit is the first stop.
+        let stops = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        let stops = stops & HIGH;
+        if stops != 0 {
+            return Some(at + (stops.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|p| at + p)
 }
 
 fn word(t: &[u8], at: &mut usize, w: &[u8]) -> bool {
@@ -1470,6 +1498,21 @@ mod tests {
             if plain_decimal(&t) {
                 prop_assert_eq!(decimal_value(&t), t.parse::<f64>().unwrap(), "{}", t);
             }
+        }
+
+        /// The word-at-a-time scan stops where the byte-by-byte one does.
+        #[test]
+        fn a_string_stops_where_it_does_byte_by_byte(
+            t in prop::collection::vec(prop_oneof![
+                Just(b'"'), Just(b'\\'), Just(0x1f), Just(0x20), Just(0x21), Just(0x7f),
+                Just(0x80), Just(0xe9), Just(0x00), Just(0x5b), Just(0x5d), Just(b'a'),
+            ], 0..40),
+            lead in 0..24usize,
+        ) {
+            let mut t = t;
+            t.splice(0..0, std::iter::repeat_n(b'a', lead));
+            let expected = t.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(string_stop(&t), expected, "{:?}", t);
         }
 
         /// The keys compared in line compare as `str`s do.
