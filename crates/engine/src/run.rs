@@ -521,7 +521,7 @@ impl Executor {
         let mut lag_checked = Instant::now();
         loop {
             if ctx.cancel.is_cancelled() {
-                self.save_unsaved(ctx, &mut unsaved).await;
+                self.save_unsaved(ctx, &mut in_flight, &mut unsaved).await;
                 return Ok(RunStatus::Cancelled);
             }
             if let Some(gate) = ctx.gate.clone() {
@@ -535,7 +535,7 @@ impl Executor {
                     }
                 }
                 if !gate.before_read(ctx, &mut lag_checked).await {
-                    self.save_unsaved(ctx, &mut unsaved).await;
+                    self.save_unsaved(ctx, &mut in_flight, &mut unsaved).await;
                     return Ok(RunStatus::Cancelled);
                 }
             }
@@ -544,17 +544,20 @@ impl Executor {
                 retries_inside,
                 live,
             };
-            let next = if unsaved.checkpoint.is_none() {
+            let held =
+                unsaved.checkpoint.is_some() || in_flight.iter().any(|f| f.checkpoint.is_some());
+            let next = if !held {
                 retrying(ctx, &mut read).await
             } else {
-                // A checkpoint held back for [`CHECKPOINT_EVERY`] is saved while a slow read
-                // (a source waiting for new data) goes on.
+                // A checkpoint held back for [`CHECKPOINT_EVERY`] (or waiting for its batch's
+                // ack) is saved while a slow read (a source waiting for new data) goes on.
                 let (pipeline, node) = (ctx.pipeline.clone(), ctx.node.clone());
                 let reading = retrying(ctx, &mut read);
                 tokio::pin!(reading);
                 tokio::select! {
                     next = &mut reading => next,
                     () = tokio::time::sleep(CHECKPOINT_EVERY) => {
+                        take_acked(&mut in_flight, &mut unsaved).await;
                         if let Err(e) = unsaved.save(&self.store, &pipeline, &node).await {
                             tracing::warn!(%node, error = %e, "could not save the checkpoint (tried again after the next batch)");
                         }
@@ -584,7 +587,7 @@ impl Executor {
                     stop: Stop::Cancelled,
                     ..
                 }) => {
-                    self.save_unsaved(ctx, &mut unsaved).await;
+                    self.save_unsaved(ctx, &mut in_flight, &mut unsaved).await;
                     return Ok(RunStatus::Cancelled);
                 }
                 Err(GaveUp { mut error, .. }) => {
@@ -627,6 +630,7 @@ impl Executor {
             let keep = if ack.is_some() { MAX_IN_FLIGHT - 1 } else { 0 };
             in_flight.push_back(InFlight {
                 ack,
+                acked: false,
                 batch: read.batch,
                 checkpoint: read.checkpoint,
             });
@@ -676,9 +680,15 @@ impl Executor {
         outcome
     }
 
-    /// On a stop, the checkpoint of what was acked is saved if it can be (else the next
-    /// run reads those pages again).
-    async fn save_unsaved(&self, ctx: &NodeCtx, unsaved: &mut Unsaved) {
+    /// On a stop, the checkpoint of what was acked (or is within a moment, see
+    /// [`take_acked`]) is saved if it can be (else the next run reads those pages again).
+    async fn save_unsaved(
+        &self,
+        ctx: &NodeCtx,
+        in_flight: &mut VecDeque<InFlight>,
+        unsaved: &mut Unsaved,
+    ) {
+        take_acked(in_flight, unsaved).await;
         if let Err(e) = unsaved.save(&self.store, &ctx.pipeline, &ctx.node).await {
             tracing::warn!(node = %ctx.node, error = %e, "could not save the checkpoint on stopping: the next run reads the last pages again");
         }
@@ -695,6 +705,7 @@ impl Executor {
     ) -> Result<(), GaveUp> {
         while let Some(mut front) = in_flight.pop_front() {
             let acked = match front.ack.as_mut() {
+                None if front.acked => true,
                 None => false,
                 Some(ack) if in_flight.len() >= keep => await_ack(ctx, ack).await,
                 Some(ack) => match futures::poll!(ack.as_mut()) {
@@ -1012,9 +1023,45 @@ struct InFlight {
     /// The wait for its ack; `None` when the publish could not start (it is published
     /// again, with retries, in its turn).
     ack: Option<sluice_buffer::Pending>,
+    /// Acknowledged already, its checkpoint taken ([`take_acked`]): only counted in its
+    /// turn.
+    acked: bool,
     batch: Batch,
     checkpoint: Option<serde_json::Value>,
 }
+
+/// While a read holds the node's context, takes the checkpoints of the batches in flight
+/// that the buffer acknowledges within a moment, in order, so that a source waiting for
+/// new data has them saved (the embedded log flushes a source's last batches only when
+/// their acknowledgement is waited for). What else settling does is left to
+/// [`Executor::settle`], in its turn.
+async fn take_acked(in_flight: &mut VecDeque<InFlight>, unsaved: &mut Unsaved) {
+    let until = tokio::time::Instant::now() + ACK_WAIT;
+    for front in in_flight.iter_mut().filter(|f| !f.acked) {
+        let Some(ack) = front.ack.as_mut() else {
+            return;
+        };
+        match tokio::time::timeout_at(until, ack.as_mut()).await {
+            Ok(Ok(())) => {
+                front.ack = None;
+                front.acked = true;
+                if let Some(checkpoint) = front.checkpoint.take() {
+                    unsaved.checkpoint = Some(checkpoint);
+                }
+            }
+            // Published again in its turn.
+            Ok(Err(_)) => {
+                front.ack = None;
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// How long a source waiting for data waits for its batches' acks before saving the
+/// checkpoint of those acked (see [`take_acked`]).
+const ACK_WAIT: Duration = Duration::from_millis(100);
 
 /// A cancelled settle is a cancelled run, any other failure the node's.
 fn cancelled(gave_up: GaveUp) -> Result<RunStatus, ConnectorError> {

@@ -33,14 +33,17 @@ use tokio::sync::watch;
 
 use crate::error::check_name;
 use crate::wire::{self, Message, Reassembler, WireFormat};
-use crate::{AckToken, Buffer, BufferError, Delivery, PoisonMessage, Subscription, run_blocking};
+use crate::{
+    AckToken, Buffer, BufferError, Delivery, Pending, PoisonMessage, Subscription, run_blocking,
+};
 use segment::{ReadOutcome, SegmentReader, TopicLog};
 
 /// When appended entries are flushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// fsync before acknowledging every publish: no acknowledged batch is lost even on
-    /// power failure. The default.
+    /// power failure. A source's publishes ([`Buffer::start_publish`]) are flushed a few
+    /// at a time, each acknowledged once flushed. The default.
     EveryBatch,
     /// fsync at most once per interval: faster; a power failure (not a process crash) may
     /// lose up to the interval's acknowledged batches.
@@ -91,6 +94,20 @@ struct OpenTopic {
     log: Mutex<TopicLog>,
     /// The next offset to be written: readers wait on it.
     high_watermark: watch::Sender<i64>,
+    /// The offset below which every entry is on disk: deferred publishes wait on it.
+    synced: watch::Sender<i64>,
+}
+
+impl OpenTopic {
+    /// Tells the deferred publishes waiting how far the log is on disk now.
+    fn announce_synced(&self, log: &TopicLog) {
+        let synced = log.synced();
+        self.synced.send_if_modified(|at| {
+            let moved = synced > *at;
+            *at = (*at).max(synced);
+            moved
+        });
+    }
 }
 
 impl EmbeddedLog {
@@ -174,10 +191,12 @@ impl EmbeddedLog {
         }
         let log = TopicLog::open(&self.root.join(name), &self.options)?;
         let (high_watermark, _) = watch::channel(log.next_offset());
+        let (synced, _) = watch::channel(log.synced());
         let topic = Arc::new(OpenTopic {
             _lock: self.lock.clone(),
             log: Mutex::new(log),
             high_watermark,
+            synced,
         });
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
@@ -185,26 +204,87 @@ impl EmbeddedLog {
 
     /// Appends a batch and returns the offset of its first message.
     pub async fn append(&self, topic: &str, batch: &Batch) -> Result<i64, BufferError> {
+        let (_, first, _) = self.write(topic, batch, false).await?;
+        Ok(first)
+    }
+
+    /// Appends a batch, flushed as the policy says or (`deferred`) as
+    /// [`TopicLog::append_deferred`] does: the topic, the batch's first offset and the
+    /// offset after it.
+    async fn write(
+        &self,
+        topic: &str,
+        batch: &Batch,
+        deferred: bool,
+    ) -> Result<(Arc<OpenTopic>, i64, i64), BufferError> {
         let open = self.topic(topic)?;
         let messages = wire::encode(batch, self.options.format, self.options.max_message_bytes)?;
         let frames: Vec<Vec<u8>> = messages.iter().map(Message::to_frame).collect();
         let writer = open.clone();
-        let first = run_blocking(move || {
+        let (first, next) = run_blocking(move || {
             let mut log = writer.log.lock().expect("topic log lock");
-            let first = log.append(&frames)?;
+            let first = if deferred {
+                log.append_deferred(&frames)?
+            } else {
+                log.append(&frames)?
+            };
             let next = log.next_offset();
             writer.high_watermark.send_replace(next);
-            Ok(first)
+            writer.announce_synced(&log);
+            Ok((first, next))
         })
         .await?;
-        Ok(first)
+        Ok((open, first, next))
+    }
+
+    /// [`Buffer::start_publish`] under [`FsyncPolicy::EveryBatch`]: the batch is appended
+    /// now and acknowledged once it is on disk — flushed with the batches after it (one
+    /// fsync for a few), or by its acknowledgement itself when nothing else flushed it
+    /// within [`FLUSH_WITHIN`].
+    async fn append_deferred(&self, topic: &str, batch: &Batch) -> Result<Pending, BufferError> {
+        let (open, _, end) = self.write(topic, batch, true).await?;
+        let mut synced = open.synced.subscribe();
+        let deadline = tokio::time::Instant::now() + FLUSH_WITHIN;
+        Ok(Box::pin(async move {
+            loop {
+                if *synced.borrow_and_update() >= end {
+                    return Ok(());
+                }
+                let waited = tokio::time::timeout_at(deadline, synced.changed()).await;
+                if matches!(waited, Ok(Ok(()))) {
+                    continue;
+                }
+                // Nothing flushed it in time (or the topic was dropped): flush it here.
+                let topic = open.clone();
+                return run_blocking(move || {
+                    let mut log = topic.log.lock().expect("topic log lock");
+                    log.flush_data()?;
+                    topic.announce_synced(&log);
+                    Ok(())
+                })
+                .await;
+            }
+        }))
     }
 }
+
+/// How long a deferred publish waits for a later one's flush before it flushes itself.
+const FLUSH_WITHIN: Duration = Duration::from_millis(5);
 
 #[async_trait]
 impl Buffer for EmbeddedLog {
     async fn publish(&self, topic: &str, batch: &Batch) -> Result<(), BufferError> {
         self.append(topic, batch).await.map(|_| ())
+    }
+
+    async fn start_publish(&self, topic: &str, batch: &Batch) -> Result<Pending, BufferError> {
+        match self.options.fsync {
+            FsyncPolicy::EveryBatch => self.append_deferred(topic, batch).await,
+            FsyncPolicy::Interval(_) => {
+                self.append(topic, batch).await?;
+                Ok(Box::pin(async { Ok(()) }))
+            }
+        }
     }
 
     async fn subscribe(
@@ -326,6 +406,7 @@ impl Subscription for EmbeddedSubscription {
         run_blocking(move || {
             let mut log = topic.log.lock().expect("topic log lock");
             log.commit_soon(&group, next, COMMIT_EVERY)?;
+            topic.announce_synced(&log);
             log.apply_retention()
         })
         .await
@@ -416,6 +497,7 @@ impl EmbeddedSubscription {
         run_blocking(move || {
             let mut log = topic.log.lock().expect("topic log lock");
             log.flush(&group)?;
+            topic.announce_synced(&log);
             log.apply_retention()
         })
         .await

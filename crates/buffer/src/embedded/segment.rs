@@ -10,6 +10,11 @@ use super::{EmbeddedOptions, FsyncPolicy};
 use crate::BufferError;
 
 const ENTRY_HEADER: u64 = 8;
+
+/// A deferred append ([`TopicLog::append_deferred`]) flushes once this many entries wait
+/// unflushed: one fsync for several batches, fewer than a source keeps in flight (so that
+/// it never waits for the flush of its oldest).
+pub(super) const FLUSH_EVERY: i64 = 4;
 const SEGMENT_SUFFIX: &str = ".log";
 
 fn segment_path(dir: &Path, base: i64) -> PathBuf {
@@ -91,6 +96,11 @@ pub(super) struct TopicLog {
     segments: Vec<Segment>,
     active: File,
     last_sync: Instant,
+    /// The offset below which every entry is on disk (fsynced): what a deferred
+    /// publish's acknowledgement waits for (see [`Self::append_deferred`]).
+    synced: i64,
+    /// How many times appended entries were flushed (fsync): for tests and the curious.
+    flushes: u64,
     /// Each group's committed offset (what it handled; what `lag` counts from).
     groups: HashMap<String, i64>,
     /// Each group's offset on disk (where it resumes after a crash), and when it was
@@ -145,6 +155,8 @@ impl TopicLog {
             segments,
             active,
             last_sync: Instant::now(),
+            synced: 0,
+            flushes: 0,
             groups,
             durable,
         })
@@ -183,8 +195,52 @@ impl TopicLog {
     }
 
     /// Appends entries; returns the offset of the first. All or nothing: a failed write
-    /// is cut off again so that no half entry stays behind.
+    /// is cut off again so that no half entry stays behind. Flushed as the policy says.
     pub(super) fn append(&mut self, frames: &[Vec<u8>]) -> Result<i64, BufferError> {
+        let sync_now = match self.fsync {
+            FsyncPolicy::EveryBatch => true,
+            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+        };
+        self.write(frames, sync_now)
+    }
+
+    /// Appends entries without flushing them (unless [`FLUSH_EVERY`] entries wait
+    /// unflushed): the caller acknowledges them only once [`Self::synced`] passes them,
+    /// after a later append's flush or its own [`Self::flush_data`]. Readers see them at
+    /// once; anything on disk that refers to them (a group's offset) is written after a
+    /// flush ([`Self::commit`]).
+    pub(super) fn append_deferred(&mut self, frames: &[Vec<u8>]) -> Result<i64, BufferError> {
+        let waiting = self.next_offset() - self.synced + frames.len() as i64;
+        self.write(frames, waiting >= FLUSH_EVERY)
+    }
+
+    /// The offset below which every entry is on disk.
+    pub(super) fn synced(&self) -> i64 {
+        self.synced
+    }
+
+    /// How many times appended entries were flushed.
+    #[cfg(test)]
+    pub(super) fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Flushes the entries appended and not flushed yet, if any.
+    pub(super) fn flush_data(&mut self) -> Result<(), BufferError> {
+        if self.synced >= self.next_offset() {
+            return Ok(());
+        }
+        let base = self.segments.last().expect("segment").base;
+        self.active
+            .sync_data()
+            .map_err(|e| BufferError::io(segment_path(&self.dir, base), e))?;
+        self.last_sync = Instant::now();
+        self.synced = self.next_offset();
+        self.flushes += 1;
+        Ok(())
+    }
+
+    fn write(&mut self, frames: &[Vec<u8>], sync_now: bool) -> Result<i64, BufferError> {
         let first = self.next_offset();
         let mut buf = Vec::with_capacity(frames.iter().map(|f| f.len() + 8).sum());
         for frame in frames {
@@ -202,15 +258,13 @@ impl TopicLog {
         let seg = self.segments.last_mut().expect("segment");
         seg.bytes += buf.len() as u64;
         seg.next += frames.len() as i64;
-        let sync_now = match self.fsync {
-            FsyncPolicy::EveryBatch => true,
-            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
-        };
         if sync_now {
             self.active
                 .sync_data()
                 .map_err(|e| BufferError::io(&path, e))?;
             self.last_sync = Instant::now();
+            self.synced = self.next_offset();
+            self.flushes += 1;
         }
         if self.segments.last().expect("segment").bytes >= self.segment_bytes {
             self.roll()?;
@@ -223,6 +277,7 @@ impl TopicLog {
         self.active
             .sync_all()
             .map_err(|e| BufferError::io(&self.dir, e))?;
+        self.synced = next;
         let path = segment_path(&self.dir, next);
         self.active = OpenOptions::new()
             .create(true)
@@ -255,8 +310,8 @@ impl TopicLog {
         }
     }
 
-    /// Persists the group's offset (atomically: temp file, fsync, rename). Never moves a
-    /// group backwards.
+    /// Persists the group's offset (atomically: temp file, fsync, rename), after the
+    /// entries it passes are on disk. Never moves a group backwards.
     pub(super) fn commit(&mut self, group: &str, next: i64) -> Result<(), BufferError> {
         if self
             .durable
@@ -264,6 +319,11 @@ impl TopicLog {
             .is_some_and(|&(current, _)| current >= next)
         {
             return Ok(());
+        }
+        // A group's offset on disk past entries a power cut could take would skip the
+        // entries written in their place after it.
+        if next > self.synced {
+            self.flush_data()?;
         }
         let dir = self.dir.join("groups");
         let path = dir.join(format!("{group}.offset"));

@@ -385,3 +385,66 @@ async fn orphaned_parts_are_poison_and_commits_pass_them() {
     let mut again = log.subscribe("t", "g").await.unwrap();
     assert!(drain(&mut again).await.is_empty());
 }
+
+/// Where the topic is on disk: (entries flushed below, next offset, flushes so far).
+fn on_disk(log: &EmbeddedLog, topic: &str) -> (i64, i64, u64) {
+    let open = log.topic(topic).unwrap();
+    let t = open.log.lock().unwrap();
+    (t.synced(), t.next_offset(), t.flushes())
+}
+
+#[tokio::test]
+async fn a_source_s_batches_are_flushed_a_few_at_a_time_and_acked_once_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut pending = Vec::new();
+    for p in 0..segment::FLUSH_EVERY as u64 - 1 {
+        pending.push(log.start_publish("t", &batch(p, 10)).await.unwrap());
+    }
+    // Appended, readable, not flushed: not acknowledged.
+    let (synced, next, flushes) = on_disk(&log, "t");
+    assert_eq!((synced, next, flushes), (0, segment::FLUSH_EVERY - 1, 0));
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    assert_eq!(drain(&mut sub).await.len(), pending.len());
+    // The next one flushes them all at once, and every acknowledgement is ready.
+    pending.push(log.start_publish("t", &batch(9, 10)).await.unwrap());
+    let (synced, next, flushes) = on_disk(&log, "t");
+    assert_eq!((synced, flushes), (next, 1));
+    for p in pending {
+        // Ready at the first poll (a timeout of zero polls it once).
+        let acked = tokio::time::timeout(Duration::ZERO, p).await;
+        assert!(matches!(acked, Ok(Ok(()))));
+    }
+    // One alone flushes itself when nothing else does.
+    let alone = log.start_publish("t", &batch(10, 10)).await.unwrap();
+    assert!(on_disk(&log, "t").0 < on_disk(&log, "t").1);
+    alone.await.unwrap();
+    let (synced, next, flushes) = on_disk(&log, "t");
+    assert_eq!((synced, flushes), (next, 2));
+}
+
+#[tokio::test]
+async fn a_group_s_offset_is_never_on_disk_past_what_is_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut sub = log.subscribe("t", "g").await.unwrap();
+    let _pending = log.start_publish("t", &batch(0, 10)).await.unwrap();
+    let got = drain(&mut sub).await;
+    assert_eq!(ids(&got), [0]);
+    assert!(
+        on_disk(&log, "t").0 < on_disk(&log, "t").1,
+        "not flushed yet"
+    );
+    sub.commit(got[0].ack()).await.unwrap();
+    sub.next_within(Duration::from_millis(10)).await.unwrap();
+    let offset: i64 = std::fs::read_to_string(dir.path().join("t/groups/g.offset"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (synced, _, _) = on_disk(&log, "t");
+    assert_eq!(offset, 1, "the group's offset is on disk");
+    assert!(
+        synced >= offset,
+        "offset {offset} on disk past the flushed {synced}"
+    );
+}

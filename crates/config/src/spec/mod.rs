@@ -579,7 +579,7 @@ fn default_max_message_size() -> Spanned<ByteSize> {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FsyncPolicy {
-    /// After every batch, before it is acknowledged.
+    /// Every batch before it is acknowledged (a source's batches a few per flush).
     #[default]
     EveryBatch,
     /// At most this long after a batch was appended.
