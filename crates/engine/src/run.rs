@@ -684,11 +684,16 @@ impl Executor {
     /// [`take_acked`]) is saved if it can be (else the next run reads those pages again).
     async fn save_unsaved(
         &self,
-        ctx: &NodeCtx,
+        ctx: &mut NodeCtx,
         in_flight: &mut VecDeque<InFlight>,
         unsaved: &mut Unsaved,
     ) {
         take_acked(in_flight, unsaved).await;
+        // Counted here: the run stops before their turn to be settled.
+        while in_flight.front().is_some_and(|f| f.acked) {
+            let front = in_flight.pop_front().expect("a batch in flight");
+            read_and_acked(ctx, &front.batch);
+        }
         if let Err(e) = unsaved.save(&self.store, &ctx.pipeline, &ctx.node).await {
             tracing::warn!(node = %ctx.node, error = %e, "could not save the checkpoint on stopping: the next run reads the last pages again");
         }
@@ -724,11 +729,7 @@ impl Executor {
             if let Some(checkpoint) = front.checkpoint.take() {
                 *unsaved = Some(checkpoint);
             }
-            let rows = front.batch.num_rows();
-            ctx.stats.records_in += rows as i64;
-            ctx.stats.records_out += rows as i64;
-            ctx.stats.batches += 1;
-            ctx.emit(EventKind::BatchRead { rows });
+            read_and_acked(ctx, &front.batch);
         }
         Ok(())
     }
@@ -1057,6 +1058,15 @@ async fn take_acked(in_flight: &mut VecDeque<InFlight>, unsaved: &mut Unsaved) {
             Err(_) => return,
         }
     }
+}
+
+/// Counts a source's batch the buffer acknowledged.
+fn read_and_acked(ctx: &mut NodeCtx, batch: &Batch) {
+    let rows = batch.num_rows();
+    ctx.stats.records_in += rows as i64;
+    ctx.stats.records_out += rows as i64;
+    ctx.stats.batches += 1;
+    ctx.emit(EventKind::BatchRead { rows });
 }
 
 /// How long a source waiting for data waits for its batches' acks before saving the
