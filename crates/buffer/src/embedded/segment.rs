@@ -10,12 +10,12 @@ use super::{EmbeddedOptions, FsyncPolicy};
 use crate::BufferError;
 
 const ENTRY_HEADER: u64 = 8;
+const SEGMENT_SUFFIX: &str = ".log";
 
 /// A deferred append ([`TopicLog::append_deferred`]) flushes once this many entries wait
 /// unflushed: one fsync for several batches, fewer than a source keeps in flight (so that
 /// it never waits for the flush of its oldest).
 pub(super) const FLUSH_EVERY: i64 = 4;
-const SEGMENT_SUFFIX: &str = ".log";
 
 fn segment_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}{SEGMENT_SUFFIX}"))
@@ -259,12 +259,7 @@ impl TopicLog {
         seg.bytes += buf.len() as u64;
         seg.next += frames.len() as i64;
         if sync_now {
-            self.active
-                .sync_data()
-                .map_err(|e| BufferError::io(&path, e))?;
-            self.last_sync = Instant::now();
-            self.synced = self.next_offset();
-            self.flushes += 1;
+            self.flush_data()?;
         }
         if self.segments.last().expect("segment").bytes >= self.segment_bytes {
             self.roll()?;
