@@ -267,8 +267,9 @@ async fn a_paused_owner_cannot_write_a_checkpoint_after_losing_its_lease() {
     .await;
     signal(&first, "-STOP");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let second = sb.sluice(&["run", file, "--once", "--plain"]).await;
-    second.expect_code(0);
+    let mut second = sb.spawn("second", &["run", file, "--once", "--plain"]);
+    let code2 = sb.wait(&mut second, "second").await;
+    assert_eq!(code2, Some(0), "{}", sb.logs("second"));
     let done = checkpoint().await.expect("a checkpoint");
     signal(&first, "-CONT");
     let code = sb.wait(&mut first, "first").await;

@@ -48,3 +48,11 @@ pub use connector::{
 pub use error::{Disposition, ErrorClass, panic_message};
 pub use retry::RetryPolicy;
 pub use secret::Secret;
+
+/// How long a database session of Sluice's (the state store's, a SQL sink's) may sit idle
+/// inside a transaction before the server ends it, rolling the transaction back. Sluice's
+/// transactions are statements sent back to back; one idle this long belongs to a process
+/// paused (`SIGSTOP`, a frozen VM) or cut off mid-write, and its row locks (a lease's, a
+/// batch's ledger rows) would otherwise stop every other process that writes the same rows
+/// until it wakes up.
+pub const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);

@@ -462,11 +462,9 @@ pub struct ClearedCondition {
     pub since: i64,
 }
 
-/// How long PostgreSQL keeps a store session that is idle inside a transaction before it
-/// closes it (`idle_in_transaction_session_timeout`). The store's transactions are a few
-/// statements sent back to back: one idle this long belongs to a process paused or cut
-/// off mid-write, whose row locks (a lease's) would otherwise stop every other process.
-pub(crate) const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+// How long PostgreSQL keeps a store session that is idle inside a transaction before it
+// closes it (`idle_in_transaction_session_timeout`).
+pub(crate) use sluice_core::IDLE_IN_TRANSACTION;
 
 /// The state store.
 #[derive(Debug, Clone)]

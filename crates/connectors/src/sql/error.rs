@@ -68,7 +68,9 @@ pub(crate) fn meaning(
 fn pg_meaning(state: &str) -> Meaning {
     let class = state.get(..2).unwrap_or("");
     match state {
-        "40001" | "40P01" | "55P03" => Meaning::Conflict,
+        // 25P03: the server ended a session idle in its transaction (a process paused
+        // mid-write, see `sluice_core::IDLE_IN_TRANSACTION`): written again, it goes on.
+        "40001" | "40P01" | "55P03" | "25P03" => Meaning::Conflict,
         "57P01" | "57P02" | "57P03" | "57014" => Meaning::Down,
         "28000" | "28P01" => Meaning::Auth,
         "42501" => Meaning::Permission,
@@ -364,6 +366,7 @@ mod tests {
         assert_eq!(m("22001"), Meaning::Rows);
         assert_eq!(m("40P01"), Meaning::Conflict);
         assert_eq!(m("40001"), Meaning::Conflict);
+        assert_eq!(m("25P03"), Meaning::Conflict);
         assert_eq!(m("57P01"), Meaning::Down);
         assert_eq!(m("08006"), Meaning::Down);
         assert_eq!(m("28P01"), Meaning::Auth);

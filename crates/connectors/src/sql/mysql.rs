@@ -13,7 +13,7 @@ use super::types::{Column, Kind, Value};
 use async_trait::async_trait;
 use sluice_core::{ConnectorError, ErrorClass};
 use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{Arguments, Executor};
+use sqlx::{Arguments, AssertSqlSafe, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,6 +26,28 @@ const PACKET_MARGIN: usize = 4_096;
 
 const STRICT: &str =
     "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')";
+
+/// Asks the server to end a session left idle inside a transaction (a writer paused
+/// mid-transaction holds its batch's ledger rows, which another process writing the same
+/// batch waits on) after [`sluice_core::IDLE_IN_TRANSACTION`]: MariaDB's
+/// `idle_transaction_timeout`. MySQL has no such variable (error 1193); there the other
+/// writer's wait ends at `innodb_lock_wait_timeout` and its write is retried.
+async fn end_idle_transactions(conn: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error> {
+    let seconds = sluice_core::IDLE_IN_TRANSACTION.as_secs();
+    let set = format!("SET SESSION idle_transaction_timeout = {seconds}");
+    match conn.execute(AssertSqlSafe(set)).await {
+        Err(sqlx::Error::Database(e))
+            if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| e.number() == UNKNOWN_SYSTEM_VARIABLE) =>
+        {
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// MySQL's error number for `SET` of a variable the server does not have.
+const UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 
 pub(crate) struct MysqlBackend {
     conn: Conn<sqlx::MySql>,
@@ -52,6 +74,12 @@ pub(crate) fn options(
 }
 
 impl MysqlBackend {
+    /// The sink's connections (tests take one to play a paused writer).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &sqlx::MySqlPool {
+        &self.conn.pool
+    }
+
     pub(crate) fn new(config: &SqlSinkConfig) -> Result<MysqlBackend, ConnectorError> {
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         let (options, endpoint) = options(&config.url, timeout)?;
@@ -61,7 +89,7 @@ impl MysqlBackend {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(STRICT).await?;
-                    Ok(())
+                    end_idle_transactions(conn).await
                 })
             })
             .connect_lazy_with(options.clone());

@@ -59,9 +59,19 @@ pub(crate) fn options(
 }
 
 impl PgBackend {
+    /// The sink's connections (tests take one to play a paused writer).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &sqlx::PgPool {
+        &self.conn.pool
+    }
+
     pub(crate) fn new(config: &SqlSinkConfig) -> Result<PgBackend, ConnectorError> {
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         let (options, endpoint) = options(&config.url, timeout)?;
+        // A writer paused mid-transaction holds its batch's ledger rows, which another
+        // process writing the same batch waits on: the server ends such a session.
+        let idle = sluice_core::IDLE_IN_TRANSACTION.as_millis().to_string();
+        let options = options.options([("idle_in_transaction_session_timeout", idle.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(timeout)

@@ -1,6 +1,6 @@
 //! The shared write algorithm against a fake backend: ledger coverage, splitting,
 //! bisection, retries, schema policy, upsert de-duplication. The real engines are
-//! exercised by `tests/sql_*.rs`.
+//! exercised by `tests/sql_*.rs`; here only their sessions' limit on an idle transaction.
 
 use super::config::{Dialect, SchemaPolicy, SqlSinkConfig, WriteMode};
 use super::db::ConnOps;
@@ -410,4 +410,74 @@ fn validation_lists_every_problem() {
     }
     assert!(config().validate().is_ok());
     let _ = Secret::new("x");
+}
+
+/// A sink's session left idle inside a transaction (its process paused mid-write) is ended
+/// by the server, so that another writer of the same rows goes on: without it the other
+/// insert waits for as long as the first process sleeps (MariaDB: `innodb_lock_wait_timeout`,
+/// 50 s, then fails, again and again).
+async fn a_paused_session_does_not_stop_another_writer<DB>(
+    sink: &sqlx::Pool<DB>,
+    other: &sqlx::Pool<DB>,
+    insert_again: &'static str,
+    rows_affected: fn(&DB::QueryResult) -> u64,
+) where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+{
+    use sqlx::Executor;
+    other
+        .execute("CREATE TABLE held (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut paused = sink.begin().await.unwrap();
+    (&mut *paused)
+        .execute("INSERT INTO held VALUES (1)")
+        .await
+        .unwrap();
+    let bound = sluice_core::IDLE_IN_TRANSACTION + Duration::from_secs(20);
+    let written = tokio::time::timeout(bound, other.execute(insert_again)).await;
+    // Its session still open (the check failed), the paused transaction would hold the
+    // table past the test, and the cleanup of its schema would wait on it.
+    let ended = paused.commit().await.is_err();
+    let written = written
+        .expect("the other writer waited on the paused session's row lock")
+        .unwrap();
+    assert_eq!(
+        rows_affected(&written),
+        1,
+        "the paused transaction was rolled back"
+    );
+    assert!(ended, "the paused session was ended");
+}
+
+#[tokio::test]
+async fn a_postgres_session_paused_mid_transaction_does_not_stop_another_writer() {
+    let schema = sluice_testkit::postgres_schema("sqlidle").await;
+    let backend =
+        super::postgres::PgBackend::new(&SqlSinkConfig::new(schema.url.clone(), "held")).unwrap();
+    let other = sqlx::PgPool::connect(&schema.url).await.unwrap();
+    a_paused_session_does_not_stop_another_writer(
+        backend.pool(),
+        &other,
+        "INSERT INTO held VALUES (1) ON CONFLICT DO NOTHING",
+        sqlx::postgres::PgQueryResult::rows_affected,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_mariadb_session_paused_mid_transaction_does_not_stop_another_writer() {
+    let db = sluice_testkit::mysql_database("sqlidle").await;
+    let backend =
+        super::mysql::MysqlBackend::new(&SqlSinkConfig::new(db.url.clone(), "held")).unwrap();
+    let other = sqlx::MySqlPool::connect(&db.url).await.unwrap();
+    a_paused_session_does_not_stop_another_writer(
+        backend.pool(),
+        &other,
+        "INSERT IGNORE INTO held VALUES (1)",
+        sqlx::mysql::MySqlQueryResult::rows_affected,
+    )
+    .await;
 }
