@@ -517,7 +517,9 @@ impl Executor {
         let mut unsaved = Unsaved::default();
         // The schema of the batches read, kept once per change (`sluice doctor` compares
         // a fresh sample with the last one).
-        let mut schema_seen: Option<String> = None;
+        // The last batch's schema and its fingerprint: a batch of the same schema (most of
+        // them; compared as values, cheaper than hashing its text) is not fingerprinted.
+        let mut schema_seen: Option<(arrow::datatypes::SchemaRef, String)> = None;
         let mut lag_checked = Instant::now();
         loop {
             if ctx.cancel.is_cancelled() {
@@ -611,18 +613,23 @@ impl Executor {
                     return Err(error);
                 }
             };
-            let (fingerprint, text) =
-                crate::doctor::schema_fingerprint(&read.batch.records.schema());
-            if schema_seen.as_ref() != Some(&fingerprint) {
-                // A schema not kept costs doctor a comparison, never the run its batch.
-                if let Err(e) = self
-                    .store
-                    .record_schema(&ctx.pipeline, &ctx.node, &fingerprint, &text)
-                    .await
-                {
-                    tracing::warn!(node = %ctx.node, "could not keep the batch's schema: {e}");
+            let schema = read.batch.records.schema();
+            let same = schema_seen
+                .as_ref()
+                .is_some_and(|(seen, _)| Arc::ptr_eq(seen, &schema) || **seen == *schema);
+            if !same {
+                let (fingerprint, text) = crate::doctor::schema_fingerprint(&schema);
+                if schema_seen.as_ref().map(|(_, f)| f) != Some(&fingerprint) {
+                    // A schema not kept costs doctor a comparison, never the run its batch.
+                    if let Err(e) = self
+                        .store
+                        .record_schema(&ctx.pipeline, &ctx.node, &fingerprint, &text)
+                        .await
+                    {
+                        tracing::warn!(node = %ctx.node, "could not keep the batch's schema: {e}");
+                    }
                 }
-                schema_seen = Some(fingerprint);
+                schema_seen = Some((schema, fingerprint));
             }
             // Its place in the topic is fixed now, after every batch before it. A publish
             // that cannot start is retried at once, before any later batch starts.
