@@ -66,6 +66,10 @@ async fn suite(t: Target) {
     hostile_identifiers_are_stored_verbatim(&t).await;
     step("upsert");
     upsert_updates_by_key(&t).await;
+    step("large upserts");
+    large_upserts_of_new_and_existing_keys(&t).await;
+    step("upsert without a unique key");
+    an_upsert_without_a_unique_index_on_the_key_writes_nothing(&t).await;
     step("group writes");
     a_group_is_written_whole_or_not_at_all(&t).await;
     step("group writes on two connections");
@@ -334,6 +338,79 @@ async fn upsert_updates_by_key(t: &Target) {
         .map(|s| Some(s.to_string()))
         .collect();
     assert_eq!(got, want, "{}", t.name);
+}
+
+/// `rows` rows of keys `start..`, named `"{version} {id}"` and padded, so that a batch is
+/// large enough for PostgreSQL's `COPY`.
+fn versioned(version: &str, start: i64, rows: i64) -> sluice_core::Batch {
+    let ids: Vec<i64> = (start..start + rows).collect();
+    let texts: Vec<String> = ids.iter().map(|i| format!("{version} {i:<40}")).collect();
+    let texts: Vec<Option<&str>> = texts.iter().map(|n| Some(n.as_str())).collect();
+    page_batch(start as u64 * 7 + version.len() as u64, names(&ids, &texts))
+}
+
+/// Upserts large enough for `COPY` (on PostgreSQL, tried straight into the table while
+/// their keys are new): all-new keys, half existing, all new again, all existing — each
+/// row there once, with its last version.
+async fn large_upserts_of_new_and_existing_keys(t: &Target) {
+    let mut sink = build_sink(upsert_on_id(t, "bulk")).await.unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    for (version, start, rows) in [
+        ("first", 0, 3_000),
+        ("second", 1_500, 3_000),
+        ("third", 4_500, 3_000),
+        ("fourth", 0, 3_000),
+        ("fifth", 7_000, 3_000),
+    ] {
+        let r = sink.write(&versioned(version, start, rows)).await.unwrap();
+        assert_eq!(r.written, rows as usize, "{}: {version}", t.name);
+        for id in start..start + rows {
+            want.insert(id, format!("{version} {id:<40}"));
+        }
+    }
+    let got = t
+        .strings(&format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            t.q("name"),
+            t.q("bulk"),
+            t.q("id")
+        ))
+        .await;
+    assert_eq!(got.len(), want.len(), "{}: one row per key", t.name);
+    let want: Vec<Option<String>> = want.into_values().map(Some).collect();
+    assert!(got == want, "{}: every key has its last version", t.name);
+    // Each batch written whole, in one piece: none of them was cut up to find a bad row.
+    let pieces = t
+        .ints(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {} LIKE '%bulk%'",
+            t.q("_sluice_ledger"),
+            t.q("target")
+        ))
+        .await;
+    assert_eq!(pieces, [5], "{}: one ledger row per batch", t.name);
+}
+
+/// An upsert into a table without a unique index on its key (made by hand) cannot tell an
+/// existing key: on PostgreSQL it fails as `ON CONFLICT` does, and writes nothing, even
+/// where a straight `COPY` of its new keys would have gone through.
+async fn an_upsert_without_a_unique_index_on_the_key_writes_nothing(t: &Target) {
+    if t.name != "postgres" {
+        return;
+    }
+    t.exec(&format!(
+        "CREATE TABLE {} ({} BIGINT, {} TEXT)",
+        t.q("nokey"),
+        t.q("id"),
+        t.q("name")
+    ))
+    .await;
+    let mut sink = build_sink(upsert_on_id(t, "nokey")).await.unwrap();
+    let e = sink
+        .write(&versioned("first", 0, 3_000))
+        .await
+        .expect_err("an upsert without a unique key");
+    assert_eq!(e.class, ErrorClass::ContractChanged, "{}: {e}", t.name);
+    assert_eq!(t.count("nokey").await, 0, "{}", t.name);
 }
 
 /// Several batches in one `write_group` (a sink catching up): one transaction (on

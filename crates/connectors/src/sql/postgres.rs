@@ -1,7 +1,8 @@
 //! PostgreSQL: binary `COPY` of the batch — straight into the table for `append` and
 //! `replace` when the column types match the encoding, else into a temporary staging table
 //! followed by one `INSERT … SELECT … [ON CONFLICT (key) DO UPDATE]` — in one transaction
-//! with the ledger row.
+//! with the ledger row. An `upsert` whose rows all have new keys is copied straight into
+//! the table as well (see [`Direct`]).
 
 use super::config::{Dialect, SqlSinkConfig, WriteMode};
 use super::db::{self, Conn, ConnOps};
@@ -40,6 +41,53 @@ const SEND_CHUNK: usize = 1 << 20;
 
 pub(crate) struct PgBackend {
     conn: Conn<sqlx::Postgres>,
+    direct: Direct,
+}
+
+/// Whether an `upsert` tries its rows straight into the table first.
+///
+/// An upsert costs PostgreSQL about twice what a `COPY` into the table does (the staging
+/// table, then `INSERT … SELECT … ON CONFLICT`). Where the rows' keys are all new (a first
+/// load, a source of new records, a backlog of them) the result of both is the same rows,
+/// so the job is first copied straight into the table, under a savepoint, when the table
+/// has a unique index on exactly the key columns (the one `ON CONFLICT` uses: without it a
+/// straight copy could not tell an existing key). A row whose key is there already fails
+/// that copy with a unique violation: the job goes back to the savepoint and is written the
+/// staging way. Each such miss makes the next jobs skip the attempt — 1, 2, 4, … up to
+/// [`DIRECT_SKIP_MAX`] of them — so a table whose rows are mostly updated pays a failed
+/// attempt on at most one job in 65; a job copied straight resets it.
+#[derive(Default)]
+struct Direct {
+    /// Jobs left to write the staging way before the next attempt.
+    skip: std::sync::atomic::AtomicU32,
+    /// How many jobs the next miss skips (0: none missed since the last success).
+    backoff: std::sync::atomic::AtomicU32,
+}
+
+/// The most jobs a missed straight copy makes the next ones skip (see [`Direct`]).
+const DIRECT_SKIP_MAX: u32 = 64;
+
+impl Direct {
+    /// Whether this job tries the straight copy (counting down a skip).
+    fn attempt(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.skip
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    /// A straight copy met a key that is there already.
+    fn missed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let next = (self.backoff.load(Relaxed).max(1) * 2).min(DIRECT_SKIP_MAX);
+        self.backoff.store(next, Relaxed);
+        self.skip.store(next / 2, Relaxed);
+    }
+
+    /// A straight copy wrote its job.
+    fn landed(&self) {
+        self.backoff.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Connection options and the endpoint of a PostgreSQL URL.
@@ -83,6 +131,35 @@ impl PgBackend {
                 endpoint,
                 settings: Settings::from_config(config, Dialect::Postgres),
             },
+            direct: Direct::default(),
+        })
+    }
+
+    /// Whether the table has a valid unique index on exactly the key columns, in any
+    /// order, none partial and none with included columns: the one `ON CONFLICT (key)`
+    /// infers, which makes a straight copy of an existing key fail (see [`Direct`]).
+    async fn key_is_unique(&self) -> Result<bool, ConnectorError> {
+        let key = &self.conn.settings.key;
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i \
+             WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid \
+             AND i.indpred IS NULL AND i.indexprs IS NULL \
+             AND i.indnatts = cardinality($2::text[]) AND i.indnkeyatts = i.indnatts \
+             AND ARRAY(SELECT a.attname::text FROM pg_attribute a \
+                       WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) \
+                 @> $2::text[] \
+             AND ARRAY(SELECT a.attname::text FROM pg_attribute a \
+                       WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) \
+                 <@ $2::text[])",
+        )
+        .bind(self.conn.table())
+        .bind(key)
+        .fetch_one(&self.conn.pool)
+        .await
+        .map_err(|e| {
+            self.conn
+                .endpoint
+                .fatal(e, "reading the table's unique indexes")
         })
     }
 
@@ -125,6 +202,8 @@ pub(crate) struct PgPlan {
     copy: String,
     /// With staging: the `CREATE TEMP TABLE` and the `INSERT … SELECT`.
     stage: Option<(String, String)>,
+    /// An upsert's `COPY` straight into the table, tried first (see [`Direct`]).
+    direct: Option<String>,
     truncate: String,
 }
 
@@ -231,15 +310,18 @@ impl Backend for PgBackend {
             },
             truncate: truncate.clone(),
         };
+        let copy_into_table = format!("COPY {t} ({names}) FROM STDIN (FORMAT binary)");
         if matches && !upsert {
             return Ok(PgPlan {
                 values,
                 kinds: columns.iter().map(|c| c.kind).collect(),
-                copy: format!("COPY {t} ({names}) FROM STDIN (FORMAT binary)"),
+                copy: copy_into_table,
                 stage: None,
+                direct: None,
                 truncate,
             });
         }
+        let direct = (matches && upsert && self.key_is_unique().await?).then_some(copy_into_table);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         t.hash(&mut hasher);
         for c in columns {
@@ -272,6 +354,7 @@ impl Backend for PgBackend {
             kinds: columns.iter().map(|c| c.kind).collect(),
             copy: format!("COPY {stage} ({names}) FROM STDIN (FORMAT binary)"),
             stage: Some((create, insert)),
+            direct,
             truncate,
         })
     }
@@ -298,12 +381,52 @@ impl Backend for PgBackend {
         let truncate = job.truncate.map(|load| (plan.truncate.as_str(), load));
         db::begin_write::<sqlx::Postgres>(&mut tx, ep, &self.conn.settings, job.entries, truncate)
             .await?;
+        if let Some(direct) = plan.direct.as_deref().filter(|_| self.direct.attempt()) {
+            tx.execute("SAVEPOINT sluice_direct")
+                .await
+                .map_err(|e| ep.classify(e, "starting a savepoint"))?;
+            let existing = std::sync::atomic::AtomicBool::new(false);
+            let classify = |e: sqlx::Error, doing: &str| {
+                if unique_violation(&e) {
+                    existing.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                ep.classify(e, doing)
+            };
+            let settings = &self.conn.settings;
+            match copy_rows(&mut tx, direct, plan, job.parts, settings, ep, &classify).await {
+                Ok(rows) => {
+                    tx.commit()
+                        .await
+                        .map_err(|e| ep.classify(e, "committing"))?;
+                    self.direct.landed();
+                    return Ok(rows);
+                }
+                Err(_) if existing.load(std::sync::atomic::Ordering::Relaxed) => {
+                    tracing::debug!(target: "sluice::sql", "a key is in the table already: the job is written the staging way");
+                    self.direct.missed();
+                    tx.execute("ROLLBACK TO SAVEPOINT sluice_direct")
+                        .await
+                        .map_err(|e| ep.classify(e, "going back to the savepoint"))?;
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
         if let Some((create, _)) = &plan.stage {
             tx.execute(AssertSqlSafe(create.clone()))
                 .await
                 .map_err(|e| ep.classify(e, "creating the staging table"))?;
         }
-        let rows = copy_rows(&mut tx, plan, job.parts, &self.conn.settings, ep).await?;
+        let classify = |e: sqlx::Error, doing: &str| ep.classify(e, doing);
+        let rows = copy_rows(
+            &mut tx,
+            &plan.copy,
+            plan,
+            job.parts,
+            &self.conn.settings,
+            ep,
+            &classify,
+        )
+        .await?;
         if let Some((_, insert)) = &plan.stage {
             tx.execute(AssertSqlSafe(insert.clone()))
                 .await
@@ -316,14 +439,23 @@ impl Backend for PgBackend {
     }
 }
 
-/// Sends the job's rows, part after part, with one or more binary `COPY` commands (each
-/// within the statement limits). Returns the rows sent.
+/// Whether the server refused a row for a unique index (SQLSTATE 23505).
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+/// Sends the job's rows, part after part, with one or more binary `COPY` commands (`copy`,
+/// each within the statement limits). Returns the rows sent. A database's error is
+/// `classify`'s to describe; a value that cannot be encoded, or a row too large, is the
+/// endpoint's.
 async fn copy_rows(
     conn: &mut PgConnection,
+    copy_sql: &str,
     plan: &PgPlan,
     parts: &[Vec<Column>],
     settings: &Settings,
     ep: &Endpoint,
+    classify: &(dyn Fn(sqlx::Error, &str) -> Failure + Sync),
 ) -> Result<usize, Failure> {
     let rows = super::sink::rows_of(parts);
     let typed: Vec<Vec<Typed<'_>>> = parts
@@ -342,9 +474,9 @@ async fn copy_rows(
     let mut carry: Vec<u8> = Vec::new();
     while row < rows {
         let mut copy = conn
-            .copy_in_raw(&plan.copy)
+            .copy_in_raw(copy_sql)
             .await
-            .map_err(|e| ep.classify(e, "starting COPY"))?;
+            .map_err(|e| classify(e, "starting COPY"))?;
         let mut buf = Vec::with_capacity(SEND_CHUNK + 1024);
         buf.extend_from_slice(COPY_HEADER);
         let mut in_copy = 0usize;
@@ -381,17 +513,17 @@ async fn copy_rows(
             if buf.len() >= SEND_CHUNK {
                 copy.send(std::mem::take(&mut buf))
                     .await
-                    .map_err(|e| ep.classify(e, "sending COPY data"))?;
+                    .map_err(|e| classify(e, "sending COPY data"))?;
                 buf.reserve(SEND_CHUNK + 1024);
             }
         }
         buf.extend_from_slice(&(-1i16).to_be_bytes());
         copy.send(buf)
             .await
-            .map_err(|e| ep.classify(e, "sending COPY data"))?;
+            .map_err(|e| classify(e, "sending COPY data"))?;
         copy.finish()
             .await
-            .map_err(|e| ep.classify(e, "finishing COPY"))?;
+            .map_err(|e| classify(e, "finishing COPY"))?;
     }
     Ok(rows)
 }
