@@ -60,7 +60,7 @@ pub(crate) struct PgBackend {
 struct Direct {
     /// Jobs left to write the staging way before the next attempt.
     skip: std::sync::atomic::AtomicU32,
-    /// How many jobs the next miss skips (0: none missed since the last success).
+    /// How many jobs the next miss skips (0: none missed since the last success, so one).
     backoff: std::sync::atomic::AtomicU32,
 }
 
@@ -76,12 +76,13 @@ impl Direct {
             .is_err()
     }
 
-    /// A straight copy met a key that is there already.
+    /// A straight copy met a key that is there already: the next `backoff` jobs (at
+    /// least one) skip the attempt, and the next miss skips twice as many.
     fn missed(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        let next = (self.backoff.load(Relaxed).max(1) * 2).min(DIRECT_SKIP_MAX);
-        self.backoff.store(next, Relaxed);
-        self.skip.store(next / 2, Relaxed);
+        let skip = self.backoff.load(Relaxed).max(1);
+        self.skip.store(skip, Relaxed);
+        self.backoff.store((skip * 2).min(DIRECT_SKIP_MAX), Relaxed);
     }
 
     /// A straight copy wrote its job.
@@ -444,8 +445,8 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
-/// Sends the job's rows, part after part, with one or more binary `COPY` commands (`copy`,
-/// each within the statement limits). Returns the rows sent. A database's error is
+/// Sends the job's rows, part after part, with one or more binary `COPY` commands
+/// (`copy_sql`, each within the statement limits). Returns the rows sent. A database's error is
 /// `classify`'s to describe; a value that cannot be encoded, or a row too large, is the
 /// endpoint's.
 async fn copy_rows(
@@ -766,6 +767,24 @@ pub(crate) fn numeric_text(bytes: &[u8]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missed_straight_copy_skips_1_2_4_up_to_64_jobs_and_a_landed_one_resets() {
+        let direct = Direct::default();
+        let skipped_after_a_miss = |direct: &Direct| {
+            direct.missed();
+            let mut skipped = 0;
+            while !direct.attempt() {
+                skipped += 1;
+            }
+            skipped
+        };
+        let skips: Vec<u32> = (0..9).map(|_| skipped_after_a_miss(&direct)).collect();
+        assert_eq!(skips, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        direct.landed();
+        assert_eq!(skipped_after_a_miss(&direct), 1);
+        assert!(direct.attempt(), "no skip without a miss");
+    }
 
     fn round_trip(m: i128, scale: i8) -> String {
         let mut buf = Vec::new();
