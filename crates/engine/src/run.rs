@@ -516,9 +516,9 @@ impl Executor {
         // The checkpoint of the last batch acked, until it is saved.
         let mut unsaved = Unsaved::default();
         // The schema of the batches read, kept once per change (`sluice doctor` compares
-        // a fresh sample with the last one).
-        // The last batch's schema and its fingerprint: a batch of the same schema (most of
-        // them; compared as values, cheaper than hashing its text) is not fingerprinted.
+        // a fresh sample with the last one): the last one and its fingerprint. A batch of
+        // the same schema (most of them; compared as values, cheaper than hashing its
+        // text) is not fingerprinted.
         let mut schema_seen: Option<(arrow::datatypes::SchemaRef, String)> = None;
         let mut lag_checked = Instant::now();
         loop {

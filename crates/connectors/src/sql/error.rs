@@ -273,9 +273,7 @@ impl Endpoint {
 
     fn database_failure(&self, db: &dyn sqlx::error::DatabaseError, doing: &str) -> Failure {
         let code = db.code().map(|c| c.into_owned());
-        let number = db
-            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-            .map(|e| e.number());
+        let number = mysql_number(db);
         let message = db.message();
         let tag = match (number, &code) {
             (Some(n), _) => format!("error {n}"),
@@ -311,6 +309,13 @@ impl Endpoint {
     }
 }
 
+/// A MySQL/MariaDB error's number (`1062`), which says more than its SQLSTATE; `None` for
+/// the other engines.
+pub(crate) fn mysql_number(db: &dyn sqlx::error::DatabaseError) -> Option<u16> {
+    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(|e| e.number())
+}
+
 /// The class of an error of statements the user wrote (a `sql_task`): what the sink
 /// would call a bug of its own (`internal`, a syntax error say) or a target of the wrong
 /// shape (`contract_changed`, a missing table) is the statement's fault here
@@ -326,9 +331,7 @@ pub(crate) fn statement_class(dialect: Dialect, err: &sqlx::Error) -> ErrorClass
         sqlx::Error::Configuration(_) => ErrorClass::InvalidRequest,
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned());
-            let number = db
-                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .map(|e| e.number());
+            let number = mysql_number(db.as_ref());
             match meaning(dialect, code.as_deref(), number, db.message()) {
                 Meaning::Rows | Meaning::Config | Meaning::Internal | Meaning::Contract => {
                     ErrorClass::InvalidRequest

@@ -37,8 +37,7 @@ async fn end_idle_transactions(conn: &mut sqlx::MySqlConnection) -> Result<(), s
     let set = format!("SET SESSION idle_transaction_timeout = {seconds}");
     match conn.execute(AssertSqlSafe(set)).await {
         Err(sqlx::Error::Database(e))
-            if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|e| e.number() == UNKNOWN_SYSTEM_VARIABLE) =>
+            if super::error::mysql_number(e.as_ref()) == Some(UNKNOWN_SYSTEM_VARIABLE) =>
         {
             Ok(())
         }

@@ -142,16 +142,13 @@ impl PgBackend {
     async fn key_is_unique(&self) -> Result<bool, ConnectorError> {
         let key = &self.conn.settings.key;
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_index i \
+            "SELECT EXISTS (SELECT 1 FROM pg_index i, LATERAL \
+             (SELECT array_agg(a.attname::text) AS names FROM pg_attribute a \
+              WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) k \
              WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid \
              AND i.indpred IS NULL AND i.indexprs IS NULL \
              AND i.indnatts = cardinality($2::text[]) AND i.indnkeyatts = i.indnatts \
-             AND ARRAY(SELECT a.attname::text FROM pg_attribute a \
-                       WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) \
-                 @> $2::text[] \
-             AND ARRAY(SELECT a.attname::text FROM pg_attribute a \
-                       WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) \
-                 <@ $2::text[])",
+             AND k.names @> $2::text[] AND k.names <@ $2::text[])",
         )
         .bind(self.conn.table())
         .bind(key)
