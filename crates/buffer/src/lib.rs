@@ -9,7 +9,7 @@
 //! - [`KafkaBuffer`] (`buffer: kafka`): an idempotent rdkafka producer with `acks=all`,
 //!   topics created on first use, consumer groups with manual commits.
 //!
-//! Both carry batches in the same [wire format](wire): Arrow IPC (zstd by default) or
+//! Both carry batches in the same [wire format](wire): Arrow IPC (lz4 by default) or
 //! JSON lines, with headers for the batch id, pipeline, node, source position, schema
 //! fingerprint and creation time. A batch larger than the buffer's message limit is split
 //! into ordered parts sharing the batch id; a subscriber reassembles them, so a sink never

@@ -42,11 +42,11 @@ const ZSTD_LEVEL: i32 = 1;
 /// How the records of a batch are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum WireFormat {
-    /// Arrow IPC stream, zstd-compressed buffers (the default).
-    #[default]
+    /// Arrow IPC stream, zstd-compressed buffers.
     #[serde(rename = "arrow+zstd")]
     ArrowZstd,
-    /// Arrow IPC stream, lz4-compressed buffers.
+    /// Arrow IPC stream, lz4-compressed buffers (the default).
+    #[default]
     #[serde(rename = "arrow+lz4")]
     ArrowLz4,
     /// Arrow IPC stream, uncompressed.

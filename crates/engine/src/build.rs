@@ -275,6 +275,19 @@ mod tests {
     use arrow::array::{RecordBatch, StringArray};
     use sluice_core::{Batch, SourcePosition};
 
+    /// A pipeline of one source and one sink with `buffer: { <buffer> }`.
+    fn plan_with_buffer(buffer: &str) -> Plan {
+        let text = format!(
+            "pipeline: p\nbuffer: {{ {buffer} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
+        );
+        sluice_config::validate(
+            &text,
+            &sluice_config::Env::new(),
+            sluice_connectors::registry(),
+        )
+        .unwrap()
+    }
+
     /// The bytes the embedded log holds after one batch of repetitive text, written with
     /// `compression: <compression>` (`""`: as the default).
     async fn log_bytes(compression: &str) -> Vec<u8> {
@@ -283,15 +296,7 @@ mod tests {
             "" => "{}".to_owned(),
             c => format!("{{ compression: {c} }}"),
         };
-        let text = format!(
-            "pipeline: p\nbuffer: {{ embedded: {embedded} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
-        );
-        let plan = sluice_config::validate(
-            &text,
-            &sluice_config::Env::new(),
-            sluice_connectors::registry(),
-        )
-        .unwrap();
+        let plan = plan_with_buffer(&format!("embedded: {embedded}"));
         let mut ctx = BuildContext::default();
         ctx.base_dir = dir.path().to_owned();
         let buffer = open_buffer(&plan, &ctx).unwrap();
@@ -346,6 +351,39 @@ mod tests {
             none.len(),
             zstd.len(),
             lz4.len()
+        );
+    }
+
+    /// The Kafka buffer's settings for `compression: <compression>` (`""`: the default).
+    fn kafka_settings(compression: &str) -> KafkaOptions {
+        let kafka = match compression {
+            "" => "brokers: [\"127.0.0.1:9092\"]".to_owned(),
+            c => format!("brokers: [\"127.0.0.1:9092\"], compression: {c}"),
+        };
+        let plan = plan_with_buffer(&format!("kafka: {{ {kafka} }}"));
+        let BufferSpec::Kafka(k) = &plan.buffer else {
+            panic!("a Kafka buffer")
+        };
+        kafka_options(k)
+    }
+
+    #[test]
+    fn kafka_messages_are_arrow_with_lz4_by_default_and_compressed_once() {
+        let default = kafka_settings("");
+        assert_eq!(default.format, WireFormat::ArrowLz4);
+        assert_eq!(default.properties.get("compression.type"), None);
+        let zstd = kafka_settings("zstd");
+        assert_eq!(zstd.format, WireFormat::ArrowZstd);
+        assert_eq!(zstd.properties.get("compression.type"), None);
+        // A codec Arrow has not: the buffers travel plain, librdkafka compresses.
+        let snappy = kafka_settings("snappy");
+        assert_eq!(snappy.format, WireFormat::Arrow);
+        assert_eq!(
+            snappy
+                .properties
+                .get("compression.type")
+                .map(String::as_str),
+            Some("snappy")
         );
     }
 }

@@ -70,7 +70,7 @@ impl Default for EmbeddedOptions {
             fsync: FsyncPolicy::EveryBatch,
             max_message_bytes: 16 * 1024 * 1024,
             // lz4, as `buffer.embedded.compression` by default: a local log trades disk
-            // for CPU (zstd is the wire's default, for Kafka).
+            // for CPU.
             format: WireFormat::ArrowLz4,
         }
     }

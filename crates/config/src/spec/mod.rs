@@ -614,7 +614,11 @@ pub struct KafkaBuffer {
     /// `json` (JSON lines, for other consumers of the topics).
     #[serde(default)]
     pub format: WireFormat,
-    /// Compression of messages (librdkafka `compression.type`).
+    /// Compression of messages. With `format: arrow`, `lz4` and `zstd` compress the
+    /// Arrow buffers inside each message; other codecs (and any codec with `format:
+    /// json`) are librdkafka's `compression.type`. `lz4` (the default) spends little CPU;
+    /// `zstd` takes 0.6 times the broker's bytes and 10–15% more of Sluice's CPU per
+    /// record on the benchmark's orders.
     #[serde(default)]
     pub compression: Compression,
     /// The largest message Sluice produces; larger batches are split into parts. Must not
@@ -687,9 +691,9 @@ pub enum Compression {
     /// Snappy.
     Snappy,
     /// LZ4.
+    #[default]
     Lz4,
     /// Zstandard.
-    #[default]
     Zstd,
 }
 
