@@ -104,6 +104,28 @@ def cpu_snapshot():
     return out
 
 
+def machine_snapshot():
+    """The machine's CPU time by state since boot (the first line of /proc/stat, in ticks):
+    user, nice, system, idle, iowait, irq, softirq, steal."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def machine_share(start, end):
+    """How the machine's cores spent an interval, in percent: busy (user, nice, system,
+    interrupts), waiting for I/O, idle, and stolen by the hypervisor for other machines
+    (time a noisy host takes: the figures of a run with much of it are not comparable)."""
+    d = [b - a for a, b in zip(start, end)]
+    total = sum(d) or 1
+    pct = lambda x: round(100 * x / total, 1)  # noqa: E731
+    return {
+        "busy": pct(d[0] + d[1] + d[2] + d[5] + d[6]),
+        "iowait": pct(d[4]),
+        "idle": pct(d[3]),
+        "steal": pct(d[7]),
+    }
+
+
 def cpu_per_million(start, end, rows):
     """CPU seconds per million rows between two snapshots, by process kind. A process
     that ended in between is not counted (PostgreSQL's backends live for the run)."""
@@ -174,6 +196,7 @@ def main():
         if rows is not None and rows >= 0.1 * a.records and steady_from is None:
             steady_from = samples[-1]
             cpu_from = cpu_snapshot()
+            machine_from = machine_snapshot()
         if rows is not None and rows >= a.at * a.records:
             break
         time.sleep(0.5)
@@ -185,6 +208,7 @@ def main():
     result["steady_cpu_s_per_m"] = cpu_per_million(
         cpu_from, cpu_snapshot(), steady_to[1] - steady_from[1]
     )
+    result["steady_machine"] = machine_share(machine_from, machine_snapshot())
     result["steady_rows_per_s"] = round(
         (steady_to[1] - steady_from[1]) / max(steady_to[0] - steady_from[0], 1e-3), 1
     )
@@ -213,12 +237,14 @@ def main():
             if first is None and rows > steady_to[1]:
                 first = samples[-1]
                 cpu_first = cpu_snapshot()
+                machine_first = machine_snapshot()
             if rows >= a.records:
                 done = samples[-1]
                 if first is not None and first is not done:
                     result["drain_cpu_s_per_m"] = cpu_per_million(
                         cpu_first, cpu_snapshot(), done[1] - first[1]
                     )
+                    result["drain_machine"] = machine_share(machine_first, machine_snapshot())
                 break
         if not alive(a.pid):
             rows = sample()

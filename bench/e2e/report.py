@@ -322,15 +322,38 @@ def render(a):
               "medians), by process: the steady phase carries the source's side (the mock API, "
               "Sluice's reads and publishes), the drain only the sink's:")
             w("")
-            w("| phase | Sluice | PostgreSQL | Kafka | mock API | all |")
-            w("|---|---:|---:|---:|---:|---:|")
-            for phase, name in (("steady_cpu_s_per_m", "steady"),
-                                ("drain_cpu_s_per_m", "drain")):
-                xs = [cpu(phase, k) for k in kinds]
-                total = sum(x for x in xs if x is not None)
+            w("| phase | Sluice | PostgreSQL | Kafka | mock API | all | cores busy | I/O wait | "
+              "stolen |")
+            w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            totals = {}
+            busy = {}
+            for phase, name in (("steady", "steady"), ("drain", "drain")):
+                xs = [cpu(f"{phase}_cpu_s_per_m", k) for k in kinds]
+                totals[phase] = sum(x for x in xs if x is not None)
                 cells = " | ".join(fmt(x, 1) if x is not None else "—" for x in xs)
-                w(f"| {name} | {cells} | {fmt(total, 1)} |")
+
+                def share(state):
+                    ys = [x[f"{phase}_machine"][state] for x in o if x.get(f"{phase}_machine")]
+                    return median(ys) if ys else None
+
+                busy[phase] = share("busy")
+                shares = " | ".join(
+                    f"{fmt(share(st), 0)} %" if share(st) is not None else "—"
+                    for st in ("busy", "iowait", "steal"))
+                w(f"| {name} | {cells} | {fmt(totals[name], 1)} | {shares} |")
             w("")
+            if totals.get("drain"):
+                bound = totals["steady"] / totals["drain"]
+                line = (f"A million rows cost the machine {fmt(totals['steady'], 1)} CPU s in the "
+                        f"steady phase and {fmt(totals['drain'], 1)} in the drain: with its cores "
+                        f"as busy in both, the drain runs at most about **{fmt(bound, 2)}×** the "
+                        f"steady rate")
+                if busy.get("steady") and busy.get("drain"):
+                    line += (f" (the cores were {fmt(busy['steady'], 0)} % busy in the steady "
+                             f"phase, {fmt(busy['drain'], 0)} % in the drain)")
+                w(line + ". Time stolen by the hypervisor slows both phases unevenly: runs "
+                  "with more than a few per cent of it are noise.")
+                w("")
 
     if faults:
         cfg = json.load(open(a.fault_config))
