@@ -327,20 +327,19 @@ def render(a):
             w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             totals = {}
             busy = {}
-            for phase, name in (("steady", "steady"), ("drain", "drain")):
+            for phase in ("steady", "drain"):
                 xs = [cpu(f"{phase}_cpu_s_per_m", k) for k in kinds]
                 totals[phase] = sum(x for x in xs if x is not None)
                 cells = " | ".join(fmt(x, 1) if x is not None else "—" for x in xs)
 
-                def share(state):
-                    ys = [x[f"{phase}_machine"][state] for x in o if x.get(f"{phase}_machine")]
-                    return median(ys) if ys else None
-
-                busy[phase] = share("busy")
-                shares = " | ".join(
-                    f"{fmt(share(st), 0)} %" if share(st) is not None else "—"
-                    for st in ("busy", "iowait", "steal"))
-                w(f"| {name} | {cells} | {fmt(totals[name], 1)} | {shares} |")
+                # The machine's cores in the phase (medians over the runs), in percent.
+                machine = [x[f"{phase}_machine"] for x in o if x.get(f"{phase}_machine")]
+                shares = {st: median([m[st] for m in machine]) if machine else None
+                          for st in ("busy", "iowait", "steal")}
+                busy[phase] = shares["busy"]
+                share_cells = " | ".join(f"{fmt(v, 0)} %" if v is not None else "—"
+                                         for v in shares.values())
+                w(f"| {phase} | {cells} | {fmt(totals[phase], 1)} | {share_cells} |")
             w("")
             if totals.get("drain"):
                 bound = totals["steady"] / totals["drain"]
