@@ -269,24 +269,26 @@ pub fn gate_spec(plan: &Plan, ctx: &BuildContext) -> crate::gate::GateSpec {
     }
 }
 
+/// A pipeline of one source and one sink with `buffer: { <buffer> }`, validated (the
+/// error as its debug text), for the tests of the buffer's settings.
+#[cfg(test)]
+pub(crate) fn plan_with_buffer(buffer: &str) -> Result<Plan, String> {
+    let text = format!(
+        "pipeline: p\nbuffer: {{ {buffer} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
+    );
+    sluice_config::validate(
+        &text,
+        &sluice_config::Env::new(),
+        sluice_connectors::registry(),
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{RecordBatch, StringArray};
     use sluice_core::{Batch, SourcePosition};
-
-    /// A pipeline of one source and one sink with `buffer: { <buffer> }`.
-    fn plan_with_buffer(buffer: &str) -> Plan {
-        let text = format!(
-            "pipeline: p\nbuffer: {{ {buffer} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
-        );
-        sluice_config::validate(
-            &text,
-            &sluice_config::Env::new(),
-            sluice_connectors::registry(),
-        )
-        .unwrap()
-    }
 
     /// The bytes the embedded log holds after one batch of repetitive text, written with
     /// `compression: <compression>` (`""`: as the default).
@@ -296,7 +298,7 @@ mod tests {
             "" => "{}".to_owned(),
             c => format!("{{ compression: {c} }}"),
         };
-        let plan = plan_with_buffer(&format!("embedded: {embedded}"));
+        let plan = plan_with_buffer(&format!("embedded: {embedded}")).unwrap();
         let mut ctx = BuildContext::default();
         ctx.base_dir = dir.path().to_owned();
         let buffer = open_buffer(&plan, &ctx).unwrap();
@@ -360,7 +362,7 @@ mod tests {
             "" => "brokers: [\"127.0.0.1:9092\"]".to_owned(),
             c => format!("brokers: [\"127.0.0.1:9092\"], compression: {c}"),
         };
-        let plan = plan_with_buffer(&format!("kafka: {{ {kafka} }}"));
+        let plan = plan_with_buffer(&format!("kafka: {{ {kafka} }}")).unwrap();
         let BufferSpec::Kafka(k) = &plan.buffer else {
             panic!("a Kafka buffer")
         };

@@ -692,16 +692,8 @@ mod tests {
     }
 
     fn buffer_of(max_lag: &str) -> Result<sluice_config::spec::BufferSpec, String> {
-        let text = format!(
-            "pipeline: p\nbuffer: {{ embedded: {{ max_lag: {max_lag} }} }}\nnodes:\n  api: {{ type: http, url: \"https://x.example/a\" }}\n  sink: {{ type: sqlite, inputs: [api], url: \"sqlite://o.db\", table: t }}\n"
-        );
-        sluice_config::validate(
-            &text,
-            &sluice_config::Env::new(),
-            sluice_connectors::registry(),
-        )
-        .map(|plan| plan.buffer)
-        .map_err(|e| format!("{e:?}"))
+        crate::build::plan_with_buffer(&format!("embedded: {{ max_lag: {max_lag} }}"))
+            .map(|plan| plan.buffer)
     }
 
     #[test]
