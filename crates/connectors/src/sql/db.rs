@@ -3,7 +3,7 @@
 
 use super::config::Dialect;
 use super::error::{Endpoint, Failure, ledger_failure};
-use super::ledger::{Entry, LOAD_PARENT};
+use super::ledger::{Entry, LEDGER_ROWS_PER_STATEMENT, LOAD_PARENT};
 use super::sink::Settings;
 use async_trait::async_trait;
 use sluice_core::ConnectorError;
@@ -27,26 +27,47 @@ where
         .map_err(|e| ep.fatal(e, doing))
 }
 
-/// The `(first_row, rows)` ranges the ledger holds for the batch `parent`.
-pub(crate) async fn covered<DB>(
+/// The `(first_row, rows)` ranges the ledger holds for each batch of `parents` (in their
+/// order), in one statement per [`LEDGER_ROWS_PER_STATEMENT`] of them: a group's batches
+/// are looked up at once.
+pub(crate) async fn covered_all<DB>(
     pool: &Pool<DB>,
     ep: &Endpoint,
     settings: &Settings,
-    parent: &str,
-) -> Result<Vec<(i64, i64)>, Failure>
+    parents: &[&str],
+) -> Result<Vec<Vec<(i64, i64)>>, Failure>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (String, i64, i64): sqlx::FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    sqlx::query_as(AssertSqlSafe(settings.ledger.covered.clone()))
-        .bind(settings.target())
-        .bind(parent.to_owned())
-        .fetch_all(pool)
-        .await
-        .map_err(|e| ep.classify(e, "reading the ledger"))
+    let mut ranges: std::collections::HashMap<&str, Vec<(i64, i64)>> =
+        parents.iter().map(|p| (*p, Vec::new())).collect();
+    let mut distinct: Vec<&str> = ranges.keys().copied().collect();
+    distinct.sort_unstable();
+    for chunk in distinct.chunks(LEDGER_ROWS_PER_STATEMENT) {
+        let sql = settings.ledger.covered_of(chunk.len());
+        let mut query =
+            sqlx::query_as::<DB, (String, i64, i64)>(AssertSqlSafe(sql)).bind(settings.target());
+        for parent in chunk {
+            query = query.bind((*parent).to_owned());
+        }
+        let rows = query
+            .fetch_all(pool)
+            .await
+            .map_err(|e| ep.classify(e, "reading the ledger"))?;
+        for (parent, first_row, rows) in rows {
+            if let Some(r) = ranges.get_mut(parent.as_str()) {
+                r.push((first_row, rows));
+            }
+        }
+    }
+    Ok(parents
+        .iter()
+        .map(|p| ranges.get(p).cloned().unwrap_or_default())
+        .collect())
 }
 
 /// The load whose `replace` last emptied the table (its ledger's load row), if any.
@@ -114,15 +135,24 @@ where
             .await
             .map_err(|e| ep.classify(e, "recording the load for replace"))?;
     }
-    for entry in entries {
-        sqlx::query(AssertSqlSafe(settings.ledger.insert.clone()))
-            .bind(settings.target())
-            .bind(entry.key.clone())
-            .bind(entry.parent.clone())
-            .bind(entry.first_row)
-            .bind(entry.rows)
-            .bind(entry.pipeline.clone())
-            .bind(entry.node.clone())
+    // One statement for a group's ledger rows (a round trip each would add up).
+    for chunk in entries.chunks(LEDGER_ROWS_PER_STATEMENT) {
+        let sql = match chunk.len() {
+            1 => settings.ledger.insert.clone(),
+            n => settings.ledger.insert_of(n),
+        };
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for entry in chunk {
+            query = query
+                .bind(settings.target())
+                .bind(entry.key.clone())
+                .bind(entry.parent.clone())
+                .bind(entry.first_row)
+                .bind(entry.rows)
+                .bind(entry.pipeline.clone())
+                .bind(entry.node.clone());
+        }
+        query
             .execute(&mut *conn)
             .await
             .map_err(|e| ledger_failure(ep, e))?;
@@ -194,7 +224,12 @@ pub(crate) trait ConnOps: Send + Sync {
     fn settings(&self) -> &Settings;
     fn settings_mut(&mut self) -> &mut Settings;
     async fn execute(&self, sql: String, doing: &str) -> Result<(), ConnectorError>;
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure>;
+    /// The `(first_row, rows)` ranges the ledger holds for the batch `parent`.
+    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+        Ok(self.covered_all(&[parent]).await?.pop().unwrap_or_default())
+    }
+    /// [`ConnOps::covered`] of several parents, in their order, in one lookup.
+    async fn covered_all(&self, parents: &[&str]) -> Result<Vec<Vec<(i64, i64)>>, Failure>;
     async fn current_load(&self) -> Result<Option<String>, Failure>;
     async fn health(&self) -> Result<Duration, ConnectorError>;
 }
@@ -205,7 +240,7 @@ where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (String, i64, i64): sqlx::FromRow<'r, DB::Row>,
     for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
     for<'q> DB::Arguments: IntoArguments<DB>,
 {
@@ -225,8 +260,8 @@ where
         execute(&self.pool, &self.endpoint, sql, doing).await
     }
 
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
-        covered(&self.pool, &self.endpoint, &self.settings, parent).await
+    async fn covered_all(&self, parents: &[&str]) -> Result<Vec<Vec<(i64, i64)>>, Failure> {
+        covered_all(&self.pool, &self.endpoint, &self.settings, parents).await
     }
 
     async fn current_load(&self) -> Result<Option<String>, Failure> {

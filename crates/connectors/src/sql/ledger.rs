@@ -85,7 +85,11 @@ pub(crate) const LOAD_PARENT: &str = "sluice:load";
 #[derive(Debug, Clone)]
 pub(crate) struct LedgerSql {
     pub(crate) create: Vec<String>,
-    pub(crate) covered: String,
+    /// The lookup of the ranges written of some parents: [`LedgerSql::covered_of`] ends it.
+    covered_head: String,
+    /// `insert` up to its `VALUES`: [`LedgerSql::insert_of`] ends it.
+    insert_head: String,
+    dialect: Dialect,
     /// The `batch_id` of the target's rows with a given `parent_id` (the load row).
     pub(crate) load: String,
     pub(crate) insert: String,
@@ -162,17 +166,30 @@ impl LedgerSql {
             Dialect::Postgres => format!("${i}"),
             Dialect::Mysql | Dialect::Sqlite => "?".to_owned(),
         };
+        let columns = [
+            "target",
+            "batch_id",
+            "parent_id",
+            "first_row",
+            "rows",
+            "pipeline",
+            "node",
+        ]
+        .map(q)
+        .join(", ");
         LedgerSql {
             create,
-            covered: format!(
-                "SELECT {}, {} FROM {t} WHERE {} = {} AND {} = {}",
+            covered_head: format!(
+                "SELECT {}, {}, {} FROM {t} WHERE {} = {} AND {} IN (",
+                q("parent_id"),
                 q("first_row"),
                 q("rows"),
                 q("target"),
                 p(1),
                 q("parent_id"),
-                p(2)
             ),
+            insert_head: format!("INSERT INTO {t} ({columns}) VALUES "),
+            dialect,
             load: format!(
                 "SELECT {} FROM {t} WHERE {} = {} AND {} = {}",
                 q("batch_id"),
@@ -201,11 +218,70 @@ impl LedgerSql {
             clear: format!("DELETE FROM {t} WHERE {} = {}", q("target"), p(1)),
         }
     }
+
+    /// The `(parent_id, first_row, rows)` of the target's ledger rows whose parent is one
+    /// of `parents` (bound after the target, in order): one statement for a group's
+    /// batches instead of one each.
+    pub(crate) fn covered_of(&self, parents: usize) -> String {
+        let mut sql = self.covered_head.clone();
+        for i in 0..parents {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&self.placeholder(i + 2));
+        }
+        sql.push(')');
+        sql
+    }
+
+    /// An `insert` of `rows` ledger rows in one statement (seven values each, bound row
+    /// after row, in `insert`'s order).
+    pub(crate) fn insert_of(&self, rows: usize) -> String {
+        let mut sql = self.insert_head.clone();
+        for row in 0..rows {
+            sql.push_str(if row > 0 { ", (" } else { "(" });
+            for col in 0..7 {
+                if col > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&self.placeholder(row * 7 + col + 1));
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    fn placeholder(&self, i: usize) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("${i}"),
+            Dialect::Mysql | Dialect::Sqlite => "?".to_owned(),
+        }
+    }
 }
+
+/// The most parents one ledger lookup names, and the most rows one ledger insert writes
+/// (seven values each): well within every engine's limit on bound values (SQLite's 32,766
+/// is the lowest).
+pub(crate) const LEDGER_ROWS_PER_STATEMENT: usize = 500;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_s_ledger_statements_bind_every_value_once() {
+        let pg = LedgerSql::new(Dialect::Postgres, &TableName::parse(None, "_sluice_ledger"));
+        assert_eq!(
+            pg.covered_of(3),
+            r#"SELECT "parent_id", "first_row", "rows" FROM "_sluice_ledger" WHERE "target" = $1 AND "parent_id" IN ($2, $3, $4)"#
+        );
+        let insert = pg.insert_of(2);
+        assert!(insert.starts_with(r#"INSERT INTO "_sluice_ledger" ("target", "batch_id", "parent_id", "first_row", "rows", "pipeline", "node") VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, "#), "{insert}");
+        assert!(insert.ends_with("$14)"), "{insert}");
+        let my = LedgerSql::new(Dialect::Mysql, &TableName::parse(None, "_sluice_ledger"));
+        assert_eq!(my.covered_of(2).matches('?').count(), 3);
+        assert_eq!(my.insert_of(3).matches('?').count(), 21);
+    }
 
     #[test]
     fn nothing_covered_leaves_the_whole_range() {
@@ -244,7 +320,7 @@ mod tests {
             "{}",
             sql.insert
         );
-        assert!(sql.covered.contains("$2"));
+        assert!(sql.covered_of(1).ends_with("IN ($2)"));
         let sql = LedgerSql::new(Dialect::Mysql, &TableName::parse(None, "_sluice_ledger"));
         assert!(sql.create[0].contains("KEY `_sluice_ledger_parent`"));
     }

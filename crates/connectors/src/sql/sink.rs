@@ -194,6 +194,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
         self.conn().covered(parent).await
     }
+    /// [`Backend::covered`] of several parents (a group's batches), in their order.
+    async fn covered_all(&self, parents: &[&str]) -> Result<Vec<Vec<(i64, i64)>>, Failure> {
+        self.conn().covered_all(parents).await
+    }
     /// The load whose `replace` last emptied the table (the ledger's load row).
     async fn current_load(&self) -> Result<Option<String>, Failure> {
         self.conn().current_load().await
@@ -698,19 +702,19 @@ impl<B: Backend> SqlSink<B> {
             parts.push(columns);
         }
         let plan = self.prepare(&parts[0]).await?;
-        let mut entries = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let (parent, base) = ledger::parent_and_base(batch);
-            let covered = self
-                .backend
-                .covered(&parent)
-                .await
-                .map_err(Failure::into_error)?;
-            if ledger::uncovered(base, batch.num_rows(), &covered) != [(0, batch.num_rows())] {
+        let places: Vec<(String, usize)> = batches.iter().map(ledger::parent_and_base).collect();
+        let parents: Vec<&str> = places.iter().map(|(parent, _)| parent.as_str()).collect();
+        let covered = self
+            .backend
+            .covered_all(&parents)
+            .await
+            .map_err(Failure::into_error)?;
+        for ((batch, (_, base)), covered) in batches.iter().zip(&places).zip(&covered) {
+            if ledger::uncovered(*base, batch.num_rows(), covered) != [(0, batch.num_rows())] {
                 return Err(not_now("a batch written before"));
             }
-            entries.push(Entry::of(batch));
         }
+        let entries: Vec<Entry> = batches.iter().map(Entry::of).collect();
         // One job, or two written at once (each with its batches' ledger rows), their
         // rows less repeated keys (an upsert writes the last of them).
         let n = batches.len();

@@ -25,6 +25,8 @@ struct State {
     transactions: usize,
     conflicts_left: usize,
     added: Vec<String>,
+    /// Statements that read the ledger.
+    lookups: usize,
 }
 
 struct Fake {
@@ -87,12 +89,18 @@ impl ConnOps for Fake {
         }
         Ok(())
     }
-    async fn covered(&self, parent: &str) -> Result<Vec<(i64, i64)>, Failure> {
+    async fn covered_all(&self, parents: &[&str]) -> Result<Vec<Vec<(i64, i64)>>, Failure> {
+        self.state.lock().unwrap().lookups += 1;
         let s = self.state.lock().unwrap();
-        Ok(s.ledger
+        Ok(parents
             .iter()
-            .filter(|e| e.parent == parent)
-            .map(|e| (e.first_row, e.rows))
+            .map(|parent| {
+                s.ledger
+                    .iter()
+                    .filter(|e| e.parent == *parent)
+                    .map(|e| (e.first_row, e.rows))
+                    .collect()
+            })
             .collect())
     }
     async fn current_load(&self) -> Result<Option<String>, Failure> {
@@ -214,6 +222,28 @@ async fn every_row_is_written_once_with_one_ledger_entry() {
             .iter()
             .any(|e| e.message.contains("created table"))
     );
+}
+
+/// A group's batches are looked up in the ledger in one statement, not one each; parts of
+/// one batch (one parent) each find the ranges written of it.
+#[tokio::test]
+async fn a_group_reads_the_ledger_once() {
+    let (mut s, state) = sink(&config(), &[], usize::MAX);
+    let (left, right) = batch(&[10, 11, 12, 13]).split().unwrap();
+    s.write(&left).await.unwrap();
+    state.lock().unwrap().lookups = 0;
+    let reports = s
+        .write_group(&[batch(&[1, 2]), batch(&[3]), right])
+        .await
+        .unwrap();
+    assert!(reports.iter().all(Option::is_some), "{reports:?}");
+    assert_eq!(state.lock().unwrap().lookups, 1);
+    assert_eq!(state.lock().unwrap().rows.len(), 7);
+    // The part written before is found in that one lookup: not written as one group.
+    state.lock().unwrap().lookups = 0;
+    assert!(s.write_group(&[batch(&[4]), left]).await.is_err());
+    assert_eq!(state.lock().unwrap().lookups, 1);
+    assert_eq!(state.lock().unwrap().rows.len(), 7);
 }
 
 #[tokio::test]
