@@ -23,17 +23,20 @@
 #      that is stopped for --outage-down seconds (60) once 30% of --outage-records records
 #      (1,000,000) are written; the backlog's drain rate beside the steady rate
 #      (bench/e2e/sluice-kafka-outage.yaml, bench/e2e/outage.py). Not in the default set.
+#   9  scenario 2 with PostgreSQL reached through a slow link: bench/e2e/latency_proxy.py on
+#      127.0.0.1:P+4 delays each chunk --link-delay-ms (1) each way, as a database in another
+#      rack or zone would (its round trips, not its bandwidth). Not in the default set.
 # Scenarios 1, 2, 5 and 6 run a second time against a flaky API (--fault-scenarios): 2% of
 # requests answered 429 with `Retry-After: 1`, and a burst of three 503s mid-way. 8 reads the
 # API too but is not in the default set (its retries are scenario 2's): --fault-scenarios 1,2,8.
 # Memory check: --memory-records (10,000,000) records through scenario 2, once: peak RSS
 # beside scenario 2's at N.
 #
-# Flags: --records N  --runs K  --scenarios LIST (of 1-8; 1,2,8,3,4,5,6 by default)
+# Flags: --records N  --runs K  --scenarios LIST (of 1-9; 1,2,8,3,4,5,6 by default)
 #        --fault-scenarios LIST (of 1, 2, 5, 6, 8; 1,2,5,6 by default) or --no-faults
 #        --memory-records N  --skip-memory  --no-docs (print, do not edit the docs)
-#        --outage-records N  --outage-down S (scenario 7)
-#        --port P (of the mock API; P and P+1 are used; P+2 and P+3 by scenario 7)
+#        --outage-records N  --outage-down S (scenario 7)  --link-delay-ms D (scenario 9)
+#        --port P (of the mock API; P and P+1 are used; P+2 and P+3 by scenario 7, P+4 by 9)
 #        --timeout S (per run; 3600)
 #        --bin PATH (a sluice binary built before: no cargo build)
 #        --keep-tables (leave the bench_* schemas in place for a look; dropped by default)
@@ -67,6 +70,7 @@ BIN=""
 KEEP_TABLES=0
 OUTAGE_RECORDS=1000000
 OUTAGE_DOWN=60
+LINK_DELAY_MS=1
 SERVICES_UP=1
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -89,6 +93,7 @@ while (($#)); do
     --keep-tables) KEEP_TABLES=1; shift ;;
     --outage-records) OUTAGE_RECORDS="$2"; shift 2 ;;
     --outage-down) OUTAGE_DOWN="$2"; shift 2 ;;
+    --link-delay-ms) LINK_DELAY_MS="$2"; shift 2 ;;
     --services-running) SERVICES_UP=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -102,7 +107,7 @@ done
 
 has() { [[ ",$1," == *",$2,"* ]]; }
 wants() { has "$SCENARIOS" "$1"; }
-for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-8]$ ]] || die "unknown scenario $s (1-8)"; done
+for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-9]$ ]] || die "unknown scenario $s (1-9)"; done
 # The fault variant only for the scenarios that run and read the API.
 FAULTS=""
 for s in ${FAULT_SCENARIOS//,/ }; do
@@ -205,9 +210,11 @@ outage_pg_remove() {
 # The mock API.
 
 MOCK_PIDS=()
+LINK_PID=""
 cleanup() {
   local p
   for p in "${MOCK_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -z "$LINK_PID" ]] || kill "$LINK_PID" 2>/dev/null || true
   outage_pg_remove
 }
 trap cleanup EXIT
@@ -333,14 +340,16 @@ run_scenario() {
       record 1 "$variant" "$run" "$records" "$dir" bench_s1.orders sluice
       "$PY" "$E2E/kafka_topics.py" "$KAFKA" delete "bench$STAMP-$variant-$run." >/dev/null 2>&1 || true
       ;;
-    2)
-      local schema=bench_s2
+    2 | 9)
+      # 9 is 2 with the database reached through the slow link.
+      local schema="bench_s$s" pg="$PG_URL"
+      [[ "$s" == 9 ]] && pg="$LINK_PG_URL"
       [[ "$variant" == memory ]] && schema=bench_mem
       fresh_schema "$schema"
       psql_q -v table="$schema.orders" -f "$E2E/table.sql" >/dev/null
-      (cd "$dir" && BENCH_API="$api" BENCH_PG="$PG_URL" BENCH_TABLE="$schema.orders" \
+      (cd "$dir" && BENCH_API="$api" BENCH_PG="$pg" BENCH_TABLE="$schema.orders" \
         measure "$dir/measure.json" "$BIN" run --once --json "$E2E/sluice-embedded.yaml")
-      record 2 "$variant" "$run" "$records" "$dir" "$schema.orders" sluice
+      record "$s" "$variant" "$run" "$records" "$dir" "$schema.orders" sluice
       rm -rf "$dir/.sluice/buffer"
       ;;
     8)
@@ -409,9 +418,25 @@ if wants 7; then
   OUTAGE_MOCK_PID="$MOCK_PID"
 fi
 
+if wants 9; then
+  # The shared PostgreSQL, reached through the proxy: the same server, a slower link.
+  LINK_PORT=$((PORT + 4))
+  python3 "$E2E/latency_proxy.py" --listen "127.0.0.1:$LINK_PORT" \
+    --to "$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(f"{p.hostname}:{p.port or 5432}")' "$PG_URL")" \
+    --delay-ms "$LINK_DELAY_MS" >"$RUNDIR/latency-proxy.log" 2>&1 &
+  LINK_PID=$!
+  LINK_PG_URL="$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); n = p.netloc.rsplit("@", 1); print(u.urlunsplit(p._replace(netloc=(n[0] + "@" if len(n) > 1 else "") + "127.0.0.1:" + sys.argv[2])))' "$PG_URL" "$LINK_PORT")"
+  for ((i = 0; i < 40; i++)); do
+    psql "$LINK_PG_URL" -X -q -c "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  log "scenario 9: PostgreSQL through a link of $LINK_DELAY_MS ms each way (127.0.0.1:$LINK_PORT)"
+fi
+
 for ((run = 1; run <= RUNS; run++)); do
-  # 8 beside 2: the same pipeline but for the mode, so they meet the same minutes' load.
-  for s in 1 2 8 4 5 6; do
+  # 8 and 9 beside 2: the same pipeline but for the mode or the link, so they meet the same
+  # minutes' load.
+  for s in 1 2 8 9 4 5 6; do
     wants "$s" || continue
     log "scenario $s, run $run/$RUNS"
     run_scenario "$s" none "$run" "$API" "$RECORDS"
@@ -454,14 +479,14 @@ fi
 REPORT="$WORK/report-$STAMP.md"
 "$PY" "$E2E/report.py" --results "$RESULTS" --root "$ROOT" --bin "$BIN" "${GIVEN_BIN[@]}" --pg "$PG_URL" \
   --records "$RECORDS" --runs "$RUNS" --scenarios "$SCENARIOS" --faults "$FAULTS" \
-  --fault-config "$FAULT_CONFIG" >"$REPORT"
+  --fault-config "$FAULT_CONFIG" --link-delay-ms "$LINK_DELAY_MS" >"$REPORT"
 cat "$REPORT"
 if ((WRITE_DOCS)); then
   "$PY" "$E2E/report.py" --insert "$REPORT" "$ROOT/docs/benchmarks.md"
   log "docs/benchmarks.md updated"
 fi
 if ((KEEP_TABLES == 0)); then
-  for schema in bench_s1 bench_s2 bench_s8 bench_ceiling bench_dlt bench_dlt_staging bench_baseline; do
+  for schema in bench_s1 bench_s2 bench_s8 bench_s9 bench_ceiling bench_dlt bench_dlt_staging bench_baseline; do
     drop_schema "$schema"
   done
 fi

@@ -162,10 +162,7 @@ impl LedgerSql {
             )),
             Dialect::Mysql => {}
         }
-        let p = |i: usize| match dialect {
-            Dialect::Postgres => format!("${i}"),
-            Dialect::Mysql | Dialect::Sqlite => "?".to_owned(),
-        };
+        let p = |i: usize| placeholder(dialect, i);
         let columns = [
             "target",
             "batch_id",
@@ -228,7 +225,7 @@ impl LedgerSql {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&self.placeholder(i + 2));
+            sql.push_str(&placeholder(self.dialect, i + 2));
         }
         sql.push(')');
         sql
@@ -244,18 +241,19 @@ impl LedgerSql {
                 if col > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&self.placeholder(row * 7 + col + 1));
+                sql.push_str(&placeholder(self.dialect, row * 7 + col + 1));
             }
             sql.push(')');
         }
         sql
     }
+}
 
-    fn placeholder(&self, i: usize) -> String {
-        match self.dialect {
-            Dialect::Postgres => format!("${i}"),
-            Dialect::Mysql | Dialect::Sqlite => "?".to_owned(),
-        }
+/// The `i`th bound value (from 1) in a statement of `dialect`.
+fn placeholder(dialect: Dialect, i: usize) -> String {
+    match dialect {
+        Dialect::Postgres => format!("${i}"),
+        Dialect::Mysql | Dialect::Sqlite => "?".to_owned(),
     }
 }
 

@@ -90,8 +90,8 @@ impl ConnOps for Fake {
         Ok(())
     }
     async fn covered_all(&self, parents: &[&str]) -> Result<Vec<Vec<(i64, i64)>>, Failure> {
-        self.state.lock().unwrap().lookups += 1;
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
+        s.lookups += 1;
         Ok(parents
             .iter()
             .map(|parent| {
