@@ -137,11 +137,7 @@ where
     }
     // One statement for a group's ledger rows (a round trip each would add up).
     for chunk in entries.chunks(LEDGER_ROWS_PER_STATEMENT) {
-        let sql = match chunk.len() {
-            1 => settings.ledger.insert.clone(),
-            n => settings.ledger.insert_of(n),
-        };
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(settings.ledger.insert_of(chunk.len())));
         for entry in chunk {
             query = query
                 .bind(settings.target())

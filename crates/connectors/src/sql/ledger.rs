@@ -92,6 +92,7 @@ pub(crate) struct LedgerSql {
     dialect: Dialect,
     /// The `batch_id` of the target's rows with a given `parent_id` (the load row).
     pub(crate) load: String,
+    /// One ledger row ([`LedgerSql::insert_of`] of one).
     pub(crate) insert: String,
     pub(crate) clear: String,
 }
@@ -174,7 +175,7 @@ impl LedgerSql {
         ]
         .map(q)
         .join(", ");
-        LedgerSql {
+        let mut sql = LedgerSql {
             create,
             covered_head: format!(
                 "SELECT {}, {}, {} FROM {t} WHERE {} = {} AND {} IN (",
@@ -195,25 +196,11 @@ impl LedgerSql {
                 q("parent_id"),
                 p(2)
             ),
-            insert: format!(
-                "INSERT INTO {t} ({}, {}, {}, {}, {}, {}, {}) VALUES ({}, {}, {}, {}, {}, {}, {})",
-                q("target"),
-                q("batch_id"),
-                q("parent_id"),
-                q("first_row"),
-                q("rows"),
-                q("pipeline"),
-                q("node"),
-                p(1),
-                p(2),
-                p(3),
-                p(4),
-                p(5),
-                p(6),
-                p(7)
-            ),
+            insert: String::new(),
             clear: format!("DELETE FROM {t} WHERE {} = {}", q("target"), p(1)),
-        }
+        };
+        sql.insert = sql.insert_of(1);
+        sql
     }
 
     /// The `(parent_id, first_row, rows)` of the target's ledger rows whose parent is one
