@@ -195,17 +195,37 @@ async fn main() {
     }
 
     if let Ok(bootstrap) = std::env::var("SLUICE_TEST_KAFKA") {
-        for (label, in_flight) in [("one at a time", 1), ("8 in flight, as sources publish", 8)] {
+        // The last variant consumes with librdkafka's own `fetch.queue.backoff.ms` (1 s)
+        // instead of Sluice's 20 ms: with more than the consumer's 16 MiB queue published
+        // (BATCHES=1000), its consume shows the waits a backlog's drain had.
+        for (label, in_flight, backoff) in [
+            ("one at a time", 1, None),
+            ("8 in flight, as sources publish", 8, None),
+            (
+                "8 in flight, librdkafka's 1 s fetch backoff",
+                8,
+                Some("1000"),
+            ),
+        ] {
             let (mut secs, mut publish_secs, mut consume_secs, mut join_secs) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for run in 0..runs {
-                let kafka = KafkaBuffer::new(KafkaOptions {
+                let mut options = KafkaOptions {
                     brokers: bootstrap.clone(),
                     partitions: 1,
                     ..KafkaOptions::default()
-                })
-                .unwrap();
-                let topic = format!("bench.buffer.{}.{in_flight}.{run}", std::process::id());
+                };
+                if let Some(ms) = backoff {
+                    options
+                        .properties
+                        .insert("fetch.queue.backoff.ms".into(), ms.into());
+                }
+                let kafka = KafkaBuffer::new(options).unwrap();
+                let topic = format!(
+                    "bench.buffer.{}.{in_flight}.{}.{run}",
+                    std::process::id(),
+                    backoff.unwrap_or("20")
+                );
                 kafka.ensure_topic(&topic).await.unwrap();
                 let trip = round_trip(&kafka, &topic, &batches, in_flight).await;
                 secs.push(trip.publish + trip.consume);
@@ -235,11 +255,12 @@ async fn main() {
             });
         }
 
-        // The ceiling: librdkafka producing the same encoded bytes, no Sluice in between.
+        // The ceiling: librdkafka producing the same encoded bytes (the Kafka buffer's
+        // default format), no Sluice in between.
         let frames: Vec<Vec<u8>> = batches
             .iter()
             .map(|b| {
-                wire::encode(b, WireFormat::ArrowZstd, usize::MAX)
+                wire::encode(b, KafkaOptions::default().format, usize::MAX)
                     .unwrap()
                     .remove(0)
                     .payload

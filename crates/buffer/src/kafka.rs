@@ -122,6 +122,28 @@ impl KafkaOptions {
         }
         config
     }
+
+    fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        for (key, value) in PRODUCER_DEFAULTS {
+            if !self.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "none")
+            .set(
+                "message.max.bytes",
+                (self.message_max_bytes + 64 * 1024).to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                self.delivery_timeout.as_millis().to_string(),
+            );
+        config
+    }
 }
 
 /// Maps a Kafka error to its class.
@@ -158,6 +180,37 @@ fn kafka_error(operation: impl Into<String>, source: KafkaError) -> BufferError 
     }
 }
 
+/// What the producer sets unless `properties` names the key (its guarantees, `acks=all`
+/// and idempotence, are set whatever `properties` says):
+/// - `linger.ms`: librdkafka waits 5 ms by default for more messages to fill a request.
+///   Sluice's messages are whole batches, and a source keeps at most 8 of them unacked,
+///   so the wait capped a source at 8 batches per 5 ms and delayed every checkpoint:
+///   `cargo bench -p sluice-buffer --bench buffers` publishes 3.5× as fast without it
+///   (docs/benchmarks.md, "The consumer's fetch no longer backs off").
+const PRODUCER_DEFAULTS: [(&str, &str); 1] = [("linger.ms", "0")];
+
+/// What a subscription's consumer sets unless `properties` names the key:
+/// - `session.timeout.ms`, `heartbeat.interval.ms`: a consumer that died without leaving its
+///   group (`kill -9`, a lost machine) holds its partitions until its session times out,
+///   and the next member to join waits for that: librdkafka's 45 s would stall every
+///   restart after a crash. Heartbeats come from librdkafka's own thread, so a short
+///   session is safe.
+/// - `queued.max.messages.kbytes`: the consumer fetches ahead into a local queue; librdkafka
+///   lets it grow to 64 MiB, which a backlog (a sink catching up after an outage) fills:
+///   16 MiB is still hundreds of batches ahead of the sink, and keeps the process's memory
+///   flat.
+/// - `fetch.queue.backoff.ms`: once that queue is full, librdkafka waits this long before it
+///   looks again whether to fetch (1 s by default). A sink draining a backlog empties 16 MiB
+///   in well under a second, and then waited for the fetcher: the catch-up stalled for up
+///   to a second every ~100 batches (docs/benchmarks.md, "The consumer's fetch no longer
+///   backs off"). 20 ms costs a look at the queue 50 times a second while it is full.
+const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "1500"),
+    ("queued.max.messages.kbytes", "16384"),
+    ("fetch.queue.backoff.ms", "20"),
+];
+
 /// Kafka as a [`Buffer`].
 pub struct KafkaBuffer {
     options: KafkaOptions,
@@ -178,19 +231,7 @@ impl KafkaBuffer {
     /// Creates the producer and admin clients. No connection is made until first use.
     pub fn new(options: KafkaOptions) -> Result<Self, BufferError> {
         let producer: FutureProducer = options
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "none")
-            .set(
-                "message.max.bytes",
-                (options.message_max_bytes + 64 * 1024).to_string(),
-            )
-            .set(
-                "message.timeout.ms",
-                options.delivery_timeout.as_millis().to_string(),
-            )
-            .set("linger.ms", "5")
+            .producer_config()
             .create()
             .map_err(|e| kafka_error("creating the producer", e))?;
         let admin = options
@@ -298,19 +339,7 @@ impl KafkaBuffer {
 
     fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut config = self.options.client_config();
-        // A consumer that died without leaving its group (`kill -9`, a lost machine) holds
-        // its partitions until its session times out, and the next member to join waits
-        // for that: librdkafka's 45 s would stall every restart after a crash. Heartbeats
-        // come from librdkafka's own thread, so a short session is safe; `properties` may
-        // set other values.
-        // The consumer fetches ahead into a local queue; librdkafka lets it grow to 64 MiB,
-        // which a backlog (a sink catching up after an outage) fills: 16 MiB is still
-        // hundreds of batches ahead of the sink, and keeps the process's memory flat.
-        for (key, value) in [
-            ("session.timeout.ms", "6000"),
-            ("heartbeat.interval.ms", "1500"),
-            ("queued.max.messages.kbytes", "16384"),
-        ] {
+        for (key, value) in CONSUMER_DEFAULTS {
             if !self.options.properties.contains_key(key) {
                 config.set(key, value);
             }
@@ -1038,6 +1067,67 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("SASL_SSL"), "{shown}");
+    }
+
+    /// The consumer's queue bound and the fetch backoff go together: without the short
+    /// backoff, a catch-up that empties the bounded queue waits up to a second for the
+    /// next fetch. A user's `properties` still win.
+    #[test]
+    fn consumers_fetch_again_soon_after_their_queue_was_full() {
+        let buffer = KafkaBuffer::new(KafkaOptions {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaOptions::default()
+        })
+        .expect("clients are created without a connection");
+        let config = buffer.consumer_config("g");
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("20"));
+        assert_eq!(config.get("group.id"), Some("g"));
+
+        let mut options = KafkaOptions {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaOptions::default()
+        };
+        options
+            .properties
+            .insert("fetch.queue.backoff.ms".into(), "250".into());
+        let buffer = KafkaBuffer::new(options).expect("clients are created");
+        assert_eq!(
+            buffer.consumer_config("g").get("fetch.queue.backoff.ms"),
+            Some("250")
+        );
+    }
+
+    /// The producer sends a batch at once, and keeps its guarantees whatever `properties`
+    /// says; a tuning key named there wins.
+    #[test]
+    fn producers_send_at_once_and_keep_their_guarantees() {
+        let config = KafkaOptions::default().producer_config();
+        assert_eq!(config.get("linger.ms"), Some("0"));
+        let mut options = KafkaOptions::default();
+        for (key, value) in [
+            ("linger.ms", "20"),
+            ("acks", "1"),
+            ("enable.idempotence", "false"),
+        ] {
+            options.properties.insert(key.into(), value.into());
+        }
+        let config = options.producer_config();
+        assert_eq!(config.get("linger.ms"), Some("20"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+    }
+
+    /// docs/operations.md names every default a producer or consumer sets, with its value.
+    #[test]
+    fn the_consumer_defaults_are_documented() {
+        let ops = include_str!("../../../docs/operations.md").replace('\n', " ");
+        for (key, value) in PRODUCER_DEFAULTS.into_iter().chain(CONSUMER_DEFAULTS) {
+            assert!(
+                ops.contains(&format!("`{key}` `{value}`")),
+                "docs/operations.md does not say `{key}` `{value}`"
+            );
+        }
     }
 
     #[test]

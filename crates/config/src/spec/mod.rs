@@ -625,8 +625,9 @@ pub struct KafkaBuffer {
     /// exceed the broker's `message.max.bytes`.
     #[serde(default = "default_message_max_bytes")]
     pub message_max_bytes: Spanned<ByteSize>,
-    /// Extra librdkafka properties (e.g. SASL/SSL for a real cluster). Values of
-    /// secret-looking keys (`sasl.password`, ...) never print.
+    /// Extra librdkafka properties (e.g. SASL/SSL for a real cluster); a key named here
+    /// overrides what Sluice sets itself (its consumers' session and fetch settings:
+    /// docs/operations.md). Values of secret-looking keys (`sasl.password`, ...) never print.
     #[serde(default)]
     #[schemars(example = &serde_json::json!({"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.username": "sluice", "sasl.password": "${KAFKA_PASSWORD}"}))]
     pub properties: RedactedMap,
