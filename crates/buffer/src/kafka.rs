@@ -185,7 +185,7 @@ fn kafka_error(operation: impl Into<String>, source: KafkaError) -> BufferError 
 /// - `linger.ms`: librdkafka waits 5 ms by default for more messages to fill a request.
 ///   Sluice's messages are whole batches, and a source keeps at most 8 of them unacked,
 ///   so the wait capped a source at 8 batches per 5 ms and delayed every checkpoint:
-///   `cargo bench -p sluice-buffer --bench buffers` publishes 3.5× as fast without it
+///   `cargo bench -p sluice-buffer --bench buffers` publishes 2–3.5× as fast without it
 ///   (docs/benchmarks.md, "The consumer's fetch no longer backs off").
 const PRODUCER_DEFAULTS: [(&str, &str); 1] = [("linger.ms", "0")];
 
