@@ -123,13 +123,19 @@ impl KafkaOptions {
         config
     }
 
-    fn producer_config(&self) -> ClientConfig {
+    /// The client's config with `defaults` for the keys `properties` does not name.
+    fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = self.client_config();
-        for (key, value) in PRODUCER_DEFAULTS {
-            if !self.properties.contains_key(key) {
-                config.set(key, value);
+        for (key, value) in defaults {
+            if !self.properties.contains_key(*key) {
+                config.set(*key, *value);
             }
         }
+        config
+    }
+
+    fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config_with(&PRODUCER_DEFAULTS);
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -202,8 +208,8 @@ const PRODUCER_DEFAULTS: [(&str, &str); 1] = [("linger.ms", "0")];
 /// - `fetch.queue.backoff.ms`: once that queue is full, librdkafka waits this long before it
 ///   looks again whether to fetch (1 s by default). A sink draining a backlog empties 16 MiB
 ///   in well under a second, and then waited for the fetcher: the catch-up stalled for up
-///   to a second every ~100 batches (docs/benchmarks.md, "The consumer's fetch no longer
-///   backs off"). 20 ms costs a look at the queue 50 times a second while it is full.
+///   to 0.4 s every few hundred batches (docs/benchmarks.md, "The consumer's fetch no
+///   longer backs off"). 20 ms costs a look at the queue 50 times a second while it is full.
 const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1500"),
@@ -338,12 +344,7 @@ impl KafkaBuffer {
     }
 
     fn consumer_config(&self, group: &str) -> ClientConfig {
-        let mut config = self.options.client_config();
-        for (key, value) in CONSUMER_DEFAULTS {
-            if !self.options.properties.contains_key(key) {
-                config.set(key, value);
-            }
-        }
+        let mut config = self.options.client_config_with(&CONSUMER_DEFAULTS);
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -1120,7 +1121,7 @@ mod tests {
 
     /// docs/operations.md names every default a producer or consumer sets, with its value.
     #[test]
-    fn the_consumer_defaults_are_documented() {
+    fn the_client_defaults_are_documented() {
         let ops = include_str!("../../../docs/operations.md").replace('\n', " ");
         for (key, value) in PRODUCER_DEFAULTS.into_iter().chain(CONSUMER_DEFAULTS) {
             assert!(
