@@ -123,7 +123,7 @@ where
         conn.execute(AssertSqlSafe(truncate.to_owned()))
             .await
             .map_err(|e| ep.classify(e, "emptying the table for replace"))?;
-        sqlx::query(AssertSqlSafe(settings.ledger.insert.clone()))
+        sqlx::query(AssertSqlSafe(settings.ledger.insert_of(1)))
             .bind(settings.target())
             .bind(load.to_owned())
             .bind(LOAD_PARENT.to_owned())

@@ -92,8 +92,6 @@ pub(crate) struct LedgerSql {
     dialect: Dialect,
     /// The `batch_id` of the target's rows with a given `parent_id` (the load row).
     pub(crate) load: String,
-    /// One ledger row ([`LedgerSql::insert_of`] of one).
-    pub(crate) insert: String,
     pub(crate) clear: String,
 }
 
@@ -175,7 +173,7 @@ impl LedgerSql {
         ]
         .map(q)
         .join(", ");
-        let mut sql = LedgerSql {
+        LedgerSql {
             create,
             covered_head: format!(
                 "SELECT {}, {}, {} FROM {t} WHERE {} = {} AND {} IN (",
@@ -196,11 +194,8 @@ impl LedgerSql {
                 q("parent_id"),
                 p(2)
             ),
-            insert: String::new(),
             clear: format!("DELETE FROM {t} WHERE {} = {}", q("target"), p(1)),
-        };
-        sql.insert = sql.insert_of(1);
-        sql
+        }
     }
 
     /// The `(parent_id, first_row, rows)` of the target's ledger rows whose parent is one
@@ -299,11 +294,10 @@ mod tests {
     fn ledger_statements_quote_the_table() {
         let t = TableName::parse(None, "a\"b._sluice_ledger");
         let sql = LedgerSql::new(Dialect::Postgres, &t);
+        let insert = sql.insert_of(1);
         assert!(
-            sql.insert
-                .starts_with("INSERT INTO \"a\"\"b\".\"_sluice_ledger\""),
-            "{}",
-            sql.insert
+            insert.starts_with("INSERT INTO \"a\"\"b\".\"_sluice_ledger\""),
+            "{insert}"
         );
         assert!(sql.covered_of(1).ends_with("IN ($2)"));
         let sql = LedgerSql::new(Dialect::Mysql, &TableName::parse(None, "_sluice_ledger"));
