@@ -36,6 +36,8 @@
 #        --fault-scenarios LIST (of 1, 2, 5, 6, 8; 1,2,5,6 by default) or --no-faults
 #        --memory-records N  --skip-memory  --no-docs (print, do not edit the docs)
 #        --outage-records N  --outage-down S (scenario 7)  --link-delay-ms D (scenario 9)
+#        --outage-pg-option NAME=VALUE (repeatable: a setting of scenario 7's private
+#          PostgreSQL, e.g. wal_init_zero=off; its defaults are initdb's)
 #        --port P (of the mock API; P and P+1 are used; P+2 and P+3 by scenario 7, P+4 by 9)
 #        --timeout S (per run; 3600)
 #        --bin PATH (a sluice binary built before: no cargo build)
@@ -70,6 +72,7 @@ BIN=""
 KEEP_TABLES=0
 OUTAGE_RECORDS=1000000
 OUTAGE_DOWN=60
+OUTAGE_PG_OPTIONS=""
 LINK_DELAY_MS=1
 SERVICES_UP=1
 
@@ -93,6 +96,9 @@ while (($#)); do
     --keep-tables) KEEP_TABLES=1; shift ;;
     --outage-records) OUTAGE_RECORDS="$2"; shift 2 ;;
     --outage-down) OUTAGE_DOWN="$2"; shift 2 ;;
+    --outage-pg-option)
+      [[ "${2:-}" =~ ^[a-z_]+=[A-Za-z0-9_.]+$ ]] || die "--outage-pg-option takes NAME=VALUE (a PostgreSQL setting)"
+      OUTAGE_PG_OPTIONS+=" -c $2"; shift 2 ;;
     --link-delay-ms) LINK_DELAY_MS="$2"; shift 2 ;;
     --services-running) SERVICES_UP=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -192,12 +198,12 @@ outage_pg_setup() {
     as_pg="runuser -u postgres -- "
   fi
   local ctl="$as_pg$bindir/pg_ctl -D $OUTAGE_PG_DIR/data"
-  OUTAGE_START="$ctl -w -t 60 -l $OUTAGE_PG_DIR/postgres.log -o '-p $OUTAGE_PG_PORT -k $OUTAGE_PG_DIR -c listen_addresses=127.0.0.1' start"
+  OUTAGE_START="$ctl -w -t 60 -l $OUTAGE_PG_DIR/postgres.log -o '-p $OUTAGE_PG_PORT -k $OUTAGE_PG_DIR -c listen_addresses=127.0.0.1 $OUTAGE_PG_OPTIONS' start"
   OUTAGE_STOP="$ctl -w -t 60 -m fast stop"
   eval "$as_pg$bindir/initdb -D $OUTAGE_PG_DIR/data -U postgres --auth=trust --encoding=UTF8 --locale=C" \
     >"$WORK/outage-initdb.log" 2>&1 || { cat "$WORK/outage-initdb.log" >&2; die "scenario 7: initdb failed"; }
   eval "$OUTAGE_START" >/dev/null || die "scenario 7: the private PostgreSQL did not start ($OUTAGE_PG_DIR/postgres.log)"
-  log "scenario 7: private PostgreSQL on 127.0.0.1:$OUTAGE_PG_PORT ($OUTAGE_PG_DIR)"
+  log "scenario 7: private PostgreSQL on 127.0.0.1:$OUTAGE_PG_PORT ($OUTAGE_PG_DIR)${OUTAGE_PG_OPTIONS:+, settings:${OUTAGE_PG_OPTIONS//-c /}}"
 }
 outage_pg_remove() {
   [[ -n "$OUTAGE_PG_DIR" ]] || return 0
@@ -395,7 +401,8 @@ run_scenario() {
       mpid=$!
       "$PY" "$E2E/outage.py" --pg "$OUTAGE_PG_URL" --records "$records" --at 0.3 \
         --down "$OUTAGE_DOWN" --pid "$mpid" --out "$dir/outage.json" --stop "$OUTAGE_STOP" \
-        --start "$OUTAGE_START" --kafka "$KAFKA" --topic-prefix "$prefix." ||
+        --start "$OUTAGE_START" --kafka "$KAFKA" --topic-prefix "$prefix." \
+        --pg-settings "${OUTAGE_PG_OPTIONS//-c /}" ||
         log "  scenario 7: the outage watch failed"
       wait "$mpid" || true
       # The server is up again whatever the watch came to.

@@ -176,6 +176,8 @@ def main():
     ap.add_argument("--start", required=True)
     ap.add_argument("--kafka")
     ap.add_argument("--topic-prefix")
+    ap.add_argument("--pg-settings", default="",
+                    help="the private server's settings other than initdb's (for the report)")
     a = ap.parse_args()
 
     reader = Reader(a.pg)
@@ -188,7 +190,8 @@ def main():
             samples.append((round(time.monotonic() - t0, 3), rows))
         return rows
 
-    result = {"records": a.records, "at": a.at, "down_s": a.down}
+    result = {"records": a.records, "at": a.at, "down_s": a.down,
+              "pg_settings": a.pg_settings.split()}
     steady_from = None
     # Steady phase: until FRACTION of the records are written.
     while alive(a.pid):

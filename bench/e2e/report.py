@@ -300,8 +300,12 @@ def render(a):
             xs = [x[key] for x in o if x.get(key) is not None]
             return fmt(median(xs), digits) if xs else "—"
 
+        settings = first.get("pg_settings") or []
+        server = ("private PostgreSQL (initdb's settings but "
+                  + ", ".join(f"`{x}`" for x in settings) + ")") if settings \
+            else "private PostgreSQL"
         w(f"Catch-up after a PostgreSQL outage (scenario 7: scenario 1's pipeline into a "
-          f"private PostgreSQL stopped for {first.get('down_s', 60):.0f} s once "
+          f"{server} stopped for {first.get('down_s', 60):.0f} s once "
           f"{first.get('at', 0.3):.0%} of {outage[0]['records']:,} records were written; "
           f"`when_link_down: buffer`, the sink retrying its batch; medians of {len(o)} of "
           f"{len(outage)} run(s)):")
