@@ -57,7 +57,7 @@ def read_rows(dsn, table, limit):
             raise SystemExit(f"{table} has no primary key")
         order = psycopg.sql.Identifier(key[0])
         q = psycopg.sql.SQL("COPY (SELECT * FROM {} ORDER BY {} {}) TO STDOUT (FORMAT binary)").format(
-            psycopg.sql.SQL(table), order,
+            psycopg.sql.Identifier(*table.split(".")), order,
             psycopg.sql.SQL(f"LIMIT {int(limit)}" if limit else ""))
         data = bytearray()
         with conn.cursor().copy(q) as cp:
@@ -128,29 +128,43 @@ def run(dsn, table_sql, pieces, mode, gap):
             cp.write(piece)
         conn.execute("COMMIT")
 
+    failed = []
+
+    def write_or_note(conn, piece):
+        try:
+            write(conn, piece)
+        except Exception as e:  # noqa: BLE001 (reported below, the run is void)
+            failed.append(e)
+            raise
+
     ticks, t0 = machine_ticks(), time.monotonic()
     if mode == "barrier":
         for g in range(0, len(pieces), 2):
             time.sleep(gap)
-            ts = [threading.Thread(target=write, args=(c, p)) for c, p in zip(conns, pieces[g:g + 2])]
+            ts = [threading.Thread(target=write_or_note, args=(c, p))
+                  for c, p in zip(conns, pieces[g:g + 2])]
             [t.start() for t in ts]
             [t.join() for t in ts]
+            if failed:
+                break
     else:
         lock, todo = threading.Lock(), list(reversed(pieces))
 
         def worker(conn):
             while True:
                 with lock:
-                    if not todo:
+                    if not todo or failed:
                         return
                     piece = todo.pop()
-                write(conn, piece)
+                write_or_note(conn, piece)
 
         ts = [threading.Thread(target=worker, args=(c,)) for c in conns]
         [t.start() for t in ts]
         [t.join() for t in ts]
     wall = time.monotonic() - t0
-    cpu = (machine_ticks() - ticks) / 100
+    cpu = (machine_ticks() - ticks) / os.sysconf("SC_CLK_TCK")
+    if failed:
+        raise SystemExit(f"a write failed: {failed[0]}")
     for c in conns:
         c.close()
     return wall, cpu
