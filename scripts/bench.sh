@@ -72,7 +72,7 @@ BIN=""
 KEEP_TABLES=0
 OUTAGE_RECORDS=1000000
 OUTAGE_DOWN=60
-OUTAGE_PG_OPTIONS=""
+OUTAGE_PG_SETTINGS=""
 LINK_DELAY_MS=1
 SERVICES_UP=1
 
@@ -98,7 +98,7 @@ while (($#)); do
     --outage-down) OUTAGE_DOWN="$2"; shift 2 ;;
     --outage-pg-option)
       [[ "${2:-}" =~ ^[a-z_]+=[A-Za-z0-9_.]+$ ]] || die "--outage-pg-option takes NAME=VALUE (a PostgreSQL setting)"
-      OUTAGE_PG_OPTIONS+=" -c $2"; shift 2 ;;
+      OUTAGE_PG_SETTINGS+="${OUTAGE_PG_SETTINGS:+ }$2"; shift 2 ;;
     --link-delay-ms) LINK_DELAY_MS="$2"; shift 2 ;;
     --services-running) SERVICES_UP=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -197,13 +197,14 @@ outage_pg_setup() {
     chown postgres:postgres "$OUTAGE_PG_DIR"
     as_pg="runuser -u postgres -- "
   fi
-  local ctl="$as_pg$bindir/pg_ctl -D $OUTAGE_PG_DIR/data"
-  OUTAGE_START="$ctl -w -t 60 -l $OUTAGE_PG_DIR/postgres.log -o '-p $OUTAGE_PG_PORT -k $OUTAGE_PG_DIR -c listen_addresses=127.0.0.1 $OUTAGE_PG_OPTIONS' start"
+  local ctl="$as_pg$bindir/pg_ctl -D $OUTAGE_PG_DIR/data" settings="" s
+  for s in $OUTAGE_PG_SETTINGS; do settings+=" -c $s"; done
+  OUTAGE_START="$ctl -w -t 60 -l $OUTAGE_PG_DIR/postgres.log -o '-p $OUTAGE_PG_PORT -k $OUTAGE_PG_DIR -c listen_addresses=127.0.0.1$settings' start"
   OUTAGE_STOP="$ctl -w -t 60 -m fast stop"
   eval "$as_pg$bindir/initdb -D $OUTAGE_PG_DIR/data -U postgres --auth=trust --encoding=UTF8 --locale=C" \
     >"$WORK/outage-initdb.log" 2>&1 || { cat "$WORK/outage-initdb.log" >&2; die "scenario 7: initdb failed"; }
   eval "$OUTAGE_START" >/dev/null || die "scenario 7: the private PostgreSQL did not start ($OUTAGE_PG_DIR/postgres.log)"
-  log "scenario 7: private PostgreSQL on 127.0.0.1:$OUTAGE_PG_PORT ($OUTAGE_PG_DIR)${OUTAGE_PG_OPTIONS:+, settings:${OUTAGE_PG_OPTIONS//-c /}}"
+  log "scenario 7: private PostgreSQL on 127.0.0.1:$OUTAGE_PG_PORT ($OUTAGE_PG_DIR)${OUTAGE_PG_SETTINGS:+, settings: $OUTAGE_PG_SETTINGS}"
 }
 outage_pg_remove() {
   [[ -n "$OUTAGE_PG_DIR" ]] || return 0
@@ -402,7 +403,7 @@ run_scenario() {
       "$PY" "$E2E/outage.py" --pg "$OUTAGE_PG_URL" --records "$records" --at 0.3 \
         --down "$OUTAGE_DOWN" --pid "$mpid" --out "$dir/outage.json" --stop "$OUTAGE_STOP" \
         --start "$OUTAGE_START" --kafka "$KAFKA" --topic-prefix "$prefix." \
-        --pg-settings "${OUTAGE_PG_OPTIONS//-c /}" ||
+        --pg-settings "$OUTAGE_PG_SETTINGS" ||
         log "  scenario 7: the outage watch failed"
       wait "$mpid" || true
       # The server is up again whatever the watch came to.
