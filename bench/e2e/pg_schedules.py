@@ -24,8 +24,8 @@ medians. Writes only the schema bench_schedules of --target; a CHECKPOINT before
 (when the role may) starts every run from the same WAL state, and one run first warms up.
 """
 import argparse
-import os
 import json
+import os
 import statistics
 import struct
 import threading
@@ -33,31 +33,37 @@ import time
 
 import psycopg
 
+from outage import machine_share, machine_snapshot
+
+MODES = ("barrier", "free")
+KEYS = ("name", "pg")
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
 
 
-def machine_ticks():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
+def table_shape(conn, table):
+    """The table's column types (in order), its columns and primary key as `CREATE TABLE`
+    has them, and its key column."""
+    cols = conn.execute(
+        "SELECT format_type(atttypid, NULL), format('%%I %%s', attname, format_type(atttypid, atttypmod))"
+        " FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+        " ORDER BY attnum", (table,)).fetchall()
+    pk = conn.execute(
+        "SELECT pg_get_constraintdef(c.oid), a.attname FROM pg_constraint c"
+        " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+        " WHERE c.conrelid = %s::regclass AND c.contype = 'p'", (table,)).fetchone()
+    if pk is None:
+        raise SystemExit(f"{table} has no primary key")
+    return [t for t, _ in cols], ", ".join(c for _, c in cols) + ", " + pk[0], pk[1]
 
 
 def read_rows(dsn, table, limit):
-    """The table's rows in key order as binary COPY tuples, with its column types."""
+    """The table's rows in key order as binary COPY tuples, its column types, and the
+    `CREATE TABLE` body of a table of its shape."""
     with psycopg.connect(dsn) as conn:
-        types = conn.execute(
-            "SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = %s::regclass"
-            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,)).fetchall()
-        key = conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
-            " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
-            (table,)).fetchone()
-        if key is None:
-            raise SystemExit(f"{table} has no primary key")
-        order = psycopg.sql.Identifier(key[0])
+        types, create, key = table_shape(conn, table)
         q = psycopg.sql.SQL("COPY (SELECT * FROM {} ORDER BY {} {}) TO STDOUT (FORMAT binary)").format(
-            psycopg.sql.Identifier(*table.split(".")), order,
+            psycopg.sql.Identifier(*table.split(".")), psycopg.sql.Identifier(key),
             psycopg.sql.SQL(f"LIMIT {int(limit)}" if limit else ""))
         data = bytearray()
         with conn.cursor().copy(q) as cp:
@@ -78,7 +84,7 @@ def read_rows(dsn, table, limit):
             at += max(size, 0)
         rows.append(fields)
         assert at > start
-    return [t for (t,) in types], rows
+    return types, create, rows
 
 
 def jsonb_order(v):
@@ -137,7 +143,7 @@ def run(dsn, table_sql, pieces, mode, gap):
             failed.append(e)
             raise
 
-    ticks, t0 = machine_ticks(), time.monotonic()
+    machine, t0 = machine_snapshot(), time.monotonic()
     if mode == "barrier":
         for g in range(0, len(pieces), 2):
             time.sleep(gap)
@@ -162,12 +168,14 @@ def run(dsn, table_sql, pieces, mode, gap):
         [t.start() for t in ts]
         [t.join() for t in ts]
     wall = time.monotonic() - t0
-    cpu = (machine_ticks() - ticks) / os.sysconf("SC_CLK_TCK")
+    end = machine_snapshot()
+    busy = machine_share(machine, end)["busy"] / 100
+    cpu = busy * sum(b - a for a, b in zip(machine, end)) / os.sysconf("SC_CLK_TCK")
     if failed:
         raise SystemExit(f"a write failed: {failed[0]}")
     for c in conns:
         c.close()
-    return wall, cpu
+    return wall, cpu, busy
 
 
 def main():
@@ -177,21 +185,17 @@ def main():
     ap.add_argument("--target", required=True, help="DSN of the server to write into")
     ap.add_argument("--rows", type=int, default=0, help="at most this many rows (all: 0)")
     ap.add_argument("--piece-rows", type=int, default=5000)
-    ap.add_argument("--modes", default="barrier,free")
-    ap.add_argument("--keys", default="name,pg")
+    ap.add_argument("--modes", default=",".join(MODES), help="of: " + ", ".join(MODES))
+    ap.add_argument("--keys", default=",".join(KEYS), help="of: " + ", ".join(KEYS))
     ap.add_argument("--gap-ms", type=float, default=0.0)
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
-    types, rows = read_rows(a.source, a.source_table, a.rows)
-    with psycopg.connect(a.source) as conn:
-        cols = conn.execute(
-            "SELECT string_agg(format('%%I %%s', attname, format_type(atttypid, atttypmod)), ', '"
-            " ORDER BY attnum) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
-            " AND NOT attisdropped", (a.source_table,)).fetchone()[0]
-        pk = conn.execute(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass"
-            " AND contype = 'p'", (a.source_table,)).fetchone()[0]
-    table_sql = f"CREATE TABLE bench_schedules.orders ({cols}, {pk})"
+    for flag, values, known in (("--modes", a.modes, MODES), ("--keys", a.keys, KEYS)):
+        unknown = set(values.split(",")) - set(known)
+        if unknown:
+            ap.error(f"{flag}: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    types, create, rows = read_rows(a.source, a.source_table, a.rows)
+    table_sql = f"CREATE TABLE bench_schedules.orders ({create})"
     n = len(rows)
     results = {}
     encoded = {}
@@ -204,8 +208,8 @@ def main():
     for _ in range(a.runs):
         for keys in a.keys.split(","):
             for mode in a.modes.split(","):
-                wall, cpu = run(a.target, table_sql, encoded[keys], mode, a.gap_ms / 1000)
-                results.setdefault((mode, keys), []).append((n / wall, cpu * 1e6 / n, cpu / wall / os.cpu_count()))
+                wall, cpu, busy = run(a.target, table_sql, encoded[keys], mode, a.gap_ms / 1000)
+                results.setdefault((mode, keys), []).append((n / wall, cpu * 1e6 / n, busy))
                 print(f"  {mode} {keys}: {n / wall:,.0f} rows/s", flush=True)
     with psycopg.connect(a.target, autocommit=True) as admin:
         admin.execute("DROP SCHEMA IF EXISTS bench_schedules CASCADE")
