@@ -9,14 +9,18 @@ Runs beside the measured `sluice run` (PID: the measuring process; the watch end
 exits). Rows written are read from the sink's ledger (`sum(rows)` of `_sluice_ledger`, one
 row per batch: cheap to read every half second, unlike a count of the table). Timeline:
 - steady: from the moment 10% of the records are written until FRACTION of them are, the
-  sink keeping pace with the source (rows/s = the steady rate);
+  sink writing while the source reads (rows/s = the steady rate; a source faster than the
+  sink is ahead of it by then, and the Kafka watermarks below show by how much);
 - outage: the server is stopped (`--stop`) for --down seconds; the source goes on reading
   into Kafka (`when_link_down: buffer`), the sink retries its batch;
 - catch-up: from the restart (`--start`) until every record is written: the backlog (what
   Kafka holds and the sink has not written) drains; rows/s over that span, from the
   restart (reconnection included) and from the first row written after it.
-Kafka's high watermarks at the restart say how many batches the source had published then
-(whether the source was still reading while the backlog drained). The CPU each kind of
+Kafka's high watermarks at the steady phase's start and end and at the restart say how many
+batches the source had published by then: whether the source was still reading in the
+steady phase (if it had published everything before it began, the steady phase is the
+sink writing a backlog too, and the ratio compares the sink with itself) and while the
+backlog drained. The CPU each kind of
 process used (Sluice, PostgreSQL, Kafka, the mock API; from /proc) is given per million
 rows written, for the steady phase and for the drain: what bounds the drain's rate beside
 the steady rate when they share the machine's cores.
@@ -180,6 +184,14 @@ def main():
                     help="the private server's settings other than initdb's (for the report)")
     a = ap.parse_args()
 
+    def published(result, key):
+        """Notes how many batches the source had published by now (informative only)."""
+        if a.kafka and a.topic_prefix:
+            try:
+                result[key] = published_batches(a.kafka, a.topic_prefix)
+            except Exception as e:
+                result["kafka_error"] = str(e)
+
     reader = Reader(a.pg)
     t0 = time.monotonic()
     samples = []  # (seconds since t0, rows)
@@ -200,6 +212,8 @@ def main():
             steady_from = samples[-1]
             cpu_from = cpu_snapshot()
             machine_from = machine_snapshot()
+            result["rows_at_steady_start"] = rows
+            published(result, "batches_published_at_steady_start")
         if rows is not None and rows >= a.at * a.records:
             break
         time.sleep(0.5)
@@ -215,17 +229,14 @@ def main():
     result["steady_rows_per_s"] = round(
         (steady_to[1] - steady_from[1]) / max(steady_to[0] - steady_from[0], 1e-3), 1
     )
+    published(result, "batches_published_at_steady_end")
     # The outage.
     reader.close()
     t_stop = time.monotonic() - t0
     subprocess.run(shlex.split(a.stop), check=True, capture_output=True)
     result["rows_at_stop"] = steady_to[1]
     time.sleep(a.down)
-    if a.kafka and a.topic_prefix:
-        try:
-            result["batches_published_at_restart"] = published_batches(a.kafka, a.topic_prefix)
-        except Exception as e:  # informative only
-            result["kafka_error"] = str(e)
+    published(result, "batches_published_at_restart")
     subprocess.run(shlex.split(a.start), check=True, capture_output=True)
     t_up = time.monotonic() - t0
     result["outage_s"] = round(t_up - t_stop, 2)

@@ -324,6 +324,25 @@ def render(a):
           f"{med('catchup_x_steady', 2)}× | {med('drain_rows_per_s')} | "
           f"{med('drain_x_steady', 2)}× | {check} |")
         w("")
+        # Where the source was when the steady phase began: far ahead of the sink (a run
+        # bound by the sink throughout), or keeping it fed (the sink keeping pace).
+        keys = ("rows_at_steady_start", "batches_published_at_steady_start",
+                "batches_published_at_restart")
+        ahead = [x for x in o if all(x.get(k) for k in keys)]
+        if ahead:
+            per_batch = [x["records"] / x["batches_published_at_restart"] for x in ahead]
+            shares = [x["batches_published_at_steady_start"] * b / x["rows_at_steady_start"]
+                      for x, b in zip(ahead, per_batch)]
+            w("When the steady phase began, the source had published "
+              + ", ".join(f"{x['batches_published_at_steady_start']:,}" for x in ahead)
+              + f" of its {ahead[0]['batches_published_at_restart']:,} batches (run by run), "
+              "that is " + ", ".join(f"{s:.1f}" for s in shares)
+              + "× the rows the sink had written. "
+              + ("The source outran the sink: the run is bound by the sink in the steady "
+                 "phase as in the drain, so × steady compares the sink with itself, with and "
+                 "without the source's share of the cores." if min(shares) > 1.5 else
+                 "The sink kept pace with the source."))
+            w("")
         kinds = ["sluice", "postgres", "kafka", "mock-api"]
 
         def cpu(phase, kind):
