@@ -28,7 +28,9 @@ enum Command {
     /// Print the JSON Schema of pipeline files (for editors), or the field reference.
     Schema(commands::schema::SchemaArgs),
     /// Run a pipeline now (then on its schedule, unless --once). Exit code: 0 succeeded,
-    /// 1 failed, 3 partially succeeded (records kept for replay), 130 cancelled.
+    /// 1 failed, 3 partially succeeded (records kept for replay), 4 rate limited (parked
+    /// until the API's quota resets), 75 another process runs the pipeline, 130 stopped by
+    /// a signal, 2 a usage error.
     Run(commands::run::RunArgs),
     /// List runs, or show one with its nodes and failed attempts.
     Runs(commands::state::RunsArgs),

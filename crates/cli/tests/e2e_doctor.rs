@@ -202,6 +202,35 @@ async fn api_faults_are_named_at_their_step_with_their_class() {
     mock.shutdown().await;
 }
 
+/// An API that times out on pages larger than it can build (504): a run asks for smaller
+/// pages and reads them, so the doctor does the same and passes, saying what it asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_too_large_for_the_api_are_asked_for_smaller_as_a_run_does() {
+    let mock = MockApi::start(MockConfig {
+        auth: MockAuth::Bearer {
+            token: SECRET.into(),
+        },
+        records: 60,
+        max_page_size: Some(8),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("p.yaml"),
+        http_pipeline(&mock.url("/page/items"), ""),
+    )
+    .unwrap();
+    let (report, code) = doctor(dir, &[("API_TOKEN", SECRET)], &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["healthy"], true, "{report:#}");
+    let api = link(&report, "api").to_string();
+    assert!(api.contains("asked for 5 records per page"), "{api}");
+    mock.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_client_secret_fails_the_token_fetch() {
     let mock = MockApi::start(MockConfig {

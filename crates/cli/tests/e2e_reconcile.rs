@@ -156,3 +156,76 @@ nodes:
     assert!(text.contains("42: in failed batch"), "{text}");
     mock.shutdown().await;
 }
+
+/// A sink whose key a transform renamed (`rename: { id: order_id }`, as in the quickstart)
+/// is compared with the source's `id`; a key the sink's table has not is an error, not
+/// every record missing (SQLite reads an unknown quoted name as a string).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_renamed_by_a_transform_is_followed_back_to_the_source() {
+    let mock = MockApi::start(MockConfig {
+        records: 90,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("p.yaml"),
+        format!(
+            r#"pipeline: reconcile_renamed
+nodes:
+  api:
+    type: http
+    url: {url}
+    pagination: {{ page_number: {{ param: page, size_param: per_page, size: 50 }} }}
+    records: {{ path: $.data.items }}
+  shape:
+    type: transform
+    inputs: [api]
+    ops:
+      - rename: {{ id: order_id }}
+      - add: {{ column: origin, value: 7 }}
+  db:
+    type: sqlite
+    inputs: [shape]
+    url: sqlite://out.db
+    table: orders
+    mode: upsert
+    key: [order_id]
+    create_table: true
+"#,
+            url = mock.url("/page/items")
+        ),
+    )
+    .unwrap();
+    let (out, text) = sluice(dir, &["run", "p.yaml", "--once"], &[]);
+    assert!(out.status.success(), "{text}");
+
+    let (pair, code, text) = reconcile(dir, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(pair["matches"], true, "{pair:#}");
+    assert_eq!(pair["key"], "order_id", "{pair:#}");
+    assert_eq!(pair["sink"]["count"], 90, "{pair:#}");
+
+    let url = format!("sqlite://{}", dir.join("out.db").display());
+    let mut lite = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    lite.execute("DELETE FROM orders WHERE order_id = 33")
+        .await
+        .unwrap();
+    drop(lite);
+    let (pair, code, text) = reconcile(dir, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(keys(&pair["missing"]), [33], "{pair:#}");
+
+    // A key the sink's table has not.
+    let (out, text) = sluice(dir, &["reconcile", "p.yaml", "--key", "id"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no such column"), "{text}");
+    assert!(!text.contains("only in the sink"), "{text}");
+    // A key a transform makes cannot be followed to the source.
+    let (out, text) = sluice(dir, &["reconcile", "p.yaml", "--key", "origin"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("made by a transform"), "{text}");
+    mock.shutdown().await;
+}

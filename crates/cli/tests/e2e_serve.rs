@@ -333,6 +333,16 @@ async fn a_folder_on_cron_with_the_api_and_metrics() {
     let (status, body) = serve.get("/runs?status=bogus").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["class"], "invalid_request", "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("`bogus`"), "{body}");
+    assert!(!message.contains("state store"), "{body}");
+    // A query string the endpoint cannot read is answered in JSON like any other error.
+    for path in ["/runs?limit=abc", "/failed?all=maybe"] {
+        let (status, body) = serve.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["class"], "invalid_request", "{path}: {body}");
+        assert_eq!(body["status"], 400, "{path}: {body}");
+    }
 
     // /metrics: gamma's counters equal the sum of its run records.
     let scrape = serve.metrics().await;

@@ -145,3 +145,36 @@ nodes:
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// `sluice run --help` and docs/operations.md name the same exit codes.
+#[test]
+fn run_exit_codes_are_the_same_in_help_and_docs() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--help"])
+        .output()
+        .expect("sluice runs");
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operations.md"
+    ))
+    .expect("docs/operations.md");
+    let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
+    let from = docs
+        .find("Exit codes of `sluice run`:")
+        .expect("the exit codes in the docs");
+    let sentence = &docs[from..from + docs[from..].find(" usage error.").expect("their end")];
+    for code in ["0", "1", "2", "3", "4", "75", "130"] {
+        assert!(
+            sentence.contains(&format!("`{code}`")),
+            "{code} in the docs: {sentence}"
+        );
+        assert!(
+            help.contains(&format!(" {code} ")) || help.contains(&format!(": {code} ")),
+            "{code} in `sluice run --help`: {help}"
+        );
+    }
+}

@@ -284,3 +284,53 @@ fn every_documented_alerts_example_is_valid() {
         assert!(!said.contains("warning"), "{example}\n{said}");
     }
 }
+
+/// `rate_limit.concurrency` above 1 raises nothing, and validation says so (a warning:
+/// the file stays valid).
+#[test]
+fn a_concurrency_that_cannot_take_effect_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let pipeline = |concurrency: u32| {
+        format!(
+            "pipeline: c\nnodes:\n  api:\n    type: http\n    url: https://api.example.com/v1/orders\n    rate_limit: {{ requests_per_second: 5, concurrency: {concurrency} }}\n  db:\n    type: sqlite\n    inputs: [api]\n    url: sqlite://out.db\n    table: orders\n"
+        )
+    };
+    std::fs::write(&path, pipeline(4)).unwrap();
+    let out = sluice(&["validate", path.to_str().unwrap()], &[]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(":6:56: warning: `concurrency: 4` sends no more requests at once"),
+        "{said}"
+    );
+    std::fs::write(&path, pipeline(1)).unwrap();
+    let out = sluice(&["validate", path.to_str().unwrap()], &[]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!said.contains("warning"), "{said}");
+}
+
+/// A SQL source's `fetch_size` does nothing (the drivers stream without a round-trip
+/// size), and validation says so when it is written.
+#[test]
+fn a_fetch_size_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.yaml");
+    let pipeline = |extra: &str| {
+        format!(
+            "pipeline: f\nnodes:\n  db:\n    type: sqlite\n    url: sqlite://in.db\n    query: SELECT id FROM t\n{extra}  out:\n    type: sqlite\n    inputs: [db]\n    url: sqlite://out.db\n    table: t\n"
+        )
+    };
+    std::fs::write(&path, pipeline("    fetch_size: 500\n")).unwrap();
+    let out = sluice(&["validate", path.to_str().unwrap()], &[]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(":7:17: warning: `fetch_size` has no effect"),
+        "{said}"
+    );
+    std::fs::write(&path, pipeline("")).unwrap();
+    let out = sluice(&["validate", path.to_str().unwrap()], &[]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!said.contains("warning"), "{said}");
+}

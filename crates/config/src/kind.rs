@@ -194,6 +194,14 @@ pub trait NodeConfig: fmt::Debug + Send + Sync + Any {
         Vec::new()
     }
 
+    /// The name that the column `name` of this node's output had in its input, for
+    /// `sluice reconcile`, which follows a sink's key back to the source through the
+    /// transforms between them; `None` when the node makes the column itself. By default
+    /// the same name: the node does not rename columns.
+    fn column_before(&self, name: &str) -> Option<String> {
+        Some(name.to_owned())
+    }
+
     /// Whether several processes, on several machines, may write this sink's batches at
     /// once (`sluice serve` workers helping a run, see docs/operations.md): its target
     /// is reached over the network and its writes are idempotent per batch whatever
@@ -337,6 +345,18 @@ impl Fields<'_> {
     /// Where the field `key` is written (its key's position and width).
     pub fn place_of(&self, key: &str) -> Option<(Pos, usize)> {
         self.node.get(key).map(Node::label)
+    }
+
+    /// A written field that looks like a misspelling of one of `wanted` (`tabel` for
+    /// `table`), with its place and the field it is near: for a kind that chooses its
+    /// shape by which fields are present, so that a typo is named rather than reported
+    /// as a field missing.
+    pub fn misspelt(&self, wanted: &[&'static str]) -> Option<(String, &'static str, Pos, usize)> {
+        self.node.entries().iter().find_map(|e| {
+            let near = crate::diag::suggest(e.name(), wanted.iter().copied())?;
+            let (pos, width) = (e.key.pos, e.key.width);
+            Some((e.name().to_owned(), near, pos, width))
+        })
     }
 
     /// Where the node is written.

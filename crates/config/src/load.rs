@@ -52,7 +52,10 @@ pub(crate) fn load(
                 "add `nodes:` with at least a source and a sink; see pipelines/quickstart.yaml",
             ),
         ),
-        Some(n) if matches!(&n.kind, Kind::Scalar(s) if s.is_null()) || n.entries().is_empty() => {
+        Some(n)
+            if matches!(&n.kind, Kind::Scalar(s) if s.is_null())
+                || matches!(&n.kind, Kind::Map(entries) if entries.is_empty()) =>
+        {
             let (pos, width) = n.label();
             diags.push(
                 Diagnostic::error(pos, "`nodes` is empty")

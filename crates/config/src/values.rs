@@ -724,9 +724,19 @@ impl FromStr for CronExpr {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim()
-                .to_owned();
+                // The crate names its inclusive maximum as a bound to stay under
+                // ("Minutes must be less than 59. ('60' specified.)").
+                .replace(" must be less than ", " must be at most ");
             ValueError::new(format!("invalid cron expression `{text}`: {reason}"), help)
         })?;
+        // A valid expression can still match no time to come (30 February, a past year):
+        // such a schedule would run once by hand and never again.
+        if schedule.upcoming(chrono_tz::UTC).next().is_none() {
+            return Err(ValueError::new(
+                format!("the cron expression `{text}` matches no time from now on"),
+                "check the day of the month against the month (e.g. 30 February), and the year if one is given",
+            ));
+        }
         Ok(CronExpr {
             written: text.to_owned(),
             normalized,
@@ -1332,6 +1342,16 @@ mod tests {
         let e = "* * *".parse::<CronExpr>().unwrap_err();
         assert!(e.message.contains("has 3"), "{e:?}");
         assert!("61 * * * *".parse::<CronExpr>().is_err());
+        let e = "60 * * * *".parse::<CronExpr>().unwrap_err();
+        assert!(e.message.contains("must be at most 59"), "{e:?}");
+        let e = "0 24 * * *".parse::<CronExpr>().unwrap_err();
+        assert!(e.message.contains("must be at most 23"), "{e:?}");
+        assert!("59 23 * * *".parse::<CronExpr>().is_ok());
+        // Valid fields, but no time to come.
+        let e = "0 0 30 2 *".parse::<CronExpr>().unwrap_err();
+        assert!(e.message.contains("matches no time"), "{e:?}");
+        assert!("0 0 12 * * * 2020".parse::<CronExpr>().is_err());
+        assert!("0 0 29 2 *".parse::<CronExpr>().is_ok());
         assert!("0 9 * * 8".parse::<CronExpr>().is_err());
         // Unix Sunday (0) and Monday (1) become the crate's Sun and Mon.
         let sunday: CronExpr = "0 0 * * 0".parse().unwrap();

@@ -182,3 +182,70 @@ fn the_schema_and_reference_list_exactly_the_registry() {
     assert!(doc.contains("`type: numbers (source)`"), "{doc}");
     assert!(doc.contains("`ring`"), "{doc}");
 }
+
+#[test]
+fn nodes_written_as_a_list_or_a_scalar_are_named_as_such() {
+    for (nodes, found) in [
+        ("nodes:\n  - src: { type: numbers, count: 3 }\n", "a list"),
+        ("nodes: [src, out]\n", "a list"),
+        ("nodes: 5\n", "`5`"),
+    ] {
+        let text = format!("pipeline: toy\n{nodes}");
+        let e = validate(&text, &Env::new(), &registry()).unwrap_err();
+        let d = e.errors().next().expect("an error");
+        assert_eq!(
+            d.message,
+            format!("`nodes` must be a mapping from id to node, found {found}"),
+            "{text}"
+        );
+    }
+    let e = validate("pipeline: toy\nnodes: {}\n", &Env::new(), &registry()).unwrap_err();
+    assert_eq!(e.errors().next().unwrap().message, "`nodes` is empty");
+}
+
+/// `type: either`: reads `left` or `right`, and names a misspelling of either.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Either {
+    left: Option<String>,
+    right: Option<String>,
+}
+
+struct EitherKind;
+
+impl Kind for EitherKind {
+    fn name(&self) -> &'static str {
+        "either"
+    }
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Source]
+    }
+    fn read(&self, fields: &mut Fields<'_>) -> Option<Arc<dyn NodeConfig>> {
+        if fields.has("left") || fields.has("right") {
+            return fields.config::<Either>();
+        }
+        let (written, near, pos, _) = fields.misspelt(&["left", "right"])?;
+        fields.report(sluice_config::Diagnostic::error(
+            pos,
+            format!("unknown field `{written}`, did you mean `{near}`?"),
+        ));
+        None
+    }
+    fn schemas(&self, generator: &mut SchemaGenerator) -> Vec<Schema> {
+        vec![schema_of::<Either>(generator)]
+    }
+}
+
+config!(Either, EitherKind, Role::Source, |s, c| {
+    let _ = (s, c);
+});
+
+#[test]
+fn a_misspelt_field_that_chooses_the_shape_is_found() {
+    let registry = Registry::new(vec![&EitherKind, &ShelfKind]);
+    let text = "pipeline: toy\nnodes:\n  src:\n    type: either\n    rigth: x\n  out: { type: shelf, inputs: [src], label: top }\n";
+    let e = validate(text, &Env::new(), &registry).unwrap_err();
+    let d = e.errors().next().expect("an error");
+    assert_eq!(d.message, "unknown field `rigth`, did you mean `right`?");
+    assert_eq!((d.pos.line, d.pos.column), (5, 5), "{d:?}");
+}

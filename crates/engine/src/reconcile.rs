@@ -20,7 +20,8 @@ pub struct ReconcileOptions {
     pub node: Option<String>,
     /// Only records whose watermark column is at or after this value.
     pub since: Option<String>,
-    /// The key column (default: the sink's upsert key, else `id`).
+    /// The key column at the sink (default: its upsert key, else `id`), followed back
+    /// to the source through the transforms between them.
     pub key: Option<String>,
     /// How many missing and extra keys to list.
     pub limit: usize,
@@ -151,6 +152,41 @@ fn sources_of(plan: &Plan, sink: &str) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// The name the sink's column `key` has at `source`: followed back through the nodes
+/// between them (a transform's `rename`). `None` when a node on the way makes the column.
+fn key_at_source(plan: &Plan, sink: &str, source: &str, key: &str) -> Option<String> {
+    // The first path from the sink to the source, node by node (depth first on inputs).
+    let mut path: Vec<&str> = Vec::new();
+    fn walk<'p>(plan: &'p Plan, id: &'p str, to: &str, path: &mut Vec<&'p str>) -> bool {
+        if path.contains(&id) {
+            return false;
+        }
+        path.push(id);
+        if id == to {
+            return true;
+        }
+        if let Some(node) = plan.nodes.iter().find(|n| n.id == id) {
+            for input in &node.inputs {
+                if walk(plan, input, to, path) {
+                    return true;
+                }
+            }
+        }
+        path.pop();
+        false
+    }
+    if !walk(plan, sink, source, &mut path) {
+        return Some(key.to_owned());
+    }
+    let mut name = key.to_owned();
+    // The nodes strictly between the sink and the source, from the sink's side.
+    for id in path.iter().skip(1).take(path.len().saturating_sub(2)) {
+        let node = plan.nodes.iter().find(|n| n.id == *id)?;
+        name = node.config.column_before(&name)?;
+    }
+    Some(name)
+}
+
 /// Compares each sink with each source that feeds it (or those with `options.node`).
 pub async fn reconcile(
     plan: &Plan,
@@ -213,11 +249,22 @@ pub async fn reconcile(
             };
             report.source.1 = src.describe();
             report.sink.1 = dst.describe();
+            let Some(source_key) = key_at_source(plan, &sink.id, &source.id, &key) else {
+                report.error = Some(ConnectorError::new(
+                    ErrorClass::InvalidRequest,
+                    format!(
+                        "the key `{key}` is made by a transform between `{}` and `{}`, not read from the source: name a key the records carry from the source with `--key`",
+                        source.id, sink.id
+                    ),
+                ));
+                out.push(report);
+                continue;
+            };
             if let Err(e) = compare(
                 &mut report,
                 src.as_mut(),
                 dst.as_mut(),
-                &key,
+                (&source_key, &key),
                 options,
                 store.as_ref(),
                 &plan.pipeline,
@@ -236,7 +283,7 @@ async fn compare(
     report: &mut PairReport,
     src: &mut dyn KeySet,
     dst: &mut dyn KeySet,
-    key: &str,
+    (source_key, key): (&str, &str),
     options: &ReconcileOptions,
     store: Option<&StateStore>,
     pipeline: &str,
@@ -256,7 +303,7 @@ async fn compare(
     let since = since.as_ref();
     report.since = since.cloned();
     // The key range, from both ends.
-    let a = src.bounds(key, since).await?;
+    let a = src.bounds(source_key, since).await?;
     let b = dst.bounds(key, since).await?;
     report.source_count = Some(src.count(since).await?);
     report.sink_count = Some(dst.count(since).await?);
@@ -269,7 +316,7 @@ async fn compare(
     let span = (hi as i128 - lo as i128 + 1).max(1);
     let width = ((span + options.buckets.max(1) as i128 - 1) / options.buckets.max(1) as i128)
         .clamp(1, i64::MAX as i128) as i64;
-    let ours = src.buckets(key, width, since).await?;
+    let ours = src.buckets(source_key, width, since).await?;
     let theirs = dst.buckets(key, width, since).await?;
     let all: BTreeSet<i64> = ours.keys().chain(theirs.keys()).copied().collect();
     report.ranges = (all.len(), width);
@@ -284,7 +331,7 @@ async fn compare(
             continue;
         }
         report.differing.push(range_of(bucket, width, x, y));
-        let left = src.keys(key, width, bucket, since).await?;
+        let left = src.keys(source_key, width, bucket, since).await?;
         let right = dst.keys(key, width, bucket, since).await?;
         let r: BTreeSet<i64> = right.iter().copied().collect();
         let l: BTreeSet<i64> = left.iter().copied().collect();

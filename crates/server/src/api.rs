@@ -1,6 +1,7 @@
 //! The JSON API (docs/api.md). Reading is open; mutating (`POST`) needs the bearer token
 //! when one is set. Errors are `{"error": "...", "class": "<error class>"}`.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -92,6 +93,14 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// A query string the endpoint cannot read (`?limit=abc`), answered as every other error.
+fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!(
+        "{}: see docs/api.md for the endpoint's parameters",
+        rejection.body_text()
+    ))
+}
 
 /// Mutating endpoints: the bearer token, compared in constant time. 401 without one, 403
 /// with a wrong one. Without a token set (loopback only), open.
@@ -240,8 +249,9 @@ struct DoctorQuery {
 async fn doctor(
     State(svc): Svc,
     Path(name): Path<String>,
-    Query(q): Query<DoctorQuery>,
+    q: Result<Query<DoctorQuery>, QueryRejection>,
 ) -> ApiResult {
+    let Query(q) = q.map_err(query_error)?;
     let slot = slot_of(&svc, &name)?;
     let loaded = slot.current();
     let mut plan = (*loaded.plan).clone();
@@ -312,11 +322,13 @@ struct RunsQuery {
     limit: Option<i64>,
 }
 
-async fn runs(State(svc): Svc, Query(q): Query<RunsQuery>) -> ApiResult {
+async fn runs(State(svc): Svc, q: Result<Query<RunsQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q.map_err(query_error)?;
     let status = match &q.status {
         Some(s) => Some(sluice_state::RunStatus::from_str(s).map_err(|e| {
             ApiError::bad_request(format!(
-                "{e}: use running, succeeded, partially_succeeded, failed, cancelled or rate_limited"
+                "unknown run status `{s}` in `status`: use one of {}",
+                e.expected
             ))
         })?),
         None => None,
@@ -362,7 +374,8 @@ struct FailedQuery {
     all: bool,
 }
 
-async fn failed(State(svc): Svc, Query(q): Query<FailedQuery>) -> ApiResult {
+async fn failed(State(svc): Svc, q: Result<Query<FailedQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q.map_err(query_error)?;
     let filter = FailedBatchFilter {
         pipeline: q.pipeline,
         node: q.node,

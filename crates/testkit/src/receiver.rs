@@ -134,3 +134,35 @@ where
         }
     }
 }
+
+/// A server on 127.0.0.1 that answers its first request `200` with a chunked body that
+/// never ends (what a gzip bomb decodes to): a reader must stop at its own cap. The task
+/// returns how many body bytes it sent before the client went away.
+pub async fn endless_answer() -> (SocketAddr, tokio::task::JoinHandle<usize>) {
+    const CHUNK: usize = 16 << 10;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let addr = listener.local_addr().expect("its address");
+    let server = tokio::spawn(async move {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return 0;
+        };
+        let mut request = vec![0u8; 8192];
+        let _ = sock.read(&mut request).await;
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        if sock.write_all(head).await.is_err() {
+            return 0;
+        }
+        let mut chunk = format!("{CHUNK:x}\r\n").into_bytes();
+        chunk.extend(std::iter::repeat_n(b'x', CHUNK));
+        chunk.extend_from_slice(b"\r\n");
+        let mut sent = 0usize;
+        // Endless: only the client going away stops it.
+        while sock.write_all(&chunk).await.is_ok() {
+            sent += CHUNK;
+        }
+        sent
+    });
+    (addr, server)
+}

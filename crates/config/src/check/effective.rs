@@ -110,7 +110,7 @@ pub(super) fn plan(c: &mut Checker<'_>, spec: &PipelineSpec, g: &Graph<'_>) -> O
                 },
                 ..merge_retry(&[defaults.retry.as_deref(), n.common.retry.as_deref()])
             },
-            batching: (role != Role::Task).then(|| {
+            batching: (role == Role::Source).then(|| {
                 merge_batching(&[defaults.batching.as_deref(), n.common.batching.as_deref()])
             }),
             timeouts: n

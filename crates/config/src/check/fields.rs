@@ -271,6 +271,7 @@ impl Checker<'_> {
                 );
             }
         }
+        self.positive(&b.max_wait, "max_wait");
     }
 
     pub fn timeouts(&mut self, t: &Option<TimeoutsSpec>) {

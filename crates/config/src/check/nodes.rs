@@ -16,14 +16,20 @@ impl Checker<'_> {
             self.retry(r);
         }
         if let Some(b) = &node.common.batching {
-            if role == Role::Task {
-                self.error_at(
+            match role {
+                Role::Task => self.error_at(
                     b,
                     format!("`{id}` is a task: it has no batches"),
                     "remove `batching`",
-                );
-            } else {
-                self.batching(b);
+                ),
+                // Batches are cut where records are read; the nodes after a source
+                // carry them as they are, so a limit here would do nothing.
+                Role::Transform | Role::Sink => self.error_at(
+                    b,
+                    format!("`{id}` is a {role}: batches are cut at the sources, where the records are read"),
+                    "set `batching` on the source that feeds it, or in `defaults` (which applies to every source)",
+                ),
+                Role::Source => self.batching(b),
             }
         }
         self.on_error(&node.common.on_error, Some(node));

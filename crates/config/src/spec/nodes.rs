@@ -33,7 +33,7 @@ pub struct NodeCommon {
     pub after: Vec<Spanned<String>>,
     /// Retry policy (else `defaults.retry`).
     pub retry: Option<Spanned<RetrySpec>>,
-    /// Batch limits (else `defaults.batching`). Not for tasks.
+    /// Batch limits of a source (else `defaults.batching`). Only sources cut batches.
     pub batching: Option<Spanned<BatchingSpec>>,
     /// Disposition per error class (else `defaults.on_error`, then Sluice's defaults).
     /// Sources and tasks only `retry` or `fail` (an HTTP source's malformed records: see

@@ -35,14 +35,16 @@ pub struct RetrySpec {
     pub max_elapsed: Option<Spanned<Duration>>,
 }
 
-/// How records are cut into batches: a batch closes at whichever limit comes first.
+/// How a source cuts records into batches: a batch closes at whichever limit comes
+/// first. The nodes after a source carry its batches as they are.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingSpec {
     /// Records per batch. At least 1.
     #[schemars(range(min = 1), extend("default" = 10000), example = 5000)]
     pub max_rows: Option<Spanned<u64>>,
-    /// Bytes per batch (of the records' Arrow encoding). At least 1KiB.
+    /// Bytes per batch, counted as the source reads them (an HTTP page's share of the
+    /// response body, a file's text, a Kafka message's payload). At least 1KiB.
     #[schemars(extend("default" = "4MiB"), example = &"1MiB")]
     pub max_bytes: Option<Spanned<ByteSize>>,
     /// How long a partly filled batch waits for more records before it is sent.
@@ -190,7 +192,7 @@ impl JsonSchema for DispositionName {
 pub struct DefaultsSpec {
     /// Retry policy of every node.
     pub retry: Option<Spanned<RetrySpec>>,
-    /// Batch limits of every node that produces or consumes batches.
+    /// Batch limits of every source (the nodes after a source carry its batches).
     pub batching: Option<Spanned<BatchingSpec>>,
     /// Timeouts of every connector.
     pub timeouts: Option<TimeoutsSpec>,

@@ -60,6 +60,10 @@ pub struct FileSourceConfig {
     pub max_rows: usize,
     /// Bytes of file text per batch (the batch ends at the record crossing it).
     pub max_bytes: usize,
+    /// How long a partly filled batch waits for more records, from its first one. Files
+    /// are read as fast as the disk gives them: the age is checked as each record (CSV:
+    /// each buffer of records) is added.
+    pub max_wait: std::time::Duration,
     /// Records read to infer the schema.
     pub infer_rows: usize,
     /// The longest record (an NDJSON line, a JSON-array element), in bytes; a longer one
@@ -81,6 +85,7 @@ impl FileSourceConfig {
             schema_policy: SchemaPolicy::Fail,
             max_rows: 10_000,
             max_bytes: 4 << 20,
+            max_wait: std::time::Duration::from_secs(1),
             infer_rows: 1_000,
             max_record_bytes: 16 << 20,
             bad_records: BadRecordPolicy::Fail,

@@ -170,6 +170,7 @@ fn source_config(
     if let Some(b) = &node.batching {
         c.max_rows = (b.max_rows as usize).max(1);
         c.max_bytes = (b.max_bytes.bytes() as usize).max(1);
+        c.max_wait = b.max_wait.get();
     }
     if let Some(m) = &spec.max_record_bytes {
         c.max_record_bytes = usize::try_from(m.value.bytes())

@@ -185,6 +185,8 @@ struct Current<R = BufReader<File>> {
     in_array: bool,
     /// CSV: the decoder, kept across chunks.
     csv: Option<arrow_csv::reader::Decoder>,
+    /// CSV: where the bytes decoded so far leave the reader (inside a quoted field, ...).
+    csv_at: CsvAt,
 }
 
 impl ReadState {
@@ -299,6 +301,7 @@ impl ReadState {
             line,
             in_array: offset > 0,
             csv: None,
+            csv_at: CsvAt::FieldStart,
         });
         self.check_schema(&path)?;
         Ok(true)
@@ -405,6 +408,7 @@ impl ReadState {
                     line: 0,
                     in_array: false,
                     csv: None,
+                    csv_at: CsvAt::FieldStart,
                 };
                 let mut buf = Vec::new();
                 let mut order: Vec<String> = Vec::new();
@@ -566,6 +570,8 @@ impl ReadState {
         let mut ends = Vec::new();
         let mut overlong = Vec::new();
         let read_past = self.config.bad_records != BadRecordPolicy::Fail;
+        // When the chunk's first record was read: the chunk goes `max_wait` after it.
+        let mut oldest: Option<Instant> = None;
         while lines.len() < max_rows && buf.len() < max_bytes {
             match next_record(cur, format, &mut buf, max_record, read_past)? {
                 None => break,
@@ -573,6 +579,9 @@ impl ReadState {
                     buf.push(b'\n');
                     lines.push(line);
                     ends.push(buf.len());
+                    if oldest.get_or_insert_with(Instant::now).elapsed() >= self.config.max_wait {
+                        break;
+                    }
                 }
                 Some(Found::Overlong(o)) => {
                     let complete = o.complete;
@@ -765,6 +774,9 @@ impl ReadState {
         });
         let mut hasher = blake3::Hasher::new();
         let first_record = cur.line + 1;
+        // When the chunk's first records were decoded: it goes `max_wait` after them.
+        let mut oldest: Option<Instant> = None;
+        let max_wait = self.config.max_wait;
         let bad = |e: arrow::error::ArrowError, key: &str| {
             ConnectorError::new(
                 ErrorClass::InvalidRequest,
@@ -780,12 +792,29 @@ impl ReadState {
                 decoder.decode(&[]).map_err(|e| bad(e, &cur.key))?;
                 break;
             }
-            let n = decoder.decode(buf).map_err(|e| bad(e, &cur.key))?;
-            hasher.update(&buf[..n]);
+            // Past `max_wait`, the chunk goes at the next record's end (the decoder cannot
+            // stop inside one): it is given the bytes up to there only.
+            let due = oldest.is_some_and(|o| o.elapsed() >= max_wait);
+            let (at, end) = cur.csv_at.scan(buf, delimiter, quote, due);
+            let input = &buf[..end.unwrap_or(buf.len())];
+            let n = decoder.decode(input).map_err(|e| bad(e, &cur.key))?;
+            let decoded = &buf[..n];
+            hasher.update(decoded);
+            cur.csv_at = match n == input.len() && end.is_none() {
+                true => at,
+                false => cur.csv_at.scan(decoded, delimiter, quote, false).0,
+            };
+            let at_record_end = cur.csv_at == CsvAt::FieldStart && decoded.last() == Some(&b'\n');
             cur.reader.consume(n);
             cur.offset += n as u64;
             if decoder.capacity() == 0 || n == 0 {
                 break;
+            }
+            if decoder.capacity() < max_rows {
+                let first = *oldest.get_or_insert_with(Instant::now);
+                if at_record_end && first.elapsed() >= max_wait {
+                    break;
+                }
             }
         }
         let records = decoder.flush().map_err(|e| bad(e, &cur.key))?;
@@ -794,6 +823,52 @@ impl ReadState {
         };
         cur.line += records.num_rows() as u64;
         Ok(Some((records, start, hasher.finalize())))
+    }
+}
+
+/// Where a CSV reader stands between two bytes, as csv-core (arrow's CSV reader) sees it
+/// with its defaults (a quote doubled inside a quoted field, no escape character): it can
+/// stop between records only, after a line break that is not inside a quoted field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CsvAt {
+    /// At the start of a field (of a record, after a line break).
+    FieldStart,
+    /// Inside a field that did not start with a quote (a quote there is a character).
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// After a quote inside a quoted field: its end, or the first of a doubled quote.
+    QuoteInQuoted,
+}
+
+impl CsvAt {
+    /// Where the reader stands after `buf`, and with `find_end`, the length of `buf` up
+    /// to the end of the first record that ends in it (its scan stops there).
+    fn scan(
+        mut self,
+        buf: &[u8],
+        delimiter: u8,
+        quote: u8,
+        find_end: bool,
+    ) -> (CsvAt, Option<usize>) {
+        use CsvAt::*;
+        for (i, &b) in buf.iter().enumerate() {
+            self = match (self, b) {
+                (Quoted, b) if b == quote => QuoteInQuoted,
+                (Quoted, _) => Quoted,
+                (QuoteInQuoted, b) if b == quote => Quoted,
+                (FieldStart, b) if b == quote => Quoted,
+                (_, b'\n') => {
+                    if find_end {
+                        return (FieldStart, Some(i + 1));
+                    }
+                    FieldStart
+                }
+                (_, b) if b == delimiter => FieldStart,
+                _ => Unquoted,
+            };
+        }
+        (self, None)
     }
 }
 
@@ -1113,6 +1188,76 @@ mod tests {
     /// The reader's chunk, as the source reads files.
     const CHUNK: usize = 256 << 10;
 
+    /// The rows of each non-empty batch of a whole run of `config`.
+    async fn batches(config: FileSourceConfig) -> Vec<usize> {
+        let mut source = FileSource::new(config, "p", "files", None).unwrap();
+        let mut rows = Vec::new();
+        while let Some(b) = source.next_batch().await.unwrap() {
+            if b.batch.num_rows() > 0 {
+                rows.push(b.batch.num_rows());
+            }
+        }
+        rows
+    }
+
+    /// A chunk goes once its first record waited `max_wait` (checked as records are
+    /// added): with none, an NDJSON batch a record, else one batch for the file.
+    #[tokio::test]
+    async fn an_ndjson_batch_goes_once_its_first_record_waited_max_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.ndjson");
+        let text: String = (1..=5).map(|i| format!("{{\"id\": {i}}}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        let mut config = FileSourceConfig::new(&path, FileFormat::Ndjson);
+        config.max_wait = Duration::ZERO;
+        assert_eq!(batches(config.clone()).await, vec![1; 5]);
+        config.max_wait = Duration::from_secs(3600);
+        assert_eq!(batches(config).await, vec![5]);
+    }
+
+    /// A CSV record ends at a line break outside quotes; a quote inside an unquoted field
+    /// is a character, a doubled one inside a quoted field too.
+    #[test]
+    fn a_csv_record_ends_at_a_line_break_outside_quotes() {
+        let end = |buf: &[u8], at: CsvAt| at.scan(buf, b',', b'"', true).1;
+        assert_eq!(end(b"1,a\n2,b\n", CsvAt::FieldStart), Some(4));
+        assert_eq!(end(b"1,\"a\nb\"\n2,c\n", CsvAt::FieldStart), Some(8));
+        assert_eq!(end(b"1,\"a\"\"\nb\"\n", CsvAt::FieldStart), Some(10));
+        // A stray quote inside an unquoted field opens nothing.
+        assert_eq!(end(b"1,a\"b\n2,\"x\ny\"\n", CsvAt::FieldStart), Some(6));
+        // Inside a quoted field from the start: its closing quote comes first.
+        assert_eq!(end(b"x\ny\",2\n3\n", CsvAt::Quoted), Some(7));
+        assert_eq!(end(b"1,a", CsvAt::FieldStart), None);
+        assert_eq!(
+            CsvAt::FieldStart.scan(b"1,\"a\nb", b',', b'"', false),
+            (CsvAt::Quoted, None)
+        );
+    }
+
+    /// CSV is decoded a buffer at a time: with no `max_wait`, a batch ends at the first
+    /// record end after a buffer decoded records, short of `max_rows`; with a long one,
+    /// `max_rows` decides.
+    #[tokio::test]
+    async fn a_csv_batch_goes_once_its_first_records_waited_max_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        let rows = 30_000;
+        let mut text = String::from("id,name\n");
+        for i in 0..rows {
+            text.push_str(&format!("{i},name-{i:0>10}\n"));
+        }
+        assert!(text.len() > 2 * CHUNK);
+        std::fs::write(&path, text).unwrap();
+        let mut config = FileSourceConfig::new(&path, FileFormat::Csv);
+        config.max_rows = 100_000;
+        config.max_wait = Duration::ZERO;
+        let eager = batches(config.clone()).await;
+        assert!(eager.len() > 1, "{eager:?}");
+        assert_eq!(eager.iter().sum::<usize>(), rows);
+        config.max_wait = Duration::from_secs(3600);
+        assert_eq!(batches(config).await, vec![rows]);
+    }
+
     /// A reader counting the bytes read from it.
     struct Counted<R>(R, Arc<AtomicU64>);
 
@@ -1133,6 +1278,7 @@ mod tests {
             line: 0,
             in_array: false,
             csv: None,
+            csv_at: CsvAt::FieldStart,
         }
     }
 

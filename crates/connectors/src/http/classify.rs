@@ -211,7 +211,7 @@ pub(crate) fn status_error(
     } else {
         (class_of_status(status), status_message(status, &host))
     };
-    let mut e = ConnectorError::new(class, message).with_evidence(evidence(
+    let e = ConnectorError::new(class, message).with_evidence(evidence(
         redactor,
         method,
         url,
@@ -219,12 +219,53 @@ pub(crate) fn status_error(
         Some(headers),
         body,
     ));
-    if let Some(wait) = retry_after(headers, SystemTime::now()) {
-        e = e.with_retry_after(wait);
-    } else if limited && let Some(wait) = ratelimit_reset(headers, SystemTime::now()) {
-        e = e.with_retry_after(wait);
+    let now = SystemTime::now();
+    let asked = retry_after_asked(headers, now)
+        .or_else(|| limited.then(|| ratelimit_reset_asked(headers, now))?);
+    match asked {
+        Some(asked) => with_asked_wait(e, &host, asked),
+        None => e,
     }
-    e
+}
+
+/// The longest wait an answer can impose: a month of 31 days, the longest quota window
+/// APIs use (a monthly quota resets at most 31 days on). A longer `Retry-After` or reset
+/// is a misread clock or a broken server, not a quota: believed, one header would park the
+/// pipeline (and every worker sharing the API's budget) for years.
+pub(crate) const MAX_API_WAIT: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// `asked` bounded by [`MAX_API_WAIT`].
+pub(crate) fn bounded_wait(asked: Duration) -> Duration {
+    asked.min(MAX_API_WAIT)
+}
+
+/// What to tell when `host` asked for a wait longer than [`MAX_API_WAIT`], else `None`.
+pub(crate) fn capped_note(host: &str, asked: Duration) -> Option<String> {
+    (asked > MAX_API_WAIT).then(|| {
+        format!(
+            "{host} asked to wait {}, longer than any quota window: the wait is capped at {} (check the API's Retry-After and rate-limit reset headers in the evidence)",
+            humanize_long(asked),
+            humanize_long(MAX_API_WAIT)
+        )
+    })
+}
+
+/// `e` with the wait `host` asked for, bounded, and a note in the message when it was cut.
+fn with_asked_wait(mut e: ConnectorError, host: &str, asked: Duration) -> ConnectorError {
+    if let Some(note) = capped_note(host, asked) {
+        e.message = format!("{}; {note}", e.message);
+    }
+    e.with_retry_after(bounded_wait(asked))
+}
+
+/// A duration of days as days, shorter ones as [`humanize`] does.
+pub(crate) fn humanize_long(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    if d.as_secs() >= DAY {
+        format!("{:.1} days", d.as_secs_f64() / DAY as f64)
+    } else {
+        humanize(d)
+    }
 }
 
 /// How much of an error answer's body is read: enough for the evidence, never more.
@@ -233,11 +274,11 @@ pub(crate) const ERROR_BODY_CAP: usize = 64 * 1024;
 /// A response body read chunk by chunk, as decoded (reqwest undoes `gzip`), up to a
 /// limit: however large the answer, at most `limit` bytes are held.
 #[derive(Debug)]
-pub(crate) struct CappedBody {
+pub struct CappedBody {
     /// The body, or its first `limit` bytes.
-    pub(crate) bytes: Vec<u8>,
+    pub bytes: Vec<u8>,
     /// The body went on beyond the limit (the rest was not read).
-    pub(crate) over_limit: bool,
+    pub over_limit: bool,
 }
 
 /// The most a body's buffer is sized to before its bytes arrive (see [`read_capped`]).
@@ -252,7 +293,7 @@ fn presized(announced: Option<u64>, limit: usize) -> usize {
 }
 
 /// Reads `resp`'s body up to `limit` decoded bytes (see [`CappedBody`]).
-pub(crate) async fn read_capped(
+pub async fn read_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<CappedBody, reqwest::Error> {
@@ -343,21 +384,21 @@ pub(crate) fn body_signal_error(
     )
     .with_evidence(evidence(redactor, method, url, Some(200), Some(headers), body));
     let now = SystemTime::now();
-    if let Some(wait) = signal
+    let asked = signal
         .reset
         .as_deref()
         .and_then(at)
         .and_then(|v| reset_value(&v, now))
-    {
-        e = e.with_retry_after(wait);
-    } else if let Some(wait) = retry_after(headers, now).or_else(|| ratelimit_reset(headers, now)) {
-        e = e.with_retry_after(wait);
+        .or_else(|| retry_after_asked(headers, now))
+        .or_else(|| ratelimit_reset_asked(headers, now));
+    if let Some(asked) = asked {
+        e = with_asked_wait(e, &host, asked);
     }
     Some(e)
 }
 
 /// A reset given as a number (Unix time, or seconds from now when small), as a numeric
-/// string, or as an RFC 3339 or HTTP date.
+/// string, or as an RFC 3339 or HTTP date. Not bounded (see [`bounded_wait`]).
 fn reset_value(v: &serde_json::Value, now: SystemTime) -> Option<Duration> {
     match v {
         serde_json::Value::Number(n) => reset_number(n.as_f64()?, now),
@@ -376,17 +417,22 @@ fn reset_value(v: &serde_json::Value, now: SystemTime) -> Option<Duration> {
     }
 }
 
-/// A reset number: more than a billion is a Unix time, less is seconds from now.
+/// A reset number: more than a trillion is a Unix time in milliseconds (some APIs give
+/// `Date.now()`; as seconds it would be the year 33658 or later), more than a billion a
+/// Unix time in seconds, less is seconds from now. Not bounded (see [`bounded_wait`]).
 fn reset_number(n: f64, now: SystemTime) -> Option<Duration> {
     if !n.is_finite() || n < 0.0 {
         return None;
     }
-    if n > 1_000_000_000.0 {
-        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(n).ok()?)?;
-        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let since_epoch = if n > 1_000_000_000_000.0 {
+        n / 1000.0
+    } else if n > 1_000_000_000.0 {
+        n
     } else {
-        Duration::try_from_secs_f64(n).ok()
-    }
+        return Duration::try_from_secs_f64(n).ok();
+    };
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(since_epoch).ok()?)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A classified error for a request that got no response.
@@ -492,8 +538,14 @@ pub(crate) fn humanize(d: Duration) -> String {
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date (a date in the past means now).
+/// `Retry-After` as seconds or as an HTTP date (a date in the past means now), bounded by
+/// [`MAX_API_WAIT`].
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    retry_after_asked(headers, now).map(bounded_wait)
+}
+
+/// `Retry-After` as the API gave it, not bounded.
+fn retry_after_asked(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -532,8 +584,16 @@ fn combined(headers: &HeaderMap, names: &[&str]) -> Option<String> {
 
 /// The wait until a rate-limit window resets, from `X-RateLimit-Reset`,
 /// `RateLimit-Reset`, `X-Rate-Limit-Reset` or the combined `RateLimit: ..., reset=N`
-/// header. Large numbers are Unix times, small ones seconds from now.
+/// header. Large numbers are Unix times (in seconds, or in milliseconds past a trillion),
+/// small ones seconds from now. Bounded by [`MAX_API_WAIT`] (the sources read
+/// [`ratelimit_reset_asked`], to tell when they bound it).
+#[cfg(test)]
 pub(crate) fn ratelimit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    ratelimit_reset_asked(headers, now).map(bounded_wait)
+}
+
+/// The rate-limit reset as the API gave it, not bounded.
+pub(crate) fn ratelimit_reset_asked(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let raw = RESET
         .iter()
         .find_map(|n| headers.get(*n)?.to_str().ok().map(str::to_owned))
@@ -657,6 +717,88 @@ mod tests {
         assert!(quota_exhausted(&h));
     }
 
+    /// A reset in milliseconds since the epoch is read as such, not as seconds millennia
+    /// ahead; whatever an answer asks for, the wait is at most [`MAX_API_WAIT`].
+    #[test]
+    fn resets_in_milliseconds_are_read_and_every_asked_wait_is_bounded() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let millis = h(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1700000030000"),
+        ]);
+        assert_eq!(ratelimit_reset(&millis, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            reset_value(&serde_json::json!(1_700_000_000_500u64), now),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            reset_value(&serde_json::json!("1700000004000"), now),
+            Some(Duration::from_secs(4))
+        );
+        // A century in seconds, in every form an answer can ask for it.
+        let century = 100 * 365 * 24 * 3600u64;
+        let far = h(&[("retry-after", &century.to_string())]);
+        assert_eq!(retry_after(&far, now), Some(MAX_API_WAIT));
+        let far_date = httpdate::fmt_http_date(now + Duration::from_secs(century));
+        assert_eq!(
+            retry_after(&h(&[("retry-after", &far_date)]), now),
+            Some(MAX_API_WAIT)
+        );
+        let far_reset = h(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &(1_700_000_000 + century).to_string()),
+        ]);
+        assert_eq!(ratelimit_reset(&far_reset, now), Some(MAX_API_WAIT));
+        // Within the bound, a wait is what was asked.
+        let month = h(&[("retry-after", &(30 * 24 * 3600).to_string())]);
+        assert_eq!(
+            retry_after(&month, now),
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+
+        // The error says what the API asked for and that the wait was capped.
+        let url = Url::parse("https://api.example.com/x").unwrap();
+        let r = Redactor::default();
+        let e = status_error(&r, "GET", &url, 429, &far, b"");
+        assert_eq!(e.class, ErrorClass::RateLimited);
+        assert_eq!(e.retry_after, Some(MAX_API_WAIT));
+        assert!(
+            e.message.contains("asked to wait 36500.0 days")
+                && e.message.contains("capped at 31.0 days"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.evidence
+                .as_deref()
+                .is_some_and(|ev| ev.contains(&format!("retry-after: {century}"))),
+            "{:?}",
+            e.evidence
+        );
+        let e = status_error(&r, "GET", &url, 429, &month, b"");
+        assert!(!e.message.contains("capped"), "{}", e.message);
+        let signal = crate::http::config::RateLimitSignalConfig {
+            path: "$.quota".into(),
+            equals: "exhausted".into(),
+            reset: Some("$.reset".into()),
+        };
+        let body = format!(
+            r#"{{"quota":"exhausted","reset":{}}}"#,
+            1_700_000_000 + century
+        );
+        let e = body_signal_error(&r, "GET", &url, &HeaderMap::new(), body.as_bytes(), &signal)
+            .expect("the body tells of a used-up quota");
+        assert_eq!(e.retry_after, Some(MAX_API_WAIT));
+        assert!(e.message.contains("capped at 31.0 days"), "{}", e.message);
+    }
+
     #[test]
     fn statuses_map_to_the_taxonomy() {
         use ErrorClass::*;
@@ -747,29 +889,9 @@ mod tests {
     /// it), and the server sees the connection go.
     #[tokio::test]
     async fn an_endless_body_is_read_up_to_the_cap_and_no_further() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        const CHUNK: usize = 16 << 10;
         // Not a power of two: a buffer grown by doubling alone would reserve 256 KiB.
         const CAP: usize = 200_000;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut request = vec![0u8; 8192];
-            let _ = sock.read(&mut request).await;
-            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
-                .await
-                .unwrap();
-            let mut chunk = format!("{CHUNK:x}\r\n").into_bytes();
-            chunk.extend(std::iter::repeat_n(b'x', CHUNK));
-            chunk.extend_from_slice(b"\r\n");
-            let mut sent = 0usize;
-            // Endless: only the client going away stops it.
-            while sock.write_all(&chunk).await.is_ok() {
-                sent += CHUNK;
-            }
-            sent
-        });
+        let (addr, server) = sluice_testkit::receiver::endless_answer().await;
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let resp = client
             .get(format!("http://{addr}/endless"))

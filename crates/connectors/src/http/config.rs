@@ -450,6 +450,9 @@ pub struct BatchingConfig {
     pub max_rows: usize,
     /// Bytes per batch, counted as the records' JSON size.
     pub max_bytes: usize,
+    /// How long a page's last batch waits for the next page (which tells whether the run
+    /// ends there) before it is handed over anyway.
+    pub max_wait: Duration,
 }
 
 impl Default for BatchingConfig {
@@ -457,8 +460,13 @@ impl Default for BatchingConfig {
         BatchingConfig {
             max_rows: default_max_rows(),
             max_bytes: default_max_bytes(),
+            max_wait: default_max_wait(),
         }
     }
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_max_rows() -> usize {

@@ -4,8 +4,9 @@
 use super::auth::Auth;
 use super::breaker::CircuitBreaker;
 use super::classify::{
-    ERROR_BODY_CAP, Redactor, body_signal_error, host_of, humanize, quota_exhausted,
-    ratelimit_reset, read_capped, status_error, too_large_error, transport_error,
+    ERROR_BODY_CAP, MAX_API_WAIT, Redactor, body_signal_error, bounded_wait, capped_note, host_of,
+    humanize, humanize_long, quota_exhausted, ratelimit_reset_asked, read_capped, status_error,
+    too_large_error, transport_error,
 };
 use super::config::RateLimitSignalConfig;
 use super::ratelimit::{Gate, Limiter};
@@ -197,7 +198,11 @@ impl Fetcher {
                     self.record(false, &host);
                     self.limiter.on_success();
                     if quota_exhausted(&f.headers) {
-                        match ratelimit_reset(&f.headers, SystemTime::now()) {
+                        let asked = ratelimit_reset_asked(&f.headers, SystemTime::now());
+                        if let Some(note) = asked.and_then(|a| capped_note(&host, a)) {
+                            self.event(Some(ErrorClass::RateLimited), note);
+                        }
+                        match asked.map(bounded_wait) {
                             // Too far to wait: the next request parks the source.
                             Some(reset) if reset > self.max_retry_after => {
                                 *self.parked.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -265,7 +270,16 @@ impl Fetcher {
                 let until = system_time_after(wait);
                 *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
                 self.limiter.share_pause(wait).await;
-                return Err(self.park(&host, until, error.evidence));
+                let mut parked = self.park(&host, until, error.evidence);
+                // `wait` is bounded: at the bound, the API asked for that long or longer.
+                if wait >= MAX_API_WAIT {
+                    parked.message = format!(
+                        "{}; {host} asked to wait {} or longer, and no wait an API asks for is longer than that (see the evidence for what it asked)",
+                        parked.message,
+                        humanize_long(MAX_API_WAIT)
+                    );
+                }
+                return Err(parked);
             }
             failed_attempts += 1;
             let elapsed = started.elapsed();
@@ -460,10 +474,162 @@ fn gave_up(mut e: ConnectorError, attempts: u32, elapsed: Duration) -> Connector
     e
 }
 
-/// Now plus a wait the server gave, which may be absurd: capped at a century, never an
-/// overflow.
+/// Now plus a wait the server gave (or another worker shared), which may be absurd:
+/// capped at [`MAX_API_WAIT`], never an overflow.
 fn system_time_after(wait: Duration) -> SystemTime {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     let now = SystemTime::now();
-    now.checked_add(wait.min(CENTURY)).unwrap_or(now)
+    now.checked_add(wait.min(MAX_API_WAIT)).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A century in seconds: what a broken API (or a misread reset) asks for.
+    const CENTURY: u64 = 100 * 365 * 24 * 3600;
+
+    /// A server on 127.0.0.1 that gives `answer` to every request.
+    async fn serve(answer: String) -> Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 8192];
+                    let _ = sock.read(&mut request).await;
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Url::parse(&format!("http://{addr}/items")).unwrap()
+    }
+
+    fn fetcher() -> Fetcher {
+        Fetcher {
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            method: reqwest::Method::GET,
+            auth: Auth::new(None).unwrap(),
+            limiter: Limiter::new(None, 1, 1),
+            breaker: None,
+            redactor: Mutex::new(Redactor::default()),
+            events: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+            retry: RetryPolicy::default(),
+            retry_on: vec![ErrorClass::RateLimited],
+            max_retry_after: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            max_response_bytes: 1 << 20,
+            rate_limit_signal: None,
+            parked: Mutex::new(None),
+            metrics: None,
+        }
+    }
+
+    fn spec(url: Url) -> RequestSpec {
+        RequestSpec {
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+
+    /// Parked until no later than [`MAX_API_WAIT`] from now, and no earlier than a day
+    /// before that.
+    fn assert_parked_at_the_cap(e: &ConnectorError) {
+        assert_eq!(e.class, ErrorClass::RateLimited, "{e}");
+        let resume_at = e.resume_at.expect("a parked error says when to resume");
+        let now = SystemTime::now();
+        assert!(resume_at <= now + MAX_API_WAIT, "{e}");
+        assert!(
+            resume_at > now + MAX_API_WAIT - Duration::from_secs(24 * 3600),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_wait_is_bounded_at_the_cap_and_never_overflows() {
+        let now = SystemTime::now();
+        let at = system_time_after(Duration::MAX);
+        assert!(at > now && at <= SystemTime::now() + MAX_API_WAIT);
+        let short = system_time_after(Duration::from_secs(60));
+        assert!(short <= SystemTime::now() + Duration::from_secs(60));
+    }
+
+    /// A `Retry-After` of a century parks the source for the cap, not a century; the
+    /// message says the wait was capped, the evidence what the API asked for.
+    #[tokio::test]
+    async fn a_century_of_retry_after_parks_the_source_for_the_cap_only() {
+        let url = serve(format!(
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: {CENTURY}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ))
+        .await;
+        let f = fetcher();
+        let e = f.fetch(&spec(url), false).await.unwrap_err();
+        assert_parked_at_the_cap(&e);
+        assert!(
+            e.message.contains("parked") && e.message.contains("31.0 days or longer"),
+            "{e}"
+        );
+        assert!(
+            e.evidence
+                .as_deref()
+                .is_some_and(|ev| ev.contains(&format!("retry-after: {CENTURY}"))),
+            "{:?}",
+            e.evidence
+        );
+    }
+
+    /// A used-up quota whose reset is a century ahead parks the next request for the
+    /// cap, with an event saying what the API asked for.
+    #[tokio::test]
+    async fn a_used_up_quota_resetting_far_ahead_parks_for_the_cap_only() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let url = serve(format!(
+            "HTTP/1.1 200 OK\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: {}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
+            now + CENTURY
+        ))
+        .await;
+        let f = fetcher();
+        let first = f.fetch(&spec(url.clone()), false).await.unwrap();
+        assert_eq!(first.status, 200);
+        let events = f.drain_events();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.message.contains("asked to wait 36500.0 days")
+                    && e.message.contains("capped at 31.0 days")),
+            "{events:?}"
+        );
+        let e = f.fetch(&spec(url), false).await.unwrap_err();
+        assert_parked_at_the_cap(&e);
+    }
+
+    /// A reset in milliseconds since the epoch, a second ahead, is a pause of a second
+    /// (within `max_retry_after`), not a park.
+    #[tokio::test]
+    async fn a_reset_in_milliseconds_is_a_short_pause_not_a_park() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let url = serve(format!(
+            "HTTP/1.1 200 OK\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: {}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
+            now + 500
+        ))
+        .await;
+        let f = fetcher();
+        f.fetch(&spec(url.clone()), false).await.unwrap();
+        assert!(f.parked.lock().unwrap().is_none(), "not parked");
+        assert!(
+            f.drain_events()
+                .iter()
+                .any(|e| e.message.contains("pausing")),
+            "a pause until the reset"
+        );
+    }
 }

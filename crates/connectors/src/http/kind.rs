@@ -371,6 +371,7 @@ pub(crate) fn source_config(
     if let Some(b) = &node.batching {
         c.batching.max_rows = b.max_rows as usize;
         c.batching.max_bytes = b.max_bytes.bytes() as usize;
+        c.batching.max_wait = b.max_wait.get();
     }
     c.schema = schema_config(&spec.schema);
     c.nested = spec.nested;
@@ -598,6 +599,17 @@ pub(crate) fn rate_limit(c: &mut Checker<'_>, r: &Option<RateLimitSpec>) {
     }
     c.at_least(&r.burst, 1, "burst");
     c.at_least(&r.concurrency, 1, "concurrency");
+    if r.concurrency.value > 1 {
+        c.warning(
+            r.concurrency.pos,
+            r.concurrency.width,
+            format!(
+                "`concurrency: {}` sends no more requests at once: a source has one request in flight (with `prefetch`, the next page's while the page before is processed), a sink one batch",
+                r.concurrency.value
+            ),
+            "remove it; to read faster, raise `requests_per_second` or `burst` within the API's limits",
+        );
+    }
     c.positive_duration(&r.max_retry_after, "max_retry_after");
 }
 

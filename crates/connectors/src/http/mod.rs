@@ -46,6 +46,8 @@
 pub(crate) mod auth;
 mod breaker;
 pub(crate) mod classify;
+/// Bounded reading of an HTTP answer, for every crate that reads one (alert robots too).
+pub use classify::{CappedBody, read_capped};
 mod config;
 mod fetch;
 pub(crate) mod kind;

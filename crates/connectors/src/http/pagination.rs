@@ -1,6 +1,12 @@
 //! Where the next page is: page numbers, offsets, cursors, next URLs, `Link` headers; and
-//! when paging stops (empty page, `has_more: false`, total reached, max pages).
+//! when paging stops (empty page, `has_more: false`, total reached, a page already read,
+//! max pages).
+//!
+//! A next-page URL the API gives is kept without its secrets (see [`Pager::hide`]): the
+//! position goes to checkpoints, the failed-batch store and logs. The request puts them
+//! back from the config ([`refill`]).
 
+use super::classify::Redactor;
 use super::config::{PaginationConfig, StopConfig};
 use super::template::Vars;
 use reqwest::header::HeaderMap;
@@ -8,7 +14,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 use sluice_core::SourcePosition;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use url::Url;
+
+/// The value that stands, in a kept next-page URL, for a secret the API copied into it.
+pub(crate) const MASKED: &str = "***";
 
 /// A pagination style, compiled.
 #[derive(Debug, Clone)]
@@ -35,7 +46,7 @@ pub(crate) enum Style {
 
 /// Where the next request goes. Serialized in checkpoints (`next`), so that a run cut
 /// short goes on from there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Position {
     /// The first request of a style whose later requests depend on answers.
@@ -46,7 +57,9 @@ pub(crate) enum Position {
     Offset { offset: u64, limit: u64 },
     /// A cursor given by the API.
     Cursor(String),
-    /// A URL given by the API.
+    /// A URL given by the API, without its secrets: the API key's query parameter left
+    /// out, and every other query value holding a secret written `***` (see
+    /// [`Pager::hide`]).
     Url(String),
 }
 
@@ -71,6 +84,14 @@ pub(crate) struct Pager {
     stop: Stop,
     /// Records read so far in this run (for `stop.total`).
     pub(crate) records: u64,
+    /// Query parameters that carry a credential (an API key in the query), lower case:
+    /// left out of the URLs the API gives. The request adds them again.
+    hidden: Vec<String>,
+    /// Query parameters whose values print (never masked in a kept URL), lower case.
+    public: Vec<String>,
+    /// A hash of every position read in this run: paging stops at one read before. At
+    /// most `max_pages` entries.
+    seen: HashSet<u64>,
 }
 
 fn path(p: &str) -> Result<JsonPath, String> {
@@ -127,7 +148,87 @@ impl Pager {
             pos,
             stop,
             records: 0,
+            hidden: Vec::new(),
+            public: Vec::new(),
+            seen: HashSet::new(),
         })
+    }
+
+    /// Keeps secrets out of the URLs the API gives: the `hidden` query parameters (an API
+    /// key in the query) are left out, and the values of others (but `public` ones) that
+    /// hold a secret the redactor knows are written `***`.
+    pub(crate) fn hide(
+        &mut self,
+        hidden: impl IntoIterator<Item = String>,
+        public: impl IntoIterator<Item = String>,
+    ) {
+        self.hidden = hidden.into_iter().map(|p| p.to_ascii_lowercase()).collect();
+        self.public = public.into_iter().map(|p| p.to_ascii_lowercase()).collect();
+    }
+
+    /// A URL the API gave, as it is kept in a position: without its secrets. A URL with
+    /// none is kept exactly as given (a signed link stays valid).
+    pub(crate) fn keep_url(&self, url: &Url, redactor: &Redactor) -> String {
+        let secret = |v: &str| !v.is_empty() && redactor.text(v) != v;
+        let mut url = url.clone();
+        if url.password().is_some_and(secret) {
+            let _ = url.set_password(None);
+        }
+        let mut changed = false;
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .filter_map(|(k, v)| {
+                let name = k.to_ascii_lowercase();
+                if self.hidden.contains(&name) {
+                    changed = true;
+                    return None;
+                }
+                if !self.public.contains(&name) && secret(&v) {
+                    changed = true;
+                    return Some((k.into_owned(), MASKED.to_owned()));
+                }
+                Some((k.into_owned(), v.into_owned()))
+            })
+            .collect();
+        if changed {
+            if pairs.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+        }
+        url.to_string()
+    }
+
+    /// A position as it is kept: a URL without its secrets (a checkpoint written by an
+    /// older version may hold them).
+    pub(crate) fn kept(&self, pos: Position, redactor: &Redactor) -> Position {
+        match pos {
+            Position::Url(u) => match Url::parse(&u) {
+                Ok(url) => Position::Url(self.keep_url(&url, redactor)),
+                Err(_) => Position::Url(u),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the next position is one already read in this run: the page just read
+    /// (an API handing the same cursor back) or one before it (a cycle, A → B → A).
+    pub(crate) fn repeats(&self, next: &Position) -> bool {
+        *next == self.pos || self.seen.contains(&hash_of(next))
+    }
+
+    /// Moves to the next position, remembering the one read (and, for the first page of
+    /// a URL style, the URL it was read from, so that a link back to it is a repeat).
+    pub(crate) fn moved_to(&mut self, next: Position, read_from: &Url, redactor: &Redactor) {
+        if self.pos == Position::First
+            && matches!(self.style, Style::NextUrl { .. } | Style::LinkHeader)
+        {
+            let first = Position::Url(self.keep_url(read_from, redactor));
+            self.seen.insert(hash_of(&first));
+        }
+        self.seen.insert(hash_of(&self.pos));
+        self.pos = next;
     }
 
     /// The template variables of the current position.
@@ -239,8 +340,9 @@ impl Pager {
         }
     }
 
-    /// The position after this page, or `None` when paging is over.
-    pub(crate) fn next(&self, page: &PageMeta<'_>) -> Option<Position> {
+    /// The position after this page, or `None` when paging is over. A repeated position
+    /// is returned as such: [`Pager::repeats`] tells.
+    pub(crate) fn next(&self, page: &PageMeta<'_>, redactor: &Redactor) -> Option<Position> {
         let n = page.records as u64;
         if n == 0
             && (self.stop.empty_page
@@ -274,32 +376,60 @@ impl Pager {
                     limit: *limit,
                 })
             }
-            (Style::Cursor { path, .. }, current) => {
-                let next = match page.doc.and_then(|d| path.query(d).first().cloned()) {
-                    Some(Value::String(s)) if !s.is_empty() => s,
-                    Some(Value::Number(n)) => n.to_string(),
-                    _ => return None,
-                };
-                // An API that hands the same cursor back would loop forever.
-                (current != &Position::Cursor(next.clone())).then_some(Position::Cursor(next))
+            (Style::Cursor { path, .. }, _) => {
+                match page.doc.and_then(|d| path.query(d).first().cloned()) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(Position::Cursor(s)),
+                    Some(Value::Number(n)) => Some(Position::Cursor(n.to_string())),
+                    _ => None,
+                }
             }
-            (Style::NextUrl { path }, current) => {
+            (Style::NextUrl { path }, _) => {
                 let next = page
                     .doc
                     .and_then(|d| path.query(d).first().cloned())
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .filter(|s| !s.is_empty())?;
                 let url = page.url.join(&next).ok()?;
-                (current != &Position::Url(url.to_string())).then(|| Position::Url(url.to_string()))
+                Some(Position::Url(self.keep_url(&url, redactor)))
             }
-            (Style::LinkHeader, current) => {
+            (Style::LinkHeader, _) => {
                 let next = link_next(page.headers)?;
                 let url = page.url.join(&next).ok()?;
-                (current != &Position::Url(url.to_string())).then(|| Position::Url(url.to_string()))
+                Some(Position::Url(self.keep_url(&url, redactor)))
             }
             _ => None,
         }
     }
+}
+
+/// A 64-bit hash of a position (the set of positions read holds these, not the URLs).
+fn hash_of(pos: &Position) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pos.hash(&mut h);
+    h.finish()
+}
+
+/// A kept next-page URL made ready to send: each `***` value is the value of the
+/// configured query parameter of that name (`value_of`), or, if none is configured, the
+/// parameter is left out (a secret the config does not place in the query). The API key
+/// is added by the auth, as on every request.
+pub(crate) fn refill(mut url: Url, value_of: impl Fn(&str) -> Option<String>) -> Url {
+    if !url.query_pairs().any(|(_, v)| v == MASKED) {
+        return url;
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter_map(|(k, v)| match v == MASKED {
+            true => value_of(&k).map(|v| (k.into_owned(), v)),
+            false => Some((k.into_owned(), v.into_owned())),
+        })
+        .collect();
+    if pairs.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url
 }
 
 /// The `rel="next"` target of the `Link` headers.
@@ -358,22 +488,90 @@ mod tests {
         );
         assert_eq!(link_next(&h).as_deref(), Some("/x?page=3"));
         let mut p = Pager::new(&PaginationConfig::LinkHeader, &StopConfig::default()).unwrap();
+        let r = Redactor::default();
         let url = Url::parse("https://api.example.com/x?page=2").unwrap();
-        let next = p.next(&meta(5, None, &h, &url)).unwrap();
+        let next = p.next(&meta(5, None, &h, &url), &r).unwrap();
         assert_eq!(
             next,
             Position::Url("https://api.example.com/x?page=3".into())
         );
-        p.pos = next;
-        assert!(
-            p.next(&meta(
-                5,
-                None,
-                &h,
-                &Url::parse("https://api.example.com/x?page=3").unwrap()
-            ))
-            .is_none(),
-            "same link again stops"
+        assert!(!p.repeats(&next));
+        p.moved_to(next, &url, &r);
+        let again = p
+            .next(
+                &meta(
+                    5,
+                    None,
+                    &h,
+                    &Url::parse("https://api.example.com/x?page=3").unwrap(),
+                ),
+                &r,
+            )
+            .unwrap();
+        assert!(p.repeats(&again), "same link again is a repeat");
+    }
+
+    fn cursor_pager() -> Pager {
+        let cfg = PaginationConfig::Cursor(crate::http::config::CursorConfig {
+            path: "$.next".into(),
+            param: "cursor".into(),
+        });
+        Pager::new(&cfg, &StopConfig::default()).unwrap()
+    }
+
+    /// A → B → A: the cursor is not the current one, but was read before.
+    #[test]
+    fn a_cycle_longer_than_one_step_is_a_repeat() {
+        let mut p = cursor_pager();
+        let (h, r) = (HeaderMap::new(), Redactor::default());
+        let url = Url::parse("http://x/").unwrap();
+        let mut read = Vec::new();
+        for answer in ["A", "B", "C", "A"] {
+            let doc = json!({"next": answer});
+            let next = p.next(&meta(1, Some(&doc), &h, &url), &r).unwrap();
+            if p.repeats(&next) {
+                break;
+            }
+            read.push(answer);
+            p.moved_to(next, &url, &r);
+        }
+        assert_eq!(read, ["A", "B", "C"], "the second A is a repeat");
+        assert!(p.repeats(&Position::Cursor("B".into())));
+        assert!(!p.repeats(&Position::Cursor("D".into())));
+    }
+
+    /// The API key's parameter is left out of a kept URL, another secret value is
+    /// `***`; a URL without secrets is kept byte for byte.
+    #[test]
+    fn kept_urls_hold_no_secret_and_refill_from_the_config() {
+        let mut p = Pager::new(&PaginationConfig::LinkHeader, &StopConfig::default()).unwrap();
+        p.hide(vec!["API_KEY".to_owned()], vec!["page".to_owned()]);
+        let r = Redactor::new(
+            vec![
+                sluice_core::Secret::new("k3y-s3cret"),
+                sluice_core::Secret::new("tok-9876"),
+            ],
+            vec!["api_key".to_owned()],
+        );
+        let url =
+            Url::parse("https://a.example/x?page=2&api_key=k3y-s3cret&token=tok-9876&q=a%20b")
+                .unwrap();
+        let kept = p.keep_url(&url, &r);
+        assert_eq!(kept, "https://a.example/x?page=2&token=***&q=a+b");
+        let plain = Url::parse("https://a.example/x?page=2&q=a%20b").unwrap();
+        assert_eq!(p.keep_url(&plain, &r), plain.as_str());
+        let sent = refill(Url::parse(&kept).unwrap(), |n| {
+            (n == "token").then(|| "tok-9876".to_owned())
+        });
+        assert_eq!(
+            sent.as_str(),
+            "https://a.example/x?page=2&token=tok-9876&q=a+b"
+        );
+        let sent = refill(Url::parse(&kept).unwrap(), |_| None);
+        assert_eq!(sent.as_str(), "https://a.example/x?page=2&q=a+b");
+        assert_eq!(
+            p.kept(Position::Url(url.to_string()), &r),
+            Position::Url(kept)
         );
     }
 
@@ -394,13 +592,14 @@ mod tests {
         let h = HeaderMap::new();
         let url = Url::parse("http://x/").unwrap();
         let more = json!({"meta": {"has_more": true, "total": 10}});
-        assert!(p.next(&meta(4, Some(&more), &h, &url)).is_some());
-        assert!(p.next(&meta(0, Some(&more), &h, &url)).is_none());
+        let r = Redactor::default();
+        assert!(p.next(&meta(4, Some(&more), &h, &url), &r).is_some());
+        assert!(p.next(&meta(0, Some(&more), &h, &url), &r).is_none());
         let done = json!({"meta": {"has_more": false}});
-        assert!(p.next(&meta(4, Some(&done), &h, &url)).is_none());
+        assert!(p.next(&meta(4, Some(&done), &h, &url), &r).is_none());
         p.records = 8;
         assert!(
-            p.next(&meta(2, Some(&more), &h, &url)).is_none(),
+            p.next(&meta(2, Some(&more), &h, &url), &r).is_none(),
             "total reached"
         );
     }

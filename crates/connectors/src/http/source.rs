@@ -9,7 +9,7 @@ use super::config::{
 };
 use super::fetch::{Fetched, Fetcher, RequestSpec};
 use super::origin::{Origins, origin_text};
-use super::pagination::{PageMeta, Pager, Position};
+use super::pagination::{PageMeta, Pager, Position, refill};
 use super::ratelimit::Limiter;
 use super::records::{
     BadRecord, Converter, ExtractError, FastPage, RawAt, RecordTexts, RecordsAt, extract, field,
@@ -77,8 +77,16 @@ pub struct HttpSource {
     pages_read: u64,
     ready: VecDeque<SourceBatch>,
     /// The last batch of the latest page, held until the next page tells whether it
-    /// ends the run (its checkpoint then marks the run complete).
+    /// ends the run (its checkpoint then marks the run complete), or until it has waited
+    /// `batching.max_wait` for that page.
     held: Option<SourceBatch>,
+    /// When the held batch's page arrived.
+    held_since: Option<std::time::Instant>,
+    /// The schema of the last batch handed over before the page after it told whether
+    /// the run ends (it waited `max_wait`, or an empty page came between): should the
+    /// run then end on an empty page, a batch without records carries the run's
+    /// completion.
+    released: Option<arrow::datatypes::SchemaRef>,
     finished: bool,
     /// `max_pages` ended the run with pages left.
     guard_stopped: bool,
@@ -111,6 +119,7 @@ impl HttpSource {
     /// Validates the config and builds the source (no request is sent yet).
     pub fn new(config: HttpSourceConfig, ctx: HttpSourceContext) -> Result<Self, ConnectorError> {
         let auth = Auth::new(config.auth.as_ref())?;
+        let hidden = auth.secret_params();
         let redactor = Redactor::new(
             config_secrets(&config, auth.secrets()),
             auth.secret_params(),
@@ -167,6 +176,7 @@ impl HttpSource {
         let records_at = RecordsAt::new(&config.records).map_err(invalid)?;
         let raw_at = RawAt::of(&config.records);
         let mut pager = Pager::new(&config.pagination, &config.stop).map_err(invalid)?;
+        pager.hide(hidden, shown_params(&config));
         let converter = Converter::new(&config.schema, config.nested);
         let mut templates = config.url.clone();
         for v in config.query.values() {
@@ -197,7 +207,14 @@ impl HttpSource {
                     .map(serde_json::from_value::<Position>)
                 {
                     Some(Ok(pos)) => {
-                        notes.push(format!("resumed an unfinished run at {pos:?}"));
+                        // A checkpoint of an older version may hold a next-page URL
+                        // with its secrets: they are left out (the request adds them).
+                        let redactor = fetcher.redactor();
+                        let pos = pager.kept(pos, &redactor);
+                        notes.push(format!(
+                            "resumed an unfinished run at {}",
+                            position_text(&redactor, &pos)
+                        ));
                         pager.pos = pos;
                         start_watermark = wm.or(initial.clone());
                         max_seen = cp.get("max_seen").filter(|v| !v.is_null()).cloned();
@@ -266,6 +283,8 @@ impl HttpSource {
             pages_read: 0,
             ready: VecDeque::new(),
             held: None,
+            held_since: None,
+            released: None,
             finished: false,
             guard_stopped: false,
             current_page: None,
@@ -338,7 +357,15 @@ impl HttpSource {
                         redactor.url(&url)
                     )));
                 }
-                url
+                // Secrets the API copied into its link were kept as `***`: the
+                // configured query values go back in (the API key: by the auth).
+                refill(url, |name| {
+                    self.cfg
+                        .query
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| render_str(v, &vars))
+                })
             }
             None => {
                 let rendered = render_str(&self.cfg.url, &vars);
@@ -429,17 +456,38 @@ impl HttpSource {
     }
 
     /// Reads one page (asking for smaller pages on 413/504) and turns it into batches.
-    async fn read_page(&mut self) -> Result<Option<Vec<SourceBatch>>, ConnectorError> {
-        let mut prefetched = self.prefetched.take();
+    ///
+    /// With a `deadline`, the request runs as a task, and `Ok(None)` says the deadline
+    /// passed first: the request goes on, and the next call takes its answer. The task
+    /// stays in `prefetched` until it answered, so a caller that stops waiting loses
+    /// nothing.
+    async fn read_page(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<Vec<SourceBatch>>, ConnectorError> {
         let fetched = loop {
             let shrinkable = self.pager.shrinkable();
-            let answer = match prefetched.take() {
-                Some(task) => task.await.unwrap_or_else(|e| {
-                    Err(ConnectorError::new(
-                        ErrorClass::Internal,
-                        format!("fetching the next page ahead failed: {e}"),
-                    ))
-                }),
+            if deadline.is_some() && self.prefetched.is_none() {
+                let spec = self.build_request()?;
+                self.spawn_fetch(spec, shrinkable);
+            }
+            let answer = match self.prefetched.as_mut() {
+                Some(task) => {
+                    let joined = match deadline {
+                        Some(at) => match tokio::time::timeout_at(at, task).await {
+                            Ok(joined) => joined,
+                            Err(_) => return Ok(None),
+                        },
+                        None => task.await,
+                    };
+                    self.prefetched = None;
+                    joined.unwrap_or_else(|e| {
+                        Err(ConnectorError::new(
+                            ErrorClass::Internal,
+                            format!("fetching the next page ahead failed: {e}"),
+                        ))
+                    })
+                }
                 None => {
                     let spec = self.build_request()?;
                     self.fetcher.fetch(&spec, shrinkable).await
@@ -476,10 +524,43 @@ impl HttpSource {
         let Ok(spec) = self.build_request() else {
             return;
         };
-        let (fetcher, shrinkable) = (self.fetcher.clone(), self.pager.shrinkable());
+        self.spawn_fetch(spec, self.pager.shrinkable());
+    }
+
+    /// Sends a request as a task, kept in `prefetched` until its answer is taken.
+    fn spawn_fetch(&mut self, spec: RequestSpec, shrinkable: bool) {
+        let fetcher = self.fetcher.clone();
         self.prefetched = Some(tokio::spawn(async move {
             fetcher.fetch(&spec, shrinkable).await
         }));
+    }
+
+    /// When the held batch has waited `batching.max_wait` for the next page.
+    fn held_deadline(&self) -> Option<tokio::time::Instant> {
+        self.held.as_ref()?;
+        let since = self.held_since?;
+        let at = super::instant_after(since, self.cfg.batching.max_wait);
+        Some(tokio::time::Instant::from_std(at))
+    }
+
+    /// A batch without records that carries the run's completion, when the batch that
+    /// would have carried it was handed over before the run's end was known.
+    fn completion(&mut self) -> Option<SourceBatch> {
+        let schema = self.released.take()?;
+        let redactor = self.fetcher.redactor();
+        let position = self.pager.source_position(|u| position_url(&redactor, u));
+        drop(redactor);
+        let batch = Batch::with_content_hash(
+            self.pipeline.clone(),
+            self.node.clone(),
+            position,
+            blake3::hash(b"the run's end").as_bytes(),
+            arrow::array::RecordBatch::new_empty(schema),
+        );
+        Some(SourceBatch {
+            batch,
+            checkpoint: Some(self.checkpoint(None)),
+        })
     }
 
     fn page_evidence(&self, f: &Fetched, extra: &str) -> String {
@@ -585,19 +666,34 @@ impl HttpSource {
     }
 
     /// Where a page of `total` records stands: its start, the next page, its position.
+    /// A next position already read in this run ends the paging (else the same pages
+    /// would be read until `max_pages`), with an `invalid_request` event naming it.
     fn page_at(&self, total: usize, doc: Option<&Value>, f: &Fetched, label: String) -> PageAt {
-        PageAt {
-            start: self.pager.pos.clone(),
-            next: self.pager.next(&PageMeta {
+        let redactor = self.fetcher.redactor();
+        let mut next = self.pager.next(
+            &PageMeta {
                 records: total,
                 doc,
                 headers: &f.headers,
                 url: &f.url,
-            }),
-            position: {
-                let redactor = self.fetcher.redactor();
-                self.pager.source_position(|u| position_url(&redactor, u))
             },
+            &redactor,
+        );
+        if let Some(p) = next.as_ref().filter(|p| self.pager.repeats(p)) {
+            self.fetcher.event(
+                Some(ErrorClass::InvalidRequest),
+                format!(
+                    "paging stopped after {label}: the API gave a page already read in this run as the next one ({}), so the pagination would read the same pages forever; check `pagination` against the API's answers",
+                    position_text(&redactor, p)
+                ),
+            );
+            next = None;
+        }
+        PageAt {
+            start: self.pager.pos.clone(),
+            next,
+            position: self.pager.source_position(|u| position_url(&redactor, u)),
+            read_from: f.url.clone(),
             total,
             label,
         }
@@ -658,7 +754,10 @@ impl HttpSource {
     fn advance(&mut self, page: &PageAt) {
         self.pager.records += page.total as u64;
         match &page.next {
-            Some(p) => self.pager.pos = p.clone(),
+            Some(p) => {
+                let redactor = self.fetcher.redactor();
+                self.pager.moved_to(p.clone(), &page.read_from, &redactor);
+            }
             None => self.finished = true,
         }
     }
@@ -1040,12 +1139,38 @@ impl HttpSource {
                 return report;
             }
         };
-        let line = format!(
+        let mut line = format!(
             "{} {}",
             self.fetcher.method.as_str(),
             self.fetcher.redactor().url(&spec.url)
         );
-        let fetched = match self.fetcher.fetch(&spec, false).await {
+        // As a run does: a page the API cannot serve that large (413, or a gateway
+        // timeout on a large page) is asked for again smaller, so that the doctor does
+        // not fail a pipeline its runs read (the run's events say so as well).
+        let mut spec = spec;
+        let mut smaller = None;
+        let answer = loop {
+            let shrinkable = self.pager.shrinkable();
+            match self.fetcher.fetch(&spec, shrinkable).await {
+                Err(e) if e.class == ErrorClass::PayloadTooLarge && shrinkable => {
+                    let Some(size) = self.pager.shrink() else {
+                        break Err(e);
+                    };
+                    match self.build_request() {
+                        Ok(next) => spec = next,
+                        Err(_) => break Err(e),
+                    }
+                    smaller = Some(size);
+                    line = format!(
+                        "{} {}",
+                        self.fetcher.method.as_str(),
+                        self.fetcher.redactor().url(&spec.url)
+                    );
+                }
+                other => break other,
+            }
+        };
+        let fetched = match answer {
             Ok(f) => f,
             Err(e) => {
                 let step = Step::of_class(e.class);
@@ -1090,9 +1215,15 @@ impl HttpSource {
             Step::Parameters,
             format!("one request as the pipeline makes it: {line}"),
             format!(
-                "200, {} bytes, {} records at {records_at}{}",
+                "200, {} bytes, {} records at {records_at}{}{}",
                 fetched.body.len(),
                 page.total,
+                match smaller {
+                    Some(size) => format!(
+                        " (the API could not serve the configured page size, so it was asked for {size} records per page, as a run does: set that size to spare the first attempts)"
+                    ),
+                    None => String::new(),
+                },
                 if page.bad.is_empty() {
                     String::new()
                 } else {
@@ -1104,26 +1235,23 @@ impl HttpSource {
                 }
             ),
         ));
-        let next = self.pager.next(&PageMeta {
-            records: page.total,
-            doc: page.doc.as_ref(),
-            headers: &fetched.headers,
-            url: &fetched.url,
-        });
-        let shown = |p: &Position| match p {
-            Position::First => "the first page".to_owned(),
-            Position::Page { page, .. } => format!("page {page}"),
-            Position::Offset { offset, .. } => format!("offset {offset}"),
-            Position::Cursor(c) => redactor.text(&format!("cursor `{c}`")),
-            Position::Url(u) => position_url(&redactor, u),
-        };
+        let next = self.pager.next(
+            &PageMeta {
+                records: page.total,
+                doc: page.doc.as_ref(),
+                headers: &fetched.headers,
+                url: &fetched.url,
+            },
+            &redactor,
+        );
+        let shown = |p: &Position| position_text(&redactor, p);
         match next {
             None => out.push(Finding::passed(
                 Step::Parameters,
                 "the next page",
                 "none: this page is the last",
             )),
-            Some(p) if p == self.pager.pos && p != Position::First => {
+            Some(p) if self.pager.repeats(&p) => {
                 out.push(Finding::failed(
                     Some(Step::Parameters),
                     "the next page advances",
@@ -1162,6 +1290,17 @@ impl HttpSource {
         }
         report.sample = Some(page.records);
         report
+    }
+}
+
+/// A position as logs and messages show it: redacted.
+fn position_text(redactor: &Redactor, p: &Position) -> String {
+    match p {
+        Position::First => "the first page".to_owned(),
+        Position::Page { page, .. } => format!("page {page}"),
+        Position::Offset { offset, .. } => format!("offset {offset}"),
+        Position::Cursor(c) => redactor.text(&format!("cursor `{c}`")),
+        Position::Url(u) => position_url(redactor, u),
     }
 }
 
@@ -1319,23 +1458,40 @@ impl Source for HttpSource {
                 return Ok(self.held.take());
             }
             self.current_page = Some(self.pager.pos.clone());
-            let read = self.read_page().await;
+            // The held batch waits for the next page at most `batching.max_wait`.
+            let read = self.read_page(self.held_deadline()).await;
             match read {
                 Ok(Some(mut batches)) => {
-                    if let Some(h) = self.held.take() {
-                        if batches.is_empty() && self.finished && !self.guard_stopped {
+                    let ends = batches.is_empty() && self.finished && !self.guard_stopped;
+                    if let Some(mut h) = self.held.take() {
+                        if ends {
                             // An empty last page: the held batch is the run's last.
-                            let mut h = h;
                             h.checkpoint = Some(self.checkpoint(None));
-                            self.ready.push_back(h);
-                        } else {
-                            self.ready.push_back(h);
+                        } else if batches.is_empty() {
+                            // An empty page with more after it: should the run end on
+                            // an empty page, a batch without records says so.
+                            self.released = Some(h.batch.records.schema());
                         }
+                        self.ready.push_back(h);
+                    } else if ends {
+                        let last = self.completion();
+                        self.ready.extend(last);
                     }
                     self.held = batches.pop();
+                    if self.held.is_some() {
+                        self.held_since = Some(std::time::Instant::now());
+                        self.released = None;
+                    }
                     self.ready.extend(batches);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    // The next page is later than `max_wait`: the held batch goes now,
+                    // with its checkpoint (the next page's position); the request goes on.
+                    if let Some(h) = self.held.take() {
+                        self.released = Some(h.batch.records.schema());
+                        self.ready.push_back(h);
+                    }
+                }
                 Err(e) => {
                     // Whatever was read before the failure is still good: hand it over
                     // first, then the error.
@@ -1405,11 +1561,11 @@ impl Source for HttpSource {
         if let Some(ahead) = self.prefetched.take() {
             ahead.abort();
         }
-        self.pager.pos = page;
+        self.pager.pos = self.pager.kept(page, &self.fetcher.redactor());
         self.start_watermark = at.get("watermark").filter(|v| !v.is_null()).cloned();
         self.only = Some(only);
         self.current_page = Some(self.pager.pos.clone());
-        let batches = self.read_page().await?.unwrap_or_default();
+        let batches = self.read_page(None).await?.unwrap_or_default();
         self.only = None;
         if let Some(still) = self.quarantined.drain(..).next() {
             return Err(still.error);
@@ -1425,6 +1581,8 @@ struct PageAt {
     start: Position,
     next: Option<Position>,
     position: sluice_core::SourcePosition,
+    /// The URL the page was read from (after redirects).
+    read_from: Url,
     total: usize,
 }
 

@@ -15,7 +15,8 @@ use sluice_config::values::{
 
 /// `type: http`: pages of records from an HTTP API.
 ///
-/// Template variables, filled in per request in `url`, `query` values and `body` strings:
+/// Template variables, filled in per request in `url`, `query` values, `headers` values
+/// and `body` strings:
 /// `{{page}}` and `{{page_size}}` (page-number pagination), `{{offset}}` and `{{limit}}`
 /// (offset/limit), `{{cursor}}` (cursor), `{{watermark}}` (incremental).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -519,7 +520,9 @@ pub struct RateLimitSpec {
     /// Requests allowed at once above the sustained rate. At least 1.
     #[serde(default = "default_one")]
     pub burst: Spanned<u32>,
-    /// Requests in flight at once. At least 1.
+    /// A cap on requests in flight at once. At least 1. It does not raise them: a source
+    /// has one request in flight (with `prefetch`, the next page's while the page before
+    /// is processed) and a sink sends one batch at a time, so a value above 1 is warned of.
     #[serde(default = "default_one")]
     pub concurrency: Spanned<u32>,
     /// The longest wait for a rate limit (`Retry-After`, a quota's reset) within a run.

@@ -242,7 +242,7 @@ impl HttpSink {
         match status {
             413 => {
                 e.message = format!(
-                    "{host} found the batch too large (413): it is split in halves and each sent again; lower `batching.max_rows` to send smaller batches"
+                    "{host} found the batch too large (413): it is split in halves and each sent again; lower `batching.max_rows` of the source that feeds this sink to send smaller batches"
                 );
             }
             400 | 404 | 405 | 409 | 415 | 422 => {

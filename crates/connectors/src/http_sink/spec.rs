@@ -35,8 +35,9 @@ pub struct HttpSinkSpec {
     /// (`{"records": [...]}`).
     #[schemars(example = &"records")]
     pub wrap_key: Option<Spanned<String>>,
-    /// A header carrying the batch id, so that the receiver can drop a redelivered batch.
-    #[schemars(example = &"Idempotency-Key")]
+    /// The name of the header carrying the batch id, sent with every request, so that the
+    /// receiver can drop a redelivered batch.
+    #[schemars(extend("default" = "Idempotency-Key"), example = &"X-Request-Id")]
     pub idempotency_header: Option<String>,
     /// Limits on the request rate.
     pub rate_limit: Option<RateLimitSpec>,

@@ -22,6 +22,7 @@ fn config(spec: &KafkaSourceSpec, node: &PlannedNode) -> KafkaSourceConfig {
         spec: spec.clone(),
         max_rows: usize::try_from(batching.max_rows).unwrap_or(usize::MAX),
         max_bytes: usize::try_from(batching.max_bytes.bytes()).unwrap_or(usize::MAX),
+        max_wait: batching.max_wait.get(),
         request_timeout: node
             .timeouts
             .as_ref()

@@ -35,6 +35,14 @@ fn default_batch_rows() -> usize {
     1000
 }
 
+fn default_batch_bytes() -> usize {
+    4 << 20
+}
+
+fn default_max_wait() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+
 /// A table written by `type: postgres | mysql | sqlite` with `table`.
 ///
 /// Every batch is written together with a row of the ledger table in one transaction, so
@@ -172,9 +180,16 @@ pub struct SqlSourceConfig {
     pub query: String,
     /// Incremental reading by a column.
     pub watermark: Option<WatermarkConfig>,
-    /// Rows per batch. At least 1. The result is streamed: at most about two batches are
-    /// in memory at a time.
+    /// Rows per batch (`batching.max_rows`). At least 1. The result is streamed: at most
+    /// about two batches are in memory at a time.
     pub batch_rows: usize,
+    /// Bytes per batch (`batching.max_bytes`), counted as the rows are read: a text or
+    /// binary value its length, a number, date or time its width (8 bytes; a date 4, a
+    /// boolean 1), a null nothing. A batch ends with the row that reaches it. At least 1.
+    pub batch_bytes: usize,
+    /// How long a partly filled batch waits for more rows, from its first row
+    /// (`batching.max_wait`): a query whose rows come slowly still delivers what it read.
+    pub max_wait: std::time::Duration,
     /// Time to open the connection, in milliseconds. More than zero.
     pub connect_timeout_ms: u64,
 }
@@ -187,6 +202,8 @@ impl SqlSourceConfig {
             query: query.into(),
             watermark: None,
             batch_rows: default_batch_rows(),
+            batch_bytes: default_batch_bytes(),
+            max_wait: default_max_wait(),
             connect_timeout_ms: default_connect_timeout_ms(),
         }
     }
@@ -217,6 +234,9 @@ impl SqlSourceConfig {
         }
         if self.batch_rows == 0 {
             problems.push("`batch_rows` must be at least 1".to_owned());
+        }
+        if self.batch_bytes == 0 {
+            problems.push("`batch_bytes` must be at least 1".to_owned());
         }
         if self.connect_timeout_ms == 0 {
             problems.push("`connect_timeout_ms` must be more than 0".to_owned());

@@ -197,9 +197,12 @@ impl Endpoint {
         Failure::TooLarge(self.error(
             ErrorClass::PayloadTooLarge,
             format!(
-                "a row takes about {size} bytes, more than one statement may hold on {} ({budget} bytes: \
-                 `max_statement_bytes`, or the server's max_allowed_packet)",
-                self.describe()
+                "a row takes about {size} bytes, more than one statement may hold on {} ({budget} bytes{})",
+                self.describe(),
+                match self.dialect {
+                    Dialect::Mysql => ": the server's `max_allowed_packet` less 4 KiB; raise it on the server",
+                    _ => "",
+                }
             ),
         ))
     }

@@ -66,6 +66,16 @@ impl Kind for SqlKind {
                 None
             }
             (false, None) => {
+                // `tabel:` or `qurey:`: the typo, not the field it stands for, is what
+                // is wrong.
+                if let Some((written, near, pos, width)) = fields.misspelt(&["query", "table"]) {
+                    fields.report(
+                        Diagnostic::error(pos, format!("unknown field `{written}`, did you mean `{near}`?"))
+                            .with_width(width)
+                            .with_help("a source has `query: SELECT ...`; a sink has `table: name` and `inputs: [...]`"),
+                    );
+                    return None;
+                }
                 let (pos, width) = fields.place();
                 fields.report(
                     Diagnostic::error(pos, format!("a `{ty}` node needs `query` (to read) or `table` (to write)"))
@@ -125,6 +135,14 @@ impl NodeConfig for SqlSourceSpec {
             _ => {}
         }
         c.at_least(&s.fetch_size, 1, "fetch_size");
+        if s.fetch_size.pos != sluice_config::Pos::START {
+            c.warning(
+                s.fetch_size.pos,
+                s.fetch_size.width,
+                "`fetch_size` has no effect: the rows stream from the server as the source reads them, and batches are cut by `batching`",
+                "remove it; to change the batches, set `batching: { max_rows, max_bytes }` on this node",
+            );
+        }
         c.timeouts(&s.timeouts);
     }
 
@@ -443,10 +461,16 @@ fn source_config(
         },
         future_tolerance: w.future_tolerance.value.get(),
     });
-    c.batch_rows = spec.fetch_size.value as usize;
-    if let Some(b) = &node.batching {
-        c.batch_rows = c.batch_rows.min(b.max_rows as usize).max(1);
-    }
+    // Batches are cut by `batching` alone. `fetch_size` has no effect: sqlx streams each
+    // dialect's result without a round-trip size (see `SqlSourceSpec::fetch_size`).
+    let batching = node.batching.clone().unwrap_or_default();
+    c.batch_rows = usize::try_from(batching.max_rows)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    c.batch_bytes = usize::try_from(batching.max_bytes.bytes())
+        .unwrap_or(usize::MAX)
+        .max(1);
+    c.max_wait = batching.max_wait.get();
     if let Some(t) = &node.timeouts {
         c.connect_timeout_ms = millis(t.connect.get());
     }
@@ -455,4 +479,24 @@ fn source_config(
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The source's batches are cut by `batching` (rows, bytes, wait), never by
+    /// `fetch_size`.
+    #[test]
+    fn batching_cuts_the_source_batches_not_fetch_size() {
+        let text = "pipeline: s\nnodes:\n  db:\n    type: sqlite\n    url: sqlite:///tmp/x.db\n    query: SELECT 1\n    fetch_size: 2\n    batching: { max_rows: 500, max_bytes: 64KiB, max_wait: 250ms }\n  out:\n    type: file_sink\n    inputs: [db]\n    path: o.ndjson\n    format: ndjson\n";
+        let plan = sluice_config::validate(text, &sluice_config::Env::new(), crate::registry())
+            .unwrap_or_else(|e| panic!("{:#?}", e.diagnostics()));
+        let node = plan.nodes.iter().find(|n| n.id == "db").unwrap();
+        let spec = node.config.downcast_ref::<SqlSourceSpec>().unwrap();
+        let c = source_config(spec, node, &BuildContext::default());
+        assert_eq!(c.batch_rows, 500);
+        assert_eq!(c.batch_bytes, 64 * 1024);
+        assert_eq!(c.max_wait, std::time::Duration::from_millis(250));
+    }
 }

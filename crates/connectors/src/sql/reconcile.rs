@@ -59,19 +59,20 @@ impl SqlKeySet {
         Ok(self.db.as_ref().expect("just connected"))
     }
 
-    /// `FROM ...` with the `since` filter, for `dialect`.
+    /// `FROM ...` with the `since` filter, for `dialect`, named [`RECORDS`]: its columns
+    /// are read as [`column`]s of it.
     fn source(&self, dialect: Dialect, since: Option<&Since>) -> String {
         let base = match &self.from {
-            From::Query(q) => format!("({q}) AS sluice_q"),
+            From::Query(q) => format!("({q})"),
             From::Table(t) => TableName::parse(None, t).sql(dialect),
         };
         match since {
             Some(s) => format!(
-                "(SELECT * FROM {base} WHERE {} >= {}) AS sluice_s",
-                quote(dialect, &s.column),
+                "(SELECT * FROM {base} AS {RECORDS} WHERE {} >= {}) AS {RECORDS}",
+                column(dialect, &s.column),
                 literal(&s.value)
             ),
-            None => base,
+            None => format!("{base} AS {RECORDS}"),
         }
     }
 
@@ -100,6 +101,16 @@ impl SqlKeySet {
     }
 }
 
+/// The name the records are read under.
+const RECORDS: &str = "records";
+
+/// A column of the records, qualified: unqualified, a double-quoted name that is no column
+/// is a string literal to SQLite, so a key the table has not would read as one value for
+/// every row (and every record as missing) instead of failing with "no such column".
+fn column(dialect: Dialect, name: &str) -> String {
+    format!("{RECORDS}.{}", quote(dialect, name))
+}
+
 /// `CAST(x AS BIGINT)` in the dialect.
 fn bigint(dialect: Dialect, x: &str) -> String {
     match dialect {
@@ -110,7 +121,7 @@ fn bigint(dialect: Dialect, x: &str) -> String {
 
 /// `key / width`, truncating, in the dialect.
 fn bucket_of(dialect: Dialect, key: &str, width: i64) -> String {
-    let k = bigint(dialect, &quote(dialect, key));
+    let k = bigint(dialect, &column(dialect, key));
     match dialect {
         Dialect::Mysql => format!("({k} DIV {width})"),
         _ => format!("({k} / {width})"),
@@ -149,7 +160,7 @@ impl KeySet for SqlKeySet {
     ) -> BoxFuture<'a, Result<Option<(i64, i64)>, ConnectorError>> {
         Box::pin(async move {
             let d = self.dialect().await?;
-            let k = bigint(d, &quote(d, key));
+            let k = bigint(d, &column(d, key));
             let sql = format!(
                 "SELECT MIN({k}), MAX({k}), {} FROM {}",
                 bigint(d, "COUNT(*)"),
@@ -172,7 +183,7 @@ impl KeySet for SqlKeySet {
         Box::pin(async move {
             let d = self.dialect().await?;
             let b = bucket_of(d, key, width);
-            let k = bigint(d, &quote(d, key));
+            let k = bigint(d, &column(d, key));
             let sql = format!(
                 "SELECT {b}, {}, {} FROM {} GROUP BY {b}",
                 bigint(d, "COUNT(*)"),
@@ -204,7 +215,7 @@ impl KeySet for SqlKeySet {
     ) -> BoxFuture<'a, Result<Vec<i64>, ConnectorError>> {
         Box::pin(async move {
             let d = self.dialect().await?;
-            let k = bigint(d, &quote(d, key));
+            let k = bigint(d, &column(d, key));
             let sql = format!(
                 "SELECT {k} FROM {} WHERE {} = {bucket} ORDER BY 1",
                 self.source(d, since),
@@ -216,5 +227,42 @@ impl KeySet for SqlKeySet {
                 .filter_map(|r| r.first().copied())
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite reads an unknown double-quoted name as a string: unqualified, a key the
+    /// table has not would be one value for every row. Qualified, it is an error.
+    #[tokio::test]
+    async fn a_key_the_table_has_not_is_an_error_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = connect(&url, Duration::from_secs(5)).await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER, at TEXT)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1, '2026-01-01'), (5, '2026-02-01')")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        for from in [
+            From::Table("t".into()),
+            From::Query("SELECT * FROM t".into()),
+        ] {
+            let mut set =
+                SqlKeySet::new(url.clone(), "t".into(), from, Duration::from_secs(5), None);
+            assert_eq!(set.bounds("id", None).await.unwrap(), Some((1, 5)));
+            let since = Since {
+                column: "at".into(),
+                value: "2026-01-15".into(),
+            };
+            assert_eq!(set.count(Some(&since)).await.unwrap(), 1);
+            let e = set.bounds("number", None).await.unwrap_err();
+            assert!(e.to_string().contains("no such column"), "{e}");
+        }
     }
 }

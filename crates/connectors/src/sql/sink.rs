@@ -505,14 +505,14 @@ impl<B: Backend> SqlSink<B> {
         Ok(plan)
     }
 
-    /// One transaction, bounded in time (`write_timeout_ms`).
+    /// One transaction, bounded in time (the node's `timeouts.request`).
     async fn write_timed(&self, plan: &B::Plan, job: &Job<'_>) -> Result<usize, Failure> {
         match tokio::time::timeout(self.write_timeout, self.backend.write(plan, job)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Fatal(self.backend.endpoint().error(
                 ErrorClass::Dependency,
                 format!(
-                    "writing {} rows to {} took longer than {:?} (`write_timeout_ms`); the write can be retried: the ledger keeps it from being applied twice",
+                    "writing {} rows to {} took longer than {:?} (the node's `timeouts.request`: raise it if writes need longer); the write can be retried: the ledger keeps it from being applied twice",
                     job.entries.iter().map(|e| e.rows).sum::<i64>(),
                     self.backend.endpoint().describe(),
                     self.write_timeout

@@ -1,5 +1,5 @@
 //! The SQL source: one query, optionally incremental by a watermark column, streamed
-//! with `fetch` into Arrow batches of `batch_rows` rows.
+//! with `fetch` into Arrow batches cut by `batch_rows`, `batch_bytes` and `max_wait`.
 //!
 //! A task owns the connection and the row stream and hands finished batches over a
 //! channel of one: the database is read only as fast as batches are taken, so at most
@@ -377,7 +377,30 @@ impl Reader {
                 format!("{}: cannot read the query's result: {e}", ep.describe()),
             )
         };
-        while let Some(row) = next(stream).await {
+        // When the first row of the batch being filled came: it goes `max_wait` after.
+        let mut oldest: Option<tokio::time::Instant> = None;
+        loop {
+            let due = oldest.and_then(|o| o.checked_add(self.config.max_wait));
+            let row = match due {
+                // Waiting for a row is cancelled, not the stream: it is polled on after.
+                Some(due) => match tokio::time::timeout_at(due, next(stream)).await {
+                    Ok(row) => row,
+                    Err(_) => {
+                        oldest = None;
+                        if let Some(a) = &mut acc
+                            && a.rows > 0
+                        {
+                            let done = self.emit(a, &mut start, &mut offset).map_err(bad)?;
+                            if self.tx.send(Ok(done)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        continue;
+                    }
+                },
+                None => next(stream).await,
+            };
+            let Some(row) = row else { break };
             let row = row.map_err(|e| ep.fatal(e, "reading the query's result"))?;
             let a = match &mut acc {
                 Some(a) => a,
@@ -417,11 +440,17 @@ impl Reader {
                 let kind = a.kinds[i];
                 let value = cell(&row, i, kind)
                     .map_err(|e| bad(format!("column `{}`: {e}", a.names[i])))?;
+                a.bytes += value.size();
                 a.push(i, value)
                     .map_err(|e| bad(format!("column `{}`: {e}", a.names[i])))?;
             }
             a.rows += 1;
-            if a.rows >= self.config.batch_rows {
+            let first = *oldest.get_or_insert_with(tokio::time::Instant::now);
+            if a.rows >= self.config.batch_rows.max(1)
+                || a.bytes >= self.config.batch_bytes.max(1)
+                || first.elapsed() >= self.config.max_wait
+            {
+                oldest = None;
                 let done = self.emit(a, &mut start, &mut offset).map_err(bad)?;
                 if self.tx.send(Ok(done)).await.is_err() {
                     return Ok(());
@@ -559,6 +588,19 @@ pub(crate) enum Cell {
 }
 
 impl Cell {
+    /// The bytes the value counts for in `batching.max_bytes`: a text or binary value its
+    /// length, a number, timestamp or time its 8 bytes, a date 4, a boolean 1, a null 0.
+    fn size(&self) -> usize {
+        match self {
+            Cell::Null => 0,
+            Cell::Bool(_) => 1,
+            Cell::Date(_) => 4,
+            Cell::I64(_) | Cell::U64(_) | Cell::F64(_) | Cell::Timestamp(_) | Cell::Time(_) => 8,
+            Cell::Text(t) => t.len(),
+            Cell::Bytes(b) => b.len(),
+        }
+    }
+
     /// The value as a watermark (JSON).
     fn watermark(&self, kind: Kind) -> Option<serde_json::Value> {
         Some(match self {
@@ -588,6 +630,8 @@ struct Accumulator {
     kinds: Vec<Kind>,
     builders: Vec<Box<dyn ArrayBuilder>>,
     rows: usize,
+    /// The bytes of the batch's values (see [`Cell::size`]).
+    bytes: usize,
     watermark: Option<usize>,
     last_watermark: Option<serde_json::Value>,
     /// Which watermark values may become the checkpoint.
@@ -626,6 +670,7 @@ impl Accumulator {
             kinds,
             builders,
             rows: 0,
+            bytes: 0,
             watermark,
             last_watermark: None,
             guard: None,
@@ -737,6 +782,7 @@ impl Accumulator {
             arrays.push(array);
         }
         self.rows = 0;
+        self.bytes = 0;
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
     }
 }
@@ -944,6 +990,67 @@ mod tests {
         }
         assert_eq!(rows, 3);
         assert!(source.next_batch().await.unwrap().is_none());
+    }
+
+    /// A SQLite file holding `t(id, name)` with `rows` rows whose names are 100 bytes.
+    async fn table(dir: &std::path::Path, rows: usize) -> String {
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
+            .await
+            .unwrap();
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+            .await
+            .unwrap();
+        for i in 1..=rows {
+            sqlx::query("INSERT INTO t VALUES (?, ?)")
+                .bind(i as i64)
+                .bind(format!("{i:0>100}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+        url
+    }
+
+    /// The rows of each batch of a whole run.
+    async fn batches(config: SqlSourceConfig) -> Vec<usize> {
+        let mut source = SqlSource::new(config, "p", "src", None).unwrap();
+        let mut rows = Vec::new();
+        while let Some(b) = source.next_batch().await.unwrap() {
+            rows.push(b.batch.num_rows());
+        }
+        rows
+    }
+
+    /// `batch_bytes` cuts a batch at the row that reaches it (a row of `t` counts 108
+    /// bytes: its 8-byte id and 100-byte name); `batch_rows` alone does not decide.
+    #[tokio::test]
+    async fn batches_end_at_the_row_that_reaches_batch_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = table(dir.path(), 10).await;
+        let mut config = SqlSourceConfig::new(&url, "SELECT id, name FROM t ORDER BY id");
+        config.batch_rows = 1000;
+        config.batch_bytes = 250;
+        config.max_wait = Duration::from_secs(3600);
+        assert_eq!(batches(config.clone()).await, vec![3, 3, 3, 1]);
+        config.batch_bytes = 4 << 20;
+        config.batch_rows = 4;
+        assert_eq!(batches(config).await, vec![4, 4, 2]);
+    }
+
+    /// A batch goes once its first row waited `max_wait`: with none, a batch a row.
+    #[tokio::test]
+    async fn a_batch_goes_once_its_first_row_waited_max_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = table(dir.path(), 5).await;
+        let mut config = SqlSourceConfig::new(&url, "SELECT id, name FROM t ORDER BY id");
+        config.batch_rows = 1000;
+        config.max_wait = Duration::ZERO;
+        assert_eq!(batches(config.clone()).await, vec![1; 5]);
+        config.max_wait = Duration::from_secs(3600);
+        assert_eq!(batches(config).await, vec![5]);
     }
 
     #[test]

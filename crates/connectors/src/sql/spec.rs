@@ -25,8 +25,9 @@ pub struct SqlSourceSpec {
     pub query: Spanned<String>,
     /// Incremental reading by a column.
     pub watermark: Option<WatermarkSpec>,
-    /// Rows fetched per round trip from the server cursor. At least 1. (Batches are cut
-    /// by `batching`.)
+    /// Accepted for older pipelines, and warned of: it has no effect. The rows stream
+    /// from the server as the source reads them (the drivers have no round-trip size),
+    /// and batches are cut by `batching`. At least 1.
     #[serde(default = "default_fetch_size")]
     pub fetch_size: Spanned<u32>,
     /// Timeouts (else `defaults.timeouts`).

@@ -19,6 +19,29 @@ impl NodeConfig for TransformSpec {
         &TRANSFORM
     }
 
+    fn column_before(&self, name: &str) -> Option<String> {
+        let mut name = name.to_owned();
+        for op in self.ops.value.iter().rev() {
+            match &op.value {
+                TransformOp::Rename(map) => {
+                    if let Some((old, _)) = map.0.iter().find(|(_, new)| new.value == name) {
+                        name = old.value.clone();
+                    }
+                }
+                TransformOp::Add(add) if add.column.value == name => return None,
+                TransformOp::Flatten(f) => {
+                    // `customer_id` from the struct `customer`: no input column of its own.
+                    let parent = f.column.as_ref().map(|c| c.value.as_str());
+                    if parent.is_some_and(|p| name.starts_with(&format!("{p}{}", f.separator))) {
+                        return None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(name)
+    }
+
     fn role(&self) -> Role {
         Role::Transform
     }

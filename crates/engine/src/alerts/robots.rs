@@ -244,9 +244,18 @@ async fn post(
         }
     };
     let status = answer.status();
-    let text = answer.text().await.unwrap_or_default();
+    let (bytes, too_long) = match sluice_connectors::http::read_capped(answer, ANSWER_CAP).await {
+        Ok(body) => (body.bytes, body.over_limit),
+        Err(_) => (Vec::new(), false),
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let snippet = hidden(text.chars().take(200).collect());
-    if status.is_success() {
+    if status.is_success() && too_long {
+        Err(format!(
+            "the {service} answered HTTP {status} with more than {} KiB (reading stopped there): a robot answers with a short JSON, so this URL is not the robot's webhook or something in front of it answers instead; check the URL",
+            ANSWER_CAP >> 10
+        ))
+    } else if status.is_success() {
         Ok(text)
     } else if status.is_redirection() {
         Err(format!(
@@ -256,6 +265,11 @@ async fn post(
         Err(format!("the {service} answered HTTP {status}: {snippet}"))
     }
 }
+
+/// The most of a robot's answer that is read, counted decoded (reqwest undoes `gzip`): a
+/// robot answers with a line of JSON, and a URL answering a gzip bomb must not cost
+/// `sluice serve` gigabytes. The bound of the other answers Sluice reads only for a message.
+const ANSWER_CAP: usize = 64 * 1024;
 
 /// Reads a robot's JSON answer: the first of `codes` present must be 0; otherwise its
 /// `message` field says why.
@@ -303,6 +317,67 @@ mod tests {
         let sign = feishu_sign("demo", 1_599_360_473);
         // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"1599360473\ndemo",b"",hashlib.sha256).digest()).decode())'
         assert_eq!(sign, "l1N0gAcBjdwBvGm1xMjOF0XSyaLRpR7tuO5dHfhAYc8=");
+    }
+
+    /// A robot URL whose answer never ends (as a gzip bomb decodes) is read up to
+    /// [`ANSWER_CAP`] and no further: the channel fails, saying why, and the server sees the
+    /// connection go.
+    #[tokio::test]
+    async fn an_endless_answer_is_read_up_to_the_cap_and_fails_the_channel() {
+        let (addr, server) = sluice_testkit::receiver::endless_answer().await;
+        let url = Secret::new(format!("http://{addr}/robot/send?access_token=t0ken"));
+        let e = post(
+            "DingTalk robot",
+            &url,
+            None,
+            &json!({"msgtype": "text"}),
+            Duration::from_secs(30),
+            &[],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.contains("DingTalk robot") && e.contains("more than 64 KiB"),
+            "{e}"
+        );
+        assert!(!e.contains("t0ken"), "{e}");
+        let sent = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the connection is closed once the cap is reached")
+            .unwrap();
+        assert!(sent < 64 << 20, "{sent} bytes were sent");
+    }
+
+    /// A short answer is read whole.
+    #[tokio::test]
+    async fn a_short_answer_is_read_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 8192];
+            let _ = sock.read(&mut request).await;
+            let body = r#"{"errcode":0,"errmsg":"ok"}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            sock.write_all(head.as_bytes()).await.unwrap();
+            sock.write_all(body.as_bytes()).await.unwrap();
+        });
+        let url = Secret::new(format!("http://{addr}/robot/send"));
+        let answer = post(
+            "DingTalk robot",
+            &url,
+            None,
+            &json!({}),
+            Duration::from_secs(30),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer, r#"{"errcode":0,"errmsg":"ok"}"#);
     }
 
     #[test]
