@@ -6,8 +6,8 @@ use super::{KafkaSource, KafkaSourceConfig};
 use crate::spec::check_schema;
 use sluice_config::kind::KindOf;
 use sluice_config::plan::PlannedNode;
-use sluice_config::spec::SchemaPolicy;
 use sluice_config::spec::nodes::{NodeSpec, Role};
+use sluice_config::spec::{SchemaPolicy, TimeoutsSpec};
 use sluice_config::{BuildContext, Checker, Kind, Link, LinkKind, NodeConfig};
 use sluice_core::node::{BoxFuture, NodeRunner};
 use sluice_core::{ConnectorError, Source};
@@ -27,6 +27,10 @@ fn config(spec: &KafkaSourceSpec, node: &PlannedNode) -> KafkaSourceConfig {
             .timeouts
             .as_ref()
             .map_or(Duration::from_secs(30), |t| t.request.get()),
+        connect_timeout: node
+            .timeouts
+            .as_ref()
+            .map_or(Duration::from_secs(10), |t| t.connect.get()),
     }
 }
 
@@ -40,6 +44,7 @@ impl NodeConfig for KafkaSourceSpec {
     }
 
     fn check(&self, _node: &NodeSpec, c: &mut Checker<'_>) {
+        c.timeouts(&self.timeouts);
         if self.brokers.value.is_empty() {
             c.error_at(
                 &self.brokers,
@@ -89,6 +94,10 @@ impl NodeConfig for KafkaSourceSpec {
 
     fn shown(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn timeouts(&self) -> Option<Option<&TimeoutsSpec>> {
+        Some(self.timeouts.as_ref())
     }
 
     fn schema_policy(&self) -> Option<SchemaPolicy> {
@@ -153,4 +162,41 @@ impl NodeConfig for KafkaSourceSpec {
 pub(crate) fn broker_endpoint(broker: &str) -> Option<sluice_config::doctor::Endpoint> {
     sluice_config::doctor::Endpoint::of_url(&format!("kafka://{broker}"), "Kafka broker", true)
         .filter(|e| e.port != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The source's timeouts: `defaults.timeouts`, then its own, field by field.
+    #[test]
+    fn defaults_timeouts_reach_the_kafka_source() {
+        let config_of = |defaults: &str, own: &str| {
+            let text = format!(
+                "pipeline: k\n{defaults}nodes:\n  events:\n    type: kafka\n    brokers: [\"127.0.0.1:9092\"]\n    topic: t\n{own}  out:\n    type: file_sink\n    inputs: [events]\n    path: o.ndjson\n    format: ndjson\n"
+            );
+            let plan =
+                sluice_config::validate(&text, &sluice_config::Env::new(), crate::registry())
+                    .unwrap_or_else(|e| panic!("{:#?}", e.diagnostics()));
+            let node = plan.nodes.iter().find(|n| n.id == "events").unwrap();
+            let spec = node.config.downcast_ref::<KafkaSourceSpec>().unwrap();
+            let c = config(spec, node);
+            (c.connect_timeout, c.request_timeout)
+        };
+        assert_eq!(
+            config_of("", ""),
+            (Duration::from_secs(10), Duration::from_secs(30))
+        );
+        assert_eq!(
+            config_of("defaults: { timeouts: { request: 2m } }\n", ""),
+            (Duration::from_secs(10), Duration::from_secs(120))
+        );
+        assert_eq!(
+            config_of(
+                "defaults: { timeouts: { request: 2m } }\n",
+                "    timeouts: { connect: 3s }\n"
+            ),
+            (Duration::from_secs(3), Duration::from_secs(120))
+        );
+    }
 }

@@ -43,6 +43,8 @@ pub struct KafkaSourceConfig {
     pub max_wait: Duration,
     /// The longest wait for a message the partition is known to hold.
     pub request_timeout: Duration,
+    /// The longest a connection to a broker takes to set up (unless `properties` says).
+    pub connect_timeout: Duration,
 }
 
 /// What [`KafkaSource::receive`] got.
@@ -89,7 +91,11 @@ fn client(config: &KafkaSourceConfig, pipeline: &str, node: &str) -> ClientConfi
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("socket.timeout.ms", "10000");
+        .set("socket.timeout.ms", "10000")
+        .set(
+            "socket.connection.setup.timeout.ms",
+            config.connect_timeout.as_millis().max(1000).to_string(),
+        );
     let limits = FetchLimits::of(spec);
     c.set("fetch.message.max.bytes", limits.per_partition.to_string())
         .set("fetch.max.bytes", limits.fetch.to_string())
@@ -636,6 +642,7 @@ mod tests {
             max_bytes: 4 << 20,
             max_wait,
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 

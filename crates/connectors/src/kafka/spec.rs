@@ -4,7 +4,7 @@ use crate::spec::{NestedMode, SchemaSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_config::Spanned;
-use sluice_config::spec::SchemaPolicy;
+use sluice_config::spec::{SchemaPolicy, TimeoutsSpec};
 use sluice_config::values::{ByteSize, RedactedMap};
 
 /// `type: kafka`: JSON records from a topic of an external Kafka cluster (one JSON object
@@ -47,6 +47,11 @@ pub struct KafkaSourceSpec {
     /// The largest message read; a larger one is a bad record.
     #[schemars(extend("default" = "1MiB"), example = &"4MiB")]
     pub max_message_bytes: Option<Spanned<ByteSize>>,
+    /// Timeouts (else `defaults.timeouts`): `connect` bounds setting up a connection to a
+    /// broker (librdkafka's `socket.connection.setup.timeout.ms`), `request` how long a
+    /// partition known to hold more messages may send none before the read fails as
+    /// `dependency`.
+    pub timeouts: Option<TimeoutsSpec>,
 }
 
 /// Where a first run starts reading.
