@@ -800,7 +800,9 @@ impl ReadState {
             let n = decoder.decode(input).map_err(|e| bad(e, &cur.key))?;
             let decoded = &buf[..n];
             hasher.update(decoded);
-            cur.csv_at = match n == input.len() && end.is_none() {
+            // The scan stopped where the decoder did (the input's end, or the record end
+            // it was cut at): its state holds; else the decoded part is scanned again.
+            cur.csv_at = match n == input.len() {
                 true => at,
                 false => cur.csv_at.scan(decoded, delimiter, quote, false).0,
             };

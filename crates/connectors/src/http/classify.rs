@@ -582,17 +582,10 @@ fn combined(headers: &HeaderMap, names: &[&str]) -> Option<String> {
     })
 }
 
-/// The wait until a rate-limit window resets, from `X-RateLimit-Reset`,
-/// `RateLimit-Reset`, `X-Rate-Limit-Reset` or the combined `RateLimit: ..., reset=N`
-/// header. Large numbers are Unix times (in seconds, or in milliseconds past a trillion),
-/// small ones seconds from now. Bounded by [`MAX_API_WAIT`] (the sources read
-/// [`ratelimit_reset_asked`], to tell when they bound it).
-#[cfg(test)]
-pub(crate) fn ratelimit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    ratelimit_reset_asked(headers, now).map(bounded_wait)
-}
-
-/// The rate-limit reset as the API gave it, not bounded.
+/// The wait until a rate-limit window resets as the API gave it (not bounded: see
+/// [`bounded_wait`]), from `X-RateLimit-Reset`, `RateLimit-Reset`, `X-Rate-Limit-Reset` or
+/// the combined `RateLimit: ..., reset=N` header. Large numbers are Unix times (in
+/// seconds, or in milliseconds past a trillion), small ones seconds from now.
 pub(crate) fn ratelimit_reset_asked(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let raw = RESET
         .iter()
@@ -632,6 +625,11 @@ pub(crate) fn quota_exhausted(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// The reset wait as the sources take it: bounded by [`MAX_API_WAIT`].
+    fn ratelimit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+        ratelimit_reset_asked(headers, now).map(bounded_wait)
+    }
 
     /// An announced length sizes the buffer only within the cap and 16 MiB: a server that
     /// claims terabytes gets no more memory for it.

@@ -484,25 +484,14 @@ fn system_time_after(wait: Duration) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use sluice_testkit::receiver::{Answer, receive};
 
     /// A century in seconds: what a broken API (or a misread reset) asks for.
     const CENTURY: u64 = 100 * 365 * 24 * 3600;
 
-    /// A server on 127.0.0.1 that gives `answer` to every request.
-    async fn serve(answer: String) -> Url {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let answer = answer.clone();
-                tokio::spawn(async move {
-                    let mut request = vec![0u8; 8192];
-                    let _ = sock.read(&mut request).await;
-                    let _ = sock.write_all(answer.as_bytes()).await;
-                });
-            }
-        });
+    /// A receiver on 127.0.0.1 that gives `answer` to every request.
+    async fn serve(answer: Answer) -> Url {
+        let addr = receive(move |_| answer.clone()).await;
         Url::parse(&format!("http://{addr}/items")).unwrap()
     }
 
@@ -561,10 +550,7 @@ mod tests {
     /// message says the wait was capped, the evidence what the API asked for.
     #[tokio::test]
     async fn a_century_of_retry_after_parks_the_source_for_the_cap_only() {
-        let url = serve(format!(
-            "HTTP/1.1 429 Too Many Requests\r\nretry-after: {CENTURY}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        ))
-        .await;
+        let url = serve(Answer::status(429).with_header("retry-after", &CENTURY.to_string())).await;
         let f = fetcher();
         let e = f.fetch(&spec(url), false).await.unwrap_err();
         assert_parked_at_the_cap(&e);
@@ -589,10 +575,11 @@ mod tests {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let url = serve(format!(
-            "HTTP/1.1 200 OK\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: {}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
-            now + CENTURY
-        ))
+        let url = serve(
+            Answer::status(200)
+                .with_header("x-ratelimit-remaining", "0")
+                .with_header("x-ratelimit-reset", &(now + CENTURY).to_string()),
+        )
         .await;
         let f = fetcher();
         let first = f.fetch(&spec(url.clone()), false).await.unwrap();
@@ -617,10 +604,11 @@ mod tests {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_millis();
-        let url = serve(format!(
-            "HTTP/1.1 200 OK\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: {}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
-            now + 500
-        ))
+        let url = serve(
+            Answer::status(200)
+                .with_header("x-ratelimit-remaining", "0")
+                .with_header("x-ratelimit-reset", &(now + 500).to_string()),
+        )
         .await;
         let f = fetcher();
         f.fetch(&spec(url.clone()), false).await.unwrap();

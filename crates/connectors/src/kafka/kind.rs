@@ -11,26 +11,20 @@ use sluice_config::spec::{SchemaPolicy, TimeoutsSpec};
 use sluice_config::{BuildContext, Checker, Kind, Link, LinkKind, NodeConfig};
 use sluice_core::node::{BoxFuture, NodeRunner};
 use sluice_core::{ConnectorError, Source};
-use std::time::Duration;
 
 /// `type: kafka`.
 pub static KAFKA: KindOf<KafkaSourceSpec> = KindOf::new("kafka", Role::Source, "Kafka source");
 
 fn config(spec: &KafkaSourceSpec, node: &PlannedNode) -> KafkaSourceConfig {
     let batching = node.batching.clone().unwrap_or_default();
+    let timeouts = node.timeouts.clone().unwrap_or_default();
     KafkaSourceConfig {
         spec: spec.clone(),
         max_rows: usize::try_from(batching.max_rows).unwrap_or(usize::MAX),
         max_bytes: usize::try_from(batching.max_bytes.bytes()).unwrap_or(usize::MAX),
         max_wait: batching.max_wait.get(),
-        request_timeout: node
-            .timeouts
-            .as_ref()
-            .map_or(Duration::from_secs(30), |t| t.request.get()),
-        connect_timeout: node
-            .timeouts
-            .as_ref()
-            .map_or(Duration::from_secs(10), |t| t.connect.get()),
+        request_timeout: timeouts.request.get(),
+        connect_timeout: timeouts.connect.get(),
     }
 }
 
@@ -167,6 +161,7 @@ pub(crate) fn broker_endpoint(broker: &str) -> Option<sluice_config::doctor::End
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The source's timeouts: `defaults.timeouts`, then its own, field by field.
     #[test]

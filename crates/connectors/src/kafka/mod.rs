@@ -94,7 +94,12 @@ fn client(config: &KafkaSourceConfig, pipeline: &str, node: &str) -> ClientConfi
         .set("socket.timeout.ms", "10000")
         .set(
             "socket.connection.setup.timeout.ms",
-            config.connect_timeout.as_millis().max(1000).to_string(),
+            // librdkafka's range: 1 s to i32::MAX ms.
+            config
+                .connect_timeout
+                .as_millis()
+                .clamp(1000, i32::MAX as u128)
+                .to_string(),
         );
     let limits = FetchLimits::of(spec);
     c.set("fetch.message.max.bytes", limits.per_partition.to_string())
@@ -144,9 +149,8 @@ impl FetchLimits {
     fn of(spec: &KafkaSourceSpec) -> FetchLimits {
         let set = |key: &str| -> Option<usize> {
             spec.properties
-                .iter_exposed()
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, v)| v.trim().parse().ok())
+                .get_exposed(key)
+                .and_then(|v| v.trim().parse().ok())
         };
         let max = max_message_bytes(spec).max(1024);
         let per_partition = set("fetch.message.max.bytes")

@@ -48,7 +48,7 @@ pub struct KafkaSourceSpec {
     #[schemars(extend("default" = "1MiB"), example = &"4MiB")]
     pub max_message_bytes: Option<Spanned<ByteSize>>,
     /// Timeouts (else `defaults.timeouts`): `connect` bounds setting up a connection to a
-    /// broker (librdkafka's `socket.connection.setup.timeout.ms`), `request` how long a
+    /// broker (librdkafka's `socket.connection.setup.timeout.ms`, at least 1 s), `request` how long a
     /// partition known to hold more messages may send none before the read fails as
     /// `dependency`.
     pub timeouts: Option<TimeoutsSpec>,
